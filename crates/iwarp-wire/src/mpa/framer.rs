@@ -120,7 +120,7 @@ impl<S: Sink> Emit<'_, S> {
 
     /// Inserts a marker if the stream is at a marker position.
     fn marker_if_due(&mut self) {
-        if self.markers && self.pos % MARKER_INTERVAL == 0 {
+        if self.markers && self.pos.is_multiple_of(MARKER_INTERVAL) {
             // RFC 5044 §4.3: FPDUPTR is the distance back to the ULPDU_Length field; 0 when
             // the marker falls between FPDUs (then it belongs to the following one).
             let ptr = (self.pos.saturating_sub(self.fpdu_start)) as u16;

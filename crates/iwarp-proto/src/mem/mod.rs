@@ -1,0 +1,385 @@
+//! Memory: protection domains, registered regions, the STag table and the one access check.
+//!
+//! An STag is a 24-bit index (allocated cyclically from a random start, so a freed index is
+//! reused only after the other 2^24 - 2 have been handed out) and an 8-bit random key, like
+//! Linux siw's. STag 0 is never issued. A region is invalidated (deregistered or invalidated by
+//! a Send with Invalidate or a Local Invalidate) by clearing its valid flag: a stale STag then
+//! fails the check even when a cached handle to the region is still held.
+//!
+//! [`check`] is the single function that turns a peer's (STag, TO, length) into a placement
+//! [`Window`]: valid → protection domain → access rights → bounds, in that order. Its
+//! [`AccessError`] knows the Terminate codes of the DDP layer (for placement of Writes and Read
+//! Responses) and of the RDMAP layer (for Read Request sources and invalidation).
+
+mod raw;
+
+pub use raw::{with_slices, RawMem};
+
+use iwarp_wire::terminate::{RemoteProtection, TaggedBuffer, TerminateCause};
+use iwarp_wire::Stag;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+bitflags::bitflags! {
+    /// Access rights of a memory region.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+    pub struct Access: u8 {
+        /// The local side may write into it (receive buffers, RDMA Read sinks, atomic results).
+        const LOCAL_WRITE = 0x01;
+        /// A peer may RDMA Read from it.
+        const REMOTE_READ = 0x02;
+        /// A peer may RDMA Write into it.
+        const REMOTE_WRITE = 0x04;
+        /// A peer may run RFC 7306 atomics on it.
+        const REMOTE_ATOMIC = 0x08;
+    }
+}
+
+/// Identifies a protection domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PdId(pub u32);
+
+/// A registered memory region: memory, the STag naming it, its protection domain, rights and
+/// the Tagged Offset of its first byte.
+#[derive(Debug)]
+pub struct Region {
+    mem: RawMem,
+    stag: Stag,
+    pd: PdId,
+    access: Access,
+    base: u64,
+    valid: AtomicBool,
+}
+
+/// A shared handle to a region. Holding one keeps the memory alive.
+pub type MrRef = Arc<Region>;
+
+impl Region {
+    /// The STag (local key and remote key alike).
+    pub fn stag(&self) -> Stag {
+        self.stag
+    }
+    /// The protection domain.
+    pub fn pd(&self) -> PdId {
+        self.pd
+    }
+    /// Access rights.
+    pub fn access(&self) -> Access {
+        self.access
+    }
+    /// Tagged Offset of the first byte (the address peers use).
+    pub fn base(&self) -> u64 {
+        self.base
+    }
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.mem.len()
+    }
+    /// `true` for a zero-length region.
+    pub fn is_empty(&self) -> bool {
+        self.mem.is_empty()
+    }
+    /// `false` once deregistered or invalidated.
+    pub fn is_valid(&self) -> bool {
+        self.valid.load(Ordering::Acquire)
+    }
+    /// The memory.
+    pub fn mem(&self) -> &RawMem {
+        &self.mem
+    }
+    fn invalidate(&self) -> bool {
+        self.valid.swap(false, Ordering::AcqRel)
+    }
+}
+
+/// A validated range of a region: where a peer's bytes may be placed or read from.
+#[derive(Debug, Clone)]
+pub struct Window {
+    /// The region.
+    pub mr: MrRef,
+    /// Offset of the first byte in the region.
+    pub offset: usize,
+    /// Length in bytes.
+    pub len: usize,
+}
+
+/// Why a peer's (STag, TO, length) was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AccessError {
+    /// No valid region has this STag (unknown index, wrong key, or invalidated).
+    #[error("invalid STag")]
+    InvalidStag,
+    /// The region belongs to another protection domain.
+    #[error("STag belongs to another protection domain")]
+    ProtectionDomain,
+    /// The region does not grant the right asked for.
+    #[error("access rights violation")]
+    AccessRights,
+    /// The range is not inside the region.
+    #[error("base or bounds violation")]
+    BaseOrBounds,
+    /// TO + length wraps the 64-bit offset space.
+    #[error("tagged offset wraps")]
+    ToWrap,
+}
+
+impl AccessError {
+    /// The Terminate for a tagged placement error (RDMA Write, Read Response; RFC 5041 §7.2).
+    /// DDP has no access-rights code: that case is reported by RDMAP as a remote protection
+    /// error (RFC 5040 §7.2), see `docs/deviations.md`.
+    pub fn tagged_cause(self) -> TerminateCause {
+        match self {
+            AccessError::InvalidStag => TerminateCause::TaggedBuffer(TaggedBuffer::InvalidStag),
+            AccessError::ProtectionDomain => TerminateCause::TaggedBuffer(TaggedBuffer::StagNotAssociated),
+            AccessError::AccessRights => TerminateCause::RemoteProtection(RemoteProtection::AccessRights),
+            AccessError::BaseOrBounds => TerminateCause::TaggedBuffer(TaggedBuffer::BaseOrBounds),
+            AccessError::ToWrap => TerminateCause::TaggedBuffer(TaggedBuffer::ToWrap),
+        }
+    }
+
+    /// The Terminate for an RDMAP-level check (Read Request source, atomics, Send with
+    /// Invalidate; RFC 5040 §7.2 "Remote Protection Error").
+    pub fn rdmap_cause(self) -> TerminateCause {
+        TerminateCause::RemoteProtection(match self {
+            AccessError::InvalidStag => RemoteProtection::InvalidStag,
+            AccessError::ProtectionDomain => RemoteProtection::StagNotAssociated,
+            AccessError::AccessRights => RemoteProtection::AccessRights,
+            AccessError::BaseOrBounds => RemoteProtection::BaseOrBounds,
+            AccessError::ToWrap => RemoteProtection::ToWrap,
+        })
+    }
+}
+
+/// The access check: a region (if the STag named one), the expected STag, the stream's
+/// protection domain, the right needed, and the range. In the fixed order valid → PD →
+/// rights → bounds (RFC 5041 §7.2, RFC 5040 §7.2).
+///
+/// # Errors
+/// The first check that fails.
+pub fn check(mr: Option<&MrRef>, stag: Stag, pd: PdId, need: Access, to: u64, len: u64) -> Result<Window, AccessError> {
+    let mr = match mr {
+        Some(mr) if mr.stag == stag && mr.is_valid() => mr,
+        _ => return Err(AccessError::InvalidStag),
+    };
+    if mr.pd != pd {
+        return Err(AccessError::ProtectionDomain);
+    }
+    if !mr.access.contains(need) {
+        return Err(AccessError::AccessRights);
+    }
+    let end = to.checked_add(len).ok_or(AccessError::ToWrap)?;
+    let region_end = mr.base + mr.len() as u64;
+    if to < mr.base || end > region_end {
+        return Err(AccessError::BaseOrBounds);
+    }
+    Ok(Window { mr: Arc::clone(mr), offset: (to - mr.base) as usize, len: len as usize })
+}
+
+/// Largest STag index (24 bits).
+const INDEX_MAX: u32 = 0x00FF_FFFF;
+
+/// The STags of one device.
+///
+/// Lookups take a read lock on a hash map; engines cache the region of the message they are
+/// placing, so the lock is taken once per message, not per segment.
+#[derive(Debug)]
+pub struct StagTable {
+    map: RwLock<HashMap<u32, MrRef>>,
+    alloc: Mutex<IndexAlloc>,
+    next_pd: AtomicU32,
+}
+
+#[derive(Debug)]
+struct IndexAlloc {
+    next: u32,
+    rng: fastrand::Rng,
+}
+
+/// Why a registration failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RegisterError {
+    /// All 2^24 - 1 indexes are in use.
+    #[error("no free STag index")]
+    Exhausted,
+}
+
+impl StagTable {
+    /// An empty table whose random choices (first index, keys) come from `seed`.
+    pub fn new(seed: u64) -> Self {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let next = rng.u32(1..=INDEX_MAX);
+        StagTable {
+            map: RwLock::new(HashMap::new()),
+            alloc: Mutex::new(IndexAlloc { next, rng }),
+            next_pd: AtomicU32::new(1),
+        }
+    }
+
+    /// A fresh protection domain identifier.
+    pub fn new_pd(&self) -> PdId {
+        PdId(self.next_pd.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Registers `mem` under a fresh STag. `base` is the Tagged Offset of its first byte.
+    ///
+    /// # Errors
+    /// [`RegisterError::Exhausted`] when every index is taken.
+    pub fn register(&self, mem: RawMem, pd: PdId, access: Access, base: u64) -> Result<MrRef, RegisterError> {
+        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+        let mut alloc = self.alloc.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= INDEX_MAX as usize {
+            return Err(RegisterError::Exhausted);
+        }
+        // Cyclic from a random start: a just-freed index comes back last.
+        let mut index = alloc.next;
+        while map.contains_key(&index) {
+            index = if index == INDEX_MAX { 1 } else { index + 1 };
+        }
+        alloc.next = if index == INDEX_MAX { 1 } else { index + 1 };
+        let key = alloc.rng.u8(..);
+        // Index ≥ 1, so the STag is never 0.
+        let stag = Stag::from_parts(index, key);
+        let region = Arc::new(Region { mem, stag, pd, access, base, valid: AtomicBool::new(true) });
+        map.insert(index, Arc::clone(&region));
+        Ok(region)
+    }
+
+    /// The region an STag names, if its index is registered and its key matches. The
+    /// region may still be invalid (use [`check`]).
+    pub fn lookup(&self, stag: Stag) -> Option<MrRef> {
+        let map = self.map.read().unwrap_or_else(|e| e.into_inner());
+        map.get(&stag.index()).filter(|r| r.stag == stag).cloned()
+    }
+
+    /// Invalidates and removes a region. Returns `false` if it was already gone.
+    pub fn deregister(&self, mr: &MrRef) -> bool {
+        mr.invalidate();
+        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+        match map.get(&mr.stag.index()) {
+            Some(r) if Arc::ptr_eq(r, mr) => {
+                map.remove(&mr.stag.index());
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Invalidates the region `stag` names on behalf of protection domain `pd` (Send with
+    /// Invalidate, Local Invalidate). The STag stays registered but no longer passes [`check`].
+    ///
+    /// # Errors
+    /// [`AccessError::InvalidStag`] if no valid region has this STag,
+    /// [`AccessError::ProtectionDomain`] if it belongs to another domain.
+    pub fn invalidate(&self, stag: Stag, pd: PdId) -> Result<(), AccessError> {
+        let mr = self.lookup(stag).ok_or(AccessError::InvalidStag)?;
+        if mr.pd != pd {
+            return Err(AccessError::ProtectionDomain);
+        }
+        if !mr.invalidate() {
+            return Err(AccessError::InvalidStag);
+        }
+        Ok(())
+    }
+
+    /// Number of registered regions.
+    pub fn len(&self) -> usize {
+        self.map.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// `true` if no region is registered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iwarp_wire::terminate::TaggedBuffer;
+
+    fn table() -> StagTable {
+        StagTable::new(7)
+    }
+
+    #[test]
+    fn stags_are_never_zero_and_distinct() {
+        let t = table();
+        let pd = t.new_pd();
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..1000 {
+            let r = t.register(RawMem::alloc(8, false).unwrap(), pd, Access::empty(), 0).unwrap();
+            assert_ne!(r.stag().0, 0);
+            assert_ne!(r.stag().index(), 0);
+            assert!(seen.insert(r.stag().index()));
+        }
+        assert_eq!(t.len(), 1000);
+    }
+
+    #[test]
+    fn check_order_is_valid_pd_rights_bounds() {
+        let t = table();
+        let pd = t.new_pd();
+        let other = t.new_pd();
+        let r = t.register(RawMem::alloc(4096, false).unwrap(), pd, Access::REMOTE_WRITE, 0x1000).unwrap();
+        let s = r.stag();
+        let m = Some(&r);
+        assert_eq!(check(None, s, pd, Access::REMOTE_WRITE, 0x1000, 1).unwrap_err(), AccessError::InvalidStag);
+        let wrong_key = Stag::from_parts(s.index(), s.key().wrapping_add(1));
+        assert_eq!(check(m, wrong_key, pd, Access::REMOTE_WRITE, 0x1000, 1).unwrap_err(), AccessError::InvalidStag);
+        // PD is checked before rights and bounds.
+        assert_eq!(check(m, s, other, Access::REMOTE_READ, 0, u64::MAX).unwrap_err(), AccessError::ProtectionDomain);
+        // Rights before bounds.
+        assert_eq!(check(m, s, pd, Access::REMOTE_READ, 0, 1).unwrap_err(), AccessError::AccessRights);
+        assert_eq!(check(m, s, pd, Access::REMOTE_WRITE, 0xFFF, 1).unwrap_err(), AccessError::BaseOrBounds);
+        assert_eq!(check(m, s, pd, Access::REMOTE_WRITE, 0x1FFF, 2).unwrap_err(), AccessError::BaseOrBounds);
+        assert_eq!(check(m, s, pd, Access::REMOTE_WRITE, u64::MAX, 2).unwrap_err(), AccessError::ToWrap);
+        let w = check(m, s, pd, Access::REMOTE_WRITE, 0x1FFF, 1).unwrap();
+        assert_eq!((w.offset, w.len), (0xFFF, 1));
+        assert_eq!(check(m, s, pd, Access::REMOTE_WRITE, 0x2000, 0).unwrap().len, 0);
+    }
+
+    #[test]
+    fn stale_stag_never_matches_after_deregistration() {
+        let t = table();
+        let pd = t.new_pd();
+        let r = t.register(RawMem::alloc(64, false).unwrap(), pd, Access::REMOTE_READ, 0).unwrap();
+        let s = r.stag();
+        assert!(t.deregister(&r));
+        assert!(t.lookup(s).is_none());
+        // A cached handle fails the check too.
+        assert_eq!(check(Some(&r), s, pd, Access::REMOTE_READ, 0, 1).unwrap_err(), AccessError::InvalidStag);
+        // The next registrations do not reuse the index.
+        for _ in 0..100 {
+            let n = t.register(RawMem::alloc(8, false).unwrap(), pd, Access::REMOTE_READ, 0).unwrap();
+            assert_ne!(n.stag().index(), s.index());
+        }
+    }
+
+    #[test]
+    fn invalidate_checks_pd_and_is_one_shot() {
+        let t = table();
+        let pd = t.new_pd();
+        let r = t.register(RawMem::alloc(64, false).unwrap(), pd, Access::REMOTE_READ, 0).unwrap();
+        assert_eq!(t.invalidate(r.stag(), PdId(999)), Err(AccessError::ProtectionDomain));
+        assert_eq!(t.invalidate(r.stag(), pd), Ok(()));
+        assert_eq!(t.invalidate(r.stag(), pd), Err(AccessError::InvalidStag));
+        assert!(!r.is_valid());
+    }
+
+    #[test]
+    fn error_codes() {
+        assert_eq!(
+            AccessError::ProtectionDomain.tagged_cause(),
+            TerminateCause::TaggedBuffer(TaggedBuffer::StagNotAssociated)
+        );
+        assert_eq!(
+            AccessError::ProtectionDomain.rdmap_cause(),
+            TerminateCause::RemoteProtection(RemoteProtection::StagNotAssociated)
+        );
+        assert_eq!(
+            AccessError::AccessRights.tagged_cause(),
+            TerminateCause::RemoteProtection(RemoteProtection::AccessRights)
+        );
+    }
+}

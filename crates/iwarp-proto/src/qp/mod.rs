@@ -1,0 +1,604 @@
+//! The queue pair engine: one iWARP connection in full operation, without I/O.
+//!
+//! [`Qp`] takes work requests, turns them into FPDUs described as I/O ranges (headers and
+//! trailers it wrote, payload straight from registered memory), and takes the bytes the
+//! runtime reads from the socket, either into a scratch buffer or straight into the validated
+//! destination it names. It produces completions and events.
+//!
+//! # Driving it
+//!
+//! Inputs are `post_*` (work requests) and `handle_*` (bytes sent, bytes received or placed,
+//! end of stream). Outputs are `poll_*`. After any input, drain in this order:
+//! 1. [`Qp::poll_transmit`] until it reports nothing, writing the ranges and reporting with
+//!    [`Qp::handle_sent`] (stop on `EAGAIN`, resume when the socket is writable);
+//! 2. [`Qp::poll_completion`] until `None`, into the completion queues;
+//! 3. [`Qp::poll_event`] until `None`;
+//! 4. [`Qp::wants_shutdown`]: when `true`, shut the socket down.
+//!
+//! To receive, ask [`Qp::poll_recv_plan`]: [`RecvPlan::Scratch`] means read up to that many
+//! bytes into any buffer and pass them to [`Qp::handle_recv`]; [`RecvPlan::Direct`] names
+//! memory ranges that the next bytes of payload belong in: read into them (a `readv` that may
+//! also read on into a scratch buffer), report how many landed there with
+//! [`Qp::handle_placed`], and pass whatever went to scratch to [`Qp::handle_recv`].
+//!
+//! # Invariants the runtime relies on
+//! Every address in an [`IoRange`] stays valid until the bytes are reported sent (transmit) or
+//! placed (receive), or until the next `poll_*`/`handle_*` call (receive), or until the `Qp` is
+//! dropped: the engine holds the regions they point into.
+
+mod rx;
+mod state;
+mod tx;
+mod wr;
+
+pub use state::{IllegalTransition, QpEventKind, QpState, TRANSITIONS};
+pub use wr::{
+    Completion, Payload, PostError, Queue, RecvWqe, RemoteAddr, SendOp, SendWqe, Sge, SgeList, WcOpcode, WcStatus,
+};
+
+use crate::mem::{Access, PdId, StagTable};
+use iwarp_wire::mpa::{Deframer, DeframerConfig, Framer, RtrTypes};
+use iwarp_wire::terminate::{TerminateCause, TerminateLayout};
+use iwarp_wire::Msn;
+use smallvec::SmallVec;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+/// Static limits of a queue pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QpConfig {
+    /// Local identifier reported with completions.
+    pub qp_num: u32,
+    /// Protection domain.
+    pub pd: PdId,
+    /// Outstanding send work requests.
+    pub sq_depth: usize,
+    /// Outstanding receive work requests (ignored with a shared receive queue).
+    pub rq_depth: usize,
+    /// Scatter/gather elements per send work request.
+    pub max_send_sge: usize,
+    /// Scatter/gather elements per receive work request.
+    pub max_recv_sge: usize,
+    /// Longest inline payload.
+    pub max_inline: usize,
+}
+
+/// Which zero-length message serves as the RFC 6581 ready-to-receive indication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RtrKind {
+    /// Zero-length Send.
+    Send,
+    /// Zero-length RDMA Write.
+    Write,
+    /// Zero-length RDMA Read.
+    Read,
+}
+
+/// Who speaks first once MPA negotiation is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Startup {
+    /// The initiator may send at once; in peer-to-peer mode it first sends this RTR.
+    Initiator {
+        /// The RTR to send first, if peer-to-peer mode was negotiated.
+        rtr: Option<RtrKind>,
+    },
+    /// The responder sends nothing until the initiator's first FPDU arrives (RFC 5044 §7.1.2);
+    /// in peer-to-peer mode that FPDU must be an RTR of one of these types, and is consumed.
+    Responder {
+        /// The RTR types allowed, if peer-to-peer mode was negotiated.
+        rtr: Option<RtrTypes>,
+    },
+}
+
+/// What MPA negotiation settled for this connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkParams {
+    /// Generate and check CRCs.
+    pub crc: bool,
+    /// Insert markers in what we send (the peer asked with M = 1).
+    pub send_markers: bool,
+    /// Expect markers in what we receive (we asked).
+    pub recv_markers: bool,
+    /// Inbound RDMA Read/atomic requests we accept at once.
+    pub ird: u32,
+    /// Outbound RDMA Read/atomic requests we may have outstanding.
+    pub ord: u32,
+    /// Largest ULPDU to send (from the TCP MSS).
+    pub mulpdu: usize,
+    /// Both ends support RFC 7306 (Immediate Data, atomics).
+    pub rfc7306: bool,
+    /// Initiator or responder.
+    pub startup: Startup,
+}
+
+/// A range of memory for `writev` or `readv`, as a raw address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IoRange {
+    /// Address of the first byte.
+    pub addr: usize,
+    /// Length in bytes.
+    pub len: usize,
+}
+
+/// How to read the next bytes of the stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecvPlan {
+    /// Read up to `max` bytes into a scratch buffer and pass them to [`Qp::handle_recv`].
+    Scratch {
+        /// Suggested upper bound (small right before a large payload so that it can go direct).
+        max: usize,
+    },
+    /// The next `len` bytes are payload whose validated destination is `ranges`; read into them
+    /// and report with [`Qp::handle_placed`].
+    Direct {
+        /// Destination ranges, in order, totalling `len`.
+        ranges: SmallVec<[IoRange; 4]>,
+        /// Bytes of payload due.
+        len: usize,
+    },
+    /// Nothing should be read (the queue pair is terminating or finished).
+    Stop,
+}
+
+/// Asynchronous events of a queue pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QpEvent {
+    /// The queue pair is usable in both directions (the peer's first FPDU or RTR arrived).
+    Ready,
+    /// The peer violated the protocol (or a local fault occurred); a Terminate with this cause
+    /// was sent and the queue pair is going to error.
+    LocalError(TerminateCause),
+    /// The peer sent a Terminate.
+    RemoteTerminate {
+        /// The cause, as the preferred reading gives it.
+        cause: TerminateCause,
+        /// Which bit layout it was written in.
+        layout: TerminateLayout,
+    },
+    /// The peer closed its side of the stream.
+    PeerClosed,
+    /// The connection failed.
+    TransportError,
+    /// The queue pair reached the error state; every outstanding work request has completed.
+    Flushed,
+}
+
+/// A shared receive queue: receive work requests any attached queue pair may consume.
+#[derive(Debug)]
+pub struct Srq {
+    inner: Mutex<SrqInner>,
+    max_sge: usize,
+}
+
+#[derive(Debug)]
+struct SrqInner {
+    queue: VecDeque<RecvWqe>,
+    depth: usize,
+    limit: Option<usize>,
+}
+
+impl Srq {
+    /// A shared receive queue of `depth` work requests with up to `max_sge` elements each.
+    pub fn new(depth: usize, max_sge: usize) -> Self {
+        Srq { inner: Mutex::new(SrqInner { queue: VecDeque::new(), depth, limit: None }), max_sge }
+    }
+
+    /// Posts receive work requests (all or none).
+    ///
+    /// # Errors
+    /// [`PostError::QueueFull`], [`PostError::TooManySges`] or [`PostError::LocalProtection`].
+    pub fn post(&self, pd: PdId, wqes: impl IntoIterator<Item = RecvWqe>) -> Result<(), PostError> {
+        let wqes: Vec<RecvWqe> = wqes.into_iter().collect();
+        for w in &wqes {
+            validate_recv(w, pd, self.max_sge)?;
+        }
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if g.queue.len() + wqes.len() > g.depth {
+            return Err(PostError::QueueFull);
+        }
+        g.queue.extend(wqes);
+        Ok(())
+    }
+
+    /// Arms the limit event: [`Srq::take`] reports when the queue falls below `limit`.
+    pub fn set_limit(&self, limit: usize) {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).limit = Some(limit);
+    }
+
+    /// Takes the oldest work request; the flag says the armed limit was just crossed.
+    pub fn take(&self) -> (Option<RecvWqe>, bool) {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let w = g.queue.pop_front();
+        let crossed = match g.limit {
+            Some(l) if w.is_some() && g.queue.len() < l => {
+                g.limit = None;
+                true
+            }
+            _ => false,
+        };
+        (w, crossed)
+    }
+
+    /// Work requests queued.
+    pub fn len(&self) -> usize {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).queue.len()
+    }
+
+    /// `true` if empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Removes every queued work request (when the queue is destroyed).
+    pub fn drain(&self) -> Vec<RecvWqe> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).queue.drain(..).collect()
+    }
+}
+
+fn validate_recv(w: &RecvWqe, pd: PdId, max_sge: usize) -> Result<(), PostError> {
+    if w.sges.len() > max_sge {
+        return Err(PostError::TooManySges);
+    }
+    if w.len() > u64::from(u32::MAX) {
+        return Err(PostError::InvalidLength);
+    }
+    for s in &w.sges {
+        s.validate(pd, Access::LOCAL_WRITE)?;
+    }
+    Ok(())
+}
+
+/// Receive-queue counters and the state of one queue pair, for diagnostics and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QpStats {
+    /// FPDUs sent.
+    pub tx_fpdus: u64,
+    /// FPDUs received.
+    pub rx_fpdus: u64,
+    /// Payload bytes read straight into their destination.
+    pub rx_direct_bytes: u64,
+    /// Payload bytes copied from a scratch buffer into their destination.
+    pub rx_copied_bytes: u64,
+    /// Payload bytes sent from registered memory without a copy.
+    pub tx_zero_copy_bytes: u64,
+    /// Payload bytes copied into the transmit buffer (small payloads).
+    pub tx_copied_bytes: u64,
+}
+
+/// One iWARP connection's RDMAP/DDP/MPA engine.
+#[derive(Debug)]
+pub struct Qp {
+    cfg: QpConfig,
+    link: Option<LinkParams>,
+    state: QpState,
+    stags: Arc<StagTable>,
+    srq: Option<Arc<Srq>>,
+    tx: tx::Tx,
+    rx: rx::Rx,
+    rq: VecDeque<RecvWqe>,
+    completions: VecDeque<Completion>,
+    events: VecDeque<QpEvent>,
+    stats: QpStats,
+    /// The first error's cause (sent or received).
+    cause: Option<TerminateCause>,
+}
+
+impl Qp {
+    /// A queue pair in [`QpState::Idle`]: receives may be posted, sends wait for
+    /// [`establish`](Self::establish).
+    pub fn new(cfg: QpConfig, stags: Arc<StagTable>, srq: Option<Arc<Srq>>) -> Self {
+        Qp {
+            cfg,
+            link: None,
+            state: QpState::Idle,
+            stags,
+            srq,
+            tx: tx::Tx::new(),
+            rx: rx::Rx::new(),
+            rq: VecDeque::new(),
+            completions: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: QpStats::default(),
+            cause: None,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &QpConfig {
+        &self.cfg
+    }
+
+    /// The negotiated link parameters (after `establish`).
+    pub fn link(&self) -> Option<&LinkParams> {
+        self.link.as_ref()
+    }
+
+    /// The state.
+    pub fn state(&self) -> QpState {
+        self.state
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> QpStats {
+        self.stats
+    }
+
+    /// The first error's Terminate cause, sent or received.
+    pub fn error_cause(&self) -> Option<TerminateCause> {
+        self.cause
+    }
+
+    /// Enters full operation with the parameters MPA negotiation settled.
+    ///
+    /// # Errors
+    /// [`IllegalTransition`] unless the queue pair is idle.
+    pub fn establish(&mut self, link: LinkParams) -> Result<(), IllegalTransition> {
+        self.state = self.state.on(QpEventKind::Connected)?;
+        self.tx.framer = Framer::new(link.crc, link.send_markers);
+        self.tx.mulpdu = link.mulpdu.clamp(iwarp_wire::mpa::MIN_MULPDU, iwarp_wire::mpa::MAX_ULPDU);
+        self.rx.deframer =
+            Deframer::new(DeframerConfig { crc: link.crc, markers: link.recv_markers, max_ulpdu: u16::MAX });
+        match link.startup {
+            Startup::Initiator { rtr } => {
+                self.tx.allowed = true;
+                self.tx.rtr = rtr;
+                self.rx.awaiting_rtr = None;
+                // RFC 5044 §7.1.2: the initiator may send at once; the queue pair is usable.
+                self.events.push_back(QpEvent::Ready);
+            }
+            Startup::Responder { rtr } => {
+                // RFC 5044 §7.1.2: the responder "MUST receive and validate at least one FPDU
+                // before sending any FPDU".
+                self.tx.allowed = false;
+                self.rx.awaiting_rtr = rtr;
+                if rtr.is_none() {
+                    self.events.push_back(QpEvent::Ready);
+                }
+            }
+        }
+        self.link = Some(link);
+        Ok(())
+    }
+
+    /// Posts receive work requests (all or none).
+    ///
+    /// # Errors
+    /// [`PostError`] if any is invalid or the queue would overflow.
+    pub fn post_recv(&mut self, wqes: impl IntoIterator<Item = RecvWqe>) -> Result<(), PostError> {
+        if self.srq.is_some() {
+            return Err(PostError::UsesSrq);
+        }
+        if matches!(self.state, QpState::Error | QpState::Terminate | QpState::Closing) {
+            return Err(PostError::InvalidState(self.state));
+        }
+        let start = self.rq.len();
+        for w in wqes {
+            if let Err(e) = validate_recv(&w, self.cfg.pd, self.cfg.max_recv_sge) {
+                self.rq.truncate(start);
+                return Err(e);
+            }
+            if self.rq.len() >= self.cfg.rq_depth {
+                self.rq.truncate(start);
+                return Err(PostError::QueueFull);
+            }
+            self.rq.push_back(w);
+        }
+        Ok(())
+    }
+
+    /// Receive work requests posted and not yet consumed.
+    pub fn recv_queued(&self) -> usize {
+        self.rq.len()
+    }
+
+    /// Posts send work requests (all or none). They go out in order; call
+    /// [`poll_transmit`](Self::poll_transmit) to frame them.
+    ///
+    /// # Errors
+    /// [`PostError`] if any is invalid, needs RFC 7306 the peer lacks, or the queue would
+    /// overflow.
+    pub fn post_send(&mut self, wqes: impl IntoIterator<Item = SendWqe>) -> Result<(), PostError> {
+        if self.state != QpState::Rts {
+            return Err(PostError::InvalidState(self.state));
+        }
+        let rfc7306 = self.link.is_some_and(|l| l.rfc7306);
+        let start = self.tx.sq.len();
+        for w in wqes {
+            let r = if self.tx.outstanding >= self.cfg.sq_depth {
+                Err(PostError::QueueFull)
+            } else {
+                self.validate_send(&w, rfc7306)
+            };
+            if let Err(e) = r {
+                let n = self.tx.sq.len() - start;
+                self.tx.sq.truncate(start);
+                self.tx.outstanding -= n;
+                return Err(e);
+            }
+            self.tx.outstanding += 1;
+            self.tx.sq.push_back(w);
+        }
+        Ok(())
+    }
+
+    fn validate_send(&self, w: &SendWqe, rfc7306: bool) -> Result<(), PostError> {
+        if w.op.is_rfc7306() && !rfc7306 {
+            return Err(PostError::NotSupportedByPeer);
+        }
+        let len = w.payload.len();
+        if len > u64::from(u32::MAX) {
+            return Err(PostError::InvalidLength);
+        }
+        match &w.payload {
+            Payload::Inline(b) => {
+                if b.len() > self.cfg.max_inline {
+                    return Err(PostError::InlineTooLong);
+                }
+                if w.op.awaits_response() {
+                    // Reads and atomics need a registered sink.
+                    return Err(PostError::InvalidLength);
+                }
+            }
+            Payload::Sges(s) => {
+                if s.len() > self.cfg.max_send_sge {
+                    return Err(PostError::TooManySges);
+                }
+                let need = if w.op.awaits_response() { Access::LOCAL_WRITE } else { Access::empty() };
+                for sge in s {
+                    sge.validate(self.cfg.pd, need)?;
+                }
+            }
+        }
+        match w.op {
+            // RFC 5040 §5.2: a Read's sink is one buffer (max_sge_rd = 1 on iWARP).
+            SendOp::Read(_) if matches!(&w.payload, Payload::Sges(s) if s.len() > 1) => Err(PostError::TooManySges),
+            // RFC 7306 §5.1: atomics work on 8 bytes.
+            SendOp::FetchAdd { .. } | SendOp::CompareSwap { .. } if len != 8 => Err(PostError::InvalidLength),
+            SendOp::FetchAdd { remote, .. } | SendOp::CompareSwap { remote, .. } if remote.to % 8 != 0 => {
+                Err(PostError::InvalidLength)
+            }
+            SendOp::Immediate(_) | SendOp::LocalInvalidate(_) if len != 0 => Err(PostError::InvalidLength),
+            _ => Ok(()),
+        }
+    }
+
+    /// Send work requests posted and not yet completed.
+    pub fn send_outstanding(&self) -> usize {
+        self.tx.outstanding
+    }
+
+    /// The next completion, in the order the verbs guarantee (send completions in posting
+    /// order; receive completions in arrival order).
+    #[must_use]
+    pub fn poll_completion(&mut self) -> Option<Completion> {
+        self.completions.pop_front()
+    }
+
+    /// The next event.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<QpEvent> {
+        self.events.pop_front()
+    }
+
+    /// `true` once the socket should be shut down: a disconnect or Terminate has drained, or
+    /// the queue pair is in error.
+    #[must_use]
+    pub fn wants_shutdown(&self) -> bool {
+        self.state == QpState::Error
+    }
+
+    /// Starts a graceful disconnect: no new work is accepted, work not yet framed is flushed,
+    /// what is framed drains, then the stream closes.
+    pub fn disconnect(&mut self) {
+        match self.state.on(QpEventKind::Disconnect) {
+            Ok(s) => {
+                self.state = s;
+                self.tx.flush_unframed(&mut self.completions, self.cfg.qp_num);
+                if self.tx.batch.is_empty() {
+                    self.finish_drain();
+                }
+            }
+            Err(_) => {
+                tracing::debug!(qp = self.cfg.qp_num, state = ?self.state, "disconnect in a state that does not need one");
+            }
+        }
+    }
+
+    /// The peer closed the stream (end of file). Between FPDUs this is a clean close; inside
+    /// one it is a transport error.
+    pub fn handle_eof(&mut self) {
+        let clean = self.rx.deframer.is_idle();
+        if matches!(self.state, QpState::Error) {
+            return;
+        }
+        if self.state == QpState::Terminate {
+            // Our Terminate may not have gone out; nothing more to say.
+            self.enter_error(QpEventKind::TransportError, None);
+            return;
+        }
+        if clean {
+            self.events.push_back(QpEvent::PeerClosed);
+            self.enter_error(QpEventKind::PeerClosed, None);
+        } else {
+            self.events.push_back(QpEvent::TransportError);
+            self.enter_error(QpEventKind::TransportError, None);
+        }
+    }
+
+    /// The connection failed (reset, I/O error).
+    pub fn handle_transport_error(&mut self) {
+        if self.state == QpState::Error {
+            return;
+        }
+        self.events.push_back(QpEvent::TransportError);
+        self.enter_error(QpEventKind::TransportError, None);
+    }
+
+    /// Moves to error through `event` and flushes everything outstanding.
+    fn enter_error(&mut self, event: QpEventKind, remote: Option<TerminateCause>) {
+        match self.state.on(event) {
+            Ok(s) => self.state = s,
+            Err(e) => {
+                tracing::debug!(qp = self.cfg.qp_num, error = %e, "forcing error state");
+                self.state = QpState::Error;
+            }
+        }
+        if self.state == QpState::Error {
+            self.flush_all(remote);
+        }
+    }
+
+    /// Completes every outstanding work request with a flush status (the first outstanding
+    /// Read/atomic gets the remote status when a Terminate named one).
+    fn flush_all(&mut self, remote: Option<TerminateCause>) {
+        let qp_num = self.cfg.qp_num;
+        self.tx.flush_all(&mut self.completions, qp_num, remote);
+        if let Some(w) = self.rx.take_inflight_recv() {
+            self.completions.push_back(Completion::new(w.wr_id, WcStatus::WrFlush, WcOpcode::Recv, Queue::Recv));
+        }
+        for w in self.rq.drain(..) {
+            self.completions.push_back(Completion::new(w.wr_id, WcStatus::WrFlush, WcOpcode::Recv, Queue::Recv));
+        }
+        self.rx.release();
+        self.events.push_back(QpEvent::Flushed);
+    }
+
+    fn finish_drain(&mut self) {
+        if let Ok(s) = self.state.on(QpEventKind::Drained) {
+            self.state = s;
+            self.flush_all(None);
+        }
+    }
+
+    /// Takes a receive work request for an incoming message.
+    fn take_recv(&mut self) -> Option<RecvWqe> {
+        match &self.srq {
+            Some(srq) => {
+                let (w, crossed) = srq.take();
+                if crossed {
+                    tracing::debug!(qp = self.cfg.qp_num, "shared receive queue below its limit");
+                }
+                w
+            }
+            None => self.rq.pop_front(),
+        }
+    }
+
+    /// RX: the engine reports a completed receive.
+    fn push_completion(&mut self, c: Completion) {
+        self.completions.push_back(c);
+    }
+
+    /// Access to the STag table the engine checks against.
+    pub fn stag_table(&self) -> &Arc<StagTable> {
+        &self.stags
+    }
+
+    /// The MSN this side will use for its next message on queue `qn` (0 to 3).
+    pub fn next_tx_msn(&self, qn: usize) -> Msn {
+        self.tx.msn[qn.min(3)]
+    }
+}
+
+#[cfg(test)]
+mod tests;

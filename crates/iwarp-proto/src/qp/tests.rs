@@ -1,0 +1,677 @@
+//! Two engines connected by in-memory pipes: every operation, every Terminate case.
+
+use super::*;
+use crate::mem::{Access, MrRef, RawMem};
+use iwarp_wire::mpa::{Deframer, DeframerConfig, Event, Framer};
+use iwarp_wire::rdmap::ReadRequest;
+use iwarp_wire::terminate::{Mpa, RemoteOperation, RemoteProtection, TaggedBuffer, TerminateMessage, UntaggedBuffer};
+use iwarp_wire::{Opcode, SegmentHeader, Stag, TaggedOffset};
+
+fn link(startup: Startup) -> LinkParams {
+    LinkParams {
+        crc: true,
+        send_markers: false,
+        recv_markers: false,
+        ird: 8,
+        ord: 8,
+        mulpdu: iwarp_wire::mpa::mulpdu(1460, false),
+        rfc7306: true,
+        startup,
+    }
+}
+
+fn cfg(qp_num: u32, pd: PdId) -> QpConfig {
+    QpConfig { qp_num, pd, sq_depth: 256, rq_depth: 256, max_send_sge: 4, max_recv_sge: 4, max_inline: 256 }
+}
+
+struct Pair {
+    a: Qp,
+    b: Qp,
+    stags: Arc<StagTable>,
+    pd: PdId,
+    chunk: usize,
+    ab: Vec<u8>,
+    ba: Vec<u8>,
+}
+
+impl Pair {
+    fn with(a_link: LinkParams, b_link: LinkParams) -> Pair {
+        let stags = Arc::new(StagTable::new(42));
+        let pd = stags.new_pd();
+        let mut a = Qp::new(cfg(1, pd), Arc::clone(&stags), None);
+        let mut b = Qp::new(cfg(2, pd), Arc::clone(&stags), None);
+        a.establish(a_link).unwrap();
+        b.establish(b_link).unwrap();
+        Pair { a, b, stags, pd, chunk: 1 << 20, ab: Vec::new(), ba: Vec::new() }
+    }
+
+    fn new() -> Pair {
+        Pair::with(link(Startup::Initiator { rtr: None }), link(Startup::Responder { rtr: None }))
+    }
+
+    fn mr(&self, len: usize, access: Access) -> MrRef {
+        self.stags.register(RawMem::alloc(len, false).unwrap(), self.pd, access, 0x10_0000).unwrap()
+    }
+
+    /// Moves bytes both ways, `chunk` at a time, until neither side has anything to send.
+    fn drive(&mut self) {
+        for _ in 0..1_000_000 {
+            let mut moved = self.a.transmit_copy(&mut self.ab, self.chunk);
+            moved += self.b.transmit_copy(&mut self.ba, self.chunk);
+            if !self.ab.is_empty() {
+                let n = self.ab.len().min(self.chunk);
+                let used = self.b.receive_copy(&self.ab[..n]);
+                self.ab.drain(..n);
+                moved += used.max(1);
+            }
+            if !self.ba.is_empty() {
+                let n = self.ba.len().min(self.chunk);
+                let used = self.a.receive_copy(&self.ba[..n]);
+                self.ba.drain(..n);
+                moved += used.max(1);
+            }
+            if moved == 0 {
+                return;
+            }
+        }
+        panic!("drive did not settle");
+    }
+
+    fn completions(qp: &mut Qp) -> Vec<Completion> {
+        std::iter::from_fn(|| qp.poll_completion()).collect()
+    }
+
+    fn events(qp: &mut Qp) -> Vec<QpEvent> {
+        std::iter::from_fn(|| qp.poll_event()).collect()
+    }
+}
+
+fn sge(mr: &MrRef, offset: usize, len: usize) -> Sge {
+    Sge { mr: Arc::clone(mr), offset, len }
+}
+
+fn send_wr(wr_id: u64, op: SendOp, sges: Vec<Sge>) -> SendWqe {
+    SendWqe { wr_id, op, payload: Payload::Sges(sges.into()), signaled: true, solicited: false, fence: false }
+}
+
+fn recv_wr(wr_id: u64, sges: Vec<Sge>) -> RecvWqe {
+    RecvWqe { wr_id, sges: sges.into() }
+}
+
+fn pattern(mr: &MrRef, seed: u8) {
+    let v: Vec<u8> = (0..mr.len()).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect();
+    assert!(mr.mem().write(0, &v));
+}
+
+fn contents(mr: &MrRef, off: usize, len: usize) -> Vec<u8> {
+    let mut v = vec![0; len];
+    assert!(mr.mem().read(off, &mut v));
+    v
+}
+
+fn remote(mr: &MrRef, off: u64) -> RemoteAddr {
+    RemoteAddr { stag: mr.stag(), to: mr.base() + off }
+}
+
+#[test]
+fn send_of_many_sizes_arrives_intact_in_any_chunking() {
+    for &size in &[0usize, 1, 7, 1453, 1454, 1455, 4096, 65_537, 1 << 20] {
+        for &chunk in &[1usize, 13, 1460, 1 << 20] {
+            if size > 70_000 && chunk < 1000 {
+                continue;
+            }
+            let mut p = Pair::new();
+            p.chunk = chunk;
+            let src = p.mr(size.max(1), Access::empty());
+            let dst = p.mr(size.max(1) + 10, Access::LOCAL_WRITE);
+            pattern(&src, 3);
+            p.b.post_recv([recv_wr(7, vec![sge(&dst, 0, size + 10)])]).unwrap();
+            p.a.post_send([send_wr(9, SendOp::Send, vec![sge(&src, 0, size)])]).unwrap();
+            p.drive();
+            let ca = Pair::completions(&mut p.a);
+            assert_eq!(ca.len(), 1);
+            assert_eq!((ca[0].wr_id, ca[0].status, ca[0].opcode), (9, WcStatus::Success, WcOpcode::Send));
+            let cb = Pair::completions(&mut p.b);
+            assert_eq!(cb.len(), 1, "size {size} chunk {chunk}");
+            assert_eq!((cb[0].wr_id, cb[0].status, cb[0].byte_len), (7, WcStatus::Success, size as u32));
+            assert_eq!(contents(&dst, 0, size), contents(&src, 0, size), "size {size} chunk {chunk}");
+        }
+    }
+}
+
+#[test]
+fn large_payload_is_placed_directly_and_sent_without_copy() {
+    let mut p = Pair::with(
+        LinkParams { mulpdu: 65474, ..link(Startup::Initiator { rtr: None }) },
+        LinkParams { mulpdu: 65474, ..link(Startup::Responder { rtr: None }) },
+    );
+    let size = 1 << 20;
+    let src = p.mr(size, Access::empty());
+    let dst = p.mr(size, Access::REMOTE_WRITE);
+    pattern(&src, 5);
+    // The responder must hear first; a zero-length Send would need a receive, so use a Write.
+    p.a.post_send([send_wr(1, SendOp::Write(remote(&dst, 0)), vec![sge(&src, 0, size)])]).unwrap();
+    p.drive();
+    assert_eq!(contents(&dst, 0, size), contents(&src, 0, size));
+    let (sa, sb) = (p.a.stats(), p.b.stats());
+    // Every full FPDU leaves from the region; only the short tail is copied next to its header.
+    assert_eq!(sa.tx_zero_copy_bytes + sa.tx_copied_bytes, size as u64);
+    assert!(sa.tx_zero_copy_bytes > (size as u64) * 99 / 100, "{sa:?}");
+    assert_eq!(sa.tx_fpdus, 17);
+    assert!(sb.rx_direct_bytes > (size as u64) * 99 / 100, "{sb:?}");
+}
+
+#[test]
+fn multi_sge_send_scatters_and_gathers() {
+    let mut p = Pair::new();
+    let s1 = p.mr(100, Access::empty());
+    let s2 = p.mr(3000, Access::empty());
+    pattern(&s1, 1);
+    pattern(&s2, 2);
+    let d1 = p.mr(50, Access::LOCAL_WRITE);
+    let d2 = p.mr(5000, Access::LOCAL_WRITE);
+    p.b.post_recv([recv_wr(1, vec![sge(&d1, 0, 50), sge(&d2, 10, 4000)])]).unwrap();
+    p.a.post_send([send_wr(2, SendOp::Send, vec![sge(&s1, 0, 100), sge(&s2, 0, 3000)])]).unwrap();
+    p.drive();
+    let mut sent = contents(&s1, 0, 100);
+    sent.extend(contents(&s2, 0, 3000));
+    let mut got = contents(&d1, 0, 50);
+    got.extend(contents(&d2, 10, 3050));
+    assert_eq!(got, sent);
+    assert_eq!(Pair::completions(&mut p.b)[0].byte_len, 3100);
+}
+
+#[test]
+fn rdma_read_returns_peer_memory_in_order_within_ord() {
+    let mut p = Pair::with(
+        LinkParams { ord: 2, ..link(Startup::Initiator { rtr: None }) },
+        LinkParams { ird: 2, ..link(Startup::Responder { rtr: None }) },
+    );
+    let src = p.mr(200_000, Access::REMOTE_READ);
+    pattern(&src, 9);
+    let sink = p.mr(200_000, Access::LOCAL_WRITE);
+    let wrs: Vec<SendWqe> = (0..5u64)
+        .map(|i| send_wr(i, SendOp::Read(remote(&src, i * 40_000)), vec![sge(&sink, (i * 40_000) as usize, 40_000)]))
+        .collect();
+    p.a.post_send(wrs).unwrap();
+    p.drive();
+    let c = Pair::completions(&mut p.a);
+    assert_eq!(c.iter().map(|c| c.wr_id).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4]);
+    assert!(c.iter().all(|c| c.status == WcStatus::Success && c.opcode == WcOpcode::RdmaRead && c.byte_len == 40_000));
+    assert_eq!(contents(&sink, 0, 200_000), contents(&src, 0, 200_000));
+}
+
+#[test]
+fn send_completions_wait_for_an_earlier_read() {
+    let mut p = Pair::new();
+    let src = p.mr(64, Access::REMOTE_READ);
+    let sink = p.mr(64, Access::LOCAL_WRITE);
+    let wsrc = p.mr(64, Access::empty());
+    let wdst = p.mr(64, Access::REMOTE_WRITE);
+    p.a.post_send([
+        send_wr(1, SendOp::Read(remote(&src, 0)), vec![sge(&sink, 0, 64)]),
+        send_wr(2, SendOp::Write(remote(&wdst, 0)), vec![sge(&wsrc, 0, 64)]),
+    ])
+    .unwrap();
+    // Send the request and the Write, but do not deliver the response yet.
+    let mut out = Vec::new();
+    p.a.transmit_copy(&mut out, usize::MAX);
+    assert!(Pair::completions(&mut p.a).is_empty(), "the Write must not complete before the Read");
+    p.b.receive_copy(&out);
+    p.drive();
+    let ids: Vec<u64> = Pair::completions(&mut p.a).iter().map(|c| c.wr_id).collect();
+    assert_eq!(ids, vec![1, 2]);
+}
+
+#[test]
+fn unsignaled_runs_complete_silently_and_free_their_slots() {
+    let mut p = Pair::new();
+    let src = p.mr(8, Access::empty());
+    let dst = p.mr(8 * 1000, Access::REMOTE_WRITE);
+    for round in 0..4u64 {
+        let wrs: Vec<SendWqe> = (0..200u64)
+            .map(|i| {
+                let mut w = send_wr(round * 1000 + i, SendOp::Write(remote(&dst, i * 8)), vec![sge(&src, 0, 8)]);
+                w.signaled = i == 199;
+                w
+            })
+            .collect();
+        p.a.post_send(wrs).unwrap();
+        p.drive();
+        let c = Pair::completions(&mut p.a);
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].wr_id, round * 1000 + 199);
+        assert_eq!(p.a.send_outstanding(), 0);
+    }
+}
+
+#[test]
+fn queue_depth_and_post_errors_are_clear() {
+    let mut p = Pair::new();
+    let m = p.mr(64, Access::empty());
+    let w = |i| send_wr(i, SendOp::Send, vec![sge(&m, 0, 1)]);
+    p.a.post_send((0..256).map(w)).unwrap();
+    assert_eq!(p.a.post_send([w(999)]), Err(PostError::QueueFull));
+    let mut q = Pair::with(
+        LinkParams { rfc7306: false, ..link(Startup::Initiator { rtr: None }) },
+        link(Startup::Responder { rtr: None }),
+    );
+    let m = q.mr(64, Access::LOCAL_WRITE);
+    let fa = send_wr(1, SendOp::FetchAdd { remote: remote(&m, 0), add: 1 }, vec![sge(&m, 0, 8)]);
+    assert_eq!(q.a.post_send([fa]), Err(PostError::NotSupportedByPeer));
+    assert_eq!(q.a.post_send([send_wr(1, SendOp::Send, vec![sge(&m, 60, 8)])]), Err(PostError::LocalProtection));
+    let too_many: Vec<Sge> = (0..5).map(|_| sge(&m, 0, 1)).collect();
+    assert_eq!(q.a.post_send([send_wr(1, SendOp::Send, too_many)]), Err(PostError::TooManySges));
+    let ro = q.mr(64, Access::empty());
+    assert_eq!(q.b.post_recv([recv_wr(1, vec![sge(&ro, 0, 8)])]), Err(PostError::LocalProtection));
+    let inline = SendWqe {
+        wr_id: 1,
+        op: SendOp::Send,
+        payload: Payload::Inline(smallvec::SmallVec::from_vec(vec![0; 257])),
+        signaled: true,
+        solicited: false,
+        fence: false,
+    };
+    assert_eq!(q.a.post_send([inline]), Err(PostError::InlineTooLong));
+}
+
+#[test]
+fn atomics_and_immediate_data() {
+    let mut p = Pair::new();
+    let target = p.mr(64, Access::REMOTE_ATOMIC);
+    target.mem().write(8, &100u64.to_ne_bytes());
+    let res = p.mr(16, Access::LOCAL_WRITE);
+    let recv = p.mr(8, Access::LOCAL_WRITE);
+    p.b.post_recv([recv_wr(50, vec![sge(&recv, 0, 8)])]).unwrap();
+    p.a.post_send([
+        send_wr(1, SendOp::FetchAdd { remote: remote(&target, 8), add: 5 }, vec![sge(&res, 0, 8)]),
+        send_wr(2, SendOp::CompareSwap { remote: remote(&target, 8), compare: 105, swap: 7 }, vec![sge(&res, 8, 8)]),
+        send_wr(3, SendOp::Immediate(0xdead_beef_0000_0001), vec![]),
+    ])
+    .unwrap();
+    p.drive();
+    let c = Pair::completions(&mut p.a);
+    assert_eq!(
+        c.iter().map(|c| (c.wr_id, c.status)).collect::<Vec<_>>(),
+        vec![(1, WcStatus::Success), (2, WcStatus::Success), (3, WcStatus::Success)]
+    );
+    assert_eq!(contents(&res, 0, 8), 100u64.to_ne_bytes());
+    assert_eq!(contents(&res, 8, 8), 105u64.to_ne_bytes());
+    assert_eq!(contents(&target, 8, 8), 7u64.to_ne_bytes());
+    let r = Pair::completions(&mut p.b);
+    assert_eq!(r.len(), 1);
+    assert_eq!((r[0].opcode, r[0].imm_data), (WcOpcode::RecvImmediate, Some(0xdead_beef_0000_0001)));
+}
+
+#[test]
+fn send_with_invalidate_invalidates_the_named_stag() {
+    let mut p = Pair::new();
+    let victim = p.mr(64, Access::REMOTE_WRITE);
+    let src = p.mr(4, Access::empty());
+    let dst = p.mr(4, Access::LOCAL_WRITE);
+    p.b.post_recv([recv_wr(1, vec![sge(&dst, 0, 4)])]).unwrap();
+    p.a.post_send([send_wr(2, SendOp::SendWithInvalidate(victim.stag()), vec![sge(&src, 0, 4)])]).unwrap();
+    p.drive();
+    let c = Pair::completions(&mut p.b);
+    assert_eq!(c[0].invalidated, Some(victim.stag()));
+    assert!(!victim.is_valid());
+}
+
+#[test]
+fn markers_and_crc_off_still_deliver() {
+    for (crc, markers) in [(false, false), (true, true), (false, true)] {
+        let mut a_link = link(Startup::Initiator { rtr: None });
+        let mut b_link = link(Startup::Responder { rtr: None });
+        a_link.crc = crc;
+        b_link.crc = crc;
+        a_link.send_markers = markers;
+        b_link.recv_markers = markers;
+        b_link.send_markers = markers;
+        a_link.recv_markers = markers;
+        let mut p = Pair::with(a_link, b_link);
+        p.chunk = 700;
+        let src = p.mr(10_000, Access::REMOTE_READ);
+        let dst = p.mr(10_000, Access::REMOTE_WRITE | Access::LOCAL_WRITE);
+        pattern(&src, 4);
+        p.a.post_send([send_wr(1, SendOp::Write(remote(&dst, 0)), vec![sge(&src, 0, 5000)])]).unwrap();
+        p.drive();
+        p.b.post_send([send_wr(2, SendOp::Read(remote(&src, 5000)), vec![sge(&dst, 5000, 5000)])]).unwrap();
+        p.drive();
+        assert_eq!(contents(&dst, 0, 10_000), contents(&src, 0, 10_000), "crc {crc} markers {markers}");
+        assert_eq!(p.a.state(), QpState::Rts);
+    }
+}
+
+#[test]
+fn responder_sends_nothing_before_the_first_fpdu() {
+    let mut p = Pair::new();
+    let src = p.mr(4, Access::empty());
+    let dst = p.mr(4, Access::REMOTE_WRITE);
+    p.b.post_send([send_wr(1, SendOp::Write(remote(&dst, 0)), vec![sge(&src, 0, 4)])]).unwrap();
+    let mut out = Vec::new();
+    assert_eq!(p.b.transmit_copy(&mut out, usize::MAX), 0);
+    // The initiator's first FPDU unblocks it.
+    p.a.post_send([send_wr(2, SendOp::Write(remote(&dst, 0)), vec![sge(&src, 0, 0)])]).unwrap();
+    p.drive();
+    assert_eq!(Pair::completions(&mut p.b).len(), 1);
+}
+
+#[test]
+fn every_rtr_type_unblocks_the_responder() {
+    for kind in [RtrKind::Write, RtrKind::Read, RtrKind::Send] {
+        let allowed =
+            RtrTypes { send: kind == RtrKind::Send, write: kind == RtrKind::Write, read: kind == RtrKind::Read };
+        let mut p =
+            Pair::with(link(Startup::Initiator { rtr: Some(kind) }), link(Startup::Responder { rtr: Some(allowed) }));
+        assert!(!Pair::events(&mut p.b).contains(&QpEvent::Ready));
+        p.drive();
+        assert!(Pair::events(&mut p.b).contains(&QpEvent::Ready), "{kind:?}");
+        // The RTR consumed no posted receive and left the MSNs in step.
+        let src = p.mr(4, Access::empty());
+        let dst = p.mr(4, Access::LOCAL_WRITE);
+        p.b.post_recv([recv_wr(1, vec![sge(&dst, 0, 4)])]).unwrap();
+        p.a.post_send([send_wr(1, SendOp::Send, vec![sge(&src, 0, 4)])]).unwrap();
+        p.drive();
+        assert_eq!(Pair::completions(&mut p.b).len(), 1, "{kind:?}");
+        assert_eq!(p.a.state(), QpState::Rts);
+        assert_eq!(p.b.state(), QpState::Rts);
+    }
+}
+
+#[test]
+fn wrong_rtr_is_terminated_with_mpa_code_7() {
+    let mut p = Pair::with(
+        link(Startup::Initiator { rtr: Some(RtrKind::Write) }),
+        link(Startup::Responder { rtr: Some(RtrTypes { send: false, write: false, read: true }) }),
+    );
+    p.drive();
+    assert_eq!(p.b.error_cause(), Some(TerminateCause::Mpa(Mpa::NoMatchingRtr)));
+    assert!(matches!(Pair::events(&mut p.a).as_slice(), [.., QpEvent::RemoteTerminate { .. }, QpEvent::Flushed]));
+}
+
+/// A raw peer: frames FPDUs by hand and decodes what comes back.
+struct RawPeer {
+    framer: Framer,
+    deframer: Deframer,
+}
+
+impl RawPeer {
+    fn new() -> Self {
+        RawPeer { framer: Framer::new(true, false), deframer: Deframer::new(DeframerConfig::default()) }
+    }
+    fn fpdu(&mut self, h: SegmentHeader, body: &[u8], payload: &[u8]) -> Vec<u8> {
+        let (b, n) = h.to_bytes();
+        let mut hdr = b[..n].to_vec();
+        hdr.extend_from_slice(body);
+        let mut out = Vec::new();
+        self.framer.frame_to_vec(&hdr, &[payload], &mut out).unwrap();
+        out
+    }
+    /// Every (header, payload) the engine sent.
+    fn decode(&mut self, bytes: &[u8]) -> Vec<(SegmentHeader, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut cur = None;
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let (n, ev) = self.deframer.feed(rest).unwrap();
+            match ev {
+                Event::Header(h) => cur = Some((h.segment().unwrap(), Vec::new())),
+                Event::Payload(p) => cur.as_mut().unwrap().1.extend_from_slice(p),
+                Event::End(_) => out.push(cur.take().unwrap()),
+                Event::None => {}
+            }
+            rest = &rest[n..];
+        }
+        out
+    }
+}
+
+/// Feeds `bytes` from a raw peer to a fresh responder; returns it and the Terminate it sent.
+fn provoke(
+    setup: impl FnOnce(&mut Pair),
+    bytes: impl FnOnce(&mut RawPeer, &Pair) -> Vec<u8>,
+) -> (Pair, TerminateCause, Vec<u8>) {
+    let mut p = Pair::new();
+    setup(&mut p);
+    let mut peer = RawPeer::new();
+    let input = bytes(&mut peer, &p);
+    p.b.receive_copy(&input);
+    let mut out = Vec::new();
+    p.b.transmit_copy(&mut out, usize::MAX);
+    let frames = peer.decode(&out);
+    let (h, body) = frames.last().expect("a Terminate").clone();
+    assert_eq!(h.opcode, Opcode::Terminate);
+    assert_eq!(h.placement, iwarp_wire::Placement::Untagged { qn: iwarp_wire::QueueNumber(2), msn: Msn(1), mo: 0 });
+    let m = TerminateMessage::parse(&body).unwrap();
+    assert_eq!(m.layout, iwarp_wire::terminate::TerminateLayout::Rfc5040);
+    assert_eq!(p.b.state(), QpState::Error, "the Terminate drained");
+    (p, m.rfc.cause, body)
+}
+
+fn write_hdr(stag: Stag, to: u64) -> SegmentHeader {
+    SegmentHeader::tagged(Opcode::Write, true, stag, TaggedOffset(to))
+}
+
+#[test]
+fn send_without_posted_receive_terminates_with_ddp_untagged_no_buffer() {
+    let (mut p, cause, body) =
+        provoke(|_| {}, |peer, _| peer.fpdu(SegmentHeader::untagged(Opcode::Send, true, Msn(1), 0), &[], b"hi"));
+    assert_eq!(cause, TerminateCause::UntaggedBuffer(UntaggedBuffer::NoBuffer));
+    // M and D set, segment length = ULPDU length (18 + 2), the untagged header copied.
+    assert_eq!(&body[..6], &[0x12, 0x02, 0xC0, 0x00, 0x00, 20]);
+    assert_eq!(body.len(), 4 + 2 + 18);
+    assert!(Pair::events(&mut p.b).contains(&QpEvent::LocalError(cause)));
+}
+
+#[test]
+fn send_longer_than_the_buffer_terminates_with_too_long_and_local_length_error() {
+    let (mut p, cause, _) = provoke(
+        |p| {
+            let d = p.mr(4, Access::LOCAL_WRITE);
+            p.b.post_recv([recv_wr(77, vec![sge(&d, 0, 4)])]).unwrap();
+        },
+        |peer, _| peer.fpdu(SegmentHeader::untagged(Opcode::Send, true, Msn(1), 0), &[], b"too long"),
+    );
+    assert_eq!(cause, TerminateCause::UntaggedBuffer(UntaggedBuffer::TooLong));
+    let c = Pair::completions(&mut p.b);
+    assert_eq!((c[0].wr_id, c[0].status), (77, WcStatus::LocalLength));
+}
+
+#[test]
+fn wrong_msn_and_qn_terminate_with_their_codes() {
+    let (_, cause, _) = provoke(
+        |p| {
+            let d = p.mr(4, Access::LOCAL_WRITE);
+            p.b.post_recv([recv_wr(1, vec![sge(&d, 0, 4)])]).unwrap();
+        },
+        |peer, _| peer.fpdu(SegmentHeader::untagged(Opcode::Send, true, Msn(5), 0), &[], b"x"),
+    );
+    assert_eq!(cause, TerminateCause::UntaggedBuffer(UntaggedBuffer::MsnRange));
+    let (_, cause, _) = provoke(
+        |_| {},
+        |peer, _| {
+            let mut h = SegmentHeader::untagged(Opcode::Send, true, Msn(1), 0);
+            h.placement = iwarp_wire::Placement::Untagged { qn: iwarp_wire::QueueNumber(9), msn: Msn(1), mo: 0 };
+            peer.fpdu(h, &[], b"x")
+        },
+    );
+    assert_eq!(cause, TerminateCause::UntaggedBuffer(UntaggedBuffer::InvalidQn));
+}
+
+#[test]
+fn tagged_violations_terminate_with_ddp_and_rdmap_codes() {
+    // Unknown STag.
+    let (_, cause, body) = provoke(|_| {}, |peer, _| peer.fpdu(write_hdr(Stag(0x1234_5600), 0), &[], b"data"));
+    assert_eq!(cause, TerminateCause::TaggedBuffer(TaggedBuffer::InvalidStag));
+    assert_eq!(body.len(), 4 + 2 + 14, "tagged header copied");
+    // Another protection domain.
+    let (_, cause, _) = provoke(
+        |_| {},
+        |peer, p| {
+            let other = p.stags.new_pd();
+            let m = p.stags.register(RawMem::alloc(64, false).unwrap(), other, Access::REMOTE_WRITE, 0).unwrap();
+            peer.fpdu(write_hdr(m.stag(), 0), &[], b"data")
+        },
+    );
+    assert_eq!(cause, TerminateCause::TaggedBuffer(TaggedBuffer::StagNotAssociated));
+    // Access rights: remote read only.
+    let (_, cause, _) = provoke(
+        |_| {},
+        |peer, p| {
+            let m = p.mr(64, Access::REMOTE_READ);
+            peer.fpdu(write_hdr(m.stag(), m.base()), &[], b"data")
+        },
+    );
+    assert_eq!(cause, TerminateCause::RemoteProtection(RemoteProtection::AccessRights));
+    // Bounds.
+    let (_, cause, _) = provoke(
+        |_| {},
+        |peer, p| {
+            let m = p.mr(64, Access::REMOTE_WRITE);
+            peer.fpdu(write_hdr(m.stag(), m.base() + 62), &[], b"data")
+        },
+    );
+    assert_eq!(cause, TerminateCause::TaggedBuffer(TaggedBuffer::BaseOrBounds));
+}
+
+#[test]
+fn bad_read_request_terminates_with_remote_protection_and_copies_the_read_header() {
+    let (_, cause, body) = provoke(
+        |_| {},
+        |peer, p| {
+            let m = p.mr(64, Access::REMOTE_WRITE);
+            let rr = ReadRequest {
+                sink_stag: Stag(0x100),
+                sink_to: TaggedOffset(0),
+                size: 8,
+                src_stag: m.stag(),
+                src_to: TaggedOffset(m.base()),
+            };
+            peer.fpdu(SegmentHeader::untagged(Opcode::ReadRequest, true, Msn(1), 0), &rr.to_bytes(), &[])
+        },
+    );
+    assert_eq!(cause, TerminateCause::RemoteProtection(RemoteProtection::AccessRights));
+    // M, D and R: control, length, untagged header, Read Request header.
+    assert_eq!(body[2], 0xE0);
+    assert_eq!(body.len(), 4 + 2 + 18 + 28);
+}
+
+#[test]
+fn read_beyond_ird_terminates_with_remote_operation_code_7() {
+    let (_, cause, _) = provoke(
+        |_| {},
+        |peer, p| {
+            let m = p.mr(64, Access::REMOTE_READ);
+            let mut bytes = Vec::new();
+            for i in 0..9 {
+                let rr = ReadRequest {
+                    sink_stag: Stag(0x100),
+                    sink_to: TaggedOffset(0),
+                    size: 8,
+                    src_stag: m.stag(),
+                    src_to: TaggedOffset(m.base()),
+                };
+                bytes.extend(peer.fpdu(
+                    SegmentHeader::untagged(Opcode::ReadRequest, true, Msn(1 + i), 0),
+                    &rr.to_bytes(),
+                    &[],
+                ));
+            }
+            bytes
+        },
+    );
+    assert_eq!(cause, TerminateCause::RemoteOperation(RemoteOperation::CatastrophicStream));
+}
+
+#[test]
+fn bad_crc_unknown_opcode_and_unsupported_rfc7306_terminate() {
+    let (_, cause, body) = provoke(
+        |_| {},
+        |peer, _| {
+            let mut b = peer.fpdu(write_hdr(Stag(1), 0), &[], &[]);
+            let last = b.len() - 1;
+            b[last] ^= 0xff;
+            b
+        },
+    );
+    assert_eq!(cause, TerminateCause::Mpa(Mpa::Crc));
+    assert_eq!(body, [0x20, 0x02, 0x00, 0x00], "LLP errors carry no headers");
+    let (_, cause, _) = provoke(
+        |_| {},
+        |peer, _| {
+            let mut b = peer.fpdu(write_hdr(Stag(1), 0), &[], &[]);
+            // Rewrite the opcode to reserved 0xC and fix the CRC.
+            b[3] = 0x4C;
+            let n = b.len() - 4;
+            let crc = iwarp_wire::crc::crc32c(&b[..n]);
+            b[n..].copy_from_slice(&iwarp_wire::crc::to_wire(crc));
+            b
+        },
+    );
+    assert_eq!(cause, TerminateCause::RemoteOperation(RemoteOperation::UnexpectedOpcode));
+    // RFC 7306 not negotiated on this side.
+    let mut p = Pair::with(
+        link(Startup::Initiator { rtr: None }),
+        LinkParams { rfc7306: false, ..link(Startup::Responder { rtr: None }) },
+    );
+    let mut peer = RawPeer::new();
+    let d = p.mr(8, Access::LOCAL_WRITE);
+    p.b.post_recv([recv_wr(1, vec![sge(&d, 0, 8)])]).unwrap();
+    p.b.receive_copy(&peer.fpdu(
+        SegmentHeader::untagged(Opcode::ImmediateData, true, Msn(1), 0),
+        &[],
+        &7u64.to_be_bytes(),
+    ));
+    assert_eq!(p.b.error_cause(), Some(TerminateCause::RemoteOperation(RemoteOperation::UnexpectedOpcode)));
+}
+
+#[test]
+fn terminate_flushes_both_sides_in_order() {
+    let mut p = Pair::new();
+    let src = p.mr(64, Access::empty());
+    let sink = p.mr(64, Access::LOCAL_WRITE);
+    let d = p.mr(64, Access::LOCAL_WRITE);
+    p.a.post_recv([recv_wr(100, vec![sge(&d, 0, 64)]), recv_wr(101, vec![sge(&d, 0, 64)])]).unwrap();
+    // A Read of an STag the peer never registered, then two more requests.
+    p.a.post_send([
+        send_wr(1, SendOp::Read(RemoteAddr { stag: Stag(0x4242_4200), to: 0 }), vec![sge(&sink, 0, 8)]),
+        send_wr(2, SendOp::Send, vec![sge(&src, 0, 8)]),
+        send_wr(3, SendOp::Send, vec![sge(&src, 0, 8)]),
+    ])
+    .unwrap();
+    p.drive();
+    let c = Pair::completions(&mut p.a);
+    let got: Vec<(u64, WcStatus)> = c.iter().map(|c| (c.wr_id, c.status)).collect();
+    // The Read gets the remote access status; the Sends were handed to TCP before the
+    // Terminate came back, so they completed successfully; the receives are flushed.
+    assert_eq!(got[0], (1, WcStatus::RemoteAccess));
+    assert!(got.contains(&(100, WcStatus::WrFlush)) && got.contains(&(101, WcStatus::WrFlush)));
+    assert_eq!(p.a.state(), QpState::Error);
+    assert_eq!(p.b.state(), QpState::Error);
+    assert_eq!(p.a.post_send([send_wr(9, SendOp::Send, vec![])]), Err(PostError::InvalidState(QpState::Error)));
+}
+
+#[test]
+fn disconnect_flushes_and_peer_sees_a_clean_close() {
+    let mut p = Pair::new();
+    let d = p.mr(64, Access::LOCAL_WRITE);
+    p.b.post_recv([recv_wr(5, vec![sge(&d, 0, 64)])]).unwrap();
+    p.a.disconnect();
+    assert_eq!(p.a.state(), QpState::Error);
+    assert!(p.a.wants_shutdown());
+    p.b.handle_eof();
+    assert_eq!(p.b.state(), QpState::Error);
+    let c = Pair::completions(&mut p.b);
+    assert_eq!((c[0].wr_id, c[0].status), (5, WcStatus::WrFlush));
+    assert!(Pair::events(&mut p.b).contains(&QpEvent::PeerClosed));
+}
+
+#[test]
+fn eof_inside_an_fpdu_is_a_transport_error() {
+    let mut p = Pair::new();
+    let mut peer = RawPeer::new();
+    let b = peer.fpdu(write_hdr(Stag(1), 0), &[], &[]);
+    p.b.receive_copy(&b[..5]);
+    p.b.handle_eof();
+    assert!(Pair::events(&mut p.b).contains(&QpEvent::TransportError));
+}

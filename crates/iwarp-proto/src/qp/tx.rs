@@ -1,0 +1,887 @@
+//! Transmit: the send queue, read/atomic responses and Terminates, segmented into FPDUs whose
+//! payload is referenced in registered memory rather than copied.
+
+use super::{
+    Completion, IoRange, Payload, Qp, QpEventKind, QpState, Queue, RtrKind, SendOp, SendWqe, Sge, WcOpcode, WcStatus,
+};
+use crate::mem::{with_slices, MrRef, RawMem, Window};
+use iwarp_wire::mpa::{Framer, Piece};
+use iwarp_wire::rdmap::{AtomicRequest, AtomicResponse, ReadRequest};
+use iwarp_wire::terminate::TerminateCause;
+use iwarp_wire::{Msn, Opcode, SegmentHeader, Stag, TaggedOffset};
+use smallvec::SmallVec;
+use std::collections::VecDeque;
+
+/// Unsent bytes framed ahead of the socket.
+const TX_WINDOW: u64 = 4 << 20;
+/// Pieces per batch before framing pauses (a `writev` takes at most 1024).
+const MAX_PIECES: usize = 960;
+/// FPDU payloads up to this size are copied next to their header (one piece instead of three).
+const COPY_MAX: usize = 2048;
+/// Arena capacity kept across batches; larger arenas are shrunk when the batch empties.
+const ARENA_KEEP: usize = 64 << 10;
+/// Longest control body (Atomic Request).
+const MAX_BODY: usize = 52;
+/// STag and TO used for our own zero-length RTR messages (Chelsio hardware treats STag 0 as
+/// invalid even on zero-length segments; Linux siw uses 1 for the same reason).
+const RTR_STAG: Stag = Stag(1);
+
+/// One piece of the transmit batch.
+#[derive(Debug, Clone)]
+enum TxPiece {
+    /// Bytes in the arena.
+    Inline { start: usize, len: usize },
+    /// Bytes in registered memory; the reference keeps it alive until they are sent.
+    Mem { mr: MrRef, offset: usize, len: usize },
+}
+
+/// Framed bytes not yet handed to TCP.
+#[derive(Debug, Default)]
+pub(super) struct Batch {
+    arena: Vec<u8>,
+    pieces: Vec<TxPiece>,
+    /// First piece with unsent bytes.
+    first: usize,
+    /// Bytes of `pieces[first]` already sent.
+    first_off: usize,
+    /// Stream offset after the last framed byte.
+    pub framed: u64,
+    /// Stream offset of the next byte to send.
+    pub sent: u64,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.framed == self.sent
+    }
+
+    fn unsent(&self) -> u64 {
+        self.framed - self.sent
+    }
+
+    fn ranges(&self, out: &mut Vec<IoRange>, max: usize) -> usize {
+        let mut total = 0;
+        for (i, p) in self.pieces[self.first..].iter().enumerate() {
+            if out.len() >= max {
+                break;
+            }
+            let skip = if i == 0 { self.first_off } else { 0 };
+            let (addr, len) = match p {
+                TxPiece::Inline { start, len } => (self.arena.as_ptr().wrapping_add(*start) as usize, *len),
+                TxPiece::Mem { mr, offset, len } => (mr.mem().ptr_at(*offset) as usize, *len),
+            };
+            if len > skip {
+                out.push(IoRange { addr: addr + skip, len: len - skip });
+                total += len - skip;
+            }
+        }
+        total
+    }
+
+    fn advance(&mut self, mut n: usize) {
+        self.sent += n as u64;
+        while n > 0 && self.first < self.pieces.len() {
+            let len = match &self.pieces[self.first] {
+                TxPiece::Inline { len, .. } | TxPiece::Mem { len, .. } => *len,
+            };
+            let left = len - self.first_off;
+            if n >= left {
+                n -= left;
+                self.first += 1;
+                self.first_off = 0;
+            } else {
+                self.first_off += n;
+                n = 0;
+            }
+        }
+        if self.first == self.pieces.len() {
+            self.pieces.clear();
+            self.arena.clear();
+            self.first = 0;
+            self.first_off = 0;
+            if self.arena.capacity() > ARENA_KEEP {
+                self.arena.shrink_to(ARENA_KEEP / 4);
+                self.pieces.shrink_to(64);
+            }
+        }
+    }
+
+    /// Copies up to `max` unsent bytes into `out` (test harnesses; the runtime uses `ranges`).
+    #[cfg(any(test, feature = "_test-hooks"))]
+    fn copy_unsent(&self, out: &mut Vec<u8>, max: usize) -> usize {
+        let start = out.len();
+        for (i, p) in self.pieces[self.first..].iter().enumerate() {
+            let skip = if i == 0 { self.first_off } else { 0 };
+            let room = max - (out.len() - start);
+            if room == 0 {
+                break;
+            }
+            match p {
+                TxPiece::Inline { start, len } => {
+                    let b = &self.arena[start + skip..start + len];
+                    out.extend_from_slice(&b[..b.len().min(room)]);
+                }
+                TxPiece::Mem { mr, offset, len } => {
+                    let n = (len - skip).min(room);
+                    let at = out.len();
+                    out.resize(at + n, 0);
+                    mr.mem().read(offset + skip, &mut out[at..]);
+                }
+            }
+        }
+        out.len() - start
+    }
+
+    fn clear(&mut self) {
+        self.sent = self.framed;
+        self.advance(0);
+        self.pieces.clear();
+        self.arena.clear();
+        self.first = 0;
+        self.first_off = 0;
+    }
+}
+
+/// A send work request's place in the completion order.
+#[derive(Debug)]
+struct Entry {
+    wr_id: u64,
+    opcode: WcOpcode,
+    signaled: bool,
+    done: Option<Done>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Done {
+    status: WcStatus,
+    byte_len: u32,
+    cause: Option<TerminateCause>,
+}
+
+/// A work request that completes once the batch has sent up to `end`.
+#[derive(Debug)]
+struct Hold {
+    /// Stream offset after the request's last byte.
+    end: u64,
+    /// Its place in the completion order.
+    seq: u64,
+}
+
+/// An outstanding Read or atomic.
+#[derive(Debug)]
+pub(super) struct OrqEntry {
+    /// Completion-order sequence number (`None` for our own RTR Read).
+    pub seq: Option<u64>,
+    pub kind: OrqKind,
+}
+
+#[derive(Debug)]
+pub(super) enum OrqKind {
+    Read { sink: Option<Sge>, sink_stag: Stag, sink_to: u64, size: u32 },
+    Atomic { sink: Sge, request_id: u32 },
+}
+
+/// A response we owe the peer.
+#[derive(Debug)]
+pub(super) enum Response {
+    Read { sink_stag: Stag, sink_to: u64, source: Option<Window> },
+    Atomic(AtomicResponse),
+}
+
+/// What a job sends.
+#[derive(Debug)]
+enum Kind {
+    Tagged { opcode: Opcode, stag: Stag, to: u64 },
+    Untagged { opcode: Opcode, inval: Stag, body: SmallVec<[u8; MAX_BODY]> },
+}
+
+#[derive(Debug)]
+enum Data {
+    None,
+    Sges(super::SgeList),
+    Inline(SmallVec<[u8; 64]>),
+    Window(Window),
+}
+
+#[derive(Debug)]
+enum Source {
+    Wr { seq: u64, wqe: SendWqe },
+    Response,
+    Internal,
+}
+
+/// A message being segmented.
+#[derive(Debug)]
+struct Job {
+    source: Source,
+    kind: Kind,
+    data: Data,
+    total: u64,
+    done: u64,
+    sge: usize,
+    sge_off: usize,
+    msn: Msn,
+    /// An Immediate Data message to send after this one (Write with Immediate).
+    imm_after: Option<u64>,
+    solicited: bool,
+}
+
+#[derive(Debug)]
+pub(super) struct Tx {
+    pub framer: Framer,
+    pub mulpdu: usize,
+    /// Sending is allowed (a responder waits for the first FPDU).
+    pub allowed: bool,
+    pub rtr: Option<RtrKind>,
+    pub sq: VecDeque<SendWqe>,
+    /// Posted work requests not yet completed.
+    pub outstanding: usize,
+    job: Option<Job>,
+    order: VecDeque<Entry>,
+    order_head: u64,
+    pub orq: VecDeque<OrqEntry>,
+    pub responses: VecDeque<Response>,
+    /// A response job is being framed.
+    responding: bool,
+    resp_turn: bool,
+    pub msn: [Msn; 4],
+    pub batch: Batch,
+    holds: VecDeque<Hold>,
+    pub terminated: bool,
+    scratch: Vec<u8>,
+    pieces: Vec<Piece>,
+}
+
+impl Tx {
+    pub fn new() -> Self {
+        Tx {
+            framer: Framer::new(true, false),
+            mulpdu: iwarp_wire::mpa::MIN_MULPDU,
+            allowed: false,
+            rtr: None,
+            sq: VecDeque::new(),
+            outstanding: 0,
+            job: None,
+            order: VecDeque::new(),
+            order_head: 0,
+            orq: VecDeque::new(),
+            responses: VecDeque::new(),
+            responding: false,
+            resp_turn: false,
+            msn: [Msn::FIRST; 4],
+            batch: Batch::default(),
+            holds: VecDeque::new(),
+            terminated: false,
+            scratch: Vec::new(),
+            pieces: Vec::new(),
+        }
+    }
+
+    /// Inbound Read/atomic requests not yet fully framed (what IRD bounds).
+    pub fn responses_pending(&self) -> usize {
+        self.responses.len() + usize::from(self.responding)
+    }
+
+    fn entry_mut(&mut self, seq: u64) -> Option<&mut Entry> {
+        let i = seq.checked_sub(self.order_head)? as usize;
+        self.order.get_mut(i)
+    }
+
+    fn mark(&mut self, seq: u64, done: Done) {
+        if let Some(e) = self.entry_mut(seq) {
+            if e.done.is_none() {
+                e.done = Some(done);
+            }
+        }
+    }
+
+    /// Moves finished entries from the front of the order into completions.
+    fn release(&mut self, out: &mut VecDeque<Completion>) {
+        while let Some(e) = self.order.front() {
+            let Some(d) = e.done else { break };
+            let e = self.order.pop_front().expect("front exists");
+            self.order_head += 1;
+            self.outstanding -= 1;
+            if e.signaled || d.status != WcStatus::Success {
+                let mut c = Completion::new(e.wr_id, d.status, e.opcode, Queue::Send);
+                c.byte_len = d.byte_len;
+                c.cause = d.cause;
+                out.push_back(c);
+            }
+        }
+    }
+
+    /// Flushes work not yet framed (disconnect): the send queue, the current job's request,
+    /// outstanding Reads/atomics and responses not started.
+    pub fn flush_unframed(&mut self, out: &mut VecDeque<Completion>, _qp: u32) {
+        let flush = Done { status: WcStatus::WrFlush, byte_len: 0, cause: None };
+        if let Some(job) = self.job.take() {
+            if let Source::Wr { seq, .. } = job.source {
+                self.mark(seq, flush);
+            }
+        }
+        self.responding = false;
+        while let Some(o) = self.orq.pop_front() {
+            if let Some(seq) = o.seq {
+                self.mark(seq, flush);
+            }
+        }
+        self.responses.clear();
+        self.release(out);
+        for w in self.sq.drain(..) {
+            self.outstanding -= 1;
+            out.push_back(Completion::new(w.wr_id, WcStatus::WrFlush, w.op.wc_opcode(), Queue::Send));
+        }
+    }
+
+    /// Flushes everything; the first outstanding Read/atomic gets the remote status when the
+    /// peer's Terminate reported a remote protection or operation error. With `keep_batch`
+    /// the framed bytes (and the memory they point into) stay for a Terminate to follow.
+    pub fn flush_all(&mut self, out: &mut VecDeque<Completion>, qp: u32, remote: Option<TerminateCause>) {
+        if let Some(first) = self.orq.front().and_then(|o| o.seq) {
+            let status = match remote {
+                Some(TerminateCause::RemoteProtection(_)) => Some(WcStatus::RemoteAccess),
+                Some(TerminateCause::RemoteOperation(_)) => Some(WcStatus::RemoteOperation),
+                _ => None,
+            };
+            if let Some(status) = status {
+                self.mark(first, Done { status, byte_len: 0, cause: remote });
+            }
+        }
+        let flush = Done { status: WcStatus::WrFlush, byte_len: 0, cause: None };
+        let seqs: Vec<u64> = self.holds.iter().map(|h| h.seq).collect();
+        for seq in seqs {
+            self.mark(seq, flush);
+        }
+        self.flush_unframed(out, qp);
+        for e in self.order.iter_mut() {
+            if e.done.is_none() {
+                e.done = Some(flush);
+            }
+        }
+        self.release(out);
+        if !self.terminated || self.batch.is_empty() {
+            self.batch.clear();
+            self.holds.clear();
+        }
+    }
+
+    /// Frames one FPDU of `job` into the batch; returns `true` when the job is finished.
+    fn frame_one(&mut self, job: &mut Job, stats: &mut super::QpStats) -> bool {
+        let (hdr_len, body_len) = match &job.kind {
+            Kind::Tagged { .. } => (iwarp_wire::ddp::TAGGED_HEADER_LEN, 0),
+            Kind::Untagged { body, .. } => (iwarp_wire::ddp::UNTAGGED_HEADER_LEN, body.len()),
+        };
+        let room = self.mulpdu.saturating_sub(hdr_len + body_len).max(1) as u64;
+        let n = (job.total - job.done).min(room) as usize;
+        let last = job.done + n as u64 == job.total;
+        let header = match &job.kind {
+            Kind::Tagged { opcode, stag, to } => {
+                SegmentHeader::tagged(*opcode, last, *stag, TaggedOffset(to.wrapping_add(job.done)))
+            }
+            Kind::Untagged { opcode, inval, .. } => {
+                let mut h = SegmentHeader::untagged(*opcode, last, job.msn, job.done as u32);
+                h.inval_stag = *inval;
+                h
+            }
+        };
+        let (hbytes, hlen) = header.to_bytes();
+        self.scratch.clear();
+        self.scratch.extend_from_slice(&hbytes[..hlen]);
+        if let Kind::Untagged { body, .. } = &job.kind {
+            self.scratch.extend_from_slice(body);
+        }
+        // Gather the payload ranges for [done, done + n).
+        let mut parts: SmallVec<[(&MrRef, usize, usize); 4]> = SmallVec::new();
+        match &job.data {
+            Data::None => {}
+            Data::Inline(b) => {
+                let s = job.done as usize;
+                self.scratch.extend_from_slice(&b[s..s + n]);
+            }
+            Data::Window(w) => parts.push((&w.mr, w.offset + job.done as usize, n)),
+            Data::Sges(sges) => {
+                let (mut i, mut off, mut left) = (job.sge, job.sge_off, n);
+                while left > 0 && i < sges.len() {
+                    let take = (sges[i].len - off).min(left);
+                    if take > 0 {
+                        parts.push((&sges[i].mr, sges[i].offset + off, take));
+                    }
+                    left -= take;
+                    off += take;
+                    if off == sges[i].len {
+                        i += 1;
+                        off = 0;
+                    }
+                }
+                job.sge = i;
+                job.sge_off = off;
+                // Skip zero-length elements so the cursor rests on data.
+                while job.sge < sges.len() && sges[job.sge].len == job.sge_off {
+                    job.sge += 1;
+                    job.sge_off = 0;
+                }
+            }
+        }
+        let batch = &mut self.batch;
+        self.pieces.clear();
+        let framed = if n <= COPY_MAX || parts.is_empty() {
+            // Small payload: copy it next to the header, one piece.
+            for &(m, off, len) in &parts {
+                let at = self.scratch.len();
+                self.scratch.resize(at + len, 0);
+                // The ranges were validated at post time and the regions are held.
+                let ok = m.mem().read(off, &mut self.scratch[at..]);
+                debug_assert!(ok);
+            }
+            if !parts.is_empty() || matches!(job.data, Data::Inline(_)) {
+                stats.tx_copied_bytes += n as u64;
+            }
+            self.framer.frame(&self.scratch, &[], &mut batch.arena, &mut self.pieces)
+        } else {
+            stats.tx_zero_copy_bytes += n as u64;
+            let framer = &mut self.framer;
+            let scratch = &self.scratch;
+            let pieces = &mut self.pieces;
+            let arena = &mut batch.arena;
+            let mems: SmallVec<[(&RawMem, usize, usize); 4]> = parts.iter().map(|&(m, o, l)| (m.mem(), o, l)).collect();
+            with_slices(&mems, |slices| framer.frame(scratch, slices, arena, pieces))
+                .unwrap_or(Err(iwarp_wire::Error::Truncated { needed: n, available: 0 }))
+        };
+        match framed {
+            Ok(len) => {
+                batch.framed += len as u64;
+                stats.tx_fpdus += 1;
+            }
+            Err(e) => {
+                // Sizes are bounded by MULPDU and ranges by validation, so this cannot happen;
+                // dropping the FPDU keeps the stream consistent.
+                tracing::error!(error = %e, "framing failed");
+                return true;
+            }
+        }
+        for p in &self.pieces {
+            batch.pieces.push(match *p {
+                Piece::Inline { start, len } => TxPiece::Inline { start, len },
+                Piece::Payload { index, start, len } => {
+                    let (m, off, _) = parts[index];
+                    TxPiece::Mem { mr: MrRef::clone(m), offset: off + start, len }
+                }
+            });
+        }
+        job.done += n as u64;
+        last
+    }
+}
+
+impl Qp {
+    /// Frames pending work into the transmit batch and returns its unsent bytes as I/O ranges
+    /// (at most `max` ranges) in `out`; the return value is their total length. Zero means
+    /// nothing to send.
+    pub fn poll_transmit(&mut self, out: &mut Vec<IoRange>, max: usize) -> usize {
+        out.clear();
+        if matches!(self.state, QpState::Rts) && self.tx.allowed {
+            self.fill();
+        }
+        self.tx.batch.ranges(out, max)
+    }
+
+    /// Frames pending work and moves up to `max` bytes of it into `out`, as if a socket took
+    /// them (test harnesses). Returns the byte count.
+    #[cfg(any(test, feature = "_test-hooks"))]
+    pub fn transmit_copy(&mut self, out: &mut Vec<u8>, max: usize) -> usize {
+        let mut ranges = Vec::new();
+        self.poll_transmit(&mut ranges, usize::MAX);
+        let n = self.tx.batch.copy_unsent(out, max);
+        if n > 0 {
+            self.handle_sent(n);
+        }
+        n
+    }
+
+    /// `true` if framed bytes wait to be sent.
+    pub fn has_unsent(&self) -> bool {
+        !self.tx.batch.is_empty()
+    }
+
+    /// `true` if work is queued that [`poll_transmit`](Self::poll_transmit) would frame.
+    pub fn has_work(&self) -> bool {
+        self.tx.allowed
+            && self.state == QpState::Rts
+            && (self.tx.job.is_some()
+                || self.tx.rtr.is_some()
+                || !self.tx.responses.is_empty()
+                || !self.tx.sq.is_empty())
+    }
+
+    /// Reports that the first `n` bytes of the ranges last returned were handed to TCP.
+    pub fn handle_sent(&mut self, n: usize) {
+        let tx = &mut self.tx;
+        tx.batch.advance(n);
+        while let Some(h) = tx.holds.front() {
+            if h.end > tx.batch.sent {
+                break;
+            }
+            let h = tx.holds.pop_front().expect("front exists");
+            // RFC 5040 §5.1/§5.3: a Send or Write completes at the source once handed to the LLP.
+            tx.mark(h.seq, Done { status: WcStatus::Success, byte_len: 0, cause: None });
+        }
+        tx.release(&mut self.completions);
+        if tx.batch.is_empty() && matches!(self.state, QpState::Closing | QpState::Terminate) {
+            self.finish_drain();
+        }
+    }
+
+    fn fill(&mut self) {
+        loop {
+            if self.tx.batch.unsent() >= TX_WINDOW || self.tx.batch.pieces.len() >= MAX_PIECES {
+                return;
+            }
+            let mut job = match self.tx.job.take() {
+                Some(j) => j,
+                None => match self.next_job() {
+                    Some(j) => j,
+                    None => return,
+                },
+            };
+            let mut stats = self.stats;
+            let finished = self.tx.frame_one(&mut job, &mut stats);
+            self.stats = stats;
+            if finished {
+                self.finish_job(job);
+            } else {
+                self.tx.job = Some(job);
+            }
+        }
+    }
+
+    fn next_job(&mut self) -> Option<Job> {
+        if let Some(rtr) = self.tx.rtr.take() {
+            return Some(self.rtr_job(rtr));
+        }
+        loop {
+            let want_resp = !self.tx.responses.is_empty() && (self.tx.resp_turn || !self.sq_can_start());
+            self.tx.resp_turn = !self.tx.resp_turn;
+            if want_resp {
+                let r = self.tx.responses.pop_front().expect("not empty");
+                self.tx.responding = true;
+                return Some(self.response_job(r));
+            }
+            if !self.sq_can_start() {
+                return None;
+            }
+            let wqe = self.tx.sq.pop_front().expect("can start");
+            let seq = self.tx.order_head + self.tx.order.len() as u64;
+            self.tx.order.push_back(Entry {
+                wr_id: wqe.wr_id,
+                opcode: wqe.op.wc_opcode(),
+                signaled: wqe.signaled,
+                done: None,
+            });
+            // A region invalidated after posting fails the request locally.
+            if let Payload::Sges(s) = &wqe.payload {
+                if s.iter().any(|s| !s.mr.is_valid()) {
+                    self.tx.mark(seq, Done { status: WcStatus::LocalProtection, byte_len: 0, cause: None });
+                    self.tx.release(&mut self.completions);
+                    continue;
+                }
+            }
+            if let SendOp::LocalInvalidate(stag) = wqe.op {
+                let status = match self.stags.invalidate(stag, self.cfg.pd) {
+                    Ok(()) => WcStatus::Success,
+                    Err(_) => WcStatus::LocalProtection,
+                };
+                self.tx.mark(seq, Done { status, byte_len: 0, cause: None });
+                self.tx.release(&mut self.completions);
+                continue;
+            }
+            return Some(self.wr_job(seq, wqe));
+        }
+    }
+
+    fn sq_can_start(&self) -> bool {
+        let Some(w) = self.tx.sq.front() else { return false };
+        let ord = self.link.map_or(0, |l| l.ord) as usize;
+        // Fence: every earlier Read/atomic must have completed (verbs IBV_SEND_FENCE).
+        if w.fence && !self.tx.orq.is_empty() {
+            return false;
+        }
+        // RFC 5040 §5.2: never exceed the negotiated outbound read depth.
+        !(w.op.awaits_response() && self.tx.orq.len() >= ord.max(1))
+    }
+
+    fn take_msn(&mut self, qn: usize) -> Msn {
+        let m = self.tx.msn[qn];
+        self.tx.msn[qn] = m.next();
+        m
+    }
+
+    fn wr_job(&mut self, seq: u64, wqe: SendWqe) -> Job {
+        let total = wqe.payload.len();
+        let data_of = |p: &Payload| match p {
+            Payload::Sges(s) => Data::Sges(s.clone()),
+            Payload::Inline(b) => Data::Inline(b.clone()),
+        };
+        let (kind, data, total, imm_after, msn) = match wqe.op {
+            SendOp::Send | SendOp::SendWithInvalidate(_) => {
+                let (opcode, inval) = match (wqe.op, wqe.solicited) {
+                    (SendOp::SendWithInvalidate(s), false) => (Opcode::SendInvalidate, s),
+                    (SendOp::SendWithInvalidate(s), true) => (Opcode::SendSeInvalidate, s),
+                    (_, false) => (Opcode::Send, Stag(0)),
+                    (_, true) => (Opcode::SendSe, Stag(0)),
+                };
+                let msn = self.take_msn(0);
+                (Kind::Untagged { opcode, inval, body: SmallVec::new() }, data_of(&wqe.payload), total, None, msn)
+            }
+            SendOp::Write(r) => (
+                Kind::Tagged { opcode: Opcode::Write, stag: r.stag, to: r.to },
+                data_of(&wqe.payload),
+                total,
+                None,
+                Msn(0),
+            ),
+            SendOp::WriteWithImmediate(r, imm) => (
+                Kind::Tagged { opcode: Opcode::Write, stag: r.stag, to: r.to },
+                data_of(&wqe.payload),
+                total,
+                Some(imm),
+                Msn(0),
+            ),
+            SendOp::Immediate(imm) => {
+                let opcode = if wqe.solicited { Opcode::ImmediateDataSe } else { Opcode::ImmediateData };
+                let msn = self.take_msn(0);
+                let body = SmallVec::from_slice(&imm.to_be_bytes());
+                (Kind::Untagged { opcode, inval: Stag(0), body }, Data::None, 0, None, msn)
+            }
+            SendOp::Read(r) => {
+                let sink = match &wqe.payload {
+                    Payload::Sges(s) => s.first().cloned(),
+                    Payload::Inline(_) => None,
+                };
+                let (sink_stag, sink_to) =
+                    sink.as_ref().map_or((RTR_STAG, 0), |s| (s.mr.stag(), s.mr.base() + s.offset as u64));
+                let rr = ReadRequest {
+                    sink_stag,
+                    sink_to: TaggedOffset(sink_to),
+                    size: total as u32,
+                    src_stag: r.stag,
+                    src_to: TaggedOffset(r.to),
+                };
+                self.tx.orq.push_back(OrqEntry {
+                    seq: Some(seq),
+                    kind: OrqKind::Read { sink, sink_stag, sink_to, size: total as u32 },
+                });
+                let msn = self.take_msn(1);
+                let body = SmallVec::from_slice(&rr.to_bytes());
+                (Kind::Untagged { opcode: Opcode::ReadRequest, inval: Stag(0), body }, Data::None, 0, None, msn)
+            }
+            SendOp::FetchAdd { remote, .. } | SendOp::CompareSwap { remote, .. } => {
+                let request_id = seq as u32;
+                let req = match wqe.op {
+                    SendOp::FetchAdd { add, .. } => {
+                        AtomicRequest::fetch_add(request_id, remote.stag, TaggedOffset(remote.to), add)
+                    }
+                    SendOp::CompareSwap { compare, swap, .. } => {
+                        AtomicRequest::compare_swap(request_id, remote.stag, TaggedOffset(remote.to), compare, swap)
+                    }
+                    _ => unreachable!("matched above"),
+                };
+                let sink = match &wqe.payload {
+                    Payload::Sges(s) => s[0].clone(),
+                    Payload::Inline(_) => unreachable!("rejected at post"),
+                };
+                self.tx.orq.push_back(OrqEntry { seq: Some(seq), kind: OrqKind::Atomic { sink, request_id } });
+                let msn = self.take_msn(1);
+                let body = SmallVec::from_slice(&req.to_bytes());
+                (Kind::Untagged { opcode: Opcode::AtomicRequest, inval: Stag(0), body }, Data::None, 0, None, msn)
+            }
+            SendOp::LocalInvalidate(_) => unreachable!("executed in next_job"),
+        };
+        let solicited = wqe.solicited;
+        Job {
+            source: Source::Wr { seq, wqe },
+            kind,
+            data,
+            total,
+            done: 0,
+            sge: 0,
+            sge_off: 0,
+            msn,
+            imm_after,
+            solicited,
+        }
+    }
+
+    fn response_job(&mut self, r: Response) -> Job {
+        match r {
+            Response::Read { sink_stag, sink_to, source } => {
+                let total = source.as_ref().map_or(0, |w| w.len as u64);
+                let data = source.map_or(Data::None, Data::Window);
+                Job {
+                    source: Source::Response,
+                    kind: Kind::Tagged { opcode: Opcode::ReadResponse, stag: sink_stag, to: sink_to },
+                    data,
+                    total,
+                    done: 0,
+                    sge: 0,
+                    sge_off: 0,
+                    msn: Msn(0),
+                    imm_after: None,
+                    solicited: false,
+                }
+            }
+            Response::Atomic(resp) => {
+                let msn = self.take_msn(3);
+                Job {
+                    source: Source::Response,
+                    kind: Kind::Untagged {
+                        opcode: Opcode::AtomicResponse,
+                        inval: Stag(0),
+                        body: SmallVec::from_slice(&resp.to_bytes()),
+                    },
+                    data: Data::None,
+                    total: 0,
+                    done: 0,
+                    sge: 0,
+                    sge_off: 0,
+                    msn,
+                    imm_after: None,
+                    solicited: false,
+                }
+            }
+        }
+    }
+
+    fn rtr_job(&mut self, rtr: RtrKind) -> Job {
+        let (kind, msn) = match rtr {
+            // RFC 6581 §9.2: a zero-length RDMA Write (STag and TO are not checked).
+            RtrKind::Write => (Kind::Tagged { opcode: Opcode::Write, stag: RTR_STAG, to: 0 }, Msn(0)),
+            RtrKind::Send => {
+                let msn = self.take_msn(0);
+                (Kind::Untagged { opcode: Opcode::Send, inval: Stag(0), body: SmallVec::new() }, msn)
+            }
+            RtrKind::Read => {
+                let rr = ReadRequest {
+                    sink_stag: RTR_STAG,
+                    sink_to: TaggedOffset(0),
+                    size: 0,
+                    src_stag: RTR_STAG,
+                    src_to: TaggedOffset(0),
+                };
+                self.tx.orq.push_back(OrqEntry {
+                    seq: None,
+                    kind: OrqKind::Read { sink: None, sink_stag: RTR_STAG, sink_to: 0, size: 0 },
+                });
+                let msn = self.take_msn(1);
+                let body = SmallVec::from_slice(&rr.to_bytes());
+                (Kind::Untagged { opcode: Opcode::ReadRequest, inval: Stag(0), body }, msn)
+            }
+        };
+        Job {
+            source: Source::Internal,
+            kind,
+            data: Data::None,
+            total: 0,
+            done: 0,
+            sge: 0,
+            sge_off: 0,
+            msn,
+            imm_after: None,
+            solicited: false,
+        }
+    }
+
+    fn finish_job(&mut self, job: Job) {
+        let end = self.tx.batch.framed;
+        match job.source {
+            Source::Wr { seq, wqe } => {
+                if let Some(imm) = job.imm_after {
+                    // RFC 7306 §4: Write with Immediate = the Write, then an Immediate Data message.
+                    let opcode = if job.solicited { Opcode::ImmediateDataSe } else { Opcode::ImmediateData };
+                    let msn = self.take_msn(0);
+                    self.tx.job = Some(Job {
+                        source: Source::Wr { seq, wqe },
+                        kind: Kind::Untagged { opcode, inval: Stag(0), body: SmallVec::from_slice(&imm.to_be_bytes()) },
+                        data: Data::None,
+                        total: 0,
+                        done: 0,
+                        sge: 0,
+                        sge_off: 0,
+                        msn,
+                        imm_after: None,
+                        solicited: false,
+                    });
+                    return;
+                }
+                if !wqe.op.awaits_response() {
+                    self.tx.holds.push_back(Hold { end, seq });
+                }
+            }
+            Source::Response => self.tx.responding = false,
+            Source::Internal => {}
+        }
+    }
+
+    /// RX: a Read Response finished; completes the oldest Read.
+    pub(super) fn complete_read(&mut self, byte_len: u32) {
+        if let Some(o) = self.tx.orq.pop_front() {
+            if let Some(seq) = o.seq {
+                self.tx.mark(seq, Done { status: WcStatus::Success, byte_len, cause: None });
+                self.tx.release(&mut self.completions);
+            }
+        }
+    }
+
+    /// RX: an Atomic Response arrived for the oldest atomic.
+    pub(super) fn complete_atomic(&mut self) {
+        if let Some(o) = self.tx.orq.pop_front() {
+            if let Some(seq) = o.seq {
+                self.tx.mark(seq, Done { status: WcStatus::Success, byte_len: 8, cause: None });
+                self.tx.release(&mut self.completions);
+            }
+        }
+    }
+
+    /// Frames a Terminate (RFC 5040 §4.8) after whatever is already framed; nothing else will
+    /// be framed after it.
+    pub(super) fn queue_terminate(&mut self, body: &[u8]) {
+        let msn = self.take_msn(2);
+        let h = SegmentHeader::untagged(Opcode::Terminate, true, msn, 0);
+        let (hb, hl) = h.to_bytes();
+        let mut ulpdu: SmallVec<[u8; 96]> = SmallVec::from_slice(&hb[..hl]);
+        ulpdu.extend_from_slice(body);
+        let mut pieces = std::mem::take(&mut self.tx.pieces);
+        pieces.clear();
+        match self.tx.framer.frame(&ulpdu, &[], &mut self.tx.batch.arena, &mut pieces) {
+            Ok(len) => {
+                self.tx.batch.framed += len as u64;
+                for p in &pieces {
+                    if let Piece::Inline { start, len } = *p {
+                        self.tx.batch.pieces.push(TxPiece::Inline { start, len });
+                    }
+                }
+                self.stats.tx_fpdus += 1;
+            }
+            Err(e) => tracing::error!(error = %e, "framing the Terminate failed"),
+        }
+        self.tx.pieces = pieces;
+        self.tx.terminated = true;
+    }
+
+    /// Moves to [`QpState::Terminate`]: flush work, frame the Terminate.
+    pub(super) fn enter_terminate(&mut self, cause: TerminateCause, body: &[u8]) {
+        if let Ok(s) = self.state.on(QpEventKind::ProtocolError) {
+            self.state = s;
+        } else {
+            return;
+        }
+        self.cause.get_or_insert(cause);
+        let qp = self.cfg.qp_num;
+        // Keep framed bytes (and their memory) so the Terminate follows them.
+        self.tx.terminated = true;
+        self.tx.flush_all(&mut self.completions, qp, None);
+        self.queue_terminate(body);
+        // The responder may not have been allowed to send yet; a Terminate always may.
+        self.tx.allowed = true;
+    }
+}

@@ -1,0 +1,297 @@
+//! Work requests, completions and the errors of posting them.
+
+use crate::mem::{Access, MrRef, PdId};
+use iwarp_wire::terminate::TerminateCause;
+use iwarp_wire::Stag;
+use smallvec::SmallVec;
+
+/// A scatter/gather element: `len` bytes at `offset` of a registered region.
+#[derive(Debug, Clone)]
+pub struct Sge {
+    /// The region; holding it keeps the memory alive until the work request completes.
+    pub mr: MrRef,
+    /// Offset of the first byte within the region.
+    pub offset: usize,
+    /// Length in bytes.
+    pub len: usize,
+}
+
+impl Sge {
+    /// Checks the element against the queue pair's domain and the right the operation needs.
+    ///
+    /// # Errors
+    /// [`PostError::LocalProtection`] if the region is invalid, of another domain, lacks the
+    /// right, or the range is outside it.
+    pub fn validate(&self, pd: PdId, need: Access) -> Result<(), PostError> {
+        let in_bounds = self.offset.checked_add(self.len).is_some_and(|e| e <= self.mr.len());
+        if !self.mr.is_valid() || self.mr.pd() != pd || !self.mr.access().contains(need) || !in_bounds {
+            return Err(PostError::LocalProtection);
+        }
+        Ok(())
+    }
+}
+
+/// The scatter/gather list of a work request.
+pub type SgeList = SmallVec<[Sge; 2]>;
+
+/// Where an outgoing message's payload comes from.
+#[derive(Debug, Clone)]
+pub enum Payload {
+    /// Gathered from registered memory at transmit time (zero-copy).
+    Sges(SgeList),
+    /// Copied at post time (up to the queue pair's inline limit); needs no registration.
+    Inline(SmallVec<[u8; 64]>),
+}
+
+impl Payload {
+    /// Total length in bytes.
+    pub fn len(&self) -> u64 {
+        match self {
+            Payload::Sges(s) => s.iter().map(|s| s.len as u64).sum(),
+            Payload::Inline(b) => b.len() as u64,
+        }
+    }
+    /// `true` if there is no payload.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A peer's buffer, as it advertised it: STag (rkey) and Tagged Offset (address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RemoteAddr {
+    /// The peer's STag.
+    pub stag: Stag,
+    /// The Tagged Offset of the first byte.
+    pub to: u64,
+}
+
+/// The operation of a send-queue work request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendOp {
+    /// Send (RFC 5040 §5.3); with `solicited`, Send with Solicited Event.
+    Send,
+    /// Send with Invalidate of the peer's STag (RFC 5040 §5.3).
+    SendWithInvalidate(Stag),
+    /// RDMA Write (RFC 5040 §5.1).
+    Write(RemoteAddr),
+    /// RDMA Write followed by an RFC 7306 Immediate Data message carrying `imm`.
+    WriteWithImmediate(RemoteAddr, u64),
+    /// RFC 7306 Immediate Data alone.
+    Immediate(u64),
+    /// RDMA Read into the local payload (one element) from the peer's buffer (RFC 5040 §5.2).
+    Read(RemoteAddr),
+    /// RFC 7306 fetch-and-add of `add` at the peer's 8-byte word; the original value lands in
+    /// the local payload (one 8-byte element).
+    FetchAdd {
+        /// The peer's word.
+        remote: RemoteAddr,
+        /// The addend.
+        add: u64,
+    },
+    /// RFC 7306 compare-and-swap at the peer's 8-byte word; the original value lands in the
+    /// local payload.
+    CompareSwap {
+        /// The peer's word.
+        remote: RemoteAddr,
+        /// Swap if the word equals this.
+        compare: u64,
+        /// The new value.
+        swap: u64,
+    },
+    /// Invalidate a local STag once every earlier work request has been processed.
+    LocalInvalidate(Stag),
+}
+
+impl SendOp {
+    /// `true` for operations that wait for a response (Read and atomics).
+    pub fn awaits_response(self) -> bool {
+        matches!(self, SendOp::Read(_) | SendOp::FetchAdd { .. } | SendOp::CompareSwap { .. })
+    }
+    /// `true` for RFC 7306 operations.
+    pub fn is_rfc7306(self) -> bool {
+        matches!(
+            self,
+            SendOp::WriteWithImmediate(..)
+                | SendOp::Immediate(_)
+                | SendOp::FetchAdd { .. }
+                | SendOp::CompareSwap { .. }
+        )
+    }
+}
+
+/// A send-queue work request, as the engine holds it.
+#[derive(Debug, Clone)]
+pub struct SendWqe {
+    /// The application's identifier, returned in the completion.
+    pub wr_id: u64,
+    /// The operation.
+    pub op: SendOp,
+    /// Local data (source of Sends and Writes, sink of Reads and atomics).
+    pub payload: Payload,
+    /// Produce a completion on success (errors always complete).
+    pub signaled: bool,
+    /// Set the Solicited Event bit (Send, Immediate Data).
+    pub solicited: bool,
+    /// Wait for every earlier Read and atomic to complete before starting.
+    pub fence: bool,
+}
+
+/// A receive work request.
+#[derive(Debug, Clone)]
+pub struct RecvWqe {
+    /// The application's identifier.
+    pub wr_id: u64,
+    /// Where an incoming Send's payload goes.
+    pub sges: SgeList,
+}
+
+impl RecvWqe {
+    /// Total buffer length.
+    pub fn len(&self) -> u64 {
+        self.sges.iter().map(|s| s.len as u64).sum()
+    }
+    /// `true` for a zero-length buffer.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Why a post was refused; nothing was queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PostError {
+    /// The queue holds as many outstanding work requests as its depth.
+    #[error("queue full")]
+    QueueFull,
+    /// More scatter/gather elements than the queue pair allows.
+    #[error("too many scatter/gather elements")]
+    TooManySges,
+    /// Inline data longer than the queue pair's inline limit.
+    #[error("inline data longer than the inline limit")]
+    InlineTooLong,
+    /// A local element is invalid, of another protection domain, lacks the needed right
+    /// (local write for receive buffers and Read/atomic sinks), or is out of the region.
+    #[error("local protection error in a scatter/gather element")]
+    LocalProtection,
+    /// The operation needs RFC 7306 support and the peer did not announce it.
+    #[error("operation not supported by the peer (RFC 7306 not negotiated)")]
+    NotSupportedByPeer,
+    /// A message longer than 2^32 - 1 bytes, or a Read/atomic sink of the wrong shape.
+    #[error("invalid length or element count for this operation")]
+    InvalidLength,
+    /// Not connected, or already in error.
+    #[error("queue pair is not in a state that accepts work ({0:?})")]
+    InvalidState(super::QpState),
+    /// The queue pair uses a shared receive queue: post there.
+    #[error("queue pair uses a shared receive queue")]
+    UsesSrq,
+}
+
+/// Completion status (the verbs `ibv_wc_status` values that apply).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WcStatus {
+    /// Success.
+    Success,
+    /// The incoming message was longer than the receive buffer.
+    LocalLength,
+    /// A local protocol error ended the queue pair.
+    LocalQpOperation,
+    /// A local buffer failed the protection check.
+    LocalProtection,
+    /// Flushed: the queue pair went to error before the request completed.
+    WrFlush,
+    /// The peer rejected an invalidation.
+    RemoteInvalidRequest,
+    /// The peer reported an access error (Terminate, remote protection).
+    RemoteAccess,
+    /// The peer reported an operation error (Terminate, remote operation).
+    RemoteOperation,
+    /// The connection failed.
+    Fatal,
+}
+
+/// What a completed work request did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WcOpcode {
+    /// A Send (any variant).
+    Send,
+    /// An RDMA Write (with or without immediate).
+    RdmaWrite,
+    /// An RDMA Read.
+    RdmaRead,
+    /// Compare-and-swap.
+    CompareSwap,
+    /// Fetch-and-add.
+    FetchAdd,
+    /// Local invalidate.
+    LocalInvalidate,
+    /// Immediate Data alone.
+    Immediate,
+    /// A received Send.
+    Recv,
+    /// A received Immediate Data message.
+    RecvImmediate,
+}
+
+/// Which completion queue a completion belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Queue {
+    /// The send queue's.
+    Send,
+    /// The receive queue's.
+    Recv,
+}
+
+/// A work completion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Completion {
+    /// The work request's identifier.
+    pub wr_id: u64,
+    /// Outcome.
+    pub status: WcStatus,
+    /// Operation.
+    pub opcode: WcOpcode,
+    /// Bytes received (receives) or transferred (Reads); 0 otherwise.
+    pub byte_len: u32,
+    /// Immediate data of a received Immediate Data message.
+    pub imm_data: Option<u64>,
+    /// STag the peer invalidated with Send with Invalidate.
+    pub invalidated: Option<Stag>,
+    /// The message carried the Solicited Event bit.
+    pub solicited: bool,
+    /// Send or receive completion queue.
+    pub queue: Queue,
+    /// For errors: the Terminate cause sent or received, if any.
+    pub cause: Option<TerminateCause>,
+}
+
+impl Completion {
+    pub(crate) fn new(wr_id: u64, status: WcStatus, opcode: WcOpcode, queue: Queue) -> Self {
+        Completion {
+            wr_id,
+            status,
+            opcode,
+            byte_len: 0,
+            imm_data: None,
+            invalidated: None,
+            solicited: false,
+            queue,
+            cause: None,
+        }
+    }
+}
+
+impl SendOp {
+    pub(crate) fn wc_opcode(self) -> WcOpcode {
+        match self {
+            SendOp::Send | SendOp::SendWithInvalidate(_) => WcOpcode::Send,
+            SendOp::Write(_) | SendOp::WriteWithImmediate(..) => WcOpcode::RdmaWrite,
+            SendOp::Immediate(_) => WcOpcode::Immediate,
+            SendOp::Read(_) => WcOpcode::RdmaRead,
+            SendOp::FetchAdd { .. } => WcOpcode::FetchAdd,
+            SendOp::CompareSwap { .. } => WcOpcode::CompareSwap,
+            SendOp::LocalInvalidate(_) => WcOpcode::LocalInvalidate,
+        }
+    }
+}
