@@ -63,16 +63,7 @@ pub struct QpConfig {
     pub max_inline: usize,
 }
 
-/// Which zero-length message serves as the RFC 6581 ready-to-receive indication.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RtrKind {
-    /// Zero-length Send.
-    Send,
-    /// Zero-length RDMA Write.
-    Write,
-    /// Zero-length RDMA Read.
-    Read,
-}
+pub use iwarp_wire::mpa::RtrType;
 
 /// Who speaks first once MPA negotiation is over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,7 +71,7 @@ pub enum Startup {
     /// The initiator may send at once; in peer-to-peer mode it first sends this RTR.
     Initiator {
         /// The RTR to send first, if peer-to-peer mode was negotiated.
-        rtr: Option<RtrKind>,
+        rtr: Option<RtrType>,
     },
     /// The responder sends nothing until the initiator's first FPDU arrives (RFC 5044 §7.1.2);
     /// in peer-to-peer mode that FPDU must be an RTR of one of these types, and is consumed.

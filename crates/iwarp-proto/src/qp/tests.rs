@@ -358,9 +358,9 @@ fn responder_sends_nothing_before_the_first_fpdu() {
 
 #[test]
 fn every_rtr_type_unblocks_the_responder() {
-    for kind in [RtrKind::Write, RtrKind::Read, RtrKind::Send] {
+    for kind in [RtrType::Write, RtrType::Read, RtrType::Send] {
         let allowed =
-            RtrTypes { send: kind == RtrKind::Send, write: kind == RtrKind::Write, read: kind == RtrKind::Read };
+            RtrTypes { send: kind == RtrType::Send, write: kind == RtrType::Write, read: kind == RtrType::Read };
         let mut p =
             Pair::with(link(Startup::Initiator { rtr: Some(kind) }), link(Startup::Responder { rtr: Some(allowed) }));
         assert!(!Pair::events(&mut p.b).contains(&QpEvent::Ready));
@@ -381,7 +381,7 @@ fn every_rtr_type_unblocks_the_responder() {
 #[test]
 fn wrong_rtr_is_terminated_with_mpa_code_7() {
     let mut p = Pair::with(
-        link(Startup::Initiator { rtr: Some(RtrKind::Write) }),
+        link(Startup::Initiator { rtr: Some(RtrType::Write) }),
         link(Startup::Responder { rtr: Some(RtrTypes { send: false, write: false, read: true }) }),
     );
     p.drive();

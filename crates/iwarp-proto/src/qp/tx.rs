@@ -2,7 +2,7 @@
 //! payload is referenced in registered memory rather than copied.
 
 use super::{
-    Completion, IoRange, Payload, Qp, QpEventKind, QpState, Queue, RtrKind, SendOp, SendWqe, Sge, WcOpcode, WcStatus,
+    Completion, IoRange, Payload, Qp, QpEventKind, QpState, Queue, RtrType, SendOp, SendWqe, Sge, WcOpcode, WcStatus,
 };
 use crate::mem::{with_slices, MrRef, RawMem, Window};
 use iwarp_wire::mpa::{Framer, Piece};
@@ -232,7 +232,7 @@ pub(super) struct Tx {
     pub mulpdu: usize,
     /// Sending is allowed (a responder waits for the first FPDU).
     pub allowed: bool,
-    pub rtr: Option<RtrKind>,
+    pub rtr: Option<RtrType>,
     pub sq: VecDeque<SendWqe>,
     /// Posted work requests not yet completed.
     pub outstanding: usize,
@@ -752,15 +752,15 @@ impl Qp {
         }
     }
 
-    fn rtr_job(&mut self, rtr: RtrKind) -> Job {
+    fn rtr_job(&mut self, rtr: RtrType) -> Job {
         let (kind, msn) = match rtr {
             // RFC 6581 §9.2: a zero-length RDMA Write (STag and TO are not checked).
-            RtrKind::Write => (Kind::Tagged { opcode: Opcode::Write, stag: RTR_STAG, to: 0 }, Msn(0)),
-            RtrKind::Send => {
+            RtrType::Write => (Kind::Tagged { opcode: Opcode::Write, stag: RTR_STAG, to: 0 }, Msn(0)),
+            RtrType::Send => {
                 let msn = self.take_msn(0);
                 (Kind::Untagged { opcode: Opcode::Send, inval: Stag(0), body: SmallVec::new() }, msn)
             }
-            RtrKind::Read => {
+            RtrType::Read => {
                 let rr = ReadRequest {
                     sink_stag: RTR_STAG,
                     sink_to: TaggedOffset(0),

@@ -15,7 +15,7 @@ pub mod rr;
 
 pub use deframer::{Deframer, DeframerConfig, Event, FpduEnd, FpduHeader, Need};
 pub use framer::{Framer, Piece};
-pub use rr::{EnhancedParams, FrameKind, FrameRepr, RtrTypes};
+pub use rr::{EnhancedParams, FrameKind, FrameRepr, RtrType, RtrTypes};
 
 /// Length of the ULPDU_Length field.
 pub const LENGTH_FIELD_LEN: usize = 2;

@@ -93,6 +93,17 @@ pub fn match_key(stream: &[u8], kind: FrameKind) -> KeyMatch {
     }
 }
 
+/// One RFC 6581 ready-to-receive message type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RtrType {
+    /// Zero-length Send (flag B).
+    Send,
+    /// Zero-length RDMA Write (flag C).
+    Write,
+    /// Zero-length RDMA Read (flag D).
+    Read,
+}
+
 /// RFC 6581 RTR types (B, C, D flags): which zero-length message may serve as the
 /// ready-to-receive indication.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -119,6 +130,26 @@ impl RtrTypes {
     /// `true` if no type is set.
     pub fn is_empty(self) -> bool {
         !(self.send || self.write || self.read)
+    }
+
+    /// `true` if `t` is in the set.
+    pub fn contains(self, t: RtrType) -> bool {
+        match t {
+            RtrType::Send => self.send,
+            RtrType::Write => self.write,
+            RtrType::Read => self.read,
+        }
+    }
+
+    /// The set holding only `t`.
+    pub fn only(t: RtrType) -> RtrTypes {
+        RtrTypes { send: t == RtrType::Send, write: t == RtrType::Write, read: t == RtrType::Read }
+    }
+
+    /// The type to use from this set: Write first (what Linux siw and most peers prefer),
+    /// then Read, then Send.
+    pub fn preferred(self) -> Option<RtrType> {
+        [RtrType::Write, RtrType::Read, RtrType::Send].into_iter().find(|&t| self.contains(t))
     }
 }
 
@@ -293,7 +324,9 @@ pub struct FrameRepr<'a> {
     pub enhanced: Option<EnhancedParams>,
     /// The ULP's private data (after the RFC 6581 block, if any).
     pub private_data: &'a [u8],
-    /// Reserved flag bits as received (sent as zero; e.g. siw's 0x08 GSO flag). Ignored.
+    /// Reserved flag bits (RFC 5044: "set to zero on transmit, not checked on receive"). Kept
+    /// as received (e.g. siw's 0x08 GSO flag); emitted as given, so an extension two
+    /// implementations agree on can use them.
     pub reserved_flags: u8,
 }
 
@@ -408,7 +441,7 @@ impl<'a> FrameRepr<'a> {
     }
 
     /// Writes the frame into `out`, which must be [`buffer_len`](Self::buffer_len) bytes long.
-    /// Reserved flags are written as zero.
+    /// Of the reserved flags, only the bits under [`flags::RESERVED`] are written.
     ///
     /// # Errors
     /// [`Error::PrivateDataTooLong`] above 512 bytes, [`Error::UnsupportedRevision`] for a
@@ -440,6 +473,7 @@ impl<'a> FrameRepr<'a> {
         if self.enhanced.is_some() {
             fl |= flags::ENHANCED;
         }
+        fl |= self.reserved_flags & flags::RESERVED;
         f.set_flags(fl);
         f.set_revision(self.revision);
         // Checked against MAX_PRIVATE_DATA above, so it fits in 16 bits.
