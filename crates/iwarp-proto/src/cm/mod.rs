@@ -386,6 +386,12 @@ impl Responder {
         Ok(self.request.as_ref())
     }
 
+    /// This side's preferences, which [`accept`](Self::accept) applies (the application may
+    /// change them after seeing the request).
+    pub fn config_mut(&mut self) -> &mut MpaConfig {
+        &mut self.cfg
+    }
+
     /// The request, once received.
     pub fn request(&self) -> Option<&ConnectRequest> {
         self.request.as_ref()

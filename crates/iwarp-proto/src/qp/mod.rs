@@ -31,6 +31,7 @@ mod state;
 mod tx;
 mod wr;
 
+pub use rx::LOOKAHEAD;
 pub use state::{IllegalTransition, QpEventKind, QpState, TRANSITIONS};
 pub use wr::{
     Completion, Payload, PostError, Queue, RecvWqe, RemoteAddr, SendOp, SendWqe, Sge, SgeList, WcOpcode, WcStatus,

@@ -1,0 +1,503 @@
+//! Connection management in the style of rdma_cm: listen, connect, accept, reject, with
+//! private data, IRD/ORD and the MPA options of RFC 5044 and RFC 6581.
+
+use crate::device::DeviceInner;
+use crate::error::{ConnectError, Error, Result};
+use crate::qp::QueuePair;
+use crate::runtime::{Entry, WorkerShared};
+use crate::sys::EventFd;
+use iwarp_proto::cm::{ConnectRequest as CmRequest, MpaConfig, Responder};
+use iwarp_wire::mpa::RtrTypes;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Token};
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+pub use iwarp_proto::cm::LINUX_MAX_PRIVATE_DATA;
+
+/// MPA options of a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MpaOptions {
+    /// MPA revision to initiate with: 2 (default, RFC 6581 IRD/ORD exchange) or 1. A listener
+    /// answers either revision.
+    pub revision: u8,
+    /// Ask for CRC (default). CRC is off only if both sides decline (RFC 5044 §4.4).
+    pub crc: bool,
+    /// Ask the peer to insert markers.
+    pub markers: bool,
+    /// Peer-to-peer mode: the RTR types this side offers (connect) or accepts (listen).
+    pub peer_to_peer: Option<RtrTypes>,
+    /// Offer or accept RFC 7306 atomics and Immediate Data (only used if the peer agrees).
+    pub rfc7306: bool,
+    /// How long to wait for the peer's MPA frame.
+    pub timeout: Duration,
+}
+
+impl Default for MpaOptions {
+    fn default() -> Self {
+        MpaOptions {
+            revision: 2,
+            crc: true,
+            markers: false,
+            peer_to_peer: None,
+            rfc7306: true,
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Parameters of `connect` and `accept` (rdma_cm's `rdma_conn_param`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnParams {
+    /// Private data for the peer: at most 508 bytes (512 less the RFC 6581 block). Linux siw
+    /// drops connections whose private data (with that block) exceeds 256 bytes.
+    pub private_data: Vec<u8>,
+    /// Inbound RDMA Read/atomic depth this side offers (IRD).
+    pub responder_resources: u16,
+    /// Outbound RDMA Read/atomic depth this side wants (ORD).
+    pub initiator_depth: u16,
+    /// MPA options.
+    pub mpa: MpaOptions,
+}
+
+impl Default for ConnParams {
+    fn default() -> Self {
+        ConnParams {
+            private_data: Vec::new(),
+            responder_resources: 16,
+            initiator_depth: 16,
+            mpa: MpaOptions::default(),
+        }
+    }
+}
+
+impl ConnParams {
+    pub(crate) fn mpa_config(&self, max_rd_atomic: u16) -> MpaConfig {
+        MpaConfig {
+            revision: self.mpa.revision,
+            crc: self.mpa.crc,
+            markers: self.mpa.markers,
+            peer_to_peer: self.mpa.peer_to_peer,
+            rfc7306: self.mpa.rfc7306,
+            max_rd_atomic,
+            timeout: self.mpa.timeout,
+        }
+    }
+}
+
+/// How a listener treats what connects to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenMode {
+    /// iWARP only.
+    Iwarp,
+}
+
+pub(crate) struct ListenerInner {
+    dev: Arc<DeviceInner>,
+    sock: Mutex<Option<TcpListener>>,
+    reg: Mutex<Option<(Arc<WorkerShared>, Token)>>,
+    local: SocketAddr,
+    queue: Mutex<VecDeque<ConnectRequest>>,
+    cv: Condvar,
+    fd: EventFd,
+    mpa: Mutex<MpaOptions>,
+}
+
+/// Listens for iWARP connection requests.
+#[derive(Debug, Clone)]
+pub struct Listener {
+    inner: Arc<ListenerInner>,
+}
+
+impl std::fmt::Debug for ListenerInner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListenerInner").field("local", &self.local).finish()
+    }
+}
+
+/// Binds and listens on `addr`: a real host socket, so iWARP and plain TCP share one port space.
+pub(crate) fn bind_socket(addr: SocketAddr, backlog: u32) -> Result<std::net::TcpListener> {
+    let s =
+        socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    // SO_REUSEADDR lets a closed listener's port be bound again while old connections linger
+    // in TIME_WAIT; it never lets two listeners share a port (that would be SO_REUSEPORT).
+    s.set_reuse_address(true)?;
+    if let Err(e) = s.bind(&addr.into()) {
+        return Err(if e.kind() == io::ErrorKind::AddrInUse { Error::AddrInUse(addr) } else { Error::Io(e) });
+    }
+    s.listen(backlog.min(i32::MAX as u32) as i32)?;
+    s.set_nonblocking(true)?;
+    Ok(s.into())
+}
+
+impl Listener {
+    pub(crate) fn bind(dev: &Arc<DeviceInner>, addr: SocketAddr, backlog: u32, _mode: ListenMode) -> Result<Listener> {
+        let std_listener = bind_socket(addr, backlog)?;
+        let local = std_listener.local_addr()?;
+        let mut sock = TcpListener::from_std(std_listener);
+        let mpa = MpaOptions { timeout: dev.cfg.mpa_timeout, ..MpaOptions::default() };
+        let inner = Arc::new(ListenerInner {
+            dev: Arc::clone(dev),
+            sock: Mutex::new(None),
+            reg: Mutex::new(None),
+            local,
+            queue: Mutex::new(VecDeque::new()),
+            cv: Condvar::new(),
+            fd: EventFd::new()?,
+            mpa: Mutex::new(mpa),
+        });
+        let worker = Arc::clone(&dev.pick_worker().shared);
+        let token = worker.add(Entry::Listener(Arc::downgrade(&inner)), &mut sock, Interest::READABLE)?;
+        *inner.sock.lock().unwrap_or_else(|e| e.into_inner()) = Some(sock);
+        *inner.reg.lock().unwrap_or_else(|e| e.into_inner()) = Some((Arc::clone(&worker), token));
+        // Connections may have queued before registration.
+        worker.schedule(token);
+        Ok(Listener { inner })
+    }
+
+    /// The bound address (with the port the host chose for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local
+    }
+
+    /// Sets the MPA options used for connections accepted from now on (CRC preference, markers,
+    /// peer-to-peer RTR types accepted, RFC 7306, Request timeout).
+    pub fn set_mpa_options(&self, opts: MpaOptions) {
+        *self.inner.mpa.lock().unwrap_or_else(|e| e.into_inner()) = opts;
+    }
+
+    /// The next connection request, waiting up to `timeout` (`None`: forever).
+    ///
+    /// # Errors
+    /// [`Error::TimedOut`].
+    pub fn get_request(&self, timeout: Option<Duration>) -> Result<ConnectRequest> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut q = self.inner.queue.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(r) = q.pop_front() {
+                self.inner.fd.drain();
+                if !q.is_empty() {
+                    self.inner.fd.notify();
+                }
+                return Ok(r);
+            }
+            let left = match deadline {
+                Some(d) => d.checked_duration_since(Instant::now()).ok_or(Error::TimedOut)?,
+                None => Duration::from_secs(3600),
+            };
+            q = self.inner.cv.wait_timeout(q, left).unwrap_or_else(|e| e.into_inner()).0;
+        }
+    }
+
+    /// The next connection request, if one is queued.
+    pub fn try_get_request(&self) -> Option<ConnectRequest> {
+        self.inner.queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front()
+    }
+}
+
+impl AsRawFd for Listener {
+    /// Readable while connection requests are queued.
+    fn as_raw_fd(&self) -> RawFd {
+        self.inner.fd.as_raw_fd()
+    }
+}
+
+impl Drop for ListenerInner {
+    fn drop(&mut self) {
+        let reg = self.reg.get_mut().unwrap_or_else(|e| e.into_inner()).take();
+        if let (Some((w, t)), Some(s)) = (reg, self.sock.get_mut().unwrap_or_else(|e| e.into_inner()).as_mut()) {
+            w.remove(t, s);
+        }
+    }
+}
+
+impl ListenerInner {
+    /// Accepts every pending TCP connection; each starts waiting for its MPA Request.
+    pub(crate) fn on_ready(self: Arc<Self>) {
+        loop {
+            let r = {
+                let g = self.sock.lock().unwrap_or_else(|e| e.into_inner());
+                match g.as_ref() {
+                    Some(s) => s.accept(),
+                    None => return,
+                }
+            };
+            match r {
+                Ok((stream, peer)) => {
+                    if let Err(e) = self.start_pending(stream, peer) {
+                        tracing::warn!(error = %e, "dropping an accepted connection");
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn start_pending(self: &Arc<Self>, mut stream: TcpStream, peer: SocketAddr) -> io::Result<()> {
+        stream.set_nodelay(true)?;
+        let opts = self.mpa.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let cfg = MpaConfig {
+            revision: 2,
+            crc: opts.crc,
+            markers: opts.markers,
+            peer_to_peer: opts.peer_to_peer,
+            rfc7306: opts.rfc7306,
+            max_rd_atomic: self.dev.cfg.max_rd_atomic,
+            timeout: opts.timeout,
+        };
+        let now = Instant::now();
+        let deadline = now + cfg.timeout;
+        let pending = Arc::new(PendingConn {
+            listener: Arc::downgrade(self),
+            peer,
+            local: stream.local_addr().ok(),
+            state: Mutex::new(PendingState {
+                sock: None,
+                reg: None,
+                cm: Responder::new(cfg, now),
+                queued: false,
+                closed: false,
+                deadline,
+            }),
+        });
+        let worker = Arc::clone(&self.dev.pick_worker().shared);
+        let token = worker.add(Entry::Pending(Arc::clone(&pending)), &mut stream, Interest::READABLE)?;
+        {
+            let mut st = pending.state.lock().unwrap_or_else(|e| e.into_inner());
+            st.sock = Some(stream);
+            st.reg = Some((Arc::clone(&worker), token));
+        }
+        worker.add_timer(deadline, token);
+        worker.schedule(token);
+        Ok(())
+    }
+
+    fn push(&self, r: ConnectRequest) {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner()).push_back(r);
+        self.cv.notify_all();
+        self.fd.notify();
+    }
+}
+
+struct PendingState {
+    sock: Option<TcpStream>,
+    reg: Option<(Arc<WorkerShared>, Token)>,
+    cm: Responder,
+    queued: bool,
+    closed: bool,
+    deadline: Instant,
+}
+
+/// A TCP connection waiting for (or holding) its MPA Request, before the application accepts.
+pub(crate) struct PendingConn {
+    listener: Weak<ListenerInner>,
+    peer: SocketAddr,
+    local: Option<SocketAddr>,
+    state: Mutex<PendingState>,
+}
+
+impl PendingState {
+    fn close(&mut self) {
+        self.closed = true;
+        if let Some(mut s) = self.sock.take() {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+            if let Some((w, t)) = self.reg.take() {
+                w.remove(t, &mut s);
+            }
+        }
+    }
+}
+
+impl PendingConn {
+    pub(crate) fn on_ready(self: Arc<Self>) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if st.closed || st.sock.is_none() {
+            return;
+        }
+        if !st.queued && Instant::now() >= st.deadline {
+            tracing::debug!(peer = %self.peer, "MPA Request timed out");
+            return st.close();
+        }
+        let mut buf = [0u8; 1024];
+        loop {
+            let r = match st.sock.as_mut() {
+                Some(s) => s.read(&mut buf),
+                None => return,
+            };
+            let n = match r {
+                Ok(0) => return st.close(),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return st.close(),
+            };
+            match st.cm.handle_bytes(&buf[..n]).map(|r| r.cloned()) {
+                Ok(None) => {}
+                Ok(Some(req)) => {
+                    if !st.queued {
+                        st.queued = true;
+                        if let Some(l) = self.listener.upgrade() {
+                            drop(st);
+                            l.push(ConnectRequest { pending: Arc::clone(&self), req });
+                            st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                        } else {
+                            return st.close();
+                        }
+                    }
+                }
+                Err(e) => {
+                    // RFC 5044 §7.1.2: a badly formatted Request closes the connection.
+                    tracing::debug!(peer = %self.peer, error = %e, "bad MPA Request");
+                    return st.close();
+                }
+            }
+        }
+    }
+}
+
+/// A connection request from a peer. Accept it onto a queue pair or reject it; dropping it
+/// closes the connection.
+pub struct ConnectRequest {
+    pending: Arc<PendingConn>,
+    req: CmRequest,
+}
+
+impl std::fmt::Debug for ConnectRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectRequest").field("peer", &self.pending.peer).field("req", &self.req).finish()
+    }
+}
+
+impl ConnectRequest {
+    /// The peer's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.pending.peer
+    }
+    /// The local address the connection arrived on.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.pending.local
+    }
+    /// The initiator's private data.
+    pub fn private_data(&self) -> &[u8] {
+        &self.req.private_data
+    }
+    /// The initiator's IRD (responder_resources), for revision 2.
+    pub fn ird(&self) -> Option<u16> {
+        self.req.ird()
+    }
+    /// The initiator's ORD (initiator_depth), for revision 2.
+    pub fn ord(&self) -> Option<u16> {
+        self.req.ord()
+    }
+    /// The MPA revision of the Request.
+    pub fn revision(&self) -> u8 {
+        self.req.revision
+    }
+    /// The initiator asked for CRC.
+    pub fn crc(&self) -> bool {
+        self.req.crc
+    }
+    /// The initiator asked for markers.
+    pub fn markers(&self) -> bool {
+        self.req.markers
+    }
+    /// Peer-to-peer mode with the RTR types the initiator offers.
+    pub fn peer_to_peer(&self) -> Option<RtrTypes> {
+        self.req.enhanced.filter(|e| e.peer_to_peer).map(|e| e.rtr)
+    }
+    /// The initiator offered RFC 7306.
+    pub fn rfc7306(&self) -> bool {
+        self.req.rfc7306
+    }
+
+    /// Accepts onto `qp` (which must be idle; post its receives first): sends the MPA Reply
+    /// with `params` (private data, IRD/ORD; the MPA options of `params` override the
+    /// listener's). The queue pair reports [`crate::QpEvent::Established`] when usable.
+    ///
+    /// # Errors
+    /// [`Error::InvalidState`] if `qp` is in use; [`Error::Connect`] if the peer went away or
+    /// the private data is too long.
+    pub fn accept(self, qp: &QueuePair, params: &ConnParams) -> Result<()> {
+        let mut st = self.pending.state.lock().unwrap_or_else(|e| e.into_inner());
+        if st.closed || st.sock.is_none() {
+            return Err(Error::Connect(ConnectError::Closed));
+        }
+        let inner = qp.inner();
+        let mut core = inner.lock();
+        if !core.is_idle() {
+            return Err(Error::InvalidState("queue pair already connected"));
+        }
+        {
+            let c = st.cm.config_mut();
+            c.crc = params.mpa.crc;
+            c.markers = params.mpa.markers;
+            if params.mpa.peer_to_peer.is_some() {
+                c.peer_to_peer = params.mpa.peer_to_peer;
+            }
+            c.rfc7306 = params.mpa.rfc7306;
+        }
+        let (reply, neg) = st
+            .cm
+            .accept(params.responder_resources, params.initiator_depth, &params.private_data)
+            .map_err(|e| Error::Connect(ConnectError::Mpa(e)))?;
+        let sock = st.sock.take().ok_or(Error::Connect(ConnectError::Closed))?;
+        let (worker, token) = st.reg.take().ok_or(Error::Connect(ConnectError::Closed))?;
+        st.closed = true;
+        drop(st);
+        worker.retarget(token, Entry::Qp(Arc::downgrade(inner)));
+        core.adopt(inner, sock, (worker, token), reply, neg);
+        Ok(())
+    }
+
+    /// Rejects with `private_data` (sent in an MPA Reply with the R flag, then the connection
+    /// closes).
+    ///
+    /// # Errors
+    /// [`Error::Connect`] if the private data is too long or the peer went away.
+    pub fn reject(self, private_data: &[u8]) -> Result<()> {
+        let mut st = self.pending.state.lock().unwrap_or_else(|e| e.into_inner());
+        let reply = st.cm.reject(private_data).map_err(|e| Error::Connect(ConnectError::Mpa(e)))?;
+        let r = match st.sock.as_mut() {
+            Some(s) => write_all_nonblocking(s, &reply, Duration::from_secs(1)),
+            None => Err(io::Error::from(io::ErrorKind::NotConnected)),
+        };
+        st.close();
+        r.map_err(|e| Error::Connect(ConnectError::Io(e)))
+    }
+}
+
+impl Drop for ConnectRequest {
+    fn drop(&mut self) {
+        let mut st = self.pending.state.lock().unwrap_or_else(|e| e.into_inner());
+        if !st.closed {
+            st.close();
+        }
+    }
+}
+
+/// Writes all of `buf` to a non-blocking socket, waiting for room up to `timeout`.
+fn write_all_nonblocking(s: &mut TcpStream, mut buf: &[u8], timeout: Duration) -> io::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while !buf.is_empty() {
+        match s.write(buf) {
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if Instant::now() >= deadline {
+                    return Err(io::Error::from(io::ErrorKind::TimedOut));
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,306 @@
+//! Completion queues and completion channels.
+
+use crate::device::DeviceInner;
+use crate::error::Result;
+use crate::qp::QpInner;
+use crate::sys::EventFd;
+use iwarp_wire::terminate::TerminateCause;
+use iwarp_wire::Stag;
+use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+pub use iwarp_proto::qp::{WcOpcode, WcStatus};
+
+/// A work completion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkCompletion {
+    /// The work request's identifier.
+    pub wr_id: u64,
+    /// Outcome.
+    pub status: WcStatus,
+    /// What the work request did.
+    pub opcode: WcOpcode,
+    /// Bytes received (receives) or read (RDMA Reads).
+    pub byte_len: u32,
+    /// Immediate data of a received RFC 7306 Immediate Data message.
+    pub imm_data: Option<u64>,
+    /// The local STag a peer's Send with Invalidate invalidated.
+    pub invalidated_stag: Option<Stag>,
+    /// The received message carried the Solicited Event flag.
+    pub solicited: bool,
+    /// The queue pair.
+    pub qp_num: u32,
+    /// For errors: the Terminate cause sent or received.
+    pub cause: Option<TerminateCause>,
+}
+
+impl Default for WorkCompletion {
+    fn default() -> Self {
+        WorkCompletion {
+            wr_id: 0,
+            status: WcStatus::Success,
+            opcode: WcOpcode::Send,
+            byte_len: 0,
+            imm_data: None,
+            invalidated_stag: None,
+            solicited: false,
+            qp_num: 0,
+            cause: None,
+        }
+    }
+}
+
+impl WorkCompletion {
+    pub(crate) fn from_proto(c: iwarp_proto::qp::Completion, qp_num: u32) -> Self {
+        WorkCompletion {
+            wr_id: c.wr_id,
+            status: c.status,
+            opcode: c.opcode,
+            byte_len: c.byte_len,
+            imm_data: c.imm_data,
+            invalidated_stag: c.invalidated,
+            solicited: c.solicited,
+            qp_num,
+            cause: c.cause,
+        }
+    }
+}
+
+const ARM_NONE: u8 = 0;
+const ARM_NEXT: u8 = 1;
+const ARM_SOLICITED: u8 = 2;
+
+#[derive(Debug)]
+pub(crate) struct ChannelInner {
+    fd: EventFd,
+    ready: Mutex<VecDeque<u32>>,
+}
+
+/// A completion channel: a descriptor that becomes readable when an armed completion queue gets
+/// a completion, for use with your own epoll or async runtime.
+#[derive(Debug, Clone)]
+pub struct CompletionChannel {
+    inner: Arc<ChannelInner>,
+}
+
+impl CompletionChannel {
+    pub(crate) fn new() -> Result<Self> {
+        Ok(CompletionChannel {
+            inner: Arc::new(ChannelInner { fd: EventFd::new()?, ready: Mutex::new(VecDeque::new()) }),
+        })
+    }
+
+    /// The next notification: the id of the completion queue that fired. Waits up to
+    /// `timeout` (`None`: forever).
+    pub fn get_event(&self, timeout: Option<Duration>) -> Option<u32> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            if let Some(id) = self.inner.ready.lock().unwrap_or_else(|e| e.into_inner()).pop_front() {
+                return Some(id);
+            }
+            self.inner.fd.drain();
+            if let Some(id) = self.inner.ready.lock().unwrap_or_else(|e| e.into_inner()).pop_front() {
+                return Some(id);
+            }
+            let left = match deadline {
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(l) if !l.is_zero() => Some(l),
+                    _ => return None,
+                },
+                None => None,
+            };
+            let _ = crate::sys::poll_readable(&[self.inner.fd.as_raw_fd()], left);
+        }
+    }
+}
+
+impl AsRawFd for CompletionChannel {
+    fn as_raw_fd(&self) -> RawFd {
+        self.inner.fd.as_raw_fd()
+    }
+}
+
+pub(crate) struct CqInner {
+    pub(crate) id: u32,
+    queue: Mutex<VecDeque<WorkCompletion>>,
+    cond: Condvar,
+    waiters: AtomicUsize,
+    armed: AtomicU8,
+    channel: Option<Arc<ChannelInner>>,
+    polled: Mutex<Vec<Weak<QpInner>>>,
+    has_polled: AtomicBool,
+    wake: EventFd,
+}
+
+impl std::fmt::Debug for CqInner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CqInner").field("id", &self.id).finish()
+    }
+}
+
+impl CqInner {
+    /// Adds completions; wakes waiters and fires an armed notification.
+    pub(crate) fn push(&self, items: impl IntoIterator<Item = WorkCompletion>) {
+        let mut fire = false;
+        let mut any = false;
+        {
+            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            for c in items {
+                any = true;
+                match self.armed.load(Ordering::Relaxed) {
+                    ARM_NEXT => fire = true,
+                    ARM_SOLICITED if c.solicited || c.status != WcStatus::Success => fire = true,
+                    _ => {}
+                }
+                q.push_back(c);
+            }
+        }
+        if !any {
+            return;
+        }
+        if self.waiters.load(Ordering::Acquire) > 0 {
+            self.cond.notify_all();
+            self.wake.notify();
+        }
+        if fire && self.armed.swap(ARM_NONE, Ordering::AcqRel) != ARM_NONE {
+            if let Some(ch) = &self.channel {
+                ch.ready.lock().unwrap_or_else(|e| e.into_inner()).push_back(self.id);
+                ch.fd.notify();
+            }
+        }
+    }
+
+    pub(crate) fn attach_polled(&self, qp: Weak<QpInner>) {
+        let mut p = self.polled.lock().unwrap_or_else(|e| e.into_inner());
+        p.retain(|w| w.strong_count() > 0);
+        p.push(qp);
+        self.has_polled.store(true, Ordering::Release);
+    }
+
+    fn pop(&self, out: &mut [WorkCompletion]) -> usize {
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let n = out.len().min(q.len());
+        for (slot, c) in out.iter_mut().zip(q.drain(..n)) {
+            *slot = c;
+        }
+        n
+    }
+
+    /// Drives the manual-progress queue pairs attached to this queue; returns their sockets.
+    fn progress_polled(&self, fds: Option<&mut Vec<RawFd>>) {
+        let qps: Vec<Arc<QpInner>> = {
+            let p = self.polled.lock().unwrap_or_else(|e| e.into_inner());
+            p.iter().filter_map(Weak::upgrade).collect()
+        };
+        let mut fds = fds;
+        for qp in qps {
+            qp.progress_manual();
+            if let Some(f) = fds.as_deref_mut() {
+                if let Some(fd) = qp.raw_fd() {
+                    f.push(fd);
+                }
+            }
+        }
+    }
+}
+
+/// A completion queue. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct CompletionQueue {
+    pub(crate) inner: Arc<CqInner>,
+}
+
+impl CompletionQueue {
+    pub(crate) fn new(dev: &Arc<DeviceInner>, cqe: usize, channel: Option<&CompletionChannel>) -> Result<Self> {
+        Ok(CompletionQueue {
+            inner: Arc::new(CqInner {
+                id: dev.next_id(),
+                queue: Mutex::new(VecDeque::with_capacity(cqe.min(1 << 16))),
+                cond: Condvar::new(),
+                waiters: AtomicUsize::new(0),
+                armed: AtomicU8::new(ARM_NONE),
+                channel: channel.map(|c| Arc::clone(&c.inner)),
+                polled: Mutex::new(Vec::new()),
+                has_polled: AtomicBool::new(false),
+                wake: EventFd::new()?,
+            }),
+        })
+    }
+
+    /// This queue's id (what [`CompletionChannel::get_event`] returns).
+    pub fn id(&self) -> u32 {
+        self.inner.id
+    }
+
+    /// Moves up to `out.len()` completions into `out`; returns how many. Never blocks. For
+    /// queue pairs created with [`crate::Progress::Poll`], this call also drives their I/O.
+    pub fn poll(&self, out: &mut [WorkCompletion]) -> usize {
+        let n = self.inner.pop(out);
+        if n > 0 || !self.inner.has_polled.load(Ordering::Acquire) {
+            return n;
+        }
+        self.inner.progress_polled(None);
+        self.inner.pop(out)
+    }
+
+    /// Like [`poll`](Self::poll), but waits up to `timeout` (`None`: forever) for at least one
+    /// completion. Returns 0 on timeout.
+    pub fn wait(&self, out: &mut [WorkCompletion], timeout: Option<Duration>) -> usize {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let left = |d: Option<Instant>| -> Option<Option<Duration>> {
+            match d {
+                None => Some(None),
+                Some(d) => d.checked_duration_since(Instant::now()).filter(|l| !l.is_zero()).map(Some),
+            }
+        };
+        loop {
+            let n = self.poll(out);
+            if n > 0 {
+                return n;
+            }
+            let Some(rem) = left(deadline) else { return 0 };
+            if self.inner.has_polled.load(Ordering::Acquire) {
+                // Manual progress: sleep in poll(2) on the sockets and the wake-up descriptor.
+                let mut fds = vec![self.inner.wake.as_raw_fd()];
+                self.inner.waiters.fetch_add(1, Ordering::AcqRel);
+                self.inner.progress_polled(Some(&mut fds));
+                let n = self.inner.pop(out);
+                if n > 0 {
+                    self.inner.waiters.fetch_sub(1, Ordering::AcqRel);
+                    return n;
+                }
+                let _ = crate::sys::poll_readable(&fds, rem.map(|r| r.min(Duration::from_millis(100))));
+                self.inner.waiters.fetch_sub(1, Ordering::AcqRel);
+                self.inner.wake.drain();
+            } else {
+                let q = self.inner.queue.lock().unwrap_or_else(|e| e.into_inner());
+                if !q.is_empty() {
+                    continue;
+                }
+                self.inner.waiters.fetch_add(1, Ordering::AcqRel);
+                let wait = rem.unwrap_or(Duration::from_secs(3600));
+                let _ = self.inner.cond.wait_timeout(q, wait);
+                self.inner.waiters.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    }
+
+    /// Arms a notification on the completion channel for the next completion
+    /// (`solicited_only`: the next solicited or failed one). One notification per arming.
+    pub fn req_notify(&self, solicited_only: bool) {
+        self.inner.armed.store(if solicited_only { ARM_SOLICITED } else { ARM_NEXT }, Ordering::Release);
+    }
+
+    /// Completions waiting to be polled.
+    pub fn len(&self) -> usize {
+        self.inner.queue.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// `true` if no completion waits.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

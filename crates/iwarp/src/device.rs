@@ -1,0 +1,199 @@
+//! The device: a context that owns the STag table, the event-loop threads and the limits.
+
+use crate::cm::Listener;
+use crate::cq::{CompletionChannel, CompletionQueue};
+use crate::error::{Error, Result};
+use crate::mem::ProtectionDomain;
+use crate::runtime::Worker;
+use iwarp_proto::mem::StagTable;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How a device is set up.
+#[derive(Debug, Clone)]
+pub struct DeviceConfig {
+    /// Event-loop threads that drive connections (each serves many queue pairs).
+    pub workers: usize,
+    /// Largest send or receive queue depth.
+    pub max_qp_wr: usize,
+    /// Largest scatter/gather list.
+    pub max_sge: usize,
+    /// Largest inline payload.
+    pub max_inline_data: usize,
+    /// Largest IRD/ORD per queue pair.
+    pub max_rd_atomic: u16,
+    /// Default time to wait for MPA Requests and Replies.
+    pub mpa_timeout: Duration,
+    /// Seed for STag keys; random when `None`.
+    pub seed: Option<u64>,
+}
+
+impl Default for DeviceConfig {
+    fn default() -> Self {
+        DeviceConfig {
+            workers: 1,
+            max_qp_wr: 32768,
+            max_sge: 16,
+            max_inline_data: 512,
+            max_rd_atomic: 128,
+            mpa_timeout: Duration::from_secs(10),
+            seed: None,
+        }
+    }
+}
+
+/// What a device supports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Queue pairs per device (bounded in practice by file descriptors).
+    pub max_qp: usize,
+    /// Work requests per queue.
+    pub max_qp_wr: usize,
+    /// Scatter/gather elements per work request.
+    pub max_sge: usize,
+    /// Scatter/gather elements of an RDMA Read sink (one on iWARP, RFC 5040 §5.2).
+    pub max_sge_rd: usize,
+    /// Entries per completion queue.
+    pub max_cqe: usize,
+    /// Inline payload bytes.
+    pub max_inline_data: usize,
+    /// Inbound Read/atomic depth per queue pair (IRD).
+    pub max_qp_rd_atom: u16,
+    /// Outbound Read/atomic depth per queue pair (ORD).
+    pub max_qp_init_rd_atom: u16,
+    /// RFC 7306 atomics and Immediate Data are implemented; whether a connection may use them is
+    /// negotiated with the peer (see [`crate::QueuePair::supports_rfc7306`]).
+    pub rfc7306: bool,
+    /// Largest MPA private data the RFC allows (Linux siw accepts only 256).
+    pub max_private_data: usize,
+}
+
+pub(crate) struct DeviceInner {
+    pub(crate) cfg: DeviceConfig,
+    pub(crate) stags: Arc<StagTable>,
+    pub(crate) workers: Vec<Worker>,
+    next_worker: AtomicUsize,
+    next_qpn: AtomicU32,
+    next_id: AtomicU32,
+}
+
+impl std::fmt::Debug for DeviceInner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceInner").field("workers", &self.workers.len()).finish()
+    }
+}
+
+impl DeviceInner {
+    /// The worker for a new connection (round robin).
+    pub(crate) fn pick_worker(&self) -> &Worker {
+        let i = self.next_worker.fetch_add(1, Ordering::Relaxed) % self.workers.len();
+        &self.workers[i]
+    }
+    pub(crate) fn next_qpn(&self) -> u32 {
+        self.next_qpn.fetch_add(1, Ordering::Relaxed)
+    }
+    pub(crate) fn next_id(&self) -> u32 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+    pub(crate) fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            max_qp: 1 << 20,
+            max_qp_wr: self.cfg.max_qp_wr,
+            max_sge: self.cfg.max_sge,
+            max_sge_rd: 1,
+            max_cqe: 1 << 22,
+            max_inline_data: self.cfg.max_inline_data,
+            max_qp_rd_atom: self.cfg.max_rd_atomic,
+            max_qp_init_rd_atom: self.cfg.max_rd_atomic,
+            rfc7306: true,
+            max_private_data: iwarp_wire::mpa::rr::MAX_PRIVATE_DATA - iwarp_wire::mpa::rr::ENHANCED_PARAMS_LEN,
+        }
+    }
+}
+
+impl Drop for DeviceInner {
+    fn drop(&mut self) {
+        for w in &self.workers {
+            w.stop();
+        }
+    }
+}
+
+/// An iWARP device over the host's TCP stack. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Device {
+    pub(crate) inner: Arc<DeviceInner>,
+}
+
+impl Device {
+    /// Starts a device with its event-loop threads.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for zero workers; [`Error::Io`] if a thread or poller cannot
+    /// be created.
+    pub fn open(cfg: DeviceConfig) -> Result<Device> {
+        if cfg.workers == 0 {
+            return Err(Error::InvalidArgument("a device needs at least one worker".into()));
+        }
+        crate::sys::ignore_sigpipe();
+        let seed = cfg.seed.unwrap_or_else(|| fastrand::u64(..));
+        let workers = (0..cfg.workers).map(Worker::spawn).collect::<std::io::Result<Vec<_>>>()?;
+        Ok(Device {
+            inner: Arc::new(DeviceInner {
+                stags: Arc::new(StagTable::new(seed)),
+                workers,
+                next_worker: AtomicUsize::new(0),
+                next_qpn: AtomicU32::new(1),
+                next_id: AtomicU32::new(1),
+                cfg,
+            }),
+        })
+    }
+
+    /// The device's limits and features.
+    pub fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+
+    /// A new protection domain.
+    pub fn alloc_pd(&self) -> ProtectionDomain {
+        ProtectionDomain::new(Arc::clone(&self.inner))
+    }
+
+    /// A completion queue sized for `cqe` entries (the size is a hint: it holds every
+    /// completion of the queues attached to it).
+    ///
+    /// # Errors
+    /// [`Error::Io`] if its wake-up descriptor cannot be created.
+    pub fn create_cq(&self, cqe: usize) -> Result<CompletionQueue> {
+        CompletionQueue::new(&self.inner, cqe, None)
+    }
+
+    /// A completion queue that signals `channel` when armed with
+    /// [`CompletionQueue::req_notify`].
+    ///
+    /// # Errors
+    /// As [`create_cq`](Self::create_cq).
+    pub fn create_cq_with_channel(&self, cqe: usize, channel: &CompletionChannel) -> Result<CompletionQueue> {
+        CompletionQueue::new(&self.inner, cqe, Some(channel))
+    }
+
+    /// A completion channel: a pollable descriptor for completion notifications.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the descriptor cannot be created.
+    pub fn create_comp_channel(&self) -> Result<CompletionChannel> {
+        CompletionChannel::new()
+    }
+
+    /// Listens for iWARP connections on `addr` (port 0: the host picks one) with a TCP
+    /// backlog of `backlog`.
+    ///
+    /// # Errors
+    /// [`Error::AddrInUse`] if any socket, iWARP or plain TCP, holds the address.
+    pub fn listen(&self, addr: SocketAddr, backlog: u32) -> Result<Listener> {
+        Listener::bind(&self.inner, addr, backlog, crate::cm::ListenMode::Iwarp)
+    }
+}

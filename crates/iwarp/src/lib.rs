@@ -1,0 +1,83 @@
+//! # iwarp
+//!
+//! iWARP RDMA (RFC 5040, 5041, 5044, 6581, 7306) in user space over the host's own TCP
+//! sockets: one-sided RDMA Write and Read, Send/Receive, RFC 7306 atomics and Immediate Data,
+//! completion queues and an rdma_cm-style connection manager, on any Linux machine, with no
+//! RDMA hardware and no kernel module, wire-compatible with Linux siw and iWARP NICs.
+//!
+//! - Transmit is zero-copy: an FPDU's header, its payload straight from registered memory and
+//!   its pad/CRC trailer leave in one `writev`.
+//! - Receive places directly: a Write's or Read Response's payload is read from the socket
+//!   into the target region once the STag, protection domain, rights and bounds have been
+//!   checked; a Send's payload into the posted receive buffer.
+//! - A few event-loop threads drive every connection; [`Progress::Poll`] lets the application
+//!   drive its own queue pairs for the lowest latency.
+//! - Listeners and connections are host TCP sockets, so iWARP and plain TCP share one port
+//!   space.
+//!
+//! ```
+//! use iwarp::{Access, ConnParams, Device, DeviceConfig, QpInit, SendWr, WcStatus, WorkCompletion};
+//! use std::time::Duration;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dev = Device::open(DeviceConfig::default())?;
+//! let pd = dev.alloc_pd();
+//!
+//! // The passive side: a region peers may write into, and a listener on a port the host picks.
+//! let target = pd.reg_mr(4096, Access::LOCAL_WRITE | Access::REMOTE_WRITE)?;
+//! let listener = dev.listen("127.0.0.1:0".parse()?, 16)?;
+//! let addr = listener.local_addr();
+//! let server_cq = dev.create_cq(16)?;
+//! let server_qp = pd.create_qp(&QpInit::new(&server_cq, &server_cq))?;
+//! let server = std::thread::spawn(move || -> Result<iwarp::QueuePair, iwarp::Error> {
+//!     let req = listener.get_request(Some(Duration::from_secs(5)))?;
+//!     req.accept(&server_qp, &ConnParams::default())?;
+//!     Ok(server_qp) // dropping a queue pair closes its connection
+//! });
+//!
+//! // The active side: connect, register a source buffer, RDMA Write, poll for the completion.
+//! let cq = dev.create_cq(16)?;
+//! let qp = pd.create_qp(&QpInit::new(&cq, &cq))?;
+//! qp.connect(addr, &ConnParams::default())?;
+//! let _server_qp = server.join().unwrap()?;
+//! let src = pd.reg_mr(4096, Access::LOCAL_WRITE)?;
+//! src.write(0, b"hello, iWARP")?;
+//! qp.post_send(&[SendWr::write(1, &[src.sge(0, 12)], target.remote(0))])?;
+//! let mut wc = [WorkCompletion::default(); 4];
+//! let n = cq.wait(&mut wc, Some(Duration::from_secs(5)));
+//! assert_eq!((n, wc[0].wr_id, wc[0].status), (1, 1, WcStatus::Success));
+//! // The Write completes once handed to TCP; the data lands at the peer shortly after.
+//! # std::thread::sleep(Duration::from_millis(100));
+//! assert_eq!(target.to_vec(0, 12)?, b"hello, iWARP");
+//! # Ok(())
+//! # }
+//! ```
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+mod cm;
+mod cq;
+mod device;
+mod error;
+mod mem;
+mod qp;
+mod runtime;
+mod srq;
+pub mod sys;
+
+pub use cm::{ConnParams, ConnectRequest, ListenMode, Listener, MpaOptions, LINUX_MAX_PRIVATE_DATA};
+pub use cq::{CompletionChannel, CompletionQueue, WcOpcode, WcStatus, WorkCompletion};
+pub use device::{Capabilities, Device, DeviceConfig};
+pub use error::{AccessError, CmError, ConnectError, Error, PostError, Result};
+pub use iwarp_proto::qp::{QpState, QpStats, RemoteAddr};
+pub use iwarp_wire::mpa::{RtrType, RtrTypes};
+pub use iwarp_wire::terminate::{TerminateCause, TerminateLayout};
+pub use iwarp_wire::Stag;
+pub use mem::{Access, MemoryRegion, ProtectionDomain, Sge};
+pub use qp::{ConnInfo, Progress, QpCap, QpEvent, QpInit, QueuePair, RecvWr, SendWr};
+pub use srq::SharedReceiveQueue;
+
+/// Sizing an FPDU stream and counting CPU time for tools and benchmarks.
+pub mod util {
+    pub use crate::sys::{cpu_time, raise_fd_limit, resident_bytes};
+}

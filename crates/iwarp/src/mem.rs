@@ -1,0 +1,223 @@
+//! Protection domains and memory regions.
+
+use crate::device::DeviceInner;
+use crate::error::{Error, Result};
+use crate::qp::{QpInit, QueuePair};
+use crate::srq::SharedReceiveQueue;
+use iwarp_proto::mem::{MrRef, PdId, RawMem};
+use iwarp_proto::qp::RemoteAddr;
+use iwarp_wire::Stag;
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+pub use iwarp_proto::mem::Access;
+
+/// A protection domain: regions and queue pairs of one domain may only be used together
+/// (RFC 5041 §8.2). Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ProtectionDomain {
+    pub(crate) dev: Arc<DeviceInner>,
+    pub(crate) id: PdId,
+}
+
+impl ProtectionDomain {
+    pub(crate) fn new(dev: Arc<DeviceInner>) -> Self {
+        let id = dev.stags.new_pd();
+        ProtectionDomain { dev, id }
+    }
+
+    /// Registers `len` bytes of zeroed memory owned by the region. Peers address it by its
+    /// STag and by Tagged Offsets starting at [`MemoryRegion::addr`].
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the memory cannot be allocated; [`Error::Exhausted`] if no STag is free.
+    pub fn reg_mr(&self, len: usize, access: Access) -> Result<MemoryRegion> {
+        self.register(RawMem::alloc(len, false)?, access)
+    }
+
+    /// As [`reg_mr`](Self::reg_mr), backed by huge pages when the system has them (falls
+    /// back to ordinary pages).
+    ///
+    /// # Errors
+    /// As [`reg_mr`](Self::reg_mr).
+    pub fn reg_mr_huge(&self, len: usize, access: Access) -> Result<MemoryRegion> {
+        self.register(RawMem::alloc(len, true)?, access)
+    }
+
+    /// Registers memory the caller owns.
+    ///
+    /// # Safety
+    /// `ptr` must be valid for reads and writes of `len` bytes, and must stay allocated and
+    /// unmoved until the returned region and every clone of it are dropped **and** every work
+    /// request that named it has completed (the stack reads and writes it from its own threads
+    /// until then). Writes the caller makes while a peer or the stack accesses the same bytes
+    /// leave their contents indeterminate; that race is the caller's.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a null pointer; [`Error::Exhausted`] if no STag is free.
+    // The one `unsafe` item outside `sys`: the public entry point whose contract the caller
+    // upholds; it only forwards to `RawMem::external`.
+    #[allow(unsafe_code)]
+    pub unsafe fn reg_mr_external(&self, ptr: *mut u8, len: usize, access: Access) -> Result<MemoryRegion> {
+        let ptr = NonNull::new(ptr).ok_or_else(|| Error::InvalidArgument("null pointer".into()))?;
+        // SAFETY: the caller upholds RawMem::external's contract, restated in this function's
+        // # Safety section.
+        let mem = unsafe { RawMem::external(ptr, len) };
+        self.register(mem, access)
+    }
+
+    fn register(&self, mem: RawMem, access: Access) -> Result<MemoryRegion> {
+        // Tagged Offsets are the region's address, as Linux peers use virtual addresses.
+        let base = mem.ptr_at(0) as u64;
+        let region = self.dev.stags.register(mem, self.id, access, base).map_err(|_| Error::Exhausted("STags"))?;
+        Ok(MemoryRegion { inner: Arc::new(MrInner { region, dev: Arc::clone(&self.dev) }) })
+    }
+
+    /// Creates a queue pair in this domain.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if a limit exceeds the device's.
+    pub fn create_qp(&self, init: &QpInit<'_>) -> Result<QueuePair> {
+        QueuePair::new(self, init)
+    }
+
+    /// Creates a shared receive queue of `depth` work requests with up to `max_sge` elements.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if a limit exceeds the device's.
+    pub fn create_srq(&self, depth: usize, max_sge: usize) -> Result<SharedReceiveQueue> {
+        SharedReceiveQueue::new(self, depth, max_sge)
+    }
+
+    /// The domain's identifier.
+    pub fn id(&self) -> u32 {
+        self.id.0
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct MrInner {
+    pub(crate) region: MrRef,
+    dev: Arc<DeviceInner>,
+}
+
+impl Drop for MrInner {
+    fn drop(&mut self) {
+        self.dev.stags.deregister(&self.region);
+    }
+}
+
+/// A registered memory region. Cheap to clone; deregistered when the last clone is dropped
+/// (the memory itself lives on while a work request still uses it).
+///
+/// The region's bytes are shared with the network: read and write them with
+/// [`read`](Self::read) and [`write`](Self::write). Bytes a peer writes while you read them are
+/// indeterminate: look at an RDMA Write target only after a later message says it is complete
+/// (RFC 5040's "no peeking" rule).
+#[derive(Debug, Clone)]
+pub struct MemoryRegion {
+    pub(crate) inner: Arc<MrInner>,
+}
+
+/// A scatter/gather element: `len` bytes at `offset` of a region.
+#[derive(Debug, Clone, Copy)]
+pub struct Sge<'a> {
+    /// The region.
+    pub mr: &'a MemoryRegion,
+    /// Offset within it.
+    pub offset: usize,
+    /// Length.
+    pub len: usize,
+}
+
+impl MemoryRegion {
+    /// The STag: used both as local key and as the remote key peers name it by.
+    pub fn stag(&self) -> Stag {
+        self.inner.region.stag()
+    }
+    /// The remote key (same as [`stag`](Self::stag)).
+    pub fn rkey(&self) -> u32 {
+        self.stag().0
+    }
+    /// The local key (same as [`stag`](Self::stag)).
+    pub fn lkey(&self) -> u32 {
+        self.stag().0
+    }
+    /// The Tagged Offset of the first byte (its address).
+    pub fn addr(&self) -> u64 {
+        self.inner.region.base()
+    }
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.inner.region.len()
+    }
+    /// `true` for a zero-length region.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Access rights.
+    pub fn access(&self) -> Access {
+        self.inner.region.access()
+    }
+    /// `false` once invalidated (by a peer's Send with Invalidate or a Local Invalidate).
+    pub fn is_valid(&self) -> bool {
+        self.inner.region.is_valid()
+    }
+    /// Copies bytes out of the region.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if the range is outside the region.
+    pub fn read(&self, offset: usize, dst: &mut [u8]) -> Result<()> {
+        if self.inner.region.mem().read(offset, dst) {
+            Ok(())
+        } else {
+            Err(Error::InvalidArgument(format!("range {offset}+{} outside a {}-byte region", dst.len(), self.len())))
+        }
+    }
+    /// Copies bytes into the region.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if the range is outside the region.
+    pub fn write(&self, offset: usize, src: &[u8]) -> Result<()> {
+        if self.inner.region.mem().write(offset, src) {
+            Ok(())
+        } else {
+            Err(Error::InvalidArgument(format!("range {offset}+{} outside a {}-byte region", src.len(), self.len())))
+        }
+    }
+    /// The bytes `offset..offset + len` as a new vector.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if the range is outside the region.
+    pub fn to_vec(&self, offset: usize, len: usize) -> Result<Vec<u8>> {
+        let mut v = vec![0; len];
+        self.read(offset, &mut v)?;
+        Ok(v)
+    }
+    /// A scatter/gather element over `len` bytes at `offset`.
+    pub fn sge(&self, offset: usize, len: usize) -> Sge<'_> {
+        Sge { mr: self, offset, len }
+    }
+    /// The whole region as one element.
+    pub fn sge_all(&self) -> Sge<'_> {
+        self.sge(0, self.len())
+    }
+    /// How a peer names byte `offset` of this region.
+    pub fn remote(&self, offset: u64) -> RemoteAddr {
+        RemoteAddr { stag: self.stag(), to: self.addr() + offset }
+    }
+    /// Raw address of the first byte, e.g. to hand to code that fills the buffer. Using it
+    /// is subject to the same rules as [`ProtectionDomain::reg_mr_external`].
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.inner.region.mem().ptr_at(0)
+    }
+    pub(crate) fn region(&self) -> &MrRef {
+        &self.inner.region
+    }
+}
+
+impl Sge<'_> {
+    pub(crate) fn to_proto(self) -> iwarp_proto::qp::Sge {
+        iwarp_proto::qp::Sge { mr: Arc::clone(self.mr.region()), offset: self.offset, len: self.len }
+    }
+}

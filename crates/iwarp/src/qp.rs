@@ -1,0 +1,967 @@
+//! Queue pairs: posting work, and the progress loop that moves a connection's bytes.
+
+use crate::cm::ConnParams;
+use crate::cq::{CompletionQueue, CqInner, WorkCompletion};
+use crate::device::DeviceInner;
+use crate::error::{ConnectError, Error, PostError, Result};
+use crate::mem::{ProtectionDomain, Sge};
+use crate::runtime::{with_scratch, Entry, WorkerShared, SCRATCH_LEN};
+use crate::srq::SharedReceiveQueue;
+use crate::sys;
+use iwarp_proto::cm::{CmError, Initiator, InitiatorOutcome, Negotiated, Role};
+use iwarp_proto::qp::{
+    IoRange, LinkParams, Payload, Qp, QpConfig, QpEvent as EngineEvent, QpState, Queue, RecvPlan, RecvWqe, RemoteAddr,
+    SendOp, SendWqe, Startup,
+};
+use iwarp_wire::terminate::{TerminateCause, TerminateLayout};
+use iwarp_wire::Stag;
+use mio::net::TcpStream;
+use mio::{Interest, Token};
+use smallvec::SmallVec;
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// Bytes one progress call reads from a connection before letting others run.
+const RX_BUDGET: usize = 4 << 20;
+
+/// Who drives a queue pair's I/O.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Progress {
+    /// The device's event-loop threads (default). Posting transmits from the caller's thread
+    /// when it can; receiving happens on the event loop.
+    #[default]
+    Thread,
+    /// The application: the queue pair moves bytes only while the application polls or waits
+    /// on its completion queues or posts to it (busy polling for the lowest latency, or
+    /// [`CompletionQueue::wait`] to sleep in the kernel). Connection setup still runs on the
+    /// event loop.
+    Poll,
+}
+
+/// Queue sizes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QpCap {
+    /// Outstanding send work requests.
+    pub max_send_wr: usize,
+    /// Outstanding receive work requests.
+    pub max_recv_wr: usize,
+    /// Elements per send work request.
+    pub max_send_sge: usize,
+    /// Elements per receive work request.
+    pub max_recv_sge: usize,
+    /// Inline payload bytes.
+    pub max_inline_data: usize,
+}
+
+impl Default for QpCap {
+    fn default() -> Self {
+        QpCap { max_send_wr: 128, max_recv_wr: 128, max_send_sge: 4, max_recv_sge: 4, max_inline_data: 64 }
+    }
+}
+
+/// How to create a queue pair.
+#[derive(Debug, Clone, Copy)]
+pub struct QpInit<'a> {
+    /// Completion queue for send work requests.
+    pub send_cq: &'a CompletionQueue,
+    /// Completion queue for receive work requests.
+    pub recv_cq: &'a CompletionQueue,
+    /// Take receive buffers from this shared queue instead of the queue pair's own.
+    pub srq: Option<&'a SharedReceiveQueue>,
+    /// Queue sizes.
+    pub cap: QpCap,
+    /// Who drives the I/O.
+    pub progress: Progress,
+}
+
+impl<'a> QpInit<'a> {
+    /// Default sizes, event-loop progress, no shared receive queue.
+    pub fn new(send_cq: &'a CompletionQueue, recv_cq: &'a CompletionQueue) -> Self {
+        QpInit { send_cq, recv_cq, srq: None, cap: QpCap::default(), progress: Progress::Thread }
+    }
+}
+
+/// A send work request. Build with the constructors; adjust with the flag methods.
+#[derive(Debug, Clone)]
+pub struct SendWr<'a> {
+    wr_id: u64,
+    op: SendOp,
+    sges: SmallVec<[Sge<'a>; 2]>,
+    inline: Option<&'a [u8]>,
+    signaled: bool,
+    solicited: bool,
+    fence: bool,
+}
+
+impl<'a> SendWr<'a> {
+    fn new(wr_id: u64, op: SendOp, sges: &[Sge<'a>]) -> Self {
+        SendWr {
+            wr_id,
+            op,
+            sges: SmallVec::from_slice(sges),
+            inline: None,
+            signaled: true,
+            solicited: false,
+            fence: false,
+        }
+    }
+    /// Send the gathered bytes to the peer's next posted receive.
+    pub fn send(wr_id: u64, sges: &[Sge<'a>]) -> Self {
+        Self::new(wr_id, SendOp::Send, sges)
+    }
+    /// Send, then have the peer invalidate its STag `inval` once delivered.
+    pub fn send_with_invalidate(wr_id: u64, sges: &[Sge<'a>], inval: Stag) -> Self {
+        Self::new(wr_id, SendOp::SendWithInvalidate(inval), sges)
+    }
+    /// RDMA Write the gathered bytes to the peer's buffer.
+    pub fn write(wr_id: u64, sges: &[Sge<'a>], remote: RemoteAddr) -> Self {
+        Self::new(wr_id, SendOp::Write(remote), sges)
+    }
+    /// RDMA Write, then an RFC 7306 Immediate Data message carrying `imm`.
+    pub fn write_with_imm(wr_id: u64, sges: &[Sge<'a>], remote: RemoteAddr, imm: u64) -> Self {
+        Self::new(wr_id, SendOp::WriteWithImmediate(remote, imm), sges)
+    }
+    /// An RFC 7306 Immediate Data message alone (consumes a receive at the peer).
+    pub fn immediate(wr_id: u64, imm: u64) -> Self {
+        Self::new(wr_id, SendOp::Immediate(imm), &[])
+    }
+    /// RDMA Read the peer's buffer into `sink` (one element: RFC 5040 reads into one buffer).
+    pub fn read(wr_id: u64, sink: Sge<'a>, remote: RemoteAddr) -> Self {
+        Self::new(wr_id, SendOp::Read(remote), &[sink])
+    }
+    /// RFC 7306 fetch-and-add on the peer's 8-byte word; the original lands in `sink` (8 bytes).
+    pub fn fetch_add(wr_id: u64, sink: Sge<'a>, remote: RemoteAddr, add: u64) -> Self {
+        Self::new(wr_id, SendOp::FetchAdd { remote, add }, &[sink])
+    }
+    /// RFC 7306 compare-and-swap on the peer's 8-byte word; the original lands in `sink`.
+    pub fn compare_swap(wr_id: u64, sink: Sge<'a>, remote: RemoteAddr, compare: u64, swap: u64) -> Self {
+        Self::new(wr_id, SendOp::CompareSwap { remote, compare, swap }, &[sink])
+    }
+    /// Invalidate a local STag once the earlier work requests have been processed.
+    pub fn local_invalidate(wr_id: u64, stag: Stag) -> Self {
+        Self::new(wr_id, SendOp::LocalInvalidate(stag), &[])
+    }
+    /// Send `data` (copied at post time, up to the queue pair's inline limit).
+    pub fn send_inline(wr_id: u64, data: &'a [u8]) -> Self {
+        SendWr { inline: Some(data), ..Self::new(wr_id, SendOp::Send, &[]) }
+    }
+    /// RDMA Write `data` (copied at post time).
+    pub fn write_inline(wr_id: u64, data: &'a [u8], remote: RemoteAddr) -> Self {
+        SendWr { inline: Some(data), ..Self::new(wr_id, SendOp::Write(remote), &[]) }
+    }
+    /// No completion on success (errors still complete).
+    pub fn unsignaled(mut self) -> Self {
+        self.signaled = false;
+        self
+    }
+    /// Completion on success (the default).
+    pub fn signaled(mut self, yes: bool) -> Self {
+        self.signaled = yes;
+        self
+    }
+    /// Set the Solicited Event bit (Sends and Immediate Data).
+    pub fn solicited(mut self) -> Self {
+        self.solicited = true;
+        self
+    }
+    /// Start only after every earlier Read and atomic has completed.
+    pub fn fence(mut self) -> Self {
+        self.fence = true;
+        self
+    }
+
+    fn to_proto(&self) -> SendWqe {
+        let payload = match self.inline {
+            Some(d) => Payload::Inline(SmallVec::from_slice(d)),
+            None => Payload::Sges(self.sges.iter().map(|s| s.to_proto()).collect()),
+        };
+        SendWqe {
+            wr_id: self.wr_id,
+            op: self.op,
+            payload,
+            signaled: self.signaled,
+            solicited: self.solicited,
+            fence: self.fence,
+        }
+    }
+}
+
+/// A receive work request.
+#[derive(Debug, Clone)]
+pub struct RecvWr<'a> {
+    /// Identifier returned in the completion.
+    pub wr_id: u64,
+    /// Where an incoming Send lands.
+    pub sges: SmallVec<[Sge<'a>; 2]>,
+}
+
+impl<'a> RecvWr<'a> {
+    /// A receive into `sges`.
+    pub fn new(wr_id: u64, sges: &[Sge<'a>]) -> Self {
+        RecvWr { wr_id, sges: SmallVec::from_slice(sges) }
+    }
+    pub(crate) fn to_proto(&self) -> RecvWqe {
+        RecvWqe { wr_id: self.wr_id, sges: self.sges.iter().map(|s| s.to_proto()).collect() }
+    }
+}
+
+/// Asynchronous queue pair events (rdma_cm's connection events and verbs' async events).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum QpEvent {
+    /// The connection is established and usable in both directions.
+    Established,
+    /// The peer rejected the connection request.
+    Rejected {
+        /// The peer's private data.
+        private_data: Vec<u8>,
+    },
+    /// Connection setup failed.
+    ConnectFailed(ConnectError),
+    /// The connection closed (either side disconnected); all work has been flushed.
+    Disconnected,
+    /// A protocol error ended the connection; all work has been flushed.
+    Error {
+        /// The Terminate cause, if there was one.
+        cause: Option<TerminateCause>,
+        /// `true` if the peer sent the Terminate, `false` if this side did.
+        remote: bool,
+        /// For a received Terminate, which bit layout it used.
+        layout: Option<TerminateLayout>,
+    },
+}
+
+/// What negotiation settled for an established connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnInfo {
+    /// MPA revision.
+    pub revision: u8,
+    /// CRC in use.
+    pub crc: bool,
+    /// Markers inserted in what this side sends.
+    pub send_markers: bool,
+    /// Markers expected in what this side receives.
+    pub recv_markers: bool,
+    /// Inbound Read depth.
+    pub ird: u16,
+    /// Outbound Read depth.
+    pub ord: u16,
+    /// RFC 7306 usable.
+    pub rfc7306: bool,
+    /// The TCP MSS the FPDUs are sized from.
+    pub mss: usize,
+    /// The peer's private data.
+    pub peer_private_data: Vec<u8>,
+    /// Initiator or responder.
+    pub role: Role,
+}
+
+#[derive(Debug)]
+enum Phase {
+    Idle,
+    Connecting { cm: Initiator, deadline: Instant },
+    Running,
+    Closed,
+}
+
+#[derive(Debug)]
+enum ConnStatus {
+    Idle,
+    Connecting,
+    Established,
+    Failed(Option<ConnectError>),
+    /// Closed; `true` if it had been established first.
+    Closed(bool),
+}
+
+pub(crate) struct QpCore {
+    pub(crate) engine: Qp,
+    sock: Option<TcpStream>,
+    reg: Option<(Arc<WorkerShared>, Token)>,
+    phase: Phase,
+    ctl_out: Vec<u8>,
+    iov: Vec<IoRange>,
+    info: Option<ConnInfo>,
+    peer: Option<SocketAddr>,
+    local: Option<SocketAddr>,
+}
+
+pub(crate) struct QpInner {
+    me: std::sync::Weak<QpInner>,
+    dev: Arc<DeviceInner>,
+    pub(crate) qp_num: u32,
+    progress: Progress,
+    send_cq: Arc<CqInner>,
+    recv_cq: Arc<CqInner>,
+    core: Mutex<QpCore>,
+    events: Mutex<VecDeque<QpEvent>>,
+    events_cv: Condvar,
+    events_fd: sys::EventFd,
+    conn: Mutex<ConnStatus>,
+    conn_cv: Condvar,
+}
+
+impl std::fmt::Debug for QpInner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QpInner").field("qp_num", &self.qp_num).finish()
+    }
+}
+
+/// A queue pair: one iWARP connection's send and receive queues. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct QueuePair {
+    pub(crate) inner: Arc<QpInner>,
+}
+
+fn mulpdu_for(mss: usize, markers: bool) -> usize {
+    iwarp_wire::mpa::mulpdu(mss, markers)
+}
+
+impl QueuePair {
+    pub(crate) fn new(pd: &ProtectionDomain, init: &QpInit<'_>) -> Result<Self> {
+        let dev = &pd.dev;
+        let c = init.cap;
+        if c.max_send_wr > dev.cfg.max_qp_wr || c.max_recv_wr > dev.cfg.max_qp_wr {
+            return Err(Error::InvalidArgument(format!("queue depth above the device's {}", dev.cfg.max_qp_wr)));
+        }
+        if c.max_send_sge > dev.cfg.max_sge || c.max_recv_sge > dev.cfg.max_sge {
+            return Err(Error::InvalidArgument(format!("more than the device's {} elements", dev.cfg.max_sge)));
+        }
+        if c.max_inline_data > dev.cfg.max_inline_data {
+            return Err(Error::InvalidArgument(format!("inline data above the device's {}", dev.cfg.max_inline_data)));
+        }
+        if let Some(srq) = init.srq {
+            if srq.pd_id() != pd.id {
+                return Err(Error::InvalidArgument("shared receive queue of another protection domain".into()));
+            }
+        }
+        let qp_num = dev.next_qpn();
+        let cfg = QpConfig {
+            qp_num,
+            pd: pd.id,
+            sq_depth: c.max_send_wr.max(1),
+            rq_depth: c.max_recv_wr,
+            max_send_sge: c.max_send_sge,
+            max_recv_sge: c.max_recv_sge,
+            max_inline: c.max_inline_data,
+        };
+        let engine = Qp::new(cfg, Arc::clone(&dev.stags), init.srq.map(|s| Arc::clone(&s.inner)));
+        let events_fd = sys::EventFd::new()?;
+        let inner = Arc::new_cyclic(|me| QpInner {
+            me: me.clone(),
+            dev: Arc::clone(dev),
+            qp_num,
+            progress: init.progress,
+            send_cq: Arc::clone(&init.send_cq.inner),
+            recv_cq: Arc::clone(&init.recv_cq.inner),
+            core: Mutex::new(QpCore {
+                engine,
+                sock: None,
+                reg: None,
+                phase: Phase::Idle,
+                ctl_out: Vec::new(),
+                iov: Vec::with_capacity(64),
+                info: None,
+                peer: None,
+                local: None,
+            }),
+            events: Mutex::new(VecDeque::new()),
+            events_cv: Condvar::new(),
+            events_fd,
+            conn: Mutex::new(ConnStatus::Idle),
+            conn_cv: Condvar::new(),
+        });
+        Ok(QueuePair { inner })
+    }
+
+    /// The queue pair number (local identifier, reported in completions).
+    pub fn qp_num(&self) -> u32 {
+        self.inner.qp_num
+    }
+
+    /// The engine state.
+    pub fn state(&self) -> QpState {
+        self.inner.lock().engine.state()
+    }
+
+    /// Negotiated parameters, once connected.
+    pub fn conn_info(&self) -> Option<ConnInfo> {
+        self.inner.lock().info.clone()
+    }
+
+    /// `true` if both ends announced RFC 7306 support (atomics and Immediate Data may be posted).
+    pub fn supports_rfc7306(&self) -> bool {
+        self.conn_info().is_some_and(|i| i.rfc7306)
+    }
+
+    /// The local socket address, once connected.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.inner.lock().local
+    }
+
+    /// The peer's socket address, once connected.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.inner.lock().peer
+    }
+
+    /// Posts receive work requests (all or none). May be called before connecting.
+    ///
+    /// # Errors
+    /// [`PostError`] if one is invalid or the queue would overflow.
+    pub fn post_recv(&self, wrs: &[RecvWr<'_>]) -> Result<(), PostError> {
+        let mut core = self.inner.lock();
+        core.engine.post_recv(wrs.iter().map(RecvWr::to_proto))
+    }
+
+    /// Posts send work requests (all or none) and starts transmitting them at once: one call
+    /// frames many requests and hands them to the socket in as few `writev` calls as it can.
+    ///
+    /// # Errors
+    /// [`PostError`] if one is invalid, needs RFC 7306 the peer lacks, or the queue would overflow.
+    pub fn post_send(&self, wrs: &[SendWr<'_>]) -> Result<(), PostError> {
+        let mut core = self.inner.lock();
+        core.engine.post_send(wrs.iter().map(SendWr::to_proto))?;
+        core.transmit(&self.inner);
+        Ok(())
+    }
+
+    /// Connects to `addr` and waits until the connection is established, rejected or failed
+    /// (up to the MPA timeout of `params`).
+    ///
+    /// # Errors
+    /// [`ConnectError`]: refused, rejected (with the peer's private data), timed out, or an
+    /// MPA negotiation error.
+    pub fn connect(&self, addr: SocketAddr, params: &ConnParams) -> Result<(), ConnectError> {
+        self.connect_start(addr, params)?;
+        self.wait_connected(params.mpa.timeout + Duration::from_secs(1))
+    }
+
+    /// Starts connecting without waiting; [`QpEvent::Established`] or a failure event follows.
+    ///
+    /// # Errors
+    /// [`ConnectError`] if the attempt cannot start (already connected, bad private data,
+    /// socket errors).
+    pub fn connect_start(&self, addr: SocketAddr, params: &ConnParams) -> Result<(), ConnectError> {
+        let inner = &self.inner;
+        let mut core = inner.lock();
+        if !matches!(core.phase, Phase::Idle) {
+            return Err(ConnectError::Io(io::Error::new(io::ErrorKind::AlreadyExists, "queue pair already connected")));
+        }
+        let sock = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        sock.set_nonblocking(true)?;
+        sock.set_tcp_nodelay(true)?;
+        match sock.connect(&addr.into()) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) || e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => return Err(ConnectError::Refused),
+            Err(e) => return Err(ConnectError::Io(e)),
+        }
+        let std_stream: std::net::TcpStream = sock.into();
+        let mut stream = TcpStream::from_std(std_stream);
+        let now = Instant::now();
+        let cfg = params.mpa_config(inner.dev.cfg.max_rd_atomic);
+        let (cm, request) =
+            Initiator::new(cfg, params.responder_resources, params.initiator_depth, &params.private_data, now)?;
+        let worker = Arc::clone(&inner.dev.pick_worker().shared);
+        let token =
+            worker.add(Entry::Qp(Arc::downgrade(inner)), &mut stream, Interest::READABLE | Interest::WRITABLE)?;
+        let deadline = now + params.mpa.timeout;
+        worker.add_timer(deadline, token);
+        core.sock = Some(stream);
+        core.reg = Some((worker, token));
+        core.ctl_out = request;
+        core.phase = Phase::Connecting { cm, deadline };
+        *inner.conn.lock().unwrap_or_else(|e| e.into_inner()) = ConnStatus::Connecting;
+        Ok(())
+    }
+
+    fn wait_connected(&self, timeout: Duration) -> Result<(), ConnectError> {
+        let deadline = Instant::now() + timeout;
+        let mut st = self.inner.conn.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            match &mut *st {
+                ConnStatus::Established => return Ok(()),
+                ConnStatus::Failed(e) => return Err(e.take().unwrap_or(ConnectError::Closed)),
+                // Established, then closed before the waiter looked: the connect succeeded.
+                ConnStatus::Closed(true) => return Ok(()),
+                ConnStatus::Closed(false) => return Err(ConnectError::Closed),
+                ConnStatus::Idle | ConnStatus::Connecting => {}
+            }
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return Err(ConnectError::Timeout);
+            };
+            st = self.inner.conn_cv.wait_timeout(st, left).unwrap_or_else(|e| e.into_inner()).0;
+        }
+    }
+
+    /// Waits until the connection is established (the passive side after `accept`, which
+    /// with peer-to-peer mode means the RTR has arrived).
+    ///
+    /// # Errors
+    /// As [`connect`](Self::connect).
+    pub fn wait_established(&self, timeout: Duration) -> Result<(), ConnectError> {
+        self.wait_connected(timeout)
+    }
+
+    /// Gracefully disconnects: work not yet on the wire is flushed, what is framed drains,
+    /// then the TCP connection closes. [`QpEvent::Disconnected`] follows.
+    pub fn disconnect(&self) {
+        let mut core = self.inner.lock();
+        core.engine.disconnect();
+        core.run(&self.inner, false);
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&self) -> Option<QpEvent> {
+        self.inner.events.lock().unwrap_or_else(|e| e.into_inner()).pop_front()
+    }
+
+    /// The next event, waiting up to `timeout`.
+    pub fn next_event(&self, timeout: Duration) -> Option<QpEvent> {
+        let deadline = Instant::now() + timeout;
+        let mut q = self.inner.events.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(e) = q.pop_front() {
+                return Some(e);
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            if self.inner.progress == Progress::Poll {
+                drop(q);
+                self.inner.progress_manual();
+                q = self.inner.events.lock().unwrap_or_else(|e| e.into_inner());
+                if q.is_empty() {
+                    q = self
+                        .inner
+                        .events_cv
+                        .wait_timeout(q, left.min(Duration::from_millis(1)))
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+            } else {
+                q = self.inner.events_cv.wait_timeout(q, left).unwrap_or_else(|e| e.into_inner()).0;
+            }
+        }
+    }
+
+    /// Engine counters (FPDUs, bytes placed directly or copied).
+    pub fn stats(&self) -> iwarp_proto::qp::QpStats {
+        self.inner.lock().engine.stats()
+    }
+
+    pub(crate) fn inner(&self) -> &Arc<QpInner> {
+        &self.inner
+    }
+}
+
+impl AsRawFd for QueuePair {
+    /// A descriptor that is readable while events are queued.
+    fn as_raw_fd(&self) -> RawFd {
+        self.inner.events_fd.as_raw_fd()
+    }
+}
+
+impl QpInner {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, QpCore> {
+        self.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The socket, for manual-progress waiting.
+    pub(crate) fn raw_fd(&self) -> Option<RawFd> {
+        self.lock().sock.as_ref().map(AsRawFd::as_raw_fd)
+    }
+
+    /// Called by the worker on readiness or a timer; returns `true` if input remains.
+    pub(crate) fn drive_from_worker(&self) -> bool {
+        let mut core = self.lock();
+        if let Phase::Connecting { deadline, .. } = &core.phase {
+            if Instant::now() >= *deadline {
+                core.fail_connect(self, ConnectError::Timeout);
+                return false;
+            }
+        }
+        core.run(self, true)
+    }
+
+    /// Drives a manual-progress queue pair from an application thread (never blocks on a busy
+    /// lock: another thread is already driving it).
+    pub(crate) fn progress_manual(&self) {
+        if let Ok(mut core) = self.core.try_lock() {
+            if matches!(core.phase, Phase::Running) {
+                core.run(self, false);
+            }
+        }
+    }
+
+    fn push_event(&self, ev: QpEvent) {
+        self.events.lock().unwrap_or_else(|e| e.into_inner()).push_back(ev);
+        self.events_cv.notify_all();
+        self.events_fd.notify();
+    }
+
+    fn set_conn(&self, st: ConnStatus) {
+        let mut c = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        // A failure or close after establishment does not overwrite an unread failure.
+        if matches!(*c, ConnStatus::Failed(Some(_))) && !matches!(st, ConnStatus::Established) {
+            return;
+        }
+        let st = match (st, &*c) {
+            (ConnStatus::Closed(_), ConnStatus::Established | ConnStatus::Closed(true)) => ConnStatus::Closed(true),
+            (st, _) => st,
+        };
+        *c = st;
+        self.conn_cv.notify_all();
+    }
+}
+
+impl Drop for QpInner {
+    fn drop(&mut self) {
+        let core = self.core.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let (Some((w, t)), Some(s)) = (core.reg.take(), core.sock.as_mut()) {
+            w.remove(t, s);
+        }
+    }
+}
+
+impl QpCore {
+    /// Moves the connection forward: connection setup, receive, transmit, completions.
+    /// Returns `true` if input remains beyond this call's budget.
+    pub(crate) fn run(&mut self, qp: &QpInner, from_worker: bool) -> bool {
+        if matches!(self.phase, Phase::Connecting { .. }) {
+            self.connecting(qp);
+        }
+        if !matches!(self.phase, Phase::Running) {
+            return false;
+        }
+        let more = self.receive();
+        self.transmit(qp);
+        if self.engine.wants_shutdown() {
+            self.close(qp);
+        }
+        let _ = from_worker;
+        more
+    }
+
+    /// Frames and writes what the engine has, then delivers completions and events.
+    pub(crate) fn transmit(&mut self, qp: &QpInner) {
+        if let Some(sock) = self.sock.as_mut() {
+            if !self.ctl_out.is_empty() {
+                match sock.write(&self.ctl_out) {
+                    Ok(n) => {
+                        self.ctl_out.drain(..n);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => self.engine.handle_transport_error(),
+                }
+            }
+            if self.ctl_out.is_empty() && matches!(self.phase, Phase::Running) {
+                let fd = sock.as_raw_fd();
+                loop {
+                    let n = self.engine.poll_transmit(&mut self.iov, sys::IOV_MAX - 1);
+                    if n == 0 {
+                        break;
+                    }
+                    match sys::writev(fd, &self.iov) {
+                        Ok(w) => {
+                            self.engine.handle_sent(w);
+                            if w < n {
+                                break;
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(_) => {
+                            self.engine.handle_transport_error();
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        self.deliver(qp);
+        if self.engine.wants_shutdown() && matches!(self.phase, Phase::Running) {
+            self.close(qp);
+        }
+    }
+
+    /// Reads what the socket has, following the engine's receive plans.
+    fn receive(&mut self) -> bool {
+        let Some(sock) = self.sock.as_ref() else { return false };
+        let fd = sock.as_raw_fd();
+        let mut budget = RX_BUDGET;
+        let mut sock_ref = sock;
+        with_scratch(|scratch| loop {
+            let r = match self.engine.poll_recv_plan() {
+                RecvPlan::Stop => return false,
+                RecvPlan::Scratch { max } => {
+                    let max = max.min(SCRATCH_LEN);
+                    match sock_ref.read(&mut scratch[..max]) {
+                        Ok(0) => {
+                            self.engine.handle_eof();
+                            return false;
+                        }
+                        Ok(n) => {
+                            self.engine.handle_recv(&scratch[..n]);
+                            n
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
+                        Err(_) => {
+                            self.engine.handle_transport_error();
+                            return false;
+                        }
+                    }
+                }
+                RecvPlan::Direct { ranges, len } => {
+                    let la = iwarp_proto::qp::LOOKAHEAD;
+                    match sys::readv(fd, &ranges, &mut scratch[..la]) {
+                        Ok(0) => {
+                            self.engine.handle_eof();
+                            return false;
+                        }
+                        Ok(n) => {
+                            let placed = n.min(len);
+                            self.engine.handle_placed(placed);
+                            if n > len {
+                                self.engine.handle_recv(&scratch[..n - len]);
+                            }
+                            n
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                        Err(_) => {
+                            self.engine.handle_transport_error();
+                            return false;
+                        }
+                    }
+                }
+            };
+            budget = budget.saturating_sub(r);
+            if budget == 0 {
+                return true;
+            }
+        })
+    }
+
+    fn deliver(&mut self, qp: &QpInner) {
+        let mut send: SmallVec<[WorkCompletion; 16]> = SmallVec::new();
+        let mut recv: SmallVec<[WorkCompletion; 16]> = SmallVec::new();
+        while let Some(c) = self.engine.poll_completion() {
+            let wc = WorkCompletion::from_proto(c, qp.qp_num);
+            match c.queue {
+                Queue::Send => send.push(wc),
+                Queue::Recv => recv.push(wc),
+            }
+        }
+        if !send.is_empty() {
+            qp.send_cq.push(send);
+        }
+        if !recv.is_empty() {
+            qp.recv_cq.push(recv);
+        }
+        while let Some(ev) = self.engine.poll_event() {
+            match ev {
+                EngineEvent::Ready => {
+                    qp.set_conn(ConnStatus::Established);
+                    qp.push_event(QpEvent::Established);
+                }
+                EngineEvent::LocalError(cause) => {
+                    qp.push_event(QpEvent::Error { cause: Some(cause), remote: false, layout: None })
+                }
+                EngineEvent::RemoteTerminate { cause, layout } => {
+                    qp.push_event(QpEvent::Error { cause: Some(cause), remote: true, layout: Some(layout) })
+                }
+                EngineEvent::PeerClosed => {}
+                EngineEvent::TransportError => {
+                    qp.push_event(QpEvent::Error { cause: None, remote: false, layout: None })
+                }
+                EngineEvent::Flushed => {}
+            }
+        }
+    }
+
+    fn close(&mut self, qp: &QpInner) {
+        if matches!(self.phase, Phase::Closed) {
+            return;
+        }
+        self.phase = Phase::Closed;
+        if let Some(mut s) = self.sock.take() {
+            let _ = s.flush();
+            let _ = s.shutdown(std::net::Shutdown::Both);
+            if let Some((w, t)) = self.reg.take() {
+                w.remove(t, &mut s);
+            }
+        }
+        self.deliver(qp);
+        qp.set_conn(ConnStatus::Closed(false));
+        qp.push_event(QpEvent::Disconnected);
+    }
+
+    fn fail_connect(&mut self, qp: &QpInner, err: ConnectError) {
+        tracing::debug!(qp = qp.qp_num, error = %err, "connect failed");
+        self.phase = Phase::Closed;
+        if let Some(mut s) = self.sock.take() {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+            if let Some((w, t)) = self.reg.take() {
+                w.remove(t, &mut s);
+            }
+        }
+        let ev = match &err {
+            ConnectError::Rejected { private_data } => QpEvent::Rejected { private_data: private_data.clone() },
+            other => QpEvent::ConnectFailed(match other {
+                ConnectError::Refused => ConnectError::Refused,
+                ConnectError::Timeout => ConnectError::Timeout,
+                ConnectError::Closed => ConnectError::Closed,
+                ConnectError::Mpa(m) => ConnectError::Mpa(m.clone()),
+                ConnectError::Io(e) => ConnectError::Io(io::Error::new(e.kind(), e.to_string())),
+                ConnectError::Rejected { private_data } => {
+                    ConnectError::Rejected { private_data: private_data.clone() }
+                }
+            }),
+        };
+        qp.set_conn(ConnStatus::Failed(Some(err)));
+        qp.push_event(ev);
+    }
+
+    /// Active side: finish the TCP connect, send the Request, take the Reply.
+    fn connecting(&mut self, qp: &QpInner) {
+        let Some(sock) = self.sock.as_mut() else { return };
+        match sock.take_error() {
+            Ok(Some(e)) | Err(e) => {
+                let err = if e.kind() == io::ErrorKind::ConnectionRefused {
+                    ConnectError::Refused
+                } else {
+                    ConnectError::Io(e)
+                };
+                return self.fail_connect(qp, err);
+            }
+            Ok(None) => {}
+        }
+        match sock.peer_addr() {
+            Ok(a) => self.peer = Some(a),
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
+            Err(e) => return self.fail_connect(qp, ConnectError::Io(e)),
+        }
+        self.local = sock.local_addr().ok();
+        if !self.ctl_out.is_empty() {
+            match sock.write(&self.ctl_out) {
+                Ok(n) => {
+                    self.ctl_out.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => return self.fail_connect(qp, ConnectError::Io(e)),
+            }
+            if !self.ctl_out.is_empty() {
+                return;
+            }
+        }
+        // Read the Reply. Bytes after it (none from a compliant responder) go to the engine.
+        let mut buf = [0u8; 1024];
+        loop {
+            let n = match sock.read(&mut buf) {
+                Ok(0) => return self.fail_connect(qp, ConnectError::Closed),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                    return self.fail_connect(qp, ConnectError::Refused)
+                }
+                Err(e) => return self.fail_connect(qp, ConnectError::Io(e)),
+            };
+            let Phase::Connecting { cm, .. } = &mut self.phase else { return };
+            match cm.handle_bytes(&buf[..n]) {
+                Ok(None) => continue,
+                Ok(Some((InitiatorOutcome::Rejected { private_data }, _))) => {
+                    return self.fail_connect(qp, ConnectError::Rejected { private_data })
+                }
+                Ok(Some((InitiatorOutcome::Accepted(neg), used))) => {
+                    let leftover = buf[used..n].to_vec();
+                    self.establish(qp, neg);
+                    if !leftover.is_empty() {
+                        self.engine.handle_recv(&leftover);
+                    }
+                    return;
+                }
+                Err(e) => {
+                    if let CmError::InsufficientIrd { terminate, .. } | CmError::NoMatchingRtr { terminate } = &e {
+                        let _ = sock.write(terminate);
+                    }
+                    return self.fail_connect(qp, ConnectError::Mpa(e));
+                }
+            }
+        }
+    }
+
+    /// Full operation begins: hand the negotiated parameters to the engine.
+    pub(crate) fn establish(&mut self, qp: &QpInner, neg: Negotiated) {
+        let mss = self.sock.as_ref().and_then(|s| socket2::SockRef::from(s).tcp_mss().ok()).unwrap_or(1460) as usize;
+        let startup = match neg.role {
+            Role::Initiator => Startup::Initiator { rtr: neg.send_rtr },
+            Role::Responder => Startup::Responder { rtr: neg.expect_rtr },
+        };
+        let link = LinkParams {
+            crc: neg.crc,
+            send_markers: neg.send_markers,
+            recv_markers: neg.recv_markers,
+            ird: u32::from(neg.ird),
+            ord: u32::from(neg.ord),
+            mulpdu: mulpdu_for(mss, neg.send_markers),
+            rfc7306: neg.rfc7306,
+            startup,
+        };
+        self.info = Some(ConnInfo {
+            revision: neg.revision,
+            crc: neg.crc,
+            send_markers: neg.send_markers,
+            recv_markers: neg.recv_markers,
+            ird: neg.ird,
+            ord: neg.ord,
+            rfc7306: neg.rfc7306,
+            mss,
+            peer_private_data: neg.peer_private_data,
+            role: neg.role,
+        });
+        if let Some(s) = &self.sock {
+            self.peer = s.peer_addr().ok();
+            self.local = s.local_addr().ok();
+        }
+        if self.engine.establish(link).is_err() {
+            return self.fail_connect(qp, ConnectError::Closed);
+        }
+        self.phase = Phase::Running;
+        if qp.progress == Progress::Poll {
+            // The application drives from now on.
+            if let (Some((w, t)), Some(s)) = (self.reg.take(), self.sock.as_mut()) {
+                w.remove(t, s);
+            }
+            qp.send_cq.attach_polled(qp.me.clone());
+            qp.recv_cq.attach_polled(qp.me.clone());
+        }
+        self.transmit(qp);
+    }
+
+    /// Passive side: adopt an accepted socket whose Reply is `reply`.
+    pub(crate) fn adopt(
+        &mut self,
+        qp: &QpInner,
+        sock: TcpStream,
+        reg: (Arc<WorkerShared>, Token),
+        reply: Vec<u8>,
+        neg: Negotiated,
+    ) {
+        self.sock = Some(sock);
+        self.reg = Some(reg);
+        self.ctl_out = reply;
+        *qp.conn.lock().unwrap_or_else(|e| e.into_inner()) = ConnStatus::Connecting;
+        self.establish(qp, neg);
+    }
+
+    pub(crate) fn is_idle(&self) -> bool {
+        matches!(self.phase, Phase::Idle)
+    }
+}

@@ -1,0 +1,201 @@
+//! Event-loop threads: each owns an epoll instance (through mio) and drives the listeners,
+//! half-open connections and queue pairs registered with it. Not a thread per queue pair: a
+//! worker serves any number of them, bounding the work it does for one before moving on.
+
+use crate::cm::{ListenerInner, PendingConn};
+use crate::qp::QpInner;
+use mio::{Events, Interest, Poll, Registry, Token, Waker};
+use std::cell::RefCell;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+const WAKER: Token = Token(usize::MAX);
+
+/// Bytes a scratch read takes at most (per thread, shared by every connection it drives).
+pub(crate) const SCRATCH_LEN: usize = 64 << 10;
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; SCRATCH_LEN + iwarp_proto::qp::LOOKAHEAD]);
+}
+
+/// Runs `f` with this thread's scratch buffer.
+pub(crate) fn with_scratch<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
+    SCRATCH.with(|s| f(&mut s.borrow_mut()))
+}
+
+/// What a token names.
+#[derive(Clone)]
+pub(crate) enum Entry {
+    Listener(Weak<ListenerInner>),
+    Pending(Arc<PendingConn>),
+    Qp(Weak<QpInner>),
+}
+
+pub(crate) struct WorkerShared {
+    registry: Registry,
+    waker: Waker,
+    entries: Mutex<HashMap<usize, Entry>>,
+    timers: Mutex<BinaryHeap<Reverse<(Instant, usize)>>>,
+    next_token: AtomicUsize,
+    stop: AtomicBool,
+}
+
+impl std::fmt::Debug for WorkerShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerShared").finish_non_exhaustive()
+    }
+}
+
+impl WorkerShared {
+    /// Registers `source` (edge-triggered) under a fresh token naming `entry`.
+    pub(crate) fn add(
+        &self,
+        entry: Entry,
+        source: &mut impl mio::event::Source,
+        interest: Interest,
+    ) -> io::Result<Token> {
+        let token = Token(self.next_token.fetch_add(1, Ordering::Relaxed));
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).insert(token.0, entry);
+        if let Err(e) = self.registry.register(source, token, interest) {
+            self.entries.lock().unwrap_or_else(|e| e.into_inner()).remove(&token.0);
+            return Err(e);
+        }
+        Ok(token)
+    }
+
+    /// Points `token` at another entry (a half-open connection becoming a queue pair).
+    pub(crate) fn retarget(&self, token: Token, entry: Entry) {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).insert(token.0, entry);
+        // An edge may have fired while the entry changed: look again.
+        self.schedule(token);
+    }
+
+    /// Deregisters `source` and forgets `token`.
+    pub(crate) fn remove(&self, token: Token, source: &mut impl mio::event::Source) {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).remove(&token.0);
+        let _ = self.registry.deregister(source);
+    }
+
+    /// Runs `token`'s handler on the next loop iteration.
+    pub(crate) fn schedule(&self, token: Token) {
+        self.add_timer(Instant::now(), token);
+    }
+
+    /// Calls `token`'s handler at `deadline`.
+    pub(crate) fn add_timer(&self, deadline: Instant, token: Token) {
+        self.timers.lock().unwrap_or_else(|e| e.into_inner()).push(Reverse((deadline, token.0)));
+        let _ = self.waker.wake();
+    }
+}
+
+/// One event-loop thread.
+#[derive(Debug)]
+pub(crate) struct Worker {
+    pub(crate) shared: Arc<WorkerShared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Worker {
+    pub(crate) fn spawn(index: usize) -> io::Result<Worker> {
+        let poll = Poll::new()?;
+        let waker = Waker::new(poll.registry(), WAKER)?;
+        let shared = Arc::new(WorkerShared {
+            registry: poll.registry().try_clone()?,
+            waker,
+            entries: Mutex::new(HashMap::new()),
+            timers: Mutex::new(BinaryHeap::new()),
+            next_token: AtomicUsize::new(0),
+            stop: AtomicBool::new(false),
+        });
+        let s = Arc::clone(&shared);
+        let thread = std::thread::Builder::new().name(format!("iwarp-worker-{index}")).spawn(move || run(poll, &s))?;
+        Ok(Worker { shared, thread: Mutex::new(Some(thread)) })
+    }
+
+    pub(crate) fn stop(&self) {
+        self.shared.stop.store(true, Ordering::Release);
+        let _ = self.shared.waker.wake();
+        if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            // The last handle may be dropped on the worker itself (a queue pair released there).
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+fn run(mut poll: Poll, shared: &Arc<WorkerShared>) {
+    let mut events = Events::with_capacity(1024);
+    let mut ready: VecDeque<usize> = VecDeque::new();
+    loop {
+        let timeout = if !ready.is_empty() {
+            Some(std::time::Duration::ZERO)
+        } else {
+            let t = shared.timers.lock().unwrap_or_else(|e| e.into_inner());
+            t.peek().map(|Reverse((d, _))| d.saturating_duration_since(Instant::now()))
+        };
+        if let Err(e) = poll.poll(&mut events, timeout) {
+            if e.kind() != io::ErrorKind::Interrupted {
+                tracing::error!(error = %e, "worker poll failed");
+                return;
+            }
+        }
+        if shared.stop.load(Ordering::Acquire) {
+            return;
+        }
+        for ev in events.iter() {
+            if ev.token() != WAKER {
+                dispatch(shared, ev.token().0, &mut ready);
+            }
+        }
+        // Connections that still had input after their budget.
+        for _ in 0..ready.len() {
+            if let Some(t) = ready.pop_front() {
+                dispatch(shared, t, &mut ready);
+            }
+        }
+        // Timers (and scheduled runs).
+        let now = Instant::now();
+        let due: Vec<usize> = {
+            let mut t = shared.timers.lock().unwrap_or_else(|e| e.into_inner());
+            let mut due = Vec::new();
+            while let Some(Reverse((d, tok))) = t.peek() {
+                if *d > now {
+                    break;
+                }
+                due.push(*tok);
+                t.pop();
+            }
+            due
+        };
+        for tok in due {
+            dispatch(shared, tok, &mut ready);
+        }
+    }
+}
+
+fn dispatch(shared: &Arc<WorkerShared>, token: usize, ready: &mut VecDeque<usize>) {
+    let entry = shared.entries.lock().unwrap_or_else(|e| e.into_inner()).get(&token).cloned();
+    let more = match entry {
+        None => false,
+        Some(Entry::Listener(l)) => {
+            if let Some(l) = l.upgrade() {
+                l.on_ready();
+            }
+            false
+        }
+        Some(Entry::Pending(p)) => {
+            p.on_ready();
+            false
+        }
+        Some(Entry::Qp(q)) => q.upgrade().is_some_and(|q| q.drive_from_worker()),
+    };
+    if more && !ready.contains(&token) {
+        ready.push_back(token);
+    }
+}

@@ -1,0 +1,174 @@
+//! System calls the standard library does not offer: vectored I/O on raw address ranges,
+//! an eventfd for pollable notifications, `poll(2)` and raising the descriptor limit. The only
+//! module of this crate with `unsafe`.
+#![allow(unsafe_code)]
+
+use iwarp_proto::qp::IoRange;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+/// Largest iovec count the kernel takes in one call.
+pub const IOV_MAX: usize = 1024;
+
+fn iovecs(ranges: &[IoRange], extra: Option<&mut [u8]>) -> smallvec::SmallVec<[libc::iovec; 8]> {
+    let mut v: smallvec::SmallVec<[libc::iovec; 8]> = ranges
+        .iter()
+        .take(IOV_MAX - 1)
+        .map(|r| libc::iovec { iov_base: r.addr as *mut libc::c_void, iov_len: r.len })
+        .collect();
+    if let Some(e) = extra {
+        if !e.is_empty() {
+            v.push(libc::iovec { iov_base: e.as_mut_ptr().cast(), iov_len: e.len() });
+        }
+    }
+    v
+}
+
+fn cvt(r: isize) -> io::Result<usize> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as usize)
+    }
+}
+
+/// `writev` of engine-provided ranges. Returns the bytes written.
+///
+/// The ranges come from [`iwarp_proto::qp::Qp::poll_transmit`], whose contract is that every
+/// address stays valid until the bytes are reported sent; the caller holds the queue pair's
+/// lock across this call and the report.
+pub fn writev(fd: RawFd, ranges: &[IoRange]) -> io::Result<usize> {
+    let iov = iovecs(ranges, None);
+    loop {
+        // SAFETY: each iovec names memory the engine keeps alive (see above) or the engine's
+        // own transmit arena; the kernel only reads it. MSG_NOSIGNAL semantics: SIGPIPE is
+        // ignored process-wide by the runtime at start-up.
+        let r = unsafe { libc::writev(fd, iov.as_ptr(), iov.len() as libc::c_int) };
+        match cvt(r) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+/// `readv` into engine-validated destination ranges, then into `scratch`. Returns the total
+/// bytes read (the first `sum(ranges)` of them went to the ranges).
+///
+/// The ranges come from [`iwarp_proto::qp::Qp::poll_recv_plan`]: validated windows of
+/// regions the engine holds until [`iwarp_proto::qp::Qp::handle_placed`] is called, which the
+/// caller does under the same lock right after this returns.
+pub fn readv(fd: RawFd, ranges: &[IoRange], scratch: &mut [u8]) -> io::Result<usize> {
+    let iov = iovecs(ranges, Some(scratch));
+    loop {
+        // SAFETY: the ranges are validated placement windows inside live regions (see above)
+        // and `scratch` is a live mutable buffer; the kernel writes at most their lengths.
+        let r = unsafe { libc::readv(fd, iov.as_ptr(), iov.len() as libc::c_int) };
+        match cvt(r) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+/// A non-blocking `eventfd`: a counter other threads bump to wake a poller, and whose
+/// descriptor applications can put in their own epoll.
+#[derive(Debug)]
+pub struct EventFd {
+    fd: OwnedFd,
+}
+
+impl EventFd {
+    /// A new counter at zero.
+    pub fn new() -> io::Result<EventFd> {
+        // SAFETY: eventfd takes no pointers; the result is checked.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh descriptor this process owns.
+        Ok(EventFd { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
+    }
+
+    /// Adds one, making the descriptor readable.
+    pub fn notify(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64. A full counter (EAGAIN) already signals.
+        unsafe { libc::write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    /// Resets the counter; returns `true` if it was signalled.
+    pub fn drain(&self) -> bool {
+        let mut v: u64 = 0;
+        // SAFETY: reads 8 bytes into a live u64.
+        let r = unsafe { libc::read(self.fd.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+        r == 8
+    }
+}
+
+impl AsRawFd for EventFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// Waits until one of `fds` is readable (or has an error), or `timeout` passes.
+pub fn poll_readable(fds: &[RawFd], timeout: Option<Duration>) -> io::Result<usize> {
+    let mut pfds: Vec<libc::pollfd> =
+        fds.iter().map(|&fd| libc::pollfd { fd, events: libc::POLLIN | libc::POLLRDHUP, revents: 0 }).collect();
+    let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as libc::c_int);
+    // SAFETY: pfds is a live array of the given length.
+    let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            return Ok(0);
+        }
+        return Err(e);
+    }
+    Ok(r as usize)
+}
+
+/// Raises the soft limit on open descriptors to the hard limit (10,000 connections need
+/// 20,000 descriptors in one process pair). Returns the new soft limit.
+pub fn raise_fd_limit() -> io::Result<u64> {
+    let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into a live struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if rl.rlim_cur < rl.rlim_max {
+        rl.rlim_cur = rl.rlim_max;
+        // SAFETY: setrlimit reads a live struct.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &rl) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(rl.rlim_cur)
+}
+
+/// Makes writes to a closed socket return `EPIPE` instead of killing the process.
+pub fn ignore_sigpipe() {
+    // SAFETY: installing SIG_IGN for SIGPIPE has no memory effects.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+}
+
+/// Resident set size of this process in bytes (from /proc/self/statm).
+pub fn resident_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = s.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf takes no pointers.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * page.max(4096) as u64)
+}
+
+/// CPU time (user + system) this process has used.
+pub fn cpu_time() -> Duration {
+    let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct; zeroed is a valid rusage.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, ru.as_mut_ptr()) };
+    // SAFETY: initialised by zeroed() and getrusage.
+    let ru = unsafe { ru.assume_init() };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, (t.tv_usec as u32) * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
