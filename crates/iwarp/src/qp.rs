@@ -27,6 +27,8 @@ use std::time::{Duration, Instant};
 
 /// Bytes one progress call reads from a connection before letting others run.
 const RX_BUDGET: usize = 4 << 20;
+/// Bytes written between two readings of the TCP MSS.
+const MSS_RECHECK: usize = 1 << 20;
 
 /// Who drives a queue pair's I/O.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -285,6 +287,8 @@ pub(crate) struct QpCore {
     phase: Phase,
     ctl_out: Vec<u8>,
     iov: Vec<IoRange>,
+    /// Bytes written since the MSS was last read.
+    since_mss: usize,
     info: Option<ConnInfo>,
     peer: Option<SocketAddr>,
     local: Option<SocketAddr>,
@@ -365,6 +369,7 @@ impl QueuePair {
                 phase: Phase::Idle,
                 ctl_out: Vec::new(),
                 iov: Vec::with_capacity(64),
+                since_mss: 0,
                 info: None,
                 peer: None,
                 local: None,
@@ -671,6 +676,11 @@ impl QpCore {
                     match sys::writev(fd, &self.iov) {
                         Ok(w) => {
                             self.engine.handle_sent(w);
+                            self.since_mss += w;
+                            if self.since_mss >= MSS_RECHECK {
+                                self.since_mss = 0;
+                                self.refresh_mss();
+                            }
                             if w < n {
                                 break;
                             }
@@ -687,6 +697,20 @@ impl QpCore {
         self.deliver(qp);
         if self.engine.wants_shutdown() && matches!(self.phase, Phase::Running) {
             self.close(qp);
+        }
+    }
+
+    /// Re-reads the TCP MSS: FPDUs follow it (RFC 5044 §5.1), and it grows as a connection
+    /// warms up.
+    fn refresh_mss(&mut self) {
+        let Some(s) = self.sock.as_ref() else { return };
+        let Ok(mss) = socket2::SockRef::from(s).tcp_mss() else { return };
+        let mss = mss as usize;
+        if let Some(info) = self.info.as_mut() {
+            if info.mss != mss {
+                info.mss = mss;
+                self.engine.set_mulpdu(mulpdu_for(mss, info.send_markers));
+            }
         }
     }
 

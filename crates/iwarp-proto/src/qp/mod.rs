@@ -352,6 +352,15 @@ impl Qp {
         Ok(())
     }
 
+    /// Updates the largest ULPDU to send, e.g. when the TCP MSS has grown (Linux starts a
+    /// loopback connection at half its final MSS). Applies from the next FPDU.
+    pub fn set_mulpdu(&mut self, mulpdu: usize) {
+        self.tx.mulpdu = mulpdu.clamp(iwarp_wire::mpa::MIN_MULPDU, iwarp_wire::mpa::MAX_ULPDU);
+        if let Some(l) = self.link.as_mut() {
+            l.mulpdu = self.tx.mulpdu;
+        }
+    }
+
     /// Posts receive work requests (all or none).
     ///
     /// # Errors

@@ -74,7 +74,9 @@ pub(super) struct Rx {
     tagged: Option<TaggedMsg>,
     body: [u8; MAX_BODY],
     body_len: usize,
-    big: bool,
+    /// One bit per recent FPDU (newest lowest): its payload was large. While any of the last
+    /// eight was, scratch reads stay small so the next large payload can be placed directly.
+    big: u8,
     /// The region of the last STag looked up.
     cache: Option<MrRef>,
     stopped: bool,
@@ -93,8 +95,8 @@ impl Rx {
             tagged: None,
             body: [0; MAX_BODY],
             body_len: 0,
-            // Start with a small read: if the first FPDU is large, its payload goes direct.
-            big: true,
+            // Start with small reads: if the first FPDU is large, its payload goes direct.
+            big: 1,
             cache: None,
             stopped: false,
         }
@@ -156,7 +158,7 @@ impl Qp {
                 }
             }
         }
-        RecvPlan::Scratch { max: if self.rx.big { LOOKAHEAD } else { SCRATCH_MAX } }
+        RecvPlan::Scratch { max: if self.rx.big != 0 { LOOKAHEAD } else { SCRATCH_MAX } }
     }
 
     /// Reports that `n` bytes were read into the ranges of the last [`RecvPlan::Direct`].
@@ -318,7 +320,7 @@ impl Qp {
             Err(e) => return self.fail(e.terminate_cause(), Some(&h), None),
         };
         let payload_len = h.payload_len();
-        self.rx.big = payload_len >= LARGE_PAYLOAD;
+        self.rx.big = (self.rx.big << 1) | u8::from(payload_len >= LARGE_PAYLOAD);
         self.rx.body_len = 0;
         self.rx.header = Some((h, seg));
         if !self.rx.first_seen {
