@@ -360,12 +360,12 @@ mod tests {
             let wire = materialise(&arena, &pieces, &[&payload]);
             // Every marker position in this FPDU holds a marker pointing back to its start.
             let mut fpdu_start = before;
-            if before % 512 == 0 {
+            if before.is_multiple_of(512) {
                 fpdu_start += 4;
             }
             for (i, _) in wire.iter().enumerate().step_by(4) {
                 let pos = before + i as u64;
-                if pos % 512 == 0 {
+                if pos.is_multiple_of(512) {
                     let m = &wire[i..i + 4];
                     let ptr = u16::from_be_bytes([m[2], m[3]]) as u64;
                     let expected = pos.saturating_sub(fpdu_start);
