@@ -62,6 +62,9 @@ pub struct ConnParams {
     pub initiator_depth: u16,
     /// MPA options.
     pub mpa: MpaOptions,
+    /// Local address to bind before connecting (rdma_cm's source address); the host picks
+    /// when `None`. Ignored by `accept`.
+    pub source: Option<SocketAddr>,
 }
 
 impl Default for ConnParams {
@@ -71,6 +74,7 @@ impl Default for ConnParams {
             responder_resources: 16,
             initiator_depth: 16,
             mpa: MpaOptions::default(),
+            source: None,
         }
     }
 }
@@ -270,7 +274,13 @@ impl ListenerInner {
             }),
         });
         let worker = Arc::clone(&self.dev.pick_worker().shared);
-        let token = worker.add(Entry::Pending(Arc::clone(&pending)), &mut stream, Interest::READABLE)?;
+        // Writable too: once accepted, the same registration drives a queue pair, whose
+        // transmit resumes on the writable edge after the socket buffer was full.
+        let token = worker.add(
+            Entry::Pending(Arc::clone(&pending)),
+            &mut stream,
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
         {
             let mut st = pending.state.lock().unwrap_or_else(|e| e.into_inner());
             st.sock = Some(stream);

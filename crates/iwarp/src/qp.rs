@@ -463,6 +463,9 @@ impl QueuePair {
         )?;
         sock.set_nonblocking(true)?;
         sock.set_tcp_nodelay(true)?;
+        if let Some(src) = params.source {
+            sock.bind(&src.into())?;
+        }
         match sock.connect(&addr.into()) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) || e.kind() == io::ErrorKind::WouldBlock => {}

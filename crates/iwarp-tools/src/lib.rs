@@ -1,0 +1,4 @@
+//! Shared pieces of the iWARP command-line tools (`iwping`, `iwperf`, `iwdump`).
+#![forbid(unsafe_code)]
+
+pub mod mpa_args;
