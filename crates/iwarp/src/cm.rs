@@ -65,6 +65,14 @@ pub struct ConnParams {
     /// Local address to bind before connecting (rdma_cm's source address); the host picks
     /// when `None`. Ignored by `accept`.
     pub source: Option<SocketAddr>,
+    /// Passive side only: let this side send before the initiator's first FPDU arrives.
+    /// RFC 5044 §7.1.2 forbids it and this stack waits by default; Linux siw does not wait,
+    /// and applications built on that (perftest's `ib_write_lat` server writes first) need
+    /// it. Use it only when the protocol above guarantees that the initiator has finished the
+    /// MPA exchange before this side's first message (e.g. a round trip on another
+    /// connection); an initiator that receives an FPDU glued to the MPA Reply may close the
+    /// connection (Linux siw does). Ignored in peer-to-peer mode, where the RTR settles it.
+    pub responder_sends_first: bool,
 }
 
 impl Default for ConnParams {
@@ -75,6 +83,7 @@ impl Default for ConnParams {
             initiator_depth: 16,
             mpa: MpaOptions::default(),
             source: None,
+            responder_sends_first: false,
         }
     }
 }
@@ -169,7 +178,8 @@ impl Listener {
     }
 
     /// Sets the MPA options used for connections accepted from now on (CRC preference, markers,
-    /// peer-to-peer RTR types accepted, RFC 7306, Request timeout).
+    /// peer-to-peer RTR types accepted, RFC 7306, Request timeout); the parameters given to
+    /// [`ConnectRequest::accept`] can add to them.
     pub fn set_mpa_options(&self, opts: MpaOptions) {
         *self.inner.mpa.lock().unwrap_or_else(|e| e.into_inner()) = opts;
     }
@@ -276,11 +286,8 @@ impl ListenerInner {
         let worker = Arc::clone(&self.dev.pick_worker().shared);
         // Writable too: once accepted, the same registration drives a queue pair, whose
         // transmit resumes on the writable edge after the socket buffer was full.
-        let token = worker.add(
-            Entry::Pending(Arc::clone(&pending)),
-            &mut stream,
-            Interest::READABLE | Interest::WRITABLE,
-        )?;
+        let token =
+            worker.add(Entry::Pending(Arc::clone(&pending)), &mut stream, Interest::READABLE | Interest::WRITABLE)?;
         {
             let mut st = pending.state.lock().unwrap_or_else(|e| e.into_inner());
             st.sock = Some(stream);
@@ -430,8 +437,10 @@ impl ConnectRequest {
     }
 
     /// Accepts onto `qp` (which must be idle; post its receives first): sends the MPA Reply
-    /// with `params` (private data, IRD/ORD; the MPA options of `params` override the
-    /// listener's). The queue pair reports [`crate::QpEvent::Established`] when usable.
+    /// with `params` (private data, IRD/ORD). The MPA options of `params` add to the
+    /// listener's: CRC or RFC 7306 declined by either is declined, markers asked for by
+    /// either are asked for, and RTR types given in `params` replace the listener's. The
+    /// queue pair reports [`crate::QpEvent::Established`] when usable.
     ///
     /// # Errors
     /// [`Error::InvalidState`] if `qp` is in use; [`Error::Connect`] if the peer went away or
@@ -447,13 +456,15 @@ impl ConnectRequest {
             return Err(Error::InvalidState("queue pair already connected"));
         }
         {
+            // The listener's options (already in the config) stand unless `params` adds to
+            // them: either may decline CRC or RFC 7306, or ask for markers.
             let c = st.cm.config_mut();
-            c.crc = params.mpa.crc;
-            c.markers = params.mpa.markers;
+            c.crc &= params.mpa.crc;
+            c.markers |= params.mpa.markers;
             if params.mpa.peer_to_peer.is_some() {
                 c.peer_to_peer = params.mpa.peer_to_peer;
             }
-            c.rfc7306 = params.mpa.rfc7306;
+            c.rfc7306 &= params.mpa.rfc7306;
         }
         let (reply, neg) = st
             .cm
@@ -464,7 +475,7 @@ impl ConnectRequest {
         st.closed = true;
         drop(st);
         worker.retarget(token, Entry::Qp(Arc::downgrade(inner)));
-        core.adopt(inner, sock, (worker, token), reply, neg);
+        core.adopt(inner, sock, (worker, token), reply, neg, params.responder_sends_first);
         Ok(())
     }
 

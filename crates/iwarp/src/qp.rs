@@ -289,6 +289,8 @@ pub(crate) struct QpCore {
     iov: Vec<IoRange>,
     /// Bytes written since the MSS was last read.
     since_mss: usize,
+    /// Passive side: may send before the initiator's first FPDU.
+    send_first: bool,
     info: Option<ConnInfo>,
     peer: Option<SocketAddr>,
     local: Option<SocketAddr>,
@@ -370,6 +372,7 @@ impl QueuePair {
                 ctl_out: Vec::new(),
                 iov: Vec::with_capacity(64),
                 since_mss: 0,
+                send_first: false,
                 info: None,
                 peer: None,
                 local: None,
@@ -929,7 +932,7 @@ impl QpCore {
         let mss = self.sock.as_ref().and_then(|s| socket2::SockRef::from(s).tcp_mss().ok()).unwrap_or(1460) as usize;
         let startup = match neg.role {
             Role::Initiator => Startup::Initiator { rtr: neg.send_rtr },
-            Role::Responder => Startup::Responder { rtr: neg.expect_rtr },
+            Role::Responder => Startup::Responder { rtr: neg.expect_rtr, send_first: self.send_first },
         };
         let link = LinkParams {
             crc: neg.crc,
@@ -980,8 +983,10 @@ impl QpCore {
         reg: (Arc<WorkerShared>, Token),
         reply: Vec<u8>,
         neg: Negotiated,
+        send_first: bool,
     ) {
         self.sock = Some(sock);
+        self.send_first = send_first;
         self.reg = Some(reg);
         self.ctl_out = reply;
         *qp.conn.lock().unwrap_or_else(|e| e.into_inner()) = ConnStatus::Connecting;

@@ -79,6 +79,10 @@ pub enum Startup {
     Responder {
         /// The RTR types allowed, if peer-to-peer mode was negotiated.
         rtr: Option<RtrTypes>,
+        /// Send before the first FPDU arrives, as Linux siw does (a deliberate departure from
+        /// RFC 5044 §7.1.2 for applications whose protocol has the passive side speak first
+        /// and that know the initiator has finished MPA; see `docs/deviations.md`).
+        send_first: bool,
     },
 }
 
@@ -338,10 +342,10 @@ impl Qp {
                 // RFC 5044 §7.1.2: the initiator may send at once; the queue pair is usable.
                 self.events.push_back(QpEvent::Ready);
             }
-            Startup::Responder { rtr } => {
+            Startup::Responder { rtr, send_first } => {
                 // RFC 5044 §7.1.2: the responder "MUST receive and validate at least one FPDU
-                // before sending any FPDU".
-                self.tx.allowed = false;
+                // before sending any FPDU" (unless the application waived it, outside RTR mode).
+                self.tx.allowed = send_first && rtr.is_none();
                 self.rx.awaiting_rtr = rtr;
                 if rtr.is_none() {
                     self.events.push_back(QpEvent::Ready);

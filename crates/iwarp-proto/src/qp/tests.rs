@@ -46,7 +46,7 @@ impl Pair {
     }
 
     fn new() -> Pair {
-        Pair::with(link(Startup::Initiator { rtr: None }), link(Startup::Responder { rtr: None }))
+        Pair::with(link(Startup::Initiator { rtr: None }), link(Startup::Responder { rtr: None, send_first: false }))
     }
 
     fn mr(&self, len: usize, access: Access) -> MrRef {
@@ -143,7 +143,7 @@ fn send_of_many_sizes_arrives_intact_in_any_chunking() {
 fn large_payload_is_placed_directly_and_sent_without_copy() {
     let mut p = Pair::with(
         LinkParams { mulpdu: 65474, ..link(Startup::Initiator { rtr: None }) },
-        LinkParams { mulpdu: 65474, ..link(Startup::Responder { rtr: None }) },
+        LinkParams { mulpdu: 65474, ..link(Startup::Responder { rtr: None, send_first: false }) },
     );
     let size = 1 << 20;
     let src = p.mr(size, Access::empty());
@@ -185,7 +185,7 @@ fn multi_sge_send_scatters_and_gathers() {
 fn rdma_read_returns_peer_memory_in_order_within_ord() {
     let mut p = Pair::with(
         LinkParams { ord: 2, ..link(Startup::Initiator { rtr: None }) },
-        LinkParams { ird: 2, ..link(Startup::Responder { rtr: None }) },
+        LinkParams { ird: 2, ..link(Startup::Responder { rtr: None, send_first: false }) },
     );
     let src = p.mr(200_000, Access::REMOTE_READ);
     pattern(&src, 9);
@@ -254,7 +254,7 @@ fn queue_depth_and_post_errors_are_clear() {
     assert_eq!(p.a.post_send([w(999)]), Err(PostError::QueueFull));
     let mut q = Pair::with(
         LinkParams { rfc7306: false, ..link(Startup::Initiator { rtr: None }) },
-        link(Startup::Responder { rtr: None }),
+        link(Startup::Responder { rtr: None, send_first: false }),
     );
     let m = q.mr(64, Access::LOCAL_WRITE);
     let fa = send_wr(1, SendOp::FetchAdd { remote: remote(&m, 0), add: 1 }, vec![sge(&m, 0, 8)]);
@@ -321,7 +321,7 @@ fn send_with_invalidate_invalidates_the_named_stag() {
 fn markers_and_crc_off_still_deliver() {
     for (crc, markers) in [(false, false), (true, true), (false, true)] {
         let mut a_link = link(Startup::Initiator { rtr: None });
-        let mut b_link = link(Startup::Responder { rtr: None });
+        let mut b_link = link(Startup::Responder { rtr: None, send_first: false });
         a_link.crc = crc;
         b_link.crc = crc;
         a_link.send_markers = markers;
@@ -361,8 +361,10 @@ fn every_rtr_type_unblocks_the_responder() {
     for kind in [RtrType::Write, RtrType::Read, RtrType::Send] {
         let allowed =
             RtrTypes { send: kind == RtrType::Send, write: kind == RtrType::Write, read: kind == RtrType::Read };
-        let mut p =
-            Pair::with(link(Startup::Initiator { rtr: Some(kind) }), link(Startup::Responder { rtr: Some(allowed) }));
+        let mut p = Pair::with(
+            link(Startup::Initiator { rtr: Some(kind) }),
+            link(Startup::Responder { rtr: Some(allowed), send_first: false }),
+        );
         assert!(!Pair::events(&mut p.b).contains(&QpEvent::Ready));
         p.drive();
         assert!(Pair::events(&mut p.b).contains(&QpEvent::Ready), "{kind:?}");
@@ -382,7 +384,7 @@ fn every_rtr_type_unblocks_the_responder() {
 fn wrong_rtr_is_terminated_with_mpa_code_7() {
     let mut p = Pair::with(
         link(Startup::Initiator { rtr: Some(RtrType::Write) }),
-        link(Startup::Responder { rtr: Some(RtrTypes { send: false, write: false, read: true }) }),
+        link(Startup::Responder { rtr: Some(RtrTypes { send: false, write: false, read: true }), send_first: false }),
     );
     p.drive();
     assert_eq!(p.b.error_cause(), Some(TerminateCause::Mpa(Mpa::NoMatchingRtr)));
@@ -612,7 +614,7 @@ fn bad_crc_unknown_opcode_and_unsupported_rfc7306_terminate() {
     // RFC 7306 not negotiated on this side.
     let mut p = Pair::with(
         link(Startup::Initiator { rtr: None }),
-        LinkParams { rfc7306: false, ..link(Startup::Responder { rtr: None }) },
+        LinkParams { rfc7306: false, ..link(Startup::Responder { rtr: None, send_first: false }) },
     );
     let mut peer = RawPeer::new();
     let d = p.mr(8, Access::LOCAL_WRITE);
@@ -674,4 +676,24 @@ fn eof_inside_an_fpdu_is_a_transport_error() {
     p.b.receive_copy(&b[..5]);
     p.b.handle_eof();
     assert!(Pair::events(&mut p.b).contains(&QpEvent::TransportError));
+}
+
+#[test]
+fn disconnect_flushes_unstarted_work_after_framed_work_still_unsent() {
+    let mut p = Pair::new();
+    let src = p.mr(64, Access::empty());
+    p.a.post_send([send_wr(1, SendOp::Send, vec![sge(&src, 0, 8)]), send_wr(2, SendOp::Send, vec![sge(&src, 0, 8)])])
+        .unwrap();
+    // Both are framed, neither handed to TCP yet.
+    let mut ranges = Vec::new();
+    assert!(p.a.poll_transmit(&mut ranges, usize::MAX) > 0);
+    p.a.post_send([send_wr(3, SendOp::Send, vec![sge(&src, 0, 8)])]).unwrap();
+    p.a.disconnect();
+    assert!(Pair::completions(&mut p.a).is_empty(), "nothing may complete ahead of 1 and 2");
+    let mut out = Vec::new();
+    p.a.transmit_copy(&mut out, usize::MAX);
+    let got: Vec<(u64, WcStatus)> = Pair::completions(&mut p.a).iter().map(|c| (c.wr_id, c.status)).collect();
+    assert_eq!(got, [(1, WcStatus::Success), (2, WcStatus::Success), (3, WcStatus::WrFlush)]);
+    assert_eq!(p.a.state(), QpState::Error);
+    assert_eq!(p.a.send_outstanding(), 0);
 }

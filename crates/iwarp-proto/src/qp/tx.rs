@@ -327,11 +327,12 @@ impl Tx {
             }
         }
         self.responses.clear();
-        self.release(out);
+        // Requests never started complete after those already framed, which may still be
+        // waiting to be handed to TCP: through the completion order, not around it.
         for w in self.sq.drain(..) {
-            self.outstanding -= 1;
-            out.push_back(Completion::new(w.wr_id, WcStatus::WrFlush, w.op.wc_opcode(), Queue::Send));
+            self.order.push_back(Entry { wr_id: w.wr_id, opcode: w.op.wc_opcode(), signaled: true, done: Some(flush) });
         }
+        self.release(out);
     }
 
     /// Flushes everything; the first outstanding Read/atomic gets the remote status when the
