@@ -3,7 +3,9 @@
 //! iWARP dissectors, which must agree on every field, find every CRC good and raise no expert
 //! info beyond the two it raises for every RFC 6581 frame.
 //!
-//! tshark must be installed; set `IWARP_SKIP_TSHARK=1` to skip these tests where it is not.
+//! Where tshark is not installed the tests are skipped with a message, except under CI
+//! (`CI` set), which installs tshark and where a missing tshark is a failure.
+//! `IWARP_SKIP_TSHARK=1` skips them explicitly.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -26,9 +28,13 @@ fn tshark() -> Option<&'static str> {
     }
     match Command::new("tshark").arg("--version").output() {
         Ok(o) if o.status.success() => Some("tshark"),
-        _ => panic!(
-            "tshark is not installed: install it (Debian: apt-get install tshark) or set IWARP_SKIP_TSHARK=1 to skip"
-        ),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("tshark is not installed, and CI must run these checks (.ci/run installs it)")
+        }
+        _ => {
+            eprintln!("tshark is not installed (Debian: apt-get install tshark): tshark checks skipped");
+            None
+        }
     }
 }
 

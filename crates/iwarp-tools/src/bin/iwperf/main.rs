@@ -1,0 +1,311 @@
+//! `iwperf`: perftest-compatible iWARP benchmarks, their plain-TCP baselines, and a loopback
+//! comparison of the two.
+//!
+//! `iwperf write_bw` (no host) is a server; `iwperf write_bw HOST` a client, as perftest's
+//! `ib_write_bw -R`. Each iwperf client works against the real `ib_*` server and each
+//! `ib_*` client against an iwperf server (perftest 4.5-0.17, version string "6.06").
+#![forbid(unsafe_code)]
+
+mod ctrl;
+mod loopback;
+mod rdma;
+mod report;
+mod tcp;
+
+use clap::{Parser, ValueEnum};
+use iwarp_tools::mpa_args::MpaArgs;
+use rdma::{Opts, Role, Test};
+use report::JsonLine;
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// What to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "snake_case")]
+enum Cmd {
+    /// RDMA Write bandwidth (ib_write_bw).
+    WriteBw,
+    /// RDMA Read bandwidth (ib_read_bw).
+    ReadBw,
+    /// Send bandwidth (ib_send_bw).
+    SendBw,
+    /// RDMA Write latency (ib_write_lat).
+    WriteLat,
+    /// RDMA Read latency (ib_read_lat).
+    ReadLat,
+    /// Send latency (ib_send_lat).
+    SendLat,
+    /// Plain TCP bandwidth, the baseline.
+    TcpBw,
+    /// Plain TCP ping-pong latency, the baseline.
+    TcpLat,
+    /// Server and client in this process over 127.0.0.1: iWARP next to plain TCP, with ratios.
+    Loopback,
+}
+
+/// perftest-compatible iWARP benchmarks over the host's TCP, with plain-TCP baselines.
+#[derive(Debug, Parser)]
+#[command(
+    name = "iwperf",
+    version,
+    about,
+    after_help = "Without HOST a test runs as the server; with HOST as the client (perftest's convention)."
+)]
+struct Cli {
+    /// The test.
+    #[arg(value_enum)]
+    cmd: Cmd,
+    /// The server to connect to (client role).
+    host: Option<String>,
+    /// TCP port for all connections.
+    #[arg(short = 'p', long = "port", default_value_t = 18515)]
+    port: u16,
+    /// Message size (K and M suffixes accepted).
+    #[arg(short = 's', long = "size")]
+    size: Option<String>,
+    /// Iterations per QP (at least 5).
+    #[arg(short = 'n', long = "iters")]
+    iters: Option<u64>,
+    /// Run for this many seconds instead of counting iterations.
+    #[arg(short = 'D', long = "duration")]
+    duration: Option<u64>,
+    /// All sizes from 2 to 2^23.
+    #[arg(short = 'a', long = "all")]
+    all: bool,
+    /// Device name to print (accepted for perftest compatibility).
+    #[arg(short = 'd', long = "ib-dev", default_value = "iwarp0")]
+    ib_dev: String,
+    /// rdma_cm connection setup (always on; accepted for perftest compatibility).
+    #[arg(short = 'R', long = "rdma_cm")]
+    _rdma_cm: bool,
+    /// Do not fail on CPU frequency warnings (accepted for perftest compatibility).
+    #[arg(short = 'F', long = "CPU-freq")]
+    _cpu_freq: bool,
+    /// Report bandwidth in Gb/s instead of MB/s.
+    #[arg(long = "report_gbits")]
+    report_gbits: bool,
+    /// Number of data QPs (bandwidth tests).
+    #[arg(short = 'q', long = "qp", default_value_t = 1)]
+    qp: usize,
+    /// Send queue depth.
+    #[arg(short = 't', long = "tx-depth")]
+    tx_depth: Option<usize>,
+    /// Receive queue depth (send tests).
+    #[arg(short = 'r', long = "rx-depth", default_value_t = 512)]
+    rx_depth: usize,
+    /// Completion moderation: signal every N-th send.
+    #[arg(short = 'Q', long = "cq-mod", default_value_t = 0)]
+    cq_mod: usize,
+    /// Outstanding reads (read tests: IRD/ORD).
+    #[arg(short = 'o', long = "outs", default_value_t = 128)]
+    outs: u16,
+    /// Sleep on completion events instead of busy polling.
+    #[arg(short = 'e', long = "events")]
+    events: bool,
+    /// Also print one JSON line with the result.
+    #[arg(long)]
+    json: bool,
+    /// Loopback: runs per test (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Loopback: which comparisons (default: all).
+    #[arg(long, value_delimiter = ',')]
+    tests: Vec<String>,
+    #[command(flatten)]
+    mpa: MpaArgs,
+}
+
+fn parse_size(s: &str) -> Result<usize, String> {
+    let (num, mul) = match s.chars().last() {
+        Some('K' | 'k') => (&s[..s.len() - 1], 1024),
+        Some('M' | 'm') => (&s[..s.len() - 1], 1024 * 1024),
+        _ => (s, 1),
+    };
+    let n: usize = num.parse().map_err(|_| format!(" Invalid size {s}"))?;
+    let n = n.checked_mul(mul).ok_or_else(|| format!(" Invalid size {s}"))?;
+    if n == 0 || n > i32::MAX as usize {
+        return Err(format!(" Size should be between 1 and {}", i32::MAX));
+    }
+    Ok(n)
+}
+
+fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
+    (host, port).to_socket_addrs().ok().and_then(|mut a| a.next()).ok_or_else(|| format!("Couldn't resolve {host}"))
+}
+
+fn opts(cli: &Cli, test: Test) -> Result<Opts, String> {
+    let size = match &cli.size {
+        Some(s) => parse_size(s)?,
+        None => test.default_size(),
+    };
+    let iters = cli.iters.unwrap_or(test.default_iters());
+    if iters < 5 {
+        return Err(" Iteration num must be at least 5".into());
+    }
+    if cli.qp > 1 && !test.is_bw() {
+        return Err(" Multiple QPs only available on bandwidth tests".into());
+    }
+    Ok(Opts {
+        test,
+        size,
+        iters,
+        duration: cli.duration,
+        all: cli.all,
+        qps: cli.qp.max(1),
+        tx_depth: cli.tx_depth.unwrap_or(if test.is_bw() { 128 } else { 1 }),
+        rx_depth: cli.rx_depth,
+        cq_mod: cli.cq_mod,
+        outs: cli.outs,
+        gbits: cli.report_gbits,
+        events: cli.events,
+        dev_name: cli.ib_dev.clone(),
+        mpa: cli.mpa.options(),
+        quiet: false,
+        compat_sleep: true,
+    })
+}
+
+fn print_json(line: &JsonLine<'_>) {
+    match serde_json::to_string(line) {
+        Ok(s) => println!("{s}"),
+        Err(e) => eprintln!("json: {e}"),
+    }
+}
+
+fn run_rdma(cli: &Cli, test: Test) -> Result<(), String> {
+    let o = opts(cli, test)?;
+    let role = match &cli.host {
+        Some(h) => Role::Client(resolve(h, cli.port)?),
+        None => Role::Server(rdma::any_addr(cli.port)),
+    };
+    let cpu0 = iwarp::util::cpu_time();
+    let out = rdma::run(&o, role, None)?;
+    let cpu = iwarp::util::cpu_time().saturating_sub(cpu0).as_secs_f64();
+    if cli.json {
+        let role = if cli.host.is_some() { "client" } else { "server" };
+        for r in &out.bw {
+            print_json(&JsonLine {
+                test: test.name(),
+                role,
+                transport: "iwarp",
+                size: r.size,
+                bw: Some(r.into()),
+                lat: None,
+                cpu_seconds: Some(cpu),
+            });
+        }
+        for r in &out.lat {
+            print_json(&JsonLine {
+                test: test.name(),
+                role,
+                transport: "iwarp",
+                size: r.size,
+                bw: None,
+                lat: Some(*r),
+                cpu_seconds: Some(cpu),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn run_tcp(cli: &Cli, lat: bool) -> Result<(), String> {
+    let size = match &cli.size {
+        Some(s) => parse_size(s)?,
+        None if lat => 2,
+        None => 65536,
+    };
+    let iters = cli.iters.unwrap_or(if lat { 1000 } else { 5000 });
+    let amount = tcp::Amount { iters, duration: cli.duration.map(Duration::from_secs) };
+    let wait = if cli.events { tcp::Wait::Block } else { tcp::Wait::BusyPoll };
+    let name = if lat { "tcp_lat" } else { "tcp_bw" };
+    let gbits = cli.report_gbits;
+    match &cli.host {
+        None => {
+            let l = TcpListener::bind(rdma::any_addr(cli.port)).map_err(|e| format!("bind: {e}"))?;
+            println!("\n************************************\n* Waiting for client to connect... *\n************************************");
+            let s = tcp::accept_one(&l).map_err(|e| e.to_string())?;
+            if lat {
+                tcp::lat_server(s, wait).map_err(|e| e.to_string())?;
+            } else {
+                let r = tcp::bw_server(s).map_err(|e| e.to_string())?;
+                println!("{}\n{}\n{}", report::bw_header(gbits), report::bw_line(&r, gbits), report::DASHES);
+                if cli.json {
+                    print_json(&JsonLine {
+                        test: name,
+                        role: "server",
+                        transport: "tcp",
+                        size: r.size,
+                        bw: Some((&r).into()),
+                        lat: None,
+                        cpu_seconds: None,
+                    });
+                }
+            }
+        }
+        Some(h) => {
+            let s = TcpStream::connect(resolve(h, cli.port)?).map_err(|e| format!("connect: {e}"))?;
+            if lat {
+                let r = tcp::lat_client(s, size, amount, wait).map_err(|e| e.to_string())?;
+                println!("{}\n{}\n{}", report::LAT_HEADER, report::lat_line(&r), report::DASHES);
+                if cli.json {
+                    print_json(&JsonLine {
+                        test: name,
+                        role: "client",
+                        transport: "tcp",
+                        size,
+                        bw: None,
+                        lat: Some(r),
+                        cpu_seconds: None,
+                    });
+                }
+            } else {
+                let r = tcp::bw_client(s, size, amount).map_err(|e| e.to_string())?;
+                println!("{}\n{}\n{}", report::bw_header(gbits), report::bw_line(&r, gbits), report::DASHES);
+                if cli.json {
+                    print_json(&JsonLine {
+                        test: name,
+                        role: "client",
+                        transport: "tcp",
+                        size,
+                        bw: Some((&r).into()),
+                        lat: None,
+                        cpu_seconds: None,
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let _ = iwarp::util::raise_fd_limit();
+    let r = match cli.cmd {
+        Cmd::WriteBw => run_rdma(&cli, Test::WriteBw),
+        Cmd::ReadBw => run_rdma(&cli, Test::ReadBw),
+        Cmd::SendBw => run_rdma(&cli, Test::SendBw),
+        Cmd::WriteLat => run_rdma(&cli, Test::WriteLat),
+        Cmd::ReadLat => run_rdma(&cli, Test::ReadLat),
+        Cmd::SendLat => run_rdma(&cli, Test::SendLat),
+        Cmd::TcpBw => run_tcp(&cli, false),
+        Cmd::TcpLat => run_tcp(&cli, true),
+        Cmd::Loopback => loopback::run(&loopback::Config {
+            runs: cli.runs.max(1),
+            tests: cli.tests.clone(),
+            json: cli.json,
+            mpa: cli.mpa.options(),
+            size: cli.size.as_deref().map(parse_size).transpose().unwrap_or(None),
+            iters: cli.iters,
+        }),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}

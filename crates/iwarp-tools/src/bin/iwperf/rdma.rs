@@ -1,0 +1,921 @@
+//! The six perftest tests over iWARP, as client or server, speaking perftest 6.06's `-R`
+//! exchange (`docs/tool-compat.md` §1-3).
+
+use crate::ctrl::{connect_retry, Ctrl, Dest};
+use crate::report::{self, BwResult, LatResult, DASHES};
+use clap::ValueEnum;
+use iwarp::{
+    Access, CompletionQueue, ConnParams, Device, DeviceConfig, MemoryRegion, MpaOptions, ProtectionDomain, QpInit,
+    QueuePair, RecvWr, RemoteAddr, SendWr, Stag, WcOpcode, WcStatus, WorkCompletion,
+};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::mpsc::Sender;
+use std::time::{Duration, Instant};
+
+/// The tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum Test {
+    /// RDMA Write bandwidth.
+    WriteBw,
+    /// RDMA Read bandwidth.
+    ReadBw,
+    /// Send bandwidth.
+    SendBw,
+    /// RDMA Write latency.
+    WriteLat,
+    /// RDMA Read latency.
+    ReadLat,
+    /// Send latency.
+    SendLat,
+}
+
+impl Test {
+    /// perftest's name without the `ib_` prefix.
+    pub fn name(self) -> &'static str {
+        match self {
+            Test::WriteBw => "write_bw",
+            Test::ReadBw => "read_bw",
+            Test::SendBw => "send_bw",
+            Test::WriteLat => "write_lat",
+            Test::ReadLat => "read_lat",
+            Test::SendLat => "send_lat",
+        }
+    }
+    fn title(self) -> &'static str {
+        match self {
+            Test::WriteBw => "RDMA_Write BW Test",
+            Test::ReadBw => "RDMA_Read BW Test",
+            Test::SendBw => "Send BW Test",
+            Test::WriteLat => "RDMA_Write Latency Test",
+            Test::ReadLat => "RDMA_Read Latency Test",
+            Test::SendLat => "Send Latency Test",
+        }
+    }
+    /// A bandwidth test.
+    pub fn is_bw(self) -> bool {
+        matches!(self, Test::WriteBw | Test::ReadBw | Test::SendBw)
+    }
+    fn is_read(self) -> bool {
+        matches!(self, Test::ReadBw | Test::ReadLat)
+    }
+    fn is_send(self) -> bool {
+        matches!(self, Test::SendBw | Test::SendLat)
+    }
+    /// Default message size.
+    pub fn default_size(self) -> usize {
+        if self.is_bw() {
+            65536
+        } else {
+            2
+        }
+    }
+    /// Default iterations (only write_bw differs).
+    pub fn default_iters(self) -> u64 {
+        if self == Test::WriteBw {
+            5000
+        } else {
+            1000
+        }
+    }
+}
+
+/// Everything a run needs.
+#[derive(Debug, Clone)]
+pub struct Opts {
+    /// The test.
+    pub test: Test,
+    /// Message size.
+    pub size: usize,
+    /// Iterations per QP.
+    pub iters: u64,
+    /// Timed run instead.
+    pub duration: Option<u64>,
+    /// All sizes 2 .. 2^23.
+    pub all: bool,
+    /// Data QPs.
+    pub qps: usize,
+    /// Outstanding send WRs.
+    pub tx_depth: usize,
+    /// Receives posted (send tests).
+    pub rx_depth: usize,
+    /// Signal every this many.
+    pub cq_mod: usize,
+    /// Outstanding reads (read tests).
+    pub outs: u16,
+    /// Gb/s columns.
+    pub gbits: bool,
+    /// Sleep in the kernel instead of busy polling (perftest `-e`).
+    pub events: bool,
+    /// Device name to print.
+    pub dev_name: String,
+    /// MPA options.
+    pub mpa: MpaOptions,
+    /// Print nothing (loopback runs).
+    pub quiet: bool,
+    /// Sleep a second after the control connection in write_bw, as perftest does (off for
+    /// loopback runs, where both ends are ours).
+    pub compat_sleep: bool,
+}
+
+/// Where to run.
+#[derive(Debug, Clone, Copy)]
+pub enum Role {
+    /// Listen on this address.
+    Server(SocketAddr),
+    /// Connect to this address.
+    Client(SocketAddr),
+}
+
+/// What a run measured (one entry per size).
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Bandwidth results.
+    pub bw: Vec<BwResult>,
+    /// Latency results.
+    pub lat: Vec<LatResult>,
+}
+
+const CREDIT_LEN: usize = 4;
+
+struct Data {
+    qps: Vec<QueuePair>,
+    cq: CompletionQueue,
+    buf: Vec<MemoryRegion>,
+    credit: Option<MemoryRegion>,
+    slot: usize,
+}
+
+impl Data {
+    /// Our buffer for QP `i`: the first half is the local source/sink, the second half the
+    /// region we advertise (perftest's layout).
+    fn local(&self, i: usize) -> &MemoryRegion {
+        &self.buf[i]
+    }
+    fn advertised_offset(&self) -> usize {
+        self.slot
+    }
+    fn dest(&self, i: usize, test: Test) -> Dest {
+        let (rkey, vaddr) = if test == Test::SendBw {
+            let c = self.credit.as_ref().expect("send_bw has credits");
+            (c.rkey(), c.addr() + (i * CREDIT_LEN) as u64)
+        } else {
+            (self.buf[i].rkey(), self.buf[i].addr() + self.advertised_offset() as u64)
+        };
+        Dest {
+            lid: 0,
+            out_reads: if test.is_read() { 128 } else { 1 },
+            qpn: self.qps[i].qp_num(),
+            psn: fastrand_psn(self.qps[i].qp_num()),
+            rkey,
+            vaddr,
+            gid: [0; 16],
+        }
+    }
+}
+
+fn fastrand_psn(seed: u32) -> u32 {
+    // Printed only: any 24-bit value.
+    (seed.wrapping_mul(2_654_435_761) ^ 0x9e37) & 0x00ff_ffff
+}
+
+fn data_qp(pd: &ProtectionDomain, cq: &CompletionQueue, o: &Opts, client: bool) -> Result<QueuePair, String> {
+    let mut init = QpInit::new(cq, cq);
+    init.cap.max_send_wr = o.tx_depth.max(1) + 8;
+    init.cap.max_recv_wr = o.rx_depth.max(1) + 8;
+    init.cap.max_send_sge = 1;
+    init.cap.max_recv_sge = 1;
+    init.cap.max_inline_data = 64;
+    // Busy polling drives a queue pair only while its side polls the data CQ during the data
+    // phase. A side that waits in the control channel instead (the write/read servers) leaves
+    // its queue pair to the event loop.
+    let polls = match o.test {
+        Test::WriteLat | Test::SendLat | Test::SendBw => true,
+        Test::ReadLat | Test::WriteBw | Test::ReadBw => client,
+    };
+    init.progress = if polls && !o.events { iwarp::Progress::Poll } else { iwarp::Progress::Thread };
+    pd.create_qp(&init).map_err(|e| format!("Couldn't create QP: {e}"))
+}
+
+fn data_params(o: &Opts) -> ConnParams {
+    // IRD/ORD: the outstanding reads for read tests, 0 otherwise (perftest -R).
+    let rd = if o.test.is_read() { o.outs } else { 0 };
+    ConnParams {
+        responder_resources: rd,
+        initiator_depth: rd,
+        mpa: o.mpa.clone(),
+        // perftest's write_lat server (the MPA responder) writes first; by then several control
+        // round trips have passed, so the initiator is long done with MPA.
+        responder_sends_first: o.test == Test::WriteLat,
+        ..Default::default()
+    }
+}
+
+fn max_size(o: &Opts) -> usize {
+    if o.all {
+        1 << 23
+    } else {
+        o.size
+    }
+}
+
+fn alloc_data(
+    dev: &Device,
+    pd: &ProtectionDomain,
+    o: &Opts,
+    qps: Vec<QueuePair>,
+    cq: CompletionQueue,
+) -> Result<Data, String> {
+    let slot = max_size(o).max(4096);
+    let access = Access::LOCAL_WRITE | Access::REMOTE_WRITE | Access::REMOTE_READ;
+    let mut buf = Vec::new();
+    for _ in 0..qps.len() {
+        let m = pd.reg_mr(2 * slot, access).map_err(|e| format!("Couldn't allocate MR: {e}"))?;
+        if o.test != Test::WriteLat {
+            // Random-looking contents, as perftest's rand() fill.
+            let mut rng = fastrand::Rng::with_seed(0x1234);
+            let v: Vec<u8> = (0..2 * slot).map(|_| rng.u8(..)).collect();
+            m.write(0, &v).map_err(|e| e.to_string())?;
+        }
+        buf.push(m);
+    }
+    let credit = if o.test == Test::SendBw {
+        Some(pd.reg_mr(CREDIT_LEN * qps.len(), Access::LOCAL_WRITE | Access::REMOTE_WRITE).map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
+    let _ = dev;
+    Ok(Data { qps, cq, buf, credit, slot })
+}
+
+/// Runs one test in one role. `bound` receives the listening port (for loopback runs).
+pub fn run(o: &Opts, role: Role, bound: Option<Sender<u16>>) -> Result<Outcome, String> {
+    let dev = Device::open(DeviceConfig::default()).map_err(|e| e.to_string())?;
+    let pd = dev.alloc_pd();
+    let client = matches!(role, Role::Client(_));
+    let (mut ctrl, listener) = match role {
+        Role::Client(addr) => (Ctrl::connect(&dev, &pd, addr, &o.mpa)?, None),
+        Role::Server(addr) => {
+            if !o.quiet {
+                println!("\n************************************\n* Waiting for client to connect... *\n************************************");
+            }
+            let l = dev.listen(addr, 16).map_err(|e| format!(" Unable to bind: {e}"))?;
+            l.set_mpa_options(o.mpa.clone());
+            if let Some(tx) = bound {
+                let _ = tx.send(l.local_addr().port());
+            }
+            let req = l.get_request(None).map_err(|e| e.to_string())?;
+            (Ctrl::accept(&dev, &pd, req, &o.mpa)?, Some(l))
+        }
+    };
+    if o.test == Test::WriteBw && o.compat_sleep {
+        // perftest's ib_write_bw sleeps a second after the control connection.
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let cycle = ctrl.preamble()?;
+    // ctrl 5: zeros; then the data connections. Our listener stays open, so a fast client
+    // cannot be refused.
+    ctrl.exchange_dest(&Dest::default())?;
+    let cq = dev.create_cq(4 * (o.tx_depth + o.rx_depth + 16) * o.qps).map_err(|e| e.to_string())?;
+    let mut qps = Vec::new();
+    for _ in 0..o.qps {
+        let qp = data_qp(&pd, &cq, o, client)?;
+        if o.test.is_send() && !client {
+            // Server-side receives are posted before ctrl 10; nothing arrives before then.
+        }
+        qps.push(qp);
+    }
+    match (role, &listener) {
+        (Role::Client(addr), _) => {
+            for qp in &mut qps {
+                *qp = connect_retry(|| data_qp(&pd, &cq, o, client), addr, &data_params(o))
+                    .map_err(|e| format!("Failed to connect through RDMA CM: {e}"))?;
+            }
+        }
+        (Role::Server(_), Some(l)) => {
+            for qp in &qps {
+                let req = l.get_request(Some(Duration::from_secs(60))).map_err(|e| format!("data connection: {e}"))?;
+                req.accept(qp, &data_params(o)).map_err(|e| e.to_string())?;
+                qp.wait_established(Duration::from_secs(30)).map_err(|e| e.to_string())?;
+            }
+        }
+        _ => unreachable!("a server has a listener"),
+    }
+    ctrl.exchange_dest(&Dest::default())?;
+    let data = alloc_data(&dev, &pd, o, qps, cq)?;
+    let q = data.qps.len();
+    let mine: Vec<Dest> = (0..q).map(|i| data.dest(i, o.test)).collect();
+    let mut peer = vec![Dest::default(); q];
+    // Rounds before the data phase (docs/tool-compat.md §2).
+    let per_qp = |ctrl: &mut Ctrl, peer: &mut Vec<Dest>| -> Result<(), String> {
+        for i in 0..q {
+            peer[i] = ctrl.exchange_dest(&mine[i])?;
+        }
+        Ok(())
+    };
+    let sync = |ctrl: &mut Ctrl| ctrl.exchange_dest(&mine[0]).map(|_| ());
+    match o.test {
+        Test::WriteBw | Test::ReadBw => {
+            per_qp(&mut ctrl, &mut peer)?;
+            per_qp(&mut ctrl, &mut peer)?;
+            sync(&mut ctrl)?;
+        }
+        Test::SendBw | Test::SendLat => {
+            per_qp(&mut ctrl, &mut peer)?;
+            sync(&mut ctrl)?;
+            per_qp(&mut ctrl, &mut peer)?;
+        }
+        Test::WriteLat | Test::ReadLat => {
+            sync(&mut ctrl)?;
+            per_qp(&mut ctrl, &mut peer)?;
+            per_qp(&mut ctrl, &mut peer)?;
+        }
+    }
+    if !o.quiet {
+        print_header(o, client, &mine, &peer);
+    }
+    // Receives go up before the last sync (send tests).
+    let sizes: Vec<usize> = if o.all { (1..=23).map(|e| 1usize << e).collect() } else { vec![o.size] };
+    let rx_depth = rx_depth_for(o);
+    if o.test.is_send() && (!client || o.test == Test::SendLat) {
+        post_receives(&data, sizes[0], rx_depth, cycle)?;
+    }
+    if o.test != Test::WriteBw && o.test != Test::ReadBw {
+        sync(&mut ctrl)?;
+    }
+    let mut out = Outcome::default();
+    let cpu0 = iwarp::util::cpu_time();
+    for (k, &size) in sizes.iter().enumerate() {
+        if k > 0 && o.test.is_send() {
+            // send tests: per size, re-post and sync before the run.
+            if !client || o.test == Test::SendLat {
+                post_receives(&data, size, rx_depth, cycle)?;
+            }
+            sync(&mut ctrl)?;
+        }
+        match o.test {
+            Test::WriteBw | Test::ReadBw if client => out.bw.push(bw_client(o, &data, &peer, size, cycle)?),
+            Test::WriteBw | Test::ReadBw => {}
+            Test::SendBw if client => out.bw.push(send_bw_client(o, &data, size, rx_depth, cycle)?),
+            Test::SendBw => out.bw.push(send_bw_server(o, &data, &peer, size, rx_depth, cycle)?),
+            Test::WriteLat => out.lat.push(write_lat(o, &data, &peer, size, client)?),
+            Test::ReadLat if client => out.lat.push(read_lat(o, &data, &peer, size)?),
+            Test::ReadLat => {}
+            Test::SendLat => out.lat.push(send_lat(o, &data, size, client, rx_depth, cycle)?),
+        }
+        if o.test.is_send() && k + 1 < sizes.len() {
+            sync(&mut ctrl)?;
+        }
+    }
+    let cpu = iwarp::util::cpu_time().saturating_sub(cpu0);
+    // Rounds after the data phase.
+    match o.test {
+        Test::WriteBw | Test::ReadBw => {
+            sync(&mut ctrl)?;
+            let mine = out.bw.last().copied();
+            let theirs = exchange_report(&mut ctrl, client, mine.as_ref(), o.gbits)?;
+            if !client {
+                out.bw.push(theirs);
+            }
+            sync(&mut ctrl)?;
+        }
+        Test::SendBw | Test::ReadLat | Test::SendLat => sync(&mut ctrl)?,
+        Test::WriteLat => {}
+    }
+    if !o.quiet {
+        print_results(o, client, &out);
+    }
+    let _ = cpu;
+    for qp in &data.qps {
+        qp.disconnect();
+    }
+    ctrl.close();
+    Ok(out)
+}
+
+fn rx_depth_for(o: &Opts) -> usize {
+    // perftest: RX depth clipped to the iterations, then rounded up to even.
+    let d = (o.rx_depth as u64).min(o.iters).max(1) as usize;
+    d + d % 2
+}
+
+/// perftest's buffer slot for message `i`: small messages cycle through the buffer.
+fn slot_offset(size: usize, cycle: usize, i: u64) -> usize {
+    if size <= cycle / 2 {
+        let slot = size.max(64);
+        let n = (cycle / slot).max(1) as u64;
+        (i % n) as usize * slot
+    } else {
+        0
+    }
+}
+
+fn post_receives(data: &Data, size: usize, depth: usize, cycle: usize) -> Result<(), String> {
+    for (i, qp) in data.qps.iter().enumerate() {
+        let mr = data.local(i);
+        let wrs: Vec<RecvWr<'_>> = (0..depth)
+            .map(|k| RecvWr::new(((i as u64) << 40) | k as u64, &[mr.sge(slot_offset(size, cycle, k as u64), size)]))
+            .collect();
+        qp.post_recv(&wrs).map_err(|e| format!("Couldn't post receive: {e}"))?;
+    }
+    Ok(())
+}
+
+fn wait_cq(o: &Opts, cq: &CompletionQueue, wc: &mut [WorkCompletion]) -> usize {
+    if o.events {
+        cq.wait(wc, Some(Duration::from_millis(100)))
+    } else {
+        cq.poll(wc)
+    }
+}
+
+fn check(c: &WorkCompletion) -> Result<(), String> {
+    if c.status != WcStatus::Success {
+        return Err(format!(" Completion with error at client/server: status {:?} (qp {})", c.status, c.qp_num));
+    }
+    Ok(())
+}
+
+fn qp_index(data: &Data, qp_num: u32) -> usize {
+    data.qps.iter().position(|q| q.qp_num() == qp_num).unwrap_or(0)
+}
+
+/// write_bw / read_bw, posting side.
+fn bw_client(o: &Opts, data: &Data, peer: &[Dest], size: usize, cycle: usize) -> Result<BwResult, String> {
+    let q = data.qps.len();
+    let iters = if o.duration.is_some() { u64::MAX } else { o.iters };
+    let depth = o.tx_depth.max(1).min(iters.min(1 << 20) as usize);
+    let cq_mod = effective_cq_mod(o, size, depth);
+    let peak_on = o.duration.is_none() && o.iters <= 20_000;
+    let mut posted = vec![0u64; q];
+    let mut done = vec![0u64; q];
+    let mut tposted: Vec<Vec<Instant>> = vec![Vec::new(); q];
+    let mut tdone: Vec<Vec<(u64, Instant)>> = vec![Vec::new(); q];
+    let mut wc = vec![WorkCompletion::default(); 64];
+    let start = Instant::now();
+    let (deadline, window) = duration_window(o, start);
+    let mut counted = 0u64;
+    let mut stop = false;
+    loop {
+        for i in 0..q {
+            let room = depth as u64 - (posted[i] - done[i]);
+            let n = room.min(iters - posted[i]);
+            if n == 0 || stop {
+                continue;
+            }
+            let mr = data.local(i);
+            let remote_base = RemoteAddr { stag: Stag(peer[i].rkey), to: peer[i].vaddr };
+            let mut wrs = Vec::with_capacity(n as usize);
+            for k in posted[i]..posted[i] + n {
+                let off = slot_offset(size, cycle, k);
+                let remote = RemoteAddr { stag: remote_base.stag, to: remote_base.to + off as u64 };
+                let signaled = (k + 1) % cq_mod as u64 == 0 || k + 1 == iters;
+                let id = ((i as u64) << 40) | k;
+                let wr = if o.test == Test::ReadBw {
+                    SendWr::read(id, mr.sge(off, size), remote)
+                } else {
+                    SendWr::write(id, &[mr.sge(off, size)], remote)
+                };
+                wrs.push(wr.signaled(signaled));
+            }
+            if peak_on {
+                let now = Instant::now();
+                tposted[i].extend(std::iter::repeat_n(now, n as usize));
+            }
+            data.qps[i].post_send(&wrs).map_err(|e| format!("Couldn't post send: {e}"))?;
+            posted[i] += n;
+        }
+        let n = wait_cq(o, &data.cq, &mut wc);
+        let now = Instant::now();
+        for c in &wc[..n] {
+            check(c)?;
+            let i = (c.wr_id >> 40) as usize;
+            let k = c.wr_id & ((1 << 40) - 1);
+            let newly = k + 1 - done[i];
+            done[i] = k + 1;
+            if peak_on {
+                tdone[i].push((k, now));
+            }
+            if window.is_some_and(|(a, b)| now >= a && now < b) {
+                counted += newly;
+            }
+        }
+        if deadline.is_some_and(|d| now >= d) {
+            stop = true;
+        }
+        let all_done = (0..q).all(|i| done[i] == posted[i]) && (stop || (0..q).all(|i| posted[i] == iters));
+        if all_done {
+            break;
+        }
+    }
+    let end = Instant::now();
+    if let Some((a, b)) = window {
+        return Ok(BwResult::new(size, counted, b.duration_since(a), 0.0));
+    }
+    let mut peak = 0.0f64;
+    if peak_on {
+        // perftest: the best per-message time over windows from a post to a signalled completion.
+        for i in 0..q {
+            let mut best = f64::MAX;
+            for (j, tj) in &tdone[i] {
+                for (p, tp) in tposted[i].iter().enumerate().take(*j as usize + 1).step_by(cq_mod.max(1)) {
+                    let t = tj.saturating_duration_since(*tp).as_secs_f64() / (*j as f64 - p as f64 + 1.0);
+                    if t > 0.0 && t < best {
+                        best = t;
+                    }
+                }
+            }
+            if best < f64::MAX {
+                peak += size as f64 / best;
+            }
+        }
+    }
+    Ok(BwResult::new(size, posted.iter().sum(), end.duration_since(start), peak))
+}
+
+fn effective_cq_mod(o: &Opts, size: usize, depth: usize) -> usize {
+    let m = if o.cq_mod == 0 {
+        if size > 8192 && !o.all {
+            1
+        } else {
+            100
+        }
+    } else {
+        o.cq_mod
+    };
+    m.clamp(1, depth.max(1))
+}
+
+/// `(stop posting at, counting window)` for `-D`: the window skips a margin of a quarter of
+/// the duration at each end.
+fn duration_window(o: &Opts, start: Instant) -> (Option<Instant>, Option<(Instant, Instant)>) {
+    match o.duration {
+        None => (None, None),
+        Some(d) => {
+            let margin = Duration::from_secs(d / 4);
+            let total = Duration::from_secs(d);
+            (Some(start + total), Some((start + margin, start + total - margin)))
+        }
+    }
+}
+
+/// send_bw, sending side: paced by the server's receive credits.
+fn send_bw_client(o: &Opts, data: &Data, size: usize, rx_depth: usize, cycle: usize) -> Result<BwResult, String> {
+    let q = data.qps.len();
+    let iters = if o.duration.is_some() { u64::MAX } else { o.iters };
+    let depth = o.tx_depth.max(1).min(iters.min(1 << 20) as usize);
+    let cq_mod = effective_cq_mod(o, size, depth);
+    let credit = data.credit.as_ref().expect("send_bw credit region");
+    let mut posted = vec![0u64; q];
+    let mut done = vec![0u64; q];
+    let mut wc = vec![WorkCompletion::default(); 64];
+    let start = Instant::now();
+    let (deadline, window) = duration_window(o, start);
+    let mut counted = 0u64;
+    let mut stop = false;
+    loop {
+        for i in 0..q {
+            let mut c = [0u8; 4];
+            credit.read(i * CREDIT_LEN, &mut c).map_err(|e| e.to_string())?;
+            // The server writes its cumulative receive count, little-endian.
+            let credits = u64::from(u32::from_le_bytes(c));
+            let by_credit = (credits + rx_depth as u64).saturating_sub(posted[i]);
+            let room = (depth as u64 - (posted[i] - done[i])).min(by_credit);
+            let n = room.min(iters - posted[i]);
+            if n == 0 || stop {
+                continue;
+            }
+            let mr = data.local(i);
+            let wrs: Vec<SendWr<'_>> = (posted[i]..posted[i] + n)
+                .map(|k| {
+                    let signaled = (k + 1) % cq_mod as u64 == 0 || k + 1 == iters;
+                    SendWr::send(((i as u64) << 40) | k, &[mr.sge(slot_offset(size, cycle, k), size)])
+                        .signaled(signaled)
+                })
+                .collect();
+            data.qps[i].post_send(&wrs).map_err(|e| format!("Couldn't post send: {e}"))?;
+            posted[i] += n;
+        }
+        let n = wait_cq(o, &data.cq, &mut wc);
+        let now = Instant::now();
+        for c in &wc[..n] {
+            check(c)?;
+            if c.opcode != WcOpcode::Send {
+                continue;
+            }
+            let i = (c.wr_id >> 40) as usize;
+            let k = c.wr_id & ((1 << 40) - 1);
+            let newly = k + 1 - done[i];
+            done[i] = k + 1;
+            if window.is_some_and(|(a, b)| now >= a && now < b) {
+                counted += newly;
+            }
+        }
+        if deadline.is_some_and(|d| now >= d) {
+            stop = true;
+        }
+        if (0..q).all(|i| done[i] == posted[i]) && (stop || (0..q).all(|i| posted[i] == iters)) {
+            break;
+        }
+    }
+    if let Some((a, b)) = window {
+        return Ok(BwResult::new(size, counted, b.duration_since(a), 0.0));
+    }
+    Ok(BwResult::new(size, posted.iter().sum(), start.elapsed(), 0.0))
+}
+
+/// send_bw, receiving side: counts receives, re-posts, and writes credits.
+fn send_bw_server(
+    o: &Opts,
+    data: &Data,
+    peer: &[Dest],
+    size: usize,
+    rx_depth: usize,
+    cycle: usize,
+) -> Result<BwResult, String> {
+    let q = data.qps.len();
+    let iters = if o.duration.is_some() { u64::MAX } else { o.iters };
+    let credit_cnt = (rx_depth / 3).max(1) as u64;
+    let mut got = vec![0u64; q];
+    let mut reposted = vec![rx_depth as u64; q];
+    let mut wc = vec![WorkCompletion::default(); 64];
+    let mut first: Option<Instant> = None;
+    let mut last = Instant::now();
+    let mut idle_since = Instant::now();
+    let mut wr = 1u64 << 62;
+    loop {
+        let n = wait_cq(o, &data.cq, &mut wc);
+        if n > 0 {
+            idle_since = Instant::now();
+        }
+        for c in &wc[..n] {
+            check(c)?;
+            if c.opcode != WcOpcode::Recv {
+                continue;
+            }
+            let now = Instant::now();
+            first.get_or_insert(now);
+            last = now;
+            let i = qp_index(data, c.qp_num);
+            got[i] += 1;
+            if reposted[i] < iters {
+                let k = reposted[i];
+                let mr = data.local(i);
+                data.qps[i]
+                    .post_recv(&[RecvWr::new(((i as u64) << 40) | k, &[mr.sge(slot_offset(size, cycle, k), size)])])
+                    .map_err(|e| format!("Couldn't post receive: {e}"))?;
+                reposted[i] += 1;
+            }
+            if got[i].is_multiple_of(credit_cnt) {
+                // perftest's iWARP flow control: the cumulative count, little-endian, into the
+                // client's credit slot for this QP.
+                let v = (got[i] as u32).to_le_bytes();
+                wr += 1;
+                data.qps[i]
+                    .post_send(&[SendWr::write_inline(
+                        wr,
+                        &v,
+                        RemoteAddr { stag: Stag(peer[i].rkey), to: peer[i].vaddr },
+                    )
+                    .unsignaled()])
+                    .map_err(|e| format!("Couldn't post credit write: {e}"))?;
+            }
+        }
+        if (0..q).all(|i| got[i] >= iters) {
+            break;
+        }
+        if o.duration.is_some() && first.is_some() && idle_since.elapsed() > Duration::from_millis(500) {
+            break;
+        }
+    }
+    let total: u64 = got.iter().sum();
+    Ok(BwResult::new(size, total, first.map_or(Duration::ZERO, |f| last.duration_since(f)), 0.0))
+}
+
+fn wait_byte(o: &Opts, data: &Data, mr: &MemoryRegion, at: usize, want: u8) -> Result<(), String> {
+    let mut b = [0u8; 1];
+    let mut wc = [WorkCompletion::default(); 4];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        mr.read(at, &mut b).map_err(|e| e.to_string())?;
+        if b[0] == want {
+            return Ok(());
+        }
+        // Drive manual-progress queue pairs (and catch errors) while spinning.
+        let n = data.cq.poll(&mut wc);
+        for c in &wc[..n] {
+            check(c)?;
+        }
+        if o.events {
+            std::thread::yield_now();
+        }
+        if Instant::now() > deadline {
+            return Err("timed out waiting for the peer's Write".into());
+        }
+    }
+}
+
+fn wait_one(o: &Opts, data: &Data, want: WcOpcode) -> Result<(), String> {
+    let mut wc = [WorkCompletion::default(); 1];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if wait_cq(o, &data.cq, &mut wc) == 1 {
+            check(&wc[0])?;
+            if wc[0].opcode == want {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(format!("timed out waiting for a {want:?} completion"));
+        }
+    }
+}
+
+/// write_lat: ping-pong of Writes, detected by polling the last byte; the server writes first.
+fn write_lat(o: &Opts, data: &Data, peer: &[Dest], size: usize, client: bool) -> Result<LatResult, String> {
+    let mr = data.local(0);
+    let qp = &data.qps[0];
+    let remote = RemoteAddr { stag: Stag(peer[0].rkey), to: peer[0].vaddr };
+    let poll_at = data.advertised_offset() + size - 1;
+    let iters = o.iters;
+    let mut stamps = Vec::with_capacity(iters as usize);
+    let (mut scnt, mut rcnt) = (0u64, 0u64);
+    let start = Instant::now();
+    let deadline = o.duration.map(|d| start + Duration::from_secs(d));
+    while scnt < iters || rcnt < iters {
+        if rcnt < iters && (client || scnt >= 1) {
+            rcnt += 1;
+            wait_byte(o, data, mr, poll_at, rcnt as u8)?;
+        }
+        if scnt < iters {
+            scnt += 1;
+            mr.write(size - 1, &[scnt as u8]).map_err(|e| e.to_string())?;
+            stamps.push(Instant::now());
+            qp.post_send(&[SendWr::write(scnt, &[mr.sge(0, size)], remote)]).map_err(|e| e.to_string())?;
+            wait_one(o, data, WcOpcode::RdmaWrite)?;
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) && scnt == rcnt {
+            break;
+        }
+    }
+    Ok(lat_from_stamps(size, iters, &stamps, true))
+}
+
+/// perftest's samples: differences of consecutive post times; it prints the iteration count.
+fn lat_from_stamps(size: usize, iters: u64, stamps: &[Instant], halve: bool) -> LatResult {
+    let deltas: Vec<Duration> = stamps.windows(2).map(|w| w[1].duration_since(w[0])).collect();
+    LatResult { iters, ..LatResult::from_round_trips(size, &deltas, halve) }
+}
+
+/// read_lat, client: one Read at a time.
+fn read_lat(o: &Opts, data: &Data, peer: &[Dest], size: usize) -> Result<LatResult, String> {
+    let mr = data.local(0);
+    let qp = &data.qps[0];
+    let remote = RemoteAddr { stag: Stag(peer[0].rkey), to: peer[0].vaddr };
+    let mut stamps = Vec::with_capacity(o.iters as usize + 1);
+    let start = Instant::now();
+    let deadline = o.duration.map(|d| start + Duration::from_secs(d));
+    for k in 0..o.iters {
+        stamps.push(Instant::now());
+        qp.post_send(&[SendWr::read(k, mr.sge(0, size), remote)]).map_err(|e| e.to_string())?;
+        wait_one(o, data, WcOpcode::RdmaRead)?;
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+    }
+    let n = stamps.len() as u64;
+    stamps.push(Instant::now());
+    Ok(lat_from_stamps(size, n, &stamps, false))
+}
+
+/// send_lat: ping-pong of Sends; the client sends first.
+fn send_lat(
+    o: &Opts,
+    data: &Data,
+    size: usize,
+    client: bool,
+    rx_depth: usize,
+    cycle: usize,
+) -> Result<LatResult, String> {
+    let mr = data.local(0);
+    let qp = &data.qps[0];
+    let iters = o.iters;
+    let mut posted_recv = rx_depth as u64;
+    let mut stamps = Vec::with_capacity(iters as usize);
+    let (mut scnt, mut rcnt) = (0u64, 0u64);
+    let start = Instant::now();
+    let deadline = o.duration.map(|d| start + Duration::from_secs(d));
+    while scnt < iters || rcnt < iters {
+        if rcnt < iters && (!client || scnt >= 1) {
+            wait_one(o, data, WcOpcode::Recv)?;
+            rcnt += 1;
+            if posted_recv < iters {
+                qp.post_recv(&[RecvWr::new(posted_recv, &[mr.sge(slot_offset(size, cycle, posted_recv), size)])])
+                    .map_err(|e| e.to_string())?;
+                posted_recv += 1;
+            }
+        }
+        if scnt < iters {
+            stamps.push(Instant::now());
+            qp.post_send(&[SendWr::send(scnt, &[mr.sge(data.advertised_offset(), size)])])
+                .map_err(|e| e.to_string())?;
+            scnt += 1;
+            wait_one(o, data, WcOpcode::Send)?;
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) && scnt == rcnt {
+            break;
+        }
+    }
+    Ok(lat_from_stamps(size, scnt, &stamps, true))
+}
+
+/// The five report messages (bw tests): the client's figures count; a server sends zeros.
+fn exchange_report(ctrl: &mut Ctrl, client: bool, mine: Option<&BwResult>, gbits: bool) -> Result<BwResult, String> {
+    let (size, iters, peak, avg, rate) = match (client, mine) {
+        (true, Some(r)) => (
+            r.size as u64,
+            r.iters,
+            report::bw_unit(r.peak_bytes_per_s, gbits),
+            report::bw_unit(r.bytes_per_s(), gbits),
+            r.mpps(),
+        ),
+        _ => (0, 0, 0.0, 0.0, 0.0),
+    };
+    let s = ctrl.exchange(&size.to_be_bytes())?;
+    let i = ctrl.exchange(&iters.to_be_bytes())?;
+    let p = ctrl.exchange(&peak.to_bits().to_be_bytes())?;
+    let a = ctrl.exchange(&avg.to_bits().to_be_bytes())?;
+    let m = ctrl.exchange(&rate.to_bits().to_be_bytes())?;
+    let u = |v: &[u8]| v.get(..8).map_or(0, |b| u64::from_be_bytes(b.try_into().expect("8 bytes")));
+    let f = |v: &[u8]| f64::from_bits(u(v));
+    let (size, iters, peak, avg, rate) = (u(&s) as usize, u(&i), f(&p), f(&a), f(&m));
+    // Rebuild a result from the peer's figures (in its unit) for printing.
+    let to_bytes = |x: f64| if gbits { x * 1e9 / 8.0 } else { x * 1_048_576.0 };
+    let seconds = if avg > 0.0 { size as f64 * iters as f64 / to_bytes(avg) } else { 0.0 };
+    let _ = rate;
+    Ok(BwResult { size, iters, seconds, peak_bytes_per_s: to_bytes(peak) })
+}
+
+fn print_header(o: &Opts, client: bool, mine: &[Dest], peer: &[Dest]) {
+    println!("{DASHES}");
+    println!("                    {}", o.test.title());
+    println!(" Dual-port       : OFF\t\tDevice         : {}", o.dev_name);
+    println!(" Number of qps   : {}\t\tTransport type : IW", o.qps);
+    println!(" Connection type : RC\t\tUsing SRQ      : OFF");
+    println!(" PCIe relax order: {}", if o.test == Test::WriteLat { "OFF" } else { "ON" });
+    println!(" ibv_wr* API     : OFF");
+    if client {
+        println!(" TX depth        : {}", o.tx_depth.min(o.iters as usize).max(1));
+    }
+    if o.test.is_send() && !client && o.test.is_bw() {
+        println!(" RX depth        : {}", rx_depth_for(o));
+    }
+    if o.test.is_bw() {
+        println!(" CQ Moderation   : {}", effective_cq_mod(o, o.size, o.tx_depth.min(o.iters as usize).max(1)));
+    }
+    println!(" Mtu             : 1024[B]");
+    println!(" Link type       : Ethernet");
+    println!(" GID index       : 0");
+    if o.test.is_read() {
+        println!(" Outstand reads  : {}", o.outs);
+    } else {
+        println!(" Max inline data : 0[B]");
+    }
+    println!(" rdma_cm QPs\t : ON");
+    println!(" Data ex. method : rdma_cm");
+    println!("{DASHES}");
+    for d in mine {
+        println!("{}", d.describe("local"));
+    }
+    for d in peer {
+        println!("{}", d.describe("remote"));
+    }
+    println!("{DASHES}");
+}
+
+fn print_results(o: &Opts, client: bool, out: &Outcome) {
+    if o.test.is_bw() {
+        println!("{}", report::bw_header(o.gbits));
+        for r in &out.bw {
+            println!("{}", report::bw_line(r, o.gbits));
+        }
+    } else if o.test == Test::ReadLat && !client {
+        // perftest's read_lat server prints no table.
+    } else if o.duration.is_some() {
+        println!("{}", report::LAT_DUR_HEADER);
+        for r in &out.lat {
+            println!("{}", report::lat_dur_line(r.size, r.iters, r.t_avg));
+        }
+    } else {
+        println!("{}", report::LAT_HEADER);
+        for r in &out.lat {
+            println!("{}", report::lat_line(r));
+        }
+    }
+    println!("{DASHES}");
+}
+
+/// The address a server binds when given none.
+pub fn any_addr(port: u16) -> SocketAddr {
+    SocketAddr::new(IpAddr::from([0, 0, 0, 0]), port)
+}
