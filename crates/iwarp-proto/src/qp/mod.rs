@@ -430,6 +430,10 @@ impl Qp {
         if w.op.is_rfc7306() && !rfc7306 {
             return Err(PostError::NotSupportedByPeer);
         }
+        // RFC 6581 §9.1: with an outbound read depth of 0 no Read or atomic may be issued.
+        if w.op.awaits_response() && self.link.is_some_and(|l| l.ord == 0) {
+            return Err(PostError::NoReadCredits);
+        }
         let len = w.payload.len();
         if len > u64::from(u32::MAX) {
             return Err(PostError::InvalidLength);

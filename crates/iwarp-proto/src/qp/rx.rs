@@ -371,10 +371,17 @@ impl Qp {
                 self.rx.dest = Dest::None;
             }
             Opcode::ReadRequest => {
-                // A zero-length Read RTR is answered with a zero-length Read Response.
+                // A zero-length Read RTR is answered with a zero-length Read Response. It is part
+                // of connection setup, so it is served even where IRD is 0.
                 if let Placement::Untagged { msn, mo, .. } = seg.placement {
-                    self.untagged_header(h, seg, msn, mo, payload_len);
+                    if msn != self.rx.msn[1] {
+                        return self.fail(TerminateCause::UntaggedBuffer(UntaggedBuffer::MsnRange), Some(h), None);
+                    }
+                    if mo != 0 || Some(payload_len) != seg.opcode.fixed_body_len() {
+                        return self.fail(TerminateCause::RemoteOperation(RemoteOperation::Unspecified), Some(h), None);
+                    }
                 }
+                self.rx.dest = Dest::Body;
             }
             _ => self.rx.dest = Dest::None,
         }
@@ -543,8 +550,9 @@ impl Qp {
                     return self.fail(unspecified, Some(h), None);
                 }
                 let ird = self.link.map_or(0, |l| l.ird) as usize;
-                // An RDMA Read beyond the IRD we announced (siw: remote operation, code 7).
-                if self.tx.responses_pending() >= ird.max(1) {
+                // An RDMA Read beyond the IRD we announced, IRD 0 included (siw: remote
+                // operation, code 7).
+                if self.tx.responses_pending() >= ird {
                     return self.fail(
                         TerminateCause::RemoteOperation(RemoteOperation::CatastrophicStream),
                         Some(h),

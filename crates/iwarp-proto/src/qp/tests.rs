@@ -697,3 +697,42 @@ fn disconnect_flushes_unstarted_work_after_framed_work_still_unsent() {
     assert_eq!(p.a.state(), QpState::Error);
     assert_eq!(p.a.send_outstanding(), 0);
 }
+
+#[test]
+fn ird_and_ord_of_zero_allow_no_reads() {
+    // ORD 0: posting a Read or an atomic fails at once.
+    let mut p = Pair::with(
+        LinkParams { ord: 0, ..link(Startup::Initiator { rtr: None }) },
+        link(Startup::Responder { rtr: None, send_first: false }),
+    );
+    let m = p.mr(64, Access::LOCAL_WRITE | Access::REMOTE_READ);
+    let rd = send_wr(1, SendOp::Read(remote(&m, 0)), vec![sge(&m, 0, 8)]);
+    assert_eq!(p.a.post_send([rd]), Err(PostError::NoReadCredits));
+    // IRD 0: an inbound Read Request is beyond IRD.
+    let (_, cause, _) = {
+        let mut q = Pair::with(
+            link(Startup::Initiator { rtr: None }),
+            LinkParams { ird: 0, ..link(Startup::Responder { rtr: None, send_first: false }) },
+        );
+        let src = q.mr(64, Access::REMOTE_READ);
+        let mut peer = RawPeer::new();
+        let rr = ReadRequest {
+            sink_stag: Stag(0x100),
+            sink_to: TaggedOffset(0),
+            size: 8,
+            src_stag: src.stag(),
+            src_to: TaggedOffset(src.base()),
+        };
+        q.b.receive_copy(&peer.fpdu(
+            SegmentHeader::untagged(Opcode::ReadRequest, true, Msn(1), 0),
+            &rr.to_bytes(),
+            &[],
+        ));
+        let mut out = Vec::new();
+        q.b.transmit_copy(&mut out, usize::MAX);
+        let (h, body) = peer.decode(&out).last().cloned().unwrap();
+        assert_eq!(h.opcode, Opcode::Terminate);
+        (q, TerminateMessage::parse(&body).unwrap().rfc.cause, body)
+    };
+    assert_eq!(cause, TerminateCause::RemoteOperation(RemoteOperation::CatastrophicStream));
+}

@@ -608,7 +608,7 @@ impl Qp {
             return false;
         }
         // RFC 5040 §5.2: never exceed the negotiated outbound read depth.
-        !(w.op.awaits_response() && self.tx.orq.len() >= ord.max(1))
+        !(w.op.awaits_response() && self.tx.orq.len() >= ord)
     }
 
     fn take_msn(&mut self, qn: usize) -> Msn {

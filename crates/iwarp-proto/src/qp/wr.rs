@@ -186,6 +186,10 @@ pub enum PostError {
     /// The queue pair uses a shared receive queue: post there.
     #[error("queue pair uses a shared receive queue")]
     UsesSrq,
+    /// The connection negotiated an outbound read depth (ORD) of 0: no RDMA Read or atomic
+    /// may be issued on it (ask for one with `initiator_depth` when connecting or accepting).
+    #[error("RDMA Read or atomic on a connection whose negotiated ORD is 0")]
+    NoReadCredits,
 }
 
 /// Completion status (the verbs `ibv_wc_status` values that apply).
