@@ -2,3 +2,4 @@
 #![forbid(unsafe_code)]
 
 pub mod mpa_args;
+pub mod shared_port;

@@ -7,6 +7,7 @@ use crate::qp::QueuePair;
 use crate::runtime::{Entry, WorkerShared};
 use crate::sys::EventFd;
 use iwarp_proto::cm::{ConnectRequest as CmRequest, MpaConfig, Responder};
+use iwarp_wire::mpa::rr::{match_key, FrameKind, KeyMatch, KEY_LEN};
 use iwarp_wire::mpa::RtrTypes;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Token};
@@ -105,8 +106,81 @@ impl ConnParams {
 /// How a listener treats what connects to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ListenMode {
-    /// iWARP only.
+    /// iWARP only: every connection must start with an MPA Request.
     Iwarp,
+    /// iWARP and plain TCP on one port: a connection whose first bytes are the 16-byte MPA
+    /// Request key is iWARP; anything else is handed over as a [`PlainStream`].
+    Shared(SharedOptions),
+}
+
+/// How a shared listener tells iWARP from plain TCP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SharedOptions {
+    /// A client that has sent no byte (or only a prefix of the MPA key) after this long is
+    /// plain TCP: protocols where the server speaks first send nothing.
+    pub plain_after: Duration,
+}
+
+impl Default for SharedOptions {
+    fn default() -> Self {
+        SharedOptions { plain_after: Duration::from_millis(250) }
+    }
+}
+
+/// What a shared listener accepted.
+#[derive(Debug)]
+pub enum Incoming {
+    /// An iWARP connection request.
+    Iwarp(ConnectRequest),
+    /// A plain TCP connection.
+    Plain(PlainStream),
+}
+
+/// A plain TCP connection accepted on a shared port. The bytes the listener read while telling
+/// it from iWARP come first when reading; nothing is lost or reordered.
+#[derive(Debug)]
+pub struct PlainStream {
+    prefix: Vec<u8>,
+    pos: usize,
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+}
+
+impl PlainStream {
+    /// The client's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer
+    }
+    /// The underlying socket (in blocking mode). Bytes already read by the listener are not in
+    /// it: see [`into_parts`](Self::into_parts).
+    pub fn get_ref(&self) -> &std::net::TcpStream {
+        &self.stream
+    }
+    /// The bytes read but not yet consumed, and the socket.
+    pub fn into_parts(self) -> (Vec<u8>, std::net::TcpStream) {
+        (self.prefix[self.pos..].to_vec(), self.stream)
+    }
+}
+
+impl Read for PlainStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.pos < self.prefix.len() {
+            let n = buf.len().min(self.prefix.len() - self.pos);
+            buf[..n].copy_from_slice(&self.prefix[self.pos..self.pos + n]);
+            self.pos += n;
+            return Ok(n);
+        }
+        self.stream.read(buf)
+    }
+}
+
+impl Write for PlainStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.stream.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.stream.flush()
+    }
 }
 
 pub(crate) struct ListenerInner {
@@ -114,13 +188,14 @@ pub(crate) struct ListenerInner {
     sock: Mutex<Option<TcpListener>>,
     reg: Mutex<Option<(Arc<WorkerShared>, Token)>>,
     local: SocketAddr,
-    queue: Mutex<VecDeque<ConnectRequest>>,
+    queue: Mutex<VecDeque<Incoming>>,
     cv: Condvar,
     fd: EventFd,
     mpa: Mutex<MpaOptions>,
+    shared: Option<SharedOptions>,
 }
 
-/// Listens for iWARP connection requests.
+/// Listens for iWARP connection requests (and, on a shared port, plain TCP connections).
 #[derive(Debug, Clone)]
 pub struct Listener {
     inner: Arc<ListenerInner>,
@@ -148,7 +223,7 @@ pub(crate) fn bind_socket(addr: SocketAddr, backlog: u32) -> Result<std::net::Tc
 }
 
 impl Listener {
-    pub(crate) fn bind(dev: &Arc<DeviceInner>, addr: SocketAddr, backlog: u32, _mode: ListenMode) -> Result<Listener> {
+    pub(crate) fn bind(dev: &Arc<DeviceInner>, addr: SocketAddr, backlog: u32, mode: ListenMode) -> Result<Listener> {
         let std_listener = bind_socket(addr, backlog)?;
         let local = std_listener.local_addr()?;
         let mut sock = TcpListener::from_std(std_listener);
@@ -162,6 +237,10 @@ impl Listener {
             cv: Condvar::new(),
             fd: EventFd::new()?,
             mpa: Mutex::new(mpa),
+            shared: match mode {
+                ListenMode::Iwarp => None,
+                ListenMode::Shared(o) => Some(o),
+            },
         });
         let worker = Arc::clone(&dev.pick_worker().shared);
         let token = worker.add(Entry::Listener(Arc::downgrade(&inner)), &mut sock, Interest::READABLE)?;
@@ -184,32 +263,77 @@ impl Listener {
         *self.inner.mpa.lock().unwrap_or_else(|e| e.into_inner()) = opts;
     }
 
-    /// The next connection request, waiting up to `timeout` (`None`: forever).
+    /// `true` if this listener also takes plain TCP connections.
+    pub fn is_shared(&self) -> bool {
+        self.inner.shared.is_some()
+    }
+
+    /// The next iWARP connection request, waiting up to `timeout` (`None`: forever). On a
+    /// shared listener, plain connections stay queued for [`get_plain`](Self::get_plain).
     ///
     /// # Errors
     /// [`Error::TimedOut`].
     pub fn get_request(&self, timeout: Option<Duration>) -> Result<ConnectRequest> {
+        match self.take(timeout, |i| matches!(i, Incoming::Iwarp(_)))? {
+            Incoming::Iwarp(r) => Ok(r),
+            Incoming::Plain(_) => unreachable!("filtered"),
+        }
+    }
+
+    /// The next iWARP connection request, if one is queued.
+    pub fn try_get_request(&self) -> Option<ConnectRequest> {
+        self.get_request(Some(Duration::ZERO)).ok()
+    }
+
+    /// The next plain TCP connection (shared listeners), waiting up to `timeout`.
+    ///
+    /// # Errors
+    /// [`Error::TimedOut`]; [`Error::InvalidState`] on a listener that is not shared.
+    pub fn get_plain(&self, timeout: Option<Duration>) -> Result<PlainStream> {
+        if self.inner.shared.is_none() {
+            return Err(Error::InvalidState("not a shared listener"));
+        }
+        match self.take(timeout, |i| matches!(i, Incoming::Plain(_)))? {
+            Incoming::Plain(p) => Ok(p),
+            Incoming::Iwarp(_) => unreachable!("filtered"),
+        }
+    }
+
+    /// The next connection of either kind, in arrival order, waiting up to `timeout`.
+    ///
+    /// # Errors
+    /// [`Error::TimedOut`].
+    pub fn get_incoming(&self, timeout: Option<Duration>) -> Result<Incoming> {
+        self.take(timeout, |_| true)
+    }
+
+    /// The next connection of either kind, if one is queued (for event loops: the listener's
+    /// descriptor is readable while something is queued).
+    pub fn try_get_incoming(&self) -> Option<Incoming> {
+        self.get_incoming(Some(Duration::ZERO)).ok()
+    }
+
+    fn take(&self, timeout: Option<Duration>, want: impl Fn(&Incoming) -> bool) -> Result<Incoming> {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut q = self.inner.queue.lock().unwrap_or_else(|e| e.into_inner());
         loop {
-            if let Some(r) = q.pop_front() {
+            if let Some(pos) = q.iter().position(&want) {
+                let item = q.remove(pos).expect("position is in range");
                 self.inner.fd.drain();
                 if !q.is_empty() {
                     self.inner.fd.notify();
                 }
-                return Ok(r);
+                return Ok(item);
             }
             let left = match deadline {
-                Some(d) => d.checked_duration_since(Instant::now()).ok_or(Error::TimedOut)?,
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(l) if !l.is_zero() => l,
+                    _ => return Err(Error::TimedOut),
+                },
                 None => Duration::from_secs(3600),
             };
             q = self.inner.cv.wait_timeout(q, left).unwrap_or_else(|e| e.into_inner()).0;
         }
-    }
-
-    /// The next connection request, if one is queued.
-    pub fn try_get_request(&self) -> Option<ConnectRequest> {
-        self.inner.queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front()
     }
 }
 
@@ -270,6 +394,8 @@ impl ListenerInner {
         };
         let now = Instant::now();
         let deadline = now + cfg.timeout;
+        let sniff = self.shared.map(|o| Sniff { until: now + o.plain_after, bytes: Vec::new() });
+        let sniff_until = sniff.as_ref().map(|s| s.until);
         let pending = Arc::new(PendingConn {
             listener: Arc::downgrade(self),
             peer,
@@ -281,6 +407,7 @@ impl ListenerInner {
                 queued: false,
                 closed: false,
                 deadline,
+                sniff,
             }),
         });
         let worker = Arc::clone(&self.dev.pick_worker().shared);
@@ -294,11 +421,14 @@ impl ListenerInner {
             st.reg = Some((Arc::clone(&worker), token));
         }
         worker.add_timer(deadline, token);
+        if let Some(t) = sniff_until {
+            worker.add_timer(t, token);
+        }
         worker.schedule(token);
         Ok(())
     }
 
-    fn push(&self, r: ConnectRequest) {
+    fn push(&self, r: Incoming) {
         self.queue.lock().unwrap_or_else(|e| e.into_inner()).push_back(r);
         self.cv.notify_all();
         self.fd.notify();
@@ -312,6 +442,16 @@ struct PendingState {
     queued: bool,
     closed: bool,
     deadline: Instant,
+    /// On a shared port: still telling iWARP from plain TCP.
+    sniff: Option<Sniff>,
+}
+
+/// A shared port's look at a new connection's first bytes.
+struct Sniff {
+    /// Plain TCP if still undecided at this time.
+    until: Instant,
+    /// Bytes read so far (handed on whichever way it goes).
+    bytes: Vec<u8>,
 }
 
 /// A TCP connection waiting for (or holding) its MPA Request, before the application accepts.
@@ -334,28 +474,102 @@ impl PendingState {
     }
 }
 
+/// What a shared port has seen of a new connection.
+enum Sniffed {
+    /// Not enough to tell yet.
+    Undecided,
+    /// The MPA Request key: iWARP (the bytes read so far belong to the Request).
+    Iwarp(Vec<u8>),
+    /// Anything else, or silence: plain TCP.
+    Plain,
+}
+
 impl PendingConn {
+    /// On a shared port: reads at most the 16 key bytes and decides.
+    fn sniff(&self, st: &mut PendingState, now: Instant) -> Sniffed {
+        let Some(sn) = st.sniff.as_mut() else { return Sniffed::Iwarp(Vec::new()) };
+        let Some(sock) = st.sock.as_mut() else { return Sniffed::Undecided };
+        loop {
+            match match_key(&sn.bytes, FrameKind::Request) {
+                KeyMatch::Full => return Sniffed::Iwarp(std::mem::take(&mut sn.bytes)),
+                // A byte that differs from the key: plain TCP, even if it started like MPA.
+                KeyMatch::Mismatch => return Sniffed::Plain,
+                KeyMatch::Prefix => {}
+            }
+            let mut buf = [0u8; KEY_LEN];
+            let want = KEY_LEN - sn.bytes.len();
+            match sock.read(&mut buf[..want]) {
+                // Closed before deciding: hand it over as plain with what it sent.
+                Ok(0) => return Sniffed::Plain,
+                Ok(n) => sn.bytes.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // Silence (or a stalled partial key) past the limit: a server-speaks-first
+                    // protocol, plain TCP.
+                    return if now >= sn.until { Sniffed::Plain } else { Sniffed::Undecided };
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Sniffed::Plain,
+            }
+        }
+    }
+
+    /// Hands a shared port's plain connection to the application.
+    fn hand_over_plain(&self, st: &mut PendingState) {
+        st.closed = true;
+        let bytes = st.sniff.take().map(|s| s.bytes).unwrap_or_default();
+        let Some(mut sock) = st.sock.take() else { return };
+        if let Some((w, t)) = st.reg.take() {
+            w.remove(t, &mut sock);
+        }
+        let stream: std::net::TcpStream = sock.into();
+        if stream.set_nonblocking(false).is_err() {
+            return;
+        }
+        if let Some(l) = self.listener.upgrade() {
+            l.push(Incoming::Plain(PlainStream { prefix: bytes, pos: 0, stream, peer: self.peer }));
+        }
+    }
+
     pub(crate) fn on_ready(self: Arc<Self>) {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if st.closed || st.sock.is_none() {
             return;
         }
-        if !st.queued && Instant::now() >= st.deadline {
+        let now = Instant::now();
+        let mut first = Vec::new();
+        if st.sniff.is_some() {
+            match self.sniff(&mut st, now) {
+                Sniffed::Undecided => return,
+                Sniffed::Plain => return self.hand_over_plain(&mut st),
+                Sniffed::Iwarp(bytes) => {
+                    st.sniff = None;
+                    first = bytes;
+                }
+            }
+        }
+        if !st.queued && now >= st.deadline {
             tracing::debug!(peer = %self.peer, "MPA Request timed out");
             return st.close();
         }
         let mut buf = [0u8; 1024];
         loop {
-            let r = match st.sock.as_mut() {
-                Some(s) => s.read(&mut buf),
-                None => return,
-            };
-            let n = match r {
-                Ok(0) => return st.close(),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => return st.close(),
+            let n = if !first.is_empty() {
+                let n = first.len();
+                buf[..n].copy_from_slice(&first);
+                first.clear();
+                n
+            } else {
+                let r = match st.sock.as_mut() {
+                    Some(s) => s.read(&mut buf),
+                    None => return,
+                };
+                match r {
+                    Ok(0) => return st.close(),
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => return st.close(),
+                }
             };
             match st.cm.handle_bytes(&buf[..n]).map(|r| r.cloned()) {
                 Ok(None) => {}
@@ -364,7 +578,7 @@ impl PendingConn {
                         st.queued = true;
                         if let Some(l) = self.listener.upgrade() {
                             drop(st);
-                            l.push(ConnectRequest { pending: Arc::clone(&self), req });
+                            l.push(Incoming::Iwarp(ConnectRequest { pending: Arc::clone(&self), req }));
                             st = self.state.lock().unwrap_or_else(|e| e.into_inner());
                         } else {
                             return st.close();

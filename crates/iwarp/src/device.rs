@@ -196,4 +196,15 @@ impl Device {
     pub fn listen(&self, addr: SocketAddr, backlog: u32) -> Result<Listener> {
         Listener::bind(&self.inner, addr, backlog, crate::cm::ListenMode::Iwarp)
     }
+
+    /// Listens on `addr` for iWARP **and** plain TCP clients: a connection that starts with
+    /// the MPA Request key is an iWARP connection request ([`Listener::get_request`]); any
+    /// other, or one silent for `opts.plain_after`, is a [`crate::PlainStream`]
+    /// ([`Listener::get_plain`]) that still holds every byte the client sent.
+    ///
+    /// # Errors
+    /// As [`listen`](Self::listen).
+    pub fn listen_shared(&self, addr: SocketAddr, backlog: u32, opts: crate::SharedOptions) -> Result<Listener> {
+        Listener::bind(&self.inner, addr, backlog, crate::cm::ListenMode::Shared(opts))
+    }
 }

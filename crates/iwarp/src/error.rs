@@ -22,6 +22,9 @@ pub enum Error {
     /// Connection setup failed.
     #[error(transparent)]
     Connect(#[from] ConnectError),
+    /// A post was refused.
+    #[error(transparent)]
+    Post(#[from] PostError),
     /// An operating-system error.
     #[error(transparent)]
     Io(#[from] std::io::Error),

@@ -65,7 +65,10 @@ mod runtime;
 mod srq;
 pub mod sys;
 
-pub use cm::{ConnParams, ConnectRequest, ListenMode, Listener, MpaOptions, LINUX_MAX_PRIVATE_DATA};
+pub use cm::{
+    ConnParams, ConnectRequest, Incoming, ListenMode, Listener, MpaOptions, PlainStream, SharedOptions,
+    LINUX_MAX_PRIVATE_DATA,
+};
 pub use cq::{CompletionChannel, CompletionQueue, WcOpcode, WcStatus, WorkCompletion};
 pub use device::{Capabilities, Device, DeviceConfig};
 pub use error::{AccessError, CmError, ConnectError, Error, PostError, Result};

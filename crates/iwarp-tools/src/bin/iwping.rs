@@ -41,7 +41,7 @@ macro_rules! debug_log {
 
 /// rping-compatible ping over iWARP (RDMA Read and Write of a rotating text pattern).
 #[derive(Debug, Parser)]
-#[command(name = "iwping", version, about)]
+#[command(name = "iwping", about, disable_version_flag = true)]
 struct Cli {
     /// Server side.
     #[arg(short = 's', conflicts_with = "client")]
@@ -85,6 +85,9 @@ struct Cli {
     /// Drive the queue pair from the ping thread (busy polling) instead of the event loop.
     #[arg(long = "busy-poll")]
     busy_poll: bool,
+    /// Server: also answer plain TCP clients on the same port (line echo).
+    #[arg(long = "shared-port")]
+    shared_port: bool,
     #[command(flatten)]
     mpa: MpaArgs,
 }
@@ -351,7 +354,13 @@ fn run_server(cli: &Arc<Cli>, dev: &Device) -> Result<(), String> {
         Some(h) => resolve(h, cli.port).ok_or_else(|| format!("invalid address {h}"))?.ip(),
         None => IpAddr::from([0, 0, 0, 0]),
     };
-    let listener = dev.listen(SocketAddr::new(ip, cli.port), 3).map_err(|e| format!("rdma_bind_addr: {e}"))?;
+    let addr = SocketAddr::new(ip, cli.port);
+    let listener =
+        if cli.shared_port { dev.listen_shared(addr, 3, iwarp::SharedOptions::default()) } else { dev.listen(addr, 3) }
+            .map_err(|e| format!("rdma_bind_addr: {e}"))?;
+    if cli.shared_port {
+        iwarp_tools::shared_port::spawn_line_echo(listener.clone());
+    }
     listener.set_mpa_options(cli.mpa.options());
     debug_log!("rdma_listen");
     loop {
@@ -402,6 +411,15 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let c = Cli::try_parse_from(["iwping", "-c", "-a", "h", "-vVd", "-C", "3", "-S", "100", "-p", "9"]).unwrap();
+        assert!(c.client && c.verbose && c.validate && c.debug);
+        assert_eq!((c.count, c.size, c.port), (3, 100, 9));
+    }
 
     #[test]
     fn ping_data_matches_rping() {

@@ -64,6 +64,7 @@ fn opts(test: Test, size: usize, iters: u64, mpa: &MpaOptions) -> Opts {
         mpa: mpa.clone(),
         quiet: true,
         compat_sleep: false,
+        shared_port: false,
     }
 }
 

@@ -106,6 +106,9 @@ struct Cli {
     /// Also print one JSON line with the result.
     #[arg(long)]
     json: bool,
+    /// Server: also answer plain TCP clients on the same port (line echo).
+    #[arg(long = "shared-port")]
+    shared_port: bool,
     /// Loopback: runs per test (the median is reported).
     #[arg(long, default_value_t = 3)]
     runs: usize,
@@ -163,6 +166,7 @@ fn opts(cli: &Cli, test: Test) -> Result<Opts, String> {
         mpa: cli.mpa.options(),
         quiet: false,
         compat_sleep: true,
+        shared_port: cli.shared_port,
     })
 }
 
@@ -307,5 +311,41 @@ fn main() -> ExitCode {
             eprintln!("{e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line_is_consistent_and_takes_perftest_flags() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let c = Cli::try_parse_from([
+            "iwperf",
+            "write_bw",
+            "-R",
+            "-F",
+            "-d",
+            "siw0",
+            "-p",
+            "18515",
+            "-s",
+            "64K",
+            "-n",
+            "100",
+            "-q",
+            "2",
+            "--report_gbits",
+            "10.0.0.1",
+        ])
+        .unwrap();
+        assert_eq!(c.cmd, Cmd::WriteBw);
+        assert_eq!(c.host.as_deref(), Some("10.0.0.1"));
+        assert_eq!(parse_size(c.size.as_deref().unwrap()), Ok(65536));
+        assert_eq!((c.iters, c.qp, c.report_gbits), (Some(100), 2, true));
+        assert!(parse_size("0").is_err());
+        assert_eq!(parse_size("1M"), Ok(1 << 20));
     }
 }

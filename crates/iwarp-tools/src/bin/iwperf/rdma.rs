@@ -116,6 +116,8 @@ pub struct Opts {
     /// Sleep a second after the control connection in write_bw, as perftest does (off for
     /// loopback runs, where both ends are ours).
     pub compat_sleep: bool,
+    /// Server: also answer plain TCP clients on the port (line echo).
+    pub shared_port: bool,
 }
 
 /// Where to run.
@@ -259,7 +261,15 @@ pub fn run(o: &Opts, role: Role, bound: Option<Sender<u16>>) -> Result<Outcome, 
             if !o.quiet {
                 println!("\n************************************\n* Waiting for client to connect... *\n************************************");
             }
-            let l = dev.listen(addr, 16).map_err(|e| format!(" Unable to bind: {e}"))?;
+            let l = if o.shared_port {
+                dev.listen_shared(addr, 16, iwarp::SharedOptions::default())
+            } else {
+                dev.listen(addr, 16)
+            }
+            .map_err(|e| format!(" Unable to bind: {e}"))?;
+            if o.shared_port {
+                iwarp_tools::shared_port::spawn_line_echo(l.clone());
+            }
             l.set_mpa_options(o.mpa.clone());
             if let Some(tx) = bound {
                 let _ = tx.send(l.local_addr().port());
