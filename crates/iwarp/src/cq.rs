@@ -175,7 +175,7 @@ impl CqInner {
 
     pub(crate) fn attach_polled(&self, qp: Weak<QpInner>) {
         let mut p = self.polled.lock().unwrap_or_else(|e| e.into_inner());
-        p.retain(|w| w.strong_count() > 0);
+        p.retain(|w| w.strong_count() > 0 && !w.ptr_eq(&qp));
         p.push(qp);
         self.has_polled.store(true, Ordering::Release);
     }
@@ -190,13 +190,13 @@ impl CqInner {
     }
 
     /// Drives the manual-progress queue pairs attached to this queue; returns their sockets.
-    fn progress_polled(&self, fds: Option<&mut Vec<RawFd>>) {
-        let qps: Vec<Arc<QpInner>> = {
-            let p = self.polled.lock().unwrap_or_else(|e| e.into_inner());
-            p.iter().filter_map(Weak::upgrade).collect()
-        };
-        let mut fds = fds;
-        for qp in qps {
+    fn progress_polled(&self, mut fds: Option<&mut Vec<RawFd>>) {
+        // Under the list's lock, without collecting: this runs on every empty poll of a
+        // busy-polling application. Each queue pair is only try-locked, so a queue pair busy
+        // in another thread is skipped rather than waited for.
+        let p = self.polled.lock().unwrap_or_else(|e| e.into_inner());
+        for w in p.iter() {
+            let Some(qp) = w.upgrade() else { continue };
             qp.progress_manual();
             if let Some(f) = fds.as_deref_mut() {
                 if let Some(fd) = qp.raw_fd() {

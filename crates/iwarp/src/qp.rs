@@ -306,7 +306,9 @@ pub(crate) struct QpInner {
     core: Mutex<QpCore>,
     events: Mutex<VecDeque<QpEvent>>,
     events_cv: Condvar,
-    events_fd: sys::EventFd,
+    /// Created on first use: most queue pairs never need a pollable descriptor, and 10,000
+    /// queue pairs should not cost 10,000 more descriptors.
+    events_fd: std::sync::OnceLock<sys::EventFd>,
     conn: Mutex<ConnStatus>,
     conn_cv: Condvar,
 }
@@ -356,7 +358,6 @@ impl QueuePair {
             max_inline: c.max_inline_data,
         };
         let engine = Qp::new(cfg, Arc::clone(&dev.stags), init.srq.map(|s| Arc::clone(&s.inner)));
-        let events_fd = sys::EventFd::new()?;
         let inner = Arc::new_cyclic(|me| QpInner {
             me: me.clone(),
             dev: Arc::clone(dev),
@@ -379,7 +380,7 @@ impl QueuePair {
             }),
             events: Mutex::new(VecDeque::new()),
             events_cv: Condvar::new(),
-            events_fd,
+            events_fd: std::sync::OnceLock::new(),
             conn: Mutex::new(ConnStatus::Idle),
             conn_cv: Condvar::new(),
         });
@@ -575,7 +576,12 @@ impl QueuePair {
 impl AsRawFd for QueuePair {
     /// A descriptor that is readable while events are queued.
     fn as_raw_fd(&self) -> RawFd {
-        self.inner.events_fd.as_raw_fd()
+        let fd = self.inner.events_fd.get_or_init(|| sys::EventFd::new().expect("eventfd"));
+        // Events queued before the descriptor existed must make it readable.
+        if !self.inner.events.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
+            fd.notify();
+        }
+        fd.as_raw_fd()
     }
 }
 
@@ -614,7 +620,9 @@ impl QpInner {
     fn push_event(&self, ev: QpEvent) {
         self.events.lock().unwrap_or_else(|e| e.into_inner()).push_back(ev);
         self.events_cv.notify_all();
-        self.events_fd.notify();
+        if let Some(fd) = self.events_fd.get() {
+            fd.notify();
+        }
     }
 
     fn set_conn(&self, st: ConnStatus) {

@@ -101,7 +101,7 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
-    pub(crate) fn spawn(index: usize) -> io::Result<Worker> {
+    pub(crate) fn spawn(index: usize, spin: std::time::Duration) -> io::Result<Worker> {
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), WAKER)?;
         let shared = Arc::new(WorkerShared {
@@ -113,7 +113,8 @@ impl Worker {
             stop: AtomicBool::new(false),
         });
         let s = Arc::clone(&shared);
-        let thread = std::thread::Builder::new().name(format!("iwarp-worker-{index}")).spawn(move || run(poll, &s))?;
+        let thread =
+            std::thread::Builder::new().name(format!("iwarp-worker-{index}")).spawn(move || run(poll, &s, spin))?;
         Ok(Worker { shared, thread: Mutex::new(Some(thread)) })
     }
 
@@ -129,11 +130,13 @@ impl Worker {
     }
 }
 
-fn run(mut poll: Poll, shared: &Arc<WorkerShared>) {
+fn run(mut poll: Poll, shared: &Arc<WorkerShared>, spin: std::time::Duration) {
     let mut events = Events::with_capacity(1024);
     let mut ready: VecDeque<usize> = VecDeque::new();
+    // Keep polling without sleeping until then (adaptive spinning after activity).
+    let mut spin_until = Instant::now();
     loop {
-        let timeout = if !ready.is_empty() {
+        let timeout = if !ready.is_empty() || Instant::now() < spin_until {
             Some(std::time::Duration::ZERO)
         } else {
             let t = shared.timers.lock().unwrap_or_else(|e| e.into_inner());
@@ -147,6 +150,9 @@ fn run(mut poll: Poll, shared: &Arc<WorkerShared>) {
         }
         if shared.stop.load(Ordering::Acquire) {
             return;
+        }
+        if !spin.is_zero() && events.iter().any(|e| e.token() != WAKER) {
+            spin_until = Instant::now() + spin;
         }
         for ev in events.iter() {
             if ev.token() != WAKER {

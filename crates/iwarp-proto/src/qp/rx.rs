@@ -201,9 +201,9 @@ impl Qp {
 
     /// Consumes `data` as the socket would deliver it, following the receive plans: scratch
     /// reads through [`handle_recv`](Self::handle_recv), direct plans by writing into the
-    /// named destination and [`handle_placed`](Self::handle_placed) (test harnesses). Returns
-    /// the bytes consumed (fewer than `data.len()` only when the plan says stop).
-    #[cfg(any(test, feature = "_test-hooks"))]
+    /// named destination and [`handle_placed`](Self::handle_placed). For transports that are
+    /// not a socket (in-memory pipes, benchmarks, tests). Returns the bytes consumed (fewer
+    /// than `data.len()` only when the plan says stop).
     pub fn receive_copy(&mut self, mut data: &[u8]) -> usize {
         let total = data.len();
         while !data.is_empty() {
@@ -226,7 +226,6 @@ impl Qp {
     }
 
     /// Writes `p` where a direct plan points (what `readv` would do), without advancing.
-    #[cfg(any(test, feature = "_test-hooks"))]
     fn write_dest(&mut self, mut p: &[u8]) {
         match &self.rx.dest {
             Dest::Place { mr, offset, .. } => {

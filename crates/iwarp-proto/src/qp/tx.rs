@@ -106,8 +106,7 @@ impl Batch {
         }
     }
 
-    /// Copies up to `max` unsent bytes into `out` (test harnesses; the runtime uses `ranges`).
-    #[cfg(any(test, feature = "_test-hooks"))]
+    /// Copies up to `max` unsent bytes into `out` (in-memory transports; sockets use `ranges`).
     fn copy_unsent(&self, out: &mut Vec<u8>, max: usize) -> usize {
         let start = out.len();
         for (i, p) in self.pieces[self.first..].iter().enumerate() {
@@ -205,7 +204,12 @@ enum Data {
 
 #[derive(Debug)]
 enum Source {
-    Wr { seq: u64, wqe: SendWqe },
+    /// A work request: its place in the completion order, and whether it completes only when
+    /// the peer answers (Read, atomics) rather than once sent.
+    Wr {
+        seq: u64,
+        awaits_response: bool,
+    },
     Response,
     Internal,
 }
@@ -488,8 +492,8 @@ impl Qp {
     }
 
     /// Frames pending work and moves up to `max` bytes of it into `out`, as if a socket took
-    /// them (test harnesses). Returns the byte count.
-    #[cfg(any(test, feature = "_test-hooks"))]
+    /// them: for transports that are not a socket (in-memory pipes, benchmarks, tests).
+    /// Returns the byte count.
     pub fn transmit_copy(&mut self, out: &mut Vec<u8>, max: usize) -> usize {
         let mut ranges = Vec::new();
         self.poll_transmit(&mut ranges, usize::MAX);
@@ -545,9 +549,7 @@ impl Qp {
                     None => return,
                 },
             };
-            let mut stats = self.stats;
-            let finished = self.tx.frame_one(&mut job, &mut stats);
-            self.stats = stats;
+            let finished = self.tx.frame_one(&mut job, &mut self.stats);
             if finished {
                 self.finish_job(job);
             } else {
@@ -619,43 +621,42 @@ impl Qp {
 
     fn wr_job(&mut self, seq: u64, wqe: SendWqe) -> Job {
         let total = wqe.payload.len();
-        let data_of = |p: &Payload| match p {
-            Payload::Sges(s) => Data::Sges(s.clone()),
-            Payload::Inline(b) => Data::Inline(b.clone()),
+        let awaits_response = wqe.op.awaits_response();
+        let SendWqe { op, payload, solicited, .. } = wqe;
+        // Sends and Writes take the payload over (no copy of the element list).
+        let data_of = |p: Payload| match p {
+            Payload::Sges(s) => Data::Sges(s),
+            Payload::Inline(b) => Data::Inline(b),
         };
-        let (kind, data, total, imm_after, msn) = match wqe.op {
+        let (kind, data, total, imm_after, msn) = match op {
             SendOp::Send | SendOp::SendWithInvalidate(_) => {
-                let (opcode, inval) = match (wqe.op, wqe.solicited) {
+                let (opcode, inval) = match (op, solicited) {
                     (SendOp::SendWithInvalidate(s), false) => (Opcode::SendInvalidate, s),
                     (SendOp::SendWithInvalidate(s), true) => (Opcode::SendSeInvalidate, s),
                     (_, false) => (Opcode::Send, Stag(0)),
                     (_, true) => (Opcode::SendSe, Stag(0)),
                 };
                 let msn = self.take_msn(0);
-                (Kind::Untagged { opcode, inval, body: SmallVec::new() }, data_of(&wqe.payload), total, None, msn)
+                (Kind::Untagged { opcode, inval, body: SmallVec::new() }, data_of(payload), total, None, msn)
             }
-            SendOp::Write(r) => (
-                Kind::Tagged { opcode: Opcode::Write, stag: r.stag, to: r.to },
-                data_of(&wqe.payload),
-                total,
-                None,
-                Msn(0),
-            ),
+            SendOp::Write(r) => {
+                (Kind::Tagged { opcode: Opcode::Write, stag: r.stag, to: r.to }, data_of(payload), total, None, Msn(0))
+            }
             SendOp::WriteWithImmediate(r, imm) => (
                 Kind::Tagged { opcode: Opcode::Write, stag: r.stag, to: r.to },
-                data_of(&wqe.payload),
+                data_of(payload),
                 total,
                 Some(imm),
                 Msn(0),
             ),
             SendOp::Immediate(imm) => {
-                let opcode = if wqe.solicited { Opcode::ImmediateDataSe } else { Opcode::ImmediateData };
+                let opcode = if solicited { Opcode::ImmediateDataSe } else { Opcode::ImmediateData };
                 let msn = self.take_msn(0);
                 let body = SmallVec::from_slice(&imm.to_be_bytes());
                 (Kind::Untagged { opcode, inval: Stag(0), body }, Data::None, 0, None, msn)
             }
             SendOp::Read(r) => {
-                let sink = match &wqe.payload {
+                let sink = match &payload {
                     Payload::Sges(s) => s.first().cloned(),
                     Payload::Inline(_) => None,
                 };
@@ -678,7 +679,7 @@ impl Qp {
             }
             SendOp::FetchAdd { remote, .. } | SendOp::CompareSwap { remote, .. } => {
                 let request_id = seq as u32;
-                let req = match wqe.op {
+                let req = match op {
                     SendOp::FetchAdd { add, .. } => {
                         AtomicRequest::fetch_add(request_id, remote.stag, TaggedOffset(remote.to), add)
                     }
@@ -687,7 +688,7 @@ impl Qp {
                     }
                     _ => unreachable!("matched above"),
                 };
-                let sink = match &wqe.payload {
+                let sink = match &payload {
                     Payload::Sges(s) => s[0].clone(),
                     Payload::Inline(_) => unreachable!("rejected at post"),
                 };
@@ -698,9 +699,8 @@ impl Qp {
             }
             SendOp::LocalInvalidate(_) => unreachable!("executed in next_job"),
         };
-        let solicited = wqe.solicited;
         Job {
-            source: Source::Wr { seq, wqe },
+            source: Source::Wr { seq, awaits_response },
             kind,
             data,
             total,
@@ -795,13 +795,13 @@ impl Qp {
     fn finish_job(&mut self, job: Job) {
         let end = self.tx.batch.framed;
         match job.source {
-            Source::Wr { seq, wqe } => {
+            Source::Wr { seq, awaits_response } => {
                 if let Some(imm) = job.imm_after {
                     // RFC 7306 §4: Write with Immediate = the Write, then an Immediate Data message.
                     let opcode = if job.solicited { Opcode::ImmediateDataSe } else { Opcode::ImmediateData };
                     let msn = self.take_msn(0);
                     self.tx.job = Some(Job {
-                        source: Source::Wr { seq, wqe },
+                        source: Source::Wr { seq, awaits_response },
                         kind: Kind::Untagged { opcode, inval: Stag(0), body: SmallVec::from_slice(&imm.to_be_bytes()) },
                         data: Data::None,
                         total: 0,
@@ -814,7 +814,7 @@ impl Qp {
                     });
                     return;
                 }
-                if !wqe.op.awaits_response() {
+                if !awaits_response {
                     self.tx.holds.push_back(Hold { end, seq });
                 }
             }

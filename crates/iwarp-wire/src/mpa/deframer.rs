@@ -278,6 +278,13 @@ impl Deframer {
         e
     }
 
+    /// Folds bytes into the running CRC, only when CRCs are in use (a zero field is ignored).
+    fn fold_crc(&mut self, bytes: &[u8]) {
+        if self.cfg.crc {
+            self.crc.update(bytes);
+        }
+    }
+
     fn open_fpdu(&mut self) {
         if !self.fpdu_open {
             self.fpdu_open = true;
@@ -291,7 +298,7 @@ impl Deframer {
         self.open_fpdu();
         let at = (self.pos % MARKER_INTERVAL) as usize;
         self.marker[at..at + chunk.len()].copy_from_slice(chunk);
-        self.crc.update(chunk);
+        self.fold_crc(chunk);
         self.pos += chunk.len() as u64;
         if at + chunk.len() == MARKER_LEN {
             let marker_pos = self.pos - MARKER_LEN as u64;
@@ -312,7 +319,7 @@ impl Deframer {
             self.fpdu_start = self.pos;
         }
         self.hdr[self.hdr_have..self.hdr_have + chunk.len()].copy_from_slice(chunk);
-        self.crc.update(chunk);
+        self.fold_crc(chunk);
         self.pos += chunk.len() as u64;
         self.hdr_have += chunk.len();
         if self.hdr_have == PROBE_LEN && self.hdr_len == PROBE_LEN {
@@ -341,7 +348,7 @@ impl Deframer {
     }
 
     fn take_payload(&mut self, chunk: &[u8]) {
-        self.crc.update(chunk);
+        self.fold_crc(chunk);
         self.pos += chunk.len() as u64;
         self.payload_left -= chunk.len();
         if self.payload_left == 0 {
@@ -353,7 +360,7 @@ impl Deframer {
         let pad = self.trailer_len - CRC_LEN;
         // Pad bytes are covered by the CRC; the CRC field is not.
         let pad_part = pad.saturating_sub(self.trailer_have).min(chunk.len());
-        self.crc.update(&chunk[..pad_part]);
+        self.fold_crc(&chunk[..pad_part]);
         self.trailer[self.trailer_have..self.trailer_have + chunk.len()].copy_from_slice(chunk);
         self.trailer_have += chunk.len();
         self.pos += chunk.len() as u64;

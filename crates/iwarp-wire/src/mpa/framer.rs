@@ -103,12 +103,20 @@ impl Sink for VecSink<'_> {
 struct Emit<'s, S: Sink> {
     sink: &'s mut S,
     crc: Crc32c,
+    /// CRCs in use (else the field is zero and nothing is folded).
+    crc_on: bool,
     pos: u64,
     markers: bool,
     fpdu_start: u64,
 }
 
 impl<S: Sink> Emit<'_, S> {
+    fn fold_crc(&mut self, bytes: &[u8]) {
+        if self.crc_on {
+            self.crc.update(bytes);
+        }
+    }
+
     /// Bytes until the next marker position (`u64::MAX` without markers).
     fn room(&self) -> u64 {
         if self.markers {
@@ -125,7 +133,7 @@ impl<S: Sink> Emit<'_, S> {
             // the marker falls between FPDUs (then it belongs to the following one).
             let ptr = (self.pos.saturating_sub(self.fpdu_start)) as u16;
             let m = [0, 0, (ptr >> 8) as u8, ptr as u8];
-            self.crc.update(&m);
+            self.fold_crc(&m);
             self.sink.inline(&m);
             self.pos += MARKER_LEN as u64;
         }
@@ -135,7 +143,7 @@ impl<S: Sink> Emit<'_, S> {
         while !bytes.is_empty() {
             self.marker_if_due();
             let n = (bytes.len() as u64).min(self.room()) as usize;
-            self.crc.update(&bytes[..n]);
+            self.fold_crc(&bytes[..n]);
             self.sink.inline(&bytes[..n]);
             self.pos += n as u64;
             bytes = &bytes[n..];
@@ -148,7 +156,7 @@ impl<S: Sink> Emit<'_, S> {
             self.marker_if_due();
             let n = ((data.len() - at) as u64).min(self.room()) as usize;
             let chunk = &data[at..at + n];
-            self.crc.update(chunk);
+            self.fold_crc(chunk);
             self.sink.payload(index, at, chunk);
             self.pos += n as u64;
             at += n;
@@ -237,7 +245,14 @@ impl Framer {
             });
         }
         let start = self.pos;
-        let mut e = Emit { sink, crc: Crc32c::new(), pos: self.pos, markers: self.markers, fpdu_start: self.pos };
+        let mut e = Emit {
+            sink,
+            crc: Crc32c::new(),
+            crc_on: self.crc,
+            pos: self.pos,
+            markers: self.markers,
+            fpdu_start: self.pos,
+        };
         // A marker due exactly here falls between FPDUs and is covered by this one's CRC.
         e.marker_if_due();
         e.fpdu_start = e.pos;

@@ -13,7 +13,7 @@ use std::time::Duration;
 pub struct Config {
     /// Runs per test; the median is reported.
     pub runs: usize,
-    /// Comparisons to run (names as `write_bw:65536`, or test names); empty: all.
+    /// Comparisons to run (names as `write_bw:65536`, or test names); empty: the defaults.
     pub tests: Vec<String>,
     /// Print JSON lines.
     pub json: bool,
@@ -23,30 +23,61 @@ pub struct Config {
     pub size: Option<usize>,
     /// Override the iterations.
     pub iters: Option<u64>,
+    /// Bandwidth against message size, 64 B to 4 MiB, for Write, Read, Send and TCP.
+    pub sweep: bool,
+    /// Event-loop spin after activity, microseconds.
+    pub worker_spin_us: u64,
 }
 
 const LOCALHOST: [u8; 4] = [127, 0, 0, 1];
 
-/// The default comparisons: (test, size, iterations).
-fn plan(cfg: &Config) -> Vec<(Test, usize, u64)> {
-    let all = [
-        (Test::WriteBw, 65536, 30_000),
-        (Test::WriteBw, 1 << 20, 3000),
-        (Test::ReadBw, 1 << 20, 3000),
-        (Test::SendBw, 65536, 30_000),
-        (Test::WriteLat, 8, 20_000),
-        (Test::ReadLat, 8, 20_000),
-        (Test::SendLat, 8, 20_000),
-    ];
-    all.iter()
-        .filter(|(t, s, _)| {
-            cfg.tests.is_empty() || cfg.tests.iter().any(|x| x == t.name() || *x == format!("{}:{}", t.name(), s))
+/// A comparison row.
+#[derive(Debug, Clone, Copy)]
+struct Row {
+    test: Test,
+    size: usize,
+    iters: u64,
+    /// Report messages per second (the small-message rate) instead of Gbit/s.
+    rate: bool,
+}
+
+fn iters_for(size: usize) -> u64 {
+    // About 2 GB per run (at least 2000 messages, at most a million).
+    ((2u64 << 30) / size as u64).clamp(2000, 1_000_000)
+}
+
+/// The comparisons.
+fn plan(cfg: &Config) -> Vec<Row> {
+    let r = |test, size, iters, rate| Row { test, size, iters, rate };
+    let rows: Vec<Row> = if cfg.sweep {
+        let sizes = [64usize, 256, 1024, 4096, 16384, 65536, 262_144, 1 << 20, 4 << 20];
+        [Test::WriteBw, Test::ReadBw, Test::SendBw]
+            .iter()
+            .flat_map(|&t| sizes.iter().map(move |&s| r(t, s, iters_for(s).min(400_000), false)))
+            .collect()
+    } else {
+        vec![
+            r(Test::WriteBw, 64, 1_000_000, true),
+            r(Test::WriteBw, 65536, 30_000, false),
+            r(Test::WriteBw, 1 << 20, 3000, false),
+            r(Test::ReadBw, 65536, 30_000, false),
+            r(Test::ReadBw, 1 << 20, 3000, false),
+            r(Test::SendBw, 65536, 30_000, false),
+            r(Test::WriteLat, 8, 20_000, false),
+            r(Test::ReadLat, 8, 20_000, false),
+            r(Test::SendLat, 8, 20_000, false),
+        ]
+    };
+    rows.into_iter()
+        .filter(|x| {
+            cfg.tests.is_empty()
+                || cfg.tests.iter().any(|t| t == x.test.name() || *t == format!("{}:{}", x.test.name(), x.size))
         })
-        .map(|&(t, s, n)| (t, cfg.size.unwrap_or(s), cfg.iters.unwrap_or(n)))
+        .map(|x| Row { size: cfg.size.unwrap_or(x.size), iters: cfg.iters.unwrap_or(x.iters), ..x })
         .collect()
 }
 
-fn opts(test: Test, size: usize, iters: u64, mpa: &MpaOptions) -> Opts {
+fn opts(test: Test, size: usize, iters: u64, cfg: &Config) -> Opts {
     Opts {
         test,
         size,
@@ -54,17 +85,26 @@ fn opts(test: Test, size: usize, iters: u64, mpa: &MpaOptions) -> Opts {
         duration: None,
         all: false,
         qps: 1,
-        tx_depth: if test.is_bw() { 128 } else { 1 },
+        tx_depth: if test.is_bw() {
+            if size <= 4096 {
+                512
+            } else {
+                128
+            }
+        } else {
+            1
+        },
         rx_depth: 512,
         cq_mod: 0,
         outs: 128,
         gbits: false,
         events: false,
         dev_name: "iwarp0".into(),
-        mpa: mpa.clone(),
+        mpa: cfg.mpa.clone(),
         quiet: true,
         compat_sleep: false,
         shared_port: false,
+        worker_spin_us: cfg.worker_spin_us,
     }
 }
 
@@ -73,31 +113,40 @@ enum Measured {
     Lat(LatResult),
 }
 
-fn iwarp_once(test: Test, size: usize, iters: u64, mpa: &MpaOptions) -> Result<Measured, String> {
-    let o = opts(test, size, iters, mpa);
+/// One run: the figure and the process CPU time it took.
+struct Run {
+    m: Measured,
+    cpu: f64,
+}
+
+fn iwarp_once(row: Row, cfg: &Config) -> Result<Run, String> {
+    let o = opts(row.test, row.size, row.iters, cfg);
     let so = o.clone();
+    let cpu0 = iwarp::util::cpu_time();
     let (tx, rx) = std::sync::mpsc::channel();
     let server = std::thread::spawn(move || rdma::run(&so, Role::Server(SocketAddr::from((LOCALHOST, 0))), Some(tx)));
     let port = rx.recv_timeout(Duration::from_secs(10)).map_err(|_| "loopback server did not start".to_string())?;
     let client = rdma::run(&o, Role::Client(SocketAddr::from((LOCALHOST, port))), None);
     let server = server.join().map_err(|_| "loopback server panicked".to_string())?;
+    let cpu = iwarp::util::cpu_time().saturating_sub(cpu0).as_secs_f64();
     let c = client?;
     let s = server?;
-    if test == Test::SendBw {
+    let m = if row.test == Test::SendBw {
         // The receiver's count is the one that says what arrived.
-        return s.bw.first().copied().map(Measured::Bw).ok_or_else(|| "no result".into());
-    }
-    if test.is_bw() {
-        c.bw.first().copied().map(Measured::Bw).ok_or_else(|| "no result".into())
+        s.bw.first().copied().map(Measured::Bw)
+    } else if row.test.is_bw() {
+        c.bw.first().copied().map(Measured::Bw)
     } else {
-        c.lat.first().copied().map(Measured::Lat).ok_or_else(|| "no result".into())
-    }
+        c.lat.first().copied().map(Measured::Lat)
+    };
+    Ok(Run { m: m.ok_or("no result")?, cpu })
 }
 
-fn tcp_once(test: Test, size: usize, iters: u64) -> Result<Measured, String> {
+fn tcp_once(row: Row) -> Result<Run, String> {
     let l = TcpListener::bind(SocketAddr::from((LOCALHOST, 0))).map_err(|e| e.to_string())?;
     let addr = l.local_addr().map_err(|e| e.to_string())?;
-    let bw = test.is_bw();
+    let bw = row.test.is_bw();
+    let cpu0 = iwarp::util::cpu_time();
     let server = std::thread::spawn(move || -> std::io::Result<()> {
         let s = tcp::accept_one(&l)?;
         if bw {
@@ -107,14 +156,14 @@ fn tcp_once(test: Test, size: usize, iters: u64) -> Result<Measured, String> {
         }
     });
     let s = TcpStream::connect(addr).map_err(|e| e.to_string())?;
-    let amount = tcp::Amount { iters, duration: None };
-    let r = if bw {
-        Measured::Bw(tcp::bw_client(s, size, amount).map_err(|e| e.to_string())?)
+    let amount = tcp::Amount { iters: row.iters, duration: None };
+    let m = if bw {
+        Measured::Bw(tcp::bw_client(s, row.size, amount).map_err(|e| e.to_string())?)
     } else {
-        Measured::Lat(tcp::lat_client(s, size, amount, tcp::Wait::BusyPoll).map_err(|e| e.to_string())?)
+        Measured::Lat(tcp::lat_client(s, row.size, amount, tcp::Wait::BusyPoll).map_err(|e| e.to_string())?)
     };
     server.join().map_err(|_| "tcp server panicked".to_string())?.map_err(|e| e.to_string())?;
-    Ok(r)
+    Ok(Run { m, cpu: iwarp::util::cpu_time().saturating_sub(cpu0).as_secs_f64() })
 }
 
 fn median(mut v: Vec<f64>) -> (f64, f64) {
@@ -124,79 +173,95 @@ fn median(mut v: Vec<f64>) -> (f64, f64) {
     (m, spread)
 }
 
-/// The figure compared: Gbit/s for bandwidth; µs for latency (half round trip, or the
-/// whole round trip for reads, as perftest reports them).
-fn figure(m: &Measured, test: Test, tcp: bool) -> f64 {
+/// The figure compared: Gbit/s or million messages per second for bandwidth rows; µs for
+/// latency (half a round trip, or the whole round trip for reads, as perftest reports them).
+fn figure(m: &Measured, row: Row, tcp: bool) -> f64 {
     match m {
+        Measured::Bw(r) if row.rate => r.mpps(),
         Measured::Bw(r) => r.gbits(),
         // TCP's figure is half a round trip; a Read is a whole one.
-        Measured::Lat(r) if tcp && test == Test::ReadLat => 2.0 * r.t_typical,
+        Measured::Lat(r) if tcp && row.test == Test::ReadLat => 2.0 * r.t_typical,
         Measured::Lat(r) => r.t_typical,
+    }
+}
+
+/// CPU seconds per GB moved (both ends, this process).
+fn cpu_per_gb(run: &Run) -> Option<f64> {
+    match &run.m {
+        Measured::Bw(r) if r.iters > 0 => Some(run.cpu / (r.size as f64 * r.iters as f64 / 1e9)),
+        _ => None,
     }
 }
 
 /// Runs the comparisons and prints the table (and JSON lines).
 pub fn run(cfg: &Config) -> Result<(), String> {
     println!("iwperf loopback: this iWARP stack over the host's TCP next to plain TCP, both on 127.0.0.1");
-    println!("median of {} runs each (spread = (max - min) / median); bandwidth in Gbit/s, latency in usec", cfg.runs);
-    println!("latency is perftest's t_typical: half a round trip for write/send, a whole one for read");
+    println!(
+        "median of {} runs each (spread = (max - min) / median); MPA CRC {}",
+        cfg.runs,
+        if cfg.mpa.crc { "on" } else { "off" }
+    );
+    println!("bandwidth in Gbit/s, message rate in Mmsg/s, latency in usec (perftest's t_typical: half a");
+    println!("round trip for write/send, a whole one for read); CPU = CPU seconds per GB, both ends");
     println!();
     println!(
-        " {:<10} {:>8}   {:>10} {:>7}   {:>10} {:>7}   {:>9}",
-        "test", "size", "iWARP", "spread", "TCP", "spread", "iWARP/TCP"
+        " {:<10} {:>8}   {:>9} {:>6}   {:>9} {:>6}   {:>9}   {:>7} {:>7}",
+        "test", "size", "iWARP", "spread", "TCP", "spread", "iWARP/TCP", "CPU iW", "CPU TCP"
     );
-    for (test, size, iters) in plan(cfg) {
-        let mut iw = Vec::new();
-        let mut tc = Vec::new();
+    for row in plan(cfg) {
+        let (mut iw, mut tc, mut ci, mut ct) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for _ in 0..cfg.runs {
-            let m = iwarp_once(test, size, iters, &cfg.mpa)?;
-            iw.push(figure(&m, test, false));
+            let r = iwarp_once(row, cfg)?;
+            iw.push(figure(&r.m, row, false));
+            ci.extend(cpu_per_gb(&r));
             if cfg.json {
-                json(test, size, &m, "iwarp");
+                json(row, &r, "iwarp");
             }
-            let t = tcp_once(test, size, iters)?;
-            tc.push(figure(&t, test, true));
+            let t = tcp_once(row)?;
+            tc.push(figure(&t.m, row, true));
+            ct.extend(cpu_per_gb(&t));
             if cfg.json {
-                json(test, size, &t, "tcp");
+                json(row, &t, "tcp");
             }
         }
         let (mi, si) = median(iw);
         let (mt, st) = median(tc);
         let ratio = if mt > 0.0 { mi / mt } else { 0.0 };
+        let cpu = |v: Vec<f64>| if v.is_empty() { "-".to_string() } else { format!("{:.3}", median(v).0) };
+        let name = if row.rate { format!("{}*", row.test.name()) } else { row.test.name().to_string() };
         println!(
-            " {:<10} {:>8}   {:>10.2} {:>6.0}%   {:>10.2} {:>6.0}%   {:>9.2}",
-            test.name(),
-            size,
+            " {:<10} {:>8}   {:>9.2} {:>5.0}%   {:>9.2} {:>5.0}%   {:>9.2}   {:>7} {:>7}",
+            name,
+            row.size,
             mi,
             si * 100.0,
             mt,
             st * 100.0,
-            ratio
+            ratio,
+            cpu(ci),
+            cpu(ct)
         );
+    }
+    if !cfg.sweep && (cfg.tests.is_empty() || cfg.tests.iter().any(|t| t.starts_with("write_bw"))) {
+        println!();
+        println!(" * message rate: 64-byte RDMA Writes posted in batches vs one 64-byte write() per message");
     }
     Ok(())
 }
 
-fn json(test: Test, size: usize, m: &Measured, transport: &str) {
-    let line = match m {
-        Measured::Bw(r) => JsonLine {
-            test: test.name(),
-            role: "loopback",
-            transport,
-            size,
-            bw: Some(r.into()),
-            lat: None,
-            cpu_seconds: None,
-        },
-        Measured::Lat(r) => JsonLine {
-            test: test.name(),
-            role: "loopback",
-            transport,
-            size,
-            bw: None,
-            lat: Some(*r),
-            cpu_seconds: None,
-        },
+fn json(row: Row, r: &Run, transport: &str) {
+    let (bw, lat) = match &r.m {
+        Measured::Bw(b) => (Some(b.into()), None),
+        Measured::Lat(l) => (None, Some(*l)),
+    };
+    let line = JsonLine {
+        test: row.test.name(),
+        role: "loopback",
+        transport,
+        size: row.size,
+        bw,
+        lat,
+        cpu_seconds: Some(r.cpu),
     };
     if let Ok(s) = serde_json::to_string(&line) {
         println!("{s}");

@@ -10,6 +10,7 @@ mod ctrl;
 mod loopback;
 mod rdma;
 mod report;
+mod scale;
 mod tcp;
 
 use clap::{Parser, ValueEnum};
@@ -42,6 +43,11 @@ enum Cmd {
     TcpLat,
     /// Server and client in this process over 127.0.0.1: iWARP next to plain TCP, with ratios.
     Loopback,
+    /// Thousands of queue pairs in one process pair: memory per idle QP and aggregate bandwidth.
+    Scale,
+    /// The server process of `scale` (started by it).
+    #[value(hide = true)]
+    ScaleServe,
 }
 
 /// perftest-compatible iWARP benchmarks over the host's TCP, with plain-TCP baselines.
@@ -109,12 +115,25 @@ struct Cli {
     /// Server: also answer plain TCP clients on the same port (line echo).
     #[arg(long = "shared-port")]
     shared_port: bool,
+    /// Microseconds the event loop keeps polling after activity before it sleeps (busy-poll
+    /// mode; `-e` turns it off).
+    #[arg(long = "worker-spin-us", default_value_t = 100)]
+    worker_spin_us: u64,
     /// Loopback: runs per test (the median is reported).
     #[arg(long, default_value_t = 3)]
     runs: usize,
     /// Loopback: which comparisons (default: all).
     #[arg(long, value_delimiter = ',')]
     tests: Vec<String>,
+    /// Loopback: bandwidth against message size (64 B to 4 MiB) for Write, Read, Send and TCP.
+    #[arg(long)]
+    sweep: bool,
+    /// Scale: queue-pair counts to measure.
+    #[arg(long = "qps", value_delimiter = ',', default_values_t = [1usize, 100, 10000])]
+    scale_qps: Vec<usize>,
+    /// Scale: seconds of writing per count.
+    #[arg(long = "seconds", default_value_t = 3.0)]
+    seconds: f64,
     #[command(flatten)]
     mpa: MpaArgs,
 }
@@ -167,6 +186,7 @@ fn opts(cli: &Cli, test: Test) -> Result<Opts, String> {
         quiet: false,
         compat_sleep: true,
         shared_port: cli.shared_port,
+        worker_spin_us: cli.worker_spin_us,
     })
 }
 
@@ -296,6 +316,13 @@ fn main() -> ExitCode {
         Cmd::SendLat => run_rdma(&cli, Test::SendLat),
         Cmd::TcpBw => run_tcp(&cli, false),
         Cmd::TcpLat => run_tcp(&cli, true),
+        Cmd::Scale => scale::run(&scale::Config {
+            qps: cli.scale_qps.clone(),
+            size: cli.size.as_deref().map(parse_size).transpose().unwrap_or(None).unwrap_or(65536),
+            seconds: cli.seconds,
+            json: cli.json,
+        }),
+        Cmd::ScaleServe => scale::serve(cli.port),
         Cmd::Loopback => loopback::run(&loopback::Config {
             runs: cli.runs.max(1),
             tests: cli.tests.clone(),
@@ -303,6 +330,8 @@ fn main() -> ExitCode {
             mpa: cli.mpa.options(),
             size: cli.size.as_deref().map(parse_size).transpose().unwrap_or(None),
             iters: cli.iters,
+            sweep: cli.sweep,
+            worker_spin_us: cli.worker_spin_us,
         }),
     };
     match r {

@@ -118,6 +118,8 @@ pub struct Opts {
     pub compat_sleep: bool,
     /// Server: also answer plain TCP clients on the port (line echo).
     pub shared_port: bool,
+    /// Event-loop spin after activity, in microseconds (ignored with `events`).
+    pub worker_spin_us: u64,
 }
 
 /// Where to run.
@@ -252,7 +254,10 @@ fn alloc_data(
 
 /// Runs one test in one role. `bound` receives the listening port (for loopback runs).
 pub fn run(o: &Opts, role: Role, bound: Option<Sender<u16>>) -> Result<Outcome, String> {
-    let dev = Device::open(DeviceConfig::default()).map_err(|e| e.to_string())?;
+    // Busy polling (perftest's default) extends to the event loop: after activity it keeps
+    // polling briefly instead of sleeping, so a peer's Read is answered without a wake-up.
+    let spin = if o.events { Duration::ZERO } else { Duration::from_micros(o.worker_spin_us) };
+    let dev = Device::open(DeviceConfig { worker_spin: spin, ..DeviceConfig::default() }).map_err(|e| e.to_string())?;
     let pd = dev.alloc_pd();
     let client = matches!(role, Role::Client(_));
     let (mut ctrl, listener) = match role {
@@ -311,7 +316,7 @@ pub fn run(o: &Opts, role: Role, bound: Option<Sender<u16>>) -> Result<Outcome, 
         }
         _ => unreachable!("a server has a listener"),
     }
-    ctrl.exchange_dest(&Dest::default())?;
+    ctrl.exchange_dest_nudging(&Dest::default(), if client { &qps } else { &[] })?;
     let data = alloc_data(&dev, &pd, o, qps, cq)?;
     let q = data.qps.len();
     let mine: Vec<Dest> = (0..q).map(|i| data.dest(i, o.test)).collect();
@@ -396,6 +401,21 @@ pub fn run(o: &Opts, role: Role, bound: Option<Sender<u16>>) -> Result<Outcome, 
         print_results(o, client, &out);
     }
     let _ = cpu;
+    if !client {
+        // perftest's client closes the data connections first, then the server closes the
+        // control connection. Wait for the client's FIN: a server FIN that arrives while siw
+        // is still finishing the client's last control Send makes siw fail that Send ("Bad wc
+        // status 2" at the perftest client) although its bytes went out.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        for qp in &data.qps {
+            while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+                match qp.next_event(left) {
+                    Some(iwarp::QpEvent::Disconnected | iwarp::QpEvent::Error { .. }) | None => break,
+                    Some(_) => {}
+                }
+            }
+        }
+    }
     for qp in &data.qps {
         qp.disconnect();
     }
