@@ -261,6 +261,18 @@ pub struct QpStats {
     pub tx_copied_bytes: u64,
 }
 
+impl std::ops::AddAssign for QpStats {
+    /// Sums counters (of several queue pairs, or both ends of a connection).
+    fn add_assign(&mut self, o: QpStats) {
+        self.tx_fpdus += o.tx_fpdus;
+        self.rx_fpdus += o.rx_fpdus;
+        self.rx_direct_bytes += o.rx_direct_bytes;
+        self.rx_copied_bytes += o.rx_copied_bytes;
+        self.tx_zero_copy_bytes += o.tx_zero_copy_bytes;
+        self.tx_copied_bytes += o.tx_copied_bytes;
+    }
+}
+
 /// One iWARP connection's RDMAP/DDP/MPA engine.
 #[derive(Debug)]
 pub struct Qp {

@@ -117,6 +117,8 @@ enum Measured {
 struct Run {
     m: Measured,
     cpu: f64,
+    /// Both ends' queue-pair counters (iWARP runs).
+    stats: Option<iwarp::QpStats>,
 }
 
 fn iwarp_once(row: Row, cfg: &Config) -> Result<Run, String> {
@@ -139,7 +141,9 @@ fn iwarp_once(row: Row, cfg: &Config) -> Result<Run, String> {
     } else {
         c.lat.first().copied().map(Measured::Lat)
     };
-    Ok(Run { m: m.ok_or("no result")?, cpu })
+    let mut st = c.stats;
+    st += s.stats;
+    Ok(Run { m: m.ok_or("no result")?, cpu, stats: Some(st) })
 }
 
 fn tcp_once(row: Row) -> Result<Run, String> {
@@ -163,7 +167,7 @@ fn tcp_once(row: Row) -> Result<Run, String> {
         Measured::Lat(tcp::lat_client(s, row.size, amount, tcp::Wait::BusyPoll).map_err(|e| e.to_string())?)
     };
     server.join().map_err(|_| "tcp server panicked".to_string())?.map_err(|e| e.to_string())?;
-    Ok(Run { m, cpu: iwarp::util::cpu_time().saturating_sub(cpu0).as_secs_f64() })
+    Ok(Run { m, cpu: iwarp::util::cpu_time().saturating_sub(cpu0).as_secs_f64(), stats: None })
 }
 
 fn median(mut v: Vec<f64>) -> (f64, f64) {
@@ -262,6 +266,7 @@ fn json(row: Row, r: &Run, transport: &str) {
         bw,
         lat,
         cpu_seconds: Some(r.cpu),
+        path: r.stats.as_ref().map(Into::into),
     };
     if let Ok(s) = serde_json::to_string(&line) {
         println!("{s}");

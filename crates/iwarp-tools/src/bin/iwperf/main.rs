@@ -217,6 +217,7 @@ fn run_rdma(cli: &Cli, test: Test) -> Result<(), String> {
                 bw: Some(r.into()),
                 lat: None,
                 cpu_seconds: Some(cpu),
+                path: Some((&out.stats).into()),
             });
         }
         for r in &out.lat {
@@ -228,6 +229,7 @@ fn run_rdma(cli: &Cli, test: Test) -> Result<(), String> {
                 bw: None,
                 lat: Some(*r),
                 cpu_seconds: Some(cpu),
+                path: Some((&out.stats).into()),
             });
         }
     }
@@ -264,6 +266,7 @@ fn run_tcp(cli: &Cli, lat: bool) -> Result<(), String> {
                         bw: Some((&r).into()),
                         lat: None,
                         cpu_seconds: None,
+                        path: None,
                     });
                 }
             }
@@ -282,6 +285,7 @@ fn run_tcp(cli: &Cli, lat: bool) -> Result<(), String> {
                         bw: None,
                         lat: Some(r),
                         cpu_seconds: None,
+                        path: None,
                     });
                 }
             } else {
@@ -296,6 +300,7 @@ fn run_tcp(cli: &Cli, lat: bool) -> Result<(), String> {
                         bw: Some((&r).into()),
                         lat: None,
                         cpu_seconds: None,
+                        path: None,
                     });
                 }
             }

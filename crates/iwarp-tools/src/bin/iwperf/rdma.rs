@@ -138,6 +138,8 @@ pub struct Outcome {
     pub bw: Vec<BwResult>,
     /// Latency results.
     pub lat: Vec<LatResult>,
+    /// The data queue pairs' counters, summed, at the end of the data phase.
+    pub stats: iwarp::QpStats,
 }
 
 const CREDIT_LEN: usize = 4;
@@ -396,6 +398,10 @@ pub fn run(o: &Opts, role: Role, bound: Option<Sender<u16>>) -> Result<Outcome, 
         }
         Test::SendBw | Test::ReadLat | Test::SendLat => sync(&mut ctrl)?,
         Test::WriteLat => {}
+    }
+    // After the closing rounds: a passive server's queue pairs are done receiving too.
+    for qp in &data.qps {
+        out.stats += qp.stats();
     }
     if !o.quiet {
         print_results(o, client, &out);

@@ -181,6 +181,41 @@ pub struct JsonLine<'a> {
     /// CPU seconds this process used during the run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu_seconds: Option<f64>,
+    /// How the payload moved (iWARP runs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathJson>,
+}
+
+/// How the payload moved: the data queue pairs' counters.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct PathJson {
+    /// FPDUs sent.
+    pub tx_fpdus: u64,
+    /// FPDUs received.
+    pub rx_fpdus: u64,
+    /// Percent of sent payload bytes taken straight from registered memory (no copy).
+    pub tx_zero_copy_pct: f64,
+    /// Percent of received payload bytes read straight into their destination (no copy).
+    pub rx_direct_pct: f64,
+}
+
+fn pct(part: u64, other: u64) -> f64 {
+    if part + other == 0 {
+        0.0
+    } else {
+        100.0 * part as f64 / (part + other) as f64
+    }
+}
+
+impl From<&iwarp::QpStats> for PathJson {
+    fn from(s: &iwarp::QpStats) -> Self {
+        PathJson {
+            tx_fpdus: s.tx_fpdus,
+            rx_fpdus: s.rx_fpdus,
+            tx_zero_copy_pct: pct(s.tx_zero_copy_bytes, s.tx_copied_bytes),
+            rx_direct_pct: pct(s.rx_direct_bytes, s.rx_copied_bytes),
+        }
+    }
 }
 
 /// Bandwidth figures for JSON.
