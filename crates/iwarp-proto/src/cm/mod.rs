@@ -194,11 +194,16 @@ impl Initiator {
         now: Instant,
     ) -> Result<(Self, Vec<u8>), CmError> {
         check_pd(private_data)?;
+        let rtr = cfg.peer_to_peer.unwrap_or_default();
+        // RFC 6581 §9.2: a zero-length Read RTR is an RDMA Read, so an initiator offering it
+        // announces an ORD of at least 1 (siw terminates a Read RTR where its IRD is 0). The
+        // queue pair keeps the ORD asked for: the RTR does not count against it.
+        let wire_ord = if cfg.peer_to_peer.is_some() && rtr.read { ord.max(1) } else { ord };
         let enhanced = (cfg.revision >= 2).then(|| EnhancedParams {
             peer_to_peer: cfg.peer_to_peer.is_some(),
             ird,
-            ord,
-            rtr: cfg.peer_to_peer.unwrap_or_default(),
+            ord: wire_ord,
+            rtr,
         });
         let req = FrameRepr {
             kind: FrameKind::Request,
@@ -255,7 +260,11 @@ impl Initiator {
             if let Some(ours) = self.cfg.peer_to_peer {
                 // RFC 6581 §9.2: the responder echoes A; with it, send one RTR of a common type.
                 if p.peer_to_peer {
-                    let common = ours.intersect(p.rtr);
+                    let mut common = ours.intersect(p.rtr);
+                    // No Read RTR into a responder that takes no Reads (IRD 0).
+                    if p.ird == 0 {
+                        common.read = false;
+                    }
                     send_rtr = common.preferred();
                     if send_rtr.is_none() {
                         let terminate = terminate_fpdu(TerminateCause::Mpa(Mpa::NoMatchingRtr), crc, reply.markers);
@@ -578,6 +587,49 @@ mod tests {
         );
         assert_eq!(i.send_rtr, Some(RtrType::Read));
         assert_eq!(r.expect_rtr, Some(read_only));
+    }
+
+    #[test]
+    fn read_rtr_offer_announces_ord_one_even_when_asked_for_zero() {
+        // perftest's control connection asks for IRD = ORD = 0.
+        let read_only = RtrTypes { send: false, write: false, read: true };
+        let cfg = MpaConfig { peer_to_peer: Some(read_only), ..Default::default() };
+        let (_, req) = Initiator::new(cfg.clone(), 0, 0, &[], Instant::now()).unwrap();
+        let (parsed, _) = FrameRepr::parse(&req, FrameKind::Request).unwrap().unwrap();
+        assert_eq!(parsed.enhanced.map(|e| e.ord), Some(1));
+        // Our responder with IRD 0 raises it to 1; the initiator's queue pair keeps ORD 0.
+        let (i, r) = exchange(cfg, MpaConfig::default(), (0, 0), (0, 0));
+        assert_eq!(i.send_rtr, Some(RtrType::Read));
+        assert_eq!((i.ord, r.ird), (0, 1));
+    }
+
+    #[test]
+    fn no_read_rtr_into_a_responder_with_ird_zero() {
+        let now = Instant::now();
+        let write_read = RtrTypes { send: false, write: true, read: true };
+        let cfg = MpaConfig { peer_to_peer: Some(write_read), ..Default::default() };
+        let (mut i, _) = Initiator::new(cfg.clone(), 0, 0, &[], now).unwrap();
+        let reply = FrameRepr::enhanced(
+            FrameKind::Reply,
+            EnhancedParams { peer_to_peer: true, ird: 0, ord: 0, rtr: write_read },
+            &[],
+        )
+        .to_vec()
+        .unwrap();
+        let Some((InitiatorOutcome::Accepted(n), _)) = i.handle_bytes(&reply).unwrap() else { panic!() };
+        assert_eq!(n.send_rtr, Some(RtrType::Write));
+        // Read the only common type: no RTR is possible, MPA code 7.
+        let read_only = RtrTypes { send: false, write: false, read: true };
+        let (mut i, _) =
+            Initiator::new(MpaConfig { peer_to_peer: Some(read_only), ..Default::default() }, 0, 0, &[], now).unwrap();
+        let reply = FrameRepr::enhanced(
+            FrameKind::Reply,
+            EnhancedParams { peer_to_peer: true, ird: 0, ord: 0, rtr: read_only },
+            &[],
+        )
+        .to_vec()
+        .unwrap();
+        assert!(matches!(i.handle_bytes(&reply), Err(CmError::NoMatchingRtr { .. })));
     }
 
     #[test]
