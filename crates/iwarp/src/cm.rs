@@ -74,6 +74,13 @@ pub struct ConnParams {
     /// connection); an initiator that receives an FPDU glued to the MPA Reply may close the
     /// connection (Linux siw does). Ignored in peer-to-peer mode, where the RTR settles it.
     pub responder_sends_first: bool,
+    /// Active side only (default on): while the responder has sent nothing, follow this
+    /// side's first FPDU with a zero-length RDMA Write after 50 ms, then at doubling
+    /// intervals, at most 8 times. Linux siw starts watching an accepted socket only after
+    /// sending its MPA Reply, and an FPDU (or RTR) that arrives in between stays unread until
+    /// more bytes arrive; the zero-length Write is such bytes, and RFC 5041 §7.2 has every
+    /// receiver accept it without checking its STag (see `docs/interop.md`).
+    pub wake_silent_responder: bool,
 }
 
 impl Default for ConnParams {
@@ -85,6 +92,7 @@ impl Default for ConnParams {
             mpa: MpaOptions::default(),
             source: None,
             responder_sends_first: false,
+            wake_silent_responder: true,
         }
     }
 }

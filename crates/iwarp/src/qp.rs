@@ -29,6 +29,10 @@ use std::time::{Duration, Instant};
 const RX_BUDGET: usize = 4 << 20;
 /// Bytes written between two readings of the TCP MSS.
 const MSS_RECHECK: usize = 1 << 20;
+/// First wake-up of a silent responder, after this side's first FPDU; the gap then doubles.
+const WAKE_FIRST: Duration = Duration::from_millis(50);
+/// Wake-ups at most (50 ms to 6.4 s apart, about 12.8 s in all).
+const WAKE_COUNT: u32 = 8;
 
 /// Who drives a queue pair's I/O.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -291,6 +295,10 @@ pub(crate) struct QpCore {
     since_mss: usize,
     /// Passive side: may send before the initiator's first FPDU.
     send_first: bool,
+    /// Active side: wake a silent responder ([`ConnParams::wake_silent_responder`]).
+    wake_responder: bool,
+    /// The wake-up timer last handed to the worker.
+    wake_timer: Option<Instant>,
     info: Option<ConnInfo>,
     peer: Option<SocketAddr>,
     local: Option<SocketAddr>,
@@ -374,6 +382,8 @@ impl QueuePair {
                 iov: Vec::with_capacity(64),
                 since_mss: 0,
                 send_first: false,
+                wake_responder: false,
+                wake_timer: None,
                 info: None,
                 peer: None,
                 local: None,
@@ -490,6 +500,7 @@ impl QueuePair {
         core.sock = Some(stream);
         core.reg = Some((worker, token));
         core.ctl_out = request;
+        core.wake_responder = params.wake_silent_responder;
         core.phase = Phase::Connecting { cm, deadline };
         *inner.conn.lock().unwrap_or_else(|e| e.into_inner()) = ConnStatus::Connecting;
         Ok(())
@@ -510,7 +521,20 @@ impl QueuePair {
             let Some(left) = deadline.checked_duration_since(Instant::now()) else {
                 return Err(ConnectError::Timeout);
             };
-            st = self.inner.conn_cv.wait_timeout(st, left).unwrap_or_else(|e| e.into_inner()).0;
+            if self.inner.progress == Progress::Poll {
+                // Once the MPA exchange is over a polled queue pair has no event loop: what
+                // completes establishment (the peer's RTR) is read here.
+                drop(st);
+                self.inner.progress_manual();
+                st = self.inner.conn.lock().unwrap_or_else(|e| e.into_inner());
+                if !matches!(*st, ConnStatus::Idle | ConnStatus::Connecting) {
+                    continue;
+                }
+                let slice = left.min(Duration::from_millis(1));
+                st = self.inner.conn_cv.wait_timeout(st, slice).unwrap_or_else(|e| e.into_inner()).0;
+            } else {
+                st = self.inner.conn_cv.wait_timeout(st, left).unwrap_or_else(|e| e.into_inner()).0;
+            }
         }
     }
 
@@ -670,6 +694,34 @@ impl QpCore {
 
     /// Frames and writes what the engine has, then delivers completions and events.
     pub(crate) fn transmit(&mut self, qp: &QpInner) {
+        self.write_out();
+        if self.engine.wake_pending() {
+            self.wake_tick();
+        }
+        self.deliver(qp);
+        if self.engine.wants_shutdown() && matches!(self.phase, Phase::Running) {
+            self.close(qp);
+        }
+    }
+
+    /// Runs the engine's wake-up timer: sends a due zero-length Write, and keeps a worker
+    /// timer for the next one (a polled queue pair checks at every poll instead).
+    fn wake_tick(&mut self) {
+        let before = self.engine.stats().wake_writes;
+        self.engine.handle_timeout(Instant::now());
+        if self.engine.stats().wake_writes != before {
+            self.write_out();
+        }
+        if let (Some(t), Some((w, token))) = (self.engine.poll_timeout(), self.reg.as_ref()) {
+            if self.wake_timer != Some(t) {
+                w.add_timer(t, *token);
+                self.wake_timer = Some(t);
+            }
+        }
+    }
+
+    /// Hands framed bytes to the socket until it is full or nothing is left.
+    fn write_out(&mut self) {
         if let Some(sock) = self.sock.as_mut() {
             if !self.ctl_out.is_empty() {
                 match sock.write(&self.ctl_out) {
@@ -707,10 +759,6 @@ impl QpCore {
                     }
                 }
             }
-        }
-        self.deliver(qp);
-        if self.engine.wants_shutdown() && matches!(self.phase, Phase::Running) {
-            self.close(qp);
         }
     }
 
@@ -970,6 +1018,9 @@ impl QpCore {
         }
         if self.engine.establish(link).is_err() {
             return self.fail_connect(qp, ConnectError::Closed);
+        }
+        if neg.role == Role::Initiator && self.wake_responder {
+            self.engine.wake_silent_peer(WAKE_FIRST, WAKE_COUNT);
         }
         self.phase = Phase::Running;
         if qp.progress == Progress::Poll {

@@ -454,3 +454,78 @@ fn listener_options_apply_unless_accept_adds_to_them() {
         exercise(&p, &[1, 4099, 70_001]);
     }
 }
+
+/// A busy-polled passive side has no event loop once accepted: `wait_established` itself must
+/// read the RTR that completes a peer-to-peer accept.
+#[test]
+fn a_polled_passive_side_completes_a_peer_to_peer_accept() {
+    for t in [RtrType::Write, RtrType::Read, RtrType::Send] {
+        let mut cfg = PairConfig { server_progress: Some(Progress::Poll), ..PairConfig::default() };
+        cfg.client.mpa.peer_to_peer = Some(RtrTypes::only(t));
+        cfg.server.mpa.peer_to_peer = Some(RtrTypes::ALL);
+        let p = Pair::with(cfg);
+        // Sends both ways: the polled side makes progress while it waits for its completions.
+        let a = p.mr(4096, all_access());
+        let b = p.mr(4096, all_access());
+        send_and_verify(&p.client, &p.server, &a, &b, 4096, 1);
+        send_and_verify(&p.server, &p.client, &b, &a, 4096, 2);
+    }
+}
+
+/// The FPDUs the raw responder receives in `window`, zero-length Writes (wake-ups) counted.
+fn wake_ups_within(raw: &mut RawPeer, window: Duration) -> Vec<RxFpdu> {
+    let (f, _) = raw.read_fpdus(window, |_| false);
+    f.into_iter().filter(|f| f.seg.opcode == Opcode::Write && f.payload.is_empty()).collect()
+}
+
+/// Linux siw misses an FPDU that arrives between its MPA Reply and its socket hook-up
+/// (docs/interop.md): an initiator follows its first FPDU with zero-length Writes (STag 1,
+/// TO 0) at 50, 150, 350 ms... until the responder sends anything.
+#[test]
+fn a_silent_responder_gets_zero_length_writes_until_it_speaks() {
+    let dev = device();
+    let pd = dev.alloc_pd();
+    let l = TcpListener::bind(any_port()).unwrap();
+    let addr = l.local_addr().unwrap();
+    let raw = std::thread::spawn(move || RawPeer::accept_on(&l, EnhancedParams::client_server(4, 4)));
+    let end = End::new(&dev, &pd, PairConfig::default().cap, Progress::Thread);
+    end.qp.connect(addr, &ConnParams::default()).unwrap();
+    let mut raw = raw.join().unwrap();
+    let src = pd.reg_mr(64, all_access()).unwrap();
+    let t0 = std::time::Instant::now();
+    end.qp.post_send(&[SendWr::send(1, &[src.sge(0, 3)])]).unwrap();
+    let (first, _) = raw.read_fpdus(WAIT, |f| f.seg.opcode == Opcode::Send);
+    assert_eq!(first.last().map(|f| f.payload.len()), Some(3));
+    // The Send's completion does not wait for the peer.
+    assert_ok(&end.send_wcs(1));
+    let woke = wake_ups_within(&mut raw, Duration::from_millis(250));
+    assert_eq!(woke.len(), 2, "wake-ups at about 50 and 150 ms: {woke:?}");
+    for w in &woke {
+        assert_eq!(w.ddp_header, [0xc1, 0x40, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0], "tagged, last, STag 1, TO 0");
+    }
+    assert!(t0.elapsed() >= Duration::from_millis(150));
+    // The responder speaks (a zero-length Write of its own): no more wake-ups.
+    let speak = raw.fpdu(SegmentHeader::tagged(Opcode::Write, true, Stag(1), TaggedOffset(0)), &[], &[]);
+    raw.send(&speak);
+    assert!(wake_ups_within(&mut raw, Duration::from_millis(600)).is_empty());
+    assert_eq!(end.qp.stats().wake_writes, 2);
+    assert_eq!(end.qp.state(), QpState::Rts);
+    assert_no_wc(&end.rcq, Duration::from_millis(10));
+}
+
+#[test]
+fn wake_ups_can_be_turned_off() {
+    let dev = device();
+    let pd = dev.alloc_pd();
+    let l = TcpListener::bind(any_port()).unwrap();
+    let addr = l.local_addr().unwrap();
+    let raw = std::thread::spawn(move || RawPeer::accept_on(&l, EnhancedParams::client_server(4, 4)));
+    let end = End::new(&dev, &pd, PairConfig::default().cap, Progress::Thread);
+    end.qp.connect(addr, &ConnParams { wake_silent_responder: false, ..ConnParams::default() }).unwrap();
+    let mut raw = raw.join().unwrap();
+    let src = pd.reg_mr(64, all_access()).unwrap();
+    end.qp.post_send(&[SendWr::send(1, &[src.sge(0, 3)])]).unwrap();
+    let (first, _) = raw.read_fpdus(WAIT, |f| f.seg.opcode == Opcode::Send);
+    assert_eq!(first.len(), 1);
+    assert!(wake_ups_within(&mut raw, Duration::from_millis(300)).is_empty());
+}

@@ -44,6 +44,7 @@ use iwarp_wire::Msn;
 use smallvec::SmallVec;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Static limits of a queue pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -259,6 +260,17 @@ pub struct QpStats {
     pub tx_zero_copy_bytes: u64,
     /// Payload bytes copied into the transmit buffer (small payloads).
     pub tx_copied_bytes: u64,
+    /// Zero-length Writes sent to wake a silent responder ([`Qp::wake_silent_peer`]).
+    pub wake_writes: u64,
+}
+
+/// State of [`Qp::wake_silent_peer`].
+#[derive(Debug)]
+struct Wake {
+    gap: Duration,
+    /// Unset until this side's first FPDU has gone out.
+    next: Option<Instant>,
+    left: u32,
 }
 
 impl std::ops::AddAssign for QpStats {
@@ -270,6 +282,7 @@ impl std::ops::AddAssign for QpStats {
         self.rx_copied_bytes += o.rx_copied_bytes;
         self.tx_zero_copy_bytes += o.tx_zero_copy_bytes;
         self.tx_copied_bytes += o.tx_copied_bytes;
+        self.wake_writes += o.wake_writes;
     }
 }
 
@@ -287,6 +300,8 @@ pub struct Qp {
     completions: VecDeque<Completion>,
     events: VecDeque<QpEvent>,
     stats: QpStats,
+    /// Initiator: nudges for a responder that has sent nothing yet (see [`Qp::wake_silent_peer`]).
+    wake: Option<Wake>,
     /// The first error's cause (sent or received).
     cause: Option<TerminateCause>,
 }
@@ -307,6 +322,7 @@ impl Qp {
             completions: VecDeque::new(),
             events: VecDeque::new(),
             stats: QpStats::default(),
+            wake: None,
             cause: None,
         }
     }
@@ -366,6 +382,60 @@ impl Qp {
         }
         self.link = Some(link);
         Ok(())
+    }
+
+    /// Initiator: while the responder has sent no FPDU, send a zero-length RDMA Write (STag 1,
+    /// TO 0) `first` after this side's first FPDU went out, then at doubling intervals, at most
+    /// `count` times; the first FPDU received ends it. Drive it with
+    /// [`poll_timeout`](Self::poll_timeout) and [`handle_timeout`](Self::handle_timeout).
+    ///
+    /// Linux siw, as the MPA responder, sends its Reply before it starts watching the socket
+    /// for data: an FPDU that arrives in that gap (the RTR, or the initiator's first message)
+    /// stays unread until more bytes arrive, and a protocol whose responder waits for that
+    /// message never starts. A zero-length Write is such a byte: its STag and TO must not be
+    /// checked (RFC 5041 §7.2), it completes nothing, and siw ignores it once it reads it.
+    pub fn wake_silent_peer(&mut self, first: Duration, count: u32) {
+        self.wake = (count > 0).then_some(Wake { gap: first, next: None, left: count });
+    }
+
+    /// `true` while a wake-up may still be due: call [`handle_timeout`](Self::handle_timeout)
+    /// after transmitting (it starts the clock once the first FPDU is out).
+    pub fn wake_pending(&self) -> bool {
+        self.wake.is_some()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should next be called, if at all.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let w = self.wake.as_ref()?;
+        if self.stats.rx_fpdus > 0 || self.state != QpState::Rts {
+            return None;
+        }
+        w.next
+    }
+
+    /// Timers: sends a due wake-up (see [`wake_silent_peer`](Self::wake_silent_peer)).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let Some(w) = self.wake.as_mut() else { return };
+        if self.stats.rx_fpdus > 0 || self.state != QpState::Rts || w.left == 0 {
+            self.wake = None;
+            return;
+        }
+        match w.next {
+            // The clock starts when this side's first FPDU has been handed to TCP.
+            None if self.stats.tx_fpdus > 0 && self.tx.batch.is_empty() => w.next = Some(now + w.gap),
+            None => {}
+            Some(t) if now >= t => {
+                // Between messages, like an RTR; nothing is queued behind it.
+                if self.tx.rtr.is_none() {
+                    self.tx.rtr = Some(RtrType::Write);
+                }
+                self.stats.wake_writes += 1;
+                w.left -= 1;
+                w.gap *= 2;
+                w.next = Some(now + w.gap);
+            }
+            Some(_) => {}
+        }
     }
 
     /// Updates the largest ULPDU to send, e.g. when the TCP MSS has grown (Linux starts a

@@ -736,3 +736,64 @@ fn ird_and_ord_of_zero_allow_no_reads() {
     };
     assert_eq!(cause, TerminateCause::RemoteOperation(RemoteOperation::CatastrophicStream));
 }
+
+#[test]
+fn a_silent_responder_is_woken_by_zero_length_writes_until_it_speaks() {
+    use std::time::{Duration, Instant};
+    let mut p = Pair::new();
+    let t0 = Instant::now();
+    let ms = Duration::from_millis;
+    p.a.wake_silent_peer(ms(50), 3);
+    // Nothing has gone out yet: no clock.
+    p.a.handle_timeout(t0);
+    assert_eq!(p.a.poll_timeout(), None);
+    // The initiator's first message goes out; the responder has no receive posted, so the
+    // test moves bytes one way only and the responder stays silent.
+    let src = p.mr(64, Access::LOCAL_WRITE);
+    let dst = p.mr(64, Access::LOCAL_WRITE | Access::REMOTE_WRITE);
+    p.a.post_send([send_wr(1, SendOp::Write(remote(&dst, 0)), vec![sge(&src, 0, 64)])]).unwrap();
+    let mut wire = Vec::new();
+    p.a.transmit_copy(&mut wire, usize::MAX);
+    p.a.handle_timeout(t0);
+    assert_eq!(p.a.poll_timeout(), Some(t0 + ms(50)));
+    p.a.handle_timeout(t0 + ms(49));
+    assert_eq!(p.a.transmit_copy(&mut wire, usize::MAX), 0, "not yet due");
+    p.a.handle_timeout(t0 + ms(50));
+    let n = p.a.transmit_copy(&mut wire, usize::MAX);
+    // A zero-length tagged FPDU: 2 + 14 + 4 bytes.
+    assert_eq!(n, 20);
+    assert_eq!(p.a.poll_timeout(), Some(t0 + ms(150)), "the gap doubles");
+    // The responder takes the Write and the wake-up without complaint or completion.
+    assert_eq!(p.b.receive_copy(&wire), wire.len());
+    assert!(Pair::events(&mut p.b).iter().all(|e| matches!(e, QpEvent::Ready)));
+    assert!(Pair::completions(&mut p.b).is_empty());
+    assert_eq!(p.b.stats().rx_fpdus, 2);
+    // Once the responder has sent an FPDU, the initiator stops.
+    p.b.post_send([send_wr(2, SendOp::Write(remote(&src, 0)), vec![sge(&dst, 0, 8)])]).unwrap();
+    p.drive();
+    p.a.handle_timeout(t0 + ms(150));
+    assert_eq!(p.a.poll_timeout(), None);
+    assert!(!p.a.wake_pending());
+    assert_eq!(p.a.stats().wake_writes, 1);
+}
+
+#[test]
+fn wake_ups_stop_after_the_count() {
+    use std::time::{Duration, Instant};
+    let mut p = Pair::new();
+    let t0 = Instant::now();
+    p.a.wake_silent_peer(Duration::from_millis(10), 2);
+    let src = p.mr(8, Access::LOCAL_WRITE);
+    let dst = p.mr(8, Access::LOCAL_WRITE | Access::REMOTE_WRITE);
+    p.a.post_send([send_wr(1, SendOp::Write(remote(&dst, 0)), vec![sge(&src, 0, 8)])]).unwrap();
+    let mut wire = Vec::new();
+    p.a.transmit_copy(&mut wire, usize::MAX);
+    let mut t = t0;
+    for _ in 0..10 {
+        p.a.handle_timeout(t);
+        p.a.transmit_copy(&mut wire, usize::MAX);
+        t += Duration::from_secs(1);
+    }
+    assert_eq!(p.a.stats().wake_writes, 2);
+    assert!(!p.a.wake_pending());
+}

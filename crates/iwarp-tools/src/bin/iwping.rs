@@ -18,7 +18,7 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Largest ping (rping's RPING_BUFSIZE - 1).
 const MAX_SIZE: usize = 64 * 1024 - 1;
@@ -123,52 +123,9 @@ enum Waited {
     Disconnected,
 }
 
-/// Nudges a connection whose peer has not been heard from yet.
-///
-/// Linux siw, as the MPA responder, sends its Reply before it hooks the socket's data-ready
-/// callback (`siw_accept`), so an FPDU that arrives in between stays unread until more data
-/// arrives (shared/interop/siw-facts.md §9). Our first advertisement follows the Reply at once,
-/// and the rping server, which never got it, never answers (seen under QEMU/TCG in about one run
-/// in five). While the server is silent, a zero-length RDMA Write, whose STag and TO the Data
-/// Sink must not check (RFC 5041 §7.2) and which siw ignores, makes siw read its socket: after
-/// 50 ms of silence, then with doubling gaps, at most 8 times.
-struct Nudge {
-    next: Instant,
-    gap: Duration,
-    left: u32,
-}
-
-impl Nudge {
-    fn new() -> Self {
-        let gap = Duration::from_millis(50);
-        Nudge { next: Instant::now() + gap, gap, left: 8 }
-    }
-
-    fn tick(&mut self, qp: &QueuePair) {
-        if self.left == 0 || Instant::now() < self.next {
-            return;
-        }
-        let _ = qp.post_send(&[SendWr::write_inline(u64::MAX, &[], RemoteAddr { stag: Stag(1), to: 0 }).unsignaled()]);
-        self.left -= 1;
-        self.gap *= 2;
-        self.next = Instant::now() + self.gap;
-    }
-}
-
 /// Waits for the next receive or RDMA completion (Send completions are only checked),
 /// or a disconnect.
 fn wait(qp: &QueuePair, cq: &CompletionQueue, b: &Buffers, who: &str) -> Result<Waited, String> {
-    wait_nudging(qp, cq, b, who, None)
-}
-
-/// [`wait`], nudging the peer while nothing has arrived.
-fn wait_nudging(
-    qp: &QueuePair,
-    cq: &CompletionQueue,
-    b: &Buffers,
-    who: &str,
-    mut nudge: Option<&mut Nudge>,
-) -> Result<Waited, String> {
     let mut wc = [WorkCompletion::default(); 8];
     let mut pending: Vec<WorkCompletion> = Vec::new();
     loop {
@@ -201,9 +158,6 @@ fn wait_nudging(
             // Oldest first.
             pending.extend(wc[..n].iter().rev().copied());
             continue;
-        }
-        if let Some(nd) = nudge.as_deref_mut() {
-            nd.tick(qp);
         }
         while let Some(ev) = qp.poll_event() {
             match ev {
@@ -285,21 +239,18 @@ fn run_client(cli: &Cli, dev: &Device) -> Result<(), String> {
     debug_log!("rdma_connect successful");
     let mut start = b'A';
     let mut ping = 0u64;
-    // Until the server's first message arrives.
-    let mut first = Some(Nudge::new());
     while cli.count == 0 || ping < cli.count {
         let data = ping_data(ping, start, cli.size);
         start = if start >= b'z' { b'A' } else { start + 1 };
         start_mr.write(0, &data).map_err(|e| e.to_string())?;
         advertise(&b, &start_mr, cli.size);
         qp.post_send(&[SendWr::send(ping, &[b.send.sge_all()])]).map_err(|e| format!("post send error {e}"))?;
-        match wait_nudging(&qp, &cq, &b, "client", first.as_mut())? {
+        match wait(&qp, &cq, &b, "client")? {
             Waited::Recv(n) if n as usize == INFO_LEN => {}
             Waited::Recv(n) => return Err(format!("Received bogus data, size {n}")),
             Waited::Disconnected => return Ok(()),
             Waited::Rdma => return Err("wait for RDMA_WRITE_ADV state".into()),
         }
-        first = None;
         advertise(&b, &b.rdma, cli.size);
         qp.post_send(&[SendWr::send(ping, &[b.send.sge_all()])]).map_err(|e| format!("post send error {e}"))?;
         match wait(&qp, &cq, &b, "client")? {

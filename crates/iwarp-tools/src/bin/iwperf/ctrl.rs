@@ -3,7 +3,7 @@
 
 use iwarp::{
     CompletionQueue, ConnParams, ConnectRequest, Device, MpaOptions, ProtectionDomain, QpEvent, QpInit, QueuePair,
-    RecvWr, RemoteAddr, SendWr, Stag, WcOpcode, WcStatus, WorkCompletion,
+    RecvWr, SendWr, WcOpcode, WcStatus, WorkCompletion,
 };
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -80,41 +80,6 @@ impl Dest {
     }
 }
 
-/// Nudges a connection whose peer has not been heard from yet.
-///
-/// Linux siw, as the MPA responder, sends its Reply before it hooks the socket's data-ready
-/// callback (`siw_accept`), so an FPDU that arrives in between stays unread until more data
-/// arrives (shared/interop/siw-facts.md §9). An initiator whose first FPDU follows the Reply at
-/// once then waits forever for the answer (seen under QEMU/TCG in about one run in six). While
-/// the peer is silent, a zero-length RDMA Write, whose STag and TO the Data Sink must not check
-/// (RFC 5041 §7.2) and which siw ignores, makes siw read its socket: after 50 ms of silence,
-/// then with doubling gaps, at most 8 times.
-pub struct Nudge {
-    next: Instant,
-    gap: Duration,
-    left: u32,
-}
-
-impl Default for Nudge {
-    fn default() -> Self {
-        let gap = Duration::from_millis(50);
-        Nudge { next: Instant::now() + gap, gap, left: 8 }
-    }
-}
-
-impl Nudge {
-    /// Sends a zero-length RDMA Write on `qp` when the next one is due.
-    pub fn tick(&mut self, qp: &QueuePair) {
-        if self.left == 0 || Instant::now() < self.next {
-            return;
-        }
-        let _ = qp.post_send(&[SendWr::write_inline(u64::MAX, &[], RemoteAddr { stag: Stag(1), to: 0 }).unsignaled()]);
-        self.left -= 1;
-        self.gap *= 2;
-        self.next = Instant::now() + self.gap;
-    }
-}
-
 /// The control connection.
 pub struct Ctrl {
     qp: QueuePair,
@@ -122,8 +87,6 @@ pub struct Ctrl {
     recv: iwarp::MemoryRegion,
     client: bool,
     wr: u64,
-    /// Client: nudges the control connection until the server's first message arrives.
-    nudge: Option<Nudge>,
 }
 
 fn ctrl_qp(pd: &ProtectionDomain, cq: &CompletionQueue) -> iwarp::Result<QueuePair> {
@@ -151,7 +114,7 @@ impl Ctrl {
         };
         let qp = connect_retry(make, addr, &ctrl_params(mpa))
             .map_err(|e| format!(" Unable to init the socket connection: {e}"))?;
-        Ok(Ctrl { qp, cq, recv, client: true, wr: 0, nudge: Some(Nudge::default()) })
+        Ok(Ctrl { qp, cq, recv, client: true, wr: 0 })
     }
 
     /// Accepts the control channel (server).
@@ -162,7 +125,7 @@ impl Ctrl {
         qp.post_recv(&[RecvWr::new(0, &[recv.sge_all()])]).map_err(|e| e.to_string())?;
         req.accept(&qp, &ctrl_params(mpa)).map_err(|e| e.to_string())?;
         qp.wait_established(STEP_TIMEOUT).map_err(|e| e.to_string())?;
-        Ok(Ctrl { qp, cq, recv, client: false, wr: 0, nudge: None })
+        Ok(Ctrl { qp, cq, recv, client: false, wr: 0 })
     }
 
     fn send(&mut self, msg: &[u8]) -> Result<(), String> {
@@ -171,20 +134,11 @@ impl Ctrl {
         self.qp.post_send(&[SendWr::send_inline(self.wr, msg)]).map_err(|e| format!(" Failed to send: {e}"))
     }
 
-    fn receive(&mut self, others: &[QueuePair]) -> Result<Vec<u8>, String> {
+    fn receive(&mut self) -> Result<Vec<u8>, String> {
         let deadline = Instant::now() + STEP_TIMEOUT;
         let mut wc = [WorkCompletion::default(); 4];
-        let mut nudges: Vec<Nudge> = others.iter().map(|_| Nudge::default()).collect();
         loop {
             let n = self.cq.wait(&mut wc, Some(Duration::from_millis(20)));
-            if n == 0 {
-                if let Some(nd) = self.nudge.as_mut() {
-                    nd.tick(&self.qp);
-                }
-                for (nd, qp) in nudges.iter_mut().zip(others) {
-                    nd.tick(qp);
-                }
-            }
             for c in &wc[..n] {
                 if c.status != WcStatus::Success {
                     return Err(format!("Bad wc status -- {:?}\n Unable to read to socket/rdma_cm", c.status));
@@ -194,7 +148,6 @@ impl Ctrl {
                     // The peer may close right after its last message: a failed re-post only
                     // matters if another message is expected, and then receive() reports it.
                     let _ = self.qp.post_recv(&[RecvWr::new(0, &[self.recv.sge_all()])]);
-                    self.nudge = None;
                     return Ok(data);
                 }
             }
@@ -209,16 +162,11 @@ impl Ctrl {
 
     /// One round: the client sends then receives; the server receives then sends.
     pub fn exchange(&mut self, msg: &[u8]) -> Result<Vec<u8>, String> {
-        self.exchange_nudging(msg, &[])
-    }
-
-    /// One round; a waiting client nudges `others` (see [`Nudge`]) until the answer arrives.
-    fn exchange_nudging(&mut self, msg: &[u8], others: &[QueuePair]) -> Result<Vec<u8>, String> {
         if self.client {
             self.send(msg)?;
-            self.receive(others)
+            self.receive()
         } else {
-            let r = self.receive(&[])?;
+            let r = self.receive()?;
             self.send(msg)?;
             Ok(r)
         }
@@ -226,14 +174,7 @@ impl Ctrl {
 
     /// One round of `pingpong_dest`.
     pub fn exchange_dest(&mut self, d: &Dest) -> Result<Dest, String> {
-        self.exchange_dest_nudging(d, &[])
-    }
-
-    /// One round of `pingpong_dest` while the new data connections `data` may not have been
-    /// heard from yet: in peer-to-peer mode their RTR followed the MPA Reply at once, and a
-    /// siw server that left it unread never completes its accept (see [`Nudge`]).
-    pub fn exchange_dest_nudging(&mut self, d: &Dest, data: &[QueuePair]) -> Result<Dest, String> {
-        let r = self.exchange_nudging(&d.to_bytes(), data)?;
+        let r = self.exchange(&d.to_bytes())?;
         Dest::parse(&r)
             .ok_or_else(|| format!(" Failed to exchange data between server and clients ({} bytes)", r.len()))
     }

@@ -318,7 +318,7 @@ pub fn run(o: &Opts, role: Role, bound: Option<Sender<u16>>) -> Result<Outcome, 
         }
         _ => unreachable!("a server has a listener"),
     }
-    ctrl.exchange_dest_nudging(&Dest::default(), if client { &qps } else { &[] })?;
+    ctrl.exchange_dest(&Dest::default())?;
     let data = alloc_data(&dev, &pd, o, qps, cq)?;
     let q = data.qps.len();
     let mine: Vec<Dest> = (0..q).map(|i| data.dest(i, o.test)).collect();
