@@ -683,12 +683,11 @@ impl QpCore {
         if !matches!(self.phase, Phase::Running) {
             return false;
         }
-        let more = self.receive();
+        let more = self.receive(from_worker);
         self.transmit(qp);
         if self.engine.wants_shutdown() {
             self.close(qp);
         }
-        let _ = from_worker;
         more
     }
 
@@ -776,8 +775,11 @@ impl QpCore {
         }
     }
 
-    /// Reads what the socket has, following the engine's receive plans.
-    fn receive(&mut self) -> bool {
+    /// Reads what the socket has, following the engine's receive plans. The event loop reads
+    /// until `EAGAIN` (its readiness is edge-triggered); an application polling a queue pair
+    /// stops at the first short read, which saves a system call per message on the latency
+    /// path: it polls again anyway.
+    fn receive(&mut self, until_eagain: bool) -> bool {
         let Some(sock) = self.sock.as_ref() else { return false };
         let fd = sock.as_raw_fd();
         let mut budget = RX_BUDGET;
@@ -794,6 +796,9 @@ impl QpCore {
                         }
                         Ok(n) => {
                             self.engine.handle_recv(&scratch[..n]);
+                            if n < max && !until_eagain {
+                                return false;
+                            }
                             n
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
@@ -816,6 +821,9 @@ impl QpCore {
                             self.engine.handle_placed(placed);
                             if n > len {
                                 self.engine.handle_recv(&scratch[..n - len]);
+                            }
+                            if n < len + la && !until_eagain {
+                                return false;
                             }
                             n
                         }

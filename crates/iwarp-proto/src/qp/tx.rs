@@ -371,8 +371,10 @@ impl Tx {
         }
     }
 
-    /// Frames one FPDU of `job` into the batch; returns `true` when the job is finished.
-    fn frame_one(&mut self, job: &mut Job, stats: &mut super::QpStats) -> bool {
+    /// Frames one FPDU of the current job into the batch; returns `true` when the job is
+    /// finished. The job stays in place (it is large): only its cursor moves.
+    fn frame_one(&mut self, stats: &mut super::QpStats) -> bool {
+        let Some(job) = self.job.as_mut() else { return true };
         let (hdr_len, body_len) = match &job.kind {
             Kind::Tagged { .. } => (iwarp_wire::ddp::TAGGED_HEADER_LEN, 0),
             Kind::Untagged { body, .. } => (iwarp_wire::ddp::UNTAGGED_HEADER_LEN, body.len()),
@@ -542,18 +544,16 @@ impl Qp {
             if self.tx.batch.unsent() >= TX_WINDOW || self.tx.batch.pieces.len() >= MAX_PIECES {
                 return;
             }
-            let mut job = match self.tx.job.take() {
-                Some(j) => j,
-                None => match self.next_job() {
-                    Some(j) => j,
+            if self.tx.job.is_none() {
+                match self.next_job() {
+                    Some(j) => self.tx.job = Some(j),
                     None => return,
-                },
-            };
-            let finished = self.tx.frame_one(&mut job, &mut self.stats);
-            if finished {
-                self.finish_job(job);
-            } else {
-                self.tx.job = Some(job);
+                }
+            }
+            if self.tx.frame_one(&mut self.stats) {
+                if let Some(job) = self.tx.job.take() {
+                    self.finish_job(job);
+                }
             }
         }
     }
