@@ -326,6 +326,7 @@ fn main() -> ExitCode {
             size: cli.size.as_deref().map(parse_size).transpose().unwrap_or(None).unwrap_or(65536),
             seconds: cli.seconds,
             json: cli.json,
+            runs: cli.runs.max(1),
         }),
         Cmd::ScaleServe => scale::serve(cli.port),
         Cmd::Loopback => loopback::run(&loopback::Config {

@@ -26,6 +26,8 @@ pub struct Config {
     pub seconds: f64,
     /// JSON lines.
     pub json: bool,
+    /// Rounds (the median is reported).
+    pub runs: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -35,6 +37,10 @@ struct ScaleJson {
     size: usize,
     seconds: f64,
     gbit_per_s: f64,
+    gbit_spread: f64,
+    tcp_gbit_per_s: f64,
+    tcp_gbit_spread: f64,
+    runs: usize,
     client_bytes_per_idle_qp: f64,
     server_bytes_per_idle_qp: f64,
     qps_that_worked: usize,
@@ -43,24 +49,34 @@ struct ScaleJson {
 
 const TARGET_LEN: usize = 1 << 20;
 
-/// The server process: accepts iWARP queue pairs onto one shared target region, and answers
-/// `stat` lines on plain TCP connections to the same port with its connection count and RSS.
+/// The server process: accepts iWARP queue pairs onto one shared target region; answers
+/// `stat` lines on plain TCP connections to the same port with the number of connections it
+/// has accepted so far, its RSS and the bytes its plain-TCP reader has taken; and runs that
+/// reader on a second port for the TCP baseline.
 pub fn serve(port: u16) -> Result<(), String> {
     let _ = iwarp::util::raise_fd_limit();
-    let dev = Device::open(DeviceConfig { workers: 2, ..DeviceConfig::default() }).map_err(|e| e.to_string())?;
+    // One event loop: the client's side has one thread too.
+    let dev = Device::open(DeviceConfig { workers: 1, ..DeviceConfig::default() }).map_err(|e| e.to_string())?;
     let pd = dev.alloc_pd();
     let target = pd.reg_mr(TARGET_LEN, Access::LOCAL_WRITE | Access::REMOTE_WRITE).map_err(|e| e.to_string())?;
     let cq = dev.create_cq(1 << 16).map_err(|e| e.to_string())?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let l = dev.listen_shared(addr, 4096, SharedOptions::default()).map_err(|e| e.to_string())?;
-    println!("port {}", l.local_addr().port());
+    let tcp = std::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).map_err(|e| e.to_string())?;
+    let tcp_port = tcp.local_addr().map_err(|e| e.to_string())?.port();
+    let tcp_bytes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    {
+        let tcp_bytes = std::sync::Arc::clone(&tcp_bytes);
+        std::thread::spawn(move || tcp_reader(tcp, &tcp_bytes));
+    }
+    println!("port {} tcp {tcp_port}", l.local_addr().port());
     std::io::stdout().flush().map_err(|e| e.to_string())?;
     let mut pdata = target.rkey().to_be_bytes().to_vec();
     pdata.extend_from_slice(&target.addr().to_be_bytes());
     let mut qps: Vec<QueuePair> = Vec::new();
     let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     loop {
-        match l.get_incoming(Some(Duration::from_secs(600))) {
+        match l.get_incoming(Some(Duration::from_millis(200))) {
             Ok(Incoming::Iwarp(req)) => {
                 let mut init = QpInit::new(&cq, &cq);
                 init.cap.max_send_wr = 4;
@@ -68,24 +84,78 @@ pub fn serve(port: u16) -> Result<(), String> {
                 let qp = pd.create_qp(&init).map_err(|e| e.to_string())?;
                 if req.accept(&qp, &ConnParams { private_data: pdata.clone(), ..Default::default() }).is_ok() {
                     qps.push(qp);
-                    count.store(qps.len(), std::sync::atomic::Ordering::Relaxed);
-                }
-                // Forget queue pairs whose peers went away (between counts).
-                if qps.len().is_multiple_of(1024) {
-                    qps.retain(|q| q.state() != iwarp::QpState::Error);
-                    count.store(qps.len(), std::sync::atomic::Ordering::Relaxed);
+                    // Accepted so far, in all rounds.
+                    count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
             }
             Ok(Incoming::Plain(p)) => {
                 let count = std::sync::Arc::clone(&count);
-                std::thread::spawn(move || stat_line(p, &count));
+                let tcp_bytes = std::sync::Arc::clone(&tcp_bytes);
+                std::thread::spawn(move || stat_line(p, &count, &tcp_bytes));
             }
+            // Quiet: forget queue pairs whose peers went away (earlier counts).
+            Err(iwarp::Error::TimedOut) => qps.retain(|q| q.state() == iwarp::QpState::Rts),
             Err(_) => return Ok(()),
         }
     }
 }
 
-fn stat_line(p: iwarp::PlainStream, count: &std::sync::atomic::AtomicUsize) {
+/// The plain-TCP baseline's receiving side: accepts connections and reads everything they
+/// send, on one event-loop thread.
+fn tcp_reader(l: std::net::TcpListener, total: &std::sync::atomic::AtomicU64) {
+    use mio::net::{TcpListener as MioListener, TcpStream as MioStream};
+    use mio::{Events, Interest, Poll, Token};
+    use std::io::Read;
+    const LISTENER: Token = Token(usize::MAX);
+    let Ok(mut poll) = Poll::new() else { return };
+    if l.set_nonblocking(true).is_err() {
+        return;
+    }
+    let mut l = MioListener::from_std(l);
+    if poll.registry().register(&mut l, LISTENER, Interest::READABLE).is_err() {
+        return;
+    }
+    let mut socks: std::collections::HashMap<usize, MioStream> = std::collections::HashMap::new();
+    let mut next = 0usize;
+    let mut events = Events::with_capacity(1024);
+    let mut buf = vec![0u8; 256 << 10];
+    loop {
+        if poll.poll(&mut events, None).is_err() {
+            return;
+        }
+        for ev in events.iter() {
+            if ev.token() == LISTENER {
+                while let Ok((mut s, _)) = l.accept() {
+                    if poll.registry().register(&mut s, Token(next), Interest::READABLE).is_ok() {
+                        socks.insert(next, s);
+                        next += 1;
+                    }
+                }
+                continue;
+            }
+            let t = ev.token().0;
+            let Some(s) = socks.get_mut(&t) else { continue };
+            let closed = loop {
+                match s.read(&mut buf) {
+                    Ok(0) => break true,
+                    Ok(k) => {
+                        total.fetch_add(k as u64, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break false,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break true,
+                }
+            };
+            if closed {
+                if let Some(mut s) = socks.remove(&t) {
+                    let _ = poll.registry().deregister(&mut s);
+                }
+            }
+        }
+    }
+}
+
+fn stat_line(p: iwarp::PlainStream, count: &std::sync::atomic::AtomicUsize, tcp: &std::sync::atomic::AtomicU64) {
     let Ok(mut w) = p.get_ref().try_clone() else { return };
     let mut r = BufReader::new(p);
     let mut line = String::new();
@@ -94,18 +164,32 @@ fn stat_line(p: iwarp::PlainStream, count: &std::sync::atomic::AtomicUsize) {
             std::process::exit(0);
         }
         let rss = iwarp::util::resident_bytes().unwrap_or(0);
-        let _ = writeln!(w, "conns {} rss {rss}", count.load(std::sync::atomic::Ordering::Relaxed));
+        let c = count.load(std::sync::atomic::Ordering::Relaxed);
+        let t = tcp.load(std::sync::atomic::Ordering::Relaxed);
+        let _ = writeln!(w, "conns {c} rss {rss} tcp {t}");
         line.clear();
     }
 }
 
-fn stat(ctl: &mut (TcpStream, BufReader<TcpStream>)) -> Result<(usize, u64), String> {
+/// The server's counters.
+#[derive(Debug, Clone, Copy)]
+struct Stat {
+    conns: usize,
+    rss: u64,
+    tcp_bytes: u64,
+}
+
+fn stat(ctl: &mut (TcpStream, BufReader<TcpStream>)) -> Result<Stat, String> {
     ctl.0.write_all(b"stat\n").map_err(|e| e.to_string())?;
     let mut line = String::new();
     ctl.1.read_line(&mut line).map_err(|e| e.to_string())?;
     let f: Vec<&str> = line.split_whitespace().collect();
     match f.as_slice() {
-        ["conns", c, "rss", r] => Ok((c.parse().unwrap_or(0), r.parse().unwrap_or(0))),
+        ["conns", c, "rss", r, "tcp", t] => Ok(Stat {
+            conns: c.parse().map_err(|_| format!("bad stat line {line:?}"))?,
+            rss: r.parse().map_err(|_| format!("bad stat line {line:?}"))?,
+            tcp_bytes: t.parse().map_err(|_| format!("bad stat line {line:?}"))?,
+        }),
         _ => Err(format!("bad stat line {line:?}")),
     }
 }
@@ -122,102 +206,108 @@ pub fn run(cfg: &Config) -> Result<(), String> {
     let mut out = BufReader::new(child.stdout.take().ok_or("no server stdout")?);
     let mut first = String::new();
     out.read_line(&mut first).map_err(|e| e.to_string())?;
-    let port: u16 = first.trim().strip_prefix("port ").and_then(|p| p.parse().ok()).ok_or("server did not start")?;
+    // "port P tcp T"
+    let words: Vec<&str> = first.split_whitespace().collect();
+    let (port, tcp_port): (u16, u16) = match words.as_slice() {
+        ["port", p, "tcp", t] => (p.parse().map_err(|_| "bad port")?, t.parse().map_err(|_| "bad port")?),
+        _ => return Err(format!("server did not start ({first:?})")),
+    };
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let r = run_counts(cfg, addr);
+    let r = run_counts(cfg, addr, SocketAddr::from(([127, 0, 0, 1], tcp_port)));
     let _ = TcpStream::connect(addr).and_then(|mut s| s.write_all(b"quit\n"));
     let _ = child.wait();
     r
 }
 
-fn run_counts(cfg: &Config, addr: SocketAddr) -> Result<(), String> {
+/// One measurement of one count.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    connect_s: f64,
+    per_cli: f64,
+    per_srv: f64,
+    gbit: f64,
+    busy: usize,
+    secs: f64,
+    /// The same count of plain TCP connections.
+    tcp_gbit: f64,
+}
+
+fn median_spread(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    let m = v[v.len() / 2];
+    (m, if m > 0.0 { (v[v.len() - 1] - v[0]) / m } else { 0.0 })
+}
+
+fn run_counts(cfg: &Config, addr: SocketAddr, tcp_addr: SocketAddr) -> Result<(), String> {
     let mut ctl_stream = TcpStream::connect(addr).map_err(|e| e.to_string())?;
     // A plain TCP line on the same port as the iWARP connections (a shared listener).
     ctl_stream.write_all(b"stat\n").map_err(|e| e.to_string())?;
     let mut ctl = (ctl_stream.try_clone().map_err(|e| e.to_string())?, BufReader::new(ctl_stream));
     let mut line = String::new();
     ctl.1.read_line(&mut line).map_err(|e| e.to_string())?;
+    // Rounds interleave the counts, so that a slow spell of this shared machine hits them alike.
+    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); cfg.qps.len()];
+    for round in 0..cfg.runs {
+        for (k, &n) in cfg.qps.iter().enumerate() {
+            let mut s = measure(cfg, addr, &mut ctl, n)?;
+            s.tcp_gbit = tcp_scale(n, cfg, tcp_addr, &mut ctl)?;
+            eprintln!("round {}: {n} QPs: {:.2} Gbit/s, {} busy; TCP {:.2}", round + 1, s.gbit, s.busy, s.tcp_gbit);
+            if s.busy != n {
+                return Err(format!("only {} of {n} queue pairs completed a Write", s.busy));
+            }
+            samples[k].push(s);
+        }
+    }
     println!("iwperf scale: N connected queue pairs in one process pair over 127.0.0.1, {} B RDMA Writes", cfg.size);
     println!(
-        " {:>7}   {:>10}   {:>12} {:>12}   {:>10}   {:>9}",
-        "QPs", "connect s", "client B/QP", "server B/QP", "Gbit/s", "QPs busy"
+        "{} Writes in flight in all, queue pairs taking turns; median of {} rounds (spread = (max - min) / median)",
+        IN_FLIGHT, cfg.runs
     );
-    let mut first_bw = None;
-    for &n in &cfg.qps {
-        let dev = Device::open(DeviceConfig { workers: 2, ..DeviceConfig::default() }).map_err(|e| e.to_string())?;
-        let pd = dev.alloc_pd();
-        let src = pd.reg_mr(cfg.size, Access::LOCAL_WRITE).map_err(|e| e.to_string())?;
-        let cq = dev.create_cq(4 * n + 1024).map_err(|e| e.to_string())?;
-        let (_, srv_before) = stat(&mut ctl)?;
-        let cli_before = iwarp::util::resident_bytes().unwrap_or(0);
-        let t0 = Instant::now();
-        let mut qps = Vec::with_capacity(n);
-        for chunk in 0..n.div_ceil(512) {
-            let lo = chunk * 512;
-            let hi = (lo + 512).min(n);
-            for _ in lo..hi {
-                let mut init = QpInit::new(&cq, &cq);
-                init.cap.max_send_wr = 256;
-                init.cap.max_recv_wr = 1;
-                let qp = pd.create_qp(&init).map_err(|e| e.to_string())?;
-                qp.connect_start(addr, &ConnParams::default()).map_err(|e| format!("connect: {e}"))?;
-                qps.push(qp);
-            }
-            for qp in &qps[lo..hi] {
-                qp.wait_established(Duration::from_secs(60)).map_err(|e| format!("connect: {e}"))?;
-            }
-        }
-        let connect_s = t0.elapsed().as_secs_f64();
-        // Let the server finish accepting, then measure idle memory on both sides.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut srv_after = srv_before;
-        while Instant::now() < deadline {
-            let (c, rss) = stat(&mut ctl)?;
-            srv_after = rss;
-            if c >= n {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let cli_after = iwarp::util::resident_bytes().unwrap_or(0);
-        let per_cli = cli_after.saturating_sub(cli_before) as f64 / n as f64;
-        let per_srv = srv_after.saturating_sub(srv_before) as f64 / n as f64;
-        let remotes: Vec<RemoteAddr> = qps
-            .iter()
-            .map(|q| {
-                let pd = q.conn_info().map(|i| i.peer_private_data).unwrap_or_default();
-                let stag = Stag(u32::from_be_bytes(pd.get(..4).and_then(|b| b.try_into().ok()).unwrap_or([0; 4])));
-                let to = u64::from_be_bytes(pd.get(4..12).and_then(|b| b.try_into().ok()).unwrap_or([0; 8]));
-                RemoteAddr { stag, to }
-            })
-            .collect();
-        let (bytes, secs, busy) = write_all(&qps, &remotes, &src, &cq, cfg)?;
-        let gbit = bytes as f64 * 8.0 / secs / 1e9;
-        let first = *first_bw.get_or_insert(gbit);
+    println!("memory: resident bytes per idle queue pair, first round (user space; socket buffers are the kernel's)");
+    println!(
+        " {:>7}   {:>9}   {:>11} {:>11}   {:>8} {:>6}  {:>8}   {:>8} {:>6}  {:>8}",
+        "QPs", "connect s", "client B/QP", "server B/QP", "iWARP", "spread", "vs 1st", "TCP", "spread", "vs 1st"
+    );
+    let mut first = None;
+    let mut first_tcp = None;
+    for (k, &n) in cfg.qps.iter().enumerate() {
+        let v = &samples[k];
+        let (gbit, spread) = median_spread(v.iter().map(|s| s.gbit).collect());
+        let (connect_s, _) = median_spread(v.iter().map(|s| s.connect_s).collect());
+        // Freed memory is not returned to the system: only the first round's growth counts.
+        let (per_cli, per_srv) = (v[0].per_cli, v[0].per_srv);
+        let busy = v.iter().map(|s| s.busy).min().unwrap_or(0);
+        let (tcp, tcp_spread) = median_spread(v.iter().map(|s| s.tcp_gbit).collect());
+        let base = *first.get_or_insert(gbit);
+        let tcp_base = *first_tcp.get_or_insert(tcp);
+        let rel = |x: f64, b: f64| if b > 0.0 { x / b } else { 0.0 };
         println!(
-            " {:>7}   {:>10.2}   {:>12.0} {:>12.0}   {:>10.2}   {:>9}{}",
+            " {:>7}   {:>9.2}   {:>11.0} {:>11.0}   {:>8.2} {:>5.0}%  {:>7.2}x   {:>8.2} {:>5.0}%  {:>7.2}x",
             n,
             connect_s,
             per_cli,
             per_srv,
             gbit,
-            busy,
-            if first > 0.0 && n != cfg.qps[0] {
-                format!("   ({:.2}x the {}-QP figure)", gbit / first, cfg.qps[0])
-            } else {
-                String::new()
-            }
+            spread * 100.0,
+            rel(gbit, base),
+            tcp,
+            tcp_spread * 100.0,
+            rel(tcp, tcp_base)
         );
         if busy != n {
-            return Err(format!("only {busy} of {n} queue pairs completed a Write"));
+            return Err(format!("only {busy} of {n} queue pairs completed a Write in every round"));
         }
         if cfg.json {
             let j = ScaleJson {
                 test: "scale",
                 qps: n,
                 size: cfg.size,
-                seconds: secs,
+                seconds: v.iter().map(|s| s.secs).sum::<f64>() / v.len() as f64,
                 gbit_per_s: gbit,
+                gbit_spread: spread,
+                tcp_gbit_per_s: tcp,
+                tcp_gbit_spread: tcp_spread,
+                runs: v.len(),
                 client_bytes_per_idle_qp: per_cli,
                 server_bytes_per_idle_qp: per_srv,
                 qps_that_worked: busy,
@@ -225,16 +315,83 @@ fn run_counts(cfg: &Config, addr: SocketAddr) -> Result<(), String> {
             };
             println!("{}", serde_json::to_string(&j).map_err(|e| e.to_string())?);
         }
-        for q in &qps {
-            q.disconnect();
-        }
-        drop(qps);
-        std::thread::sleep(Duration::from_millis(500));
     }
     Ok(())
 }
 
-/// Every queue pair keeps a few Writes in flight for the configured time.
+/// Connects `n` queue pairs, measures their idle memory on both sides, has them write, and
+/// disconnects them.
+fn measure(
+    cfg: &Config,
+    addr: SocketAddr,
+    ctl: &mut (TcpStream, BufReader<TcpStream>),
+    n: usize,
+) -> Result<Sample, String> {
+    let dev = Device::open(DeviceConfig { workers: 1, ..DeviceConfig::default() }).map_err(|e| e.to_string())?;
+    let pd = dev.alloc_pd();
+    let src = pd.reg_mr(cfg.size, Access::LOCAL_WRITE).map_err(|e| e.to_string())?;
+    let cq = dev.create_cq(4 * n + 1024).map_err(|e| e.to_string())?;
+    let Stat { conns: before_conns, rss: srv_before, .. } = stat(ctl)?;
+    let cli_before = iwarp::util::resident_bytes().unwrap_or(0);
+    let t0 = Instant::now();
+    let mut qps = Vec::with_capacity(n);
+    for chunk in 0..n.div_ceil(512) {
+        let lo = chunk * 512;
+        let hi = (lo + 512).min(n);
+        for _ in lo..hi {
+            let mut init = QpInit::new(&cq, &cq);
+            init.cap.max_send_wr = 256;
+            init.cap.max_recv_wr = 1;
+            let qp = pd.create_qp(&init).map_err(|e| e.to_string())?;
+            qp.connect_start(addr, &ConnParams::default()).map_err(|e| format!("connect: {e}"))?;
+            qps.push(qp);
+        }
+        for qp in &qps[lo..hi] {
+            qp.wait_established(Duration::from_secs(60)).map_err(|e| format!("connect: {e}"))?;
+        }
+    }
+    let connect_s = t0.elapsed().as_secs_f64();
+    // Let the server finish accepting, then measure idle memory on both sides.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut srv_after = srv_before;
+    while Instant::now() < deadline {
+        let st = stat(ctl)?;
+        srv_after = st.rss;
+        if st.conns >= before_conns + n {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let cli_after = iwarp::util::resident_bytes().unwrap_or(0);
+    let per_cli = cli_after.saturating_sub(cli_before) as f64 / n as f64;
+    let per_srv = srv_after.saturating_sub(srv_before) as f64 / n as f64;
+    let remotes: Vec<RemoteAddr> = qps
+        .iter()
+        .map(|q| {
+            let pd = q.conn_info().map(|i| i.peer_private_data).unwrap_or_default();
+            let stag = Stag(u32::from_be_bytes(pd.get(..4).and_then(|b| b.try_into().ok()).unwrap_or([0; 4])));
+            let to = u64::from_be_bytes(pd.get(4..12).and_then(|b| b.try_into().ok()).unwrap_or([0; 8]));
+            RemoteAddr { stag, to }
+        })
+        .collect();
+    let (bytes, secs, busy) = write_all(&qps, &remotes, &src, &cq, cfg)?;
+    for q in &qps {
+        q.disconnect();
+    }
+    drop(qps);
+    // Let both sides close before the next count.
+    std::thread::sleep(Duration::from_millis(500));
+    Ok(Sample { connect_s, per_cli, per_srv, gbit: bytes as f64 * 8.0 / secs / 1e9, busy, secs, tcp_gbit: 0.0 })
+}
+
+/// Writes in flight across all queue pairs, whatever their count (8 MiB of 64 KiB Writes).
+const IN_FLIGHT: usize = 128;
+
+/// The queue pairs take turns: at most [`IN_FLIGHT`] Writes are outstanding in all, a queue
+/// pair whose Write completed goes to the back of the line, so with 10,000 queue pairs every
+/// one of them works in turn while the bytes in flight stay those of the 1-QP run (this
+/// measures the stack's cost per connection, not the kernel's memory for 10,000 full socket
+/// buffers).
 fn write_all(
     qps: &[QueuePair],
     remotes: &[RemoteAddr],
@@ -243,9 +400,9 @@ fn write_all(
     cfg: &Config,
 ) -> Result<(u64, f64, usize), String> {
     let n = qps.len();
-    // About the same bytes in flight whatever the count.
-    let depth = (128 / n).max(1);
-    let mut outstanding = vec![0usize; n];
+    let per_qp = (IN_FLIGHT / n).max(1);
+    let mut line: std::collections::VecDeque<usize> = (0..per_qp).flat_map(|_| 0..n).collect();
+    let mut in_flight = 0usize;
     let mut done = vec![0u64; n];
     let index: std::collections::HashMap<u32, usize> = qps.iter().enumerate().map(|(i, q)| (q.qp_num(), i)).collect();
     let start = Instant::now();
@@ -254,15 +411,12 @@ fn write_all(
     let mut bytes = 0u64;
     let mut posting = true;
     loop {
-        if posting {
-            for i in 0..n {
-                while outstanding[i] < depth {
-                    qps[i]
-                        .post_send(&[SendWr::write(i as u64, &[src.sge_all()], remotes[i])])
-                        .map_err(|e| format!("post on QP {i}: {e}"))?;
-                    outstanding[i] += 1;
-                }
-            }
+        while posting && in_flight < IN_FLIGHT {
+            let Some(i) = line.pop_front() else { break };
+            qps[i]
+                .post_send(&[SendWr::write(i as u64, &[src.sge_all()], remotes[i])])
+                .map_err(|e| format!("post on QP {i}: {e}"))?;
+            in_flight += 1;
         }
         let got = cq.wait(&mut wc, Some(Duration::from_millis(10)));
         for c in &wc[..got] {
@@ -270,8 +424,9 @@ fn write_all(
                 return Err(format!("completion error {:?} on QP {}", c.status, c.qp_num));
             }
             let i = index.get(&c.qp_num).copied().unwrap_or(c.wr_id as usize);
-            outstanding[i] -= 1;
+            in_flight -= 1;
             done[i] += 1;
+            line.push_back(i);
             if posting {
                 bytes += cfg.size as u64;
             }
@@ -279,10 +434,57 @@ fn write_all(
         if posting && Instant::now() >= end {
             posting = false;
         }
-        if !posting && outstanding.iter().all(|&o| o == 0) {
+        if !posting && in_flight == 0 {
             break;
         }
     }
     let secs = end.duration_since(start).as_secs_f64();
     Ok((bytes, secs, done.iter().filter(|&&d| d > 0).count()))
+}
+
+/// The same shape over plain TCP: `n` connections to the server process's reader, this
+/// thread writing `size`-byte messages to them in turn (one `write` each; a message counts
+/// once the socket has taken it, as an RDMA completion does). Returns Gbit/s once the reader
+/// has taken every byte.
+fn tcp_scale(
+    n: usize,
+    cfg: &Config,
+    addr: SocketAddr,
+    ctl: &mut (TcpStream, BufReader<TcpStream>),
+) -> Result<f64, String> {
+    let before = stat(ctl)?.tcp_bytes;
+    let mut conns = Vec::with_capacity(n);
+    for _ in 0..n {
+        let c = TcpStream::connect(addr).map_err(|e| format!("tcp connect: {e}"))?;
+        conns.push(c);
+    }
+    let msg = vec![0x5a_u8; cfg.size];
+    let start = Instant::now();
+    let end = start + Duration::from_secs_f64(cfg.seconds);
+    let mut sent = 0u64;
+    'outer: loop {
+        for c in conns.iter_mut() {
+            c.write_all(&msg).map_err(|e| e.to_string())?;
+            sent += cfg.size as u64;
+            if Instant::now() >= end {
+                break 'outer;
+            }
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    drop(conns);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = stat(ctl)?.tcp_bytes - before;
+        if got == sent {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("tcp scale: {sent} bytes written, {got} read"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Let the closed connections go before the next count.
+    std::thread::sleep(Duration::from_millis(300));
+    Ok(sent as f64 * 8.0 / secs / 1e9)
 }
