@@ -190,7 +190,7 @@ impl CqInner {
     }
 
     /// Drives the manual-progress queue pairs attached to this queue; returns their sockets.
-    fn progress_polled(&self, mut fds: Option<&mut Vec<RawFd>>) {
+    fn progress_polled(&self, mut fds: Option<&mut Vec<(RawFd, bool)>>) {
         // Under the list's lock, without collecting: this runs on every empty poll of a
         // busy-polling application. Each queue pair is only try-locked, so a queue pair busy
         // in another thread is skipped rather than waited for.
@@ -199,7 +199,7 @@ impl CqInner {
             let Some(qp) = w.upgrade() else { continue };
             qp.progress_manual();
             if let Some(f) = fds.as_deref_mut() {
-                if let Some(fd) = qp.raw_fd() {
+                if let Some(fd) = qp.wait_fd() {
                     f.push(fd);
                 }
             }
@@ -263,8 +263,9 @@ impl CompletionQueue {
             }
             let Some(rem) = left(deadline) else { return 0 };
             if self.inner.has_polled.load(Ordering::Acquire) {
-                // Manual progress: sleep in poll(2) on the sockets and the wake-up descriptor.
-                let mut fds = vec![self.inner.wake.as_raw_fd()];
+                // Manual progress: sleep in poll(2) on the sockets (for writing too where bytes
+                // wait for room) and the wake-up descriptor.
+                let mut fds = vec![(self.inner.wake.as_raw_fd(), false)];
                 self.inner.waiters.fetch_add(1, Ordering::AcqRel);
                 self.inner.progress_polled(Some(&mut fds));
                 let n = self.inner.pop(out);
@@ -272,7 +273,7 @@ impl CompletionQueue {
                     self.inner.waiters.fetch_sub(1, Ordering::AcqRel);
                     return n;
                 }
-                let _ = crate::sys::poll_readable(&fds, rem.map(|r| r.min(Duration::from_millis(100))));
+                let _ = crate::sys::poll_fds(&fds, rem.map(|r| r.min(Duration::from_millis(100))));
                 self.inner.waiters.fetch_sub(1, Ordering::AcqRel);
                 self.inner.wake.drain();
             } else {

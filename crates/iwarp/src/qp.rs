@@ -614,9 +614,12 @@ impl QpInner {
         self.core.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The socket, for manual-progress waiting.
-    pub(crate) fn raw_fd(&self) -> Option<RawFd> {
-        self.lock().sock.as_ref().map(AsRawFd::as_raw_fd)
+    /// The socket, for manual-progress waiting, and whether to wait for room to write too
+    /// (framed bytes the socket did not take).
+    pub(crate) fn wait_fd(&self) -> Option<(RawFd, bool)> {
+        let core = self.lock();
+        let write = core.engine.has_unsent();
+        core.sock.as_ref().map(|s| (s.as_raw_fd(), write))
     }
 
     /// Called by the worker on readiness or a timer; returns `true` if input remains.

@@ -114,8 +114,21 @@ impl AsRawFd for EventFd {
 
 /// Waits until one of `fds` is readable (or has an error), or `timeout` passes.
 pub fn poll_readable(fds: &[RawFd], timeout: Option<Duration>) -> io::Result<usize> {
-    let mut pfds: Vec<libc::pollfd> =
-        fds.iter().map(|&fd| libc::pollfd { fd, events: libc::POLLIN | libc::POLLRDHUP, revents: 0 }).collect();
+    let pfds: Vec<(RawFd, bool)> = fds.iter().map(|&fd| (fd, false)).collect();
+    poll_fds(&pfds, timeout)
+}
+
+/// Waits until one of `fds` is readable, or writable where its flag asks for that too (or has
+/// an error), or `timeout` passes.
+pub fn poll_fds(fds: &[(RawFd, bool)], timeout: Option<Duration>) -> io::Result<usize> {
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&(fd, write)| libc::pollfd {
+            fd,
+            events: libc::POLLIN | libc::POLLRDHUP | if write { libc::POLLOUT } else { 0 },
+            revents: 0,
+        })
+        .collect();
     let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as libc::c_int);
     // SAFETY: pfds is a live array of the given length.
     let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };

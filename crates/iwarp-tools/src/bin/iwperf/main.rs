@@ -338,6 +338,7 @@ fn main() -> ExitCode {
             iters: cli.iters,
             sweep: cli.sweep,
             worker_spin_us: cli.worker_spin_us,
+            events: cli.events,
         }),
     };
     match r {

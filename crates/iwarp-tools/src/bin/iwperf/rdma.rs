@@ -192,14 +192,15 @@ fn data_qp(pd: &ProtectionDomain, cq: &CompletionQueue, o: &Opts, client: bool) 
     init.cap.max_send_sge = 1;
     init.cap.max_recv_sge = 1;
     init.cap.max_inline_data = 64;
-    // Busy polling drives a queue pair only while its side polls the data CQ during the data
-    // phase. A side that waits in the control channel instead (the write/read servers) leaves
-    // its queue pair to the event loop.
+    // A side that waits on the data CQ during the data phase drives its queue pair itself:
+    // busy polling, or with -e by sleeping in the kernel on the socket (one wake-up per
+    // message, as a blocking TCP read). A side that waits in the control channel instead
+    // (the write/read servers) leaves its queue pair to the event loop.
     let polls = match o.test {
         Test::WriteLat | Test::SendLat | Test::SendBw => true,
         Test::ReadLat | Test::WriteBw | Test::ReadBw => client,
     };
-    init.progress = if polls && !o.events { iwarp::Progress::Poll } else { iwarp::Progress::Thread };
+    init.progress = if polls { iwarp::Progress::Poll } else { iwarp::Progress::Thread };
     pd.create_qp(&init).map_err(|e| format!("Couldn't create QP: {e}"))
 }
 
