@@ -5,7 +5,7 @@ use crate::cq::{CompletionQueue, CqInner, WorkCompletion};
 use crate::device::DeviceInner;
 use crate::error::{ConnectError, Error, PostError, Result};
 use crate::mem::{ProtectionDomain, Sge};
-use crate::runtime::{with_scratch, Entry, WorkerShared, SCRATCH_LEN};
+use crate::runtime::{self, with_scratch, Entry, WorkerShared, SCRATCH_LEN};
 use crate::srq::SharedReceiveQueue;
 use crate::sys;
 use iwarp_proto::cm::{CmError, Initiator, InitiatorOutcome, Negotiated, Role};
@@ -670,8 +670,13 @@ impl QpInner {
 impl Drop for QpInner {
     fn drop(&mut self) {
         let core = self.core.get_mut().unwrap_or_else(|e| e.into_inner());
-        if let (Some((w, t)), Some(s)) = (core.reg.take(), core.sock.as_mut()) {
-            w.remove(t, s);
+        if matches!(core.phase, Phase::Connecting { .. }) {
+            if let (Some((w, t)), Some(s)) = (core.reg.take(), core.sock.as_mut()) {
+                w.remove(t, s);
+            }
+        } else {
+            // Dropping a connected queue pair closes its connection as `disconnect` does.
+            core.release_socket();
         }
     }
 }
@@ -887,16 +892,23 @@ impl QpCore {
             return;
         }
         self.phase = Phase::Closed;
-        if let Some(mut s) = self.sock.take() {
-            let _ = s.flush();
-            let _ = s.shutdown(std::net::Shutdown::Both);
-            if let Some((w, t)) = self.reg.take() {
-                w.remove(t, &mut s);
-            }
-        }
+        self.release_socket();
         self.deliver(qp);
         qp.set_conn(ConnStatus::Closed(false));
         qp.push_event(QpEvent::Disconnected);
+    }
+
+    /// Closes the TCP connection gracefully: our FIN follows what is queued, and the worker
+    /// drains the socket until the peer's FIN, so that the close never turns into a reset.
+    fn release_socket(&mut self) {
+        if let Some(mut s) = self.sock.take() {
+            let _ = s.flush();
+            let _ = s.shutdown(std::net::Shutdown::Write);
+            match self.reg.take() {
+                Some((w, t)) => runtime::linger(w, t, s),
+                None => drop(s),
+            }
+        }
     }
 
     fn fail_connect(&mut self, qp: &QpInner, err: ConnectError) {

@@ -12,7 +12,7 @@ use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 const WAKER: Token = Token(usize::MAX);
 
@@ -34,6 +34,49 @@ pub(crate) enum Entry {
     Listener(Weak<ListenerInner>),
     Pending(Arc<PendingConn>),
     Qp(Weak<QpInner>),
+    Linger(Arc<Linger>),
+}
+
+/// How long a closed connection's socket is drained waiting for the peer's FIN.
+pub(crate) const LINGER: Duration = Duration::from_secs(5);
+
+/// A closed connection's socket after our FIN: what still arrives is read and dropped until
+/// the peer's FIN (or [`LINGER`]). Closing a socket with unread bytes makes Linux reset the
+/// connection, which throws away what is still queued to send and fails the peer's own
+/// sends in flight (a siw peer completes its last Write with an error).
+pub(crate) struct Linger {
+    sock: Mutex<Option<mio::net::TcpStream>>,
+    deadline: Instant,
+}
+
+impl Linger {
+    fn on_ready(&self, shared: &WorkerShared, token: usize) {
+        let mut guard = self.sock.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(sock) = guard.as_mut() else { return };
+        let done = with_scratch(|buf| loop {
+            match io::Read::read(sock, buf) {
+                Ok(0) => break true,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Instant::now() >= self.deadline,
+                Err(_) => break true,
+            }
+        });
+        if done {
+            if let Some(mut s) = guard.take() {
+                shared.remove(Token(token), &mut s);
+            }
+        }
+    }
+}
+
+/// Hands a connection whose FIN is queued (`shutdown(Write)` done) to its worker, which drains
+/// it until the peer closes too; `token` is the connection's registration with that worker.
+pub(crate) fn linger(worker: Arc<WorkerShared>, token: Token, sock: mio::net::TcpStream) {
+    let deadline = Instant::now() + LINGER;
+    let l = Arc::new(Linger { sock: Mutex::new(Some(sock)), deadline });
+    worker.retarget(token, Entry::Linger(l));
+    worker.add_timer(deadline, token);
 }
 
 pub(crate) struct WorkerShared {
@@ -200,6 +243,10 @@ fn dispatch(shared: &Arc<WorkerShared>, token: usize, ready: &mut VecDeque<usize
             false
         }
         Some(Entry::Qp(q)) => q.upgrade().is_some_and(|q| q.drive_from_worker()),
+        Some(Entry::Linger(l)) => {
+            l.on_ready(shared, token);
+            false
+        }
     };
     if more && !ready.contains(&token) {
         ready.push_back(token);

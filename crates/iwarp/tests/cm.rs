@@ -412,6 +412,54 @@ fn disconnecting_an_idle_connection_and_dropping_a_queue_pair_close_both_ends() 
     drop(dev);
 }
 
+/// A disconnect sends FIN and keeps draining the socket until the peer closes too: bytes the
+/// peer still sends (its last Write, a Terminate) never meet a reset, which would fail the
+/// peer's sends in flight and throw away what it had queued.
+#[test]
+fn a_disconnect_is_a_fin_and_the_peer_may_still_send_until_it_closes() {
+    init_log();
+    let dev = device();
+    let pd = dev.alloc_pd();
+    let listener = dev.listen(any_port(), 4).unwrap();
+    let server = End::new(&dev, &pd, QpCap::default(), Progress::Thread);
+    let mut raw = RawPeer::connect_request(listener.local_addr(), iwarp_wire::mpa::EnhancedParams::client_server(1, 1));
+    let req = listener.get_request(Some(WAIT)).unwrap();
+    req.accept(&server.qp, &ConnParams::default()).unwrap();
+    let (crc, _, _) = raw.read_reply();
+    assert!(crc);
+    server.qp.disconnect();
+    assert!(matches!(next_non_established(&server.qp, WAIT), Some(QpEvent::Disconnected)));
+    // Our FIN arrives as end of stream, not as a reset.
+    let deadline = Instant::now() + WAIT;
+    let mut buf = [0u8; 4096];
+    loop {
+        match raw.sock.read(&mut buf) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                assert!(Instant::now() < deadline, "no FIN after disconnect");
+            }
+            Err(e) => panic!("reading after the disconnect: {e}"),
+        }
+    }
+    // The peer's own data after our FIN is taken in (and dropped), not answered with RST: a
+    // write after a reset would fail with EPIPE or ECONNRESET.
+    let chunk = vec![0x5a; 64 << 10];
+    for round in 0..3 {
+        for _ in 0..4 {
+            raw.sock.write_all(&chunk).unwrap_or_else(|e| panic!("round {round}: {e}"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    raw.sock.shutdown(std::net::Shutdown::Write).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(raw.sock.take_error().unwrap().is_none());
+    match raw.sock.read(&mut buf) {
+        Ok(0) => {}
+        other => panic!("after both FINs: {other:?}"),
+    }
+}
+
 #[test]
 fn a_port_is_held_by_one_listener_and_get_request_times_out() {
     let dev = device();

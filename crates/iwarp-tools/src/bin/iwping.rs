@@ -41,7 +41,7 @@ macro_rules! debug_log {
 
 /// rping-compatible ping over iWARP (RDMA Read and Write of a rotating text pattern).
 #[derive(Debug, Parser)]
-#[command(name = "iwping", about, disable_version_flag = true)]
+#[command(name = "iwping", disable_version_flag = true)]
 struct Cli {
     /// Server side.
     #[arg(short = 's', conflicts_with = "client")]

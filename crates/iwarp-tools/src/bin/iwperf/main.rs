@@ -55,7 +55,6 @@ enum Cmd {
 #[command(
     name = "iwperf",
     version,
-    about,
     after_help = "Without HOST a test runs as the server; with HOST as the client (perftest's convention)."
 )]
 struct Cli {

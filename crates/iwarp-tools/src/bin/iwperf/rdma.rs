@@ -113,8 +113,8 @@ pub struct Opts {
     pub mpa: MpaOptions,
     /// Print nothing (loopback runs).
     pub quiet: bool,
-    /// Sleep a second after the control connection in write_bw, as perftest does (off for
-    /// loopback runs, where both ends are ours).
+    /// Sleep a second after the control connection in write_bw, as perftest does, and let a
+    /// write_lat server close first (both off for loopback runs, where both ends are ours).
     pub compat_sleep: bool,
     /// Server: also answer plain TCP clients on the port (line echo).
     pub shared_port: bool,
@@ -413,21 +413,31 @@ pub fn run(o: &Opts, role: Role, bound: Option<Sender<u16>>) -> Result<Outcome, 
         // control connection. Wait for the client's FIN: a server FIN that arrives while siw
         // is still finishing the client's last control Send makes siw fail that Send ("Bad wc
         // status 2" at the perftest client) although its bytes went out.
-        let deadline = Instant::now() + Duration::from_secs(3);
-        for qp in &data.qps {
-            while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-                match qp.next_event(left) {
-                    Some(iwarp::QpEvent::Disconnected | iwarp::QpEvent::Error { .. }) | None => break,
-                    Some(_) => {}
-                }
-            }
-        }
+        wait_peer_close(&data.qps, Duration::from_secs(3));
+    } else if o.test == Test::WriteLat && o.compat_sleep {
+        // The server's last Write reached us before our last one left, but a siw server under
+        // emulation may retire it a moment later, and it fails the Write ("Failed status 2")
+        // if our FIN comes first. Let it finish and close first (it does so at once).
+        wait_peer_close(&data.qps, Duration::from_millis(500));
     }
     for qp in &data.qps {
         qp.disconnect();
     }
     ctrl.close();
     Ok(out)
+}
+
+/// Waits up to `timeout` for the peer to close every queue pair (or for an error).
+fn wait_peer_close(qps: &[iwarp::QueuePair], timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    for qp in qps {
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match qp.next_event(left) {
+                Some(iwarp::QpEvent::Disconnected | iwarp::QpEvent::Error { .. }) | None => break,
+                Some(_) => {}
+            }
+        }
+    }
 }
 
 fn rx_depth_for(o: &Opts) -> usize {
