@@ -38,7 +38,7 @@ CASES = [
 ]
 
 
-def guest_script(runs):
+def guest_script(runs, variants):
     lines = ["#!/bin/sh", "set -u", "ulimit -l unlimited 2>/dev/null", "ulimit -n 65536 2>/dev/null"]
     for tool, test, size, iters in CASES:
         extra = "--report_gbits" if tool.endswith("_bw") else ""
@@ -52,10 +52,11 @@ def guest_script(runs):
                 "sleep 0.3",
             ]
     for tool, test, size, iters in CASES:
-        lines += [
-            f"echo '=== iwarp {test} {size}'",
-            f"/host/iwperf loopback --tests {test}:{size} -n {iters} --runs {runs} --json 2>&1",
-        ]
+        for k, args in enumerate(variants):
+            lines += [
+                f"echo '=== iwarp{k} {test} {size}'",
+                f"/host/iwperf loopback --tests {test}:{size} -n {iters} --runs {runs} --json {args} 2>&1",
+            ]
     lines.append("echo '=== done'")
     return "\n".join(lines) + "\n"
 
@@ -66,7 +67,7 @@ def parse(out):
     cur = None
     expect_values = False
     for line in out.splitlines():
-        m = re.match(r"=== (siw|iwarp) (\w+) (\d+)", line)
+        m = re.match(r"=== (siw|iwarp\d*) (\w+) (\d+)", line)
         if m:
             cur = (m.group(1), m.group(2), int(m.group(3)))
             expect_values = False
@@ -90,7 +91,7 @@ def parse(out):
                 j = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            key = ("iwarp" if j.get("transport") == "iwarp" else "tcp", j["test"], int(j["size"]))
+            key = (impl if j.get("transport") == "iwarp" else "tcp", j["test"], int(j["size"]))
             if j.get("bw"):
                 res.setdefault(key, []).append(float(j["bw"]["gbit_per_s"]))
             elif j.get("lat"):
@@ -110,13 +111,17 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--json", metavar="FILE", help="also write the medians as JSON")
     ap.add_argument("--timeout", type=int, default=2400, help="guest command limit, s")
+    ap.add_argument("--variant", action="append", metavar="ARGS",
+                    help="iwperf loopback options to compare (repeatable; default: --no-crc, matching "
+                         "siw's default of CRC off)")
     a = ap.parse_args()
+    variants = a.variant or ["--no-crc"]
     if not os.access(IWPERF, os.X_OK):
         sys.exit("build first: cargo build --release --bin iwperf")
     with tempfile.TemporaryDirectory() as d:
         script = os.path.join(d, "side-by-side.sh")
         with open(script, "w", encoding="utf-8") as f:
-            f.write(guest_script(a.runs))
+            f.write(guest_script(a.runs, variants))
         cmd = [SIW_PEER, "run", "--timeout", str(a.timeout), "--put", IWPERF, "--put", script,
                "--", "sh /host/side-by-side.sh"]
         p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
@@ -128,29 +133,31 @@ def main():
     res = parse(out)
     print(f"side by side in one guest run (QEMU TCG, 2 vCPUs), median of {a.runs}; bandwidth Gbit/s, "
           "latency usec (t_typical)")
-    print(f" {'test':<10} {'size':>8}   {'siw':>8} {'spread':>6}   {'iWARP':>8} {'spread':>6}   "
-          f"{'guest TCP':>9}   {'iWARP/siw':>9}")
     summary = []
     ok = True
-    for _, test, size, _ in CASES:
-        s, ss = med(res.get(("siw", test, size), []))
-        i, si = med(res.get(("iwarp", test, size), []))
-        t, _ = med(res.get(("tcp", test, size), []))
-        ratio = (i / s) if (s and i) else None
-        lat = not test.endswith("_bw")
-        better = ratio is not None and ((ratio <= 1.0) if lat else (ratio >= 1.0))
-        ok &= better
 
-        def fmt(x, w=8):
-            return f"{x:>{w}.3f}" if x is not None else f"{'-':>{w}}"
+    def fmt(x, w=8):
+        return f"{x:>{w}.3f}" if x is not None else f"{'-':>{w}}"
 
-        def pct(x):
-            return f"{x * 100:>5.0f}%" if x is not None else f"{'-':>6}"
+    def pct(x):
+        return f"{x * 100:>5.0f}%" if x is not None else f"{'-':>6}"
 
-        print(f" {test:<10} {size:>8}   {fmt(s)} {pct(ss)}   {fmt(i)} {pct(si)}   {fmt(t, 9)}   "
-              f"{fmt(ratio, 9)}  {'ours ' + ('lower' if lat else 'higher') if better else 'siw ahead'}")
-        summary.append({"test": test, "size": size, "siw": s, "siw_spread": ss, "iwarp": i,
-                        "iwarp_spread": si, "guest_tcp": t, "iwarp_over_siw": ratio})
+    for k, args in enumerate(variants):
+        print(f"\niwperf loopback {args}")
+        print(f" {'test':<10} {'size':>8}   {'siw':>8} {'spread':>6}   {'iWARP':>8} {'spread':>6}   "
+              f"{'guest TCP':>9}   {'iWARP/siw':>9}")
+        for _, test, size, _ in CASES:
+            s, ss = med(res.get(("siw", test, size), []))
+            i, si = med(res.get((f"iwarp{k}", test, size), []))
+            t, _ = med(res.get(("tcp", test, size), []))
+            ratio = (i / s) if (s and i) else None
+            lat = not test.endswith("_bw")
+            better = ratio is not None and ((ratio <= 1.0) if lat else (ratio >= 1.0))
+            ok &= better
+            print(f" {test:<10} {size:>8}   {fmt(s)} {pct(ss)}   {fmt(i)} {pct(si)}   {fmt(t, 9)}   "
+                  f"{fmt(ratio, 9)}  {'ours ' + ('lower' if lat else 'higher') if better else 'siw ahead'}")
+            summary.append({"variant": args, "test": test, "size": size, "siw": s, "siw_spread": ss,
+                            "iwarp": i, "iwarp_spread": si, "guest_tcp": t, "iwarp_over_siw": ratio})
     if a.json:
         with open(a.json, "w", encoding="utf-8") as f:
             json.dump(summary, f, indent=1)

@@ -676,7 +676,7 @@ impl Drop for QpInner {
             }
         } else {
             // Dropping a connected queue pair closes its connection as `disconnect` does.
-            core.release_socket();
+            core.release_socket(&self.dev);
         }
     }
 }
@@ -892,7 +892,7 @@ impl QpCore {
             return;
         }
         self.phase = Phase::Closed;
-        self.release_socket();
+        self.release_socket(&qp.dev);
         self.deliver(qp);
         qp.set_conn(ConnStatus::Closed(false));
         qp.push_event(QpEvent::Disconnected);
@@ -900,13 +900,13 @@ impl QpCore {
 
     /// Closes the TCP connection gracefully: our FIN follows what is queued, and the worker
     /// drains the socket until the peer's FIN, so that the close never turns into a reset.
-    fn release_socket(&mut self) {
+    fn release_socket(&mut self, dev: &DeviceInner) {
         if let Some(mut s) = self.sock.take() {
             let _ = s.flush();
             let _ = s.shutdown(std::net::Shutdown::Write);
             match self.reg.take() {
-                Some((w, t)) => runtime::linger(w, t, s),
-                None => drop(s),
+                Some((w, t)) => runtime::linger(&w, Some(t), s),
+                None => runtime::linger(&dev.pick_worker().shared, None, s),
             }
         }
     }

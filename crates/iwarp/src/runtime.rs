@@ -70,12 +70,25 @@ impl Linger {
     }
 }
 
-/// Hands a connection whose FIN is queued (`shutdown(Write)` done) to its worker, which drains
-/// it until the peer closes too; `token` is the connection's registration with that worker.
-pub(crate) fn linger(worker: Arc<WorkerShared>, token: Token, sock: mio::net::TcpStream) {
+/// Hands a connection whose FIN is queued (`shutdown(Write)` done) to a worker, which drains it
+/// until the peer closes too. `reg` is the connection's registration with `worker`, if any (an
+/// application-driven queue pair has none: the socket is registered afresh).
+pub(crate) fn linger(worker: &Arc<WorkerShared>, reg: Option<Token>, mut sock: mio::net::TcpStream) {
     let deadline = Instant::now() + LINGER;
-    let l = Arc::new(Linger { sock: Mutex::new(Some(sock)), deadline });
-    worker.retarget(token, Entry::Linger(l));
+    let l = Arc::new(Linger { sock: Mutex::new(None), deadline });
+    let token = match reg {
+        Some(t) => {
+            worker.retarget(t, Entry::Linger(Arc::clone(&l)));
+            t
+        }
+        None => match worker.add(Entry::Linger(Arc::clone(&l)), &mut sock, Interest::READABLE) {
+            Ok(t) => t,
+            // No registration, no draining: the socket closes now.
+            Err(_) => return,
+        },
+    };
+    *l.sock.lock().unwrap_or_else(|e| e.into_inner()) = Some(sock);
+    worker.schedule(token);
     worker.add_timer(deadline, token);
 }
 
@@ -178,12 +191,15 @@ fn run(mut poll: Poll, shared: &Arc<WorkerShared>, spin: std::time::Duration) {
     let mut ready: VecDeque<usize> = VecDeque::new();
     // Keep polling without sleeping until then (adaptive spinning after activity).
     let mut spin_until = Instant::now();
+    // One clock read per turn: where the clock source is not the TSC (an emulated guest's
+    // HPET) a read is a system call, as dear as the poll itself.
+    let mut now = Instant::now();
     loop {
-        let timeout = if !ready.is_empty() || Instant::now() < spin_until {
-            Some(std::time::Duration::ZERO)
+        let timeout = if !ready.is_empty() || now < spin_until {
+            Some(Duration::ZERO)
         } else {
             let t = shared.timers.lock().unwrap_or_else(|e| e.into_inner());
-            t.peek().map(|Reverse((d, _))| d.saturating_duration_since(Instant::now()))
+            t.peek().map(|Reverse((d, _))| d.saturating_duration_since(now))
         };
         if let Err(e) = poll.poll(&mut events, timeout) {
             if e.kind() != io::ErrorKind::Interrupted {
@@ -194,8 +210,9 @@ fn run(mut poll: Poll, shared: &Arc<WorkerShared>, spin: std::time::Duration) {
         if shared.stop.load(Ordering::Acquire) {
             return;
         }
+        now = Instant::now();
         if !spin.is_zero() && events.iter().any(|e| e.token() != WAKER) {
-            spin_until = Instant::now() + spin;
+            spin_until = now + spin;
         }
         for ev in events.iter() {
             if ev.token() != WAKER {
@@ -208,8 +225,7 @@ fn run(mut poll: Poll, shared: &Arc<WorkerShared>, spin: std::time::Duration) {
                 dispatch(shared, t, &mut ready);
             }
         }
-        // Timers (and scheduled runs).
-        let now = Instant::now();
+        // Timers (and scheduled runs); the clock as read after the poll.
         let due: Vec<usize> = {
             let mut t = shared.timers.lock().unwrap_or_else(|e| e.into_inner());
             let mut due = Vec::new();

@@ -417,11 +417,17 @@ fn disconnecting_an_idle_connection_and_dropping_a_queue_pair_close_both_ends() 
 /// peer's sends in flight and throw away what it had queued.
 #[test]
 fn a_disconnect_is_a_fin_and_the_peer_may_still_send_until_it_closes() {
+    for progress in [Progress::Thread, Progress::Poll] {
+        disconnect_drains_until_the_peer_closes(progress);
+    }
+}
+
+fn disconnect_drains_until_the_peer_closes(progress: Progress) {
     init_log();
     let dev = device();
     let pd = dev.alloc_pd();
     let listener = dev.listen(any_port(), 4).unwrap();
-    let server = End::new(&dev, &pd, QpCap::default(), Progress::Thread);
+    let server = End::new(&dev, &pd, QpCap::default(), progress);
     let mut raw = RawPeer::connect_request(listener.local_addr(), iwarp_wire::mpa::EnhancedParams::client_server(1, 1));
     let req = listener.get_request(Some(WAIT)).unwrap();
     req.accept(&server.qp, &ConnParams::default()).unwrap();
@@ -439,7 +445,7 @@ fn a_disconnect_is_a_fin_and_the_peer_may_still_send_until_it_closes() {
             Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
                 assert!(Instant::now() < deadline, "no FIN after disconnect");
             }
-            Err(e) => panic!("reading after the disconnect: {e}"),
+            Err(e) => panic!("{progress:?}: reading after the disconnect: {e}"),
         }
     }
     // The peer's own data after our FIN is taken in (and dropped), not answered with RST: a
@@ -447,7 +453,7 @@ fn a_disconnect_is_a_fin_and_the_peer_may_still_send_until_it_closes() {
     let chunk = vec![0x5a; 64 << 10];
     for round in 0..3 {
         for _ in 0..4 {
-            raw.sock.write_all(&chunk).unwrap_or_else(|e| panic!("round {round}: {e}"));
+            raw.sock.write_all(&chunk).unwrap_or_else(|e| panic!("{progress:?}, round {round}: {e}"));
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -456,7 +462,7 @@ fn a_disconnect_is_a_fin_and_the_peer_may_still_send_until_it_closes() {
     assert!(raw.sock.take_error().unwrap().is_none());
     match raw.sock.read(&mut buf) {
         Ok(0) => {}
-        other => panic!("after both FINs: {other:?}"),
+        other => panic!("{progress:?}: after both FINs: {other:?}"),
     }
 }
 

@@ -501,6 +501,7 @@ fn bw_client(o: &Opts, data: &Data, peer: &[Dest], size: usize, cycle: usize) ->
     let mut wc = vec![WorkCompletion::default(); 64];
     let start = Instant::now();
     let (deadline, window) = duration_window(o, start);
+    let mut idle = IdleTurns::default();
     let mut counted = 0u64;
     let mut stop = false;
     loop {
@@ -533,6 +534,9 @@ fn bw_client(o: &Opts, data: &Data, peer: &[Dest], size: usize, cycle: usize) ->
             posted[i] += n;
         }
         let n = wait_cq(o, &data.cq, &mut wc);
+        if n == 0 && !idle.clock_due(deadline.is_some()) {
+            continue;
+        }
         let now = Instant::now();
         for c in &wc[..n] {
             check(c)?;
@@ -618,6 +622,7 @@ fn send_bw_client(o: &Opts, data: &Data, size: usize, rx_depth: usize, cycle: us
     let mut wc = vec![WorkCompletion::default(); 64];
     let start = Instant::now();
     let (deadline, window) = duration_window(o, start);
+    let mut idle = IdleTurns::default();
     let mut counted = 0u64;
     let mut stop = false;
     loop {
@@ -644,6 +649,9 @@ fn send_bw_client(o: &Opts, data: &Data, size: usize, rx_depth: usize, cycle: us
             posted[i] += n;
         }
         let n = wait_cq(o, &data.cq, &mut wc);
+        if n == 0 && !idle.clock_due(deadline.is_some()) {
+            continue;
+        }
         let now = Instant::now();
         for c in &wc[..n] {
             check(c)?;
@@ -739,10 +747,42 @@ fn send_bw_server(
     Ok(BwResult::new(size, total, first.map_or(Duration::ZERO, |f| last.duration_since(f)), 0.0))
 }
 
+/// How long a test waits for one completion or one Write of the peer.
+const WAIT_LIMIT: Duration = Duration::from_secs(30);
+
+/// Turns of a busy loop that found nothing, so that such a loop reads the clock only now and
+/// then: where the clock source is not the TSC (an emulated guest's HPET, as under QEMU TCG)
+/// every clock read is a system call and a device access, slower than the turn itself.
+#[derive(Default)]
+struct IdleTurns {
+    turns: u32,
+    since: Option<Instant>,
+}
+
+impl IdleTurns {
+    const CLOCK_EVERY: u32 = 1024;
+
+    /// Counts an idle turn; `true` when a loop that needs the time (`timed`) should read it.
+    fn clock_due(&mut self, timed: bool) -> bool {
+        self.turns = self.turns.wrapping_add(1);
+        timed && self.turns.is_multiple_of(Self::CLOCK_EVERY)
+    }
+
+    /// Counts a turn; `true` once `limit` has passed since the first clock read (which comes
+    /// after [`Self::CLOCK_EVERY`] turns: a wait that ends sooner never reads the clock).
+    fn expired(&mut self, limit: Duration) -> bool {
+        if !self.clock_due(true) {
+            return false;
+        }
+        let now = Instant::now();
+        now > *self.since.get_or_insert(now) + limit
+    }
+}
+
 fn wait_byte(o: &Opts, data: &Data, mr: &MemoryRegion, at: usize, want: u8) -> Result<(), String> {
     let mut b = [0u8; 1];
     let mut wc = [WorkCompletion::default(); 4];
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut idle = IdleTurns::default();
     loop {
         mr.read(at, &mut b).map_err(|e| e.to_string())?;
         if b[0] == want {
@@ -756,7 +796,7 @@ fn wait_byte(o: &Opts, data: &Data, mr: &MemoryRegion, at: usize, want: u8) -> R
         if o.events {
             std::thread::yield_now();
         }
-        if Instant::now() > deadline {
+        if idle.expired(WAIT_LIMIT) {
             return Err("timed out waiting for the peer's Write".into());
         }
     }
@@ -764,7 +804,7 @@ fn wait_byte(o: &Opts, data: &Data, mr: &MemoryRegion, at: usize, want: u8) -> R
 
 fn wait_one(o: &Opts, data: &Data, want: WcOpcode) -> Result<(), String> {
     let mut wc = [WorkCompletion::default(); 1];
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut idle = IdleTurns::default();
     loop {
         if wait_cq(o, &data.cq, &mut wc) == 1 {
             check(&wc[0])?;
@@ -772,7 +812,7 @@ fn wait_one(o: &Opts, data: &Data, want: WcOpcode) -> Result<(), String> {
                 return Ok(());
             }
         }
-        if Instant::now() > deadline {
+        if idle.expired(WAIT_LIMIT) {
             return Err(format!("timed out waiting for a {want:?} completion"));
         }
     }
