@@ -8,7 +8,8 @@ Usage:
 Reads the JSON lines (other lines are ignored), takes the median Gbit/s of every
 (test, transport, size), and draws iWARP RDMA Write, Read and Send next to raw TCP. TCP is
 measured next to every iWARP run; its median over all of them is one line. Also prints the
-table of medians and iWARP/TCP ratios. Needs matplotlib (`pip install matplotlib`).
+table of medians and iWARP/TCP ratios, each against the TCP runs of the same row (measured
+beside it, so a busy spell of the machine hits both). Needs matplotlib (`pip install matplotlib`).
 """
 
 import json
@@ -31,8 +32,13 @@ def load(path):
             bw = j.get("bw")
             if not bw:
                 continue
-            key = ("tcp" if j["transport"] == "tcp" else j["test"], int(j["size"]))
-            runs[key].append(float(bw["gbit_per_s"]))
+            v = float(bw["gbit_per_s"])
+            if j["transport"] == "tcp":
+                runs[("tcp", int(j["size"]))].append(v)
+                # the TCP runs of the same row, for that row's ratio
+                runs[("tcp:" + j["test"], int(j["size"]))].append(v)
+            else:
+                runs[(j["test"], int(j["size"]))].append(v)
     return runs
 
 
@@ -74,10 +80,10 @@ def main():
         for name, _ in series:
             m = stats.get((name, s))
             cells.append(f"{m[0]:>9.2f} ±{m[1] * 100:>3.0f}%" if m else f"{'-':>16}")
-        tcp = stats.get(("tcp", s), (0.0, 0.0, 0))[0]
         ratios = []
         for name in ("write_bw", "read_bw", "send_bw"):
             m = stats.get((name, s))
+            tcp = stats.get(("tcp:" + name, s), stats.get(("tcp", s), (0.0, 0.0, 0)))[0]
             ratios.append(f"{m[0] / tcp:>5.2f}" if m and tcp > 0 else "    -")
         print(f"{size_label(s):>9}  " + "  ".join(cells) + "   " + "  ".join(ratios))
 
