@@ -501,7 +501,7 @@ fn bw_client(o: &Opts, data: &Data, peer: &[Dest], size: usize, cycle: usize) ->
     let mut wc = vec![WorkCompletion::default(); 64];
     let start = Instant::now();
     let (deadline, window) = duration_window(o, start);
-    let mut idle = IdleTurns::default();
+    let mut idle = IdleTurns::new(o);
     let mut counted = 0u64;
     let mut stop = false;
     loop {
@@ -622,7 +622,7 @@ fn send_bw_client(o: &Opts, data: &Data, size: usize, rx_depth: usize, cycle: us
     let mut wc = vec![WorkCompletion::default(); 64];
     let start = Instant::now();
     let (deadline, window) = duration_window(o, start);
-    let mut idle = IdleTurns::default();
+    let mut idle = IdleTurns::new(o);
     let mut counted = 0u64;
     let mut stop = false;
     loop {
@@ -753,23 +753,29 @@ const WAIT_LIMIT: Duration = Duration::from_secs(30);
 /// Turns of a busy loop that found nothing, so that such a loop reads the clock only now and
 /// then: where the clock source is not the TSC (an emulated guest's HPET, as under QEMU TCG)
 /// every clock read is a system call and a device access, slower than the turn itself.
-#[derive(Default)]
+/// With `-e` a turn sleeps in the kernel first, so the clock is read on every one.
 struct IdleTurns {
     turns: u32,
+    every: u32,
     since: Option<Instant>,
 }
 
 impl IdleTurns {
+    /// Turns between clock reads while busy polling.
     const CLOCK_EVERY: u32 = 1024;
+
+    fn new(o: &Opts) -> IdleTurns {
+        IdleTurns { turns: 0, every: if o.events { 1 } else { Self::CLOCK_EVERY }, since: None }
+    }
 
     /// Counts an idle turn; `true` when a loop that needs the time (`timed`) should read it.
     fn clock_due(&mut self, timed: bool) -> bool {
         self.turns = self.turns.wrapping_add(1);
-        timed && self.turns.is_multiple_of(Self::CLOCK_EVERY)
+        timed && self.turns.is_multiple_of(self.every)
     }
 
     /// Counts a turn; `true` once `limit` has passed since the first clock read (which comes
-    /// after [`Self::CLOCK_EVERY`] turns: a wait that ends sooner never reads the clock).
+    /// after [`Self::CLOCK_EVERY`] busy turns: a wait that ends sooner never reads the clock).
     fn expired(&mut self, limit: Duration) -> bool {
         if !self.clock_due(true) {
             return false;
@@ -782,7 +788,7 @@ impl IdleTurns {
 fn wait_byte(o: &Opts, data: &Data, mr: &MemoryRegion, at: usize, want: u8) -> Result<(), String> {
     let mut b = [0u8; 1];
     let mut wc = [WorkCompletion::default(); 4];
-    let mut idle = IdleTurns::default();
+    let mut idle = IdleTurns::new(o);
     loop {
         mr.read(at, &mut b).map_err(|e| e.to_string())?;
         if b[0] == want {
@@ -804,7 +810,7 @@ fn wait_byte(o: &Opts, data: &Data, mr: &MemoryRegion, at: usize, want: u8) -> R
 
 fn wait_one(o: &Opts, data: &Data, want: WcOpcode) -> Result<(), String> {
     let mut wc = [WorkCompletion::default(); 1];
-    let mut idle = IdleTurns::default();
+    let mut idle = IdleTurns::new(o);
     loop {
         if wait_cq(o, &data.cq, &mut wc) == 1 {
             check(&wc[0])?;
