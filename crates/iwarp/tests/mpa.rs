@@ -227,6 +227,8 @@ fn each_rtr_type_establishes_and_consumes_no_user_receive() {
         let rb = pd.reg_mr(64, all_access()).unwrap();
         let mut cfg = PairConfig::default();
         cfg.client.mpa = MpaOptions { markers, crc: !markers, ..p2p(t) };
+        // FPDUs are counted exactly: no zero-length Write to wake a silent responder.
+        cfg.client.wake_silent_responder = false;
         cfg.server.mpa = MpaOptions { markers, crc: !markers, ..MpaOptions::default() };
         cfg.listener_mpa = Some(p2p(t));
         let p = Pair::try_on_with(&dev, &pd, cfg, |_, server| post_recv(&server.qp, 77, &rb, 0, 64)).unwrap();
