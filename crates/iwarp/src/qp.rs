@@ -714,9 +714,7 @@ impl QpCore {
     /// Runs the engine's wake-up timer: sends a due zero-length Write, and keeps a worker
     /// timer for the next one (a polled queue pair checks at every poll instead).
     fn wake_tick(&mut self) {
-        let before = self.engine.stats().wake_writes;
-        self.engine.handle_timeout(Instant::now());
-        if self.engine.stats().wake_writes != before {
+        if self.engine.handle_timeout(Instant::now()) {
             self.write_out();
         }
         if let (Some(t), Some((w, token))) = (self.engine.poll_timeout(), self.reg.as_ref()) {

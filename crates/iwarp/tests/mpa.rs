@@ -483,21 +483,29 @@ fn wake_ups_within(raw: &mut RawPeer, window: Duration) -> Vec<RxFpdu> {
 /// Linux siw misses an FPDU that arrives between its MPA Reply and its socket hook-up
 /// (docs/interop.md): an initiator follows its first FPDU with zero-length Writes (STag 1,
 /// TO 0) at 50, 150, 350 ms... until the responder sends anything.
-#[test]
-fn a_silent_responder_gets_zero_length_writes_until_it_speaks() {
-    let dev = device();
+/// Connects a queue pair with `params` to a raw responder that never speaks, sends one 3-byte
+/// Send and reads it at the raw side; returns the queue pair, the raw peer and when the Send
+/// was posted.
+fn send_to_a_silent_responder(dev: &Device, params: &ConnParams) -> (End, RawPeer, std::time::Instant) {
     let pd = dev.alloc_pd();
     let l = TcpListener::bind(any_port()).unwrap();
     let addr = l.local_addr().unwrap();
     let raw = std::thread::spawn(move || RawPeer::accept_on(&l, EnhancedParams::client_server(4, 4)));
-    let end = End::new(&dev, &pd, PairConfig::default().cap, Progress::Thread);
-    end.qp.connect(addr, &ConnParams::default()).unwrap();
+    let end = End::new(dev, &pd, PairConfig::default().cap, Progress::Thread);
+    end.qp.connect(addr, params).unwrap();
     let mut raw = raw.join().unwrap();
     let src = pd.reg_mr(64, all_access()).unwrap();
     let t0 = std::time::Instant::now();
     end.qp.post_send(&[SendWr::send(1, &[src.sge(0, 3)])]).unwrap();
     let (first, _) = raw.read_fpdus(WAIT, |f| f.seg.opcode == Opcode::Send);
-    assert_eq!(first.last().map(|f| f.payload.len()), Some(3));
+    assert_eq!(first.iter().map(|f| f.payload.len()).collect::<Vec<_>>(), [3]);
+    (end, raw, t0)
+}
+
+#[test]
+fn a_silent_responder_gets_zero_length_writes_until_it_speaks() {
+    let dev = device();
+    let (end, mut raw, t0) = send_to_a_silent_responder(&dev, &ConnParams::default());
     // The Send's completion does not wait for the peer.
     assert_ok(&end.send_wcs(1));
     let woke = wake_ups_within(&mut raw, Duration::from_millis(250));
@@ -518,16 +526,7 @@ fn a_silent_responder_gets_zero_length_writes_until_it_speaks() {
 #[test]
 fn wake_ups_can_be_turned_off() {
     let dev = device();
-    let pd = dev.alloc_pd();
-    let l = TcpListener::bind(any_port()).unwrap();
-    let addr = l.local_addr().unwrap();
-    let raw = std::thread::spawn(move || RawPeer::accept_on(&l, EnhancedParams::client_server(4, 4)));
-    let end = End::new(&dev, &pd, PairConfig::default().cap, Progress::Thread);
-    end.qp.connect(addr, &ConnParams { wake_silent_responder: false, ..ConnParams::default() }).unwrap();
-    let mut raw = raw.join().unwrap();
-    let src = pd.reg_mr(64, all_access()).unwrap();
-    end.qp.post_send(&[SendWr::send(1, &[src.sge(0, 3)])]).unwrap();
-    let (first, _) = raw.read_fpdus(WAIT, |f| f.seg.opcode == Opcode::Send);
-    assert_eq!(first.len(), 1);
+    let params = ConnParams { wake_silent_responder: false, ..ConnParams::default() };
+    let (_end, mut raw, _) = send_to_a_silent_responder(&dev, &params);
     assert!(wake_ups_within(&mut raw, Duration::from_millis(300)).is_empty());
 }

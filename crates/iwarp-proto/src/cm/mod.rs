@@ -605,31 +605,22 @@ mod tests {
 
     #[test]
     fn no_read_rtr_into_a_responder_with_ird_zero() {
-        let now = Instant::now();
+        // An initiator offering `rtr` takes a P2P Reply with IRD = ORD = 0 offering the same.
+        let answer = |rtr: RtrTypes| {
+            let cfg = MpaConfig { peer_to_peer: Some(rtr), ..Default::default() };
+            let (mut i, _) = Initiator::new(cfg, 0, 0, &[], Instant::now()).unwrap();
+            let reply =
+                FrameRepr::enhanced(FrameKind::Reply, EnhancedParams { peer_to_peer: true, ird: 0, ord: 0, rtr }, &[])
+                    .to_vec()
+                    .unwrap();
+            i.handle_bytes(&reply)
+        };
         let write_read = RtrTypes { send: false, write: true, read: true };
-        let cfg = MpaConfig { peer_to_peer: Some(write_read), ..Default::default() };
-        let (mut i, _) = Initiator::new(cfg.clone(), 0, 0, &[], now).unwrap();
-        let reply = FrameRepr::enhanced(
-            FrameKind::Reply,
-            EnhancedParams { peer_to_peer: true, ird: 0, ord: 0, rtr: write_read },
-            &[],
-        )
-        .to_vec()
-        .unwrap();
-        let Some((InitiatorOutcome::Accepted(n), _)) = i.handle_bytes(&reply).unwrap() else { panic!() };
+        let Ok(Some((InitiatorOutcome::Accepted(n), _))) = answer(write_read) else { panic!() };
         assert_eq!(n.send_rtr, Some(RtrType::Write));
         // Read the only common type: no RTR is possible, MPA code 7.
         let read_only = RtrTypes { send: false, write: false, read: true };
-        let (mut i, _) =
-            Initiator::new(MpaConfig { peer_to_peer: Some(read_only), ..Default::default() }, 0, 0, &[], now).unwrap();
-        let reply = FrameRepr::enhanced(
-            FrameKind::Reply,
-            EnhancedParams { peer_to_peer: true, ird: 0, ord: 0, rtr: read_only },
-            &[],
-        )
-        .to_vec()
-        .unwrap();
-        assert!(matches!(i.handle_bytes(&reply), Err(CmError::NoMatchingRtr { .. })));
+        assert!(matches!(answer(read_only), Err(CmError::NoMatchingRtr { .. })));
     }
 
     #[test]

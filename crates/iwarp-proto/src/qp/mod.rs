@@ -413,12 +413,13 @@ impl Qp {
         w.next
     }
 
-    /// Timers: sends a due wake-up (see [`wake_silent_peer`](Self::wake_silent_peer)).
-    pub fn handle_timeout(&mut self, now: Instant) {
-        let Some(w) = self.wake.as_mut() else { return };
+    /// Timers: queues a due wake-up (see [`wake_silent_peer`](Self::wake_silent_peer));
+    /// returns `true` if it did, so that there is something to transmit.
+    pub fn handle_timeout(&mut self, now: Instant) -> bool {
+        let Some(w) = self.wake.as_mut() else { return false };
         if self.stats.rx_fpdus > 0 || self.state != QpState::Rts || w.left == 0 {
             self.wake = None;
-            return;
+            return false;
         }
         match w.next {
             // The clock starts when this side's first FPDU has been handed to TCP.
@@ -433,9 +434,11 @@ impl Qp {
                 w.left -= 1;
                 w.gap *= 2;
                 w.next = Some(now + w.gap);
+                return true;
             }
             Some(_) => {}
         }
+        false
     }
 
     /// Updates the largest ULPDU to send, e.g. when the TCP MSS has grown (Linux starts a

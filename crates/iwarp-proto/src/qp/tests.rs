@@ -745,7 +745,7 @@ fn a_silent_responder_is_woken_by_zero_length_writes_until_it_speaks() {
     let ms = Duration::from_millis;
     p.a.wake_silent_peer(ms(50), 3);
     // Nothing has gone out yet: no clock.
-    p.a.handle_timeout(t0);
+    assert!(!p.a.handle_timeout(t0));
     assert_eq!(p.a.poll_timeout(), None);
     // The initiator's first message goes out; the responder has no receive posted, so the
     // test moves bytes one way only and the responder stays silent.
@@ -754,11 +754,11 @@ fn a_silent_responder_is_woken_by_zero_length_writes_until_it_speaks() {
     p.a.post_send([send_wr(1, SendOp::Write(remote(&dst, 0)), vec![sge(&src, 0, 64)])]).unwrap();
     let mut wire = Vec::new();
     p.a.transmit_copy(&mut wire, usize::MAX);
-    p.a.handle_timeout(t0);
+    assert!(!p.a.handle_timeout(t0));
     assert_eq!(p.a.poll_timeout(), Some(t0 + ms(50)));
-    p.a.handle_timeout(t0 + ms(49));
+    assert!(!p.a.handle_timeout(t0 + ms(49)));
     assert_eq!(p.a.transmit_copy(&mut wire, usize::MAX), 0, "not yet due");
-    p.a.handle_timeout(t0 + ms(50));
+    assert!(p.a.handle_timeout(t0 + ms(50)), "a wake-up is queued");
     let n = p.a.transmit_copy(&mut wire, usize::MAX);
     // A zero-length tagged FPDU: 2 + 14 + 4 bytes.
     assert_eq!(n, 20);
@@ -771,7 +771,7 @@ fn a_silent_responder_is_woken_by_zero_length_writes_until_it_speaks() {
     // Once the responder has sent an FPDU, the initiator stops.
     p.b.post_send([send_wr(2, SendOp::Write(remote(&src, 0)), vec![sge(&dst, 0, 8)])]).unwrap();
     p.drive();
-    p.a.handle_timeout(t0 + ms(150));
+    assert!(!p.a.handle_timeout(t0 + ms(150)));
     assert_eq!(p.a.poll_timeout(), None);
     assert!(!p.a.wake_pending());
     assert_eq!(p.a.stats().wake_writes, 1);

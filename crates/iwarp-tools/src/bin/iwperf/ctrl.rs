@@ -216,16 +216,23 @@ impl Ctrl {
     /// perftest server) although its bytes went out.
     pub fn close(self) {
         if self.client {
-            let deadline = Instant::now() + Duration::from_secs(3);
-            while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-                match self.qp.next_event(left) {
-                    Some(QpEvent::Disconnected | QpEvent::Error { .. }) | None => break,
-                    Some(_) => {}
-                }
-            }
+            wait_peer_close(std::slice::from_ref(&self.qp), Duration::from_secs(3));
         }
         self.qp.disconnect();
         let _ = self.qp.next_event(Duration::from_millis(500));
+    }
+}
+
+/// Waits up to `timeout` for the peer to close every queue pair (or for an error).
+pub fn wait_peer_close(qps: &[QueuePair], timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    for qp in qps {
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match qp.next_event(left) {
+                Some(QpEvent::Disconnected | QpEvent::Error { .. }) | None => break,
+                Some(_) => {}
+            }
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! The six perftest tests over iWARP, as client or server, speaking perftest 6.06's `-R`
 //! exchange (`docs/tool-compat.md` §1-3).
 
-use crate::ctrl::{connect_retry, Ctrl, Dest};
+use crate::ctrl::{connect_retry, wait_peer_close, Ctrl, Dest};
 use crate::report::{self, BwResult, LatResult, DASHES};
 use clap::ValueEnum;
 use iwarp::{
@@ -425,19 +425,6 @@ pub fn run(o: &Opts, role: Role, bound: Option<Sender<u16>>) -> Result<Outcome, 
     }
     ctrl.close();
     Ok(out)
-}
-
-/// Waits up to `timeout` for the peer to close every queue pair (or for an error).
-fn wait_peer_close(qps: &[iwarp::QueuePair], timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    for qp in qps {
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match qp.next_event(left) {
-                Some(iwarp::QpEvent::Disconnected | iwarp::QpEvent::Error { .. }) | None => break,
-                Some(_) => {}
-            }
-        }
-    }
 }
 
 fn rx_depth_for(o: &Opts) -> usize {
