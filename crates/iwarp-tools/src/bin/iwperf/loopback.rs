@@ -2,7 +2,7 @@
 //! same measurement over plain TCP, with the ratio.
 
 use crate::rdma::{self, Opts, Role, Test};
-use crate::report::{BwResult, JsonLine, LatResult};
+use crate::report::{median_spread, BwResult, JsonLine, LatResult};
 use crate::tcp;
 use iwarp::MpaOptions;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -177,13 +177,6 @@ fn tcp_once(row: Row, events: bool) -> Result<Run, String> {
     Ok(Run { m, cpu: iwarp::util::cpu_time().saturating_sub(cpu0).as_secs_f64(), stats: None })
 }
 
-fn median(mut v: Vec<f64>) -> (f64, f64) {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
-    let m = v[v.len() / 2];
-    let spread = if m > 0.0 { (v[v.len() - 1] - v[0]) / m } else { 0.0 };
-    (m, spread)
-}
-
 /// The figure compared: Gbit/s or million messages per second for bandwidth rows; µs for
 /// latency (half a round trip, or the whole round trip for reads, as perftest reports them).
 fn figure(m: &Measured, row: Row, tcp: bool) -> f64 {
@@ -240,10 +233,10 @@ pub fn run(cfg: &Config) -> Result<(), String> {
                 json(row, &t, "tcp");
             }
         }
-        let (mi, si) = median(iw);
-        let (mt, st) = median(tc);
+        let (mi, si) = median_spread(iw);
+        let (mt, st) = median_spread(tc);
         let ratio = if mt > 0.0 { mi / mt } else { 0.0 };
-        let cpu = |v: Vec<f64>| if v.is_empty() { "-".to_string() } else { format!("{:.3}", median(v).0) };
+        let cpu = |v: Vec<f64>| if v.is_empty() { "-".to_string() } else { format!("{:.3}", median_spread(v).0) };
         let name = if row.rate { format!("{}*", row.test.name()) } else { row.test.name().to_string() };
         println!(
             " {:<10} {:>8}   {:>9.2} {:>5.0}%   {:>9.2} {:>5.0}%   {:>9.2}   {:>7} {:>7}",

@@ -47,6 +47,14 @@ impl BwResult {
 }
 
 /// perftest's bandwidth column header.
+/// Median of several runs and their spread, (max - min) / median; `v` must not be empty.
+pub fn median_spread(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    let m = v[v.len() / 2];
+    let spread = if m > 0.0 { (v[v.len() - 1] - v[0]) / m } else { 0.0 };
+    (m, spread)
+}
+
 pub fn bw_header(gbits: bool) -> String {
     let u = if gbits { "Gb/sec" } else { "MB/sec" };
     format!(" #bytes     #iterations    BW peak[{u}]    BW average[{u}]   MsgRate[Mpps]")

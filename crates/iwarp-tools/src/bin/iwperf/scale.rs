@@ -5,6 +5,7 @@
 //! idle queue pair costs on both sides, then has every queue pair RDMA Write for a while and
 //! reports the aggregate bandwidth and that every queue pair did work.
 
+use crate::report::median_spread;
 use iwarp::{
     Access, ConnParams, Device, DeviceConfig, Incoming, MemoryRegion, QpInit, QueuePair, RemoteAddr, SendWr,
     SharedOptions, Stag, WcStatus, WorkCompletion,
@@ -230,12 +231,6 @@ struct Sample {
     secs: f64,
     /// The same count of plain TCP connections.
     tcp_gbit: f64,
-}
-
-fn median_spread(mut v: Vec<f64>) -> (f64, f64) {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
-    let m = v[v.len() / 2];
-    (m, if m > 0.0 { (v[v.len() - 1] - v[0]) / m } else { 0.0 })
 }
 
 fn run_counts(cfg: &Config, addr: SocketAddr, tcp_addr: SocketAddr) -> Result<(), String> {
