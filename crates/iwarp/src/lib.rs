@@ -55,6 +55,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+mod clock;
 mod cm;
 mod cq;
 mod device;
@@ -80,7 +81,8 @@ pub use mem::{Access, MemoryRegion, ProtectionDomain, Sge};
 pub use qp::{ConnInfo, Progress, QpCap, QpEvent, QpInit, QueuePair, RecvWr, SendWr};
 pub use srq::SharedReceiveQueue;
 
-/// Sizing an FPDU stream and counting CPU time for tools and benchmarks.
+/// Sizing an FPDU stream, counting CPU time and cheap timestamps for tools and benchmarks.
 pub mod util {
+    pub use crate::clock::{Tick, TickClock, TickRate};
     pub use crate::sys::{cpu_time, raise_fd_limit, resident_bytes};
 }

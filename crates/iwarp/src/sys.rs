@@ -199,3 +199,11 @@ pub fn cpu_time() -> Duration {
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, (t.tv_usec as u32) * 1000);
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
+
+/// The CPU's time-stamp counter (x86_64 `rdtsc`), for [`crate::util::TickClock`].
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn cycles() -> u64 {
+    // SAFETY: `rdtsc` reads a counter; it has no memory effects and every x86_64 CPU has it
+    // (a kernel that forbids it in user mode would stop the process with a signal, not UB).
+    unsafe { core::arch::x86_64::_rdtsc() }
+}

@@ -10,6 +10,7 @@
 //! figure is half the round trip, as perftest reports write and send latency.
 
 use crate::report::{BwResult, LatResult};
+use iwarp::util::TickClock;
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
@@ -149,15 +150,17 @@ pub fn lat_client(mut s: TcpStream, size: usize, amount: Amount, wait: Wait) -> 
     s.set_nonblocking(spin)?;
     let out = vec![0x5a_u8; size];
     let mut inb = vec![0u8; size];
-    let mut samples = Vec::with_capacity(amount.iters.min(10_000_000) as usize);
+    let mut stamps = Vec::with_capacity(amount.iters.min(10_000_000) as usize);
+    // The same clock as the RDMA latency tests (a time-stamp counter where there is one).
+    let clock = TickClock::new();
     let start = Instant::now();
     let deadline = amount.duration.map(|d| start + d);
     let mut n = 0u64;
     while n < iters {
-        let t = Instant::now();
+        let t = clock.now();
         write_all(&mut s, &out, spin)?;
         read_exact(&mut s, &mut inb, spin)?;
-        samples.push(t.elapsed());
+        stamps.push((t, clock.now()));
         n += 1;
         if deadline.is_some_and(|d| Instant::now() >= d) {
             break;
@@ -165,6 +168,8 @@ pub fn lat_client(mut s: TcpStream, size: usize, amount: Amount, wait: Wait) -> 
     }
     s.set_nonblocking(false)?;
     s.shutdown(std::net::Shutdown::Write)?;
+    let rate = clock.rate();
+    let samples: Vec<Duration> = stamps.iter().map(|&(a, b)| rate.between(a, b)).collect();
     Ok(LatResult::from_round_trips(size, &samples, true))
 }
 
