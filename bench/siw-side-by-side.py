@@ -11,7 +11,7 @@ Prints the table of both and the ratio. The guest runs under emulation (TCG), so
 figures mean little; the ratio is the result.
 
 Usage (after `cargo build --release --bin iwperf` and `interop/siw-peer/siw-peer build`):
-    python3 bench/siw-side-by-side.py [--runs 3] [--json FILE]
+    python3 bench/siw-side-by-side.py [--runs 3] [--json FILE] [--only write_lat ...]
 """
 
 import argparse
@@ -38,20 +38,29 @@ CASES = [
 ]
 
 
-def guest_script(runs, variants):
+def guest_script(runs, variants, cases):
     lines = ["#!/bin/sh", "set -u", "ulimit -l unlimited 2>/dev/null", "ulimit -n 65536 2>/dev/null"]
-    for tool, test, size, iters in CASES:
+    for tool, test, size, iters in cases:
         extra = "--report_gbits" if tool.endswith("_bw") else ""
         for r in range(runs):
+            # The server may take more than a second to listen under emulation: the client
+            # retries a refused connection (up to 5 times); the server is bounded in time so
+            # that a client that never came cannot hang the run.
             lines += [
-                f"{tool} -R -d siw0 -F -s {size} -n {iters} {extra} > /tmp/srv.txt 2>&1 & S=$!",
+                f"timeout 300 {tool} -R -d siw0 -F -s {size} -n {iters} {extra} > /tmp/srv.txt 2>&1 & S=$!",
                 "sleep 1",
                 f"echo '=== siw {test} {size} run {r}'",
-                f"{tool} -R -d siw0 -F -s {size} -n {iters} {extra} 10.0.2.15 2>&1",
+                "for try in 1 2 3 4 5; do",
+                f"  {tool} -R -d siw0 -F -s {size} -n {iters} {extra} 10.0.2.15 > /tmp/cli.txt 2>&1",
+                "  grep -q 'Failed to connect' /tmp/cli.txt || break",
+                "  kill -0 $S 2>/dev/null || break",
+                "  sleep 1",
+                "done",
+                "cat /tmp/cli.txt",
                 "wait $S",
                 "sleep 0.3",
             ]
-    for tool, test, size, iters in CASES:
+    for tool, test, size, iters in cases:
         for k, args in enumerate(variants):
             lines += [
                 f"echo '=== iwarp{k} {test} {size}'",
@@ -114,14 +123,19 @@ def main():
     ap.add_argument("--variant", action="append", metavar="ARGS",
                     help="iwperf loopback options to compare (repeatable; default: --no-crc, matching "
                          "siw's default of CRC off)")
+    ap.add_argument("--only", action="append", metavar="TEST",
+                    help="run only this iwperf test (repeatable, e.g. --only write_lat)")
     a = ap.parse_args()
+    cases = [c for c in CASES if not a.only or c[1] in a.only]
+    if not cases:
+        sys.exit(f"--only: none of {a.only} is one of {sorted({c[1] for c in CASES})}")
     variants = a.variant or ["--no-crc"]
     if not os.access(IWPERF, os.X_OK):
         sys.exit("build first: cargo build --release --bin iwperf")
     with tempfile.TemporaryDirectory() as d:
         script = os.path.join(d, "side-by-side.sh")
         with open(script, "w", encoding="utf-8") as f:
-            f.write(guest_script(a.runs, variants))
+            f.write(guest_script(a.runs, variants, cases))
         cmd = [SIW_PEER, "run", "--timeout", str(a.timeout), "--put", IWPERF, "--put", script,
                "--", "sh /host/side-by-side.sh"]
         p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
@@ -146,7 +160,7 @@ def main():
         print(f"\niwperf loopback {args}")
         print(f" {'test':<10} {'size':>8}   {'siw':>8} {'spread':>6}   {'iWARP':>8} {'spread':>6}   "
               f"{'guest TCP':>9}   {'iWARP/siw':>9}")
-        for _, test, size, _ in CASES:
+        for _, test, size, _ in cases:
             s, ss = med(res.get(("siw", test, size), []))
             i, si = med(res.get((f"iwarp{k}", test, size), []))
             t, _ = med(res.get(("tcp", test, size), []))
