@@ -1,6 +1,6 @@
 //! Building FPDUs for transmission (RFC 5044 §4), with markers (§4.3) when the peer asked.
 
-use super::{pad_len, CRC_LEN, MARKER_INTERVAL, MARKER_LEN, MAX_ULPDU};
+use super::{pad_len, CRC_LEN, LENGTH_FIELD_LEN, MARKER_INTERVAL, MARKER_LEN, MAX_ULPDU};
 use crate::crc::{self, Crc32c};
 use crate::Error;
 
@@ -244,6 +244,15 @@ impl Framer {
                 tagged: header.first().is_some_and(|c| c & crate::ddp::flags::TAGGED != 0),
             });
         }
+        if self.markers {
+            Ok(self.frame_general(header, payload, ulpdu_len, sink))
+        } else {
+            Ok(self.frame_unmarked(header, payload, ulpdu_len, sink))
+        }
+    }
+
+    /// Any FPDU, markers (RFC 5044 §4.3) inserted wherever the stream reaches a multiple of 512.
+    fn frame_general<S: Sink>(&mut self, header: &[u8], payload: &[&[u8]], ulpdu_len: usize, sink: &mut S) -> usize {
         let start = self.pos;
         let mut e = Emit {
             sink,
@@ -268,7 +277,41 @@ impl Framer {
         e.sink.inline(&crc::to_wire(crc_value));
         e.pos += CRC_LEN as u64;
         self.pos = e.pos;
-        Ok((self.pos - start) as usize)
+        (self.pos - start) as usize
+    }
+
+    /// RFC 5044 §4.1 without markers: length, ULPDU, pad and CRC back to back. The same bytes
+    /// as the general path, without its per-piece marker arithmetic (this is every FPDU of a
+    /// connection without markers, the common case).
+    fn frame_unmarked<S: Sink>(&mut self, header: &[u8], payload: &[&[u8]], ulpdu_len: usize, sink: &mut S) -> usize {
+        let len = (ulpdu_len as u16).to_be_bytes();
+        let pad = pad_len(ulpdu_len);
+        let mut crc = self.crc.then(Crc32c::new);
+        if let Some(c) = crc.as_mut() {
+            c.update(&len);
+            c.update(header);
+        }
+        sink.inline(&len);
+        sink.inline(header);
+        for (index, p) in payload.iter().enumerate() {
+            if !p.is_empty() {
+                if let Some(c) = crc.as_mut() {
+                    c.update(p);
+                }
+                sink.payload(index, 0, p);
+            }
+        }
+        // RFC 5044 §4.1: the pad is zeros and covered by the CRC.
+        let mut trailer = [0u8; 3 + CRC_LEN];
+        if let Some(c) = crc.as_mut() {
+            c.update(&trailer[..pad]);
+        }
+        let value = crc.map_or(0, |c| c.value());
+        trailer[pad..pad + CRC_LEN].copy_from_slice(&crc::to_wire(value));
+        sink.inline(&trailer[..pad + CRC_LEN]);
+        let n = LENGTH_FIELD_LEN + ulpdu_len + pad + CRC_LEN;
+        self.pos += n as u64;
+        n
     }
 }
 
@@ -290,6 +333,29 @@ mod tests {
             }
         }
         v
+    }
+
+    #[test]
+    fn unmarked_fpdus_are_the_general_framers_bytes() {
+        // Every pad length, empty and split payloads, CRC on and off, a stream offset that is
+        // not a multiple of 4: the unmarked path writes what the general one writes.
+        for crc in [false, true] {
+            let (mut fast, mut general) = (Framer::new(crc, false), Framer::new(crc, false));
+            for (k, plen) in [0usize, 1, 2, 3, 4, 5, 8, 13, 100, 511, 512, 1500].into_iter().enumerate() {
+                let hdr: Vec<u8> = (0..14 + k % 5).map(|i| (i * 7 + k) as u8).collect();
+                let data: Vec<u8> = (0..plen).map(|i| (i * 13 + k) as u8).collect();
+                let parts: [&[u8]; 3] = [&data[..plen / 3], &[], &data[plen / 3..]];
+                let (mut a, mut b) = (Vec::new(), Vec::new());
+                let (mut pa, mut pb) = (Vec::new(), Vec::new());
+                let n = fast.frame(&hdr, &parts, &mut a, &mut pa).unwrap();
+                let ulpdu = hdr.len() + plen;
+                let m = general.frame_general(&hdr, &parts, ulpdu, &mut PieceSink { arena: &mut b, pieces: &mut pb });
+                assert_eq!(n, m);
+                assert_eq!(materialise(&a, &pa, &parts), materialise(&b, &pb, &parts), "crc {crc} len {plen}");
+                assert_eq!(pa, pb, "pieces, crc {crc} len {plen}");
+                assert_eq!(fast.stream_offset(), general.stream_offset());
+            }
+        }
     }
 
     #[test]
