@@ -737,7 +737,9 @@ impl QpCore {
                     Err(_) => self.engine.handle_transport_error(),
                 }
             }
-            if self.ctl_out.is_empty() && matches!(self.phase, Phase::Running) {
+            // Nothing framed and nothing to frame: the common case of a busy poll.
+            let pending = self.engine.has_unsent() || self.engine.has_work();
+            if pending && self.ctl_out.is_empty() && matches!(self.phase, Phase::Running) {
                 let fd = sock.as_raw_fd();
                 loop {
                     let n = self.engine.poll_transmit(&mut self.iov, sys::IOV_MAX - 1);
@@ -752,7 +754,7 @@ impl QpCore {
                                 self.since_mss = 0;
                                 self.refresh_mss();
                             }
-                            if w < n {
+                            if w < n || !self.engine.has_work() {
                                 break;
                             }
                         }
@@ -849,6 +851,9 @@ impl QpCore {
     }
 
     fn deliver(&mut self, qp: &QpInner) {
+        if !self.engine.has_output() {
+            return;
+        }
         let mut send: SmallVec<[WorkCompletion; 16]> = SmallVec::new();
         let mut recv: SmallVec<[WorkCompletion; 16]> = SmallVec::new();
         while let Some(c) = self.engine.poll_completion() {
@@ -858,11 +863,12 @@ impl QpCore {
                 Queue::Recv => recv.push(wc),
             }
         }
+        // By reference: moving the arrays would copy all their slots.
         if !send.is_empty() {
-            qp.send_cq.push(send);
+            qp.send_cq.push(send.iter().copied());
         }
         if !recv.is_empty() {
-            qp.recv_cq.push(recv);
+            qp.recv_cq.push(recv.iter().copied());
         }
         while let Some(ev) = self.engine.poll_event() {
             match ev {

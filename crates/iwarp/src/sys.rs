@@ -39,12 +39,20 @@ fn cvt(r: isize) -> io::Result<usize> {
 /// address stays valid until the bytes are reported sent; the caller holds the queue pair's
 /// lock across this call and the report.
 pub fn writev(fd: RawFd, ranges: &[IoRange]) -> io::Result<usize> {
-    let iov = iovecs(ranges, None);
+    // `IoRange` is `repr(C)` { address: usize, length: usize }, the layout of `struct iovec`
+    // (checked here at compile time), so the engine's ranges go to the kernel without a copy.
+    const _: () = assert!(
+        std::mem::size_of::<IoRange>() == std::mem::size_of::<libc::iovec>()
+            && std::mem::align_of::<IoRange>() == std::mem::align_of::<libc::iovec>()
+            && std::mem::offset_of!(IoRange, addr) == std::mem::offset_of!(libc::iovec, iov_base)
+            && std::mem::offset_of!(IoRange, len) == std::mem::offset_of!(libc::iovec, iov_len)
+    );
+    let n = ranges.len().min(IOV_MAX);
     loop {
-        // SAFETY: each iovec names memory the engine keeps alive (see above) or the engine's
-        // own transmit arena; the kernel only reads it. MSG_NOSIGNAL semantics: SIGPIPE is
-        // ignored process-wide by the runtime at start-up.
-        let r = unsafe { libc::writev(fd, iov.as_ptr(), iov.len() as libc::c_int) };
+        // SAFETY: the cast is layout-compatible (asserted above). Each range names memory the
+        // engine keeps alive (see above) or the engine's own transmit arena; the kernel only
+        // reads it. SIGPIPE is ignored process-wide by the runtime at start-up.
+        let r = unsafe { libc::writev(fd, ranges.as_ptr().cast::<libc::iovec>(), n as libc::c_int) };
         match cvt(r) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             other => return other,

@@ -108,8 +108,10 @@ pub struct LinkParams {
     pub startup: Startup,
 }
 
-/// A range of memory for `writev` or `readv`, as a raw address.
+/// A range of memory for `writev` or `readv`, as a raw address. Laid out as a C `struct
+/// iovec` (address, then length), so that a slice of them can be handed to the kernel as is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
 pub struct IoRange {
     /// Address of the first byte.
     pub addr: usize,
@@ -566,6 +568,12 @@ impl Qp {
     #[must_use]
     pub fn poll_completion(&mut self) -> Option<Completion> {
         self.completions.pop_front()
+    }
+
+    /// `true` if [`poll_completion`](Self::poll_completion) or [`poll_event`](Self::poll_event)
+    /// has something.
+    pub fn has_output(&self) -> bool {
+        !self.completions.is_empty() || !self.events.is_empty()
     }
 
     /// The next event.

@@ -202,7 +202,7 @@ enum Data {
     Window(Window),
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 enum Source {
     /// A work request: its place in the completion order, and whether it completes only when
     /// the peer answers (Read, atomics) rather than once sent.
@@ -398,13 +398,14 @@ impl Tx {
         if let Kind::Untagged { body, .. } = &job.kind {
             self.scratch.extend_from_slice(body);
         }
-        // Gather the payload ranges for [done, done + n).
+        // The payload ranges for [done, done + n).
         let mut parts: SmallVec<[(&MrRef, usize, usize); 4]> = SmallVec::new();
+        let mut inline: &[u8] = &[];
         match &job.data {
             Data::None => {}
             Data::Inline(b) => {
                 let s = job.done as usize;
-                self.scratch.extend_from_slice(&b[s..s + n]);
+                inline = &b[s..s + n];
             }
             Data::Window(w) => parts.push((&w.mr, w.offset + job.done as usize, n)),
             Data::Sges(sges) => {
@@ -431,29 +432,43 @@ impl Tx {
             }
         }
         let batch = &mut self.batch;
-        self.pieces.clear();
+        let framer = &mut self.framer;
+        let header = &self.scratch;
+        let mems: SmallVec<[(&RawMem, usize, usize); 4]> = parts.iter().map(|&(m, o, l)| (m.mem(), o, l)).collect();
         let framed = if n <= COPY_MAX || parts.is_empty() {
-            // Small payload: copy it next to the header, one piece.
-            for &(m, off, len) in &parts {
-                let at = self.scratch.len();
-                self.scratch.resize(at + len, 0);
+            // Small payload: the whole FPDU is written into the arena (payload copied next to
+            // its header), one piece, joined to the previous one when they touch.
+            let start = batch.arena.len();
+            let r = if parts.is_empty() {
+                framer.frame_to_vec(header, &[inline], &mut batch.arena)
+            } else {
                 // The ranges were validated at post time and the regions are held.
-                let ok = m.mem().read(off, &mut self.scratch[at..]);
-                debug_assert!(ok);
-            }
-            if !parts.is_empty() || matches!(job.data, Data::Inline(_)) {
+                with_slices(&mems, |slices| framer.frame_to_vec(header, slices, &mut batch.arena))
+                    .unwrap_or(Err(iwarp_wire::Error::Truncated { needed: n, available: 0 }))
+            };
+            if n > 0 && !matches!(job.data, Data::None) {
                 stats.tx_copied_bytes += n as u64;
             }
-            self.framer.frame(&self.scratch, &[], &mut batch.arena, &mut self.pieces)
+            r.inspect(|&len| match batch.pieces.last_mut() {
+                Some(TxPiece::Inline { start: s, len: l }) if *s + *l == start => *l += len,
+                _ => batch.pieces.push(TxPiece::Inline { start, len }),
+            })
         } else {
             stats.tx_zero_copy_bytes += n as u64;
-            let framer = &mut self.framer;
-            let scratch = &self.scratch;
             let pieces = &mut self.pieces;
-            let arena = &mut batch.arena;
-            let mems: SmallVec<[(&RawMem, usize, usize); 4]> = parts.iter().map(|&(m, o, l)| (m.mem(), o, l)).collect();
-            with_slices(&mems, |slices| framer.frame(scratch, slices, arena, pieces))
-                .unwrap_or(Err(iwarp_wire::Error::Truncated { needed: n, available: 0 }))
+            pieces.clear();
+            let r = with_slices(&mems, |slices| framer.frame(header, slices, &mut batch.arena, pieces))
+                .unwrap_or(Err(iwarp_wire::Error::Truncated { needed: n, available: 0 }));
+            for p in pieces.iter() {
+                batch.pieces.push(match *p {
+                    Piece::Inline { start, len } => TxPiece::Inline { start, len },
+                    Piece::Payload { index, start, len } => {
+                        let (m, off, _) = parts[index];
+                        TxPiece::Mem { mr: MrRef::clone(m), offset: off + start, len }
+                    }
+                });
+            }
+            r
         };
         match framed {
             Ok(len) => {
@@ -466,15 +481,6 @@ impl Tx {
                 tracing::error!(error = %e, "framing failed");
                 return true;
             }
-        }
-        for p in &self.pieces {
-            batch.pieces.push(match *p {
-                Piece::Inline { start, len } => TxPiece::Inline { start, len },
-                Piece::Payload { index, start, len } => {
-                    let (m, off, _) = parts[index];
-                    TxPiece::Mem { mr: MrRef::clone(m), offset: off + start, len }
-                }
-            });
         }
         job.done += n as u64;
         last
@@ -551,9 +557,7 @@ impl Qp {
                 }
             }
             if self.tx.frame_one(&mut self.stats) {
-                if let Some(job) = self.tx.job.take() {
-                    self.finish_job(job);
-                }
+                self.finish_job();
             }
         }
     }
@@ -792,13 +796,18 @@ impl Qp {
         }
     }
 
-    fn finish_job(&mut self, job: Job) {
+    /// The current job is fully framed: what it completes with, and what follows it. (The
+    /// job is dropped in place: it is large, and moving it out costs a copy.)
+    fn finish_job(&mut self) {
+        let Some(job) = self.tx.job.as_ref() else { return };
+        let (source, imm_after, solicited) = (job.source, job.imm_after, job.solicited);
+        self.tx.job = None;
         let end = self.tx.batch.framed;
-        match job.source {
+        match source {
             Source::Wr { seq, awaits_response } => {
-                if let Some(imm) = job.imm_after {
+                if let Some(imm) = imm_after {
                     // RFC 7306 §4: Write with Immediate = the Write, then an Immediate Data message.
-                    let opcode = if job.solicited { Opcode::ImmediateDataSe } else { Opcode::ImmediateData };
+                    let opcode = if solicited { Opcode::ImmediateDataSe } else { Opcode::ImmediateData };
                     let msn = self.take_msn(0);
                     self.tx.job = Some(Job {
                         source: Source::Wr { seq, awaits_response },
