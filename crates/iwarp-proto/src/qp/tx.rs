@@ -55,6 +55,15 @@ impl Batch {
         self.framed == self.sent
     }
 
+    /// Appends `len` bytes the framer wrote at `start` of the arena, joined to the previous
+    /// piece when they touch (fewer ranges per `writev`).
+    fn push_inline(&mut self, start: usize, len: usize) {
+        match self.pieces.last_mut() {
+            Some(TxPiece::Inline { start: s, len: l }) if *s + *l == start => *l += len,
+            _ => self.pieces.push(TxPiece::Inline { start, len }),
+        }
+    }
+
     fn unsent(&self) -> u64 {
         self.framed - self.sent
     }
@@ -449,10 +458,7 @@ impl Tx {
             if n > 0 && !matches!(job.data, Data::None) {
                 stats.tx_copied_bytes += n as u64;
             }
-            r.inspect(|&len| match batch.pieces.last_mut() {
-                Some(TxPiece::Inline { start: s, len: l }) if *s + *l == start => *l += len,
-                _ => batch.pieces.push(TxPiece::Inline { start, len }),
-            })
+            r.inspect(|&len| batch.push_inline(start, len))
         } else {
             stats.tx_zero_copy_bytes += n as u64;
             let pieces = &mut self.pieces;
@@ -551,6 +557,9 @@ impl Qp {
                 return;
             }
             if self.tx.job.is_none() {
+                if self.frame_small_wr() {
+                    continue;
+                }
                 match self.next_job() {
                     Some(j) => self.tx.job = Some(j),
                     None => return,
@@ -560,6 +569,79 @@ impl Qp {
                 self.finish_job();
             }
         }
+    }
+
+    /// The common small message, without a job: a Send or Write at the head of the send queue
+    /// whose payload is copied (at most `COPY_MAX` bytes) and fits one FPDU is framed straight
+    /// from its work request. Returns `false` (nothing done) for anything else, which
+    /// [`next_job`](Self::next_job) then takes in the same order.
+    fn frame_small_wr(&mut self) -> bool {
+        // next_job's order: an RTR first, then responses taking turns with the send queue.
+        if self.tx.rtr.is_some() || !self.tx.responses.is_empty() {
+            return false;
+        }
+        let Some(w) = self.tx.sq.front() else { return false };
+        let hdr_len = match w.op {
+            SendOp::Send | SendOp::SendWithInvalidate(_) => iwarp_wire::ddp::UNTAGGED_HEADER_LEN,
+            SendOp::Write(_) => iwarp_wire::ddp::TAGGED_HEADER_LEN,
+            _ => return false,
+        };
+        let n = w.payload.len() as usize;
+        if n > COPY_MAX || hdr_len + n > self.tx.mulpdu {
+            return false;
+        }
+        let sges_valid = match &w.payload {
+            Payload::Sges(s) => s.iter().all(|s| s.mr.is_valid()),
+            Payload::Inline(_) => true,
+        };
+        // Fence: every earlier Read/atomic must have completed (verbs IBV_SEND_FENCE).
+        if !sges_valid || (w.fence && !self.tx.orq.is_empty()) {
+            return false;
+        }
+        let w = self.tx.sq.pop_front().expect("front exists");
+        self.tx.resp_turn = !self.tx.resp_turn;
+        let seq = self.tx.order_head + self.tx.order.len() as u64;
+        self.tx.order.push_back(Entry { wr_id: w.wr_id, opcode: w.op.wc_opcode(), signaled: w.signaled, done: None });
+        let header = match w.op {
+            SendOp::Write(r) => SegmentHeader::tagged(Opcode::Write, true, r.stag, TaggedOffset(r.to)),
+            op => {
+                let (opcode, inval) = send_opcode(op, w.solicited);
+                let mut h = SegmentHeader::untagged(opcode, true, self.take_msn(0), 0);
+                h.inval_stag = inval;
+                h
+            }
+        };
+        let (hbytes, hlen) = header.to_bytes();
+        let tx = &mut self.tx;
+        let start = tx.batch.arena.len();
+        let framed = match &w.payload {
+            Payload::Inline(b) => tx.framer.frame_to_vec(&hbytes[..hlen], &[b], &mut tx.batch.arena),
+            Payload::Sges(s) => {
+                let mems: SmallVec<[(&RawMem, usize, usize); 4]> =
+                    s.iter().map(|s| (s.mr.mem(), s.offset, s.len)).collect();
+                // The ranges were validated at post time and the regions are held.
+                with_slices(&mems, |slices| tx.framer.frame_to_vec(&hbytes[..hlen], slices, &mut tx.batch.arena))
+                    .unwrap_or(Err(iwarp_wire::Error::Truncated { needed: n, available: 0 }))
+            }
+        };
+        match framed {
+            Ok(len) => {
+                tx.batch.push_inline(start, len);
+                tx.batch.framed += len as u64;
+                self.stats.tx_fpdus += 1;
+                self.stats.tx_copied_bytes += n as u64;
+                // RFC 5040 §5.1/§5.3: it completes once handed to the LLP (handle_sent).
+                tx.holds.push_back(Hold { end: tx.batch.framed, seq });
+            }
+            Err(e) => {
+                // Bounded by MULPDU and validated ranges, so this cannot happen; the request
+                // fails rather than leaving a hole in the completion order.
+                tracing::error!(error = %e, "framing failed");
+                tx.mark(seq, Done { status: WcStatus::LocalProtection, byte_len: 0, cause: None });
+                tx.release(&mut self.completions);
+            }
+        }
+        true
     }
 
     fn next_job(&mut self) -> Option<Job> {
@@ -634,12 +716,7 @@ impl Qp {
         };
         let (kind, data, total, imm_after, msn) = match op {
             SendOp::Send | SendOp::SendWithInvalidate(_) => {
-                let (opcode, inval) = match (op, solicited) {
-                    (SendOp::SendWithInvalidate(s), false) => (Opcode::SendInvalidate, s),
-                    (SendOp::SendWithInvalidate(s), true) => (Opcode::SendSeInvalidate, s),
-                    (_, false) => (Opcode::Send, Stag(0)),
-                    (_, true) => (Opcode::SendSe, Stag(0)),
-                };
+                let (opcode, inval) = send_opcode(op, solicited);
                 let msn = self.take_msn(0);
                 (Kind::Untagged { opcode, inval, body: SmallVec::new() }, data_of(payload), total, None, msn)
             }
@@ -893,5 +970,15 @@ impl Qp {
         self.queue_terminate(body);
         // The responder may not have been allowed to send yet; a Terminate always may.
         self.tx.allowed = true;
+    }
+}
+
+/// The RDMAP opcode of a Send work request, and the STag it invalidates (RFC 5040 §4.3).
+fn send_opcode(op: SendOp, solicited: bool) -> (Opcode, Stag) {
+    match (op, solicited) {
+        (SendOp::SendWithInvalidate(s), false) => (Opcode::SendInvalidate, s),
+        (SendOp::SendWithInvalidate(s), true) => (Opcode::SendSeInvalidate, s),
+        (_, false) => (Opcode::Send, Stag(0)),
+        (_, true) => (Opcode::SendSe, Stag(0)),
     }
 }
