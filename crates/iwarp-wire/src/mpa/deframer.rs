@@ -221,7 +221,8 @@ impl Deframer {
     }
 
     /// Consumes bytes from the front of `input`, at most up to the end of the current item
-    /// (header, payload run, marker, trailer). Returns how many bytes it consumed and what
+    /// (header, payload run, marker, trailer; a header may be taken whole although
+    /// [`need`](Self::need) announced only the bytes that tell its length). Returns how many bytes it consumed and what
     /// they completed. Call it again with the rest of the input.
     ///
     /// # Errors
@@ -234,7 +235,14 @@ impl Deframer {
             return Ok((0, Event::None));
         }
         let need = self.need();
-        let k = need.len().min(input.len());
+        let mut k = need.len().min(input.len());
+        // Without markers, a header whose DDP control byte is in the input is taken in one
+        // piece (its length follows from that byte) rather than probed first.
+        if !self.cfg.markers && self.state == State::Header && self.hdr_len == PROBE_LEN {
+            if let Some(&ctrl) = input.get(PROBE_LEN - 1 - self.hdr_have) {
+                k = (LENGTH_FIELD_LEN + ddp::header_len_for(ctrl) - self.hdr_have).min(input.len());
+            }
+        }
         let chunk = &input[..k];
         let event = match need {
             Need::Marker(_) => {
@@ -322,11 +330,12 @@ impl Deframer {
         self.fold_crc(chunk);
         self.pos += chunk.len() as u64;
         self.hdr_have += chunk.len();
-        if self.hdr_have == PROBE_LEN && self.hdr_len == PROBE_LEN {
+        if self.hdr_have >= PROBE_LEN && self.hdr_len == PROBE_LEN {
             let ulpdu_len = u16::from_be_bytes([self.hdr[0], self.hdr[1]]);
             let ctrl = self.hdr[LENGTH_FIELD_LEN];
             let ddp_len = ddp::header_len_for(ctrl);
             let tagged = ctrl & ddp::flags::TAGGED != 0;
+            self.hdr_len = LENGTH_FIELD_LEN + ddp_len;
             // Checked before reading on, so a short FPDU is not waited for past its end.
             if usize::from(ulpdu_len) < ddp_len {
                 return Err(Error::UlpduTooShort { len: ulpdu_len, needed: ddp_len as u16 });
@@ -334,7 +343,6 @@ impl Deframer {
             if ulpdu_len > self.cfg.max_ulpdu {
                 return Err(Error::UlpduTooLong { len: ulpdu_len, max: self.cfg.max_ulpdu, tagged });
             }
-            self.hdr_len = LENGTH_FIELD_LEN + ddp_len;
         }
         if self.hdr_have < self.hdr_len {
             return Ok(None);
@@ -468,6 +476,13 @@ mod tests {
             d.feed(&[0x43])
         });
         assert_eq!(e, Err(Error::UlpduTooShort { len: 10, needed: 18 }));
+        // The whole short header in one piece: the same error, and asking what comes next
+        // afterwards is still an answer, not a panic (fuzzing found an underflow here).
+        let mut d = Deframer::new(DeframerConfig::default());
+        let e = d.feed(&[0x00, 0x0a, 0x41, 0x43, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(e, Err(Error::UlpduTooShort { len: 10, needed: 18 }));
+        let _ = d.need();
+        assert_eq!(d.feed(&[0]), e);
         let mut d = Deframer::new(DeframerConfig { max_ulpdu: 1000, ..Default::default() });
         let e = d.feed(&[0x03, 0xe9, 0x41]).unwrap_err();
         assert_eq!(e, Error::UlpduTooLong { len: 1001, max: 1000, tagged: false });

@@ -13,7 +13,7 @@ mod deframer;
 mod framer;
 pub mod rr;
 
-pub use deframer::{Deframer, DeframerConfig, Event, FpduEnd, FpduHeader, Need};
+pub use deframer::{Deframer, DeframerConfig, Event, FpduEnd, FpduHeader, Need, MAX_HEADER_LEN};
 pub use framer::{Framer, Piece};
 pub use rr::{EnhancedParams, FrameKind, FrameRepr, RtrType, RtrTypes};
 
