@@ -126,6 +126,9 @@ impl AsRawFd for CompletionChannel {
 pub(crate) struct CqInner {
     pub(crate) id: u32,
     queue: Mutex<VecDeque<WorkCompletion>>,
+    /// `queue.len()` as of the last push or pop (written under the queue's lock), so that an
+    /// empty poll, the common case of busy polling, takes no lock.
+    queued: AtomicUsize,
     cond: Condvar,
     waiters: AtomicUsize,
     armed: AtomicU8,
@@ -157,6 +160,7 @@ impl CqInner {
                 }
                 q.push_back(c);
             }
+            self.queued.store(q.len(), Ordering::Release);
         }
         if !any {
             return;
@@ -181,11 +185,15 @@ impl CqInner {
     }
 
     fn pop(&self, out: &mut [WorkCompletion]) -> usize {
+        if self.queued.load(Ordering::Acquire) == 0 {
+            return 0;
+        }
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         let n = out.len().min(q.len());
         for (slot, c) in out.iter_mut().zip(q.drain(..n)) {
             *slot = c;
         }
+        self.queued.store(q.len(), Ordering::Release);
         n
     }
 
@@ -219,6 +227,7 @@ impl CompletionQueue {
             inner: Arc::new(CqInner {
                 id: dev.next_id(),
                 queue: Mutex::new(VecDeque::with_capacity(cqe.min(1 << 16))),
+                queued: AtomicUsize::new(0),
                 cond: Condvar::new(),
                 waiters: AtomicUsize::new(0),
                 armed: AtomicU8::new(ARM_NONE),
