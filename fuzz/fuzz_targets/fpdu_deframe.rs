@@ -3,7 +3,8 @@
 //! Input layout: byte 0 configures the deframer (bit 0 CRC, bit 1 markers, bit 2 take payload
 //! through `need()` + `payload_placed`, bits 3-7 the largest ULPDU in units of 512 bytes, 0 for
 //! 65535); bytes 1-4 are the sizes (plus one) of the chunks the stream is fed in, in turn; the
-//! rest is the stream. Every FPDU found has its header and body parsed.
+//! rest is the stream. Every other chunk, whole FPDUs are taken with `feed_whole` first. Every
+//! FPDU found has its header and body parsed.
 #![no_main]
 
 use iwarp_wire::mpa::{Deframer, DeframerConfig, Event, FpduHeader, Need};
@@ -65,6 +66,15 @@ fuzz_target!(|data: &[u8]| {
                 payload.extend_from_slice(&stream[at..at + k]);
                 at += k;
                 continue;
+            }
+            // Every other chunk, whole FPDUs are taken in one call where possible.
+            if turn % 2 == 1 {
+                if let Some((n, h, p, _)) = d.feed_whole(&stream[at..end]) {
+                    assert!(n <= end - at);
+                    inspect(&h, p);
+                    at += n;
+                    continue;
+                }
             }
             match d.feed(&stream[at..end]) {
                 Ok((n, ev)) => {

@@ -388,6 +388,8 @@ enum Mode {
     Placed,
     /// Alternating per payload run.
     Mixed,
+    /// Whole FPDUs through `feed_whole` where it takes them, the rest through `feed`.
+    Whole,
 }
 
 /// Why a stream did not deframe.
@@ -422,6 +424,14 @@ fn deframe(cfg: DeframerConfig, stream: &[u8], cuts: &[usize], mode: Mode) -> Re
                 Mode::Feed => false,
                 Mode::Placed => true,
                 Mode::Mixed => toggle,
+                Mode::Whole => {
+                    if let Some((n, h, p, e)) = d.feed_whole(&stream[at..end]) {
+                        out.push((h.as_bytes().to_vec(), SegmentHeader::parse(h.ddp_header())?, p.to_vec(), e.crc));
+                        at += n;
+                        continue;
+                    }
+                    false
+                }
             };
             if let (true, Need::Payload(n)) = (place, d.need()) {
                 // Simulates a read straight into the destination buffer.
@@ -504,7 +514,7 @@ proptest! {
         let whole = deframe(cfg, &stream, &[], Mode::Feed).unwrap();
         check_found(&whole, &fpdus, &headers, crc);
         for k in 0..=stream.len() {
-            for mode in [Mode::Feed, Mode::Placed, Mode::Mixed] {
+            for mode in [Mode::Feed, Mode::Placed, Mode::Mixed, Mode::Whole] {
                 prop_assert_eq!(&deframe(cfg, &stream, &[k], mode).unwrap(), &whole, "split at {} {:?}", k, mode);
             }
         }
@@ -521,11 +531,13 @@ proptest! {
         let i = at.index(stream.len());
         stream[i] ^= 1 << bit;
         let cfg = DeframerConfig { crc: true, markers, max_ulpdu: u16::MAX };
-        match deframe(cfg, &stream, &[], Mode::Feed) {
-            // A flipped length or header bit may also be caught earlier, as another error, or
-            // make the stream end inside an FPDU.
-            Err(_) => {}
-            Ok(found) => prop_assert!(false, "corruption at {} not detected: {} FPDUs", i, found.len()),
+        for mode in [Mode::Feed, Mode::Whole] {
+            match deframe(cfg, &stream, &[], mode) {
+                // A flipped length or header bit may also be caught earlier, as another error,
+                // or make the stream end inside an FPDU.
+                Err(_) => {}
+                Ok(found) => prop_assert!(false, "corruption at {} not detected: {} FPDUs", i, found.len()),
+            }
         }
     }
 }

@@ -251,6 +251,18 @@ impl Qp {
     /// Processes bytes read from the socket into a scratch buffer.
     pub fn handle_recv(&mut self, mut data: &[u8]) {
         while !data.is_empty() && !self.rx.stopped {
+            // A whole FPDU in the buffer (small messages): header, payload and end at once.
+            if let Some((n, h, payload, _)) = self.rx.deframer.feed_whole(data) {
+                data = &data[n..];
+                self.on_header(h);
+                if !payload.is_empty() && !self.rx.stopped {
+                    self.on_payload(payload);
+                }
+                if !self.rx.stopped {
+                    self.on_end();
+                }
+                continue;
+            }
             match self.rx.deframer.feed(data) {
                 Ok((n, ev)) => {
                     data = &data[n..];

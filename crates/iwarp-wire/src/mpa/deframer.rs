@@ -267,6 +267,38 @@ impl Deframer {
         Ok((k, event))
     }
 
+    /// Takes a whole FPDU from the front of `input` in one call: when the stream is between
+    /// FPDUs, carries no markers, and `input` holds the complete FPDU with a valid length and
+    /// (if checked) a matching CRC. Returns its wire length, header, payload (borrowed from
+    /// `input`) and end: what three [`feed`](Self::feed) calls would report, with the CRC
+    /// checked before any of it is handed out. `None` in every other case, consuming nothing:
+    /// then [`feed`](Self::feed) takes the bytes (and reports any error).
+    pub fn feed_whole<'a>(&mut self, input: &'a [u8]) -> Option<(usize, FpduHeader, &'a [u8], FpduEnd)> {
+        if self.cfg.markers || self.error.is_some() || self.state != State::Header || self.hdr_have != 0 {
+            return None;
+        }
+        let (&[l0, l1, ctrl], _) = input.split_first_chunk::<PROBE_LEN>()?;
+        let ulpdu_len = usize::from(u16::from_be_bytes([l0, l1]));
+        let hdr_len = LENGTH_FIELD_LEN + ddp::header_len_for(ctrl);
+        // RFC 5044 §4.1: length, ULPDU, pad to a multiple of four, CRC.
+        let crc_at = LENGTH_FIELD_LEN + ulpdu_len + pad_len(ulpdu_len);
+        let total = crc_at + CRC_LEN;
+        if ulpdu_len + LENGTH_FIELD_LEN < hdr_len || ulpdu_len > usize::from(self.cfg.max_ulpdu) || input.len() < total
+        {
+            return None;
+        }
+        let received = crc::from_wire([input[crc_at], input[crc_at + 1], input[crc_at + 2], input[crc_at + 3]]);
+        // RFC 5044 §4.4: length, ULPDU and pad are covered.
+        if self.cfg.crc && crc::crc32c(&input[..crc_at]) != received {
+            return None;
+        }
+        let mut header = FpduHeader { bytes: [0; MAX_HEADER_LEN], len: hdr_len as u8 };
+        header.bytes[..hdr_len].copy_from_slice(&input[..hdr_len]);
+        self.pos += total as u64;
+        let end = FpduEnd { crc: received, wire_len: total as u64 };
+        Some((total, header, &input[hdr_len..LENGTH_FIELD_LEN + ulpdu_len], end))
+    }
+
     /// Reports payload bytes the caller read straight into their destination. Accepts at most
     /// what [`need`](Self::need) announced as [`Need::Payload`] and returns how many bytes it
     /// took (zero when the stream is not at payload, or after an error).
