@@ -552,7 +552,7 @@ impl QueuePair {
     pub fn disconnect(&self) {
         let mut core = self.inner.lock();
         core.engine.disconnect();
-        core.run(&self.inner, false);
+        core.run(&self.inner);
     }
 
     /// The next event, if any.
@@ -631,7 +631,7 @@ impl QpInner {
                 return false;
             }
         }
-        core.run(self, true)
+        core.run(self)
     }
 
     /// Drives a manual-progress queue pair from an application thread (never blocks on a busy
@@ -639,7 +639,7 @@ impl QpInner {
     pub(crate) fn progress_manual(&self) {
         if let Ok(mut core) = self.core.try_lock() {
             if matches!(core.phase, Phase::Running) {
-                core.run(self, false);
+                core.run(self);
             }
         }
     }
@@ -684,14 +684,14 @@ impl Drop for QpInner {
 impl QpCore {
     /// Moves the connection forward: connection setup, receive, transmit, completions.
     /// Returns `true` if input remains beyond this call's budget.
-    pub(crate) fn run(&mut self, qp: &QpInner, from_worker: bool) -> bool {
+    pub(crate) fn run(&mut self, qp: &QpInner) -> bool {
         if matches!(self.phase, Phase::Connecting { .. }) {
             self.connecting(qp);
         }
         if !matches!(self.phase, Phase::Running) {
             return false;
         }
-        let more = self.receive(from_worker);
+        let more = self.receive();
         self.transmit(qp);
         if self.engine.wants_shutdown() {
             self.close(qp);
@@ -783,11 +783,12 @@ impl QpCore {
         }
     }
 
-    /// Reads what the socket has, following the engine's receive plans. The event loop reads
-    /// until `EAGAIN` (its readiness is edge-triggered); an application polling a queue pair
-    /// stops at the first short read, which saves a system call per message on the latency
-    /// path: it polls again anyway.
-    fn receive(&mut self, until_eagain: bool) -> bool {
+    /// Reads what the socket has, following the engine's receive plans, and stops at the first
+    /// short read (the socket was empty at that moment), which saves the system call that
+    /// would only return `EAGAIN`: an application polling a queue pair polls again anyway, and
+    /// for the event loop Linux signals every later arrival on an edge-triggered registration
+    /// (each wake-up of the socket queues the event again), so nothing is left unread.
+    fn receive(&mut self) -> bool {
         let Some(sock) = self.sock.as_ref() else { return false };
         let fd = sock.as_raw_fd();
         let mut budget = RX_BUDGET;
@@ -804,7 +805,7 @@ impl QpCore {
                         }
                         Ok(n) => {
                             self.engine.handle_recv(&scratch[..n]);
-                            if n < max && !until_eagain {
+                            if n < max {
                                 return false;
                             }
                             n
@@ -830,7 +831,7 @@ impl QpCore {
                             if n > len {
                                 self.engine.handle_recv(&scratch[..n - len]);
                             }
-                            if n < len + la && !until_eagain {
+                            if n < len + la {
                                 return false;
                             }
                             n
