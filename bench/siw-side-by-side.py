@@ -44,14 +44,15 @@ def guest_script(runs, variants, cases):
         extra = "--report_gbits" if tool.endswith("_bw") else ""
         for r in range(runs):
             # The server may take more than a second to listen under emulation: the client
-            # retries a refused connection (up to 5 times); the server is bounded in time so
-            # that a client that never came cannot hang the run.
+            # retries a refused connection (up to 5 times). Both are bounded in time: perftest
+            # busy-polls without a timeout, so a lost peer would otherwise hang the run (a run
+            # whose client or server was stopped has no result line and no figure).
             lines += [
                 f"timeout 300 {tool} -R -d siw0 -F -s {size} -n {iters} {extra} > /tmp/srv.txt 2>&1 & S=$!",
                 "sleep 1",
                 f"echo '=== siw {test} {size} run {r}'",
                 "for try in 1 2 3 4 5; do",
-                f"  {tool} -R -d siw0 -F -s {size} -n {iters} {extra} 10.0.2.15 > /tmp/cli.txt 2>&1",
+                f"  timeout 120 {tool} -R -d siw0 -F -s {size} -n {iters} {extra} 10.0.2.15 > /tmp/cli.txt 2>&1",
                 "  grep -q 'Failed to connect' /tmp/cli.txt || break",
                 "  kill -0 $S 2>/dev/null || break",
                 "  sleep 1",
