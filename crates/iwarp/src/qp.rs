@@ -754,7 +754,9 @@ impl QpCore {
                                 self.since_mss = 0;
                                 self.refresh_mss();
                             }
-                            if w < n || !self.engine.has_work() {
+                            // Loop only while something is left: bytes beyond the ranges
+                            // returned, or work the window held back.
+                            if w < n || !(self.engine.has_unsent() || self.engine.has_work()) {
                                 break;
                             }
                         }

@@ -465,14 +465,16 @@ impl Tx {
             pieces.clear();
             let r = with_slices(&mems, |slices| framer.frame(header, slices, &mut batch.arena, pieces))
                 .unwrap_or(Err(iwarp_wire::Error::Truncated { needed: n, available: 0 }));
-            for p in pieces.iter() {
-                batch.pieces.push(match *p {
-                    Piece::Inline { start, len } => TxPiece::Inline { start, len },
-                    Piece::Payload { index, start, len } => {
-                        let (m, off, _) = parts[index];
-                        TxPiece::Mem { mr: MrRef::clone(m), offset: off + start, len }
-                    }
-                });
+            if r.is_ok() {
+                for p in pieces.iter() {
+                    batch.pieces.push(match *p {
+                        Piece::Inline { start, len } => TxPiece::Inline { start, len },
+                        Piece::Payload { index, start, len } => {
+                            let (m, off, _) = parts[index];
+                            TxPiece::Mem { mr: MrRef::clone(m), offset: off + start, len }
+                        }
+                    });
+                }
             }
             r
         };
