@@ -222,8 +222,8 @@ impl Deframer {
 
     /// Consumes bytes from the front of `input`, at most up to the end of the current item
     /// (header, payload run, marker, trailer; a header may be taken whole although
-    /// [`need`](Self::need) announced only the bytes that tell its length). Returns how many bytes it consumed and what
-    /// they completed. Call it again with the rest of the input.
+    /// [`need`](Self::need) announced only the bytes that tell its length). Returns how many
+    /// bytes it consumed and what they completed. Call it again with the rest of the input.
     ///
     /// # Errors
     /// A malformed length field, a bad CRC or a misplaced marker; see [`Error`].
