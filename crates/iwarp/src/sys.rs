@@ -11,16 +11,15 @@ use std::time::Duration;
 /// Largest iovec count the kernel takes in one call.
 pub const IOV_MAX: usize = 1024;
 
-fn iovecs(ranges: &[IoRange], extra: Option<&mut [u8]>) -> smallvec::SmallVec<[libc::iovec; 8]> {
+/// The iovecs of a `readv`: the engine's ranges, then `extra` (the scratch buffer) if not empty.
+fn iovecs(ranges: &[IoRange], extra: &mut [u8]) -> smallvec::SmallVec<[libc::iovec; 8]> {
     let mut v: smallvec::SmallVec<[libc::iovec; 8]> = ranges
         .iter()
         .take(IOV_MAX - 1)
         .map(|r| libc::iovec { iov_base: r.addr as *mut libc::c_void, iov_len: r.len })
         .collect();
-    if let Some(e) = extra {
-        if !e.is_empty() {
-            v.push(libc::iovec { iov_base: e.as_mut_ptr().cast(), iov_len: e.len() });
-        }
+    if !extra.is_empty() {
+        v.push(libc::iovec { iov_base: extra.as_mut_ptr().cast(), iov_len: extra.len() });
     }
     v
 }
@@ -74,7 +73,7 @@ pub fn writev(fd: RawFd, ranges: &[IoRange]) -> io::Result<usize> {
 /// regions the engine holds until [`iwarp_proto::qp::Qp::handle_placed`] is called, which the
 /// caller does under the same lock right after this returns.
 pub fn readv(fd: RawFd, ranges: &[IoRange], scratch: &mut [u8]) -> io::Result<usize> {
-    let iov = iovecs(ranges, Some(scratch));
+    let iov = iovecs(ranges, scratch);
     loop {
         // SAFETY: the ranges are validated placement windows inside live regions (see above)
         // and `scratch` is a live mutable buffer; the kernel writes at most their lengths.
