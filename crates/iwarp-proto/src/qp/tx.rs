@@ -55,6 +55,29 @@ impl Batch {
         self.framed == self.sent
     }
 
+    /// Frames one FPDU with its payload copied next to its header into the arena, as one
+    /// piece (joined to the previous one when they touch). The payload is `inline` when `mems`
+    /// is empty, else the registered ranges `mems` (validated at post time; their regions are
+    /// held). Returns the FPDU's length.
+    fn frame_copied(
+        &mut self,
+        framer: &mut Framer,
+        header: &[u8],
+        inline: &[u8],
+        mems: &[(&RawMem, usize, usize)],
+    ) -> Result<usize, iwarp_wire::Error> {
+        let start = self.arena.len();
+        let r = if mems.is_empty() {
+            framer.frame_to_vec(header, &[inline], &mut self.arena)
+        } else {
+            with_slices(mems, |slices| framer.frame_to_vec(header, slices, &mut self.arena)).unwrap_or_else(|| {
+                let needed = mems.iter().map(|m| m.2).sum();
+                Err(iwarp_wire::Error::Truncated { needed, available: 0 })
+            })
+        };
+        r.inspect(|&len| self.push_inline(start, len))
+    }
+
     /// Appends `len` bytes the framer wrote at `start` of the arena, joined to the previous
     /// piece when they touch (fewer ranges per `writev`).
     fn push_inline(&mut self, start: usize, len: usize) {
@@ -445,20 +468,11 @@ impl Tx {
         let header = &self.scratch;
         let mems: SmallVec<[(&RawMem, usize, usize); 4]> = parts.iter().map(|&(m, o, l)| (m.mem(), o, l)).collect();
         let framed = if n <= COPY_MAX || parts.is_empty() {
-            // Small payload: the whole FPDU is written into the arena (payload copied next to
-            // its header), one piece, joined to the previous one when they touch.
-            let start = batch.arena.len();
-            let r = if parts.is_empty() {
-                framer.frame_to_vec(header, &[inline], &mut batch.arena)
-            } else {
-                // The ranges were validated at post time and the regions are held.
-                with_slices(&mems, |slices| framer.frame_to_vec(header, slices, &mut batch.arena))
-                    .unwrap_or(Err(iwarp_wire::Error::Truncated { needed: n, available: 0 }))
-            };
+            // Small payload: copied next to its header, the whole FPDU one piece.
             if n > 0 && !matches!(job.data, Data::None) {
                 stats.tx_copied_bytes += n as u64;
             }
-            r.inspect(|&len| batch.push_inline(start, len))
+            batch.frame_copied(framer, header, inline, &mems)
         } else {
             stats.tx_zero_copy_bytes += n as u64;
             let pieces = &mut self.pieces;
@@ -615,20 +629,16 @@ impl Qp {
         };
         let (hbytes, hlen) = header.to_bytes();
         let tx = &mut self.tx;
-        let start = tx.batch.arena.len();
         let framed = match &w.payload {
-            Payload::Inline(b) => tx.framer.frame_to_vec(&hbytes[..hlen], &[b], &mut tx.batch.arena),
+            Payload::Inline(b) => tx.batch.frame_copied(&mut tx.framer, &hbytes[..hlen], b, &[]),
             Payload::Sges(s) => {
                 let mems: SmallVec<[(&RawMem, usize, usize); 4]> =
                     s.iter().map(|s| (s.mr.mem(), s.offset, s.len)).collect();
-                // The ranges were validated at post time and the regions are held.
-                with_slices(&mems, |slices| tx.framer.frame_to_vec(&hbytes[..hlen], slices, &mut tx.batch.arena))
-                    .unwrap_or(Err(iwarp_wire::Error::Truncated { needed: n, available: 0 }))
+                tx.batch.frame_copied(&mut tx.framer, &hbytes[..hlen], &[], &mems)
             }
         };
         match framed {
             Ok(len) => {
-                tx.batch.push_inline(start, len);
                 tx.batch.framed += len as u64;
                 self.stats.tx_fpdus += 1;
                 self.stats.tx_copied_bytes += n as u64;
