@@ -96,7 +96,8 @@ impl CompletionChannel {
     /// The next notification: the id of the completion queue that fired. Waits up to
     /// `timeout` (`None`: forever).
     pub fn get_event(&self, timeout: Option<Duration>) -> Option<u32> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        // The clock is read only when there is nothing to return (as in `CompletionQueue::wait`).
+        let mut deadline: Option<Option<Instant>> = None;
         loop {
             if let Some(id) = self.inner.ready.lock().unwrap_or_else(|e| e.into_inner()).pop_front() {
                 return Some(id);
@@ -105,7 +106,7 @@ impl CompletionChannel {
             if let Some(id) = self.inner.ready.lock().unwrap_or_else(|e| e.into_inner()).pop_front() {
                 return Some(id);
             }
-            let left = match deadline {
+            let left = match *deadline.get_or_insert_with(|| timeout.map(|t| Instant::now() + t)) {
                 Some(d) => match d.checked_duration_since(Instant::now()) {
                     Some(l) if !l.is_zero() => Some(l),
                     _ => return None,
@@ -258,19 +259,22 @@ impl CompletionQueue {
     /// Like [`poll`](Self::poll), but waits up to `timeout` (`None`: forever) for at least one
     /// completion. Returns 0 on timeout.
     pub fn wait(&self, out: &mut [WorkCompletion], timeout: Option<Duration>) -> usize {
-        let deadline = timeout.map(|t| Instant::now() + t);
         let left = |d: Option<Instant>| -> Option<Option<Duration>> {
             match d {
                 None => Some(None),
                 Some(d) => d.checked_duration_since(Instant::now()).filter(|l| !l.is_zero()).map(Some),
             }
         };
+        // The clock is read only once the queue was found empty (a read is a system call where
+        // the clock source is not the TSC).
+        let mut deadline: Option<Option<Instant>> = None;
         loop {
             let n = self.poll(out);
             if n > 0 {
                 return n;
             }
-            let Some(rem) = left(deadline) else { return 0 };
+            let d = *deadline.get_or_insert_with(|| timeout.map(|t| Instant::now() + t));
+            let Some(rem) = left(d) else { return 0 };
             if self.inner.has_polled.load(Ordering::Acquire) {
                 // Manual progress: sleep in poll(2) on the sockets (for writing too where bytes
                 // wait for room) and the wake-up descriptor.

@@ -156,3 +156,41 @@ fn listener_and_queue_pair_descriptors_signal_requests_and_events() {
     assert!(readable(&server.qp, WAIT), "Disconnected makes it readable again");
     assert!(matches!(next_non_established(&server.qp, WAIT), Some(QpEvent::Disconnected)));
 }
+
+/// `CompletionQueue::wait`: on an empty queue it waits out its timeout and returns 0; a
+/// completion already queued comes back at once, even with a zero timeout; one that arrives
+/// while it waits ends the wait early.
+#[test]
+fn wait_times_out_when_empty_and_returns_completions_without_waiting() {
+    let p = Pair::new();
+    let mut wc = [WorkCompletion::default(); 4];
+    let t0 = std::time::Instant::now();
+    assert_eq!(p.client.scq.wait(&mut wc, Some(Duration::from_millis(50))), 0);
+    assert!(t0.elapsed() >= Duration::from_millis(50), "returned after {:?}", t0.elapsed());
+    assert_eq!(p.client.scq.wait(&mut wc, Some(Duration::ZERO)), 0);
+
+    // A Send with nothing to receive it would fail the peer; a zero-length Write needs no
+    // buffer and completes locally once handed to TCP.
+    let dst = p.mr(64, all_access());
+    p.client.qp.post_send(&[SendWr::write(7, &[], dst.remote(0))]).unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    while p.client.scq.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the Write never completed");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(p.client.scq.wait(&mut wc, Some(Duration::ZERO)), 1);
+    assert_eq!((wc[0].wr_id, wc[0].status), (7, WcStatus::Success));
+
+    // Posted from another thread while this one waits (up to WAIT).
+    let qp = p.client.qp.clone();
+    let remote = dst.remote(0);
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(20));
+        qp.post_send(&[SendWr::write(8, &[], remote)]).unwrap();
+    });
+    let t0 = std::time::Instant::now();
+    assert_eq!(p.client.scq.wait(&mut wc, Some(WAIT)), 1);
+    assert!(t0.elapsed() < WAIT, "waited the whole timeout");
+    assert_eq!(wc[0].wr_id, 8);
+    t.join().unwrap();
+}
