@@ -1,5 +1,6 @@
 //! Two engines connected by in-memory pipes: every operation, every Terminate case.
 
+use super::rx::{DIRECT_MIN, SCRATCH_MAX};
 use super::*;
 use crate::mem::{Access, MrRef, RawMem};
 use iwarp_wire::mpa::{Deframer, DeframerConfig, Event, Framer};
@@ -159,6 +160,78 @@ fn large_payload_is_placed_directly_and_sent_without_copy() {
     assert!(sa.tx_zero_copy_bytes > (size as u64) * 99 / 100, "{sa:?}");
     assert_eq!(sa.tx_fpdus, 17);
     assert!(sb.rx_direct_bytes > (size as u64) * 99 / 100, "{sb:?}");
+}
+
+/// Receive plans: payloads shorter than `DIRECT_MIN` are copied out of the scratch read that
+/// carries their neighbours, so a stream of 4 KiB Writes takes two reads instead of about two
+/// per FPDU (one `readv` each, which held 1–4 KiB messages at 0.8× of TCP's rate).
+#[test]
+fn short_payloads_arrive_in_bulk_reads() {
+    let mut p = Pair::new();
+    let src = p.mr(64 << 10, Access::empty());
+    let dst = p.mr(64 << 10, Access::REMOTE_WRITE);
+    pattern(&src, 3);
+    // 15 Writes of 4 KiB: 61.7 KB of stream, less than one scratch read.
+    let wrs: Vec<_> = (0..15u64)
+        .map(|i| send_wr(i, SendOp::Write(remote(&dst, i * 4096)), vec![sge(&src, i as usize * 4096, 4096)]))
+        .collect();
+    p.a.post_send(wrs).unwrap();
+    let mut wire = Vec::new();
+    p.a.transmit_copy(&mut wire, usize::MAX);
+    assert!(wire.len() > 15 * 4096 && wire.len() < SCRATCH_MAX + LOOKAHEAD, "{}", wire.len());
+    let (used, reads) = p.b.receive_copy_reads(&wire);
+    assert_eq!(used, wire.len());
+    // A small first read (nothing is known about the stream yet), then the rest at once.
+    assert_eq!(reads, 2);
+    assert_eq!(contents(&dst, 0, 15 * 4096), contents(&src, 0, 15 * 4096));
+    let st = p.b.stats();
+    assert_eq!((st.rx_direct_bytes, st.rx_copied_bytes), (0, 15 * 4096));
+}
+
+/// After large payloads (which make the read at the next header small, so that the payload
+/// behind it can go direct), a short FPDU costs at most that small read and one bulk read: its
+/// remainder is never read in `LOOKAHEAD`-sized pieces. Large payloads still go direct.
+#[test]
+fn short_payloads_after_large_ones_take_at_most_two_reads() {
+    let mut p = Pair::with(
+        LinkParams { mulpdu: 65474, ..link(Startup::Initiator { rtr: None }) },
+        LinkParams { mulpdu: 65474, ..link(Startup::Responder { rtr: None, send_first: false }) },
+    );
+    let src = p.mr(1 << 20, Access::empty());
+    let dst = p.mr(1 << 20, Access::REMOTE_WRITE);
+    pattern(&src, 9);
+    // Per round: a 64 KiB Write (a full FPDU and a short one), then a 300-byte and a
+    // DIRECT_MIN + 100-byte Write.
+    let mut total_reads = 0;
+    for round in 0..4u64 {
+        let base = round * 128 * 1024;
+        let wrs = vec![
+            send_wr(1, SendOp::Write(remote(&dst, base)), vec![sge(&src, base as usize, 65536)]),
+            send_wr(2, SendOp::Write(remote(&dst, base + 65536)), vec![sge(&src, base as usize + 65536, 300)]),
+            send_wr(
+                3,
+                SendOp::Write(remote(&dst, base + 70000)),
+                vec![sge(&src, base as usize + 70000, DIRECT_MIN + 100)],
+            ),
+        ];
+        p.a.post_send(wrs).unwrap();
+        let mut wire = Vec::new();
+        p.a.transmit_copy(&mut wire, usize::MAX);
+        let (used, reads) = p.b.receive_copy_reads(&wire);
+        assert_eq!(used, wire.len());
+        total_reads += reads;
+    }
+    // Per round at most: the 64 KiB payload (a read to its header, one direct), the short
+    // FPDU, the 300-byte one and the last one, two reads each.
+    assert!(total_reads <= 4 * 8, "{total_reads} reads");
+    for round in 0..4usize {
+        let base = round * 128 * 1024;
+        for (off, len) in [(0, 65536), (65536, 300), (70000, DIRECT_MIN + 100)] {
+            assert_eq!(contents(&dst, base + off, len), contents(&src, base + off, len), "round {round} at {off}");
+        }
+    }
+    let st = p.b.stats();
+    assert!(st.rx_direct_bytes >= 4 * 65000, "{st:?}");
 }
 
 #[test]
