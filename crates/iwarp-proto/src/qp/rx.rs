@@ -164,11 +164,16 @@ impl Qp {
                 }
             }
         }
-        // A small read only where a header comes next and recent payloads were large (so the
-        // payload after it likely goes direct); the rest of a payload too short to read
-        // directly comes with whatever follows it, never in LOOKAHEAD-sized pieces.
-        let small = self.rx.big != 0 && !matches!(need, Need::Payload(_));
-        RecvPlan::Scratch { max: if small { LOOKAHEAD } else { SCRATCH_MAX } }
+        // Recent payloads were large: read no further than the next header and a little
+        // beyond, so that the payload after it can go direct (a bulk read here would take most
+        // of the next FPDU as well, and leave its rest short again, FPDU after FPDU). The rest of
+        // a payload too short to read directly comes in the same read, never in pieces.
+        let max = match need {
+            _ if self.rx.big == 0 => SCRATCH_MAX,
+            Need::Payload(n) => (n + LOOKAHEAD).min(SCRATCH_MAX),
+            _ => LOOKAHEAD,
+        };
+        RecvPlan::Scratch { max }
     }
 
     /// Reports that `n` bytes were read into the ranges of the last [`RecvPlan::Direct`].
