@@ -20,6 +20,9 @@ use std::sync::Arc;
 /// direct reads from 512 bytes up, 1–4 KiB messages moved at 0.8–0.9× of TCP's rate (one
 /// `readv` each), and at 1.2–1.7× with this bound (BENCHMARKS.md).
 pub(crate) const DIRECT_MIN: usize = 8 << 10;
+/// Where reads stop at every header anyway (recent payloads were large), the rest of a payload
+/// this long or longer goes direct too: the read is made either way, and direct saves a copy.
+const DIRECT_REST_MIN: usize = 512;
 /// Scratch reads right before a large payload: trailer, next header and a little payload.
 pub const LOOKAHEAD: usize = 64;
 /// Scratch reads otherwise.
@@ -131,7 +134,7 @@ impl Qp {
         }
         let need = self.rx.deframer.need();
         if let Need::Payload(n) = need {
-            if n >= DIRECT_MIN {
+            if n >= if self.rx.big != 0 { DIRECT_REST_MIN } else { DIRECT_MIN } {
                 let mut ranges = SmallVec::new();
                 match &self.rx.dest {
                     Dest::Place { mr, offset, left } => {

@@ -171,7 +171,9 @@ fn short_payloads_arrive_in_bulk_reads() {
     let src = p.mr(64 << 10, Access::empty());
     let dst = p.mr(64 << 10, Access::REMOTE_WRITE);
     let mut reads = Vec::new();
+    let mut before = p.b.stats();
     for round in 0..2u8 {
+        before = if round == 1 { p.b.stats() } else { before };
         pattern(&src, 3 + round);
         // 15 Writes of 4 KiB: 61.7 KB of stream, less than one scratch read.
         let wrs: Vec<_> = (0..15u64)
@@ -186,12 +188,14 @@ fn short_payloads_arrive_in_bulk_reads() {
         reads.push(n);
         assert_eq!(contents(&dst, 0, 15 * 4096), contents(&src, 0, 15 * 4096), "round {round}");
     }
-    // A new connection takes its first FPDUs for large ones (a read up to each next header);
-    // once its recent payloads were short, the whole stream comes in one read.
-    assert!(reads[0] <= 9, "{reads:?}");
+    // A new connection takes its first 8 FPDUs for large ones (a read up to each next header,
+    // two plans here where a socket's `readv` takes the payload and the lookahead together);
+    // once its recent payloads were short, the whole stream comes in one read, copied.
+    assert!(reads[0] <= 17, "{reads:?}");
     assert_eq!(reads[1], 1, "{reads:?}");
     let st = p.b.stats();
-    assert_eq!((st.rx_direct_bytes, st.rx_copied_bytes), (0, 2 * 15 * 4096));
+    assert_eq!(st.rx_direct_bytes, before.rx_direct_bytes);
+    assert_eq!(st.rx_copied_bytes - before.rx_copied_bytes, 15 * 4096);
 }
 
 /// A stream of large FPDUs read in pieces of any size keeps going direct: a piece that ends
@@ -219,7 +223,7 @@ fn large_payloads_go_direct_however_the_reads_end() {
     }
     assert_eq!(contents(&dst, 0, size), contents(&src, 0, size));
     let st = p.b.stats();
-    assert!(st.rx_direct_bytes > (size as u64) * 95 / 100, "{st:?}");
+    assert!(st.rx_direct_bytes > (size as u64) * 99 / 100, "{st:?}");
 }
 
 /// After large payloads (which make the read at the next header small, so that the payload
