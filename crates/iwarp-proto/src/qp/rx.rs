@@ -18,7 +18,7 @@ use std::sync::Arc;
 /// are copied out of the scratch read that carries them with their neighbours. A read per FPDU
 /// costs a system call, more than copying a few KiB out of a buffer that is in cache: with
 /// direct reads from 512 bytes up, 1–4 KiB messages moved at 0.8–0.9× of TCP's rate (one
-/// `readv` each), and at 1.2–1.7× with this bound (BENCHMARKS.md).
+/// `readv` each), and at 1.3–3× with this bound (BENCHMARKS.md).
 pub(crate) const DIRECT_MIN: usize = 8 << 10;
 /// Where reads stop at every header anyway (recent payloads were large), the rest of a payload
 /// this long or longer goes direct too: the read is made either way, and direct saves a copy.
@@ -27,8 +27,9 @@ const DIRECT_REST_MIN: usize = 512;
 pub const LOOKAHEAD: usize = 64;
 /// Scratch reads otherwise.
 pub(crate) const SCRATCH_MAX: usize = 64 << 10;
-/// A payload at least this long makes the next scratch read at a header small: what is left of
-/// such a payload after a [`LOOKAHEAD`] read is still long enough to be read directly.
+/// A payload at least this long (one that goes direct even after a [`LOOKAHEAD`] read took a
+/// little of it) marks the stream as carrying large payloads for the next 8 FPDUs: reads then
+/// stop at each header, so that the payload behind it can go direct.
 const LARGE_PAYLOAD: usize = DIRECT_MIN + LOOKAHEAD;
 /// Longest control body kept in the engine (a Terminate with both headers).
 const MAX_BODY: usize = iwarp_wire::terminate::MAX_BODY_LEN;
@@ -169,8 +170,9 @@ impl Qp {
         }
         // Recent payloads were large: read no further than the next header and a little
         // beyond, so that the payload after it can go direct (a bulk read here would take most
-        // of the next FPDU as well, and leave its rest short again, FPDU after FPDU). The rest of
-        // a payload too short to read directly comes in the same read, never in pieces.
+        // of the next FPDU as well, and leave its rest short again, FPDU after FPDU). A rest
+        // too short even for DIRECT_REST_MIN (or with nowhere to go) comes in that same read,
+        // never in LOOKAHEAD-sized pieces.
         let max = match need {
             _ if self.rx.big == 0 => SCRATCH_MAX,
             Need::Payload(n) => (n + LOOKAHEAD).min(SCRATCH_MAX),
@@ -226,8 +228,8 @@ impl Qp {
         self.receive_copy_reads(data).0
     }
 
-    /// [`receive_copy`](Self::receive_copy), also counting the reads a socket would have
-    /// taken (one per plan followed).
+    /// [`receive_copy`](Self::receive_copy), also counting the plans followed (each a read on a
+    /// socket, where a direct `readv` also takes the lookahead that here is a plan of its own).
     pub(crate) fn receive_copy_reads(&mut self, mut data: &[u8]) -> (usize, usize) {
         let total = data.len();
         let mut reads = 0;
