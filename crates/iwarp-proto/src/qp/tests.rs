@@ -50,6 +50,15 @@ impl Pair {
         Pair::with(link(Startup::Initiator { rtr: None }), link(Startup::Responder { rtr: None, send_first: false }))
     }
 
+    /// FPDUs as large as over loopback (MSS 65483): 64 KiB payloads in one FPDU but for a
+    /// short tail.
+    fn loopback_mss() -> Pair {
+        Pair::with(
+            LinkParams { mulpdu: 65474, ..link(Startup::Initiator { rtr: None }) },
+            LinkParams { mulpdu: 65474, ..link(Startup::Responder { rtr: None, send_first: false }) },
+        )
+    }
+
     fn mr(&self, len: usize, access: Access) -> MrRef {
         self.stags.register(RawMem::alloc(len, false).unwrap(), self.pd, access, 0x10_0000).unwrap()
     }
@@ -142,10 +151,7 @@ fn send_of_many_sizes_arrives_intact_in_any_chunking() {
 
 #[test]
 fn large_payload_is_placed_directly_and_sent_without_copy() {
-    let mut p = Pair::with(
-        LinkParams { mulpdu: 65474, ..link(Startup::Initiator { rtr: None }) },
-        LinkParams { mulpdu: 65474, ..link(Startup::Responder { rtr: None, send_first: false }) },
-    );
+    let mut p = Pair::loopback_mss();
     let size = 1 << 20;
     let src = p.mr(size, Access::empty());
     let dst = p.mr(size, Access::REMOTE_WRITE);
@@ -203,10 +209,7 @@ fn short_payloads_arrive_in_bulk_reads() {
 /// read that would swallow the next payload (and leave its rest short again).
 #[test]
 fn large_payloads_go_direct_however_the_reads_end() {
-    let mut p = Pair::with(
-        LinkParams { mulpdu: 65474, ..link(Startup::Initiator { rtr: None }) },
-        LinkParams { mulpdu: 65474, ..link(Startup::Responder { rtr: None, send_first: false }) },
-    );
+    let mut p = Pair::loopback_mss();
     let size = 4 << 20;
     let src = p.mr(size, Access::empty());
     let dst = p.mr(size, Access::REMOTE_WRITE);
@@ -231,10 +234,7 @@ fn large_payloads_go_direct_however_the_reads_end() {
 /// remainder is never read in `LOOKAHEAD`-sized pieces. Large payloads still go direct.
 #[test]
 fn short_payloads_after_large_ones_take_at_most_two_reads() {
-    let mut p = Pair::with(
-        LinkParams { mulpdu: 65474, ..link(Startup::Initiator { rtr: None }) },
-        LinkParams { mulpdu: 65474, ..link(Startup::Responder { rtr: None, send_first: false }) },
-    );
+    let mut p = Pair::loopback_mss();
     let src = p.mr(1 << 20, Access::empty());
     let dst = p.mr(1 << 20, Access::REMOTE_WRITE);
     pattern(&src, 9);
