@@ -134,8 +134,9 @@ impl Qp {
             return RecvPlan::Stop;
         }
         let need = self.rx.deframer.need();
+        let direct_min = if self.rx.big != 0 { DIRECT_REST_MIN } else { DIRECT_MIN };
         if let Need::Payload(n) = need {
-            if n >= if self.rx.big != 0 { DIRECT_REST_MIN } else { DIRECT_MIN } {
+            if n >= direct_min {
                 let mut ranges = SmallVec::new();
                 match &self.rx.dest {
                     Dest::Place { mr, offset, left } => {
