@@ -7,7 +7,7 @@ use crate::error::{ConnectError, Error, PostError, Result};
 use crate::mem::{ProtectionDomain, Sge};
 use crate::runtime::{self, with_scratch, Entry, WorkerShared, SCRATCH_LEN};
 use crate::srq::SharedReceiveQueue;
-use crate::sys;
+use crate::sys::{self, Xfer};
 use iwarp_proto::cm::{CmError, Initiator, InitiatorOutcome, Negotiated, Role};
 use iwarp_proto::qp::{
     IoRange, LinkParams, Payload, Qp, QpConfig, QpEvent as EngineEvent, QpState, Queue, RecvPlan, RecvWqe, RemoteAddr,
@@ -747,7 +747,7 @@ impl QpCore {
                         break;
                     }
                     match sys::writev(fd, &self.iov) {
-                        Ok(w) => {
+                        Xfer::Bytes(w) => {
                             self.engine.handle_sent(w);
                             self.since_mss += w;
                             if self.since_mss >= MSS_RECHECK {
@@ -760,8 +760,8 @@ impl QpCore {
                                 break;
                             }
                         }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(_) => {
+                        Xfer::WouldBlock => break,
+                        Xfer::Failed(_) => {
                             self.engine.handle_transport_error();
                             break;
                         }
@@ -794,27 +794,25 @@ impl QpCore {
         let Some(sock) = self.sock.as_ref() else { return false };
         let fd = sock.as_raw_fd();
         let mut budget = RX_BUDGET;
-        let mut sock_ref = sock;
         with_scratch(|scratch| loop {
             let r = match self.engine.poll_recv_plan() {
                 RecvPlan::Stop => return false,
                 RecvPlan::Scratch { max } => {
                     let max = max.min(SCRATCH_LEN);
-                    match sock_ref.read(&mut scratch[..max]) {
-                        Ok(0) => {
+                    match sys::read(fd, &mut scratch[..max]) {
+                        Xfer::Bytes(0) => {
                             self.engine.handle_eof();
                             return false;
                         }
-                        Ok(n) => {
+                        Xfer::Bytes(n) => {
                             self.engine.handle_recv(&scratch[..n]);
                             if n < max {
                                 return false;
                             }
                             n
                         }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
-                        Err(_) => {
+                        Xfer::WouldBlock => return false,
+                        Xfer::Failed(_) => {
                             self.engine.handle_transport_error();
                             return false;
                         }
@@ -823,11 +821,11 @@ impl QpCore {
                 RecvPlan::Direct { ranges, len } => {
                     let la = iwarp_proto::qp::LOOKAHEAD;
                     match sys::readv(fd, &ranges, &mut scratch[..la]) {
-                        Ok(0) => {
+                        Xfer::Bytes(0) => {
                             self.engine.handle_eof();
                             return false;
                         }
-                        Ok(n) => {
+                        Xfer::Bytes(n) => {
                             let placed = n.min(len);
                             self.engine.handle_placed(placed);
                             if n > len {
@@ -838,8 +836,8 @@ impl QpCore {
                             }
                             n
                         }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                        Err(_) => {
+                        Xfer::WouldBlock => return false,
+                        Xfer::Failed(_) => {
                             self.engine.handle_transport_error();
                             return false;
                         }

@@ -1,6 +1,7 @@
-//! System calls the standard library does not offer: vectored I/O on raw address ranges,
-//! an eventfd for pollable notifications, `poll(2)` and raising the descriptor limit. The only
-//! module of this crate with `unsafe`.
+//! System calls the standard library does not offer: socket reads and vectored I/O on raw
+//! address ranges (without glibc's cancellation wrappers), an eventfd for pollable
+//! notifications, `poll(2)` and raising the descriptor limit. The only module of this crate
+//! with `unsafe`.
 #![allow(unsafe_code)]
 
 use iwarp_proto::qp::IoRange;
@@ -24,20 +25,44 @@ fn iovecs(ranges: &[IoRange], extra: &mut [u8]) -> smallvec::SmallVec<[libc::iov
     v
 }
 
-fn cvt(r: isize) -> io::Result<usize> {
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r as usize)
+/// What a non-blocking transfer did. `WouldBlock` is its own case rather than an
+/// [`io::Error`]: a busy-polling application meets it on almost every turn, and building,
+/// classifying and dropping an error each time costs more than the rest of the turn's user
+/// space.
+#[derive(Debug)]
+pub enum Xfer {
+    /// This many bytes moved (0 on a read: the peer closed its side).
+    Bytes(usize),
+    /// The socket had nothing to read, or no room to write.
+    WouldBlock,
+    /// Any other failure.
+    Failed(io::Error),
+}
+
+/// Turns a raw system-call result into [`Xfer`]; `None` for `EINTR` (try again).
+fn xfer(r: libc::c_long) -> Option<Xfer> {
+    if r >= 0 {
+        return Some(Xfer::Bytes(r as usize));
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EINTR) => None,
+        Some(libc::EAGAIN) => Some(Xfer::WouldBlock),
+        _ => Some(Xfer::Failed(e)),
     }
 }
 
-/// `writev` of engine-provided ranges. Returns the bytes written.
+// The transfers below enter the kernel through `syscall(2)` rather than glibc's `write`,
+// `recv` and `readv` wrappers: those are thread-cancellation points, and switching
+// asynchronous cancellation on and off around every call costs about 30 instructions a call,
+// for a feature Rust programs do not use. The kernel's calls and results are the same.
+
+/// `writev` of engine-provided ranges (one range: `write`, whose kernel path is shorter).
 ///
 /// The ranges come from [`iwarp_proto::qp::Qp::poll_transmit`], whose contract is that every
 /// address stays valid until the bytes are reported sent; the caller holds the queue pair's
 /// lock across this call and the report.
-pub fn writev(fd: RawFd, ranges: &[IoRange]) -> io::Result<usize> {
+pub fn writev(fd: RawFd, ranges: &[IoRange]) -> Xfer {
     // `IoRange` is `repr(C)` { address: usize, length: usize }, the layout of `struct iovec`
     // (checked here at compile time), so the engine's ranges go to the kernel without a copy.
     const _: () = assert!(
@@ -49,19 +74,50 @@ pub fn writev(fd: RawFd, ranges: &[IoRange]) -> io::Result<usize> {
     let n = ranges.len().min(IOV_MAX);
     loop {
         let r = if let [one] = ranges {
-            // One range (small messages, framed whole into the arena): a plain write, whose
-            // kernel path is shorter than writev's (no iovec array to import).
-            // SAFETY: as below, for the one range.
-            unsafe { libc::write(fd, one.addr as *const libc::c_void, one.len) }
+            // SAFETY: as below, for the one range; write(2) takes (fd, buffer, length).
+            unsafe { libc::syscall(libc::SYS_write, fd, one.addr, one.len) }
         } else {
             // SAFETY: the cast is layout-compatible (asserted above). Each range names memory
             // the engine keeps alive (see above) or the engine's own transmit arena; the kernel
             // only reads it. SIGPIPE is ignored process-wide by the runtime at start-up.
-            unsafe { libc::writev(fd, ranges.as_ptr().cast::<libc::iovec>(), n as libc::c_int) }
+            unsafe { libc::syscall(libc::SYS_writev, fd, ranges.as_ptr(), n) }
         };
-        match cvt(r) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            other => return other,
+        if let Some(x) = xfer(r) {
+            return x;
+        }
+    }
+}
+
+/// `write` of `buf` (bytes the caller framed and owns) to the socket `fd`.
+pub fn write(fd: RawFd, buf: &[u8]) -> Xfer {
+    loop {
+        // SAFETY: `buf` is a live buffer; the kernel reads at most its length. SIGPIPE is
+        // ignored process-wide by the runtime at start-up.
+        let r = unsafe { libc::syscall(libc::SYS_write, fd, buf.as_ptr(), buf.len()) };
+        if let Some(x) = xfer(r) {
+            return x;
+        }
+    }
+}
+
+/// A non-blocking read of the socket `fd` into `buf`.
+pub fn read(fd: RawFd, buf: &mut [u8]) -> Xfer {
+    loop {
+        // SAFETY: `buf` is a live mutable buffer; the kernel writes at most its length.
+        // recvfrom(2) without flags or an address is recv(2).
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_recvfrom,
+                fd,
+                buf.as_mut_ptr(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut::<libc::sockaddr>(),
+                std::ptr::null_mut::<libc::socklen_t>(),
+            )
+        };
+        if let Some(x) = xfer(r) {
+            return x;
         }
     }
 }
@@ -72,15 +128,14 @@ pub fn writev(fd: RawFd, ranges: &[IoRange]) -> io::Result<usize> {
 /// The ranges come from [`iwarp_proto::qp::Qp::poll_recv_plan`]: validated windows of
 /// regions the engine holds until [`iwarp_proto::qp::Qp::handle_placed`] is called, which the
 /// caller does under the same lock right after this returns.
-pub fn readv(fd: RawFd, ranges: &[IoRange], scratch: &mut [u8]) -> io::Result<usize> {
+pub fn readv(fd: RawFd, ranges: &[IoRange], scratch: &mut [u8]) -> Xfer {
     let iov = iovecs(ranges, scratch);
     loop {
         // SAFETY: the ranges are validated placement windows inside live regions (see above)
         // and `scratch` is a live mutable buffer; the kernel writes at most their lengths.
-        let r = unsafe { libc::readv(fd, iov.as_ptr(), iov.len() as libc::c_int) };
-        match cvt(r) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            other => return other,
+        let r = unsafe { libc::syscall(libc::SYS_readv, fd, iov.as_ptr(), iov.len()) };
+        if let Some(x) = xfer(r) {
+            return x;
         }
     }
 }
