@@ -146,25 +146,27 @@ impl std::fmt::Debug for CqInner {
 }
 
 impl CqInner {
-    /// Adds completions; wakes waiters and fires an armed notification.
+    /// Adds completions; wakes waiters and fires an armed notification. Takes the lock only
+    /// if `items` yields one.
     pub(crate) fn push(&self, items: impl IntoIterator<Item = WorkCompletion>) {
-        let mut fire = false;
-        let mut any = false;
+        let mut items = items.into_iter();
+        let Some(first) = items.next() else { return };
+        let mut fire;
         {
             let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            let armed = self.armed.load(Ordering::Relaxed);
+            let fires = |c: &WorkCompletion| match armed {
+                ARM_NEXT => true,
+                ARM_SOLICITED => c.solicited || c.status != WcStatus::Success,
+                _ => false,
+            };
+            fire = fires(&first);
+            q.push_back(first);
             for c in items {
-                any = true;
-                match self.armed.load(Ordering::Relaxed) {
-                    ARM_NEXT => fire = true,
-                    ARM_SOLICITED if c.solicited || c.status != WcStatus::Success => fire = true,
-                    _ => {}
-                }
+                fire |= fires(&c);
                 q.push_back(c);
             }
             self.queued.store(q.len(), Ordering::Release);
-        }
-        if !any {
-            return;
         }
         if self.waiters.load(Ordering::Acquire) > 0 {
             self.cond.notify_all();

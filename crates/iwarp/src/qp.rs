@@ -855,20 +855,25 @@ impl QpCore {
         if !self.engine.has_output() {
             return;
         }
-        let mut send: SmallVec<[WorkCompletion; 16]> = SmallVec::new();
-        let mut recv: SmallVec<[WorkCompletion; 16]> = SmallVec::new();
-        while let Some(c) = self.engine.poll_completion() {
-            let wc = WorkCompletion::from_proto(c, qp.qp_num);
-            match c.queue {
-                Queue::Send => send.push(wc),
-                Queue::Recv => recv.push(wc),
-            }
-        }
-        // By reference: moving the arrays would copy all their slots.
-        if !send.is_empty() {
-            qp.send_cq.push(send.iter().copied());
-        }
-        if !recv.is_empty() {
+        let qp_num = qp.qp_num;
+        let engine = &mut self.engine;
+        if Arc::ptr_eq(&qp.send_cq, &qp.recv_cq) {
+            // One queue for both (the common set-up): straight from the engine into it, under
+            // one lock, in the engine's order.
+            qp.send_cq
+                .push(std::iter::from_fn(|| engine.poll_completion().map(|c| WorkCompletion::from_proto(c, qp_num))));
+        } else {
+            // Send completions go straight in; receive completions wait for the second lock.
+            let mut recv: SmallVec<[WorkCompletion; 16]> = SmallVec::new();
+            qp.send_cq.push(std::iter::from_fn(|| loop {
+                let c = engine.poll_completion()?;
+                let wc = WorkCompletion::from_proto(c, qp_num);
+                match c.queue {
+                    Queue::Send => return Some(wc),
+                    Queue::Recv => recv.push(wc),
+                }
+            }));
+            // By reference: moving the array would copy all its slots.
             qp.recv_cq.push(recv.iter().copied());
         }
         while let Some(ev) = self.engine.poll_event() {
