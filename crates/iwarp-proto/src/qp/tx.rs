@@ -69,6 +69,11 @@ impl Batch {
         let start = self.arena.len();
         let r = if mems.is_empty() {
             framer.frame_to_vec(header, &[inline], &mut self.arena)
+        } else if let [(m, off, len)] = *mems {
+            // One range (the usual small Send or Write): no list of slices to build.
+            let arena = &mut self.arena;
+            m.with_slice(off, len, |p| framer.frame_to_vec(header, &[p], arena))
+                .unwrap_or(Err(iwarp_wire::Error::Truncated { needed: len, available: 0 }))
         } else {
             with_slices(mems, |slices| framer.frame_to_vec(header, slices, &mut self.arena)).unwrap_or_else(|| {
                 let needed = mems.iter().map(|m| m.2).sum();
