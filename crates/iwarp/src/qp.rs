@@ -293,6 +293,8 @@ pub(crate) struct QpCore {
     iov: Vec<IoRange>,
     /// Bytes written since the MSS was last read.
     since_mss: usize,
+    /// The FPDU of [`QpCore::send_now`].
+    now_buf: Vec<u8>,
     /// Passive side: may send before the initiator's first FPDU.
     send_first: bool,
     /// Active side: wake a silent responder ([`ConnParams::wake_silent_responder`]).
@@ -381,6 +383,7 @@ impl QueuePair {
                 ctl_out: Vec::new(),
                 iov: Vec::with_capacity(64),
                 since_mss: 0,
+                now_buf: Vec::new(),
                 send_first: false,
                 wake_responder: false,
                 wake_timer: None,
@@ -438,11 +441,23 @@ impl QueuePair {
 
     /// Posts send work requests (all or none) and starts transmitting them at once: one call
     /// frames many requests and hands them to the socket in as few `writev` calls as it can.
+    /// One small Send or Write (up to 2 KiB, one FPDU) on a queue pair with nothing else in
+    /// flight takes a shorter path: framed and written at once, without queueing.
     ///
     /// # Errors
     /// [`PostError`] if one is invalid, needs RFC 7306 the peer lacks, or the queue would overflow.
     pub fn post_send(&self, wrs: &[SendWr<'_>]) -> Result<(), PostError> {
         let mut core = self.inner.lock();
+        if let [one] = wrs {
+            // One request (a ping-pong, a latency-bound application): written at once when
+            // the queue pair is idle, else queued as any other.
+            let w = one.to_proto();
+            if !core.send_now(&self.inner, &w)? {
+                core.engine.post_send(std::iter::once(w))?;
+                core.transmit(&self.inner);
+            }
+            return Ok(());
+        }
         core.engine.post_send(wrs.iter().map(SendWr::to_proto))?;
         core.transmit(&self.inner);
         Ok(())
@@ -709,6 +724,40 @@ impl QpCore {
         if self.engine.wants_shutdown() && matches!(self.phase, Phase::Running) {
             self.close(qp);
         }
+    }
+
+    /// The idle fast path of [`QueuePair::post_send`] for one small request (see
+    /// [`Qp::frame_now`]): framed into `now_buf` and written with one `write`, its completion
+    /// pushed straight to the send queue's CQ. Returns `false` if the request or the queue
+    /// pair does not qualify (nothing done: post it as usual).
+    fn send_now(&mut self, qp: &QpInner, w: &iwarp_proto::qp::SendWqe) -> std::result::Result<bool, PostError> {
+        if !matches!(self.phase, Phase::Running) || !self.ctl_out.is_empty() {
+            return Ok(false);
+        }
+        let Some(fd) = self.sock.as_ref().map(|s| s.as_raw_fd()) else { return Ok(false) };
+        let Some(framed) = self.engine.frame_now(w, &mut self.now_buf)? else { return Ok(false) };
+        // Nothing framed: the request failed locally (see Qp::sent_now).
+        let written = if self.now_buf.is_empty() { Xfer::Bytes(0) } else { sys::write(fd, &self.now_buf) };
+        let (n, failed) = match written {
+            Xfer::Bytes(n) => (n, false),
+            Xfer::WouldBlock => (0, false),
+            Xfer::Failed(_) => (0, true),
+        };
+        self.since_mss += n;
+        match self.engine.sent_now(framed, &self.now_buf, n) {
+            Some(c) => qp.send_cq.push(std::iter::once(WorkCompletion::from_proto(c, qp.qp_num))),
+            None if failed => {
+                // The request is queued behind the failure and completes flushed.
+                self.engine.handle_transport_error();
+                self.transmit(qp);
+            }
+            None => {}
+        }
+        if self.since_mss >= MSS_RECHECK {
+            self.since_mss = 0;
+            self.refresh_mss();
+        }
+        Ok(true)
     }
 
     /// Runs the engine's wake-up timer: sends a due zero-length Write, and keeps a worker

@@ -725,3 +725,56 @@ fn atomics_from_two_connections_on_one_word_are_atomic() {
     assert_eq!(seen, (0..2 * n as u64).collect::<Vec<_>>());
     assert_eq!(word.to_vec(0, 8).unwrap(), (2 * n as u64).to_ne_bytes());
 }
+
+/// Single small Writes (the idle fast path, written at once) to a peer that stops reading:
+/// once its socket is full an FPDU goes out in part, the rest and every later Write wait in
+/// order, and when the peer reads again all of them arrive intact and complete in order.
+#[test]
+fn single_small_writes_to_a_peer_that_stops_reading_wait_and_complete_in_order() {
+    const LEN: usize = 2000;
+    // 32 MB: more than both sockets' buffers hold.
+    const K: usize = 16_000;
+    let cap = QpCap { max_send_wr: K, ..PairConfig::default().cap };
+    let p = Pair::with(PairConfig { server_progress: Some(Progress::Poll), cap, ..PairConfig::default() });
+    let src = p.mr(K * LEN, Access::LOCAL_WRITE);
+    let data = fill(&src, 0, K * LEN, 11);
+    let dst = p.mr(K * LEN, all_access());
+    let mut buf = [WorkCompletion::default(); 64];
+    // The first FPDUs each way (a zero-length Write, then a Send back): the peer's answer
+    // ends the initiator's wake-ups of a silent responder, whose timer keeps the fast path off.
+    p.client.qp.post_send(&[SendWr::write(0, &[], dst.remote(0))]).unwrap();
+    pump(&[(&p.client.scq, 1), (&p.server.scq, 0)]);
+    post_recv(&p.client.qp, 0, &src, 0, 0);
+    p.server.qp.post_send(&[SendWr::send(0, &[])]).unwrap();
+    pump(&[(&p.client.rcq, 1), (&p.server.scq, 1)]);
+    let mut wcs = Vec::new();
+    for i in 0..K {
+        let at = i * LEN;
+        p.client.qp.post_send(&[SendWr::write(i as u64, &[src.sge(at, LEN)], dst.remote(at as u64))]).unwrap();
+        let n = p.client.scq.poll(&mut buf);
+        wcs.extend_from_slice(&buf[..n]);
+    }
+    assert!(wcs.len() < K, "an unread peer took all {K} Writes");
+    let waiting = K - wcs.len();
+    // The peer reads again (its queue pair moves when its queue is polled).
+    let deadline = Instant::now() + WAIT;
+    while wcs.len() < K {
+        assert!(Instant::now() < deadline, "{} of {K} Writes completed", wcs.len());
+        p.server.scq.poll(&mut buf);
+        let n = p.client.scq.wait(&mut buf, Some(Duration::from_millis(1)));
+        wcs.extend_from_slice(&buf[..n]);
+    }
+    assert_ok(&wcs);
+    assert!(wcs.iter().map(|c| c.wr_id).eq(0..K as u64), "completions in posting order");
+    // The last Write's bytes may still be on their way when its completion (sent) is seen.
+    let deadline = Instant::now() + WAIT;
+    let mut got = vec![0u8; K * LEN];
+    loop {
+        p.server.scq.poll(&mut buf);
+        dst.read(0, &mut got).unwrap();
+        if got == data || Instant::now() > deadline {
+            break;
+        }
+    }
+    assert!(got == data, "{waiting} Writes waited; the bytes differ");
+}

@@ -33,6 +33,7 @@ mod wr;
 
 pub use rx::LOOKAHEAD;
 pub use state::{IllegalTransition, QpEventKind, QpState, TRANSITIONS};
+pub use tx::NowFramed;
 pub use wr::{
     Completion, Payload, PostError, Queue, RecvWqe, RemoteAddr, SendOp, SendWqe, Sge, SgeList, WcOpcode, WcStatus,
 };

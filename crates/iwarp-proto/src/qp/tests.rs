@@ -908,3 +908,169 @@ fn wake_ups_stop_after_the_count() {
     assert_eq!(p.a.stats().wake_writes, 2);
     assert!(!p.a.wake_pending());
 }
+
+/// The idle fast path of one small request: framed into `wire` at once and reported as all
+/// sent; returns its completion.
+fn send_now(qp: &mut Qp, w: &SendWqe, wire: &mut Vec<u8>) -> Option<Completion> {
+    let mut buf = Vec::new();
+    let f = qp.frame_now(w, &mut buf).unwrap().expect("idle and small: qualifies");
+    wire.extend_from_slice(&buf);
+    qp.sent_now(f, &buf, buf.len())
+}
+
+/// `frame_now` puts on the wire what the queued path does (headers, MSNs, CRC, markers) and
+/// completes the same requests with the same results, and the peer takes the bytes.
+#[test]
+fn frame_now_sends_the_bytes_the_queued_path_sends() {
+    for (crc, markers) in [(true, false), (false, false), (true, true)] {
+        let mk = || {
+            let mut a_link = link(Startup::Initiator { rtr: None });
+            let mut b_link = link(Startup::Responder { rtr: None, send_first: false });
+            (a_link.crc, b_link.crc) = (crc, crc);
+            (a_link.send_markers, b_link.recv_markers) = (markers, markers);
+            let mut p = Pair::with(a_link, b_link);
+            // The established event, delivered (an undelivered one keeps the fast path off).
+            Pair::events(&mut p.a);
+            p
+        };
+        let (mut fast, mut queued) = (mk(), mk());
+        let mut wire = (Vec::new(), Vec::new());
+        let mut done = (Vec::new(), Vec::new());
+        let mut regions = Vec::new();
+        for (k, p) in [&mut fast, &mut queued].into_iter().enumerate() {
+            let src = p.mr(4096, Access::empty());
+            pattern(&src, 9);
+            let dst = p.mr(4096, Access::REMOTE_WRITE | Access::LOCAL_WRITE);
+            let victim = p.mr(64, Access::REMOTE_WRITE);
+            for i in 0..4 {
+                p.b.post_recv([recv_wr(100 + i, vec![sge(&dst, 1024 * i as usize, 1024)])]).unwrap();
+            }
+            let mut unsignaled = send_wr(5, SendOp::Write(remote(&dst, 3000)), vec![sge(&src, 7, 8)]);
+            unsignaled.signaled = false;
+            let wrs = vec![
+                send_wr(1, SendOp::Write(remote(&dst, 2048)), vec![sge(&src, 0, 8)]),
+                send_wr(2, SendOp::Send, vec![sge(&src, 100, 333)]),
+                send_wr(3, SendOp::Send, vec![sge(&src, 0, 10), sge(&src, 50, 21)]),
+                SendWqe {
+                    wr_id: 4,
+                    op: SendOp::Send,
+                    payload: Payload::Inline(smallvec::SmallVec::from_slice(b"inline bytes")),
+                    signaled: true,
+                    solicited: true,
+                    fence: false,
+                },
+                unsignaled,
+                send_wr(6, SendOp::SendWithInvalidate(victim.stag()), vec![sge(&src, 0, 0)]),
+                send_wr(7, SendOp::Write(remote(&dst, 4000)), vec![]),
+            ];
+            for w in wrs {
+                if k == 0 {
+                    done.0.extend(send_now(&mut p.a, &w, &mut wire.0));
+                    assert!(!p.a.has_unsent());
+                } else {
+                    p.a.post_send([w]).unwrap();
+                    p.a.transmit_copy(&mut wire.1, usize::MAX);
+                    done.1.extend(Pair::completions(&mut p.a));
+                }
+            }
+            assert_eq!(p.a.send_outstanding(), 0);
+            regions.push((dst, victim));
+        }
+        assert_eq!(wire.0, wire.1, "crc {crc} markers {markers}");
+        assert_eq!(done.0, done.1);
+        assert_eq!(done.0.iter().map(|c| c.wr_id).collect::<Vec<_>>(), vec![1, 2, 3, 4, 6, 7]);
+        assert_eq!(fast.a.stats(), queued.a.stats());
+        // The peer takes the fast path's bytes as the queued path's.
+        assert_eq!(fast.b.receive_copy(&wire.0), wire.0.len());
+        assert_eq!(queued.b.receive_copy(&wire.1), wire.1.len());
+        let recvd = (Pair::completions(&mut fast.b), Pair::completions(&mut queued.b));
+        assert_eq!(recvd.0, recvd.1);
+        assert_eq!(recvd.0.len(), 4);
+        assert!(recvd.0.iter().all(|c| c.status == WcStatus::Success));
+        assert_eq!(contents(&regions[0].0, 0, 4096), contents(&regions[1].0, 0, 4096));
+        assert!(!regions[0].1.is_valid(), "Send with Invalidate took effect");
+        assert_eq!(fast.b.state(), QpState::Rts);
+    }
+}
+
+/// `frame_now` leaves to the queued path whatever is not one small Send or Write on an idle
+/// queue pair, touching nothing; and it rejects an invalid request as `post_send` does.
+#[test]
+fn frame_now_declines_busy_queue_pairs_and_other_requests() {
+    let mut p = Pair::new();
+    // An event not yet delivered: not idle.
+    assert!(p.a.has_output());
+    let small = send_wr(1, SendOp::Send, vec![]);
+    assert!(p.a.frame_now(&small, &mut Vec::new()).unwrap().is_none());
+    Pair::events(&mut p.a);
+    let src = p.mr(8192, Access::empty());
+    let sink = p.mr(64, Access::LOCAL_WRITE | Access::REMOTE_READ);
+    let dst = p.mr(8192, Access::REMOTE_WRITE);
+    let mut buf = Vec::new();
+    let write = |len| send_wr(1, SendOp::Write(remote(&dst, 0)), vec![sge(&src, 0, len)]);
+    // Not small: more than the copy limit, or more than one FPDU.
+    assert!(p.a.frame_now(&write(4096), &mut buf).unwrap().is_none());
+    // Not a Send or Write.
+    let read = send_wr(2, SendOp::Read(remote(&sink, 0)), vec![sge(&sink, 0, 8)]);
+    assert!(p.a.frame_now(&read, &mut buf).unwrap().is_none());
+    let fa = send_wr(2, SendOp::FetchAdd { remote: remote(&sink, 0), add: 1 }, vec![sge(&sink, 0, 8)]);
+    assert!(p.a.frame_now(&fa, &mut buf).unwrap().is_none());
+    // Invalid: the error post_send gives, and nothing queued or framed.
+    let bad = send_wr(3, SendOp::Send, vec![sge(&src, 8190, 8)]);
+    assert_eq!(p.a.frame_now(&bad, &mut buf).map(|f| f.is_some()), Err(PostError::LocalProtection));
+    assert_eq!(p.a.send_outstanding(), 0);
+    assert!(!p.a.has_unsent());
+    // Busy: a Read outstanding (its completion must come first)...
+    p.a.post_send([read]).unwrap();
+    assert!(p.a.frame_now(&write(8), &mut buf).unwrap().is_none());
+    p.drive();
+    assert_eq!(Pair::completions(&mut p.a).len(), 1);
+    // ... or framed bytes the socket has not taken ...
+    p.a.post_send([write(8192)]).unwrap();
+    p.a.transmit_copy(&mut p.ab, 100);
+    assert!(p.a.has_unsent());
+    assert!(p.a.frame_now(&write(8), &mut buf).unwrap().is_none());
+    p.drive();
+    // ... or a completion not yet delivered.
+    assert!(p.a.has_output());
+    assert!(p.a.frame_now(&write(8), &mut buf).unwrap().is_none());
+    Pair::completions(&mut p.a);
+    assert!(p
+        .a
+        .frame_now(&write(8), &mut buf)
+        .unwrap()
+        .is_some_and(|f| { p.a.sent_now(f, &buf, buf.len()).is_some() }));
+    // A responder that has not heard from its peer sends nothing, fast or not.
+    assert!(p.b.frame_now(&write(8), &mut buf).unwrap().is_none());
+}
+
+/// A fast-path FPDU the socket took only part of: the rest is sent as framed bytes are, the
+/// request completes once it is, and later requests queue behind it in order.
+#[test]
+fn a_partly_written_fast_fpdu_completes_when_its_rest_is_sent() {
+    for taken in [0usize, 1, 17] {
+        let mut p = Pair::new();
+        Pair::events(&mut p.a);
+        let src = p.mr(64, Access::empty());
+        pattern(&src, 1);
+        let dst = p.mr(64, Access::REMOTE_WRITE);
+        let mut buf = Vec::new();
+        let w = send_wr(1, SendOp::Write(remote(&dst, 0)), vec![sge(&src, 0, 40)]);
+        let f = p.a.frame_now(&w, &mut buf).unwrap().unwrap();
+        p.ab.extend_from_slice(&buf[..taken]);
+        assert_eq!(p.a.sent_now(f, &buf, taken), None, "not complete until all is sent");
+        assert!(p.a.has_unsent());
+        assert_eq!(p.a.send_outstanding(), 1);
+        let w2 = send_wr(2, SendOp::Write(remote(&dst, 40)), vec![sge(&src, 40, 24)]);
+        assert!(p.a.frame_now(&w2, &mut buf).unwrap().is_none(), "queued behind the rest");
+        p.a.post_send([w2]).unwrap();
+        p.drive();
+        let c = Pair::completions(&mut p.a);
+        assert_eq!(
+            c.iter().map(|c| (c.wr_id, c.status)).collect::<Vec<_>>(),
+            vec![(1, WcStatus::Success), (2, WcStatus::Success)]
+        );
+        assert_eq!(contents(&dst, 0, 64), contents(&src, 0, 64), "taken {taken}");
+        assert_eq!(p.b.state(), QpState::Rts);
+    }
+}

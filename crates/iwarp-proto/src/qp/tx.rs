@@ -2,7 +2,8 @@
 //! payload is referenced in registered memory rather than copied.
 
 use super::{
-    Completion, IoRange, Payload, Qp, QpEventKind, QpState, Queue, RtrType, SendOp, SendWqe, Sge, WcOpcode, WcStatus,
+    Completion, IoRange, Payload, PostError, Qp, QpEventKind, QpState, Queue, RtrType, SendOp, SendWqe, Sge, WcOpcode,
+    WcStatus,
 };
 use crate::mem::{with_slices, MrRef, RawMem, Window};
 use iwarp_wire::mpa::{Framer, Piece};
@@ -56,9 +57,8 @@ impl Batch {
     }
 
     /// Frames one FPDU with its payload copied next to its header into the arena, as one
-    /// piece (joined to the previous one when they touch). The payload is `inline` when `mems`
-    /// is empty, else the registered ranges `mems` (validated at post time; their regions are
-    /// held). Returns the FPDU's length.
+    /// piece (joined to the previous one when they touch); see [`frame_copied_into`].
+    /// Returns the FPDU's length.
     fn frame_copied(
         &mut self,
         framer: &mut Framer,
@@ -67,20 +67,7 @@ impl Batch {
         mems: &[(&RawMem, usize, usize)],
     ) -> Result<usize, iwarp_wire::Error> {
         let start = self.arena.len();
-        let r = if mems.is_empty() {
-            framer.frame_to_vec(header, &[inline], &mut self.arena)
-        } else if let [(m, off, len)] = *mems {
-            // One range (the usual small Send or Write): no list of slices to build.
-            let arena = &mut self.arena;
-            m.with_slice(off, len, |p| framer.frame_to_vec(header, &[p], arena))
-                .unwrap_or(Err(iwarp_wire::Error::Truncated { needed: len, available: 0 }))
-        } else {
-            with_slices(mems, |slices| framer.frame_to_vec(header, slices, &mut self.arena)).unwrap_or_else(|| {
-                let needed = mems.iter().map(|m| m.2).sum();
-                Err(iwarp_wire::Error::Truncated { needed, available: 0 })
-            })
-        };
-        r.inspect(|&len| self.push_inline(start, len))
+        frame_copied_into(framer, header, inline, mems, &mut self.arena).inspect(|&len| self.push_inline(start, len))
     }
 
     /// Appends `len` bytes the framer wrote at `start` of the arena, joined to the previous
@@ -178,6 +165,40 @@ impl Batch {
     }
 }
 
+/// Frames one FPDU into `out` with its payload copied next to its header: `inline` when
+/// `mems` is empty, else the registered ranges `mems` (validated at post time; their regions
+/// are held). Returns the FPDU's length.
+fn frame_copied_into(
+    framer: &mut Framer,
+    header: &[u8],
+    inline: &[u8],
+    mems: &[(&RawMem, usize, usize)],
+    out: &mut Vec<u8>,
+) -> Result<usize, iwarp_wire::Error> {
+    match *mems {
+        [] => framer.frame_to_vec(header, &[inline], out),
+        // One range (the usual small Send or Write): no list of slices to build.
+        [(m, off, len)] => m
+            .with_slice(off, len, |p| framer.frame_to_vec(header, &[p], out))
+            .unwrap_or(Err(iwarp_wire::Error::Truncated { needed: len, available: 0 })),
+        _ => with_slices(mems, |slices| framer.frame_to_vec(header, slices, out)).unwrap_or_else(|| {
+            let needed = mems.iter().map(|m| m.2).sum();
+            Err(iwarp_wire::Error::Truncated { needed, available: 0 })
+        }),
+    }
+}
+
+/// Registered ranges `(memory, offset, length)` a payload is gathered from.
+type Ranges<'a> = SmallVec<[(&'a RawMem, usize, usize); 4]>;
+
+/// A request's payload as [`frame_copied_into`] takes it: inline bytes, or its ranges.
+fn copy_source(payload: &Payload) -> (&[u8], Ranges<'_>) {
+    match payload {
+        Payload::Inline(b) => (b, SmallVec::new()),
+        Payload::Sges(s) => (&[], s.iter().map(|s| (s.mr.mem(), s.offset, s.len)).collect()),
+    }
+}
+
 /// A send work request's place in the completion order.
 #[derive(Debug)]
 struct Entry {
@@ -201,6 +222,18 @@ struct Hold {
     end: u64,
     /// Its place in the completion order.
     seq: u64,
+}
+
+/// A request [`Qp::frame_now`] framed for immediate writing, to report with
+/// [`Qp::sent_now`].
+#[derive(Debug, Clone, Copy)]
+#[must_use = "report what the socket took with Qp::sent_now"]
+pub struct NowFramed {
+    wr_id: u64,
+    opcode: WcOpcode,
+    signaled: bool,
+    /// The FPDU's length (0: framing failed).
+    len: usize,
 }
 
 /// An outstanding Read or atomic.
@@ -471,7 +504,7 @@ impl Tx {
         let batch = &mut self.batch;
         let framer = &mut self.framer;
         let header = &self.scratch;
-        let mems: SmallVec<[(&RawMem, usize, usize); 4]> = parts.iter().map(|&(m, o, l)| (m.mem(), o, l)).collect();
+        let mems: Ranges<'_> = parts.iter().map(|&(m, o, l)| (m.mem(), o, l)).collect();
         let framed = if n <= COPY_MAX || parts.is_empty() {
             // Small payload: copied next to its header, the whole FPDU one piece.
             if n > 0 && !matches!(job.data, Data::None) {
@@ -602,15 +635,10 @@ impl Qp {
             return false;
         }
         let Some(w) = self.tx.sq.front() else { return false };
-        let hdr_len = match w.op {
-            SendOp::Send | SendOp::SendWithInvalidate(_) => iwarp_wire::ddp::UNTAGGED_HEADER_LEN,
-            SendOp::Write(_) => iwarp_wire::ddp::TAGGED_HEADER_LEN,
-            _ => return false,
-        };
-        let n = w.payload.len() as usize;
-        if n > COPY_MAX || hdr_len + n > self.tx.mulpdu {
+        if !self.is_small(w) {
             return false;
         }
+        let n = w.payload.len() as usize;
         let sges_valid = match &w.payload {
             Payload::Sges(s) => s.iter().all(|s| s.mr.is_valid()),
             Payload::Inline(_) => true,
@@ -623,25 +651,10 @@ impl Qp {
         self.tx.resp_turn = !self.tx.resp_turn;
         let seq = self.tx.order_head + self.tx.order.len() as u64;
         self.tx.order.push_back(Entry { wr_id: w.wr_id, opcode: w.op.wc_opcode(), signaled: w.signaled, done: None });
-        let header = match w.op {
-            SendOp::Write(r) => SegmentHeader::tagged(Opcode::Write, true, r.stag, TaggedOffset(r.to)),
-            op => {
-                let (opcode, inval) = send_opcode(op, w.solicited);
-                let mut h = SegmentHeader::untagged(opcode, true, self.take_msn(0), 0);
-                h.inval_stag = inval;
-                h
-            }
-        };
-        let (hbytes, hlen) = header.to_bytes();
+        let (hbytes, hlen) = self.small_header(&w).to_bytes();
         let tx = &mut self.tx;
-        let framed = match &w.payload {
-            Payload::Inline(b) => tx.batch.frame_copied(&mut tx.framer, &hbytes[..hlen], b, &[]),
-            Payload::Sges(s) => {
-                let mems: SmallVec<[(&RawMem, usize, usize); 4]> =
-                    s.iter().map(|s| (s.mr.mem(), s.offset, s.len)).collect();
-                tx.batch.frame_copied(&mut tx.framer, &hbytes[..hlen], &[], &mems)
-            }
-        };
+        let (inline, mems) = copy_source(&w.payload);
+        let framed = tx.batch.frame_copied(&mut tx.framer, &hbytes[..hlen], inline, &mems);
         match framed {
             Ok(len) => {
                 tx.batch.framed += len as u64;
@@ -659,6 +672,108 @@ impl Qp {
             }
         }
         true
+    }
+
+    /// The idle fast path of posting one small request: a Send or Write of at most
+    /// `COPY_MAX` bytes that fits one FPDU, on a queue pair with nothing else to send or
+    /// complete (no request outstanding, nothing framed or queued, no response owed, no
+    /// completion or event undelivered). It is validated as [`post_send`](Self::post_send)
+    /// would, framed whole into `out` (cleared first) and handed back for the caller to write
+    /// at once, then reported with [`sent_now`](Self::sent_now). The bytes on the wire, the
+    /// MSN, the statistics and the completion are those of the general path; what is saved
+    /// is the queueing around them (send queue, completion order, holds).
+    ///
+    /// Returns `Ok(None)` without touching anything when the request or the queue pair does
+    /// not qualify: post it with `post_send` instead.
+    ///
+    /// # Errors
+    /// As [`post_send`](Self::post_send), for a request that qualifies.
+    pub fn frame_now(&mut self, w: &SendWqe, out: &mut Vec<u8>) -> Result<Option<NowFramed>, PostError> {
+        let idle = self.state == QpState::Rts
+            && self.tx.allowed
+            && self.tx.outstanding == 0
+            && self.tx.outstanding < self.cfg.sq_depth
+            && self.tx.job.is_none()
+            && self.tx.rtr.is_none()
+            && self.tx.responses.is_empty()
+            && self.tx.batch.is_empty()
+            && self.wake.is_none()
+            && !self.has_output();
+        // Fence: nothing is outstanding when idle, so it never holds the request back.
+        if !idle || !self.is_small(w) {
+            return Ok(None);
+        }
+        let len = w.payload.len();
+        self.validate_send(w, self.link.is_some_and(|l| l.rfc7306))?;
+        // As frame_small_wr: the send queue's turn against responses moves on.
+        self.tx.resp_turn = !self.tx.resp_turn;
+        let (hbytes, hlen) = self.small_header(w).to_bytes();
+        let (inline, mems) = copy_source(&w.payload);
+        out.clear();
+        let framed = frame_copied_into(&mut self.tx.framer, &hbytes[..hlen], inline, &mems, out);
+        let fpdu_len = framed.unwrap_or_else(|e| {
+            // Validated ranges bounded by MULPDU cannot fail; if they did, nothing was framed
+            // and the request fails as in frame_small_wr, keeping the stream whole.
+            tracing::error!(error = %e, "framing failed");
+            out.clear();
+            0
+        });
+        self.stats.tx_fpdus += u64::from(fpdu_len > 0);
+        self.stats.tx_copied_bytes += if fpdu_len > 0 { len } else { 0 };
+        Ok(Some(NowFramed { wr_id: w.wr_id, opcode: w.op.wc_opcode(), signaled: w.signaled, len: fpdu_len }))
+    }
+
+    /// Reports how many of the bytes [`frame_now`](Self::frame_now) framed into `fpdu` the
+    /// socket took (0 if it took none or failed). All of them: the request is complete, and
+    /// its completion (if signaled) is returned for the caller to deliver. Fewer: the rest
+    /// is queued to be sent as any framed bytes are, and the request completes once they are.
+    pub fn sent_now(&mut self, f: NowFramed, fpdu: &[u8], n: usize) -> Option<Completion> {
+        if f.len == 0 {
+            // Framing failed (cannot happen for validated requests): a local protection error.
+            return Some(Completion::new(f.wr_id, WcStatus::LocalProtection, f.opcode, Queue::Send));
+        }
+        let tx = &mut self.tx;
+        // The stream counts the FPDU whole, sent or not.
+        tx.batch.framed += f.len as u64;
+        tx.batch.sent += n.min(f.len) as u64;
+        if n >= f.len {
+            // RFC 5040 §5.1/§5.3: a Send or Write completes at the source once handed to the LLP.
+            return f.signaled.then(|| Completion::new(f.wr_id, WcStatus::Success, f.opcode, Queue::Send));
+        }
+        let start = tx.batch.arena.len();
+        tx.batch.arena.extend_from_slice(&fpdu[n..f.len]);
+        tx.batch.push_inline(start, f.len - n);
+        let seq = tx.order_head + tx.order.len() as u64;
+        tx.order.push_back(Entry { wr_id: f.wr_id, opcode: f.opcode, signaled: f.signaled, done: None });
+        tx.outstanding += 1;
+        tx.holds.push_back(Hold { end: tx.batch.framed, seq });
+        None
+    }
+
+    /// A Send or Write whose payload is copied next to its header (at most `COPY_MAX` bytes)
+    /// and fits one FPDU.
+    fn is_small(&self, w: &SendWqe) -> bool {
+        let hdr_len = match w.op {
+            SendOp::Send | SendOp::SendWithInvalidate(_) => iwarp_wire::ddp::UNTAGGED_HEADER_LEN,
+            SendOp::Write(_) => iwarp_wire::ddp::TAGGED_HEADER_LEN,
+            _ => return false,
+        };
+        let n = w.payload.len();
+        n <= COPY_MAX as u64 && hdr_len as u64 + n <= self.tx.mulpdu as u64
+    }
+
+    /// The header of a small Send or Write framed whole (its last and only FPDU); a Send
+    /// takes the next MSN of its queue.
+    fn small_header(&mut self, w: &SendWqe) -> SegmentHeader {
+        match w.op {
+            SendOp::Write(r) => SegmentHeader::tagged(Opcode::Write, true, r.stag, TaggedOffset(r.to)),
+            op => {
+                let (opcode, inval) = send_opcode(op, w.solicited);
+                let mut h = SegmentHeader::untagged(opcode, true, self.take_msn(0), 0);
+                h.inval_stag = inval;
+                h
+            }
+        }
     }
 
     fn next_job(&mut self) -> Option<Job> {
