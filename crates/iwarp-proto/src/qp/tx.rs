@@ -191,11 +191,23 @@ fn frame_copied_into(
 /// Registered ranges `(memory, offset, length)` a payload is gathered from.
 type Ranges<'a> = SmallVec<[(&'a RawMem, usize, usize); 4]>;
 
-/// A request's payload as [`frame_copied_into`] takes it: inline bytes, or its ranges.
-fn copy_source(payload: &Payload) -> (&[u8], Ranges<'_>) {
+/// [`frame_copied_into`] for a request's payload: its inline bytes or its elements (one
+/// element, the usual case, without building a list of ranges).
+fn frame_payload_into(
+    framer: &mut Framer,
+    header: &[u8],
+    payload: &Payload,
+    out: &mut Vec<u8>,
+) -> Result<usize, iwarp_wire::Error> {
     match payload {
-        Payload::Inline(b) => (b, SmallVec::new()),
-        Payload::Sges(s) => (&[], s.iter().map(|s| (s.mr.mem(), s.offset, s.len)).collect()),
+        Payload::Inline(b) => frame_copied_into(framer, header, b, &[], out),
+        Payload::Sges(s) => match &s[..] {
+            [one] => frame_copied_into(framer, header, &[], &[(one.mr.mem(), one.offset, one.len)], out),
+            more => {
+                let mems: Ranges<'_> = more.iter().map(|s| (s.mr.mem(), s.offset, s.len)).collect();
+                frame_copied_into(framer, header, &[], &mems, out)
+            }
+        },
     }
 }
 
@@ -653,8 +665,9 @@ impl Qp {
         self.tx.order.push_back(Entry { wr_id: w.wr_id, opcode: w.op.wc_opcode(), signaled: w.signaled, done: None });
         let (hbytes, hlen) = self.small_header(&w).to_bytes();
         let tx = &mut self.tx;
-        let (inline, mems) = copy_source(&w.payload);
-        let framed = tx.batch.frame_copied(&mut tx.framer, &hbytes[..hlen], inline, &mems);
+        let start = tx.batch.arena.len();
+        let framed = frame_payload_into(&mut tx.framer, &hbytes[..hlen], &w.payload, &mut tx.batch.arena)
+            .inspect(|&len| tx.batch.push_inline(start, len));
         match framed {
             Ok(len) => {
                 tx.batch.framed += len as u64;
@@ -708,9 +721,8 @@ impl Qp {
         // As frame_small_wr: the send queue's turn against responses moves on.
         self.tx.resp_turn = !self.tx.resp_turn;
         let (hbytes, hlen) = self.small_header(w).to_bytes();
-        let (inline, mems) = copy_source(&w.payload);
         out.clear();
-        let framed = frame_copied_into(&mut self.tx.framer, &hbytes[..hlen], inline, &mems, out);
+        let framed = frame_payload_into(&mut self.tx.framer, &hbytes[..hlen], &w.payload, out);
         let fpdu_len = framed.unwrap_or_else(|e| {
             // Validated ranges bounded by MULPDU cannot fail; if they did, nothing was framed
             // and the request fails as in frame_small_wr, keeping the stream whole.
