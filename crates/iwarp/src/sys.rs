@@ -39,23 +39,39 @@ pub enum Xfer {
     Failed(io::Error),
 }
 
-/// Turns a raw system-call result into [`Xfer`]; `None` for `EINTR` (try again).
-fn xfer(r: libc::c_long) -> Option<Xfer> {
-    if r >= 0 {
-        return Some(Xfer::Bytes(r as usize));
-    }
-    let e = io::Error::last_os_error();
-    match e.raw_os_error() {
-        Some(libc::EINTR) => None,
-        Some(libc::EAGAIN) => Some(Xfer::WouldBlock),
-        _ => Some(Xfer::Failed(e)),
+/// Runs `call` (one system call) again while it is interrupted (`EINTR`), and turns its
+/// result into [`Xfer`].
+fn retrying(mut call: impl FnMut() -> libc::c_long) -> Xfer {
+    loop {
+        let r = call();
+        if r >= 0 {
+            return Xfer::Bytes(r as usize);
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => {}
+            Some(libc::EAGAIN) => return Xfer::WouldBlock,
+            _ => return Xfer::Failed(e),
+        }
     }
 }
 
 // The transfers below enter the kernel through `syscall(2)` rather than glibc's `write`,
 // `recv` and `readv` wrappers: those are thread-cancellation points, and switching
 // asynchronous cancellation on and off around every call costs about 30 instructions a call,
-// for a feature Rust programs do not use. The kernel's calls and results are the same.
+// for a feature Rust programs do not use. The kernel's calls and results are the same. Every
+// argument is passed as a machine word (`c_long`), as `syscall(2)` reads them.
+
+/// `write(2)` of `len` bytes at address `addr`.
+///
+/// # Safety
+/// `addr..addr + len` must be readable memory that stays valid for the call.
+unsafe fn write_at(fd: RawFd, addr: usize, len: usize) -> Xfer {
+    use libc::c_long as W;
+    // SAFETY: the caller guarantees the range; SIGPIPE is ignored process-wide by the runtime
+    // at start-up, so a closed peer gives EPIPE.
+    retrying(|| unsafe { libc::syscall(libc::SYS_write, fd as W, addr as W, len as W) })
+}
 
 /// `writev` of engine-provided ranges (one range: `write`, whose kernel path is shorter).
 ///
@@ -71,55 +87,33 @@ pub fn writev(fd: RawFd, ranges: &[IoRange]) -> Xfer {
             && std::mem::offset_of!(IoRange, addr) == std::mem::offset_of!(libc::iovec, iov_base)
             && std::mem::offset_of!(IoRange, len) == std::mem::offset_of!(libc::iovec, iov_len)
     );
-    let n = ranges.len().min(IOV_MAX);
-    loop {
-        let r = if let [one] = ranges {
-            // SAFETY: as below, for the one range; write(2) takes (fd, buffer, length).
-            unsafe { libc::syscall(libc::SYS_write, fd, one.addr, one.len) }
-        } else {
-            // SAFETY: the cast is layout-compatible (asserted above). Each range names memory
-            // the engine keeps alive (see above) or the engine's own transmit arena; the kernel
-            // only reads it. SIGPIPE is ignored process-wide by the runtime at start-up.
-            unsafe { libc::syscall(libc::SYS_writev, fd, ranges.as_ptr(), n) }
-        };
-        if let Some(x) = xfer(r) {
-            return x;
-        }
+    use libc::c_long as W;
+    if let [one] = ranges {
+        // SAFETY: as below, for the one range.
+        return unsafe { write_at(fd, one.addr, one.len) };
     }
+    let n = ranges.len().min(IOV_MAX);
+    // SAFETY: the cast is layout-compatible (asserted above). Each range names memory the
+    // engine keeps alive (see above) or the engine's own transmit arena; the kernel only reads
+    // it, at most `n` ranges.
+    retrying(|| unsafe { libc::syscall(libc::SYS_writev, fd as W, ranges.as_ptr() as W, n as W) })
 }
 
 /// `write` of `buf` (bytes the caller framed and owns) to the socket `fd`.
 pub fn write(fd: RawFd, buf: &[u8]) -> Xfer {
-    loop {
-        // SAFETY: `buf` is a live buffer; the kernel reads at most its length. SIGPIPE is
-        // ignored process-wide by the runtime at start-up.
-        let r = unsafe { libc::syscall(libc::SYS_write, fd, buf.as_ptr(), buf.len()) };
-        if let Some(x) = xfer(r) {
-            return x;
-        }
-    }
+    // SAFETY: `buf` is a live buffer for the call.
+    unsafe { write_at(fd, buf.as_ptr() as usize, buf.len()) }
 }
 
 /// A non-blocking read of the socket `fd` into `buf`.
 pub fn read(fd: RawFd, buf: &mut [u8]) -> Xfer {
-    loop {
-        // SAFETY: `buf` is a live mutable buffer; the kernel writes at most its length.
-        // recvfrom(2) without flags or an address is recv(2).
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_recvfrom,
-                fd,
-                buf.as_mut_ptr(),
-                buf.len(),
-                libc::MSG_DONTWAIT,
-                std::ptr::null_mut::<libc::sockaddr>(),
-                std::ptr::null_mut::<libc::socklen_t>(),
-            )
-        };
-        if let Some(x) = xfer(r) {
-            return x;
-        }
-    }
+    use libc::c_long as W;
+    let (ptr, len) = (buf.as_mut_ptr() as W, buf.len() as W);
+    // SAFETY: `buf` is a live mutable buffer; the kernel writes at most its length.
+    // recvfrom(2) without an address is recv(2).
+    retrying(|| unsafe {
+        libc::syscall(libc::SYS_recvfrom, fd as W, ptr, len, libc::MSG_DONTWAIT as W, 0 as W, 0 as W)
+    })
 }
 
 /// `readv` into engine-validated destination ranges, then into `scratch`. Returns the total
@@ -129,15 +123,11 @@ pub fn read(fd: RawFd, buf: &mut [u8]) -> Xfer {
 /// regions the engine holds until [`iwarp_proto::qp::Qp::handle_placed`] is called, which the
 /// caller does under the same lock right after this returns.
 pub fn readv(fd: RawFd, ranges: &[IoRange], scratch: &mut [u8]) -> Xfer {
+    use libc::c_long as W;
     let iov = iovecs(ranges, scratch);
-    loop {
-        // SAFETY: the ranges are validated placement windows inside live regions (see above)
-        // and `scratch` is a live mutable buffer; the kernel writes at most their lengths.
-        let r = unsafe { libc::syscall(libc::SYS_readv, fd, iov.as_ptr(), iov.len()) };
-        if let Some(x) = xfer(r) {
-            return x;
-        }
-    }
+    // SAFETY: the ranges are validated placement windows inside live regions (see above) and
+    // `scratch` is a live mutable buffer; the kernel writes at most their lengths.
+    retrying(|| unsafe { libc::syscall(libc::SYS_readv, fd as W, iov.as_ptr() as W, iov.len() as W) })
 }
 
 /// A non-blocking `eventfd`: a counter other threads bump to wake a poller, and whose
