@@ -757,6 +757,10 @@ impl QpCore {
             self.since_mss = 0;
             self.refresh_mss();
         }
+        // As transmit does: an initiator's wake-up clock starts once its first FPDU is out.
+        if self.engine.wake_pending() {
+            self.wake_tick();
+        }
         Ok(true)
     }
 

@@ -741,7 +741,8 @@ fn single_small_writes_to_a_peer_that_stops_reading_wait_and_complete_in_order()
     let dst = p.mr(K * LEN, all_access());
     let mut buf = [WorkCompletion::default(); 64];
     // The first FPDUs each way (a zero-length Write, then a Send back): the peer's answer
-    // ends the initiator's wake-ups of a silent responder, whose timer keeps the fast path off.
+    // ends the initiator's wake-ups of a silent responder, whose zero-length Writes would
+    // otherwise come between the Writes below.
     p.client.qp.post_send(&[SendWr::write(0, &[], dst.remote(0))]).unwrap();
     pump(&[(&p.client.scq, 1), (&p.server.scq, 0)]);
     post_recv(&p.client.qp, 0, &src, 0, 0);

@@ -1044,6 +1044,33 @@ fn frame_now_declines_busy_queue_pairs_and_other_requests() {
     assert!(p.b.frame_now(&write(8), &mut buf).unwrap().is_none());
 }
 
+/// An initiator's wake-ups of a silent responder and the fast path: its first FPDU may take
+/// the fast path and starts the wake-up clock as any other; a due wake-up (a zero-length
+/// Write) goes first, the fast path waiting behind it.
+#[test]
+fn the_fast_path_starts_the_wake_up_clock_and_waits_for_a_due_wake_up() {
+    use std::time::{Duration, Instant};
+    let mut p = Pair::new();
+    Pair::events(&mut p.a);
+    let t0 = Instant::now();
+    let ms = Duration::from_millis;
+    p.a.wake_silent_peer(ms(50), 3);
+    let src = p.mr(8, Access::empty());
+    let dst = p.mr(64, Access::REMOTE_WRITE);
+    let w = send_wr(1, SendOp::Write(remote(&dst, 0)), vec![sge(&src, 0, 8)]);
+    let mut wire = Vec::new();
+    assert!(send_now(&mut p.a, &w, &mut wire).is_some());
+    assert!(!p.a.handle_timeout(t0));
+    assert_eq!(p.a.poll_timeout(), Some(t0 + ms(50)), "the clock started");
+    assert!(p.a.handle_timeout(t0 + ms(50)), "a wake-up is due");
+    assert!(p.a.frame_now(&w, &mut Vec::new()).unwrap().is_none(), "the wake-up goes first");
+    assert_eq!(p.a.transmit_copy(&mut wire, usize::MAX), 20, "a zero-length Write");
+    assert!(send_now(&mut p.a, &w, &mut wire).is_some());
+    assert_eq!(p.b.receive_copy(&wire), wire.len());
+    assert_eq!(p.b.stats().rx_fpdus, 3);
+    assert_eq!(p.a.stats().wake_writes, 1);
+}
+
 /// A fast-path FPDU the socket took only part of: the rest is sent as framed bytes are, the
 /// request completes once it is, and later requests queue behind it in order.
 #[test]

@@ -689,10 +689,11 @@ impl Qp {
 
     /// The idle fast path of posting one small request: a Send or Write of at most
     /// `COPY_MAX` bytes that fits one FPDU, on a queue pair with nothing else to send or
-    /// complete (no request outstanding, nothing framed or queued, no response owed, no
-    /// completion or event undelivered). It is validated as [`post_send`](Self::post_send)
-    /// would, framed whole into `out` (cleared first) and handed back for the caller to write
-    /// at once, then reported with [`sent_now`](Self::sent_now). The bytes on the wire, the
+    /// complete (no request outstanding, nothing framed or queued, no response owed or
+    /// wake-up due, no completion or event undelivered). It is validated as
+    /// [`post_send`](Self::post_send) would, framed whole into `out` (cleared first) and
+    /// handed back for the caller to write at once, then reported with
+    /// [`sent_now`](Self::sent_now). The bytes on the wire, the
     /// MSN, the statistics and the completion are those of the general path; what is saved
     /// is the queueing around them (send queue, completion order, holds).
     ///
@@ -710,7 +711,6 @@ impl Qp {
             && self.tx.rtr.is_none()
             && self.tx.responses.is_empty()
             && self.tx.batch.is_empty()
-            && self.wake.is_none()
             && !self.has_output();
         // Fence: nothing is outstanding when idle, so it never holds the request back.
         if !idle || !self.is_small(w) {
