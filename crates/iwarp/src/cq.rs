@@ -149,21 +149,20 @@ impl CqInner {
     /// Adds completions; wakes waiters and fires an armed notification. Takes the lock only
     /// if `items` yields one.
     pub(crate) fn push(&self, items: impl IntoIterator<Item = WorkCompletion>) {
-        let mut items = items.into_iter();
-        let Some(first) = items.next() else { return };
-        let mut fire;
+        let mut items = items.into_iter().peekable();
+        if items.peek().is_none() {
+            return;
+        }
+        let mut fire = false;
         {
             let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
             let armed = self.armed.load(Ordering::Relaxed);
-            let fires = |c: &WorkCompletion| match armed {
-                ARM_NEXT => true,
-                ARM_SOLICITED => c.solicited || c.status != WcStatus::Success,
-                _ => false,
-            };
-            fire = fires(&first);
-            q.push_back(first);
             for c in items {
-                fire |= fires(&c);
+                fire |= match armed {
+                    ARM_NEXT => true,
+                    ARM_SOLICITED => c.solicited || c.status != WcStatus::Success,
+                    _ => false,
+                };
                 q.push_back(c);
             }
             self.queued.store(q.len(), Ordering::Release);

@@ -452,13 +452,13 @@ impl QueuePair {
             // One request (a ping-pong, a latency-bound application): written at once when
             // the queue pair is idle, else queued as any other.
             let w = one.to_proto();
-            if !core.send_now(&self.inner, &w)? {
-                core.engine.post_send(std::iter::once(w))?;
-                core.transmit(&self.inner);
+            if core.send_now(&self.inner, &w)? {
+                return Ok(());
             }
-            return Ok(());
+            core.engine.post_send(std::iter::once(w))?;
+        } else {
+            core.engine.post_send(wrs.iter().map(SendWr::to_proto))?;
         }
-        core.engine.post_send(wrs.iter().map(SendWr::to_proto))?;
         core.transmit(&self.inner);
         Ok(())
     }
@@ -743,7 +743,7 @@ impl QpCore {
             Xfer::WouldBlock => (0, false),
             Xfer::Failed(_) => (0, true),
         };
-        self.since_mss += n;
+        self.count_written(n);
         match self.engine.sent_now(framed, &self.now_buf, n) {
             Some(c) => qp.send_cq.push(std::iter::once(WorkCompletion::from_proto(c, qp.qp_num))),
             None if failed => {
@@ -752,10 +752,6 @@ impl QpCore {
                 self.transmit(qp);
             }
             None => {}
-        }
-        if self.since_mss >= MSS_RECHECK {
-            self.since_mss = 0;
-            self.refresh_mss();
         }
         // As transmit does: an initiator's wake-up clock starts once its first FPDU is out.
         if self.engine.wake_pending() {
@@ -802,11 +798,7 @@ impl QpCore {
                     match sys::writev(fd, &self.iov) {
                         Xfer::Bytes(w) => {
                             self.engine.handle_sent(w);
-                            self.since_mss += w;
-                            if self.since_mss >= MSS_RECHECK {
-                                self.since_mss = 0;
-                                self.refresh_mss();
-                            }
+                            self.count_written(w);
                             // Loop only while something is left: bytes beyond the ranges
                             // returned, or work the window held back.
                             if w < n || !(self.engine.has_unsent() || self.engine.has_work()) {
@@ -821,6 +813,15 @@ impl QpCore {
                     }
                 }
             }
+        }
+    }
+
+    /// Counts `n` bytes handed to the socket; re-reads the MSS every [`MSS_RECHECK`] bytes.
+    fn count_written(&mut self, n: usize) {
+        self.since_mss += n;
+        if self.since_mss >= MSS_RECHECK {
+            self.since_mss = 0;
+            self.refresh_mss();
         }
     }
 

@@ -706,7 +706,7 @@ impl Qp {
         let idle = self.state == QpState::Rts
             && self.tx.allowed
             && self.tx.outstanding == 0
-            && self.tx.outstanding < self.cfg.sq_depth
+            && self.cfg.sq_depth > 0
             && self.tx.job.is_none()
             && self.tx.rtr.is_none()
             && self.tx.responses.is_empty()
@@ -730,8 +730,10 @@ impl Qp {
             out.clear();
             0
         });
-        self.stats.tx_fpdus += u64::from(fpdu_len > 0);
-        self.stats.tx_copied_bytes += if fpdu_len > 0 { len } else { 0 };
+        if fpdu_len > 0 {
+            self.stats.tx_fpdus += 1;
+            self.stats.tx_copied_bytes += len;
+        }
         Ok(Some(NowFramed { wr_id: w.wr_id, opcode: w.op.wc_opcode(), signaled: w.signaled, len: fpdu_len }))
     }
 
