@@ -258,6 +258,10 @@ fn run_counts(cfg: &Config, addr: SocketAddr, tcp_addr: SocketAddr) -> Result<()
         "{} Writes in flight in all, queue pairs taking turns; median of {} rounds (spread = (max - min) / median)",
         IN_FLIGHT, cfg.runs
     );
+    println!(
+        "TCP: N connections in turn, a turn = one write of what one queue pair has in flight ({} / N messages, at least 1)",
+        IN_FLIGHT
+    );
     println!("memory: resident bytes per idle queue pair, first round (user space; socket buffers are the kernel's)");
     println!(
         " {:>7}   {:>9}   {:>11} {:>11}   {:>8} {:>6}  {:>8}   {:>8} {:>6}  {:>8}",
@@ -438,9 +442,11 @@ fn write_all(
 }
 
 /// The same shape over plain TCP: `n` connections to the server process's reader, this
-/// thread writing `size`-byte messages to them in turn (one `write` each; a message counts
-/// once the socket has taken it, as an RDMA completion does). Returns Gbit/s once the reader
-/// has taken every byte.
+/// thread writing to them in turn. A connection's turn hands the socket what the RDMA side has
+/// in flight on one queue pair, [`IN_FLIGHT`]` / n` messages of `size` bytes (at least one), in
+/// one `write_all`: one 64 KiB `write` at 100 or 10,000 connections, 8 MiB at once on a single
+/// one, as the stack's transmit batches queued Writes. A message counts once the socket has
+/// taken it, as an RDMA completion does. Returns Gbit/s once the reader has taken every byte.
 fn tcp_scale(
     n: usize,
     cfg: &Config,
@@ -453,14 +459,14 @@ fn tcp_scale(
         let c = TcpStream::connect(addr).map_err(|e| format!("tcp connect: {e}"))?;
         conns.push(c);
     }
-    let msg = vec![0x5a_u8; cfg.size];
+    let msg = vec![0x5a_u8; cfg.size * (IN_FLIGHT / n).max(1)];
     let start = Instant::now();
     let end = start + Duration::from_secs_f64(cfg.seconds);
     let mut sent = 0u64;
     'outer: loop {
         for c in conns.iter_mut() {
             c.write_all(&msg).map_err(|e| e.to_string())?;
-            sent += cfg.size as u64;
+            sent += msg.len() as u64;
             if Instant::now() >= end {
                 break 'outer;
             }
