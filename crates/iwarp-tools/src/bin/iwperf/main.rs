@@ -133,6 +133,10 @@ struct Cli {
     /// Scale: seconds of writing per count.
     #[arg(long = "seconds", default_value_t = 3.0)]
     seconds: f64,
+    /// Scale: post every Write on its own (one doorbell each) instead of a queue pair's due
+    /// turns as one list.
+    #[arg(long = "one-per-post")]
+    one_per_post: bool,
     #[command(flatten)]
     mpa: MpaArgs,
 }
@@ -326,6 +330,7 @@ fn main() -> ExitCode {
             seconds: cli.seconds,
             json: cli.json,
             runs: cli.runs.max(1),
+            one_per_post: cli.one_per_post,
         }),
         Cmd::ScaleServe => scale::serve(cli.port),
         Cmd::Loopback => loopback::run(&loopback::Config {

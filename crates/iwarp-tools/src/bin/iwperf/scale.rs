@@ -29,6 +29,9 @@ pub struct Config {
     pub json: bool,
     /// Rounds (the median is reported).
     pub runs: usize,
+    /// Post every Write on its own (one doorbell each) instead of a queue pair's turns that
+    /// come due together as one list.
+    pub one_per_post: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -42,6 +45,10 @@ struct ScaleJson {
     tcp_gbit_per_s: f64,
     tcp_gbit_spread: f64,
     runs: usize,
+    one_per_post: bool,
+    /// Writes posted and `post_send` calls that posted them, all rounds.
+    writes: u64,
+    posts: u64,
     client_bytes_per_idle_qp: f64,
     server_bytes_per_idle_qp: f64,
     qps_that_worked: usize,
@@ -229,6 +236,8 @@ struct Sample {
     gbit: f64,
     busy: usize,
     secs: f64,
+    writes: u64,
+    posts: u64,
     /// The same count of plain TCP connections.
     tcp_gbit: f64,
 }
@@ -255,8 +264,10 @@ fn run_counts(cfg: &Config, addr: SocketAddr, tcp_addr: SocketAddr) -> Result<()
     }
     println!("iwperf scale: N connected queue pairs in one process pair over 127.0.0.1, {} B RDMA Writes", cfg.size);
     println!(
-        "{} Writes in flight in all, queue pairs taking turns; median of {} rounds (spread = (max - min) / median)",
-        IN_FLIGHT, cfg.runs
+        "{} Writes in flight in all, queue pairs taking turns, {}; median of {} rounds (spread = (max - min) / median)",
+        IN_FLIGHT,
+        if cfg.one_per_post { "one Write per post" } else { "a queue pair's due turns posted as one list" },
+        cfg.runs
     );
     println!(
         "TCP: N connections in turn, a turn = one write of what one queue pair has in flight ({} / N messages, at least 1)",
@@ -307,6 +318,9 @@ fn run_counts(cfg: &Config, addr: SocketAddr, tcp_addr: SocketAddr) -> Result<()
                 tcp_gbit_per_s: tcp,
                 tcp_gbit_spread: tcp_spread,
                 runs: v.len(),
+                one_per_post: cfg.one_per_post,
+                writes: v.iter().map(|s| s.writes).sum(),
+                posts: v.iter().map(|s| s.posts).sum(),
                 client_bytes_per_idle_qp: per_cli,
                 server_bytes_per_idle_qp: per_srv,
                 qps_that_worked: busy,
@@ -373,14 +387,36 @@ fn measure(
             RemoteAddr { stag, to }
         })
         .collect();
-    let (bytes, secs, busy) = write_all(&qps, &remotes, &src, &cq, cfg)?;
+    let w = write_all(&qps, &remotes, &src, &cq, cfg)?;
     for q in &qps {
         q.disconnect();
     }
     drop(qps);
     // Let both sides close before the next count.
     std::thread::sleep(Duration::from_millis(500));
-    Ok(Sample { connect_s, per_cli, per_srv, gbit: bytes as f64 * 8.0 / secs / 1e9, busy, secs, tcp_gbit: 0.0 })
+    Ok(Sample {
+        connect_s,
+        per_cli,
+        per_srv,
+        gbit: w.bytes as f64 * 8.0 / w.secs / 1e9,
+        busy: w.busy,
+        secs: w.secs,
+        writes: w.writes,
+        posts: w.posts,
+        tcp_gbit: 0.0,
+    })
+}
+
+/// What the writing phase did.
+struct Written {
+    /// Bytes of the Writes that completed before the end.
+    bytes: u64,
+    secs: f64,
+    /// Queue pairs with at least one completed Write.
+    busy: usize,
+    /// Writes posted, and the `post_send` calls that posted them.
+    writes: u64,
+    posts: u64,
 }
 
 /// Writes in flight across all queue pairs, whatever their count (8 MiB of 64 KiB Writes).
@@ -390,14 +426,17 @@ const IN_FLIGHT: usize = 128;
 /// pair whose Write completed goes to the back of the line, so with 10,000 queue pairs every
 /// one of them works in turn while the bytes in flight stay those of the 1-QP run (this
 /// measures the stack's cost per connection, not the kernel's memory for 10,000 full socket
-/// buffers).
+/// buffers). The turns that come due together are posted with one `post_send` per queue pair
+/// (a list, one doorbell, as `iwperf loopback` and an application with several requests ready
+/// post them): up to 128 Writes on a single queue pair, one each at 100 or 10,000.
+/// `one_per_post` posts every Write on its own.
 fn write_all(
     qps: &[QueuePair],
     remotes: &[RemoteAddr],
     src: &MemoryRegion,
     cq: &iwarp::CompletionQueue,
     cfg: &Config,
-) -> Result<(u64, f64, usize), String> {
+) -> Result<Written, String> {
     let n = qps.len();
     let per_qp = (IN_FLIGHT / n).max(1);
     let mut line: std::collections::VecDeque<usize> = (0..per_qp).flat_map(|_| 0..n).collect();
@@ -409,13 +448,27 @@ fn write_all(
     let mut wc = vec![WorkCompletion::default(); 1024];
     let mut bytes = 0u64;
     let mut posting = true;
+    let mut due: Vec<usize> = Vec::with_capacity(IN_FLIGHT);
+    let mut wrs: Vec<SendWr<'_>> = Vec::with_capacity(IN_FLIGHT);
+    let (mut writes, mut posts) = (0u64, 0u64);
     loop {
-        while posting && in_flight < IN_FLIGHT {
-            let Some(i) = line.pop_front() else { break };
-            qps[i]
-                .post_send(&[SendWr::write(i as u64, &[src.sge_all()], remotes[i])])
-                .map_err(|e| format!("post on QP {i}: {e}"))?;
-            in_flight += 1;
+        let k = if posting { (IN_FLIGHT - in_flight).min(line.len()) } else { 0 };
+        due.clear();
+        due.extend(line.drain(..k));
+        if !cfg.one_per_post && per_qp > 1 {
+            // Gather each queue pair's turns (a queue pair has more than one only below
+            // IN_FLIGHT queue pairs). Every due turn is posted in this pass, so their order
+            // within it does not matter.
+            due.sort_unstable();
+        }
+        for turns in due.chunk_by(|a, b| a == b && !cfg.one_per_post) {
+            let i = turns[0];
+            wrs.clear();
+            wrs.extend(turns.iter().map(|_| SendWr::write(i as u64, &[src.sge_all()], remotes[i])));
+            qps[i].post_send(&wrs).map_err(|e| format!("post on QP {i}: {e}"))?;
+            in_flight += turns.len();
+            writes += turns.len() as u64;
+            posts += 1;
         }
         let got = cq.wait(&mut wc, Some(Duration::from_millis(10)));
         for c in &wc[..got] {
@@ -438,7 +491,7 @@ fn write_all(
         }
     }
     let secs = end.duration_since(start).as_secs_f64();
-    Ok((bytes, secs, done.iter().filter(|&&d| d > 0).count()))
+    Ok(Written { bytes, secs, busy: done.iter().filter(|&&d| d > 0).count(), writes, posts })
 }
 
 /// The same shape over plain TCP: `n` connections to the server process's reader, this
