@@ -496,7 +496,7 @@ fn write_all(
 
 /// The same shape over plain TCP: `n` connections to the server process's reader, this
 /// thread writing to them in turn. A connection's turn hands the socket what the RDMA side has
-/// in flight on one queue pair, [`IN_FLIGHT`]` / n` messages of `size` bytes (at least one), in
+/// in flight on one queue pair, `IN_FLIGHT / n` messages of `size` bytes (at least one), in
 /// one `write_all`: one 64 KiB `write` at 100 or 10,000 connections, 8 MiB at once on a single
 /// one, as the stack's transmit batches queued Writes. A message counts once the socket has
 /// taken it, as an RDMA completion does. Returns Gbit/s once the reader has taken every byte.
