@@ -717,9 +717,7 @@ impl QpCore {
     /// Frames and writes what the engine has, then delivers completions and events.
     pub(crate) fn transmit(&mut self, qp: &QpInner) {
         self.write_out();
-        if self.engine.wake_pending() {
-            self.wake_tick();
-        }
+        self.wake_tick();
         self.deliver(qp);
         if self.engine.wants_shutdown() && matches!(self.phase, Phase::Running) {
             self.close(qp);
@@ -754,15 +752,16 @@ impl QpCore {
             None => {}
         }
         // As transmit does: an initiator's wake-up clock starts once its first FPDU is out.
-        if self.engine.wake_pending() {
-            self.wake_tick();
-        }
+        self.wake_tick();
         Ok(true)
     }
 
-    /// Runs the engine's wake-up timer: sends a due zero-length Write, and keeps a worker
-    /// timer for the next one (a polled queue pair checks at every poll instead).
+    /// Runs the engine's wake-up timer, if one runs: sends a due zero-length Write, and keeps
+    /// a worker timer for the next one (a polled queue pair checks at every poll instead).
     fn wake_tick(&mut self) {
+        if !self.engine.wake_pending() {
+            return;
+        }
         if self.engine.handle_timeout(Instant::now()) {
             self.write_out();
         }

@@ -56,18 +56,15 @@ impl Batch {
         self.framed == self.sent
     }
 
-    /// Frames one FPDU with its payload copied next to its header into the arena, as one
-    /// piece (joined to the previous one when they touch); see [`frame_copied_into`].
-    /// Returns the FPDU's length.
+    /// Frames one FPDU whole into the arena with `frame` (payload copied next to its header:
+    /// [`frame_copied_into`], [`frame_payload_into`]) and adds it as one piece, joined to the
+    /// previous one when they touch. Returns the FPDU's length.
     fn frame_copied(
         &mut self,
-        framer: &mut Framer,
-        header: &[u8],
-        inline: &[u8],
-        mems: &[(&RawMem, usize, usize)],
+        frame: impl FnOnce(&mut Vec<u8>) -> Result<usize, iwarp_wire::Error>,
     ) -> Result<usize, iwarp_wire::Error> {
         let start = self.arena.len();
-        frame_copied_into(framer, header, inline, mems, &mut self.arena).inspect(|&len| self.push_inline(start, len))
+        frame(&mut self.arena).inspect(|&len| self.push_inline(start, len))
     }
 
     /// Appends `len` bytes the framer wrote at `start` of the arena, joined to the previous
@@ -522,7 +519,7 @@ impl Tx {
             if n > 0 && !matches!(job.data, Data::None) {
                 stats.tx_copied_bytes += n as u64;
             }
-            batch.frame_copied(framer, header, inline, &mems)
+            batch.frame_copied(|arena| frame_copied_into(framer, header, inline, &mems, arena))
         } else {
             stats.tx_zero_copy_bytes += n as u64;
             let pieces = &mut self.pieces;
@@ -665,9 +662,8 @@ impl Qp {
         self.tx.order.push_back(Entry { wr_id: w.wr_id, opcode: w.op.wc_opcode(), signaled: w.signaled, done: None });
         let (hbytes, hlen) = self.small_header(&w).to_bytes();
         let tx = &mut self.tx;
-        let start = tx.batch.arena.len();
-        let framed = frame_payload_into(&mut tx.framer, &hbytes[..hlen], &w.payload, &mut tx.batch.arena)
-            .inspect(|&len| tx.batch.push_inline(start, len));
+        let framed =
+            tx.batch.frame_copied(|arena| frame_payload_into(&mut tx.framer, &hbytes[..hlen], &w.payload, arena));
         match framed {
             Ok(len) => {
                 tx.batch.framed += len as u64;
@@ -693,9 +689,9 @@ impl Qp {
     /// wake-up due, no completion or event undelivered). It is validated as
     /// [`post_send`](Self::post_send) would, framed whole into `out` (cleared first) and
     /// handed back for the caller to write at once, then reported with
-    /// [`sent_now`](Self::sent_now). The bytes on the wire, the
-    /// MSN, the statistics and the completion are those of the general path; what is saved
-    /// is the queueing around them (send queue, completion order, holds).
+    /// [`sent_now`](Self::sent_now). The bytes on the wire, the MSN, the statistics and the
+    /// completion are those of the general path; what is saved is the queueing around them
+    /// (send queue, completion order, holds).
     ///
     /// Returns `Ok(None)` without touching anything when the request or the queue pair does
     /// not qualify: post it with `post_send` instead.
