@@ -340,3 +340,43 @@ fn frames_cut_by_a_snap_length_are_decoded_without_crc() {
     assert_eq!(lines[2].3, "L stag 0x00000100 to 0x0000000000001000 4096 not captured");
     assert!(t.contains("8084 bytes in 2 runs were not captured (snap length)"), "{t}");
 }
+
+#[test]
+fn json_names_the_trailer_frame_and_the_closing_frames() {
+    // Two Sends: the first whole in one segment, the second with its CRC trailer cut in two
+    // (the last 2 bytes in a segment of their own), then FIN both ways.
+    let mut script = handshake(true, false);
+    let mut c = Framer::new(true, false);
+    script.push((
+        Direction::ClientToServer,
+        framed(&mut c, SegmentHeader::untagged(Opcode::Send, true, Msn(1), 0), b"one"),
+    ));
+    let second = framed(&mut c, SegmentHeader::untagged(Opcode::Send, true, Msn(2), 0), b"two");
+    let n = second.len();
+    script.push((Direction::ClientToServer, second[..n - 2].to_vec()));
+    script.push((Direction::ClientToServer, second[n - 2..].to_vec()));
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("iwdump-split-{}.pcap", std::process::id()));
+    let opts = ConversationOptions { max_segment: 9000, close: true, ..Default::default() };
+    let entries = iwarp_pcap::write_conversation(std::fs::File::create(&path).unwrap(), &opts, &script).unwrap();
+    let o = iwdump(&["--json"], &[&path]);
+    std::fs::remove_file(&path).unwrap();
+    assert!(o.status.success(), "{}", stdout(&o));
+    let records: Vec<Value> = stdout(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let fpdus: Vec<&Value> = records.iter().filter(|r| r["type"] == "fpdu").collect();
+    assert_eq!(fpdus.len(), 2);
+    // Whole FPDU: the trailer starts in the FPDU's only frame.
+    let (first, _) = entries[2].unwrap();
+    assert_eq!((fpdus[0]["frame"].as_u64(), fpdus[0]["trailer_frame"].as_u64()), (Some(first), Some(first)));
+    assert_eq!(fpdus[0]["last_frame"].as_u64(), Some(first));
+    // Split trailer: it starts in the frame of the first piece and ends in the next one.
+    let (head, _) = entries[3].unwrap();
+    let (tail, _) = entries[4].unwrap();
+    assert_ne!(head, tail);
+    assert_eq!(fpdus[1]["trailer_frame"].as_u64(), Some(head));
+    assert_eq!(fpdus[1]["last_frame"].as_u64(), Some(tail));
+    assert_eq!(fpdus[1]["crc"], "good");
+    let conn = records.iter().find(|r| r["type"] == "connection").unwrap();
+    assert!(conn["fin_c2s"].as_u64().is_some_and(|f| f > tail), "{conn}");
+    assert!(conn["fin_s2c"].as_u64().is_some(), "{conn}");
+    assert!(conn.get("rst_c2s").is_none() && conn.get("rst_s2c").is_none(), "{conn}");
+}

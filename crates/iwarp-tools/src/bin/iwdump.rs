@@ -408,6 +408,15 @@ enum Record<'a> {
         markers_c2s: Option<bool>,
         #[serde(skip_serializing_if = "Option::is_none")]
         markers_s2c: Option<bool>,
+        /// Frames of each direction's first RST and FIN.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        rst_c2s: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        rst_s2c: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        fin_c2s: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        fin_s2c: Option<u64>,
     },
     Mpa {
         file: &'a str,
@@ -448,6 +457,9 @@ struct FpduJson<'a> {
     connection: usize,
     frame: u64,
     last_frame: u64,
+    /// Frame holding the CRC trailer's first byte (differs from `last_frame` when the trailer
+    /// is split across two segments).
+    trailer_frame: u64,
     dir: &'static str,
     stream_offset: u64,
     ulpdu_len: u16,
@@ -530,6 +542,7 @@ fn fpdu_json<'a>(file: &'a str, connection: usize, f: &Fpdu) -> FpduJson<'a> {
         connection,
         frame: f.frames.0,
         last_frame: f.frames.1,
+        trailer_frame: f.trailer_frame,
         dir: arrow(f.dir),
         stream_offset: f.offset,
         ulpdu_len: f.ulpdu_len,
@@ -596,6 +609,10 @@ fn json(out: &mut impl Write, file: &str, decoded: &[(&Connection, Decoded)]) ->
             crc,
             markers_c2s: markers.map(|m| m.0),
             markers_s2c: markers.map(|m| m.1),
+            rst_c2s: c.client_to_server.rst_frame(),
+            rst_s2c: c.server_to_client.rst_frame(),
+            fin_c2s: c.client_to_server.fin_frame(),
+            fin_s2c: c.server_to_client.fin_frame(),
         })?;
         if let Kind::Iwarp { request, reply, .. } = &d.kind {
             for m in [request, reply].into_iter().flatten() {

@@ -68,6 +68,9 @@ pub struct Fpdu {
     pub dir: Direction,
     /// Frames holding its first and last byte.
     pub frames: (u64, u64),
+    /// Frame holding the first byte of its 4-byte CRC trailer: not `frames.1` when the trailer
+    /// is split across two TCP segments (which Linux siw 6.1 reassembles wrongly).
+    pub trailer_frame: u64,
     /// Stream offset of its length field (from the start of the direction's stream).
     pub offset: u64,
     pub ulpdu_len: u16,
@@ -338,6 +341,7 @@ fn deframe(
                             stream.frame_at(o.header_start as u64).unwrap_or(0),
                             stream.frame_at(wire_end as u64 - 1).unwrap_or(0),
                         ),
+                        trailer_frame: stream.frame_at(wire_end as u64 - 4).unwrap_or(0),
                         offset: o.header_start as u64,
                         ulpdu_len: o.ulpdu_len,
                         raw_header: o.raw_header,
