@@ -364,15 +364,16 @@ fn json_names_the_trailer_frame_and_the_closing_frames() {
     let records: Vec<Value> = stdout(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let fpdus: Vec<&Value> = records.iter().filter(|r| r["type"] == "fpdu").collect();
     assert_eq!(fpdus.len(), 2);
-    // Whole FPDU: the trailer starts in the FPDU's only frame.
+    // Each FPDU: 2 + 18 (untagged header) + 3 = 23 bytes, one byte of pad, so a 5-byte trailer.
+    // Whole FPDU: the trailer lies in the FPDU's only frame.
     let (first, _) = entries[2].unwrap();
     assert_eq!((fpdus[0]["frame"].as_u64(), fpdus[0]["trailer_frame"].as_u64()), (Some(first), Some(first)));
-    assert_eq!(fpdus[0]["last_frame"].as_u64(), Some(first));
-    // Split trailer: it starts in the frame of the first piece and ends in the next one.
+    assert_eq!((fpdus[0]["last_frame"].as_u64(), fpdus[0]["trailer_head"].as_u64()), (Some(first), Some(5)));
+    // Split trailer: pad and two CRC bytes in the first piece's frame, two in the next one.
     let (head, _) = entries[3].unwrap();
     let (tail, _) = entries[4].unwrap();
     assert_ne!(head, tail);
-    assert_eq!(fpdus[1]["trailer_frame"].as_u64(), Some(head));
+    assert_eq!((fpdus[1]["trailer_frame"].as_u64(), fpdus[1]["trailer_head"].as_u64()), (Some(head), Some(3)));
     assert_eq!(fpdus[1]["last_frame"].as_u64(), Some(tail));
     assert_eq!(fpdus[1]["crc"], "good");
     let conn = records.iter().find(|r| r["type"] == "connection").unwrap();

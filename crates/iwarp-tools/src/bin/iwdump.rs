@@ -457,9 +457,10 @@ struct FpduJson<'a> {
     connection: usize,
     frame: u64,
     last_frame: u64,
-    /// Frame holding the CRC trailer's first byte (differs from `last_frame` when the trailer
-    /// is split across two segments).
+    /// Frame holding the trailer's (pad and CRC) first byte, and how many trailer bytes it
+    /// holds (fewer than pad + 4 when the trailer is split across two segments).
     trailer_frame: u64,
+    trailer_head: usize,
     dir: &'static str,
     stream_offset: u64,
     ulpdu_len: u16,
@@ -543,6 +544,7 @@ fn fpdu_json<'a>(file: &'a str, connection: usize, f: &Fpdu) -> FpduJson<'a> {
         frame: f.frames.0,
         last_frame: f.frames.1,
         trailer_frame: f.trailer_frame,
+        trailer_head: f.trailer_head,
         dir: arrow(f.dir),
         stream_offset: f.offset,
         ulpdu_len: f.ulpdu_len,

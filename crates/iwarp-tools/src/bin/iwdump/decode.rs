@@ -68,9 +68,11 @@ pub struct Fpdu {
     pub dir: Direction,
     /// Frames holding its first and last byte.
     pub frames: (u64, u64),
-    /// Frame holding the first byte of its 4-byte CRC trailer: not `frames.1` when the trailer
-    /// is split across two TCP segments (which Linux siw 6.1 reassembles wrongly).
+    /// Frame holding the first byte of its trailer (the pad and the 4-byte CRC), and how many
+    /// trailer bytes that frame holds: fewer than the whole trailer when it is split across TCP
+    /// segments, which Linux siw 6.1 reassembles wrongly (docs/interop.md §2). Without markers.
     pub trailer_frame: u64,
+    pub trailer_head: usize,
     /// Stream offset of its length field (from the start of the direction's stream).
     pub offset: u64,
     pub ulpdu_len: u16,
@@ -334,6 +336,10 @@ fn deframe(
                         CrcStatus::Off { wire: received }
                     };
                     let header = SegmentHeader::parse(&o.raw_header);
+                    let pad = (4 - (o.ulpdu_len as usize + 2) % 4) % 4;
+                    let trailer = (wire_end - 4 - pad) as u64..wire_end as u64;
+                    let trailer_frame = stream.frame_at(trailer.start).unwrap_or(0);
+                    let trailer_head = trailer.filter(|&b| stream.frame_at(b) == Some(trailer_frame)).count();
                     let body = header.as_ref().ok().and_then(|h| body(h.opcode, &o.payload));
                     out.push(Fpdu {
                         dir,
@@ -341,7 +347,8 @@ fn deframe(
                             stream.frame_at(o.header_start as u64).unwrap_or(0),
                             stream.frame_at(wire_end as u64 - 1).unwrap_or(0),
                         ),
-                        trailer_frame: stream.frame_at(wire_end as u64 - 4).unwrap_or(0),
+                        trailer_frame,
+                        trailer_head,
                         offset: o.header_start as u64,
                         ulpdu_len: o.ulpdu_len,
                         raw_header: o.raw_header,
