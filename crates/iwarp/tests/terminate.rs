@@ -634,10 +634,11 @@ fn raw_peer_requests_get_exact_answers_and_zero_length_stags_are_not_checked() {
 }
 
 /// Read Responses are checked against the Read they answer (siw does the same): another STag,
-/// another TO, or fewer bytes than asked for terminate the connection.
+/// another TO, fewer bytes than asked for, or more (RFC 5040 §5.2) terminate the connection. A
+/// longer one is refused on its header: nothing of it is placed, past the sink least of all.
 #[test]
 fn read_responses_that_do_not_match_the_read_terminate() {
-    for case in 0..3 {
+    for case in 0..4 {
         let dev = device();
         let pd = dev.alloc_pd();
         let l = TcpListener::bind(any_port()).unwrap();
@@ -654,7 +655,8 @@ fn read_responses_that_do_not_match_the_read_terminate() {
         let (stag, to, len, cause) = match case {
             0 => (Stag(rr.sink_stag.0 ^ 0x100), rr.sink_to.0, 100, TaggedBuffer::InvalidStag),
             1 => (rr.sink_stag, rr.sink_to.0 + 4, 100, TaggedBuffer::BaseOrBounds),
-            _ => (rr.sink_stag, rr.sink_to.0, 99, TaggedBuffer::BaseOrBounds),
+            2 => (rr.sink_stag, rr.sink_to.0, 99, TaggedBuffer::BaseOrBounds),
+            _ => (rr.sink_stag, rr.sink_to.0, 200, TaggedBuffer::BaseOrBounds),
         };
         let h = hdr(SegmentHeader::tagged(Opcode::ReadResponse, true, stag, TaggedOffset(to)));
         let fpdu = raw.raw_fpdu(&h, &vec![9; len]);
@@ -668,6 +670,9 @@ fn read_responses_that_do_not_match_the_read_terminate() {
         assert_eq!((s[0].wr_id, s[0].status), (1, WcStatus::WrFlush), "case {case}");
         let e = wait_event(&end.qp, WAIT, |e| matches!(e, QpEvent::Error { .. }));
         assert!(matches!(e, QpEvent::Error { cause: Some(c), remote: false, .. } if c == cause));
+        if case == 3 {
+            assert_eq!(sink.to_vec(0, 4096).unwrap(), [0; 4096], "the sink (64..164) and what follows it");
+        }
     }
 }
 

@@ -643,6 +643,7 @@ mod tests {
         let mut rest = &terminate[..];
         while !rest.is_empty() {
             let (n, ev) = d.feed(rest).unwrap();
+            assert!(n > 0, "no progress");
             if let iwarp_wire::mpa::Event::Payload(p) = ev {
                 body.extend_from_slice(p);
             }
@@ -689,6 +690,46 @@ mod tests {
             Err(CmError::PrivateDataTooLong(509))
         ));
         assert!(Initiator::new(MpaConfig::default(), 1, 1, &[0; 508], now).is_ok());
+    }
+
+    #[test]
+    fn bytes_after_the_request_fail_the_responder_even_in_a_later_read() {
+        // RFC 5044 §7.1.2: the initiator sends nothing more before the Reply.
+        let now = Instant::now();
+        let (_, req) = Initiator::new(MpaConfig::default(), 1, 1, &[], now).unwrap();
+        let mut r = Responder::new(MpaConfig::default(), now);
+        assert!(r.handle_bytes(&req).unwrap().is_some());
+        assert!(r.handle_bytes(&[]).unwrap().is_some(), "no bytes: still the request");
+        assert_eq!(r.handle_bytes(&[0, 0x12, 0x41]), Err(CmError::UnexpectedData(3)));
+        assert_eq!(r.accept(1, 1, &[]).unwrap_err(), CmError::Finished);
+    }
+
+    #[test]
+    fn a_malformed_reply_fails_the_initiator() {
+        // RFC 5044 §7.1.2: "MPA ID Rep Frame" is the only key a Reply may start with.
+        let (mut i, req) = Initiator::new(MpaConfig::default(), 1, 1, &[], Instant::now()).unwrap();
+        assert!(matches!(i.handle_bytes(&req), Err(CmError::Malformed(iwarp_wire::Error::BadKey { .. }))));
+    }
+
+    #[test]
+    fn a_silent_responder_times_the_initiator_out() {
+        let now = Instant::now();
+        let ms = Duration::from_millis;
+        let cfg = MpaConfig { timeout: ms(100), ..Default::default() };
+        let (mut i, _) = Initiator::new(cfg.clone(), 1, 1, &[], now).unwrap();
+        // Half a Reply does not stop the clock.
+        let reply = FrameRepr::enhanced(FrameKind::Reply, EnhancedParams::client_server(1, 1), &[]).to_vec().unwrap();
+        assert_eq!(i.handle_bytes(&reply[..10]), Ok(None));
+        assert_eq!(i.poll_timeout(), Some(now + ms(100)));
+        assert_eq!(i.handle_timeout(now + ms(99)), Ok(()));
+        assert_eq!(i.handle_timeout(now + ms(100)), Err(CmError::Timeout(FrameKind::Reply)));
+        assert_eq!(i.poll_timeout(), None);
+        assert_eq!(i.handle_bytes(&reply[10..]), Err(CmError::Finished), "too late");
+        // A whole Reply in time stops it.
+        let (mut i, _) = Initiator::new(cfg, 1, 1, &[], now).unwrap();
+        assert!(i.handle_bytes(&reply).unwrap().is_some());
+        assert_eq!(i.poll_timeout(), None);
+        assert_eq!(i.handle_timeout(now + ms(500)), Ok(()));
     }
 
     #[test]

@@ -4,8 +4,10 @@ use super::rx::{DIRECT_MIN, SCRATCH_MAX};
 use super::*;
 use crate::mem::{Access, MrRef, RawMem};
 use iwarp_wire::mpa::{Deframer, DeframerConfig, Event, Framer};
-use iwarp_wire::rdmap::ReadRequest;
-use iwarp_wire::terminate::{Mpa, RemoteOperation, RemoteProtection, TaggedBuffer, TerminateMessage, UntaggedBuffer};
+use iwarp_wire::rdmap::{AtomicOpcode, AtomicRequest, AtomicResponse, ReadRequest};
+use iwarp_wire::terminate::{
+    Mpa, RemoteOperation, RemoteProtection, TaggedBuffer, TerminateLayout, TerminateMessage, UntaggedBuffer,
+};
 use iwarp_wire::{Opcode, SegmentHeader, Stag, TaggedOffset};
 
 fn link(startup: Startup) -> LinkParams {
@@ -527,6 +529,7 @@ impl RawPeer {
         let mut rest = bytes;
         while !rest.is_empty() {
             let (n, ev) = self.deframer.feed(rest).unwrap();
+            assert!(n > 0, "no progress");
             match ev {
                 Event::Header(h) => cur = Some((h.segment().unwrap(), Vec::new())),
                 Event::Payload(p) => cur.as_mut().unwrap().1.extend_from_slice(p),
@@ -548,17 +551,26 @@ fn provoke(
     setup(&mut p);
     let mut peer = RawPeer::new();
     let input = bytes(&mut peer, &p);
-    p.b.receive_copy(&input);
+    let (cause, body) = terminate_for(&mut p.b, &mut peer, &input);
+    (p, cause, body)
+}
+
+/// Feeds `input` to `qp`; returns the cause (read in the RFC 5040 layout) and body of the
+/// Terminate it sends back as its last FPDU (QN 2, MSN 1), after which it is in
+/// [`QpState::Error`].
+fn terminate_for(qp: &mut Qp, peer: &mut RawPeer, input: &[u8]) -> (TerminateCause, Vec<u8>) {
+    qp.receive_copy(input);
     let mut out = Vec::new();
-    p.b.transmit_copy(&mut out, usize::MAX);
+    qp.transmit_copy(&mut out, usize::MAX);
     let frames = peer.decode(&out);
     let (h, body) = frames.last().expect("a Terminate").clone();
     assert_eq!(h.opcode, Opcode::Terminate);
     assert_eq!(h.placement, iwarp_wire::Placement::Untagged { qn: iwarp_wire::QueueNumber(2), msn: Msn(1), mo: 0 });
     let m = TerminateMessage::parse(&body).unwrap();
-    assert_eq!(m.layout, iwarp_wire::terminate::TerminateLayout::Rfc5040);
-    assert_eq!(p.b.state(), QpState::Error, "the Terminate drained");
-    (p, m.rfc.cause, body)
+    // Some short bodies (e.g. 20 07 00 00) also read as Linux siw's layout; the RFC one is taken.
+    assert!(matches!(m.layout, TerminateLayout::Rfc5040 | TerminateLayout::Ambiguous), "{body:02x?}");
+    assert_eq!(qp.state(), QpState::Error, "the Terminate drained");
+    (m.rfc.cause, body)
 }
 
 fn write_hdr(stag: Stag, to: u64) -> SegmentHeader {
@@ -1100,4 +1112,454 @@ fn a_partly_written_fast_fpdu_completes_when_its_rest_is_sent() {
         assert_eq!(contents(&dst, 0, 64), contents(&src, 0, 64), "taken {taken}");
         assert_eq!(p.b.state(), QpState::Rts);
     }
+}
+
+// Every receive check that rejects peer input, one case at a time: the Terminate's control
+// word is spelled out as bytes from RFC 5040 §4.8 / RFC 5041 §7.2 / RFC 5044 §8 (independent
+// of the emitter), with the offending segment's length and DDP header after it where Figure 10
+// copies them.
+
+/// Layer and EType (first byte of the Terminate control word).
+const DDP_TAGGED: u8 = 0x11;
+const DDP_UNTAGGED: u8 = 0x12;
+const RDMAP_REMOTE_OP: u8 = 0x02;
+const LLP_MPA: u8 = 0x20;
+
+/// The Terminate body for an error in the segment `h` with `rest` bytes after its DDP header:
+/// Layer/EType, Error Code, M and D set, the segment length, the DDP header as sent.
+fn copied(layer_etype: u8, code: u8, h: SegmentHeader, rest: usize) -> Vec<u8> {
+    let (b, n) = h.to_bytes();
+    let mut v = vec![layer_etype, code, 0xC0, 0x00];
+    v.extend_from_slice(&((n + rest) as u16).to_be_bytes());
+    v.extend_from_slice(&b[..n]);
+    v
+}
+
+fn untagged(opcode: Opcode, last: bool, msn: u32, mo: u32) -> SegmentHeader {
+    SegmentHeader::untagged(opcode, last, Msn(msn), mo)
+}
+
+/// A responder with one 64-byte receive posted (wr_id 77) and a raw peer's `input`: the
+/// Terminate body and what completed.
+fn provoke_with_recv(input: impl FnOnce(&mut RawPeer, &Pair) -> Vec<u8>) -> (Vec<u8>, Vec<Completion>, MrRef) {
+    let mut d = None;
+    let (mut p, _, body) = provoke(
+        |p| {
+            let m = p.mr(64, Access::LOCAL_WRITE);
+            p.b.post_recv([recv_wr(77, vec![sge(&m, 0, 64)])]).unwrap();
+            d = Some(m);
+        },
+        input,
+    );
+    let c = Pair::completions(&mut p.b);
+    (body, c, d.unwrap())
+}
+
+/// RFC 5041 §5.3/§7.2: every segment of an untagged message repeats its MSN, and each starts
+/// where the one before it ended; the first starts at MO 0. A segment breaking that is an
+/// untagged-buffer error naming that segment; the receive being filled completes in error.
+#[test]
+fn send_segments_must_continue_their_message() {
+    // A second segment with the next message's MSN: invalid MSN range (1/2/3).
+    let h2 = untagged(Opcode::Send, true, 2, 10);
+    let (body, c, d) = provoke_with_recv(|peer, _| {
+        let mut b = peer.fpdu(untagged(Opcode::Send, false, 1, 0), &[], &[1; 10]);
+        b.extend(peer.fpdu(h2, &[], &[2; 10]));
+        b
+    });
+    assert_eq!(body, copied(DDP_UNTAGGED, 0x03, h2, 10));
+    let c: Vec<_> = c.iter().map(|c| (c.wr_id, c.status, c.cause)).collect();
+    let cause = TerminateCause::UntaggedBuffer(UntaggedBuffer::MsnRange);
+    assert_eq!(c, [(77, WcStatus::LocalQpOperation, Some(cause))]);
+    assert_eq!(contents(&d, 0, 20), [[1; 10], [0; 10]].concat(), "the second segment was not placed");
+
+    // A second segment that skips 2 bytes: invalid MO (1/2/4).
+    let h2 = untagged(Opcode::Send, true, 1, 12);
+    let (body, c, d) = provoke_with_recv(|peer, _| {
+        let mut b = peer.fpdu(untagged(Opcode::Send, false, 1, 0), &[], &[1; 10]);
+        b.extend(peer.fpdu(h2, &[], &[2; 10]));
+        b
+    });
+    assert_eq!(body, copied(DDP_UNTAGGED, 0x04, h2, 10));
+    assert_eq!((c[0].wr_id, c[0].status), (77, WcStatus::LocalQpOperation));
+    assert_eq!(contents(&d, 0, 24), [&[1; 10][..], &[0; 14]].concat());
+
+    // A message that starts at MO 4: invalid MO.
+    let h = untagged(Opcode::Send, true, 1, 4);
+    let (body, c, d) = provoke_with_recv(|peer, _| peer.fpdu(h, &[], &[3; 6]));
+    assert_eq!(body, copied(DDP_UNTAGGED, 0x04, h, 6));
+    assert!(c.iter().all(|c| c.status == WcStatus::WrFlush), "{c:?}");
+    assert_eq!(contents(&d, 0, 10), [0; 10]);
+}
+
+/// RFC 7306 §4: Immediate Data is one untagged segment on queue 0 (its MSN space), exactly 8
+/// bytes, consuming a receive.
+#[test]
+fn immediate_data_must_be_one_whole_message_in_sequence() {
+    let imm = 9u64.to_be_bytes();
+    // MSN 2 where 1 is next, and MSN 1 while a Send with MSN 1 is still arriving: MSN range.
+    let h = untagged(Opcode::ImmediateData, true, 2, 0);
+    let (body, _, _) = provoke_with_recv(|peer, _| peer.fpdu(h, &[], &imm));
+    assert_eq!(body, copied(DDP_UNTAGGED, 0x03, h, 8));
+    let h = untagged(Opcode::ImmediateData, true, 1, 0);
+    let (body, c, _) = provoke_with_recv(|peer, _| {
+        let mut b = peer.fpdu(untagged(Opcode::Send, false, 1, 0), &[], &[1; 10]);
+        b.extend(peer.fpdu(h, &[], &imm));
+        b
+    });
+    assert_eq!(body, copied(DDP_UNTAGGED, 0x03, h, 8));
+    assert_eq!((c.len(), c[0].wr_id, c[0].status), (1, 77, WcStatus::LocalQpOperation), "{c:?}");
+    // Not the last segment, not at MO 0, not 8 bytes: RDMAP remote operation, unspecified.
+    for (h, data) in [
+        (untagged(Opcode::ImmediateData, false, 1, 0), &imm[..]),
+        (untagged(Opcode::ImmediateDataSe, true, 1, 8), &imm[..]),
+        (untagged(Opcode::ImmediateData, true, 1, 0), &imm[..4]),
+    ] {
+        let (body, c, _) = provoke_with_recv(|peer, _| peer.fpdu(h, &[], data));
+        assert_eq!(body, copied(RDMAP_REMOTE_OP, 0xFF, h, data.len()), "{h:?}");
+        assert!(c.iter().all(|c| c.status == WcStatus::WrFlush), "nothing received: {c:?}");
+    }
+    // No receive posted: no buffer (1/2/2).
+    let h = untagged(Opcode::ImmediateData, true, 1, 0);
+    let (_, _, body) = provoke(|_| {}, |peer, _| peer.fpdu(h, &[], &imm));
+    assert_eq!(body, copied(DDP_UNTAGGED, 0x02, h, 8));
+}
+
+/// RFC 5040 §4.4 / RFC 7306 §5.2: a Read or Atomic Request is one segment on queue 1, in MSN
+/// order, its header of fixed length, which is checked on the DDP header (the Terminate goes
+/// out before the rest of the FPDU has arrived). An Atomic Request with an unassigned AOpCode
+/// is an unexpected opcode (RFC 7306 §8).
+#[test]
+fn read_and_atomic_requests_must_be_one_segment_of_their_length() {
+    fn read(p: &Pair) -> Vec<u8> {
+        let m = p.mr(64, Access::REMOTE_READ);
+        let src_to = TaggedOffset(m.base());
+        ReadRequest { sink_stag: Stag(0x100), sink_to: TaggedOffset(0), size: 8, src_stag: m.stag(), src_to }
+            .to_bytes()
+            .to_vec()
+    }
+    fn fetch_add(p: &Pair) -> Vec<u8> {
+        let m = p.mr(64, Access::REMOTE_ATOMIC);
+        AtomicRequest::fetch_add(5, m.stag(), TaggedOffset(m.base()), 1).to_bytes().to_vec()
+    }
+    for (op, make) in [(Opcode::ReadRequest, read as fn(&Pair) -> Vec<u8>), (Opcode::AtomicRequest, fetch_add)] {
+        let len = op.fixed_body_len().unwrap();
+        // MSN 2 where 1 is next: MSN range.
+        let h = untagged(op, true, 2, 0);
+        let (_, _, body) = provoke(|_| {}, |peer, p| peer.fpdu(h, &make(p), &[]));
+        assert_eq!(body, copied(DDP_UNTAGGED, 0x03, h, len), "{op:?}");
+        // Not last, or not at MO 0: unspecified.
+        for h in [untagged(op, false, 1, 0), untagged(op, true, 1, 4)] {
+            let (_, _, body) = provoke(|_| {}, |peer, p| peer.fpdu(h, &make(p), &[]));
+            assert_eq!(body, copied(RDMAP_REMOTE_OP, 0xFF, h, len), "{h:?}");
+        }
+        // One byte too many: unspecified, found on the length field and DDP header alone.
+        let h = untagged(op, true, 1, 0);
+        let (_, _, body) = provoke(
+            |_| {},
+            |peer, p| {
+                let mut b = make(p);
+                b.push(0);
+                peer.fpdu(h, &b, &[])[..2 + 18].to_vec()
+            },
+        );
+        assert_eq!(body, copied(RDMAP_REMOTE_OP, 0xFF, h, len + 1), "{op:?}");
+    }
+    // AOpCode 1 is reserved: unexpected opcode, the word untouched.
+    let mut word = None;
+    let h = untagged(Opcode::AtomicRequest, true, 1, 0);
+    let (_, _, body) = provoke(
+        |_| {},
+        |peer, p| {
+            let m = p.mr(64, Access::REMOTE_ATOMIC);
+            assert!(m.mem().write(0, &40u64.to_ne_bytes()));
+            let mut req = AtomicRequest::fetch_add(5, m.stag(), TaggedOffset(m.base()), 1);
+            req.opcode = AtomicOpcode::from(1);
+            word = Some(m);
+            peer.fpdu(h, &req.to_bytes(), &[])
+        },
+    );
+    assert_eq!(body, copied(RDMAP_REMOTE_OP, 0x06, h, 52));
+    assert_eq!(contents(&word.unwrap(), 0, 8), 40u64.to_ne_bytes());
+}
+
+/// The initiator with `wrs` posted and sent; a raw peer standing in for the responder, and the
+/// FPDUs it received.
+fn requester(p: &mut Pair, wrs: Vec<SendWqe>) -> (RawPeer, Vec<(SegmentHeader, Vec<u8>)>) {
+    p.a.post_send(wrs).unwrap();
+    let mut out = Vec::new();
+    p.a.transmit_copy(&mut out, usize::MAX);
+    let mut peer = RawPeer::new();
+    let f = peer.decode(&out);
+    (peer, f)
+}
+
+/// RFC 5040 §5.2 / RFC 5041 §7.2: a Read Response carries exactly the bytes its Read asked for.
+/// One longer than the Read is a tagged base-or-bounds error (layer 1, EType 1, code 1) found on
+/// its header, before anything is placed: the bytes after the sink buffer, in the same region
+/// (whose own bounds would allow the write), keep their value, on the copying path and on the
+/// direct one. The Read completes flushed and the local error is reported.
+#[test]
+fn read_response_longer_than_the_read_places_nothing_past_the_sink() {
+    for (size, extra, mut p) in [(100usize, 100usize, Pair::new()), (2 * DIRECT_MIN, DIRECT_MIN, Pair::loopback_mss())]
+    {
+        let sink = p.mr(size + extra + 64, Access::LOCAL_WRITE);
+        assert!(sink.mem().write(0, &vec![0xA5; sink.len()]));
+        let read = SendOp::Read(RemoteAddr { stag: Stag(0x7700), to: 0 });
+        let (mut peer, f) = requester(&mut p, vec![send_wr(1, read, vec![sge(&sink, 0, size)])]);
+        assert_eq!(f.len(), 1);
+        let rr = ReadRequest::parse(&f[0].1).unwrap();
+        assert_eq!((rr.sink_stag, rr.sink_to.0, rr.size), (sink.stag(), sink.base(), size as u32));
+        let h = SegmentHeader::tagged(Opcode::ReadResponse, true, rr.sink_stag, rr.sink_to);
+        let resp = peer.fpdu(h, &[], &vec![0x5A; size + extra]);
+        let (cause, body) = terminate_for(&mut p.a, &mut peer, &resp);
+        assert_eq!(cause, TerminateCause::TaggedBuffer(TaggedBuffer::BaseOrBounds));
+        assert_eq!(body, copied(DDP_TAGGED, 0x01, h, size + extra));
+        assert_eq!(contents(&sink, size, extra + 64), vec![0xA5; extra + 64], "{size}: written past the sink");
+        assert_eq!(contents(&sink, 0, size), vec![0xA5; size], "{size}: placed although rejected");
+        let c: Vec<_> = Pair::completions(&mut p.a).iter().map(|c| (c.wr_id, c.status, c.opcode)).collect();
+        assert_eq!(c, [(1, WcStatus::WrFlush, WcOpcode::RdmaRead)]);
+        assert!(Pair::events(&mut p.a).contains(&QpEvent::LocalError(cause)));
+    }
+}
+
+/// A Read Response needs an outstanding Read (else: unexpected opcode, RFC 5040 §7.2), and a
+/// zero-length Read gets a zero-length Response (RFC 5040 §5.2; more is a bounds error).
+#[test]
+fn read_responses_answer_an_outstanding_read_of_their_size() {
+    // Nothing outstanding.
+    let mut p = Pair::new();
+    let mut peer = RawPeer::new();
+    let h = SegmentHeader::tagged(Opcode::ReadResponse, true, Stag(0x100), TaggedOffset(0));
+    let resp = peer.fpdu(h, &[], &[1; 8]);
+    let (_, body) = terminate_for(&mut p.a, &mut peer, &resp);
+    assert_eq!(body, copied(RDMAP_REMOTE_OP, 0x06, h, 8));
+    // The oldest outstanding request is an atomic.
+    let mut p = Pair::new();
+    let res = p.mr(8, Access::LOCAL_WRITE);
+    let fa = SendOp::FetchAdd { remote: RemoteAddr { stag: Stag(0x7700), to: 0 }, add: 1 };
+    let (mut peer, _) = requester(&mut p, vec![send_wr(1, fa, vec![sge(&res, 0, 8)])]);
+    let h = SegmentHeader::tagged(Opcode::ReadResponse, true, res.stag(), TaggedOffset(res.base()));
+    let resp = peer.fpdu(h, &[], &[1; 8]);
+    let (_, body) = terminate_for(&mut p.a, &mut peer, &resp);
+    assert_eq!(body, copied(RDMAP_REMOTE_OP, 0x06, h, 8));
+    assert_eq!(contents(&res, 0, 8), [0; 8]);
+    // A zero-length Read answered with 4 bytes.
+    let mut p = Pair::new();
+    let sink = p.mr(64, Access::LOCAL_WRITE);
+    let read = SendOp::Read(RemoteAddr { stag: Stag(0x7700), to: 0 });
+    let (mut peer, f) = requester(&mut p, vec![send_wr(1, read, vec![sge(&sink, 0, 0)])]);
+    let rr = ReadRequest::parse(&f[0].1).unwrap();
+    assert_eq!(rr.size, 0);
+    let h = SegmentHeader::tagged(Opcode::ReadResponse, true, rr.sink_stag, rr.sink_to);
+    let resp = peer.fpdu(h, &[], &[1; 4]);
+    let (_, body) = terminate_for(&mut p.a, &mut peer, &resp);
+    assert_eq!(body, copied(DDP_TAGGED, 0x01, h, 4));
+    let c: Vec<_> = Pair::completions(&mut p.a).iter().map(|c| (c.wr_id, c.status)).collect();
+    assert_eq!(c, [(1, WcStatus::WrFlush)]);
+}
+
+/// RFC 5041 §5.2: the segments of a tagged message repeat its opcode. A Read Response segment
+/// continuing a Write is an invalid-STag error for it (as siw reports a changed STag), and is
+/// not placed.
+#[test]
+fn a_tagged_message_keeps_its_opcode() {
+    let mut dst = None;
+    let h = |m: &MrRef| SegmentHeader::tagged(Opcode::ReadResponse, true, m.stag(), TaggedOffset(m.base() + 10));
+    let (_, _, body) = provoke(
+        |_| {},
+        |peer, p| {
+            let m = p.mr(64, Access::REMOTE_WRITE | Access::LOCAL_WRITE);
+            let mut b =
+                peer.fpdu(SegmentHeader::tagged(Opcode::Write, false, m.stag(), TaggedOffset(m.base())), &[], &[1; 10]);
+            b.extend(peer.fpdu(h(&m), &[], &[2; 10]));
+            dst = Some(m);
+            b
+        },
+    );
+    let m = dst.unwrap();
+    assert_eq!(body, copied(DDP_TAGGED, 0x00, h(&m), 10));
+    assert_eq!(contents(&m, 0, 20), [[1; 10], [0; 10]].concat());
+}
+
+/// RFC 7306 §5.2.2: an Atomic Response is one segment on queue 3 in MSN order, 12 bytes
+/// (checked on the header), answering the oldest outstanding request, which must be an atomic
+/// with its request identifier. Anything else terminates, and the result buffer is untouched.
+#[test]
+fn atomic_responses_must_answer_the_oldest_atomic() {
+    // What is outstanding: 0 nothing, 1 a FetchAdd, 2 a Read.
+    let setup = |what: u8| {
+        let mut p = Pair::new();
+        let res = p.mr(8, Access::LOCAL_WRITE);
+        assert!(res.mem().write(0, &[0xA5; 8]));
+        let remote = RemoteAddr { stag: Stag(0x7700), to: 0 };
+        let wrs = match what {
+            0 => vec![],
+            1 => vec![send_wr(1, SendOp::FetchAdd { remote, add: 1 }, vec![sge(&res, 0, 8)])],
+            _ => vec![send_wr(1, SendOp::Read(remote), vec![sge(&res, 0, 8)])],
+        };
+        let (peer, f) = requester(&mut p, wrs);
+        let id = f.first().and_then(|(_, b)| AtomicRequest::parse(b).ok()).map_or(0, |r| r.request_id);
+        (p, peer, res, id)
+    };
+    let resp = |id: u32| AtomicResponse { request_id: id, original: 3 }.to_bytes();
+    type Case = (u8, SegmentHeader, Option<u32>, usize, u8, u8);
+    let cases: [Case; 7] = [
+        // (outstanding, header, id (None: the request's), feed this many bytes (0: all), Terminate)
+        (1, untagged(Opcode::AtomicResponse, true, 2, 0), None, 0, DDP_UNTAGGED, 0x03),
+        (1, untagged(Opcode::AtomicResponse, false, 1, 0), None, 0, RDMAP_REMOTE_OP, 0xFF),
+        (1, untagged(Opcode::AtomicResponse, true, 1, 4), None, 0, RDMAP_REMOTE_OP, 0xFF),
+        (1, untagged(Opcode::AtomicResponse, true, 1, 0), None, 2 + 18, RDMAP_REMOTE_OP, 0xFF),
+        (1, untagged(Opcode::AtomicResponse, true, 1, 0), Some(0x5151), 0, RDMAP_REMOTE_OP, 0x06),
+        (0, untagged(Opcode::AtomicResponse, true, 1, 0), Some(1), 0, RDMAP_REMOTE_OP, 0x06),
+        (2, untagged(Opcode::AtomicResponse, true, 1, 0), Some(1), 0, RDMAP_REMOTE_OP, 0x06),
+    ];
+    for (i, (what, h, id, feed, layer_etype, code)) in cases.into_iter().enumerate() {
+        let (mut p, mut peer, res, req_id) = setup(what);
+        let mut b = resp(id.unwrap_or(req_id)).to_vec();
+        if feed != 0 {
+            b.push(0); // 13 bytes, sent only as far as the header
+        }
+        let mut fpdu = peer.fpdu(h, &b, &[]);
+        if feed != 0 {
+            fpdu.truncate(feed);
+        }
+        let (_, body) = terminate_for(&mut p.a, &mut peer, &fpdu);
+        assert_eq!(body, copied(layer_etype, code, h, b.len()), "case {i}");
+        assert_eq!(contents(&res, 0, 8), [0xA5; 8], "case {i}");
+        let c = Pair::completions(&mut p.a);
+        assert!(c.iter().all(|c| c.status == WcStatus::WrFlush), "case {i}: {c:?}");
+    }
+}
+
+/// RFC 5040 §4.8: a Terminate is one untagged segment (MO 0, L set) of at most the largest
+/// Terminate header; one that is not gets a Terminate back (remote operation, unspecified).
+#[test]
+fn a_malformed_terminate_is_answered_with_one() {
+    let bare = [0x20u8, 0x02, 0x00, 0x00];
+    let long = [0u8; iwarp_wire::terminate::MAX_BODY_LEN + 1];
+    for (h, b) in [
+        (untagged(Opcode::Terminate, false, 1, 0), &bare[..]),
+        (untagged(Opcode::Terminate, true, 1, 4), &bare[..]),
+        (untagged(Opcode::Terminate, true, 1, 0), &long[..]),
+    ] {
+        let (mut p, _, body) = provoke(|_| {}, |peer, _| peer.fpdu(h, b, &[]));
+        assert_eq!(body, copied(RDMAP_REMOTE_OP, 0xFF, h, b.len()), "{h:?}");
+        assert!(!Pair::events(&mut p.b).iter().any(|e| matches!(e, QpEvent::RemoteTerminate { .. })));
+    }
+}
+
+/// RFC 6581 §9.2/§9.3: in peer-to-peer mode the responder's first FPDU must be an RTR: a
+/// zero-length last segment of a type it accepts (a zero-size Read Request for a Read RTR).
+/// Anything else is MPA code 7 (no headers); an RTR with a wrong MSN, MO or Read Request
+/// length is rejected like any such segment.
+#[test]
+fn rtrs_must_be_zero_length_last_segments_of_an_accepted_type() {
+    let only = |send, write, read| RtrTypes { send, write, read };
+    let rtr_read = ReadRequest {
+        sink_stag: Stag(1),
+        sink_to: TaggedOffset(0),
+        size: 0,
+        src_stag: Stag(1),
+        src_to: TaggedOffset(0),
+    };
+    let rr = rtr_read.to_bytes().to_vec();
+    let mut rr_long = rr.clone();
+    rr_long.push(0);
+    let no_rtr = vec![LLP_MPA, 0x07, 0x00, 0x00];
+    let w = |last| SegmentHeader::tagged(Opcode::Write, last, Stag(1), TaggedOffset(0));
+    // (accepted types, header, header body, payload, bytes fed (0: all), expected Terminate body)
+    type Case = (RtrTypes, SegmentHeader, Vec<u8>, Vec<u8>, usize, Vec<u8>);
+    let cases: Vec<Case> = vec![
+        (only(false, true, false), w(true), vec![], vec![7; 4], 0, no_rtr.clone()),
+        (only(false, true, false), w(false), vec![], vec![], 0, no_rtr.clone()),
+        (only(false, true, false), untagged(Opcode::Send, true, 1, 0), vec![], vec![], 0, no_rtr.clone()),
+        (only(false, true, false), untagged(Opcode::ReadRequest, true, 1, 0), rr.clone(), vec![], 0, no_rtr.clone()),
+        (only(false, false, true), untagged(Opcode::ReadRequest, false, 1, 0), rr.clone(), vec![], 0, no_rtr.clone()),
+        (
+            only(true, false, false),
+            untagged(Opcode::Send, true, 2, 0),
+            vec![],
+            vec![],
+            0,
+            copied(DDP_UNTAGGED, 0x03, untagged(Opcode::Send, true, 2, 0), 0),
+        ),
+        (
+            only(false, false, true),
+            untagged(Opcode::ReadRequest, true, 2, 0),
+            rr.clone(),
+            vec![],
+            0,
+            copied(DDP_UNTAGGED, 0x03, untagged(Opcode::ReadRequest, true, 2, 0), 28),
+        ),
+        (
+            only(false, false, true),
+            untagged(Opcode::ReadRequest, true, 1, 4),
+            rr.clone(),
+            vec![],
+            0,
+            copied(RDMAP_REMOTE_OP, 0xFF, untagged(Opcode::ReadRequest, true, 1, 4), 28),
+        ),
+        (
+            only(false, false, true),
+            untagged(Opcode::ReadRequest, true, 1, 0),
+            rr_long,
+            vec![],
+            2 + 18,
+            copied(RDMAP_REMOTE_OP, 0xFF, untagged(Opcode::ReadRequest, true, 1, 0), 29),
+        ),
+    ];
+    for (i, (types, h, b, payload, feed, want)) in cases.into_iter().enumerate() {
+        let mut p = Pair::with(
+            link(Startup::Initiator { rtr: None }),
+            link(Startup::Responder { rtr: Some(types), send_first: false }),
+        );
+        let mut peer = RawPeer::new();
+        let mut fpdu = peer.fpdu(h, &b, &payload);
+        if feed != 0 {
+            fpdu.truncate(feed);
+        }
+        let (_, body) = terminate_for(&mut p.b, &mut peer, &fpdu);
+        if want == no_rtr {
+            assert!(!Pair::events(&mut p.b).contains(&QpEvent::Ready), "case {i}: no RTR, never ready");
+        }
+        assert_eq!(body, want, "case {i}");
+    }
+}
+
+/// RFC 5041 §7.2 / RFC 5040 §7.2: a tagged offset whose range wraps past 2^64 is a TO wrap
+/// error, for a Write (DDP tagged buffer, code 3) and for a Read Request's source (RDMAP remote
+/// protection, code 4, the Read Request header copied).
+#[test]
+fn tagged_ranges_that_wrap_are_to_wrap_errors() {
+    let to = u64::MAX - 3;
+    let (_, _, body) = provoke(
+        |_| {},
+        |peer, p| {
+            let m = p.mr(64, Access::REMOTE_WRITE);
+            peer.fpdu(write_hdr(m.stag(), to), &[], &[7; 8])
+        },
+    );
+    assert_eq!(body[..4], [DDP_TAGGED, 0x03, 0xC0, 0x00]);
+    let mut rr = None;
+    let h = untagged(Opcode::ReadRequest, true, 1, 0);
+    let (_, _, body) = provoke(
+        |_| {},
+        |peer, p| {
+            let m = p.mr(64, Access::REMOTE_READ);
+            let r = ReadRequest {
+                sink_stag: Stag(0x100),
+                sink_to: TaggedOffset(0),
+                size: 8,
+                src_stag: m.stag(),
+                src_to: TaggedOffset(to),
+            };
+            rr = Some(r);
+            peer.fpdu(h, &r.to_bytes(), &[])
+        },
+    );
+    let mut want = copied(0x01, 0x04, h, 28);
+    want[2] = 0xE0; // M, D and R
+    want.extend_from_slice(&rr.unwrap().to_bytes());
+    assert_eq!(body, want);
 }
