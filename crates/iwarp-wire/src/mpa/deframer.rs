@@ -449,6 +449,7 @@ mod tests {
             let mut rest = piece;
             while !rest.is_empty() {
                 let (n, ev) = d.feed(rest)?;
+                assert!(n > 0, "no progress");
                 match ev {
                     Event::Header(h) => cur = Some((h.as_bytes().to_vec(), Vec::new())),
                     Event::Payload(p) => cur.as_mut().unwrap().1.extend_from_slice(p),
@@ -486,9 +487,14 @@ mod tests {
         s[last] ^= 1;
         let mut d = Deframer::new(DeframerConfig::default());
         let mut rest = &s[..];
+        // Every call takes at least one byte or fails: at most `s.len()` rounds.
         let err = loop {
+            assert!(!rest.is_empty(), "the whole FPDU was taken without a CRC error");
             match d.feed(rest) {
-                Ok((n, _)) => rest = &rest[n..],
+                Ok((n, _)) => {
+                    assert!(n > 0, "no progress");
+                    rest = &rest[n..];
+                }
                 Err(e) => break e,
             }
         };
@@ -533,7 +539,10 @@ mod tests {
         let mut at = 0;
         let mut ended = false;
         while at < s.len() {
-            match d.need() {
+            let need = d.need();
+            // Each round moves `at` by what the deframer asks for: never nothing.
+            assert!(!need.is_empty(), "the deframer asks for nothing");
+            match need {
                 Need::Payload(n) => {
                     // "Read" n bytes straight into the destination.
                     let start = dest.len();

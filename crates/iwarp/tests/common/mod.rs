@@ -242,13 +242,15 @@ pub fn assert_ok(wcs: &[WorkCompletion]) {
 /// The next event that is not `Established`.
 pub fn next_non_established(qp: &QueuePair, timeout: Duration) -> Option<QpEvent> {
     let deadline = Instant::now() + timeout;
-    loop {
+    // A queue pair reports `Established` once; a few spare rounds, never an endless loop.
+    for _ in 0..16 {
         let left = deadline.saturating_duration_since(Instant::now());
         match qp.next_event(left)? {
             QpEvent::Established => continue,
             e => return Some(e),
         }
     }
+    panic!("`Established` reported again and again");
 }
 
 /// Waits for an event matching `f`, skipping others; panics with what was seen on timeout.
@@ -257,6 +259,8 @@ pub fn wait_event(qp: &QueuePair, timeout: Duration, f: impl Fn(&QpEvent) -> boo
     let mut seen = Vec::new();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
+        // Queued events come back even after the deadline: bound their number too.
+        assert!(seen.len() < 1000, "no matching event in 1000; saw {:?}", &seen[..10]);
         match qp.next_event(left) {
             Some(e) if f(&e) => return e,
             Some(e) => seen.push(format!("{e:?}")),
@@ -505,6 +509,7 @@ impl RawPeer {
         let mut rest = bytes;
         while !rest.is_empty() {
             let (used, ev) = self.deframer.feed(rest).expect("the stack sends well-formed FPDUs");
+            assert!(used > 0, "no progress");
             match ev {
                 Event::Header(h) => {
                     self.cur = Some(RxFpdu {
