@@ -11,6 +11,7 @@ use iwarp_wire::terminate::{
 };
 use iwarp_wire::{crc, Error, Msn, Opcode, SegmentHeader, Stag, TaggedOffset};
 use proptest::prelude::*;
+use std::ops::Range;
 
 // ---------------------------------------------------------------------------------------------
 // Strategies
@@ -264,7 +265,7 @@ proptest! {
         chunks in prop::collection::vec(1usize..300, 1..20),
         placed in prop::collection::vec(any::<bool>(), 1..20),
     ) {
-        let (mut stream, _) = frame_all(&fpdus, cfg.0, cfg.1);
+        let (mut stream, _, _) = frame_all(&fpdus, cfg.0, cfg.1);
         for (at, x) in flips {
             let i = at.index(stream.len());
             stream[i] ^= x;
@@ -357,10 +358,13 @@ fn fpdu_list(max_count: usize, max_payload: usize) -> impl Strategy<Value = Vec<
 }
 
 /// Frames `fpdus` into one stream; returns it with each FPDU's (length field ‖ DDP header).
-fn frame_all(fpdus: &[Fpdu], crc: bool, markers: bool) -> (Vec<u8>, Vec<Vec<u8>>) {
+/// Frames `fpdus` into one stream; returns it, each FPDU's length field and DDP header, and
+/// where each FPDU lies in the stream (a marker in front of it included).
+fn frame_all(fpdus: &[Fpdu], crc: bool, markers: bool) -> (Vec<u8>, Vec<Vec<u8>>, Vec<Range<usize>>) {
     let mut f = Framer::new(crc, markers);
     let mut stream = Vec::new();
     let mut headers = Vec::new();
+    let mut spans = Vec::new();
     for (h, payload) in fpdus {
         let (hdr, len) = h.to_bytes();
         let ulpdu_len = (len + payload.len()) as u16;
@@ -372,8 +376,9 @@ fn frame_all(fpdus: &[Fpdu], crc: bool, markers: bool) -> (Vec<u8>, Vec<Vec<u8>>
         let n = f.frame_to_vec(&hdr[..len], &[payload], &mut stream).unwrap();
         assert_eq!(n, predicted);
         assert_eq!(f.stream_offset(), before + n as u64);
+        spans.push(stream.len() - n..stream.len());
     }
-    (stream, headers)
+    (stream, headers, spans)
 }
 
 /// What the deframer yields per FPDU: raw header, parsed header, payload, CRC field.
@@ -436,6 +441,7 @@ fn deframe(cfg: DeframerConfig, stream: &[u8], cuts: &[usize], mode: Mode) -> Re
             if let (true, Need::Payload(n)) = (place, d.need()) {
                 // Simulates a read straight into the destination buffer.
                 let k = n.min(end - at);
+                assert!(k > 0, "no progress");
                 let dest = &mut cur.as_mut().unwrap().1;
                 let start = dest.len();
                 dest.extend_from_slice(&stream[at..at + k]);
@@ -444,6 +450,7 @@ fn deframe(cfg: DeframerConfig, stream: &[u8], cuts: &[usize], mode: Mode) -> Re
                 continue;
             }
             let (n, ev) = d.feed(&stream[at..end])?;
+            assert!(n > 0, "no progress");
             match ev {
                 Event::Header(h) => cur = Some((h.as_bytes().to_vec(), Vec::new())),
                 Event::Payload(p) => cur.as_mut().unwrap().1.extend_from_slice(p),
@@ -464,15 +471,18 @@ fn deframe(cfg: DeframerConfig, stream: &[u8], cuts: &[usize], mode: Mode) -> Re
     Ok(out)
 }
 
-fn check_found(found: &[Found], fpdus: &[Fpdu], headers: &[Vec<u8>], crc: bool) {
+fn check_found(found: &[Found], fpdus: &[Fpdu], headers: &[Vec<u8>], stream: &[u8], spans: &[Range<usize>], crc: bool) {
     assert_eq!(found.len(), fpdus.len());
-    for ((f, (h, payload)), raw) in found.iter().zip(fpdus).zip(headers) {
+    for (((f, (h, payload)), raw), span) in found.iter().zip(fpdus).zip(headers).zip(spans) {
         assert_eq!(&f.0, raw);
         assert_eq!(&f.1, h);
         assert_eq!(&f.2, payload);
         if crc {
-            // The CRC field holds the CRC of what precedes it (length, ULPDU, pad, markers).
-            assert_ne!(f.3, 0);
+            // The CRC field holds the CRC32c of what precedes it (length, ULPDU, pad, markers),
+            // and the deframer reports the field as it is in the stream.
+            let (covered, field) = stream[span.clone()].split_at(span.len() - 4);
+            assert_eq!(crc::crc32c(covered), f.3);
+            assert_eq!(field, crc::to_wire(f.3));
         } else {
             assert_eq!(f.3, 0);
         }
@@ -489,11 +499,11 @@ proptest! {
         markers in any::<bool>(),
         cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..40),
     ) {
-        let (stream, headers) = frame_all(&fpdus, crc, markers);
+        let (stream, headers, spans) = frame_all(&fpdus, crc, markers);
         let cfg = DeframerConfig { crc, markers, max_ulpdu: u16::MAX };
         let cuts: Vec<usize> = cuts.iter().map(|i| i.index(stream.len() + 1)).collect();
         let whole = deframe(cfg, &stream, &[], Mode::Feed).unwrap();
-        check_found(&whole, &fpdus, &headers, crc);
+        check_found(&whole, &fpdus, &headers, &stream, &spans, crc);
         for mode in [Mode::Feed, Mode::Placed, Mode::Mixed] {
             let cut = deframe(cfg, &stream, &cuts, mode).unwrap();
             prop_assert_eq!(&cut, &whole);
@@ -509,10 +519,10 @@ proptest! {
         crc in any::<bool>(),
         markers in any::<bool>(),
     ) {
-        let (stream, headers) = frame_all(&fpdus, crc, markers);
+        let (stream, headers, spans) = frame_all(&fpdus, crc, markers);
         let cfg = DeframerConfig { crc, markers, max_ulpdu: u16::MAX };
         let whole = deframe(cfg, &stream, &[], Mode::Feed).unwrap();
-        check_found(&whole, &fpdus, &headers, crc);
+        check_found(&whole, &fpdus, &headers, &stream, &spans, crc);
         for k in 0..=stream.len() {
             for mode in [Mode::Feed, Mode::Placed, Mode::Mixed, Mode::Whole] {
                 prop_assert_eq!(&deframe(cfg, &stream, &[k], mode).unwrap(), &whole, "split at {} {:?}", k, mode);
@@ -527,7 +537,7 @@ proptest! {
         at in any::<prop::sample::Index>(),
         bit in 0u8..8,
     ) {
-        let (mut stream, _) = frame_all(&fpdus, true, markers);
+        let (mut stream, _, _) = frame_all(&fpdus, true, markers);
         let i = at.index(stream.len());
         stream[i] ^= 1 << bit;
         let cfg = DeframerConfig { crc: true, markers, max_ulpdu: u16::MAX };
