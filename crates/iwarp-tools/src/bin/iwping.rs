@@ -5,7 +5,9 @@
 //! source buffer in a 16-byte Send (address, rkey, size, big-endian); the server RDMA Reads it,
 //! answers with a 16-byte "go ahead" Send; the client advertises its sink buffer; the server
 //! RDMA Writes the data back (the string and its NUL) and sends "go ahead" again; the client
-//! compares (`-V`) and prints (`-v`).
+//! compares (`-V`) and prints (`-v`). With `-V` the server also checks that what it read is
+//! rping's ping pattern for that ping (rping's own server ignores `-V`), so a run against
+//! `rping -c -V` checks the data placed in both directions.
 #![forbid(unsafe_code)]
 
 use clap::Parser;
@@ -198,6 +200,23 @@ fn cstr(mr: &MemoryRegion) -> String {
     String::from_utf8_lossy(&v[..end]).into_owned()
 }
 
+/// The first character of ping `ping`'s pattern: 'A' for ping 0, one further per ping,
+/// wrapping 'z' → 'A', as rping's client advances it.
+fn ping_start(ping: u64) -> u8 {
+    b'A' + (ping % u64::from(b'z' - b'A' + 1)) as u8
+}
+
+/// The server's `-V` check: `got`, the first bytes of a client buffer of `size` bytes read for
+/// ping `ping`, is rping's pattern for it.
+fn check_ping(got: &[u8], ping: u64, size: usize) -> Result<(), String> {
+    let want = ping_data(ping, ping_start(ping), size);
+    match got.iter().zip(&want).position(|(a, b)| a != b) {
+        _ if got.len() > want.len() => Err(format!("data mismatch! ping {ping}: {} bytes read for {size}", got.len())),
+        Some(i) => Err(format!("data mismatch! ping {ping}, byte {i}: {:#04x}, expected {:#04x}", got[i], want[i])),
+        None => Ok(()),
+    }
+}
+
 /// rping's ping payload: "rdma-ping-N: " then printable characters from `start`, wrapping
 /// 'z' → 'A', NUL-terminated, `size` bytes.
 fn ping_data(ping: u64, start: u8, size: usize) -> Vec<u8> {
@@ -237,11 +256,9 @@ fn run_client(cli: &Cli, dev: &Device) -> Result<(), String> {
     params.source = cli.source.as_deref().and_then(|s| resolve(s, 0));
     qp.connect(addr, &params).map_err(|e| format!("connect error {e}"))?;
     debug_log!("rdma_connect successful");
-    let mut start = b'A';
     let mut ping = 0u64;
     while cli.count == 0 || ping < cli.count {
-        let data = ping_data(ping, start, cli.size);
-        start = if start >= b'z' { b'A' } else { start + 1 };
+        let data = ping_data(ping, ping_start(ping), cli.size);
         start_mr.write(0, &data).map_err(|e| e.to_string())?;
         advertise(&b, &start_mr, cli.size);
         qp.post_send(&[SendWr::send(ping, &[b.send.sge_all()])]).map_err(|e| format!("post send error {e}"))?;
@@ -292,6 +309,7 @@ fn serve_one(cli: &Cli, dev: &Device, req: iwarp::ConnectRequest) -> Result<(), 
     debug_log!("accepting client connection request");
     req.accept(&qp, &params).map_err(|e| format!("connect error {e}"))?;
     let mut wr_id = 0u64;
+    let mut ping = 0u64;
     loop {
         let remote = match wait(&qp, &cq, &b, "server")? {
             Waited::Recv(n) if n as usize == INFO_LEN => parse_info(&info(&b)),
@@ -312,6 +330,10 @@ fn serve_one(cli: &Cli, dev: &Device, req: iwarp::ConnectRequest) -> Result<(), 
             Waited::Disconnected => return Ok(()),
             Waited::Recv(_) => return Err("wait for RDMA_READ_COMPLETE state".into()),
         }
+        if cli.validate {
+            check_ping(&b.rdma.to_vec(0, len).map_err(|e| e.to_string())?, ping, remote.2 as usize)?;
+        }
+        ping += 1;
         if cli.verbose {
             println!("server ping data: {}", cstr(&b.rdma));
         }
@@ -429,5 +451,30 @@ mod tests {
         assert_eq!(v[63], 0);
         let w = ping_data(1, b'z', 30);
         assert_eq!(&w[13..16], b"zAB");
+    }
+
+    #[test]
+    fn ping_start_advances_and_wraps_as_rpings_client() {
+        let mut start = b'A';
+        for ping in 0..200 {
+            assert_eq!(ping_start(ping), start, "ping {ping}");
+            start = if start >= b'z' { b'A' } else { start + 1 };
+        }
+    }
+
+    #[test]
+    fn server_check_accepts_rpings_pattern_only() {
+        for (ping, size) in [(0, 64), (57, 4096), (58, 65535), (1000, 26)] {
+            let good = ping_data(ping, ping_start(ping), size);
+            assert_eq!(check_ping(&good, ping, size), Ok(()));
+            // a shorter read of the same buffer is its prefix
+            assert_eq!(check_ping(&good[..size / 2], ping, size), Ok(()));
+            let mut bad = good.clone();
+            bad[size - 2] ^= 1;
+            let e = check_ping(&bad, ping, size).unwrap_err();
+            assert!(e.starts_with("data mismatch!") && e.contains(&format!("byte {}", size - 2)), "{e}");
+            // the pattern of another ping is a mismatch too
+            assert!(check_ping(&ping_data(ping + 1, ping_start(ping + 1), size), ping, size).is_err());
+        }
     }
 }

@@ -1,0 +1,62 @@
+//! `iwping -V` on both sides: the client compares what the server wrote back, the server checks
+//! that what it read is rping's ping pattern, at the sizes the interop matrix uses.
+
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Waits until a socket listens on `port` (without connecting: the server takes its first
+/// connection as its one client).
+fn wait_listening(port: u16) {
+    let want = format!(":{port:04X} ");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+        if table.lines().any(|l| {
+            l.split_whitespace().nth(1).is_some_and(|a| format!("{a} ").ends_with(&want))
+                && l.split_whitespace().nth(3) == Some("0A")
+        }) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "iwping server never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn both_sides_validate_the_ping_data() {
+    for size in ["4096", "65535"] {
+        let port = free_port().to_string();
+        let mut server = Command::new(env!("CARGO_BIN_EXE_iwping"))
+            .args(["-s", "-a", "127.0.0.1", "-p", &port, "-V", "-S", size])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_listening(port.parse().unwrap());
+        let client = Command::new(env!("CARGO_BIN_EXE_iwping"))
+            .args(["-c", "-a", "127.0.0.1", "-p", &port, "-C", "60", "-v", "-V", "-S", size])
+            .output()
+            .unwrap();
+        assert!(client.status.success(), "size {size}: {}", String::from_utf8_lossy(&client.stderr));
+        let out = String::from_utf8_lossy(&client.stdout);
+        assert_eq!(out.lines().filter(|l| l.starts_with("ping data: rdma-ping-")).count(), 60, "{out}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while server.try_wait().unwrap().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if server.try_wait().unwrap().is_none() {
+            server.kill().unwrap();
+            panic!("iwping server did not exit after its client disconnected");
+        }
+        let o = server.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        // 60 pings: the start character wraps 'z' -> 'A' once (58 characters); a ping that is
+        // not rping's pattern ends the server with "data mismatch!" and exit status 255.
+        assert!(o.status.success() && !err.contains("mismatch"), "size {size}: server: {err}");
+    }
+}
