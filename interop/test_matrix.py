@@ -1,0 +1,240 @@
+#!/usr/bin/env python3
+"""Tests of interop/matrix's own checks and excuses, on made-up capture records: every excuse
+must hold on its evidence and only on it, and the placement check must catch misplaced data.
+Needs no guest: `python3 interop/test_matrix.py` (run by .ci/run's interop stage first)."""
+
+import importlib.machinery
+import importlib.util
+import os
+import unittest
+
+HERE = os.path.dirname(os.path.realpath(__file__))
+_loader = importlib.machinery.SourceFileLoader("matrix", os.path.join(HERE, "matrix"))
+_spec = importlib.util.spec_from_loader("matrix", _loader)
+M = importlib.util.module_from_spec(_spec)
+_loader.exec_module(M)
+
+
+def tagged(frame, d, op, stag, to, n, last=True, **kw):
+    f = {"frame": frame, "last_frame": frame, "trailer_frame": frame, "dir": d, "opcode": op, "stag": stag,
+         "to": "%#018x" % to, "payload_len": n, "last": last, "crc": "good", "crc_wire": "00000000",
+         "ulpdu_len": 14 + n}
+    f.update(kw)
+    return f
+
+
+def untagged(frame, d, op, qn, msn, mo, n, last=True, body=None):
+    f = {"frame": frame, "last_frame": frame, "dir": d, "opcode": op, "qn": qn, "msn": msn, "mo": mo,
+         "payload_len": n, "last": last, "crc": "good"}
+    if body:
+        f["body"] = body
+    return f
+
+
+def read_request(frame, d, msn, stag, to, size):
+    return untagged(frame, d, "ReadRequest", 1, msn, 0, 28,
+                    body={"kind": "read_request", "sink_stag": stag, "sink_to": "%#018x" % to, "size": size,
+                          "src_stag": "0x1", "src_to": "0x0"})
+
+
+class Placement(unittest.TestCase):
+    def test_a_segmented_write_and_sends_in_order_are_placed(self):
+        fs = [tagged(1, "c>s", "Write", "0xa", 0x1000, 100, last=False),
+              tagged(2, "c>s", "Write", "0xa", 0x1064, 50),
+              untagged(3, "c>s", "Send", 0, 1, 0, 10, last=False),
+              untagged(4, "c>s", "Send", 0, 1, 10, 6),
+              untagged(5, "c>s", "Send", 0, 2, 0, 16),
+              untagged(6, "s>c", "Send", 0, 1, 0, 16)]
+        self.assertEqual(M.placement(fs), [])
+
+    def test_a_gap_or_an_overlap_in_tagged_offsets_is_caught(self):
+        for to in (0x1065, 0x1063, 0x1000):
+            fs = [tagged(1, "c>s", "Write", "0xa", 0x1000, 100, last=False), tagged(2, "c>s", "Write", "0xa", to, 50)]
+            p = M.placement(fs)
+            self.assertEqual(len(p), 1, (hex(to), p))
+            self.assertIn("continues at TO 0x1064", p[0])
+
+    def test_a_segment_with_another_stag_is_caught(self):
+        fs = [tagged(1, "c>s", "Write", "0xa", 0x1000, 100, last=False), tagged(2, "c>s", "Write", "0xb", 0x1064, 50)]
+        self.assertEqual(len(M.placement(fs)), 1)
+
+    def test_msn_and_message_offsets_are_checked(self):
+        skip = [untagged(1, "c>s", "Send", 0, 1, 0, 16), untagged(2, "c>s", "Send", 0, 3, 0, 16)]
+        self.assertIn("expected MSN 2", M.placement(skip)[0])
+        gap = [untagged(1, "c>s", "Send", 0, 1, 0, 10, last=False), untagged(2, "c>s", "Send", 0, 1, 11, 5)]
+        self.assertIn("continues at MO 10", M.placement(gap)[0])
+        other = [untagged(1, "c>s", "Send", 0, 1, 0, 10, last=False), untagged(2, "c>s", "Send", 0, 2, 10, 5)]
+        self.assertEqual(len(M.placement(other)), 1)
+        first = [untagged(1, "c>s", "Send", 0, 1, 4, 10)]
+        self.assertIn("at MO 4", M.placement(first)[0])
+
+    def test_read_responses_land_where_their_requests_said(self):
+        ok = [read_request(1, "c>s", 1, "0xs1", 0x5000, 150), read_request(2, "c>s", 2, "0xs2", 0x9000, 8),
+              tagged(3, "s>c", "ReadResponse", "0xs1", 0x5000, 100, last=False),
+              tagged(4, "s>c", "ReadResponse", "0xs1", 0x5064, 50),
+              tagged(5, "s>c", "ReadResponse", "0xs2", 0x9000, 8)]
+        self.assertEqual(M.placement(ok), [])
+        wrong_to = ok[:4] + [tagged(5, "s>c", "ReadResponse", "0xs2", 0x9008, 8)]
+        self.assertIn("Read Response 2", M.placement(wrong_to)[0])
+        wrong_stag = ok[:4] + [tagged(5, "s>c", "ReadResponse", "0xs1", 0x9000, 8)]
+        self.assertEqual(len(M.placement(wrong_stag)), 1)
+        longer = ok[:4] + [tagged(5, "s>c", "ReadResponse", "0xs2", 0x9000, 9)]
+        self.assertIn("placed 9 bytes", M.placement(longer)[0])
+
+
+def cell(direction="c2s", test="write_bw", size=1, iters=100):
+    c = M.Cell("siw-default", "perftest", direction, test, size)
+    c.iters = iters
+    return c
+
+
+# The two split trailers seen in the matrix, with what siw printed (dmesg) for each.
+# A 1-byte Write: 17-byte FPDU body, 3 bytes of pad; pad in one segment, CRC in the next.
+WRITE_1B = dict(ulpdu_len=15, crc_wire="65b61b7e", trailer_head=3, prev="c8b29d6b", seen="6b9db27e",
+                own="38302ed0", op="0")
+# A 4 KiB Read Response: no pad; 3 CRC bytes in one segment, 1 in the next.
+RRESP_4K = dict(ulpdu_len=4110, crc_wire="6dc63a70", trailer_head=3, prev="6dc63a70", seen="703ac670",
+                own="703ac66d", op="2")
+
+
+def split_cell(case, direction="c2s", extra_probs=(), split=True, terminate=True, rst=True):
+    c = cell(direction=direction, test="write_bw" if case is WRITE_1B else "read_bw",
+             size=1 if case is WRITE_1B else 4096)
+    ours = "c>s" if direction == "c2s" else "s>c"
+    siw = "s>c" if ours == "c>s" else "c>s"
+    op = "Write" if case is WRITE_1B else "ReadResponse"
+    prev = tagged(10, ours, op, "0xa", 0, 1, crc_wire=case["prev"], ulpdu_len=case["ulpdu_len"])
+    f = tagged(11, ours, op, "0xa", 0, 1, crc_wire=case["crc_wire"], ulpdu_len=case["ulpdu_len"],
+               trailer_head=case["trailer_head"] if split else case["ulpdu_len"] % 4 + 4,
+               last_frame=12 if split else 11, trailer_frame=11)
+    fpdus = [prev, f]
+    if terminate:
+        fpdus.append(untagged(13, siw, "Terminate", 2, 1, 0, 4))
+    conn = {"connection": 2}
+    if rst:
+        conn["rst_s2c" if siw == "s>c" else "rst_c2s"] = 14
+    c.wire_conns = [{"conn": {"connection": 1}, "fpdus": [], "msgs": {}, "got": {}},
+                    {"conn": conn, "fpdus": fpdus, "msgs": {}, "got": {}}]
+    c.dmesg = "[ 52.9] siw: crc error. in: %s, own %s, op %s\n" % (case["seen"], case["own"], case["op"])
+    c.data_exp = {"c>s": {"Write": {1: 100}}}
+    c.data_got = {"c>s": {"Write": {1: 100}}, "s>c": {"Terminate": {4: 1}}}
+    probs = ["conn 2: Terminate on the wire"] if terminate else []
+    return c, probs + list(extra_probs)
+
+
+class SplitTrailer(unittest.TestCase):
+    def test_sius_reading_of_a_split_trailer_is_reproduced_byte_for_byte(self):
+        for case in (WRITE_1B, RRESP_4K):
+            prev = {"crc_wire": case["prev"]}
+            f = {"ulpdu_len": case["ulpdu_len"], "crc_wire": case["crc_wire"], "trailer_head": case["trailer_head"]}
+            self.assertEqual(M.siw_trailer_reading(prev, f), case["seen"])
+
+    def test_the_bug_is_excused_on_its_evidence(self):
+        c, probs = split_cell(WRITE_1B, extra_probs=["data connection carried c>s Write 100x1, s>c Terminate 1x4; "
+                                                     "expected c>s Write 100x1"])
+        self.assertIn("split across two TCP segments", M.split_trailer(c, probs))
+        self.assertEqual(M.documented_flake(c, probs), M.SPLIT_TRAILER)
+        # a Read Response: siw, the Read's initiator, resets the connection
+        c, probs = split_cell(RRESP_4K, direction="s2c", terminate=False,
+                              extra_probs=["our server exit 1", "siw client exit 1", "ours: Bad wc status -- WrFlush",
+                                           "siw client printed no result line"])
+        self.assertIn("reset the connection", M.split_trailer(c, probs))
+
+    def test_no_excuse_without_each_piece_of_evidence(self):
+        self.assertIsNone(M.split_trailer(*split_cell(WRITE_1B, split=False)))       # trailer in one segment
+        c, probs = split_cell(WRITE_1B)
+        c.dmesg = c.dmesg.replace(WRITE_1B["seen"], "6b9db27f")                       # siw read something else
+        self.assertIsNone(M.split_trailer(c, probs))
+        c, probs = split_cell(WRITE_1B)
+        c.dmesg = ""                                                                  # siw logged no CRC error
+        self.assertIsNone(M.split_trailer(c, probs))
+        self.assertIsNone(M.split_trailer(*split_cell(WRITE_1B, terminate=False)))   # siw did not terminate
+        self.assertIsNone(M.split_trailer(*split_cell(RRESP_4K, direction="s2c", terminate=False, rst=False)))
+        c, probs = split_cell(WRITE_1B)
+        c.crc = False
+        self.assertIsNone(M.split_trailer(c, probs))
+
+    def test_only_the_consequences_of_that_fpdu_are_excused(self):
+        for extra in (["conn 2: 1 FPDUs without a good CRC"], ["tshark: 1 malformed"], ["rping -V: data mismatch"],
+                      ["our client exit 139"], ["ours: thread 'main' panicked at src/x.rs"],
+                      ["data connection carried c>s Write 101x1; expected c>s Write 100x1"],
+                      ["conn 2: placement: c>s Write segment in frame 9 ..."], ["capture dropped packets: 3"],
+                      ["conn 1: Terminate on the wire"]):
+            c, probs = split_cell(WRITE_1B, extra_probs=extra)
+            if extra[0].startswith("data connection"):
+                c.data_got = {"c>s": {"Write": {1: 101}}}
+            self.assertIsNone(M.split_trailer(c, probs), extra)
+            self.assertIsNone(M.documented_flake(c, probs), extra)
+
+
+class CutShort(unittest.TestCase):
+    def test_writes_cut_short_by_the_servers_reset(self):
+        c = cell(size=65536, iters=20)
+        got = {"c>s": {"Write": {65536: 9}}}
+        self.assertIs(M.write_bw_cut_short(c, {"rst_s2c": 70}, got, [{"message": "capture ends inside an FPDU"}]), True)
+        self.assertIn("9 of 20 Writes", c.notes[-1])
+
+    def test_no_excuse_without_the_reset_or_without_any_write(self):
+        c = cell(size=65536, iters=20)
+        self.assertIn("no reset", M.write_bw_cut_short(c, {}, {"c>s": {"Write": {65536: 9}}}, []))
+        none = M.write_bw_cut_short(c, {"rst_s2c": 5}, {}, [])
+        self.assertTrue(none.startswith(M.CUT_SHORT_NONE))
+        # other messages or sizes are not this case at all
+        self.assertIsNone(M.write_bw_cut_short(c, {"rst_s2c": 5}, {"c>s": {"Write": {4096: 9}}}, []))
+        self.assertIsNone(M.write_bw_cut_short(c, {"rst_s2c": 5}, {"c>s": {"Send": {65536: 9}}}, []))
+
+    def test_before_any_write_it_is_a_flake_only_retried(self):
+        c = cell(size=1 << 20, iters=5)
+        c.wire_conns = [{"conn": {}, "fpdus": [], "msgs": {}, "got": {}},
+                        {"conn": {"rst_s2c": 30}, "fpdus": [], "msgs": {}, "got": {}}]
+        c.data_got, c.data_exp = {}, {"c>s": {"Write": {1 << 20: 5}}}
+        probs = [M.CUT_SHORT_NONE + ": siw reset ...", "data connection carried nothing; expected c>s Write 5x1M"]
+        self.assertEqual(M.documented_flake(c, probs), M.CUT_SHORT_NONE)
+        self.assertIsNone(M.documented_flake(c, probs + ["conn 2: decoder problem: TCP data missing after byte 9"]))
+
+
+class Flakes(unittest.TestCase):
+    def test_clock_calibration_on_its_evidence_only(self):
+        c = cell(direction="s2c", test="write_bw", size=4096)
+        c.peer_out = " Correlation coefficient r^2: 0.872733 < 0.9\n"
+        self.assertEqual(M.documented_flake(c, ["siw: Correlation coefficient r^2: 0.872733 < 0.9"]), M.CALIBRATION)
+        self.assertIsNone(M.documented_flake(c, ["siw: Correlation coefficient r^2: 0.87 < 0.9", "our server exit 1"]))
+        c.peer_out = ""
+        self.assertIsNone(M.documented_flake(c, ["siw client result has inf/nan"]))
+
+    def test_stdev_nan_is_accepted_only_where_perftest_overflows(self):
+        c = cell(direction="c2s", test="write_lat", size=1 << 20, iters=5)
+        head = " #bytes #iterations t_min t_max t_typical t_avg t_stdev 99% 99.9%\n"
+        big = head + " 1048576 5 236038.47 416981.36 299822.28 299822.28 -nan 416981.36 416981.36\n"
+        small = head + " 1048576 5 236038.47 256981.36 246822.28 246822.28 -nan 256981.36 256981.36\n"
+        self.assertEqual(M.Runner.check_results(None, c, big, big, "ours", "siw"), [])
+        self.assertEqual(len(M.Runner.check_results(None, c, small, big, "ours", "siw")), 1)
+        inf = head + " 1048576 5 inf inf inf inf -nan inf inf\n"
+        self.assertEqual(len(M.Runner.check_results(None, c, big, inf, "ours", "siw")), 1)
+
+    def test_rev1_rping_limitation_needs_sius_post_send_error(self):
+        c = M.Cell("siw-default", "rping", "c2s", "rping", 64, rev=1, known=M.REV1_READ)
+        c.peer_out = "post send error -1\nrping server failed: -1\n"
+        c.wire_conns = [{"conn": {}, "fpdus": [untagged(5, "c>s", "Send", 0, 1, 0, 16)], "msgs": {}, "got": {}}]
+        c.data_exp = M.expected_data(c)
+        c.data_got = {"c>s": {"Send": {16: 1}}}
+        probs = ["siw server exit 255", "siw: post send error -1", "client printed 0 pings, expected 10",
+                 "data connection carried c>s Send 1x16; expected ..."]
+        self.assertEqual(M.known_limitation(c, probs), M.REV1_READ)
+        for change in ("no post send error", "our crash", "a read on the wire", "a data mismatch"):
+            c2 = M.Cell("siw-default", "rping", "c2s", "rping", 64, rev=1, known=M.REV1_READ)
+            c2.__dict__.update({k: v for k, v in c.__dict__.items() if k != "known"})
+            p2 = list(probs)
+            if change == "no post send error":
+                c2.peer_out = "rping server failed: -1\n"
+            elif change == "our crash":
+                p2.append("our client exit 139")
+            elif change == "a read on the wire":
+                c2.wire_conns = [{"conn": {}, "fpdus": [read_request(6, "s>c", 1, "0x1", 0, 64)], "msgs": {}, "got": {}}]
+            else:
+                p2.append("rping -V: data mismatch")
+            self.assertIsNone(M.known_limitation(c2, p2), change)
+
+
+if __name__ == "__main__":
+    unittest.main()
