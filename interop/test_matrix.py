@@ -212,6 +212,15 @@ class Flakes(unittest.TestCase):
         inf = head + " 1048576 5 inf inf inf inf -nan inf inf\n"
         self.assertEqual(len(M.Runner.check_results(None, c, big, inf, "ours", "siw")), 1)
 
+    def test_rpings_teardown_race_only_with_its_message_and_nothing_else(self):
+        c = M.Cell("siw-default", "rping", "s2c", "rping", 64)
+        c.peer_out = "ping data: rdma-ping-9: ...\nclient DISCONNECT EVENT...\nrdma_get_cm_event: Bad file descriptor\n"
+        self.assertEqual(M.documented_flake(c, ["siw client exit 255"]), M.RPING_TEARDOWN)
+        self.assertIsNone(M.documented_flake(c, ["siw client exit 255", "client printed 9 pings, expected 10"]))
+        self.assertIsNone(M.documented_flake(c, ["siw client exit 1"]))
+        c.peer_out = "client DISCONNECT EVENT...\n"
+        self.assertIsNone(M.documented_flake(c, ["siw client exit 255"]))
+
     def test_rev1_rping_limitation_needs_sius_post_send_error(self):
         c = M.Cell("siw-default", "rping", "c2s", "rping", 64, rev=1, known=M.REV1_READ)
         c.peer_out = "post send error -1\nrping server failed: -1\n"
