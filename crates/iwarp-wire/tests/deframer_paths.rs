@@ -144,3 +144,36 @@ fn feed_whole_declines_unless_between_fpdus_without_markers() {
     assert!(d.feed_whole(&again[n..]).is_none());
     assert_eq!(d.stream_offset(), 20);
 }
+
+/// Feeds `stream` in `chunk`-byte pieces; returns (header bytes, payload) per FPDU.
+fn feed_all(d: &mut Deframer, stream: &[u8], chunk: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
+    let mut out = Vec::new();
+    let mut cur: Option<(Vec<u8>, Vec<u8>)> = None;
+    for piece in stream.chunks(chunk) {
+        let mut rest = piece;
+        while !rest.is_empty() {
+            let (n, ev) = d.feed(rest)?;
+            match ev {
+                Event::Header(h) => cur = Some((h.as_bytes().to_vec(), Vec::new())),
+                Event::Payload(p) => cur.as_mut().unwrap().1.extend_from_slice(p),
+                Event::End(_) => out.push(cur.take().unwrap()),
+                Event::None => {}
+            }
+            rest = &rest[n..];
+        }
+    }
+    Ok(out)
+}
+
+#[test]
+fn feed_takes_a_ulpdu_of_exactly_the_maximum() {
+    let s = fpdu(true, &SEND_HDR, b"hello");
+    for chunk in [1, 3, 4, 64] {
+        let mut d = Deframer::new(DeframerConfig { max_ulpdu: 23, ..Default::default() });
+        let got = feed_all(&mut d, &s, chunk).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].1, b"hello");
+        let mut d = Deframer::new(DeframerConfig { max_ulpdu: 22, ..Default::default() });
+        assert_eq!(feed_all(&mut d, &s, chunk), Err(Error::UlpduTooLong { len: 23, max: 22, tagged: false }));
+    }
+}
