@@ -177,3 +177,25 @@ fn feed_takes_a_ulpdu_of_exactly_the_maximum() {
         assert_eq!(feed_all(&mut d, &s, chunk), Err(Error::UlpduTooLong { len: 23, max: 22, tagged: false }));
     }
 }
+
+#[test]
+fn feed_reports_each_fpdus_wire_length_and_crc() {
+    let mut s = fpdu(true, &SEND_HDR, b"hello");
+    let second = fpdu(true, &WRITE_HDR, b"");
+    s.extend_from_slice(&second);
+    let mut d = Deframer::new(DeframerConfig::default());
+    let mut ends = Vec::new();
+    let mut rest = &s[..];
+    while !rest.is_empty() {
+        let (n, ev) = d.feed(rest).unwrap();
+        if let Event::End(e) = ev {
+            ends.push(e);
+        }
+        rest = &rest[n..];
+    }
+    assert_eq!(ends.len(), 2);
+    assert_eq!(ends[0].wire_len, 32);
+    assert_eq!(ends[1].wire_len, 20);
+    assert_eq!(ends[1].crc, crc::from_wire(second[16..20].try_into().unwrap()));
+    assert_eq!(d.stream_offset(), 52);
+}

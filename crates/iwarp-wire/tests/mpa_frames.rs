@@ -1,0 +1,61 @@
+//! MPA Request/Reply views and RFC 6581 RTR sets, pinned to exact values.
+
+use iwarp_wire::mpa::rr::{Frame, REPLY_KEY, REQUEST_KEY};
+use iwarp_wire::mpa::{FrameKind, RtrType, RtrTypes};
+
+const TYPES: [RtrType; 3] = [RtrType::Send, RtrType::Write, RtrType::Read];
+
+/// Every subset of the three RTR types.
+fn all_sets() -> impl Iterator<Item = RtrTypes> {
+    (0u8..8).map(|b| RtrTypes { send: b & 1 != 0, write: b & 2 != 0, read: b & 4 != 0 })
+}
+
+#[test]
+fn rtr_sets_intersect_contain_and_prefer_write_then_read_then_send() {
+    for a in all_sets() {
+        assert_eq!(a.contains(RtrType::Send), a.send);
+        assert_eq!(a.contains(RtrType::Write), a.write);
+        assert_eq!(a.contains(RtrType::Read), a.read);
+        assert_eq!(a.is_empty(), !(a.send || a.write || a.read), "{a:?}");
+        let want = if a.write {
+            Some(RtrType::Write)
+        } else if a.read {
+            Some(RtrType::Read)
+        } else if a.send {
+            Some(RtrType::Send)
+        } else {
+            None
+        };
+        assert_eq!(a.preferred(), want, "{a:?}");
+        for b in all_sets() {
+            let i = a.intersect(b);
+            for t in TYPES {
+                assert_eq!(i.contains(t), a.contains(t) && b.contains(t), "{a:?} ∩ {b:?}");
+            }
+        }
+    }
+    assert!(RtrTypes::NONE.is_empty());
+    assert!(!RtrTypes::ALL.is_empty());
+    for t in TYPES {
+        let only = RtrTypes::only(t);
+        for u in TYPES {
+            assert_eq!(only.contains(u), t == u);
+        }
+        assert_eq!(only.preferred(), Some(t));
+    }
+}
+
+#[test]
+fn frame_view_names_its_key_and_takes_a_bare_header() {
+    let mut f = [0u8; 20];
+    f[..16].copy_from_slice(&REQUEST_KEY);
+    f[17] = 1;
+    // A 20-byte frame without private data is whole.
+    let view = Frame::new_checked(&f[..]).unwrap();
+    assert_eq!(view.kind(), Some(FrameKind::Request));
+    assert!(view.private_data().is_empty());
+    f[..16].copy_from_slice(&REPLY_KEY);
+    assert_eq!(Frame::new_checked(&f[..]).unwrap().kind(), Some(FrameKind::Reply));
+    f[..16].copy_from_slice(b"MPA ID Xyz Frame");
+    assert_eq!(Frame::new_checked(&f[..]).unwrap().kind(), None);
+}
