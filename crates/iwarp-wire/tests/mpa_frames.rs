@@ -59,3 +59,46 @@ fn frame_view_names_its_key_and_takes_a_bare_header() {
     f[..16].copy_from_slice(b"MPA ID Xyz Frame");
     assert_eq!(Frame::new_checked(&f[..]).unwrap().kind(), None);
 }
+
+/// A revision-1 Request with `pd` bytes of private data, all 0xAB.
+fn request_with_pd(pd: usize) -> Vec<u8> {
+    let mut f = REQUEST_KEY.to_vec();
+    f.extend_from_slice(&[0x40, 1]);
+    f.extend_from_slice(&(pd as u16).to_be_bytes());
+    f.extend(std::iter::repeat_n(0xAB, pd));
+    f
+}
+
+#[test]
+fn private_data_of_exactly_512_bytes_is_accepted() {
+    use iwarp_wire::mpa::FrameRepr;
+    use iwarp_wire::Error;
+    // RFC 5044 §7.1: PD_Length "MUST NOT exceed 512".
+    let f = request_with_pd(512);
+    let (r, used) = FrameRepr::parse(&f, FrameKind::Request).unwrap().unwrap();
+    assert_eq!((used, r.private_data.len()), (532, 512));
+    let f = request_with_pd(513);
+    assert_eq!(FrameRepr::parse(&f, FrameKind::Request), Err(Error::PrivateDataTooLong(513)));
+}
+
+#[test]
+fn parse_exact_says_how_many_bytes_a_truncated_frame_needs() {
+    use iwarp_wire::mpa::FrameRepr;
+    use iwarp_wire::Error;
+    let f = request_with_pd(4);
+    // Inside the key and inside the fixed header: the 20-byte header is needed.
+    for n in [10, 16, 19] {
+        assert_eq!(
+            FrameRepr::parse_exact(&f[..n], FrameKind::Request),
+            Err(Error::Truncated { needed: 20, available: n })
+        );
+    }
+    // The header is in: header and private data are needed.
+    for n in [20, 23] {
+        assert_eq!(
+            FrameRepr::parse_exact(&f[..n], FrameKind::Request),
+            Err(Error::Truncated { needed: 24, available: n })
+        );
+    }
+    assert_eq!(FrameRepr::parse_exact(&f, FrameKind::Request).unwrap().private_data, &[0xAB; 4]);
+}
