@@ -1,0 +1,400 @@
+//! What a queue pair does with each kind of bad input from its peer, pinned to the exact
+//! Terminate (layer, error type, code and copied headers) it sends and the completions it
+//! reports, plus the exact values a valid input delivers. The peer is played by hand: FPDUs
+//! are framed here and fed to one queue pair through its receive path.
+
+use iwarp_proto::mem::{Access, MrRef, PdId, RawMem, StagTable};
+use iwarp_proto::qp::{Completion, LinkParams, Qp, QpConfig, QpEvent, QpState, RecvWqe, Sge, Startup};
+use iwarp_wire::mpa::{Deframer, DeframerConfig, Event, Framer};
+use iwarp_wire::terminate::{TerminateCause, TerminateLayout, TerminateMessage};
+use iwarp_wire::{Msn, Opcode, Placement, QueueNumber, SegmentHeader};
+use std::sync::Arc;
+
+fn link(startup: Startup) -> LinkParams {
+    LinkParams {
+        crc: true,
+        send_markers: false,
+        recv_markers: false,
+        ird: 8,
+        ord: 8,
+        mulpdu: iwarp_wire::mpa::mulpdu(1460, false),
+        rfc7306: true,
+        startup,
+    }
+}
+
+/// One queue pair (the responder) and the memory table it checks against.
+struct Side {
+    qp: Qp,
+    stags: Arc<StagTable>,
+    pd: PdId,
+    framer: Framer,
+}
+
+impl Side {
+    fn with(link: LinkParams) -> Side {
+        let stags = Arc::new(StagTable::new(42));
+        let pd = stags.new_pd();
+        let cfg =
+            QpConfig { qp_num: 2, pd, sq_depth: 64, rq_depth: 64, max_send_sge: 4, max_recv_sge: 4, max_inline: 64 };
+        let mut qp = Qp::new(cfg, Arc::clone(&stags), None);
+        qp.establish(link).unwrap();
+        Side { qp, stags, pd, framer: Framer::new(link.crc, link.recv_markers) }
+    }
+
+    fn new() -> Side {
+        Side::with(link(Startup::Responder { rtr: None, send_first: false }))
+    }
+
+    fn mr(&self, len: usize, access: Access) -> MrRef {
+        self.stags.register(RawMem::alloc(len, false).unwrap(), self.pd, access, 0x10_0000).unwrap()
+    }
+
+    fn post_recv(&mut self, wr_id: u64, mr: &MrRef, len: usize) {
+        let wqe = RecvWqe { wr_id, sges: vec![Sge { mr: Arc::clone(mr), offset: 0, len }].into() };
+        self.qp.post_recv([wqe]).unwrap();
+    }
+
+    /// Frames `h ‖ body ‖ payload` as the peer would and feeds it to the queue pair.
+    fn feed(&mut self, h: SegmentHeader, body: &[u8], payload: &[u8]) {
+        let (b, n) = h.to_bytes();
+        let mut ulpdu = b[..n].to_vec();
+        ulpdu.extend_from_slice(body);
+        let mut out = Vec::new();
+        self.framer.frame_to_vec(&ulpdu, &[payload], &mut out).unwrap();
+        assert_eq!(self.qp.receive_copy(&out), out.len());
+    }
+
+    fn completions(&mut self) -> Vec<Completion> {
+        std::iter::from_fn(|| self.qp.poll_completion()).collect()
+    }
+
+    fn events(&mut self) -> Vec<QpEvent> {
+        std::iter::from_fn(|| self.qp.poll_event()).collect()
+    }
+
+    /// Every (header, ULPDU payload) the queue pair has sent.
+    fn sent(&mut self) -> Vec<(SegmentHeader, Vec<u8>)> {
+        let mut wire = Vec::new();
+        self.qp.transmit_copy(&mut wire, usize::MAX);
+        let mut d = Deframer::new(DeframerConfig::default());
+        let mut out = Vec::new();
+        let mut cur = None;
+        let mut rest = &wire[..];
+        while !rest.is_empty() {
+            let (n, ev) = d.feed(rest).unwrap();
+            match ev {
+                Event::Header(h) => cur = Some((h.segment().unwrap(), Vec::new())),
+                Event::Payload(p) => cur.as_mut().unwrap().1.extend_from_slice(p),
+                Event::End(_) => out.push(cur.take().unwrap()),
+                Event::None => {}
+            }
+            rest = &rest[n..];
+        }
+        out
+    }
+
+    /// The Terminate the queue pair sent (the last FPDU), its body, and checks that it reported
+    /// the same cause as a local error and went to the error state.
+    fn terminate(&mut self) -> (TerminateCause, Vec<u8>) {
+        let sent = self.sent();
+        let (h, body) = sent.last().expect("a Terminate").clone();
+        assert_eq!(h.opcode, Opcode::Terminate);
+        assert_eq!(h.placement, Placement::Untagged { qn: QueueNumber::TERMINATE, msn: Msn(1), mo: 0 });
+        let m = TerminateMessage::parse(&body).unwrap();
+        // Written in RFC 5040 bit order (some bodies also read as valid the Linux siw way).
+        assert!(matches!(m.layout, TerminateLayout::Rfc5040 | TerminateLayout::Ambiguous), "{m:?}");
+        assert_eq!(self.qp.state(), QpState::Error);
+        assert!(self.events().contains(&QpEvent::LocalError(m.rfc.cause)));
+        (m.rfc.cause, body)
+    }
+}
+
+fn send(msn: u32, mo: u32, last: bool) -> SegmentHeader {
+    SegmentHeader::untagged(Opcode::Send, last, Msn(msn), mo)
+}
+
+#[test]
+fn harness_delivers_a_send() {
+    let mut s = Side::new();
+    let dst = s.mr(16, Access::LOCAL_WRITE);
+    s.post_recv(5, &dst, 16);
+    s.feed(send(1, 0, true), &[], b"hello");
+    let c = s.completions();
+    assert_eq!(c.len(), 1);
+    assert_eq!((c[0].wr_id, c[0].byte_len), (5, 5));
+    assert!(s.sent().is_empty());
+}
+
+fn framed(framer: &mut Framer, h: SegmentHeader, payload: &[u8]) -> Vec<u8> {
+    let (b, n) = h.to_bytes();
+    let mut out = Vec::new();
+    framer.frame_to_vec(&b[..n], &[payload], &mut out).unwrap();
+    out
+}
+
+fn contents(mr: &MrRef, off: usize, len: usize) -> Vec<u8> {
+    let mut v = vec![0; len];
+    assert!(mr.mem().read(off, &mut v));
+    v
+}
+
+/// The ranges and length of a direct plan.
+fn direct(plan: iwarp_proto::qp::RecvPlan) -> (Vec<iwarp_proto::qp::IoRange>, usize) {
+    match plan {
+        iwarp_proto::qp::RecvPlan::Direct { ranges, len } => (ranges.to_vec(), len),
+        other => panic!("not a direct plan: {other:?}"),
+    }
+}
+
+#[test]
+fn a_send_segment_is_read_straight_into_the_rest_of_its_sges() {
+    use iwarp_proto::qp::{IoRange, RecvPlan};
+    let mut s = Side::new();
+    let m1 = s.mr(4000, Access::LOCAL_WRITE);
+    let m2 = s.mr(8000, Access::LOCAL_WRITE);
+    let wqe = RecvWqe {
+        wr_id: 9,
+        sges: vec![
+            Sge { mr: Arc::clone(&m1), offset: 100, len: 3000 },
+            Sge { mr: Arc::clone(&m2), offset: 0, len: 8000 },
+        ]
+        .into(),
+    };
+    s.qp.post_recv([wqe]).unwrap();
+    let payload: Vec<u8> = (0..10_000u32).map(|i| (i * 7 + 1) as u8).collect();
+    let f1 = framed(&mut s.framer, send(1, 0, false), &payload[..1000]);
+    let f2 = framed(&mut s.framer, send(1, 1000, true), &payload[1000..]);
+
+    // The first segment arrives whole in a scratch read and is copied.
+    assert_eq!(s.qp.poll_recv_plan(), RecvPlan::Scratch { max: iwarp_proto::qp::LOOKAHEAD });
+    s.qp.handle_recv(&f1);
+    // The second one's header: its 9000 payload bytes go into the first SGE from byte 1000 on
+    // (2000 bytes left there), then 7000 bytes into the second SGE.
+    s.qp.handle_recv(&f2[..20]);
+    let a1 = m1.mem().ptr_at(1100) as usize;
+    let a2 = m2.mem().ptr_at(0) as usize;
+    assert_eq!(
+        direct(s.qp.poll_recv_plan()),
+        (vec![IoRange { addr: a1, len: 2000 }, IoRange { addr: a2, len: 7000 }], 9000)
+    );
+    // Read 2500 bytes: the first SGE fills, 500 bytes go into the second.
+    assert!(m1.mem().write(1100, &payload[1000..3000]));
+    assert!(m2.mem().write(0, &payload[3000..3500]));
+    s.qp.handle_placed(2500);
+    let a3 = m2.mem().ptr_at(500) as usize;
+    assert_eq!(direct(s.qp.poll_recv_plan()), (vec![IoRange { addr: a3, len: 6500 }], 6500));
+    assert!(m2.mem().write(500, &payload[3500..]));
+    s.qp.handle_placed(6500);
+    // Pad and CRC: the CRC covers the placed bytes.
+    s.qp.handle_recv(&f2[20 + 9000..]);
+    let c = s.completions();
+    assert_eq!(c.len(), 1, "{:?}", s.events());
+    assert_eq!((c[0].wr_id, c[0].byte_len, c[0].status), (9, 10_000, iwarp_proto::qp::WcStatus::Success));
+    assert_eq!(contents(&m1, 100, 3000), &payload[..3000]);
+    assert_eq!(contents(&m2, 0, 7000), &payload[3000..]);
+    let st = s.qp.stats();
+    assert_eq!((st.rx_direct_bytes, st.rx_copied_bytes), (9000, 1000));
+    assert!(s.sent().is_empty());
+}
+
+#[test]
+fn a_queue_pair_that_is_not_running_reads_nothing() {
+    use iwarp_proto::qp::RecvPlan;
+    let stags = Arc::new(StagTable::new(1));
+    let pd = stags.new_pd();
+    let cfg = QpConfig { qp_num: 1, pd, sq_depth: 4, rq_depth: 4, max_send_sge: 1, max_recv_sge: 1, max_inline: 0 };
+    let mut qp = Qp::new(cfg, stags, None);
+    assert_eq!(qp.state(), QpState::Idle);
+    assert_eq!(qp.poll_recv_plan(), RecvPlan::Stop);
+}
+
+#[test]
+fn a_terminated_message_lets_go_of_its_region() {
+    let mut s = Side::new();
+    let m = s.mr(4096, Access::REMOTE_WRITE);
+    let base = Arc::strong_count(&m);
+    // The first segment of a Write is placed; the engine holds the region for the rest.
+    s.feed(SegmentHeader::tagged(Opcode::Write, false, m.stag(), iwarp_wire::TaggedOffset(m.base())), &[], &[1; 100]);
+    assert!(Arc::strong_count(&m) > base);
+    // The next segment does not continue where the first ended: Terminate, and the region is
+    // no longer referenced by the queue pair.
+    s.feed(SegmentHeader::tagged(Opcode::Write, true, m.stag(), iwarp_wire::TaggedOffset(m.base() + 7)), &[], &[2; 10]);
+    let (cause, _) = s.terminate();
+    assert_eq!(cause, TerminateCause::TaggedBuffer(iwarp_wire::terminate::TaggedBuffer::BaseOrBounds));
+    assert_eq!(Arc::strong_count(&m), base);
+}
+
+const UNSPECIFIED: TerminateCause =
+    TerminateCause::RemoteOperation(iwarp_wire::terminate::RemoteOperation::Unspecified);
+
+/// Feeds one untagged segment with `body` to a fresh responder (a receive posted) and returns
+/// the Terminate cause it sends.
+fn untagged_cause(op: Opcode, last: bool, msn: u32, mo: u32, body: &[u8]) -> TerminateCause {
+    let mut s = Side::new();
+    let dst = s.mr(64, Access::LOCAL_WRITE);
+    s.post_recv(1, &dst, 64);
+    s.feed(SegmentHeader::untagged(op, last, Msn(msn), mo), body, &[]);
+    s.terminate().0
+}
+
+#[test]
+fn fixed_size_untagged_messages_must_be_one_whole_segment() {
+    let rr = iwarp_wire::rdmap::ReadRequest { size: 0, ..Default::default() }.to_bytes();
+    let atomic_resp = iwarp_wire::rdmap::AtomicResponse { request_id: 1, original: 2 }.to_bytes();
+    let cases: [(Opcode, &[u8]); 5] = [
+        (Opcode::ImmediateData, &[0u8; 8]),
+        (Opcode::ImmediateDataSe, &[0u8; 8]),
+        (Opcode::ReadRequest, &rr),
+        (Opcode::AtomicResponse, &atomic_resp),
+        (Opcode::Terminate, &[0x00, 0x00, 0x00, 0x00]),
+    ];
+    for (op, body) in cases {
+        // Not the last segment of its message.
+        assert_eq!(untagged_cause(op, false, 1, 0, body), UNSPECIFIED, "{op:?} L=0");
+        // Not at message offset 0.
+        assert_eq!(untagged_cause(op, true, 1, 4, body), UNSPECIFIED, "{op:?} MO=4");
+    }
+}
+
+#[test]
+fn immediate_data_out_of_sequence_is_an_msn_error() {
+    let cause = untagged_cause(Opcode::ImmediateData, true, 2, 0, &[0u8; 8]);
+    assert_eq!(cause, TerminateCause::UntaggedBuffer(iwarp_wire::terminate::UntaggedBuffer::MsnRange));
+}
+
+#[test]
+fn a_read_response_segment_inside_a_write_is_an_invalid_stag() {
+    let mut s = Side::new();
+    let m = s.mr(4096, Access::REMOTE_WRITE | Access::LOCAL_WRITE);
+    let to = m.base();
+    s.feed(SegmentHeader::tagged(Opcode::Write, false, m.stag(), iwarp_wire::TaggedOffset(to)), &[], &[1; 100]);
+    // Same STag, continuing TO, but another opcode.
+    s.feed(
+        SegmentHeader::tagged(Opcode::ReadResponse, true, m.stag(), iwarp_wire::TaggedOffset(to + 100)),
+        &[],
+        &[2; 8],
+    );
+    let (cause, _) = s.terminate();
+    assert_eq!(cause, TerminateCause::TaggedBuffer(iwarp_wire::terminate::TaggedBuffer::InvalidStag));
+    assert_eq!(contents(&m, 100, 8), [0; 8], "nothing placed");
+}
+
+#[test]
+fn a_read_response_longer_than_the_request_places_nothing() {
+    use iwarp_proto::qp::{Payload, RemoteAddr, SendOp, SendWqe};
+    let mut s = Side::with(link(Startup::Initiator { rtr: None }));
+    let sink = s.mr(64, Access::LOCAL_WRITE);
+    let wr = SendWqe {
+        wr_id: 3,
+        op: SendOp::Read(RemoteAddr { stag: iwarp_wire::Stag(0x1234_5600), to: 0x9000 }),
+        payload: Payload::Sges(vec![Sge { mr: Arc::clone(&sink), offset: 0, len: 8 }].into()),
+        signaled: true,
+        solicited: false,
+        fence: false,
+    };
+    s.qp.post_send([wr]).unwrap();
+    let sent = s.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].0.opcode, Opcode::ReadRequest);
+    // 16 bytes answer an 8-byte Read; the sink region has room for them.
+    s.feed(
+        SegmentHeader::tagged(Opcode::ReadResponse, true, sink.stag(), iwarp_wire::TaggedOffset(sink.base())),
+        &[],
+        &[0xEE; 16],
+    );
+    let (cause, _) = s.terminate();
+    assert_eq!(cause, TerminateCause::TaggedBuffer(iwarp_wire::terminate::TaggedBuffer::BaseOrBounds));
+    assert_eq!(contents(&sink, 0, 16), [0; 16], "nothing placed");
+}
+
+#[test]
+fn a_read_rtr_must_be_at_message_offset_zero() {
+    let rtr = Some(iwarp_wire::mpa::RtrTypes { send: false, write: false, read: true });
+    let mut s = Side::with(link(Startup::Responder { rtr, send_first: false }));
+    let rr = iwarp_wire::rdmap::ReadRequest { size: 0, ..Default::default() }.to_bytes();
+    s.feed(SegmentHeader::untagged(Opcode::ReadRequest, true, Msn(1), 4), &rr, &[]);
+    assert_eq!(s.terminate().0, UNSPECIFIED);
+}
+
+#[test]
+fn a_wrong_rtr_gets_a_bare_mpa_terminate() {
+    let rtr = Some(iwarp_wire::mpa::RtrTypes { send: false, write: true, read: false });
+    let mut s = Side::with(link(Startup::Responder { rtr, send_first: false }));
+    let dst = s.mr(64, Access::LOCAL_WRITE);
+    s.post_recv(1, &dst, 64);
+    s.feed(send(1, 0, true), &[], &[]);
+    let (cause, body) = s.terminate();
+    assert_eq!(cause, TerminateCause::Mpa(iwarp_wire::terminate::Mpa::NoMatchingRtr));
+    // RFC 5040 Figure 10: an LLP error carries no copied header.
+    assert_eq!(body, [0x20, 0x07, 0x00, 0x00]);
+}
+
+#[test]
+fn bytes_after_a_terminate_are_left_unread_and_uncounted() {
+    let mut s = Side::new();
+    // A Send with no receive posted, then more bytes.
+    let mut data = framed(&mut s.framer, send(1, 0, true), b"no buffer for this");
+    data.extend_from_slice(&[0u8; 4096]);
+    let used = s.qp.receive_copy(&data);
+    assert!(used < data.len(), "{used}");
+    let (cause, _) = s.terminate();
+    assert_eq!(cause, TerminateCause::UntaggedBuffer(iwarp_wire::terminate::UntaggedBuffer::NoBuffer));
+    assert_eq!(s.qp.stats().rx_copied_bytes, 0);
+}
+
+#[test]
+fn a_queue_pair_that_was_never_established_ignores_input() {
+    let stags = Arc::new(StagTable::new(1));
+    let pd = stags.new_pd();
+    let cfg = QpConfig { qp_num: 1, pd, sq_depth: 4, rq_depth: 4, max_send_sge: 1, max_recv_sge: 1, max_inline: 0 };
+    let mut qp = Qp::new(cfg, stags, None);
+    let mut framer = Framer::new(true, false);
+    let bad = framed(&mut framer, send(7, 0, true), b"x");
+    qp.handle_recv(&bad);
+    assert_eq!(qp.poll_event(), None);
+    assert_eq!(qp.state(), QpState::Idle);
+    let mut out = Vec::new();
+    qp.transmit_copy(&mut out, usize::MAX);
+    assert!(out.is_empty());
+}
+
+fn sge(mr: &MrRef, offset: usize, len: usize) -> Sge {
+    Sge { mr: Arc::clone(mr), offset, len }
+}
+
+#[test]
+fn copied_segments_scatter_across_sges_from_where_the_last_one_ended() {
+    let mut s = Side::new();
+    let m = s.mr(64, Access::LOCAL_WRITE);
+    assert!(m.mem().write(0, &[0x55; 64]));
+    // 10 bytes at 0, an empty element, 10 bytes at 20.
+    let wqe = RecvWqe { wr_id: 4, sges: vec![sge(&m, 0, 10), sge(&m, 50, 0), sge(&m, 20, 10)].into() };
+    s.qp.post_recv([wqe]).unwrap();
+    let p: Vec<u8> = (1..=16).collect();
+    s.feed(send(1, 0, false), &[], &p[..4]);
+    s.feed(send(1, 4, true), &[], &p[4..]);
+    let c = s.completions();
+    assert_eq!((c[0].wr_id, c[0].byte_len), (4, 16));
+    let mut want = vec![0x55u8; 64];
+    want[..10].copy_from_slice(&p[..10]);
+    want[20..26].copy_from_slice(&p[10..]);
+    assert_eq!(contents(&m, 0, 64), want);
+}
+
+#[test]
+fn a_direct_plan_skips_empty_sges() {
+    use iwarp_proto::qp::IoRange;
+    let mut s = Side::new();
+    let m1 = s.mr(600, Access::LOCAL_WRITE);
+    let m2 = s.mr(600, Access::LOCAL_WRITE);
+    let wqe = RecvWqe { wr_id: 4, sges: vec![sge(&m1, 0, 600), sge(&m1, 0, 0), sge(&m2, 0, 600)].into() };
+    s.qp.post_recv([wqe]).unwrap();
+    let f = framed(&mut s.framer, send(1, 0, true), &[9u8; 1000]);
+    s.qp.handle_recv(&f[..20]);
+    let (a1, a2) = (m1.mem().ptr_at(0) as usize, m2.mem().ptr_at(0) as usize);
+    assert_eq!(
+        direct(s.qp.poll_recv_plan()),
+        (vec![IoRange { addr: a1, len: 600 }, IoRange { addr: a2, len: 400 }], 1000)
+    );
+}
