@@ -398,3 +398,31 @@ fn a_direct_plan_skips_empty_sges() {
         (vec![IoRange { addr: a1, len: 600 }, IoRange { addr: a2, len: 400 }], 1000)
     );
 }
+
+#[test]
+fn send_with_invalidate_of_a_foreign_or_unknown_stag_names_the_right_layer() {
+    use iwarp_wire::terminate::{RemoteOperation, RemoteProtection};
+    for foreign in [true, false] {
+        let mut s = Side::new();
+        let dst = s.mr(64, Access::LOCAL_WRITE);
+        s.post_recv(6, &dst, 64);
+        let target = if foreign {
+            let other = s.stags.new_pd();
+            s.stags.register(RawMem::alloc(64, false).unwrap(), other, Access::REMOTE_WRITE, 0).unwrap().stag()
+        } else {
+            iwarp_wire::Stag(0x00AB_CD00)
+        };
+        let mut h = SegmentHeader::untagged(Opcode::SendInvalidate, true, Msn(1), 0);
+        h.inval_stag = target;
+        s.feed(h, &[], b"hi");
+        let c = s.completions();
+        assert_eq!((c[0].wr_id, c[0].status), (6, iwarp_proto::qp::WcStatus::RemoteInvalidRequest));
+        let want = if foreign {
+            TerminateCause::RemoteProtection(RemoteProtection::CannotInvalidate)
+        } else {
+            TerminateCause::RemoteOperation(RemoteOperation::CannotInvalidate)
+        };
+        assert_eq!(c[0].cause, Some(want));
+        assert_eq!(s.terminate().0, want);
+    }
+}
