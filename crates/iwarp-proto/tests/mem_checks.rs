@@ -5,6 +5,9 @@ use iwarp_proto::mem::{Access, RawMem, StagTable};
 
 #[test]
 fn emptiness_of_regions_and_tables() {
+    assert!(RawMem::alloc(0, false).unwrap().is_empty());
+    assert!(!RawMem::alloc(8, false).unwrap().is_empty());
+    assert!(!RawMem::alloc(8, true).unwrap().is_empty());
     let t = StagTable::new(3);
     assert!(t.is_empty());
     let pd = t.new_pd();
