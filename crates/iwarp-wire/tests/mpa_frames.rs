@@ -102,3 +102,21 @@ fn parse_exact_says_how_many_bytes_a_truncated_frame_needs() {
     }
     assert_eq!(FrameRepr::parse_exact(&f, FrameKind::Request).unwrap().private_data, &[0xAB; 4]);
 }
+
+#[test]
+fn pieces_cover_the_fpdu_exactly() {
+    use iwarp_wire::mpa::{Framer, Piece};
+    let payload = [7u8; 1000];
+    let header = [0xc1u8, 0x40, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    for markers in [false, true] {
+        let mut f = Framer::new(true, markers);
+        let (mut arena, mut pieces) = (Vec::new(), Vec::new());
+        let n = f.frame(&header, &[&payload], &mut arena, &mut pieces).unwrap();
+        assert_eq!(pieces.iter().map(Piece::len).sum::<usize>(), n);
+        assert!(pieces.iter().all(|p| !p.is_empty()));
+        let payload_len: usize = pieces.iter().filter(|p| matches!(p, Piece::Payload { .. })).map(Piece::len).sum();
+        assert_eq!(payload_len, 1000);
+    }
+    assert!(Piece::Inline { start: 3, len: 0 }.is_empty());
+    assert_eq!(Piece::Payload { index: 1, start: 2, len: 5 }.len(), 5);
+}
