@@ -145,10 +145,13 @@ fn feed_whole_declines_unless_between_fpdus_without_markers() {
     assert_eq!(d.stream_offset(), 20);
 }
 
-/// Feeds `stream` in `chunk`-byte pieces; returns (header bytes, payload) per FPDU.
-fn feed_all(d: &mut Deframer, stream: &[u8], chunk: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
+/// Header bytes and payload of one FPDU.
+type Fpdu = (Vec<u8>, Vec<u8>);
+
+/// Feeds `stream` in `chunk`-byte pieces; returns each FPDU.
+fn feed_all(d: &mut Deframer, stream: &[u8], chunk: usize) -> Result<Vec<Fpdu>, Error> {
     let mut out = Vec::new();
-    let mut cur: Option<(Vec<u8>, Vec<u8>)> = None;
+    let mut cur: Option<Fpdu> = None;
     for piece in stream.chunks(chunk) {
         let mut rest = piece;
         while !rest.is_empty() {
