@@ -120,3 +120,14 @@ fn pieces_cover_the_fpdu_exactly() {
     assert!(Piece::Inline { start: 3, len: 0 }.is_empty());
     assert_eq!(Piece::Payload { index: 1, start: 2, len: 5 }.len(), 5);
 }
+
+#[test]
+fn framer_reports_its_settings() {
+    use iwarp_wire::mpa::Framer;
+    for crc in [false, true] {
+        for markers in [false, true] {
+            let f = Framer::new(crc, markers);
+            assert_eq!((f.crc_enabled(), f.markers_enabled()), (crc, markers));
+        }
+    }
+}
