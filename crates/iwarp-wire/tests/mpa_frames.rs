@@ -131,3 +131,31 @@ fn framer_reports_its_settings() {
         }
     }
 }
+
+#[test]
+fn framer_takes_ulpdus_up_to_65535_bytes_and_counts_what_it_wrote() {
+    use iwarp_wire::mpa::Framer;
+    use iwarp_wire::Error;
+    let untagged = [0x41u8, 0x43, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0];
+    let tagged = [0xc1u8, 0x40, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    let big = vec![0u8; 65535 - 18];
+    let mut f = Framer::new(true, false);
+    let mut out = Vec::new();
+    // 2 + 65535 + 3 pad + 4 CRC.
+    assert_eq!(f.frame_to_vec(&untagged, &[&big], &mut out), Ok(65544));
+    assert_eq!(out.len(), 65544);
+    // Length field, ULPDU, pad to a multiple of 4, CRC.
+    for (ulpdu, len) in [(0usize, 8usize), (1, 8), (2, 8), (3, 12), (7, 16)] {
+        let before = out.len();
+        let wrote = f.frame_to_vec(&[], &[&vec![7u8; ulpdu]], &mut out).unwrap();
+        assert_eq!((wrote, out.len() - before), (len, len), "{ulpdu}");
+    }
+    assert_eq!(f.stream_offset(), out.len() as u64);
+    // One byte more does not fit the length field; the error says which buffer model.
+    let one_more = [&big[..], &[0u8]];
+    let e = f.frame_to_vec(&untagged, &one_more, &mut Vec::new()).unwrap_err();
+    assert_eq!(e, Error::UlpduTooLong { len: 65535, max: 65535, tagged: false });
+    let big_t = vec![0u8; 65535 - 14 + 1];
+    let e = f.frame_to_vec(&tagged, &[&big_t], &mut Vec::new()).unwrap_err();
+    assert_eq!(e, Error::UlpduTooLong { len: 65535, max: 65535, tagged: true });
+}
