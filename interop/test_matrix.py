@@ -221,6 +221,46 @@ class Flakes(unittest.TestCase):
         c.peer_out = "client DISCONNECT EVENT...\n"
         self.assertIsNone(M.documented_flake(c, ["siw client exit 255"]))
 
+    def test_a_capture_that_lost_packets_excuses_only_the_wire_checks(self):
+        c = cell(direction="s2c", test="read_bw", size=1 << 20, iters=5)
+        wire = ["capture dropped packets: 502 packets dropped by kernel",
+                "conn 2: decoder problem: TCP data missing after stream byte 4364536 (next data in frame 4602)"]
+        c.capture_drops, c.wire_problems = 502, list(wire)
+        self.assertEqual(M.documented_flake(c, list(wire)), M.CAPTURE_LOSS)
+        # what the tools said is not the capture's to excuse
+        self.assertIsNone(M.documented_flake(c, wire + ["our server exit 1"]))
+        c.capture_drops = 0
+        self.assertIsNone(M.documented_flake(c, list(wire)))
+
+    def test_perftest_data_connect_race_silent_form(self):
+        c = cell(direction="c2s", test="send_bw", size=4096)
+        c.unanswered = [2]
+        c.wire_conns = [{"conn": {}, "fpdus": [], "msgs": {}, "got": {"c>s": {"Send": {16: 1, 4: 2, 2: 1, 56: 1}},
+                                                                       "s>c": {"Send": {16: 1, 4: 2, 2: 1, 56: 1}}}}]
+        c.ours_text = "\nFailed to connect through RDMA CM: connection setup timed out\n"
+        probs = ["our client exit 1", "siw server exit 143",
+                 "ours: Failed to connect through RDMA CM: connection setup timed out",
+                 "ours client printed no result line", "siw server printed no result line",
+                 "control connection: 5 Sends c>s, 5 s>c, expected 11 each; other: []",
+                 "conn 2: MPA Request/Reply missing"]
+        self.assertEqual(M.documented_flake(c, probs), M.DATA_CONNECT_SILENT)
+        self.assertIsNone(M.documented_flake(c, probs + ["our client exit 139"]))
+        c.unanswered = []
+        self.assertIsNone(M.documented_flake(c, probs))
+        c.unanswered = [2]
+        c.wire_conns[0]["got"]["c>s"]["Send"][4] = 3            # six control Sends: not that moment
+        self.assertIsNone(M.documented_flake(c, probs))
+
+    def test_consequences_cover_a_capture_cut_after_the_close(self):
+        c = cell(size=1 << 20, iters=5)
+        c.wire_conns = [{"conn": {}, "fpdus": [], "msgs": {}, "got": {}},
+                        {"conn": {"rst_s2c": 30}, "fpdus": [], "msgs": {}, "got": {}}]
+        c.data_got, c.data_exp = {}, {"c>s": {"Write": {1 << 20: 5}}}
+        cut = "conn 2: decoder problem: the capture ends inside an FPDU (started at stream byte 1015832)"
+        self.assertEqual(M.consequences(c, [cut], 2, 0, "s>c"), [])
+        c.wire_conns[1]["conn"] = {}
+        self.assertEqual(M.consequences(c, [cut], 2, 0, "s>c"), [cut])
+
     def test_rev1_rping_limitation_needs_sius_post_send_error(self):
         c = M.Cell("siw-default", "rping", "c2s", "rping", 64, rev=1, known=M.REV1_READ)
         c.peer_out = "post send error -1\nrping server failed: -1\n"
