@@ -83,6 +83,7 @@ impl Side {
         let mut rest = &wire[..];
         while !rest.is_empty() {
             let (n, ev) = d.feed(rest).unwrap();
+            assert!(n > 0, "the deframer took no byte");
             match ev {
                 Event::Header(h) => cur = Some((h.segment().unwrap(), Vec::new())),
                 Event::Payload(p) => cur.as_mut().unwrap().1.extend_from_slice(p),

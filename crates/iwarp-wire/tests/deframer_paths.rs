@@ -156,6 +156,7 @@ fn feed_all(d: &mut Deframer, stream: &[u8], chunk: usize) -> Result<Vec<Fpdu>, 
         let mut rest = piece;
         while !rest.is_empty() {
             let (n, ev) = d.feed(rest)?;
+            assert!(n > 0, "the deframer took no byte");
             match ev {
                 Event::Header(h) => cur = Some((h.as_bytes().to_vec(), Vec::new())),
                 Event::Payload(p) => cur.as_mut().unwrap().1.extend_from_slice(p),
@@ -191,6 +192,7 @@ fn feed_reports_each_fpdus_wire_length_and_crc() {
     let mut rest = &s[..];
     while !rest.is_empty() {
         let (n, ev) = d.feed(rest).unwrap();
+        assert!(n > 0, "the deframer took no byte");
         if let Event::End(e) = ev {
             ends.push(e);
         }
