@@ -1,13 +1,11 @@
 //! `iwping -V` on both sides: the client compares what the server wrote back, the server checks
 //! that what it read is rping's ping pattern, at the sizes the interop matrix uses.
 
-use std::net::TcpListener;
+mod common;
+
+use common::{free_port, wait_exit};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// Waits until a socket listens on `port` (without connecting: the server takes its first
 /// connection as its one client).
@@ -45,14 +43,7 @@ fn both_sides_validate_the_ping_data() {
         assert!(client.status.success(), "size {size}: {}", String::from_utf8_lossy(&client.stderr));
         let out = String::from_utf8_lossy(&client.stdout);
         assert_eq!(out.lines().filter(|l| l.starts_with("ping data: rdma-ping-")).count(), 60, "{out}");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while server.try_wait().unwrap().is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        if server.try_wait().unwrap().is_none() {
-            server.kill().unwrap();
-            panic!("iwping server did not exit after its client disconnected");
-        }
+        wait_exit(&mut server, "iwping server did not exit after its client disconnected");
         let o = server.wait_with_output().unwrap();
         let err = String::from_utf8_lossy(&o.stderr);
         // 60 pings: the start character wraps 'z' -> 'A' once (58 characters); a ping that is

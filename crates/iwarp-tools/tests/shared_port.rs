@@ -1,14 +1,13 @@
 //! `--shared-port`: an iwping server answers plain TCP clients on its iWARP port with a line
 //! echo, while iwping clients ping it over RDMA.
 
+mod common;
+
+use common::{free_port, wait_exit};
 use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 fn connect_retry(port: u16) -> TcpStream {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -50,14 +49,7 @@ fn iwping_server_on_a_shared_port_echoes_plain_lines_and_answers_pings() {
     let out = String::from_utf8_lossy(&client.stdout);
     assert_eq!(out.lines().filter(|l| l.starts_with("ping data: rdma-ping-")).count(), 3, "{out}");
     // The server (not persistent) exits after its RDMA client disconnects.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while server.try_wait().unwrap().is_none() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    if server.try_wait().unwrap().is_none() {
-        server.kill().unwrap();
-        panic!("iwping server did not exit after its client disconnected");
-    }
+    wait_exit(&mut server, "iwping server did not exit after its client disconnected");
     let mut srv = String::new();
     std::io::Read::read_to_string(server.stdout.as_mut().unwrap(), &mut srv).unwrap();
     assert_eq!(srv.lines().filter(|l| l.starts_with("server ping data: ")).count(), 3, "{srv}");
