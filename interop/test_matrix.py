@@ -171,17 +171,19 @@ class CutShort(unittest.TestCase):
     def test_writes_cut_short_by_the_servers_reset(self):
         c = cell(size=65536, iters=20)
         got = {"c>s": {"Write": {65536: 9}}}
-        self.assertIs(M.write_bw_cut_short(c, {"rst_s2c": 70}, got, [{"message": "capture ends inside an FPDU"}]), True)
-        self.assertIn("9 of 20 Writes", c.notes[-1])
+        notes = []
+        self.assertIs(M.write_bw_cut_short(c, {"rst_s2c": 70}, got, [{"message": "capture ends inside an FPDU"}],
+                                           notes), True)
+        self.assertIn("9 of 20 Writes", notes[-1])
 
     def test_no_excuse_without_the_reset_or_without_any_write(self):
         c = cell(size=65536, iters=20)
-        self.assertIn("no reset", M.write_bw_cut_short(c, {}, {"c>s": {"Write": {65536: 9}}}, []))
-        none = M.write_bw_cut_short(c, {"rst_s2c": 5}, {}, [])
+        self.assertIn("no reset", M.write_bw_cut_short(c, {}, {"c>s": {"Write": {65536: 9}}}, [], []))
+        none = M.write_bw_cut_short(c, {"rst_s2c": 5}, {}, [], [])
         self.assertTrue(none.startswith(M.CUT_SHORT_NONE))
         # other messages or sizes are not this case at all
-        self.assertIsNone(M.write_bw_cut_short(c, {"rst_s2c": 5}, {"c>s": {"Write": {4096: 9}}}, []))
-        self.assertIsNone(M.write_bw_cut_short(c, {"rst_s2c": 5}, {"c>s": {"Send": {65536: 9}}}, []))
+        self.assertIsNone(M.write_bw_cut_short(c, {"rst_s2c": 5}, {"c>s": {"Write": {4096: 9}}}, [], []))
+        self.assertIsNone(M.write_bw_cut_short(c, {"rst_s2c": 5}, {"c>s": {"Send": {65536: 9}}}, [], []))
 
     def test_before_any_write_it_is_a_flake_only_retried(self):
         c = cell(size=1 << 20, iters=5)
