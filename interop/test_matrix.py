@@ -263,6 +263,27 @@ class Flakes(unittest.TestCase):
         c.wire_conns[1]["conn"] = {}
         self.assertEqual(M.consequences(c, [cut], 2, 0, "s>c"), [cut])
 
+    def test_a_bad_crc_from_siw_answered_by_our_terminate(self):
+        c = cell(direction="c2s", test="write_lat", size=1 << 20, iters=5)
+        bad = tagged(110, "s>c", "Write", "0xe", 0, 1436, last=False, crc="bad")
+        term = untagged(136, "c>s", "Terminate", 2, 1, 0, 4)
+        term["body"] = {"rfc5040_reading": "MPA: CRC error (layer 2, etype 0, code 0x02)"}
+        c.wire_conns = [{"conn": {}, "fpdus": [], "msgs": {}, "got": {}},
+                        {"conn": {"fin_c2s": 137}, "fpdus": [bad, term], "msgs": {}, "got": {}}]
+        c.data_got = {"c>s": {"Terminate": {4: 1}}}
+        c.data_exp = {"c>s": {"Write": {1 << 20: 5}}, "s>c": {"Write": {1 << 20: 5}}}
+        probs = ["our client exit 1", "siw server exit 1", "ours: timed out waiting for the peer's Write",
+                 "siw: Failed status 2: wr_id 0 syndrom 0x0", "conn 2: 1 FPDUs without a good CRC",
+                 "conn 2: Terminate on the wire", "data connection carried c>s Terminate 1x4; expected ...",
+                 "tshark: 1 bad CRCs (first in frame 110)"]
+        self.assertEqual(M.documented_flake(c, probs), M.SIW_BAD_CRC)
+        self.assertIsNone(M.documented_flake(c, probs + ["ours: thread 'main' panicked"]))
+        bad["dir"] = "c>s"                                     # a bad CRC of ours is never excused
+        self.assertIsNone(M.documented_flake(c, probs))
+        bad["dir"] = "s>c"
+        term["body"] = {"rfc5040_reading": "DDP: tagged buffer: invalid STag"}
+        self.assertIsNone(M.documented_flake(c, probs))
+
     def test_rev1_rping_limitation_needs_sius_post_send_error(self):
         c = M.Cell("siw-default", "rping", "c2s", "rping", 64, rev=1, known=M.REV1_READ)
         c.peer_out = "post send error -1\nrping server failed: -1\n"
