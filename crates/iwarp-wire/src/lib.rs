@@ -13,6 +13,8 @@
 //! - [`terminate`]: the Terminate message and every error code point, with the Linux siw bit
 //!   layout recognised on receive.
 //! - [`crc`]: CRC32c as MPA uses it, through `crc-fast`.
+//! - [`payload`]: how the codecs read payload they may not borrow (memory shared with the
+//!   network).
 //!
 //! This crate does no I/O, keeps no clock and allocates nothing on the parsing paths: it turns
 //! bytes into values and values into bytes. Bytes from a peer never make it panic; every
@@ -31,10 +33,12 @@ pub mod crc;
 pub mod ddp;
 mod error;
 pub mod mpa;
+pub mod payload;
 pub mod rdmap;
 pub mod terminate;
 
 pub use ddp::{Msn, Placement, QueueNumber, Stag, TaggedOffset};
 pub use error::Error;
+pub use payload::PayloadSource;
 pub use rdmap::{Opcode, SegmentHeader};
 pub use terminate::TerminateCause;

@@ -15,6 +15,9 @@
 //! - Listeners and connections are host TCP sockets, so iWARP and plain TCP share one port
 //!   space.
 //!
+//!
+//! A first connection:
+//!
 //! ```
 //! use iwarp::{Access, ConnParams, Device, DeviceConfig, QpInit, SendWr, WcStatus, WorkCompletion};
 //! use std::time::Duration;
@@ -52,10 +55,31 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Memory model
+//!
+//! A registered region is shared memory: the kernel places a peer's bytes into it and sends
+//! from it on the stack's threads, at times the peer decides, while the application uses it
+//! on its own. Nothing in the stack ever forms a Rust reference to a region's bytes. Every
+//! access it makes, and every access through [`MemoryRegion::read`], [`MemoryRegion::write`]
+//! and [`MemoryRegion::to_vec`], is a relaxed atomic load or store (or an RFC 7306 atomic on
+//! an aligned word); a CRC over registered bytes is computed over an atomic copy. So using a
+//! region from any thread while work or a peer uses it is never undefined behaviour; what it
+//! yields is the usual RDMA rule:
+//!
+//! - bytes a peer may be writing are indeterminate until a later message or completion says
+//!   the write is over (RFC 5040 §5: no "peeking" at a Write target);
+//! - changing a buffer that a posted request sends, before that request completes, sends
+//!   indeterminate bytes (and with CRC on, the peer may see a CRC error and end the
+//!   connection);
+//! - an RFC 7306 atomic and an application write to the same word race only as atomics do.
+//!
+//! Regions from [`ProtectionDomain::reg_mr`] own their memory, so all of this holds with no
+//! `unsafe` at all. [`ProtectionDomain::reg_mr_external`] registers memory the caller owns;
+//! its `# Safety` section states the caller's side of the same contract.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
-mod clock;
 mod cm;
 mod cq;
 mod device;
@@ -64,7 +88,7 @@ mod mem;
 mod qp;
 mod runtime;
 mod srq;
-pub mod sys;
+mod sys;
 
 pub use cm::{
     ConnParams, ConnectRequest, Incoming, ListenMode, Listener, MpaOptions, PlainStream, SharedOptions,
@@ -81,8 +105,8 @@ pub use mem::{Access, MemoryRegion, ProtectionDomain, Sge};
 pub use qp::{ConnInfo, Progress, QpCap, QpEvent, QpInit, QueuePair, RecvWr, SendWr};
 pub use srq::SharedReceiveQueue;
 
-/// Sizing an FPDU stream, counting CPU time and cheap timestamps for tools and benchmarks.
+/// What tools and benchmarks need from the host: CPU time, the descriptor limit, resident
+/// memory.
 pub mod util {
-    pub use crate::clock::{Tick, TickClock, TickRate};
     pub use crate::sys::{cpu_time, raise_fd_limit, resident_bytes};
 }

@@ -47,11 +47,16 @@ impl ProtectionDomain {
     /// Registers memory the caller owns.
     ///
     /// # Safety
-    /// `ptr` must be valid for reads and writes of `len` bytes, and must stay allocated and
-    /// unmoved until the returned region and every clone of it are dropped **and** every work
-    /// request that named it has completed (the stack reads and writes it from its own threads
-    /// until then). Writes the caller makes while a peer or the stack accesses the same bytes
-    /// leave their contents indeterminate; that race is the caller's.
+    /// - `ptr` must be valid for reads and writes of `len` bytes, and must stay allocated,
+    ///   mapped and unmoved until the returned region and every clone of it are dropped
+    ///   **and** every work request that named it has completed (the stack reads and writes
+    ///   it from its own threads until then).
+    /// - Until then the caller may access those bytes only atomically or through the region's
+    ///   own methods (which are atomic, see the crate's memory model), except at times when it
+    ///   knows that neither the stack nor a peer can touch them: no work request naming them
+    ///   is in flight, and no peer was given the region's STag with remote access. Holding a
+    ///   `&[u8]`/`&mut [u8]` to them, or reading or writing them non-atomically, while the stack
+    ///   or a peer may access them is a data race, which is undefined behaviour.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a null pointer; [`Error::Exhausted`] if no STag is free.
@@ -111,9 +116,10 @@ impl Drop for MrInner {
 /// (the memory itself lives on while a work request still uses it).
 ///
 /// The region's bytes are shared with the network: read and write them with
-/// [`read`](Self::read) and [`write`](Self::write). Bytes a peer writes while you read them are
-/// indeterminate: look at an RDMA Write target only after a later message says it is complete
-/// (RFC 5040's "no peeking" rule).
+/// [`read`](Self::read) and [`write`](Self::write), which copy with atomic accesses, so they
+/// are safe at any time (see the crate's memory model). Bytes a peer writes while you read them
+/// are indeterminate: look at an RDMA Write target only after a later message says it is
+/// complete (RFC 5040's "no peeking" rule).
 #[derive(Debug, Clone)]
 pub struct MemoryRegion {
     pub(crate) inner: Arc<MrInner>,
@@ -163,7 +169,7 @@ impl MemoryRegion {
     pub fn is_valid(&self) -> bool {
         self.inner.region.is_valid()
     }
-    /// Copies bytes out of the region.
+    /// Copies bytes out of the region (atomic loads).
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] if the range is outside the region.
@@ -174,7 +180,7 @@ impl MemoryRegion {
             Err(Error::InvalidArgument(format!("range {offset}+{} outside a {}-byte region", dst.len(), self.len())))
         }
     }
-    /// Copies bytes into the region.
+    /// Copies bytes into the region (atomic stores).
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] if the range is outside the region.
@@ -206,8 +212,10 @@ impl MemoryRegion {
     pub fn remote(&self, offset: u64) -> RemoteAddr {
         RemoteAddr { stag: self.stag(), to: self.addr() + offset }
     }
-    /// Raw address of the first byte, e.g. to hand to code that fills the buffer. Using it
-    /// is subject to the same rules as [`ProtectionDomain::reg_mr_external`].
+    /// Raw address of the first byte, e.g. to hand to code that fills the buffer.
+    /// Dereferencing it is `unsafe` and subject to the contract of
+    /// [`ProtectionDomain::reg_mr_external`]: atomic accesses only, unless neither the stack
+    /// nor a peer can be touching those bytes.
     pub fn as_ptr(&self) -> *mut u8 {
         self.inner.region.mem().ptr_at(0)
     }

@@ -10,8 +10,8 @@ use crate::srq::SharedReceiveQueue;
 use crate::sys::{self, Xfer};
 use iwarp_proto::cm::{CmError, Initiator, InitiatorOutcome, Negotiated, Role};
 use iwarp_proto::qp::{
-    IoRange, LinkParams, Payload, Qp, QpConfig, QpEvent as EngineEvent, QpState, Queue, RecvPlan, RecvWqe, RemoteAddr,
-    SendOp, SendWqe, Startup,
+    IoRange, LinkParams, Payload, Qp, QpConfig, QpEvent as EngineEvent, QpState, Queue, RecvWqe, RemoteAddr, SendOp,
+    SendWqe, Startup,
 };
 use iwarp_wire::terminate::{TerminateCause, TerminateLayout};
 use iwarp_wire::Stag;
@@ -739,7 +739,10 @@ impl QpCore {
         let (n, failed) = match written {
             Xfer::Bytes(n) => (n, false),
             Xfer::WouldBlock => (0, false),
-            Xfer::Failed(_) => (0, true),
+            Xfer::Failed(e) => {
+                tracing::debug!(qp = qp.qp_num, error = %e, "socket write failed");
+                (0, true)
+            }
         };
         self.count_written(n);
         match self.engine.sent_now(framed, &self.now_buf, n) {
@@ -790,13 +793,9 @@ impl QpCore {
             if pending && self.ctl_out.is_empty() && matches!(self.phase, Phase::Running) {
                 let fd = sock.as_raw_fd();
                 loop {
-                    let n = self.engine.poll_transmit(&mut self.iov, sys::IOV_MAX - 1);
-                    if n == 0 {
-                        break;
-                    }
-                    match sys::writev(fd, &self.iov) {
-                        Xfer::Bytes(w) => {
-                            self.engine.handle_sent(w);
+                    match sys::write_framed(fd, &mut self.engine, &mut self.iov) {
+                        (_, 0) => break,
+                        (Xfer::Bytes(w), n) => {
                             self.count_written(w);
                             // Loop only while something is left: bytes beyond the ranges
                             // returned, or work the window held back.
@@ -804,8 +803,9 @@ impl QpCore {
                                 break;
                             }
                         }
-                        Xfer::WouldBlock => break,
-                        Xfer::Failed(_) => {
+                        (Xfer::WouldBlock, _) => break,
+                        (Xfer::Failed(e), _) => {
+                            tracing::debug!(error = %e, "socket write failed");
                             self.engine.handle_transport_error();
                             break;
                         }
@@ -846,62 +846,7 @@ impl QpCore {
     fn receive(&mut self) -> bool {
         let Some(sock) = self.sock.as_ref() else { return false };
         let fd = sock.as_raw_fd();
-        let mut budget = RX_BUDGET;
-        with_scratch(|scratch| loop {
-            let r = match self.engine.poll_recv_plan() {
-                RecvPlan::Stop => return false,
-                RecvPlan::Scratch { max } => {
-                    let max = max.min(SCRATCH_LEN);
-                    match sys::read(fd, &mut scratch[..max]) {
-                        Xfer::Bytes(0) => {
-                            self.engine.handle_eof();
-                            return false;
-                        }
-                        Xfer::Bytes(n) => {
-                            self.engine.handle_recv(&scratch[..n]);
-                            if n < max {
-                                return false;
-                            }
-                            n
-                        }
-                        Xfer::WouldBlock => return false,
-                        Xfer::Failed(_) => {
-                            self.engine.handle_transport_error();
-                            return false;
-                        }
-                    }
-                }
-                RecvPlan::Direct { ranges, len } => {
-                    let la = iwarp_proto::qp::LOOKAHEAD;
-                    match sys::readv(fd, &ranges, &mut scratch[..la]) {
-                        Xfer::Bytes(0) => {
-                            self.engine.handle_eof();
-                            return false;
-                        }
-                        Xfer::Bytes(n) => {
-                            let placed = n.min(len);
-                            self.engine.handle_placed(placed);
-                            if n > len {
-                                self.engine.handle_recv(&scratch[..n - len]);
-                            }
-                            if n < len + la {
-                                return false;
-                            }
-                            n
-                        }
-                        Xfer::WouldBlock => return false,
-                        Xfer::Failed(_) => {
-                            self.engine.handle_transport_error();
-                            return false;
-                        }
-                    }
-                }
-            };
-            budget = budget.saturating_sub(r);
-            if budget == 0 {
-                return true;
-            }
-        })
+        with_scratch(|scratch| sys::receive(fd, &mut self.engine, scratch, SCRATCH_LEN, RX_BUDGET))
     }
 
     fn deliver(&mut self, qp: &QpInner) {

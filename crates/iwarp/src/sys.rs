@@ -4,7 +4,7 @@
 //! with `unsafe`.
 #![allow(unsafe_code)]
 
-use iwarp_proto::qp::IoRange;
+use iwarp_proto::qp::{IoRange, Qp, RecvPlan, LOOKAHEAD};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
@@ -17,7 +17,7 @@ fn iovecs(ranges: &[IoRange], extra: &mut [u8]) -> smallvec::SmallVec<[libc::iov
     let mut v: smallvec::SmallVec<[libc::iovec; 8]> = ranges
         .iter()
         .take(IOV_MAX - 1)
-        .map(|r| libc::iovec { iov_base: r.addr as *mut libc::c_void, iov_len: r.len })
+        .map(|r| libc::iovec { iov_base: r.addr() as *mut libc::c_void, iov_len: r.len() })
         .collect();
     if !extra.is_empty() {
         v.push(libc::iovec { iov_base: extra.as_mut_ptr().cast(), iov_len: extra.len() });
@@ -75,27 +75,26 @@ unsafe fn write_at(fd: RawFd, addr: usize, len: usize) -> Xfer {
 
 /// `writev` of engine-provided ranges (one range: `write`, whose kernel path is shorter).
 ///
-/// The ranges come from [`iwarp_proto::qp::Qp::poll_transmit`], whose contract is that every
-/// address stays valid until the bytes are reported sent; the caller holds the queue pair's
-/// lock across this call and the report.
-pub fn writev(fd: RawFd, ranges: &[IoRange]) -> Xfer {
-    // `IoRange` is `repr(C)` { address: usize, length: usize }, the layout of `struct iovec`
-    // (checked here at compile time), so the engine's ranges go to the kernel without a copy.
+/// # Safety
+/// Every range must come from [`iwarp_proto::qp::Qp::poll_transmit`] of a queue pair that has
+/// not yet been told, by [`iwarp_proto::qp::Qp::handle_sent`], that those bytes were sent:
+/// the engine keeps such ranges readable (its transmit arena, or registered regions it holds)
+/// until then. Callers hold the queue pair's transmit state across this call and the report.
+unsafe fn writev(fd: RawFd, ranges: &[IoRange]) -> Xfer {
+    // `IoRange` has the layout of `struct iovec` (asserted where it is defined; its size and
+    // alignment again here), so the engine's ranges go to the kernel without a copy.
     const _: () = assert!(
         std::mem::size_of::<IoRange>() == std::mem::size_of::<libc::iovec>()
             && std::mem::align_of::<IoRange>() == std::mem::align_of::<libc::iovec>()
-            && std::mem::offset_of!(IoRange, addr) == std::mem::offset_of!(libc::iovec, iov_base)
-            && std::mem::offset_of!(IoRange, len) == std::mem::offset_of!(libc::iovec, iov_len)
     );
     use libc::c_long as W;
     if let [one] = ranges {
-        // SAFETY: as below, for the one range.
-        return unsafe { write_at(fd, one.addr, one.len) };
+        // SAFETY: the caller guarantees the range is readable for the call.
+        return unsafe { write_at(fd, one.addr(), one.len()) };
     }
     let n = ranges.len().min(IOV_MAX);
-    // SAFETY: the cast is layout-compatible (asserted above). Each range names memory the
-    // engine keeps alive (see above) or the engine's own transmit arena; the kernel only reads
-    // it, at most `n` ranges.
+    // SAFETY: the cast is layout-compatible (asserted above). Each range is readable for the
+    // call (the caller's contract); the kernel only reads them, at most `n` ranges.
     retrying(|| unsafe { libc::syscall(libc::SYS_writev, fd as W, ranges.as_ptr() as W, n as W) })
 }
 
@@ -119,15 +118,107 @@ pub fn read(fd: RawFd, buf: &mut [u8]) -> Xfer {
 /// `readv` into engine-validated destination ranges, then into `scratch`. Returns the total
 /// bytes read (the first `sum(ranges)` of them went to the ranges).
 ///
-/// The ranges come from [`iwarp_proto::qp::Qp::poll_recv_plan`]: validated windows of
-/// regions the engine holds until [`iwarp_proto::qp::Qp::handle_placed`] is called, which the
-/// caller does under the same lock right after this returns.
-pub fn readv(fd: RawFd, ranges: &[IoRange], scratch: &mut [u8]) -> Xfer {
+/// # Safety
+/// Every range must come from the [`iwarp_proto::qp::RecvPlan::Direct`] the queue pair's
+/// [`iwarp_proto::qp::Qp::poll_recv_plan`] returned last, and the caller must report what
+/// was read with [`iwarp_proto::qp::Qp::handle_placed`] before the engine is used otherwise:
+/// such ranges are validated windows of registered regions the engine holds until then. The
+/// bytes the kernel writes there are registered memory, which the stack and applications
+/// only access atomically or through the kernel (see the crate docs' memory model).
+unsafe fn readv(fd: RawFd, ranges: &[IoRange], scratch: &mut [u8]) -> Xfer {
     use libc::c_long as W;
     let iov = iovecs(ranges, scratch);
-    // SAFETY: the ranges are validated placement windows inside live regions (see above) and
-    // `scratch` is a live mutable buffer; the kernel writes at most their lengths.
+    // SAFETY: the ranges are validated placement windows inside live regions (the caller's
+    // contract) and `scratch` is a live mutable buffer; the kernel writes at most their lengths.
     retrying(|| unsafe { libc::syscall(libc::SYS_readv, fd as W, iov.as_ptr() as W, iov.len() as W) })
+}
+
+/// One `writev` of what `engine` has framed (at most `IOV_MAX - 1` ranges), reported back to
+/// it. Returns what the call did and how many bytes were offered (0: nothing to send, no call
+/// made).
+pub(crate) fn write_framed(fd: RawFd, engine: &mut Qp, iov: &mut Vec<IoRange>) -> (Xfer, usize) {
+    let n = engine.poll_transmit(iov, IOV_MAX - 1);
+    if n == 0 {
+        return (Xfer::Bytes(0), 0);
+    }
+    // SAFETY: the ranges were just returned by this engine's poll_transmit, and the engine
+    // cannot be used until the result is reported below.
+    let x = unsafe { writev(fd, iov) };
+    if let Xfer::Bytes(w) = x {
+        engine.handle_sent(w);
+    }
+    (x, n)
+}
+
+/// Reads what the socket `fd` has into `engine`, following its receive plans, until the
+/// socket is empty or `budget` bytes have been read; returns `true` in the second case (input
+/// remains). `scratch` takes header and copied bytes (`scratch_max` per read, plus the
+/// engine's [`LOOKAHEAD`] after directly placed payload).
+///
+/// It stops at the first short read (the socket was empty at that moment), which saves the
+/// system call that would only return `EAGAIN`: an application polling a queue pair polls
+/// again anyway, and for the event loop Linux signals every later arrival on an
+/// edge-triggered registration, so nothing is left unread.
+pub(crate) fn receive(fd: RawFd, engine: &mut Qp, scratch: &mut [u8], scratch_max: usize, budget: usize) -> bool {
+    let mut budget = budget;
+    loop {
+        let r = match engine.poll_recv_plan() {
+            RecvPlan::Stop => return false,
+            RecvPlan::Scratch { max } => {
+                let max = max.min(scratch_max).min(scratch.len());
+                match read(fd, &mut scratch[..max]) {
+                    Xfer::Bytes(0) => {
+                        engine.handle_eof();
+                        return false;
+                    }
+                    Xfer::Bytes(n) => {
+                        engine.handle_recv(&scratch[..n]);
+                        if n < max {
+                            return false;
+                        }
+                        n
+                    }
+                    Xfer::WouldBlock => return false,
+                    Xfer::Failed(e) => {
+                        tracing::debug!(error = %e, "socket read failed");
+                        engine.handle_transport_error();
+                        return false;
+                    }
+                }
+            }
+            RecvPlan::Direct { ranges, len } => {
+                let la = LOOKAHEAD.min(scratch.len());
+                // SAFETY: the ranges are the plan this engine just returned, and what was read
+                // is reported to it (handle_placed) before anything else uses it.
+                match unsafe { readv(fd, &ranges, &mut scratch[..la]) } {
+                    Xfer::Bytes(0) => {
+                        engine.handle_eof();
+                        return false;
+                    }
+                    Xfer::Bytes(n) => {
+                        engine.handle_placed(n.min(len));
+                        if n > len {
+                            engine.handle_recv(&scratch[..n - len]);
+                        }
+                        if n < len + la {
+                            return false;
+                        }
+                        n
+                    }
+                    Xfer::WouldBlock => return false,
+                    Xfer::Failed(e) => {
+                        tracing::debug!(error = %e, "socket read failed");
+                        engine.handle_transport_error();
+                        return false;
+                    }
+                }
+            }
+        };
+        budget = budget.saturating_sub(r);
+        if budget == 0 {
+            return true;
+        }
+    }
 }
 
 /// A non-blocking `eventfd`: a counter other threads bump to wake a poller, and whose
@@ -257,12 +348,4 @@ pub fn cpu_time() -> Duration {
     let ru = unsafe { ru.assume_init() };
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, (t.tv_usec as u32) * 1000);
     tv(ru.ru_utime) + tv(ru.ru_stime)
-}
-
-/// The CPU's time-stamp counter (x86_64 `rdtsc`), for [`crate::util::TickClock`].
-#[cfg(target_arch = "x86_64")]
-pub(crate) fn cycles() -> u64 {
-    // SAFETY: `rdtsc` reads a counter; it has no memory effects and every x86_64 CPU has it
-    // (a kernel that forbids it in user mode would stop the process with a signal, not UB).
-    unsafe { core::arch::x86_64::_rdtsc() }
 }

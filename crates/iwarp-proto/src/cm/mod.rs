@@ -175,7 +175,7 @@ pub fn terminate_fpdu(cause: TerminateCause, crc: bool, markers: bool) -> Vec<u8
     let _ = TerminateRepr::bare(cause).emit(&mut body);
     ulpdu.extend_from_slice(&body);
     let mut out = Vec::new();
-    let _ = Framer::new(crc, markers).frame_to_vec(&ulpdu, &[], &mut out);
+    let _ = Framer::new(crc, markers).frame_to_vec(&ulpdu, iwarp_wire::mpa::NO_PAYLOAD, &mut out);
     out
 }
 

@@ -13,7 +13,7 @@
 
 mod raw;
 
-pub use raw::{with_slices, RawMem};
+pub use raw::{MemSlice, RawMem};
 
 use iwarp_wire::terminate::{RemoteProtection, TaggedBuffer, TerminateCause};
 use iwarp_wire::Stag;

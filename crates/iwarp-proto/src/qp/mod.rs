@@ -111,13 +111,47 @@ pub struct LinkParams {
 
 /// A range of memory for `writev` or `readv`, as a raw address. Laid out as a C `struct
 /// iovec` (address, then length), so that a slice of them can be handed to the kernel as is.
+///
+/// Only the engine makes them, over its own transmit arena or over validated windows of
+/// regions it holds: each stays valid until the bytes are reported sent
+/// ([`Qp::handle_sent`]) or placed ([`Qp::handle_placed`]). Reading the address is safe;
+/// what may be done with it is the runtime's `unsafe` contract with the kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(C)]
 pub struct IoRange {
+    addr: usize,
+    len: usize,
+}
+
+// The layout of `struct iovec`, which the runtime relies on to hand a slice of ranges to the
+// kernel without a copy.
+const _: () = assert!(
+    std::mem::size_of::<IoRange>() == std::mem::size_of::<libc::iovec>()
+        && std::mem::align_of::<IoRange>() == std::mem::align_of::<libc::iovec>()
+        && std::mem::offset_of!(IoRange, addr) == std::mem::offset_of!(libc::iovec, iov_base)
+        && std::mem::offset_of!(IoRange, len) == std::mem::offset_of!(libc::iovec, iov_len)
+);
+
+impl IoRange {
+    /// A range the engine hands out (see the type's docs for what keeps it valid).
+    pub(crate) fn new(addr: *const u8, len: usize) -> Self {
+        IoRange { addr: addr as usize, len }
+    }
+
     /// Address of the first byte.
-    pub addr: usize,
+    pub fn addr(&self) -> usize {
+        self.addr
+    }
+
     /// Length in bytes.
-    pub len: usize,
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// `true` for an empty range.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
 }
 
 /// How to read the next bytes of the stream.

@@ -141,7 +141,7 @@ impl Qp {
                 match &self.rx.dest {
                     Dest::Place { mr, offset, left } => {
                         let k = n.min(*left);
-                        ranges.push(IoRange { addr: mr.mem().ptr_at(*offset) as usize, len: k });
+                        ranges.push(IoRange::new(mr.mem().ptr_at(*offset), k));
                         return RecvPlan::Direct { ranges, len: k };
                     }
                     Dest::Recv { left } => {
@@ -153,8 +153,7 @@ impl Qp {
                                 let s = &w.sges[i];
                                 let take = (s.len - off).min(want);
                                 if take > 0 {
-                                    ranges
-                                        .push(IoRange { addr: s.mr.mem().ptr_at(s.offset + off) as usize, len: take });
+                                    ranges.push(IoRange::new(s.mr.mem().ptr_at(s.offset + off), take));
                                 }
                                 want -= take;
                                 i += 1;
@@ -192,7 +191,7 @@ impl Qp {
         let dest = std::mem::replace(&mut self.rx.dest, Dest::None);
         match dest {
             Dest::Place { mr, offset, left } => {
-                let took = mr.mem().with_slice(offset, n, |s| self.rx.deframer.payload_placed(s)).unwrap_or(0);
+                let took = mr.mem().slice(offset, n).map_or(0, |s| self.rx.deframer.payload_placed_in(&s));
                 debug_assert_eq!(took, n);
                 self.rx.dest = Dest::Place { mr, offset: offset + n, left: left - n };
             }
@@ -204,7 +203,9 @@ impl Qp {
                             let s = &w.sges[m.sge];
                             let take = (s.len - m.sge_off).min(want);
                             let d = &mut self.rx.deframer;
-                            s.mr.mem().with_slice(s.offset + m.sge_off, take, |b| d.payload_placed(b));
+                            if let Some(b) = s.mr.mem().slice(s.offset + m.sge_off, take) {
+                                d.payload_placed_in(&b);
+                            }
                             want -= take;
                             m.sge_off += take;
                             if m.sge_off == s.len {

@@ -5,7 +5,7 @@ use super::{
     Completion, IoRange, Payload, PostError, Qp, QpEventKind, QpState, Queue, RtrType, SendOp, SendWqe, Sge, WcOpcode,
     WcStatus,
 };
-use crate::mem::{with_slices, MrRef, RawMem, Window};
+use crate::mem::{MemSlice, MrRef, RawMem, Window};
 use iwarp_wire::mpa::{Framer, Piece};
 use iwarp_wire::rdmap::{AtomicRequest, AtomicResponse, ReadRequest};
 use iwarp_wire::terminate::TerminateCause;
@@ -88,11 +88,11 @@ impl Batch {
             }
             let skip = if i == 0 { self.first_off } else { 0 };
             let (addr, len) = match p {
-                TxPiece::Inline { start, len } => (self.arena.as_ptr().wrapping_add(*start) as usize, *len),
-                TxPiece::Mem { mr, offset, len } => (mr.mem().ptr_at(*offset) as usize, *len),
+                TxPiece::Inline { start, len } => (self.arena.as_ptr().wrapping_add(*start), *len),
+                TxPiece::Mem { mr, offset, len } => (mr.mem().ptr_at(*offset).cast_const(), *len),
             };
             if len > skip {
-                out.push(IoRange { addr: addr + skip, len: len - skip });
+                out.push(IoRange::new(addr.wrapping_add(skip), len - skip));
                 total += len - skip;
             }
         }
@@ -175,18 +175,25 @@ fn frame_copied_into(
     match *mems {
         [] => framer.frame_to_vec(header, &[inline], out),
         // One range (the usual small Send or Write): no list of slices to build.
-        [(m, off, len)] => m
-            .with_slice(off, len, |p| framer.frame_to_vec(header, &[p], out))
-            .unwrap_or(Err(iwarp_wire::Error::Truncated { needed: len, available: 0 })),
-        _ => with_slices(mems, |slices| framer.frame_to_vec(header, slices, out)).unwrap_or_else(|| {
-            let needed = mems.iter().map(|m| m.2).sum();
-            Err(iwarp_wire::Error::Truncated { needed, available: 0 })
-        }),
+        [(m, off, len)] => match m.slice(off, len) {
+            Some(p) => framer.frame_to_vec(header, &[p], out),
+            None => Err(iwarp_wire::Error::Truncated { needed: len, available: 0 }),
+        },
+        _ => match mem_slices(mems) {
+            Some(slices) => framer.frame_to_vec(header, &slices, out),
+            None => Err(iwarp_wire::Error::Truncated { needed: mems.iter().map(|m| m.2).sum(), available: 0 }),
+        },
     }
 }
 
 /// Registered ranges `(memory, offset, length)` a payload is gathered from.
 type Ranges<'a> = SmallVec<[(&'a RawMem, usize, usize); 4]>;
+
+/// The ranges as payload the framer reads by copying; `None` if one is out of bounds (ranges
+/// are validated at post time, so only a bug makes it so).
+fn mem_slices<'a>(mems: &[(&'a RawMem, usize, usize)]) -> Option<SmallVec<[MemSlice<'a>; 4]>> {
+    mems.iter().map(|&(m, off, len)| m.slice(off, len)).collect()
+}
 
 /// [`frame_copied_into`] for a request's payload: its inline bytes or its elements (one
 /// element, the usual case, without building a list of ranges).
@@ -524,8 +531,10 @@ impl Tx {
             stats.tx_zero_copy_bytes += n as u64;
             let pieces = &mut self.pieces;
             pieces.clear();
-            let r = with_slices(&mems, |slices| framer.frame(header, slices, &mut batch.arena, pieces))
-                .unwrap_or(Err(iwarp_wire::Error::Truncated { needed: n, available: 0 }));
+            let r = match mem_slices(&mems) {
+                Some(slices) => framer.frame(header, &slices, &mut batch.arena, pieces),
+                None => Err(iwarp_wire::Error::Truncated { needed: n, available: 0 }),
+            };
             if r.is_ok() {
                 for p in pieces.iter() {
                     batch.pieces.push(match *p {
@@ -1081,7 +1090,7 @@ impl Qp {
         ulpdu.extend_from_slice(body);
         let mut pieces = std::mem::take(&mut self.tx.pieces);
         pieces.clear();
-        match self.tx.framer.frame(&ulpdu, &[], &mut self.tx.batch.arena, &mut pieces) {
+        match self.tx.framer.frame(&ulpdu, iwarp_wire::mpa::NO_PAYLOAD, &mut self.tx.batch.arena, &mut pieces) {
             Ok(len) => {
                 self.tx.batch.framed += len as u64;
                 for p in &pieces {

@@ -3,6 +3,7 @@
 use super::{pad_len, CRC_LEN, LENGTH_FIELD_LEN, MARKER_INTERVAL, MARKER_LEN};
 use crate::crc::{self, Crc32c};
 use crate::ddp;
+use crate::payload::PayloadSource;
 use crate::rdmap::SegmentHeader;
 use crate::Error;
 
@@ -303,10 +304,20 @@ impl Deframer {
     /// what [`need`](Self::need) announced as [`Need::Payload`] and returns how many bytes it
     /// took (zero when the stream is not at payload, or after an error).
     pub fn payload_placed(&mut self, placed: &[u8]) -> usize {
+        self.payload_placed_in(&placed)
+    }
+
+    /// [`payload_placed`](Self::payload_placed) for bytes that may not be borrowed (placed in
+    /// memory shared with the network): they are read, in chunks, only when CRCs are in use.
+    pub fn payload_placed_in<P: PayloadSource + ?Sized>(&mut self, placed: &P) -> usize {
         match (self.error, self.need()) {
             (None, Need::Payload(n)) => {
                 let k = n.min(placed.len());
-                self.take_payload(&placed[..k]);
+                if self.cfg.crc {
+                    let crc = &mut self.crc;
+                    placed.for_each_chunk(0, k, &mut |c| crc.update(c));
+                }
+                self.advance_payload(k);
                 k
             }
             _ => 0,
@@ -389,8 +400,13 @@ impl Deframer {
 
     fn take_payload(&mut self, chunk: &[u8]) {
         self.fold_crc(chunk);
-        self.pos += chunk.len() as u64;
-        self.payload_left -= chunk.len();
+        self.advance_payload(chunk.len());
+    }
+
+    /// Counts `n` payload bytes (at most what is left of the payload) as consumed.
+    fn advance_payload(&mut self, n: usize) {
+        self.pos += n as u64;
+        self.payload_left -= n;
         if self.payload_left == 0 {
             self.state = State::Trailer;
         }

@@ -2,6 +2,7 @@
 
 use super::{pad_len, CRC_LEN, LENGTH_FIELD_LEN, MARKER_INTERVAL, MARKER_LEN, MAX_ULPDU};
 use crate::crc::{self, Crc32c};
+use crate::payload::PayloadSource;
 use crate::Error;
 
 /// One piece of an FPDU as it goes on the wire: bytes the framer produced, or a range of one of
@@ -40,6 +41,9 @@ impl Piece {
     }
 }
 
+/// The payload of an FPDU that carries none (its ULPDU is the header alone).
+pub const NO_PAYLOAD: &[&[u8]] = &[];
+
 /// Frames ULPDUs into FPDUs for one direction of one connection.
 ///
 /// It remembers how many bytes of full operation it has produced, so that markers (when the peer
@@ -55,7 +59,10 @@ pub struct Framer {
 /// Where framed bytes go.
 trait Sink {
     fn inline(&mut self, bytes: &[u8]);
-    fn payload(&mut self, index: usize, start: usize, data: &[u8]);
+    /// Payload bytes `start..start + len` of payload source number `index`: referenced as a
+    /// piece, or copied. Returns the copied bytes, if the sink copied them (the CRC then reads
+    /// them there instead of reading the source a second time).
+    fn payload<P: PayloadSource + ?Sized>(&mut self, index: usize, src: &P, start: usize, len: usize) -> Option<&[u8]>;
 }
 
 struct PieceSink<'a> {
@@ -77,14 +84,21 @@ impl Sink for PieceSink<'_> {
         self.pieces.push(Piece::Inline { start, len: bytes.len() });
     }
 
-    fn payload(&mut self, index: usize, start: usize, data: &[u8]) {
-        if let Some(Piece::Payload { index: i, start: s, len }) = self.pieces.last_mut() {
-            if *i == index && *s + *len == start {
-                *len += data.len();
-                return;
+    fn payload<P: PayloadSource + ?Sized>(
+        &mut self,
+        index: usize,
+        _src: &P,
+        start: usize,
+        len: usize,
+    ) -> Option<&[u8]> {
+        if let Some(Piece::Payload { index: i, start: s, len: l }) = self.pieces.last_mut() {
+            if *i == index && *s + *l == start {
+                *l += len;
+                return None;
             }
         }
-        self.pieces.push(Piece::Payload { index, start, len: data.len() });
+        self.pieces.push(Piece::Payload { index, start, len });
+        None
     }
 }
 
@@ -94,8 +108,16 @@ impl Sink for VecSink<'_> {
     fn inline(&mut self, bytes: &[u8]) {
         self.0.extend_from_slice(bytes);
     }
-    fn payload(&mut self, _index: usize, _start: usize, data: &[u8]) {
-        self.0.extend_from_slice(data);
+    fn payload<P: PayloadSource + ?Sized>(
+        &mut self,
+        _index: usize,
+        src: &P,
+        start: usize,
+        len: usize,
+    ) -> Option<&[u8]> {
+        let at = self.0.len();
+        src.copy_to(start, len, self.0);
+        Some(&self.0[at..])
     }
 }
 
@@ -150,17 +172,35 @@ impl<S: Sink> Emit<'_, S> {
         }
     }
 
-    fn payload(&mut self, index: usize, data: &[u8]) {
+    fn payload<P: PayloadSource + ?Sized>(&mut self, index: usize, src: &P) {
         let mut at = 0;
-        while at < data.len() {
+        let total = src.len();
+        while at < total {
             self.marker_if_due();
-            let n = ((data.len() - at) as u64).min(self.room()) as usize;
-            let chunk = &data[at..at + n];
-            self.fold_crc(chunk);
-            self.sink.payload(index, at, chunk);
+            let n = ((total - at) as u64).min(self.room()) as usize;
+            fold_payload(self.sink, &mut self.crc, self.crc_on, index, src, at, n);
             self.pos += n as u64;
             at += n;
         }
+    }
+}
+
+/// Hands payload `start..start + len` of source `index` to `sink` and folds it into `crc` (when
+/// CRCs are on): from the sink's copy if it made one, else read from the source.
+fn fold_payload<S: Sink, P: PayloadSource + ?Sized>(
+    sink: &mut S,
+    crc: &mut Crc32c,
+    crc_on: bool,
+    index: usize,
+    src: &P,
+    start: usize,
+    len: usize,
+) {
+    match sink.payload(index, src, start, len) {
+        Some(copied) if crc_on => crc.update(copied),
+        Some(_) => {}
+        None if crc_on => src.for_each_chunk(start, len, &mut |c| crc.update(c)),
+        None => {}
     }
 }
 
@@ -215,10 +255,10 @@ impl Framer {
     ///
     /// # Errors
     /// [`Error::UlpduTooLong`] if the ULPDU exceeds 65535 bytes (nothing is appended).
-    pub fn frame(
+    pub fn frame<P: PayloadSource>(
         &mut self,
         header: &[u8],
-        payload: &[&[u8]],
+        payload: &[P],
         arena: &mut Vec<u8>,
         pieces: &mut Vec<Piece>,
     ) -> Result<usize, Error> {
@@ -231,12 +271,22 @@ impl Framer {
     ///
     /// # Errors
     /// As [`frame`](Self::frame).
-    pub fn frame_to_vec(&mut self, header: &[u8], payload: &[&[u8]], out: &mut Vec<u8>) -> Result<usize, Error> {
+    pub fn frame_to_vec<P: PayloadSource>(
+        &mut self,
+        header: &[u8],
+        payload: &[P],
+        out: &mut Vec<u8>,
+    ) -> Result<usize, Error> {
         self.frame_into(header, payload, &mut VecSink(out))
     }
 
-    fn frame_into<S: Sink>(&mut self, header: &[u8], payload: &[&[u8]], sink: &mut S) -> Result<usize, Error> {
-        let ulpdu_len = header.len() + payload.iter().map(|p| p.len()).sum::<usize>();
+    fn frame_into<S: Sink, P: PayloadSource>(
+        &mut self,
+        header: &[u8],
+        payload: &[P],
+        sink: &mut S,
+    ) -> Result<usize, Error> {
+        let ulpdu_len = header.len() + payload.iter().map(PayloadSource::len).sum::<usize>();
         if ulpdu_len > MAX_ULPDU {
             return Err(Error::UlpduTooLong {
                 len: u16::MAX,
@@ -252,7 +302,13 @@ impl Framer {
     }
 
     /// Any FPDU, markers (RFC 5044 §4.3) inserted wherever the stream reaches a multiple of 512.
-    fn frame_general<S: Sink>(&mut self, header: &[u8], payload: &[&[u8]], ulpdu_len: usize, sink: &mut S) -> usize {
+    fn frame_general<S: Sink, P: PayloadSource>(
+        &mut self,
+        header: &[u8],
+        payload: &[P],
+        ulpdu_len: usize,
+        sink: &mut S,
+    ) -> usize {
         let start = self.pos;
         let mut e = Emit {
             sink,
@@ -283,30 +339,34 @@ impl Framer {
     /// RFC 5044 §4.1 without markers: length, ULPDU, pad and CRC back to back. The same bytes
     /// as the general path, without its per-piece marker arithmetic (this is every FPDU of a
     /// connection without markers, the common case).
-    fn frame_unmarked<S: Sink>(&mut self, header: &[u8], payload: &[&[u8]], ulpdu_len: usize, sink: &mut S) -> usize {
+    fn frame_unmarked<S: Sink, P: PayloadSource>(
+        &mut self,
+        header: &[u8],
+        payload: &[P],
+        ulpdu_len: usize,
+        sink: &mut S,
+    ) -> usize {
         let len = (ulpdu_len as u16).to_be_bytes();
         let pad = pad_len(ulpdu_len);
-        let mut crc = self.crc.then(Crc32c::new);
-        if let Some(c) = crc.as_mut() {
-            c.update(&len);
-            c.update(header);
+        let crc_on = self.crc;
+        let mut crc = Crc32c::new();
+        if crc_on {
+            crc.update(&len);
+            crc.update(header);
         }
         sink.inline(&len);
         sink.inline(header);
         for (index, p) in payload.iter().enumerate() {
             if !p.is_empty() {
-                if let Some(c) = crc.as_mut() {
-                    c.update(p);
-                }
-                sink.payload(index, 0, p);
+                fold_payload(sink, &mut crc, crc_on, index, p, 0, p.len());
             }
         }
         // RFC 5044 §4.1: the pad is zeros and covered by the CRC.
         let mut trailer = [0u8; 3 + CRC_LEN];
-        if let Some(c) = crc.as_mut() {
-            c.update(&trailer[..pad]);
+        if crc_on {
+            crc.update(&trailer[..pad]);
         }
-        let value = crc.map_or(0, |c| c.value());
+        let value = if crc_on { crc.value() } else { 0 };
         trailer[pad..pad + CRC_LEN].copy_from_slice(&crc::to_wire(value));
         sink.inline(&trailer[..pad + CRC_LEN]);
         let n = LENGTH_FIELD_LEN + ulpdu_len + pad + CRC_LEN;
@@ -462,7 +522,7 @@ mod tests {
         let hdr = [0x41u8, 0x43, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0];
         let mut f = Framer::new(false, false);
         let mut out = Vec::new();
-        f.frame_to_vec(&hdr, &[], &mut out).unwrap();
+        f.frame_to_vec(&hdr, super::NO_PAYLOAD, &mut out).unwrap();
         assert_eq!(&out[out.len() - 4..], &[0, 0, 0, 0]);
         let big = vec![0u8; MAX_ULPDU];
         let before = out.len();

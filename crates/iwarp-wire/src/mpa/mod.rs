@@ -14,7 +14,7 @@ mod framer;
 pub mod rr;
 
 pub use deframer::{Deframer, DeframerConfig, Event, FpduEnd, FpduHeader, Need, MAX_HEADER_LEN};
-pub use framer::{Framer, Piece};
+pub use framer::{Framer, Piece, NO_PAYLOAD};
 pub use rr::{EnhancedParams, FrameKind, FrameRepr, RtrType, RtrTypes};
 
 /// Length of the ULPDU_Length field.

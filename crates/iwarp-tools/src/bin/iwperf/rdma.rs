@@ -4,7 +4,6 @@
 use crate::ctrl::{connect_retry, wait_peer_close, Ctrl, Dest};
 use crate::report::{self, BwResult, LatResult, DASHES};
 use clap::ValueEnum;
-use iwarp::util::{Tick, TickClock};
 use iwarp::{
     Access, CompletionQueue, ConnParams, Device, DeviceConfig, MemoryRegion, MpaOptions, ProtectionDomain, QpInit,
     QueuePair, RecvWr, RemoteAddr, SendWr, Stag, WcOpcode, WcStatus, WorkCompletion,
@@ -821,7 +820,7 @@ fn write_lat(o: &Opts, data: &Data, peer: &[Dest], size: usize, client: bool) ->
     let iters = o.iters;
     let mut stamps = Vec::with_capacity(iters as usize);
     let (mut scnt, mut rcnt) = (0u64, 0u64);
-    let clock = TickClock::new();
+    let clock = quanta::Clock::new();
     let start = Instant::now();
     let deadline = o.duration.map(|d| start + Duration::from_secs(d));
     while scnt < iters || rcnt < iters {
@@ -832,7 +831,7 @@ fn write_lat(o: &Opts, data: &Data, peer: &[Dest], size: usize, client: bool) ->
         if scnt < iters {
             scnt += 1;
             mr.write(size - 1, &[scnt as u8]).map_err(|e| e.to_string())?;
-            stamps.push(clock.now());
+            stamps.push(clock.raw());
             qp.post_send(&[SendWr::write(scnt, &[mr.sge(0, size)], remote)]).map_err(|e| e.to_string())?;
             wait_one(o, data, WcOpcode::RdmaWrite)?;
         }
@@ -847,9 +846,8 @@ fn write_lat(o: &Opts, data: &Data, peer: &[Dest], size: usize, client: bool) ->
 /// The stamps are time-stamp-counter ticks, as perftest's `get_cycles()`: reading `Instant`
 /// costs a system call where the clock source is an emulated device (about 1 µs in the interop
 /// VM), which would be counted in every sample.
-fn lat_from_stamps(size: usize, iters: u64, clock: &TickClock, stamps: &[Tick], halve: bool) -> LatResult {
-    let rate = clock.rate();
-    let deltas: Vec<Duration> = stamps.windows(2).map(|w| rate.between(w[0], w[1])).collect();
+fn lat_from_stamps(size: usize, iters: u64, clock: &quanta::Clock, stamps: &[u64], halve: bool) -> LatResult {
+    let deltas: Vec<Duration> = stamps.windows(2).map(|w| clock.delta(w[0], w[1])).collect();
     LatResult { iters, ..LatResult::from_round_trips(size, &deltas, halve) }
 }
 
@@ -859,11 +857,11 @@ fn read_lat(o: &Opts, data: &Data, peer: &[Dest], size: usize) -> Result<LatResu
     let qp = &data.qps[0];
     let remote = RemoteAddr { stag: Stag(peer[0].rkey), to: peer[0].vaddr };
     let mut stamps = Vec::with_capacity(o.iters as usize + 1);
-    let clock = TickClock::new();
+    let clock = quanta::Clock::new();
     let start = Instant::now();
     let deadline = o.duration.map(|d| start + Duration::from_secs(d));
     for k in 0..o.iters {
-        stamps.push(clock.now());
+        stamps.push(clock.raw());
         qp.post_send(&[SendWr::read(k, mr.sge(0, size), remote)]).map_err(|e| e.to_string())?;
         wait_one(o, data, WcOpcode::RdmaRead)?;
         if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -871,7 +869,7 @@ fn read_lat(o: &Opts, data: &Data, peer: &[Dest], size: usize) -> Result<LatResu
         }
     }
     let n = stamps.len() as u64;
-    stamps.push(clock.now());
+    stamps.push(clock.raw());
     Ok(lat_from_stamps(size, n, &clock, &stamps, false))
 }
 
@@ -890,7 +888,7 @@ fn send_lat(
     let mut posted_recv = rx_depth as u64;
     let mut stamps = Vec::with_capacity(iters as usize);
     let (mut scnt, mut rcnt) = (0u64, 0u64);
-    let clock = TickClock::new();
+    let clock = quanta::Clock::new();
     let start = Instant::now();
     let deadline = o.duration.map(|d| start + Duration::from_secs(d));
     while scnt < iters || rcnt < iters {
@@ -904,7 +902,7 @@ fn send_lat(
             }
         }
         if scnt < iters {
-            stamps.push(clock.now());
+            stamps.push(clock.raw());
             qp.post_send(&[SendWr::send(scnt, &[mr.sge(data.advertised_offset(), size)])])
                 .map_err(|e| e.to_string())?;
             scnt += 1;

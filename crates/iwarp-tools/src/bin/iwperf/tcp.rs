@@ -10,7 +10,6 @@
 //! figure is half the round trip, as perftest reports write and send latency.
 
 use crate::report::{BwResult, LatResult};
-use iwarp::util::TickClock;
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
@@ -152,15 +151,15 @@ pub fn lat_client(mut s: TcpStream, size: usize, amount: Amount, wait: Wait) -> 
     let mut inb = vec![0u8; size];
     let mut stamps = Vec::with_capacity(amount.iters.min(10_000_000) as usize);
     // The same clock as the RDMA latency tests (a time-stamp counter where there is one).
-    let clock = TickClock::new();
+    let clock = quanta::Clock::new();
     let start = Instant::now();
     let deadline = amount.duration.map(|d| start + d);
     let mut n = 0u64;
     while n < iters {
-        let t = clock.now();
+        let t = clock.raw();
         write_all(&mut s, &out, spin)?;
         read_exact(&mut s, &mut inb, spin)?;
-        stamps.push((t, clock.now()));
+        stamps.push((t, clock.raw()));
         n += 1;
         if deadline.is_some_and(|d| Instant::now() >= d) {
             break;
@@ -168,8 +167,7 @@ pub fn lat_client(mut s: TcpStream, size: usize, amount: Amount, wait: Wait) -> 
     }
     s.set_nonblocking(false)?;
     s.shutdown(std::net::Shutdown::Write)?;
-    let rate = clock.rate();
-    let samples: Vec<Duration> = stamps.iter().map(|&(a, b)| rate.between(a, b)).collect();
+    let samples: Vec<Duration> = stamps.iter().map(|&(a, b)| clock.delta(a, b)).collect();
     Ok(LatResult::from_round_trips(size, &samples, true))
 }
 
