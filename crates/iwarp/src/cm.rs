@@ -1,10 +1,11 @@
 //! Connection management in the style of rdma_cm: listen, connect, accept, reject, with
 //! private data, IRD/ORD and the MPA options of RFC 5044 and RFC 6581.
 
-use crate::device::DeviceInner;
 use crate::error::{ConnectError, Error, Result};
+use crate::params::{ConnParams, MpaOptions};
 use crate::qp::QueuePair;
-use crate::runtime::{Entry, WorkerShared};
+use crate::runtime::{Entry, Ready, WorkerShared};
+use crate::shared::DeviceInner;
 use crate::sys::EventFd;
 use iwarp_proto::cm::{ConnectRequest as CmRequest, MpaConfig, Responder};
 use iwarp_wire::mpa::rr::{match_key, FrameKind, KeyMatch, KEY_LEN};
@@ -19,97 +20,6 @@ use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 pub use iwarp_proto::cm::LINUX_MAX_PRIVATE_DATA;
-
-/// MPA options of a connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MpaOptions {
-    /// MPA revision to initiate with: 2 (default, RFC 6581 IRD/ORD exchange) or 1. A listener
-    /// answers either revision.
-    pub revision: u8,
-    /// Ask for CRC (default). CRC is off only if both sides decline (RFC 5044 §4.4).
-    pub crc: bool,
-    /// Ask the peer to insert markers.
-    pub markers: bool,
-    /// Peer-to-peer mode: the RTR types this side offers (connect) or accepts (listen).
-    pub peer_to_peer: Option<RtrTypes>,
-    /// Offer or accept RFC 7306 atomics and Immediate Data (only used if the peer agrees).
-    pub rfc7306: bool,
-    /// How long to wait for the peer's MPA frame.
-    pub timeout: Duration,
-}
-
-impl Default for MpaOptions {
-    fn default() -> Self {
-        MpaOptions {
-            revision: 2,
-            crc: true,
-            markers: false,
-            peer_to_peer: None,
-            rfc7306: true,
-            timeout: Duration::from_secs(10),
-        }
-    }
-}
-
-/// Parameters of `connect` and `accept` (rdma_cm's `rdma_conn_param`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConnParams {
-    /// Private data for the peer: at most 508 bytes (512 less the RFC 6581 block). Linux siw
-    /// drops connections whose private data (with that block) exceeds 256 bytes.
-    pub private_data: Vec<u8>,
-    /// Inbound RDMA Read/atomic depth this side offers (IRD).
-    pub responder_resources: u16,
-    /// Outbound RDMA Read/atomic depth this side wants (ORD).
-    pub initiator_depth: u16,
-    /// MPA options.
-    pub mpa: MpaOptions,
-    /// Local address to bind before connecting (rdma_cm's source address); the host picks
-    /// when `None`. Ignored by `accept`.
-    pub source: Option<SocketAddr>,
-    /// Passive side only: let this side send before the initiator's first FPDU arrives.
-    /// RFC 5044 §7.1.2 forbids it and this stack waits by default; Linux siw does not wait,
-    /// and applications built on that (perftest's `ib_write_lat` server writes first) need
-    /// it. Use it only when the protocol above guarantees that the initiator has finished the
-    /// MPA exchange before this side's first message (e.g. a round trip on another
-    /// connection); an initiator that receives an FPDU glued to the MPA Reply may close the
-    /// connection (Linux siw does). Ignored in peer-to-peer mode, where the RTR settles it.
-    pub responder_sends_first: bool,
-    /// Active side only (default on): while the responder has sent nothing, follow this
-    /// side's first FPDU with a zero-length RDMA Write after 50 ms, then at doubling
-    /// intervals, at most 8 times. Linux siw starts watching an accepted socket only after
-    /// sending its MPA Reply, and an FPDU (or RTR) that arrives in between stays unread until
-    /// more bytes arrive; the zero-length Write is such bytes, and RFC 5041 §7.2 has every
-    /// receiver accept it without checking its STag (see `docs/interop.md`).
-    pub wake_silent_responder: bool,
-}
-
-impl Default for ConnParams {
-    fn default() -> Self {
-        ConnParams {
-            private_data: Vec::new(),
-            responder_resources: 16,
-            initiator_depth: 16,
-            mpa: MpaOptions::default(),
-            source: None,
-            responder_sends_first: false,
-            wake_silent_responder: true,
-        }
-    }
-}
-
-impl ConnParams {
-    pub(crate) fn mpa_config(&self, max_rd_atomic: u16) -> MpaConfig {
-        MpaConfig {
-            revision: self.mpa.revision,
-            crc: self.mpa.crc,
-            markers: self.mpa.markers,
-            peer_to_peer: self.mpa.peer_to_peer,
-            rfc7306: self.mpa.rfc7306,
-            max_rd_atomic,
-            timeout: self.mpa.timeout,
-        }
-    }
-}
 
 /// How a listener treats what connects to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -251,7 +161,8 @@ impl Listener {
             },
         });
         let worker = Arc::clone(&dev.pick_worker().shared);
-        let token = worker.add(Entry::Listener(Arc::downgrade(&inner)), &mut sock, Interest::READABLE)?;
+        let token =
+            worker.add(Entry::Held(Arc::downgrade(&inner) as Weak<dyn Ready>), &mut sock, Interest::READABLE)?;
         *inner.sock.lock().unwrap_or_else(|e| e.into_inner()) = Some(sock);
         *inner.reg.lock().unwrap_or_else(|e| e.into_inner()) = Some((Arc::clone(&worker), token));
         // Connections may have queued before registration.
@@ -361,9 +272,23 @@ impl Drop for ListenerInner {
     }
 }
 
+impl Ready for ListenerInner {
+    fn on_ready(self: Arc<Self>, _: &Arc<WorkerShared>, _: Token) -> bool {
+        self.accept_all();
+        false
+    }
+}
+
+impl Ready for PendingConn {
+    fn on_ready(self: Arc<Self>, _: &Arc<WorkerShared>, _: Token) -> bool {
+        self.read_request();
+        false
+    }
+}
+
 impl ListenerInner {
     /// Accepts every pending TCP connection; each starts waiting for its MPA Request.
-    pub(crate) fn on_ready(self: Arc<Self>) {
+    fn accept_all(self: Arc<Self>) {
         loop {
             let r = {
                 let g = self.sock.lock().unwrap_or_else(|e| e.into_inner());
@@ -421,8 +346,11 @@ impl ListenerInner {
         let worker = Arc::clone(&self.dev.pick_worker().shared);
         // Writable too: once accepted, the same registration drives a queue pair, whose
         // transmit resumes on the writable edge after the socket buffer was full.
-        let token =
-            worker.add(Entry::Pending(Arc::clone(&pending)), &mut stream, Interest::READABLE | Interest::WRITABLE)?;
+        let token = worker.add(
+            Entry::Owned(Arc::clone(&pending) as Arc<dyn Ready>),
+            &mut stream,
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
         {
             let mut st = pending.state.lock().unwrap_or_else(|e| e.into_inner());
             st.sock = Some(stream);
@@ -538,7 +466,8 @@ impl PendingConn {
         }
     }
 
-    pub(crate) fn on_ready(self: Arc<Self>) {
+    /// Reads the MPA Request (on a shared port, first tells iWARP from plain TCP).
+    fn read_request(self: Arc<Self>) {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if st.closed || st.sock.is_none() {
             return;
@@ -696,7 +625,7 @@ impl ConnectRequest {
         let (worker, token) = st.reg.take().ok_or(Error::Connect(ConnectError::Closed))?;
         st.closed = true;
         drop(st);
-        worker.retarget(token, Entry::Qp(Arc::downgrade(inner)));
+        worker.retarget(token, inner.entry());
         core.adopt(inner, sock, (worker, token), reply, neg, params.responder_sends_first);
         Ok(())
     }

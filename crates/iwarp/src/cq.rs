@@ -1,8 +1,7 @@
 //! Completion queues and completion channels.
 
-use crate::device::DeviceInner;
 use crate::error::Result;
-use crate::qp::QpInner;
+use crate::shared::DeviceInner;
 use crate::sys::EventFd;
 use iwarp_wire::terminate::TerminateCause;
 use iwarp_wire::Stag;
@@ -67,6 +66,15 @@ impl WorkCompletion {
             cause: c.cause,
         }
     }
+}
+
+/// A queue pair the application drives ([`crate::Progress::Poll`]): polling or waiting on a
+/// completion queue it completes on moves its bytes.
+pub(crate) trait Polled: Send + Sync {
+    /// Moves the connection's bytes if no other thread is doing so (never waits for it).
+    fn progress(&self);
+    /// The socket to sleep on, and whether to wait for room to write too.
+    fn wait_fd(&self) -> Option<(RawFd, bool)>;
 }
 
 const ARM_NONE: u8 = 0;
@@ -134,7 +142,7 @@ pub(crate) struct CqInner {
     waiters: AtomicUsize,
     armed: AtomicU8,
     channel: Option<Arc<ChannelInner>>,
-    polled: Mutex<Vec<Weak<QpInner>>>,
+    polled: Mutex<Vec<Weak<dyn Polled>>>,
     has_polled: AtomicBool,
     wake: EventFd,
 }
@@ -179,7 +187,7 @@ impl CqInner {
         }
     }
 
-    pub(crate) fn attach_polled(&self, qp: Weak<QpInner>) {
+    pub(crate) fn attach_polled(&self, qp: Weak<dyn Polled>) {
         let mut p = self.polled.lock().unwrap_or_else(|e| e.into_inner());
         p.retain(|w| w.strong_count() > 0 && !w.ptr_eq(&qp));
         p.push(qp);
@@ -207,7 +215,7 @@ impl CqInner {
         let p = self.polled.lock().unwrap_or_else(|e| e.into_inner());
         for w in p.iter() {
             let Some(qp) = w.upgrade() else { continue };
-            qp.progress_manual();
+            qp.progress();
             if let Some(f) = fds.as_deref_mut() {
                 if let Some(fd) = qp.wait_fd() {
                     f.push(fd);

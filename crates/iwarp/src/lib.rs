@@ -85,25 +85,28 @@ mod cq;
 mod device;
 mod error;
 mod mem;
+mod params;
 mod qp;
 mod runtime;
+mod shared;
 mod srq;
 mod sys;
+mod wr;
 
-pub use cm::{
-    ConnParams, ConnectRequest, Incoming, ListenMode, Listener, MpaOptions, PlainStream, SharedOptions,
-    LINUX_MAX_PRIVATE_DATA,
-};
+pub use cm::{ConnectRequest, Incoming, ListenMode, Listener, PlainStream, SharedOptions, LINUX_MAX_PRIVATE_DATA};
 pub use cq::{CompletionChannel, CompletionQueue, WcOpcode, WcStatus, WorkCompletion};
-pub use device::{Capabilities, Device, DeviceConfig};
+pub use device::Device;
 pub use error::{AccessError, CmError, ConnectError, Error, PostError, Result};
 pub use iwarp_proto::qp::{QpState, QpStats, RemoteAddr};
 pub use iwarp_wire::mpa::{RtrType, RtrTypes};
 pub use iwarp_wire::terminate::{TerminateCause, TerminateLayout};
 pub use iwarp_wire::Stag;
 pub use mem::{Access, MemoryRegion, ProtectionDomain, Sge};
-pub use qp::{ConnInfo, Progress, QpCap, QpEvent, QpInit, QueuePair, RecvWr, SendWr};
+pub use params::{ConnParams, MpaOptions};
+pub use qp::{ConnInfo, Progress, QpCap, QpEvent, QpInit, QueuePair};
+pub use shared::{Capabilities, DeviceConfig};
 pub use srq::SharedReceiveQueue;
+pub use wr::{RecvWr, SendWr};
 
 /// What tools and benchmarks need from the host: CPU time, the descriptor limit, resident
 /// memory.

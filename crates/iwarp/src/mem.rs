@@ -1,9 +1,7 @@
 //! Protection domains and memory regions.
 
-use crate::device::DeviceInner;
 use crate::error::{Error, Result};
-use crate::qp::{QpInit, QueuePair};
-use crate::srq::SharedReceiveQueue;
+use crate::shared::DeviceInner;
 use iwarp_proto::mem::{MrRef, PdId, RawMem};
 use iwarp_proto::qp::RemoteAddr;
 use iwarp_wire::Stag;
@@ -76,22 +74,6 @@ impl ProtectionDomain {
         let base = mem.ptr_at(0) as u64;
         let region = self.dev.stags.register(mem, self.id, access, base).map_err(|_| Error::Exhausted("STags"))?;
         Ok(MemoryRegion { inner: Arc::new(MrInner { region, dev: Arc::clone(&self.dev) }) })
-    }
-
-    /// Creates a queue pair in this domain.
-    ///
-    /// # Errors
-    /// [`Error::InvalidArgument`] if a limit exceeds the device's.
-    pub fn create_qp(&self, init: &QpInit<'_>) -> Result<QueuePair> {
-        QueuePair::new(self, init)
-    }
-
-    /// Creates a shared receive queue of `depth` work requests with up to `max_sge` elements.
-    ///
-    /// # Errors
-    /// [`Error::InvalidArgument`] if a limit exceeds the device's.
-    pub fn create_srq(&self, depth: usize, max_sge: usize) -> Result<SharedReceiveQueue> {
-        SharedReceiveQueue::new(self, depth, max_sge)
     }
 
     /// The domain's identifier.

@@ -1,20 +1,17 @@
 //! Queue pairs: posting work, and the progress loop that moves a connection's bytes.
 
-use crate::cm::ConnParams;
-use crate::cq::{CompletionQueue, CqInner, WorkCompletion};
-use crate::device::DeviceInner;
+use crate::cq::{CompletionQueue, CqInner, Polled, WorkCompletion};
 use crate::error::{ConnectError, Error, PostError, Result};
-use crate::mem::{ProtectionDomain, Sge};
-use crate::runtime::{self, with_scratch, Entry, WorkerShared, SCRATCH_LEN};
+use crate::mem::ProtectionDomain;
+use crate::params::ConnParams;
+use crate::runtime::{self, with_scratch, Entry, Ready, WorkerShared, SCRATCH_LEN};
+use crate::shared::DeviceInner;
 use crate::srq::SharedReceiveQueue;
 use crate::sys::{self, Xfer};
+use crate::wr::{RecvWr, SendWr};
 use iwarp_proto::cm::{CmError, Initiator, InitiatorOutcome, Negotiated, Role};
-use iwarp_proto::qp::{
-    IoRange, LinkParams, Payload, Qp, QpConfig, QpEvent as EngineEvent, QpState, Queue, RecvWqe, RemoteAddr, SendOp,
-    SendWqe, Startup,
-};
+use iwarp_proto::qp::{IoRange, LinkParams, Qp, QpConfig, QpEvent as EngineEvent, QpState, Queue, Startup};
 use iwarp_wire::terminate::{TerminateCause, TerminateLayout};
-use iwarp_wire::Stag;
 use mio::net::TcpStream;
 use mio::{Interest, Token};
 use smallvec::SmallVec;
@@ -88,130 +85,6 @@ impl<'a> QpInit<'a> {
     /// Default sizes, event-loop progress, no shared receive queue.
     pub fn new(send_cq: &'a CompletionQueue, recv_cq: &'a CompletionQueue) -> Self {
         QpInit { send_cq, recv_cq, srq: None, cap: QpCap::default(), progress: Progress::Thread }
-    }
-}
-
-/// A send work request. Build with the constructors; adjust with the flag methods.
-#[derive(Debug, Clone)]
-pub struct SendWr<'a> {
-    wr_id: u64,
-    op: SendOp,
-    sges: SmallVec<[Sge<'a>; 2]>,
-    inline: Option<&'a [u8]>,
-    signaled: bool,
-    solicited: bool,
-    fence: bool,
-}
-
-impl<'a> SendWr<'a> {
-    fn new(wr_id: u64, op: SendOp, sges: &[Sge<'a>]) -> Self {
-        SendWr {
-            wr_id,
-            op,
-            sges: SmallVec::from_slice(sges),
-            inline: None,
-            signaled: true,
-            solicited: false,
-            fence: false,
-        }
-    }
-    /// Send the gathered bytes to the peer's next posted receive.
-    pub fn send(wr_id: u64, sges: &[Sge<'a>]) -> Self {
-        Self::new(wr_id, SendOp::Send, sges)
-    }
-    /// Send, then have the peer invalidate its STag `inval` once delivered.
-    pub fn send_with_invalidate(wr_id: u64, sges: &[Sge<'a>], inval: Stag) -> Self {
-        Self::new(wr_id, SendOp::SendWithInvalidate(inval), sges)
-    }
-    /// RDMA Write the gathered bytes to the peer's buffer.
-    pub fn write(wr_id: u64, sges: &[Sge<'a>], remote: RemoteAddr) -> Self {
-        Self::new(wr_id, SendOp::Write(remote), sges)
-    }
-    /// RDMA Write, then an RFC 7306 Immediate Data message carrying `imm`.
-    pub fn write_with_imm(wr_id: u64, sges: &[Sge<'a>], remote: RemoteAddr, imm: u64) -> Self {
-        Self::new(wr_id, SendOp::WriteWithImmediate(remote, imm), sges)
-    }
-    /// An RFC 7306 Immediate Data message alone (consumes a receive at the peer).
-    pub fn immediate(wr_id: u64, imm: u64) -> Self {
-        Self::new(wr_id, SendOp::Immediate(imm), &[])
-    }
-    /// RDMA Read the peer's buffer into `sink` (one element: RFC 5040 reads into one buffer).
-    pub fn read(wr_id: u64, sink: Sge<'a>, remote: RemoteAddr) -> Self {
-        Self::new(wr_id, SendOp::Read(remote), &[sink])
-    }
-    /// RFC 7306 fetch-and-add on the peer's 8-byte word; the original lands in `sink` (8 bytes).
-    pub fn fetch_add(wr_id: u64, sink: Sge<'a>, remote: RemoteAddr, add: u64) -> Self {
-        Self::new(wr_id, SendOp::FetchAdd { remote, add }, &[sink])
-    }
-    /// RFC 7306 compare-and-swap on the peer's 8-byte word; the original lands in `sink`.
-    pub fn compare_swap(wr_id: u64, sink: Sge<'a>, remote: RemoteAddr, compare: u64, swap: u64) -> Self {
-        Self::new(wr_id, SendOp::CompareSwap { remote, compare, swap }, &[sink])
-    }
-    /// Invalidate a local STag once the earlier work requests have been processed.
-    pub fn local_invalidate(wr_id: u64, stag: Stag) -> Self {
-        Self::new(wr_id, SendOp::LocalInvalidate(stag), &[])
-    }
-    /// Send `data` (copied at post time, up to the queue pair's inline limit).
-    pub fn send_inline(wr_id: u64, data: &'a [u8]) -> Self {
-        SendWr { inline: Some(data), ..Self::new(wr_id, SendOp::Send, &[]) }
-    }
-    /// RDMA Write `data` (copied at post time).
-    pub fn write_inline(wr_id: u64, data: &'a [u8], remote: RemoteAddr) -> Self {
-        SendWr { inline: Some(data), ..Self::new(wr_id, SendOp::Write(remote), &[]) }
-    }
-    /// No completion on success (errors still complete).
-    pub fn unsignaled(mut self) -> Self {
-        self.signaled = false;
-        self
-    }
-    /// Completion on success (the default).
-    pub fn signaled(mut self, yes: bool) -> Self {
-        self.signaled = yes;
-        self
-    }
-    /// Set the Solicited Event bit (Sends and Immediate Data).
-    pub fn solicited(mut self) -> Self {
-        self.solicited = true;
-        self
-    }
-    /// Start only after every earlier Read and atomic has completed.
-    pub fn fence(mut self) -> Self {
-        self.fence = true;
-        self
-    }
-
-    fn to_proto(&self) -> SendWqe {
-        let payload = match self.inline {
-            Some(d) => Payload::Inline(SmallVec::from_slice(d)),
-            None => Payload::Sges(self.sges.iter().map(|s| s.to_proto()).collect()),
-        };
-        SendWqe {
-            wr_id: self.wr_id,
-            op: self.op,
-            payload,
-            signaled: self.signaled,
-            solicited: self.solicited,
-            fence: self.fence,
-        }
-    }
-}
-
-/// A receive work request.
-#[derive(Debug, Clone)]
-pub struct RecvWr<'a> {
-    /// Identifier returned in the completion.
-    pub wr_id: u64,
-    /// Where an incoming Send lands.
-    pub sges: SmallVec<[Sge<'a>; 2]>,
-}
-
-impl<'a> RecvWr<'a> {
-    /// A receive into `sges`.
-    pub fn new(wr_id: u64, sges: &[Sge<'a>]) -> Self {
-        RecvWr { wr_id, sges: SmallVec::from_slice(sges) }
-    }
-    pub(crate) fn to_proto(&self) -> RecvWqe {
-        RecvWqe { wr_id: self.wr_id, sges: self.sges.iter().map(|s| s.to_proto()).collect() }
     }
 }
 
@@ -337,6 +210,16 @@ pub struct QueuePair {
 
 fn mulpdu_for(mss: usize, markers: bool) -> usize {
     iwarp_wire::mpa::mulpdu(mss, markers)
+}
+
+impl ProtectionDomain {
+    /// Creates a queue pair in this domain.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if a limit exceeds the device's.
+    pub fn create_qp(&self, init: &QpInit<'_>) -> Result<QueuePair> {
+        QueuePair::new(self, init)
+    }
 }
 
 impl QueuePair {
@@ -508,8 +391,7 @@ impl QueuePair {
         let (cm, request) =
             Initiator::new(cfg, params.responder_resources, params.initiator_depth, &params.private_data, now)?;
         let worker = Arc::clone(&inner.dev.pick_worker().shared);
-        let token =
-            worker.add(Entry::Qp(Arc::downgrade(inner)), &mut stream, Interest::READABLE | Interest::WRITABLE)?;
+        let token = worker.add(inner.entry(), &mut stream, Interest::READABLE | Interest::WRITABLE)?;
         let deadline = now + params.mpa.timeout;
         worker.add_timer(deadline, token);
         core.sock = Some(stream);
@@ -637,8 +519,13 @@ impl QpInner {
         core.sock.as_ref().map(|s| (s.as_raw_fd(), write))
     }
 
+    /// The event loop's handle on this queue pair (it does not keep it alive).
+    pub(crate) fn entry(self: &Arc<Self>) -> Entry {
+        Entry::Held(Arc::downgrade(self) as std::sync::Weak<dyn Ready>)
+    }
+
     /// Called by the worker on readiness or a timer; returns `true` if input remains.
-    pub(crate) fn drive_from_worker(&self) -> bool {
+    fn drive_from_worker(&self) -> bool {
         let mut core = self.lock();
         if let Phase::Connecting { deadline, .. } = &core.phase {
             if Instant::now() >= *deadline {
@@ -679,6 +566,21 @@ impl QpInner {
         };
         *c = st;
         self.conn_cv.notify_all();
+    }
+}
+
+impl Polled for QpInner {
+    fn progress(&self) {
+        self.progress_manual();
+    }
+    fn wait_fd(&self) -> Option<(RawFd, bool)> {
+        QpInner::wait_fd(self)
+    }
+}
+
+impl Ready for QpInner {
+    fn on_ready(self: Arc<Self>, _: &Arc<WorkerShared>, _: Token) -> bool {
+        self.drive_from_worker()
     }
 }
 
@@ -1059,8 +961,8 @@ impl QpCore {
             if let (Some((w, t)), Some(s)) = (self.reg.take(), self.sock.as_mut()) {
                 w.remove(t, s);
             }
-            qp.send_cq.attach_polled(qp.me.clone());
-            qp.recv_cq.attach_polled(qp.me.clone());
+            qp.send_cq.attach_polled(qp.me.clone() as std::sync::Weak<dyn Polled>);
+            qp.recv_cq.attach_polled(qp.me.clone() as std::sync::Weak<dyn Polled>);
         }
         self.transmit(qp);
     }

@@ -1,9 +1,8 @@
-//! Event-loop threads: each owns an epoll instance (through mio) and drives the listeners,
-//! half-open connections and queue pairs registered with it. Not a thread per queue pair: a
-//! worker serves any number of them, bounding the work it does for one before moving on.
+//! Event-loop threads: each owns an epoll instance (through mio) and drives whatever is
+//! registered with it: it knows only "something is ready" ([`Ready`]), not what listeners,
+//! half-open connections or queue pairs are. Not a thread per queue pair: a worker serves any
+//! number of them, each bounding the work it does before the next runs.
 
-use crate::cm::{ListenerInner, PendingConn};
-use crate::qp::QpInner;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use std::cell::RefCell;
 use std::cmp::Reverse;
@@ -28,13 +27,20 @@ pub(crate) fn with_scratch<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
     SCRATCH.with(|s| f(&mut s.borrow_mut()))
 }
 
+/// What the event loop drives. Readiness of its socket, or a timer it set, is reported to
+/// [`on_ready`](Ready::on_ready), which returns `true` if input remains beyond the work it
+/// allows itself per turn (then it runs again after the others have had theirs).
+pub(crate) trait Ready: Send + Sync {
+    fn on_ready(self: Arc<Self>, worker: &Arc<WorkerShared>, token: Token) -> bool;
+}
+
 /// What a token names.
 #[derive(Clone)]
 pub(crate) enum Entry {
-    Listener(Weak<ListenerInner>),
-    Pending(Arc<PendingConn>),
-    Qp(Weak<QpInner>),
-    Linger(Arc<Linger>),
+    /// Kept alive by its registration (a half-open connection, a lingering socket).
+    Owned(Arc<dyn Ready>),
+    /// Driven only while its owner keeps it alive (a listener, a queue pair).
+    Held(Weak<dyn Ready>),
 }
 
 /// How long a closed connection's socket is drained waiting for the peer's FIN.
@@ -49,10 +55,10 @@ pub(crate) struct Linger {
     deadline: Instant,
 }
 
-impl Linger {
-    fn on_ready(&self, shared: &WorkerShared, token: usize) {
+impl Ready for Linger {
+    fn on_ready(self: Arc<Self>, shared: &Arc<WorkerShared>, token: Token) -> bool {
         let mut guard = self.sock.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(sock) = guard.as_mut() else { return };
+        let Some(sock) = guard.as_mut() else { return false };
         let done = with_scratch(|buf| loop {
             match io::Read::read(sock, buf) {
                 Ok(0) => break true,
@@ -64,9 +70,10 @@ impl Linger {
         });
         if done {
             if let Some(mut s) = guard.take() {
-                shared.remove(Token(token), &mut s);
+                shared.remove(token, &mut s);
             }
         }
+        false
     }
 }
 
@@ -78,10 +85,10 @@ pub(crate) fn linger(worker: &Arc<WorkerShared>, reg: Option<Token>, mut sock: m
     let l = Arc::new(Linger { sock: Mutex::new(None), deadline });
     let token = match reg {
         Some(t) => {
-            worker.retarget(t, Entry::Linger(Arc::clone(&l)));
+            worker.retarget(t, Entry::Owned(Arc::clone(&l) as Arc<dyn Ready>));
             t
         }
-        None => match worker.add(Entry::Linger(Arc::clone(&l)), &mut sock, Interest::READABLE) {
+        None => match worker.add(Entry::Owned(Arc::clone(&l) as Arc<dyn Ready>), &mut sock, Interest::READABLE) {
             Ok(t) => t,
             // No registration, no draining: the socket closes now.
             Err(_) => return,
@@ -248,21 +255,8 @@ fn dispatch(shared: &Arc<WorkerShared>, token: usize, ready: &mut VecDeque<usize
     let entry = shared.entries.lock().unwrap_or_else(|e| e.into_inner()).get(&token).cloned();
     let more = match entry {
         None => false,
-        Some(Entry::Listener(l)) => {
-            if let Some(l) = l.upgrade() {
-                l.on_ready();
-            }
-            false
-        }
-        Some(Entry::Pending(p)) => {
-            p.on_ready();
-            false
-        }
-        Some(Entry::Qp(q)) => q.upgrade().is_some_and(|q| q.drive_from_worker()),
-        Some(Entry::Linger(l)) => {
-            l.on_ready(shared, token);
-            false
-        }
+        Some(Entry::Owned(r)) => r.on_ready(shared, Token(token)),
+        Some(Entry::Held(w)) => w.upgrade().is_some_and(|r| r.on_ready(shared, Token(token))),
     };
     if more && !ready.contains(&token) {
         ready.push_back(token);

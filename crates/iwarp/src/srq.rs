@@ -2,7 +2,7 @@
 
 use crate::error::{Error, PostError, Result};
 use crate::mem::ProtectionDomain;
-use crate::qp::RecvWr;
+use crate::wr::RecvWr;
 use iwarp_proto::mem::PdId;
 use iwarp_proto::qp::Srq;
 use std::sync::Arc;
@@ -13,6 +13,16 @@ use std::sync::Arc;
 pub struct SharedReceiveQueue {
     pub(crate) inner: Arc<Srq>,
     pd: PdId,
+}
+
+impl ProtectionDomain {
+    /// Creates a shared receive queue of `depth` work requests with up to `max_sge` elements.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if a limit exceeds the device's.
+    pub fn create_srq(&self, depth: usize, max_sge: usize) -> Result<SharedReceiveQueue> {
+        SharedReceiveQueue::new(self, depth, max_sge)
+    }
 }
 
 impl SharedReceiveQueue {

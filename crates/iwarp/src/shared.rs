@@ -1,0 +1,145 @@
+//! What every handle of one device shares: its configuration and limits, the STag table,
+//! the event-loop threads and the counters that name queue pairs and queues. The bottom of
+//! the verbs objects: they all hold it, and it knows none of them.
+
+use crate::error::{Error, Result};
+use crate::runtime::Worker;
+use iwarp_proto::mem::StagTable;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How a device is set up.
+#[derive(Debug, Clone)]
+pub struct DeviceConfig {
+    /// Event-loop threads that drive connections (each serves many queue pairs).
+    pub workers: usize,
+    /// Largest send or receive queue depth.
+    pub max_qp_wr: usize,
+    /// Largest scatter/gather list.
+    pub max_sge: usize,
+    /// Largest inline payload.
+    pub max_inline_data: usize,
+    /// Largest IRD/ORD per queue pair.
+    pub max_rd_atomic: u16,
+    /// Default time to wait for MPA Requests and Replies.
+    pub mpa_timeout: Duration,
+    /// Seed for STag keys; random when `None`.
+    pub seed: Option<u64>,
+    /// After handling events, an event-loop thread keeps polling (without sleeping) this long
+    /// before it blocks again. Zero (the default) never spins. A short spin (tens of
+    /// microseconds) saves the cost of a cross-core wake-up for request/response traffic that
+    /// the event loop serves, such as a peer's RDMA Reads, at the price of CPU time.
+    pub worker_spin: Duration,
+}
+
+impl Default for DeviceConfig {
+    fn default() -> Self {
+        DeviceConfig {
+            workers: 1,
+            max_qp_wr: 32768,
+            max_sge: 16,
+            max_inline_data: 512,
+            max_rd_atomic: 128,
+            mpa_timeout: Duration::from_secs(10),
+            seed: None,
+            worker_spin: Duration::ZERO,
+        }
+    }
+}
+
+/// What a device supports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Queue pairs per device (bounded in practice by file descriptors).
+    pub max_qp: usize,
+    /// Work requests per queue.
+    pub max_qp_wr: usize,
+    /// Scatter/gather elements per work request.
+    pub max_sge: usize,
+    /// Scatter/gather elements of an RDMA Read sink (one on iWARP, RFC 5040 §5.2).
+    pub max_sge_rd: usize,
+    /// Entries per completion queue.
+    pub max_cqe: usize,
+    /// Inline payload bytes.
+    pub max_inline_data: usize,
+    /// Inbound Read/atomic depth per queue pair (IRD).
+    pub max_qp_rd_atom: u16,
+    /// Outbound Read/atomic depth per queue pair (ORD).
+    pub max_qp_init_rd_atom: u16,
+    /// RFC 7306 atomics and Immediate Data are implemented; whether a connection may use them is
+    /// negotiated with the peer (see [`crate::QueuePair::supports_rfc7306`]).
+    pub rfc7306: bool,
+    /// Largest MPA private data the RFC allows (Linux siw accepts only 256).
+    pub max_private_data: usize,
+}
+
+pub(crate) struct DeviceInner {
+    pub(crate) cfg: DeviceConfig,
+    pub(crate) stags: Arc<StagTable>,
+    pub(crate) workers: Vec<Worker>,
+    next_worker: AtomicUsize,
+    next_qpn: AtomicU32,
+    next_id: AtomicU32,
+}
+
+impl std::fmt::Debug for DeviceInner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceInner").field("workers", &self.workers.len()).finish()
+    }
+}
+
+impl DeviceInner {
+    /// Starts the event-loop threads of a new device.
+    pub(crate) fn start(cfg: DeviceConfig) -> Result<Arc<DeviceInner>> {
+        if cfg.workers == 0 {
+            return Err(Error::InvalidArgument("a device needs at least one worker".into()));
+        }
+        crate::sys::ignore_sigpipe();
+        let seed = cfg.seed.unwrap_or_else(|| fastrand::u64(..));
+        let workers =
+            (0..cfg.workers).map(|i| Worker::spawn(i, cfg.worker_spin)).collect::<std::io::Result<Vec<_>>>()?;
+        Ok(Arc::new(DeviceInner {
+            stags: Arc::new(StagTable::new(seed)),
+            workers,
+            next_worker: AtomicUsize::new(0),
+            next_qpn: AtomicU32::new(1),
+            next_id: AtomicU32::new(1),
+            cfg,
+        }))
+    }
+
+    /// The worker for a new connection (round robin).
+    pub(crate) fn pick_worker(&self) -> &Worker {
+        let i = self.next_worker.fetch_add(1, Ordering::Relaxed) % self.workers.len();
+        &self.workers[i]
+    }
+    pub(crate) fn next_qpn(&self) -> u32 {
+        self.next_qpn.fetch_add(1, Ordering::Relaxed)
+    }
+    pub(crate) fn next_id(&self) -> u32 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+    pub(crate) fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            max_qp: 1 << 20,
+            max_qp_wr: self.cfg.max_qp_wr,
+            max_sge: self.cfg.max_sge,
+            max_sge_rd: 1,
+            max_cqe: 1 << 22,
+            max_inline_data: self.cfg.max_inline_data,
+            max_qp_rd_atom: self.cfg.max_rd_atomic,
+            max_qp_init_rd_atom: self.cfg.max_rd_atomic,
+            rfc7306: true,
+            max_private_data: iwarp_wire::mpa::rr::MAX_PRIVATE_DATA - iwarp_wire::mpa::rr::ENHANCED_PARAMS_LEN,
+        }
+    }
+}
+
+impl Drop for DeviceInner {
+    fn drop(&mut self) {
+        for w in &self.workers {
+            w.stop();
+        }
+    }
+}
