@@ -1,9 +1,9 @@
 //! The device: the handle applications open first, and the factory of every other object.
 
-use crate::cm::Listener;
 use crate::cq::{CompletionChannel, CompletionQueue};
 use crate::error::Result;
 use crate::mem::ProtectionDomain;
+use crate::setup::passive::{ListenMode, Listener};
 use crate::shared::{Capabilities, DeviceConfig, DeviceInner};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -66,7 +66,7 @@ impl Device {
     /// # Errors
     /// [`Error::AddrInUse`] if any socket, iWARP or plain TCP, holds the address.
     pub fn listen(&self, addr: SocketAddr, backlog: u32) -> Result<Listener> {
-        Listener::bind(&self.inner, addr, backlog, crate::cm::ListenMode::Iwarp)
+        Listener::bind(&self.inner, addr, backlog, ListenMode::Iwarp)
     }
 
     /// Listens on `addr` for iWARP **and** plain TCP clients: a connection that starts with
@@ -77,6 +77,6 @@ impl Device {
     /// # Errors
     /// As [`listen`](Self::listen).
     pub fn listen_shared(&self, addr: SocketAddr, backlog: u32, opts: crate::SharedOptions) -> Result<Listener> {
-        Listener::bind(&self.inner, addr, backlog, crate::cm::ListenMode::Shared(opts))
+        Listener::bind(&self.inner, addr, backlog, ListenMode::Shared(opts))
     }
 }

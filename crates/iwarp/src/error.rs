@@ -1,6 +1,7 @@
 //! Errors of the public API.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 pub use iwarp_proto::cm::CmError;
 pub use iwarp_proto::mem::AccessError;
@@ -37,7 +38,7 @@ pub enum Error {
 }
 
 /// Why `connect` failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConnectError {
     /// Nothing listens at the address (TCP reset).
@@ -55,12 +56,18 @@ pub enum ConnectError {
     /// MPA negotiation failed.
     #[error("MPA negotiation failed: {0}")]
     Mpa(#[from] CmError),
-    /// The connection failed.
+    /// The connection failed (shared, so that the error can be reported to every waiter).
     #[error("connection failed: {0}")]
-    Io(#[from] std::io::Error),
+    Io(Arc<std::io::Error>),
     /// The connection closed before it was established.
     #[error("connection closed during setup")]
     Closed,
+}
+
+impl From<std::io::Error> for ConnectError {
+    fn from(e: std::io::Error) -> Self {
+        ConnectError::Io(Arc::new(e))
+    }
 }
 
 /// `Result` with this crate's [`Error`].

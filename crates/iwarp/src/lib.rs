@@ -80,7 +80,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
-mod cm;
+mod conn;
 mod cq;
 mod device;
 mod error;
@@ -88,12 +88,13 @@ mod mem;
 mod params;
 mod qp;
 mod runtime;
+mod setup;
 mod shared;
 mod srq;
 mod sys;
 mod wr;
 
-pub use cm::{ConnectRequest, Incoming, ListenMode, Listener, PlainStream, SharedOptions, LINUX_MAX_PRIVATE_DATA};
+pub use conn::{ConnInfo, Progress, QpEvent};
 pub use cq::{CompletionChannel, CompletionQueue, WcOpcode, WcStatus, WorkCompletion};
 pub use device::Device;
 pub use error::{AccessError, CmError, ConnectError, Error, PostError, Result};
@@ -103,7 +104,10 @@ pub use iwarp_wire::terminate::{TerminateCause, TerminateLayout};
 pub use iwarp_wire::Stag;
 pub use mem::{Access, MemoryRegion, ProtectionDomain, Sge};
 pub use params::{ConnParams, MpaOptions};
-pub use qp::{ConnInfo, Progress, QpCap, QpEvent, QpInit, QueuePair};
+pub use qp::{QpCap, QpInit, QueuePair};
+pub use setup::passive::{
+    ConnectRequest, Incoming, ListenMode, Listener, PlainStream, SharedOptions, LINUX_MAX_PRIVATE_DATA,
+};
 pub use shared::{Capabilities, DeviceConfig};
 pub use srq::SharedReceiveQueue;
 pub use wr::{RecvWr, SendWr};

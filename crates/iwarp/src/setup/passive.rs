@@ -1,6 +1,8 @@
-//! Connection management in the style of rdma_cm: listen, connect, accept, reject, with
-//! private data, IRD/ORD and the MPA options of RFC 5044 and RFC 6581.
+//! The passive half of connection setup, in the style of rdma_cm: listen, then accept or
+//! reject each connection request (with private data, IRD/ORD and the MPA options of RFC 5044
+//! and RFC 6581); on a shared port, also tell plain TCP clients from iWARP ones.
 
+use super::{read_frame, FrameRead};
 use crate::error::{ConnectError, Error, Result};
 use crate::params::{ConnParams, MpaOptions};
 use crate::qp::QueuePair;
@@ -326,22 +328,15 @@ impl ListenerInner {
             timeout: opts.timeout,
         };
         let now = Instant::now();
-        let deadline = now + cfg.timeout;
+        let cm = Responder::new(cfg, now);
+        let deadline = cm.poll_timeout();
         let sniff = self.shared.map(|o| Sniff { until: now + o.plain_after, bytes: Vec::new() });
         let sniff_until = sniff.as_ref().map(|s| s.until);
         let pending = Arc::new(PendingConn {
             listener: Arc::downgrade(self),
             peer,
             local: stream.local_addr().ok(),
-            state: Mutex::new(PendingState {
-                sock: None,
-                reg: None,
-                cm: Responder::new(cfg, now),
-                queued: false,
-                closed: false,
-                deadline,
-                sniff,
-            }),
+            state: Mutex::new(PendingState { sock: None, reg: None, cm, queued: false, closed: false, sniff }),
         });
         let worker = Arc::clone(&self.dev.pick_worker().shared);
         // Writable too: once accepted, the same registration drives a queue pair, whose
@@ -356,7 +351,9 @@ impl ListenerInner {
             st.sock = Some(stream);
             st.reg = Some((Arc::clone(&worker), token));
         }
-        worker.add_timer(deadline, token);
+        if let Some(t) = deadline {
+            worker.add_timer(t, token);
+        }
         if let Some(t) = sniff_until {
             worker.add_timer(t, token);
         }
@@ -377,7 +374,6 @@ struct PendingState {
     cm: Responder,
     queued: bool,
     closed: bool,
-    deadline: Instant,
     /// On a shared port: still telling iWARP from plain TCP.
     sniff: Option<Sniff>,
 }
@@ -484,50 +480,44 @@ impl PendingConn {
                 }
             }
         }
-        if !st.queued && now >= st.deadline {
-            tracing::debug!(peer = %self.peer, "MPA Request timed out");
+        if st.queued {
+            // The Request is with the application: read nothing more (what follows belongs
+            // to the queue pair that accepts it), but notice the peer going away.
+            let gone = match st.sock.as_ref().map(|s| s.peek(&mut [0u8; 1])) {
+                Some(Ok(n)) => n == 0,
+                Some(Err(e)) => !matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted),
+                None => true,
+            };
+            if gone {
+                st.close();
+            }
+            return;
+        }
+        // RFC 5044 §7.1.2: the Request must come within the responder's timeout.
+        if let Err(e) = st.cm.handle_timeout(now) {
+            tracing::debug!(peer = %self.peer, error = %e, "MPA Request timed out");
             return st.close();
         }
-        let mut buf = [0u8; 1024];
-        loop {
-            let n = if !first.is_empty() {
-                let n = first.len();
-                buf[..n].copy_from_slice(&first);
-                first.clear();
-                n
-            } else {
-                let r = match st.sock.as_mut() {
-                    Some(s) => s.read(&mut buf),
-                    None => return,
-                };
-                match r {
-                    Ok(0) => return st.close(),
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(_) => return st.close(),
-                }
-            };
-            match st.cm.handle_bytes(&buf[..n]).map(|r| r.cloned()) {
-                Ok(None) => {}
-                Ok(Some(req)) => {
-                    if !st.queued {
-                        st.queued = true;
-                        if let Some(l) = self.listener.upgrade() {
-                            drop(st);
-                            l.push(Incoming::Iwarp(ConnectRequest { pending: Arc::clone(&self), req }));
-                            st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-                        } else {
-                            return st.close();
-                        }
+        let PendingState { sock, cm, .. } = &mut *st;
+        let Some(sock) = sock.as_mut() else { return };
+        match read_frame(sock, cm, &first) {
+            FrameRead::Pending => {}
+            FrameRead::Done(req, _) => {
+                st.queued = true;
+                match self.listener.upgrade() {
+                    Some(l) => {
+                        drop(st);
+                        l.push(Incoming::Iwarp(ConnectRequest { pending: Arc::clone(&self), req }));
                     }
-                }
-                Err(e) => {
-                    // RFC 5044 §7.1.2: a badly formatted Request closes the connection.
-                    tracing::debug!(peer = %self.peer, error = %e, "bad MPA Request");
-                    return st.close();
+                    None => st.close(),
                 }
             }
+            FrameRead::Invalid(e) => {
+                // RFC 5044 §7.1.2: a badly formatted Request closes the connection.
+                tracing::debug!(peer = %self.peer, error = %e, "bad MPA Request");
+                st.close();
+            }
+            FrameRead::Closed | FrameRead::Reset | FrameRead::Failed(_) => st.close(),
         }
     }
 }
@@ -601,9 +591,9 @@ impl ConnectRequest {
         if st.closed || st.sock.is_none() {
             return Err(Error::Connect(ConnectError::Closed));
         }
-        let inner = qp.inner();
-        let mut core = inner.lock();
-        if !core.is_idle() {
+        let conn = &qp.inner;
+        let mut d = conn.lock();
+        if !d.is_idle() {
             return Err(Error::InvalidState("queue pair already connected"));
         }
         {
@@ -625,8 +615,8 @@ impl ConnectRequest {
         let (worker, token) = st.reg.take().ok_or(Error::Connect(ConnectError::Closed))?;
         st.closed = true;
         drop(st);
-        worker.retarget(token, inner.entry());
-        core.adopt(inner, sock, (worker, token), reply, neg, params.responder_sends_first);
+        worker.retarget(token, conn.entry());
+        d.adopt(conn, sock, (worker, token), reply, neg, params.responder_sends_first);
         Ok(())
     }
 
@@ -643,7 +633,7 @@ impl ConnectRequest {
             None => Err(io::Error::from(io::ErrorKind::NotConnected)),
         };
         st.close();
-        r.map_err(|e| Error::Connect(ConnectError::Io(e)))
+        r.map_err(|e| Error::Connect(e.into()))
     }
 }
 

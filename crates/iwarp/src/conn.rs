@@ -1,0 +1,766 @@
+//! The per-connection driver: one queue pair's engine and socket, moved forward on the event
+//! loop's readiness (or by the application, for [`Progress::Poll`]) through connection setup,
+//! then receive, transmit and the delivery of completions and events.
+//!
+//! [`Conn`] is what the event loop, the completion queues and the [`crate::QueuePair`]
+//! handles share; its [`Driver`] holds the engine and the socket.
+
+use crate::cq::{CqInner, Polled, WorkCompletion};
+use crate::error::{ConnectError, PostError};
+use crate::runtime::{self, with_scratch, Entry, Ready, WorkerShared, SCRATCH_LEN};
+use crate::setup::active::{Connecting, Step};
+use crate::shared::DeviceInner;
+use crate::sys::{self, EventFd, Xfer};
+use iwarp_proto::cm::{Negotiated, Role};
+use iwarp_proto::qp::{IoRange, LinkParams, Qp, QpEvent as EngineEvent, Queue, Startup};
+use iwarp_wire::terminate::{TerminateCause, TerminateLayout};
+use mio::net::TcpStream;
+use mio::Token;
+use smallvec::SmallVec;
+use std::collections::VecDeque;
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+/// Bytes one progress call reads from a connection before letting others run.
+const RX_BUDGET: usize = 4 << 20;
+/// Bytes written between two readings of the TCP MSS.
+const MSS_RECHECK: usize = 1 << 20;
+/// First wake-up of a silent responder, after this side's first FPDU; the gap then doubles.
+const WAKE_FIRST: Duration = Duration::from_millis(50);
+/// Wake-ups at most (50 ms to 6.4 s apart, about 12.8 s in all).
+const WAKE_COUNT: u32 = 8;
+
+/// Who drives a queue pair's I/O.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Progress {
+    /// The device's event-loop threads (default). Posting transmits from the caller's thread
+    /// when it can; receiving happens on the event loop.
+    #[default]
+    Thread,
+    /// The application: the queue pair moves bytes only while the application polls or waits
+    /// on its completion queues or posts to it (busy polling for the lowest latency, or
+    /// [`CompletionQueue::wait`] to sleep in the kernel). Connection setup still runs on the
+    /// event loop.
+    Poll,
+}
+
+/// Asynchronous queue pair events (rdma_cm's connection events and verbs' async events).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum QpEvent {
+    /// The connection is established and usable in both directions.
+    Established,
+    /// The peer rejected the connection request.
+    Rejected {
+        /// The peer's private data.
+        private_data: Vec<u8>,
+    },
+    /// Connection setup failed.
+    ConnectFailed(ConnectError),
+    /// The connection closed (either side disconnected); all work has been flushed.
+    Disconnected,
+    /// A protocol error ended the connection; all work has been flushed.
+    Error {
+        /// The Terminate cause, if there was one.
+        cause: Option<TerminateCause>,
+        /// `true` if the peer sent the Terminate, `false` if this side did.
+        remote: bool,
+        /// For a received Terminate, which bit layout it used.
+        layout: Option<TerminateLayout>,
+    },
+}
+
+/// What negotiation settled for an established connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnInfo {
+    /// MPA revision.
+    pub revision: u8,
+    /// CRC in use.
+    pub crc: bool,
+    /// Markers inserted in what this side sends.
+    pub send_markers: bool,
+    /// Markers expected in what this side receives.
+    pub recv_markers: bool,
+    /// Inbound Read depth.
+    pub ird: u16,
+    /// Outbound Read depth.
+    pub ord: u16,
+    /// RFC 7306 usable.
+    pub rfc7306: bool,
+    /// The TCP MSS the FPDUs are sized from.
+    pub mss: usize,
+    /// The peer's private data.
+    pub peer_private_data: Vec<u8>,
+    /// Initiator or responder.
+    pub role: Role,
+}
+
+/// How far connection setup has come (after it, the engine's state is the connection's).
+#[derive(Debug)]
+enum Setup {
+    /// Neither `connect` nor `accept` yet.
+    Unstarted,
+    /// Active setup under way.
+    Connecting(Connecting),
+    /// Setup is over: established (the socket is held while the connection lasts) or failed.
+    Done,
+}
+
+/// What the driver tells the queue pair's waiters.
+#[derive(Debug)]
+pub(crate) enum Report {
+    /// The engine reported the connection usable.
+    Established,
+    /// Setup failed.
+    Failed(ConnectError),
+    /// The connection closed.
+    Closed,
+}
+
+/// The outcomes the driver reported, for `connect`/`wait_established` and `next_event`.
+#[derive(Debug, Default)]
+struct Status {
+    events: VecDeque<QpEvent>,
+    established: bool,
+    failed: Option<ConnectError>,
+    closed: bool,
+}
+
+/// A queue pair's engine and connection, and what moving them needs.
+pub(crate) struct Driver {
+    pub(crate) engine: Qp,
+    sock: Option<TcpStream>,
+    reg: Option<(Arc<WorkerShared>, Token)>,
+    setup: Setup,
+    /// Passive side: the MPA Reply, sent before any FPDU.
+    ctl_out: Vec<u8>,
+    iov: Vec<IoRange>,
+    /// Bytes written since the MSS was last read.
+    since_mss: usize,
+    /// The FPDU of [`Driver::send_now`].
+    now_buf: Vec<u8>,
+    /// Passive side: may send before the initiator's first FPDU.
+    send_first: bool,
+    /// Active side: wake a silent responder ([`crate::ConnParams::wake_silent_responder`]).
+    wake_responder: bool,
+    /// The wake-up timer last handed to the worker.
+    wake_timer: Option<Instant>,
+    info: Option<ConnInfo>,
+    peer: Option<SocketAddr>,
+    local: Option<SocketAddr>,
+}
+
+/// One queue pair's connection, shared by its handles, the event loop and its completion
+/// queues.
+pub(crate) struct Conn {
+    me: Weak<Conn>,
+    pub(crate) dev: Arc<DeviceInner>,
+    pub(crate) qp_num: u32,
+    pub(crate) progress: Progress,
+    pub(crate) send_cq: Arc<CqInner>,
+    pub(crate) recv_cq: Arc<CqInner>,
+    driver: Mutex<Driver>,
+    status: Mutex<Status>,
+    status_cv: Condvar,
+    /// Created on first use: most queue pairs never need a pollable descriptor, and 10,000
+    /// queue pairs should not cost 10,000 more descriptors.
+    events_fd: OnceLock<EventFd>,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn").field("qp_num", &self.qp_num).finish()
+    }
+}
+
+fn mulpdu_for(mss: usize, markers: bool) -> usize {
+    iwarp_wire::mpa::mulpdu(mss, markers)
+}
+
+impl Conn {
+    pub(crate) fn new(
+        dev: Arc<DeviceInner>,
+        engine: Qp,
+        progress: Progress,
+        send_cq: Arc<CqInner>,
+        recv_cq: Arc<CqInner>,
+    ) -> Arc<Conn> {
+        let qp_num = engine.config().qp_num;
+        Arc::new_cyclic(|me| Conn {
+            me: me.clone(),
+            dev,
+            qp_num,
+            progress,
+            send_cq,
+            recv_cq,
+            driver: Mutex::new(Driver {
+                engine,
+                sock: None,
+                reg: None,
+                setup: Setup::Unstarted,
+                ctl_out: Vec::new(),
+                iov: Vec::with_capacity(64),
+                since_mss: 0,
+                now_buf: Vec::new(),
+                send_first: false,
+                wake_responder: false,
+                wake_timer: None,
+                info: None,
+                peer: None,
+                local: None,
+            }),
+            status: Mutex::new(Status::default()),
+            status_cv: Condvar::new(),
+            events_fd: OnceLock::new(),
+        })
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Driver> {
+        self.driver.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn status(&self) -> MutexGuard<'_, Status> {
+        self.status.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The event loop's handle on this connection (it does not keep it alive).
+    pub(crate) fn entry(self: &Arc<Self>) -> Entry {
+        Entry::Held(Arc::downgrade(self) as Weak<dyn Ready>)
+    }
+
+    /// Starts active setup on a connecting socket: registers it with a worker, with a timer at
+    /// the initiator's deadline.
+    ///
+    /// # Errors
+    /// [`ConnectError`] if the queue pair was connected before or the socket cannot be
+    /// registered.
+    pub(crate) fn start_connect(
+        self: &Arc<Self>,
+        mut sock: TcpStream,
+        connecting: Connecting,
+        wake_responder: bool,
+    ) -> Result<(), ConnectError> {
+        let mut d = self.lock();
+        if !d.is_idle() {
+            return Err(io::Error::new(io::ErrorKind::AlreadyExists, "queue pair already connected").into());
+        }
+        let worker = Arc::clone(&self.dev.pick_worker().shared);
+        let token = worker.add(self.entry(), &mut sock, mio::Interest::READABLE | mio::Interest::WRITABLE)?;
+        if let Some(deadline) = connecting.deadline() {
+            worker.add_timer(deadline, token);
+        }
+        d.sock = Some(sock);
+        d.reg = Some((worker, token));
+        d.wake_responder = wake_responder;
+        d.setup = Setup::Connecting(connecting);
+        Ok(())
+    }
+
+    /// Waits until setup has an outcome: `Ok` once established (even if closed since),
+    /// the failure otherwise. A queue pair driven by the application is driven here.
+    pub(crate) fn wait_connected(&self, timeout: Duration) -> Result<(), ConnectError> {
+        let deadline = Instant::now() + timeout;
+        let mut st = self.status();
+        loop {
+            if st.established {
+                return Ok(());
+            }
+            if let Some(e) = &st.failed {
+                return Err(e.clone());
+            }
+            if st.closed {
+                return Err(ConnectError::Closed);
+            }
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return Err(ConnectError::Timeout);
+            };
+            if self.progress == Progress::Poll {
+                // Once the MPA exchange is over a polled queue pair has no event loop: what
+                // completes establishment (the peer's RTR) is read here.
+                drop(st);
+                self.progress_manual();
+                st = self.status();
+                if st.established || st.failed.is_some() || st.closed {
+                    continue;
+                }
+                st = self
+                    .status_cv
+                    .wait_timeout(st, left.min(Duration::from_millis(1)))
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            } else {
+                st = self.status_cv.wait_timeout(st, left).unwrap_or_else(|e| e.into_inner()).0;
+            }
+        }
+    }
+
+    /// The next event, if any.
+    pub(crate) fn poll_event(&self) -> Option<QpEvent> {
+        self.status().events.pop_front()
+    }
+
+    /// The next event, waiting up to `timeout`.
+    pub(crate) fn next_event(&self, timeout: Duration) -> Option<QpEvent> {
+        let deadline = Instant::now() + timeout;
+        let mut st = self.status();
+        loop {
+            if let Some(e) = st.events.pop_front() {
+                return Some(e);
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            if self.progress == Progress::Poll {
+                drop(st);
+                self.progress_manual();
+                st = self.status();
+                if st.events.is_empty() {
+                    st = self
+                        .status_cv
+                        .wait_timeout(st, left.min(Duration::from_millis(1)))
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+            } else {
+                st = self.status_cv.wait_timeout(st, left).unwrap_or_else(|e| e.into_inner()).0;
+            }
+        }
+    }
+
+    /// A descriptor that is readable while events are queued.
+    pub(crate) fn events_fd(&self) -> RawFd {
+        let fd = self.events_fd.get_or_init(|| EventFd::new().expect("eventfd"));
+        // Events queued before the descriptor existed must make it readable.
+        if !self.status().events.is_empty() {
+            fd.notify();
+        }
+        fd.as_raw_fd()
+    }
+
+    /// The socket, for manual-progress waiting, and whether to wait for room to write too
+    /// (framed bytes the socket did not take).
+    fn wait_fd(&self) -> Option<(RawFd, bool)> {
+        let d = self.lock();
+        let write = d.engine.has_unsent();
+        d.sock.as_ref().map(|s| (s.as_raw_fd(), write))
+    }
+
+    /// Called by the worker on readiness or a timer; returns `true` if input remains.
+    fn drive_from_worker(&self) -> bool {
+        self.lock().run(self)
+    }
+
+    /// Drives a manual-progress queue pair from an application thread (never blocks on a busy
+    /// lock: another thread is already driving it).
+    pub(crate) fn progress_manual(&self) {
+        if let Ok(mut d) = self.driver.try_lock() {
+            if d.running() {
+                d.run(self);
+            }
+        }
+    }
+
+    fn push_event(&self, ev: QpEvent) {
+        self.report_inner(None, Some(ev));
+    }
+
+    fn report(&self, r: Report, ev: Option<QpEvent>) {
+        self.report_inner(Some(r), ev);
+    }
+
+    fn report_inner(&self, r: Option<Report>, ev: Option<QpEvent>) {
+        let mut st = self.status();
+        match r {
+            Some(Report::Established) => st.established = true,
+            Some(Report::Failed(e)) => st.failed = Some(e),
+            Some(Report::Closed) => st.closed = true,
+            None => {}
+        }
+        let notify = ev.is_some();
+        if let Some(ev) = ev {
+            st.events.push_back(ev);
+        }
+        drop(st);
+        self.status_cv.notify_all();
+        if notify {
+            if let Some(fd) = self.events_fd.get() {
+                fd.notify();
+            }
+        }
+    }
+}
+
+impl Polled for Conn {
+    fn progress(&self) {
+        self.progress_manual();
+    }
+    fn wait_fd(&self) -> Option<(RawFd, bool)> {
+        Conn::wait_fd(self)
+    }
+}
+
+impl Ready for Conn {
+    fn on_ready(self: Arc<Self>, _: &Arc<WorkerShared>, _: Token) -> bool {
+        self.drive_from_worker()
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        let d = self.driver.get_mut().unwrap_or_else(|e| e.into_inner());
+        if matches!(d.setup, Setup::Connecting(_)) {
+            if let (Some((w, t)), Some(s)) = (d.reg.take(), d.sock.as_mut()) {
+                w.remove(t, s);
+            }
+        } else {
+            // Dropping a connected queue pair closes its connection as `disconnect` does.
+            d.release_socket(&self.dev);
+        }
+    }
+}
+
+impl Driver {
+    /// Negotiated parameters, once connected.
+    pub(crate) fn info(&self) -> Option<&ConnInfo> {
+        self.info.as_ref()
+    }
+
+    /// The local and the peer's socket address, once connected.
+    pub(crate) fn addrs(&self) -> (Option<SocketAddr>, Option<SocketAddr>) {
+        (self.local, self.peer)
+    }
+}
+
+impl Driver {
+    /// Moves the connection forward: connection setup, receive, transmit, completions.
+    /// Returns `true` if input remains beyond this call's budget.
+    pub(crate) fn run(&mut self, qp: &Conn) -> bool {
+        if let Setup::Connecting(c) = &mut self.setup {
+            let step = match self.sock.as_mut() {
+                Some(s) => c.advance(s, Instant::now()),
+                None => return false,
+            };
+            match step {
+                Step::Pending => return false,
+                Step::Failed(e) => {
+                    self.fail_connect(qp, e);
+                    return false;
+                }
+                Step::Accepted(neg, rest) => {
+                    self.setup = Setup::Done;
+                    self.establish(qp, neg);
+                    if !rest.is_empty() {
+                        self.engine.handle_recv(&rest);
+                    }
+                }
+            }
+        }
+        if !self.running() {
+            return false;
+        }
+        let more = self.receive();
+        self.transmit(qp);
+        if self.engine.wants_shutdown() {
+            self.close(qp);
+        }
+        more
+    }
+
+    /// Frames and writes what the engine has, then delivers completions and events.
+    pub(crate) fn transmit(&mut self, qp: &Conn) {
+        self.write_out();
+        self.wake_tick();
+        self.deliver(qp);
+        if self.engine.wants_shutdown() && self.running() {
+            self.close(qp);
+        }
+    }
+
+    /// The idle fast path of [`QueuePair::post_send`] for one small request (see
+    /// [`Qp::frame_now`]): framed into `now_buf` and written with one `write`, its completion
+    /// pushed straight to the send queue's CQ. Returns `false` if the request or the queue
+    /// pair does not qualify (nothing done: post it as usual).
+    pub(crate) fn send_now(&mut self, qp: &Conn, w: &iwarp_proto::qp::SendWqe) -> std::result::Result<bool, PostError> {
+        if !self.running() || !self.ctl_out.is_empty() {
+            return Ok(false);
+        }
+        let Some(fd) = self.sock.as_ref().map(|s| s.as_raw_fd()) else { return Ok(false) };
+        let Some(framed) = self.engine.frame_now(w, &mut self.now_buf)? else { return Ok(false) };
+        // Nothing framed: the request failed locally (see Qp::sent_now).
+        let written = if self.now_buf.is_empty() { Xfer::Bytes(0) } else { sys::write(fd, &self.now_buf) };
+        let (n, failed) = match written {
+            Xfer::Bytes(n) => (n, false),
+            Xfer::WouldBlock => (0, false),
+            Xfer::Failed(e) => {
+                tracing::debug!(qp = qp.qp_num, error = %e, "socket write failed");
+                (0, true)
+            }
+        };
+        self.count_written(n);
+        match self.engine.sent_now(framed, &self.now_buf, n) {
+            Some(c) => qp.send_cq.push(std::iter::once(WorkCompletion::from_proto(c, qp.qp_num))),
+            None if failed => {
+                // The request is queued behind the failure and completes flushed.
+                self.engine.handle_transport_error();
+                self.transmit(qp);
+            }
+            None => {}
+        }
+        // As transmit does: an initiator's wake-up clock starts once its first FPDU is out.
+        self.wake_tick();
+        Ok(true)
+    }
+
+    /// Runs the engine's wake-up timer, if one runs: sends a due zero-length Write, and keeps
+    /// a worker timer for the next one (a polled queue pair checks at every poll instead).
+    fn wake_tick(&mut self) {
+        if !self.engine.wake_pending() {
+            return;
+        }
+        if self.engine.handle_timeout(Instant::now()) {
+            self.write_out();
+        }
+        if let (Some(t), Some((w, token))) = (self.engine.poll_timeout(), self.reg.as_ref()) {
+            if self.wake_timer != Some(t) {
+                w.add_timer(t, *token);
+                self.wake_timer = Some(t);
+            }
+        }
+    }
+
+    /// Hands framed bytes to the socket until it is full or nothing is left.
+    fn write_out(&mut self) {
+        if let Some(sock) = self.sock.as_mut() {
+            if !self.ctl_out.is_empty() {
+                match sock.write(&self.ctl_out) {
+                    Ok(n) => {
+                        self.ctl_out.drain(..n);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => self.engine.handle_transport_error(),
+                }
+            }
+            // Nothing framed and nothing to frame: the common case of a busy poll.
+            let pending = self.engine.has_unsent() || self.engine.has_work();
+            // (A socket is held here, so this is the running connection if setup is done.)
+            if pending && self.ctl_out.is_empty() && matches!(self.setup, Setup::Done) {
+                let fd = sock.as_raw_fd();
+                loop {
+                    match sys::write_framed(fd, &mut self.engine, &mut self.iov) {
+                        (_, 0) => break,
+                        (Xfer::Bytes(w), n) => {
+                            self.count_written(w);
+                            // Loop only while something is left: bytes beyond the ranges
+                            // returned, or work the window held back.
+                            if w < n || !(self.engine.has_unsent() || self.engine.has_work()) {
+                                break;
+                            }
+                        }
+                        (Xfer::WouldBlock, _) => break,
+                        (Xfer::Failed(e), _) => {
+                            tracing::debug!(error = %e, "socket write failed");
+                            self.engine.handle_transport_error();
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Counts `n` bytes handed to the socket; re-reads the MSS every [`MSS_RECHECK`] bytes.
+    fn count_written(&mut self, n: usize) {
+        self.since_mss += n;
+        if self.since_mss >= MSS_RECHECK {
+            self.since_mss = 0;
+            self.refresh_mss();
+        }
+    }
+
+    /// Re-reads the TCP MSS: FPDUs follow it (RFC 5044 §5.1), and it grows as a connection
+    /// warms up.
+    fn refresh_mss(&mut self) {
+        let Some(s) = self.sock.as_ref() else { return };
+        let Ok(mss) = socket2::SockRef::from(s).tcp_mss() else { return };
+        let mss = mss as usize;
+        if let Some(info) = self.info.as_mut() {
+            if info.mss != mss {
+                info.mss = mss;
+                self.engine.set_mulpdu(mulpdu_for(mss, info.send_markers));
+            }
+        }
+    }
+
+    /// Reads what the socket has, following the engine's receive plans, and stops at the first
+    /// short read (the socket was empty at that moment), which saves the system call that
+    /// would only return `EAGAIN`: an application polling a queue pair polls again anyway, and
+    /// for the event loop Linux signals every later arrival on an edge-triggered registration
+    /// (each wake-up of the socket queues the event again), so nothing is left unread.
+    fn receive(&mut self) -> bool {
+        let Some(sock) = self.sock.as_ref() else { return false };
+        let fd = sock.as_raw_fd();
+        with_scratch(|scratch| sys::receive(fd, &mut self.engine, scratch, SCRATCH_LEN, RX_BUDGET))
+    }
+
+    fn deliver(&mut self, qp: &Conn) {
+        if !self.engine.has_output() {
+            return;
+        }
+        let qp_num = qp.qp_num;
+        let engine = &mut self.engine;
+        if Arc::ptr_eq(&qp.send_cq, &qp.recv_cq) {
+            // One queue for both (the common set-up): straight from the engine into it, under
+            // one lock, in the engine's order.
+            qp.send_cq
+                .push(std::iter::from_fn(|| engine.poll_completion().map(|c| WorkCompletion::from_proto(c, qp_num))));
+        } else {
+            // Send completions go straight in; receive completions wait for the second lock.
+            let mut recv: SmallVec<[WorkCompletion; 16]> = SmallVec::new();
+            qp.send_cq.push(std::iter::from_fn(|| loop {
+                let c = engine.poll_completion()?;
+                let wc = WorkCompletion::from_proto(c, qp_num);
+                match c.queue {
+                    Queue::Send => return Some(wc),
+                    Queue::Recv => recv.push(wc),
+                }
+            }));
+            // By reference: moving the array would copy all its slots.
+            qp.recv_cq.push(recv.iter().copied());
+        }
+        while let Some(ev) = self.engine.poll_event() {
+            match ev {
+                EngineEvent::Ready => qp.report(Report::Established, Some(QpEvent::Established)),
+                EngineEvent::LocalError(cause) => {
+                    qp.push_event(QpEvent::Error { cause: Some(cause), remote: false, layout: None })
+                }
+                EngineEvent::RemoteTerminate { cause, layout } => {
+                    qp.push_event(QpEvent::Error { cause: Some(cause), remote: true, layout: Some(layout) })
+                }
+                EngineEvent::PeerClosed => {}
+                EngineEvent::TransportError => {
+                    qp.push_event(QpEvent::Error { cause: None, remote: false, layout: None })
+                }
+                EngineEvent::Flushed => {}
+            }
+        }
+    }
+
+    fn close(&mut self, qp: &Conn) {
+        if !self.running() {
+            return;
+        }
+        self.release_socket(&qp.dev);
+        self.deliver(qp);
+        qp.report(Report::Closed, Some(QpEvent::Disconnected));
+    }
+
+    /// Closes the TCP connection gracefully: our FIN follows what is queued, and the worker
+    /// drains the socket until the peer's FIN, so that the close never turns into a reset.
+    fn release_socket(&mut self, dev: &DeviceInner) {
+        if let Some(mut s) = self.sock.take() {
+            let _ = s.flush();
+            let _ = s.shutdown(std::net::Shutdown::Write);
+            match self.reg.take() {
+                Some((w, t)) => runtime::linger(&w, Some(t), s),
+                None => runtime::linger(&dev.pick_worker().shared, None, s),
+            }
+        }
+    }
+
+    /// Setup failed: the socket closes, and waiters and the event queue learn why.
+    pub(crate) fn fail_connect(&mut self, qp: &Conn, err: ConnectError) {
+        tracing::debug!(qp = qp.qp_num, error = %err, "connect failed");
+        self.setup = Setup::Done;
+        if let Some(mut s) = self.sock.take() {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+            if let Some((w, t)) = self.reg.take() {
+                w.remove(t, &mut s);
+            }
+        }
+        let ev = match &err {
+            ConnectError::Rejected { private_data } => QpEvent::Rejected { private_data: private_data.clone() },
+            other => QpEvent::ConnectFailed(other.clone()),
+        };
+        qp.report(Report::Failed(err), Some(ev));
+    }
+
+    /// Full operation begins: hand the negotiated parameters to the engine.
+    pub(crate) fn establish(&mut self, qp: &Conn, neg: Negotiated) {
+        let mss = self.sock.as_ref().and_then(|s| socket2::SockRef::from(s).tcp_mss().ok()).unwrap_or(1460) as usize;
+        let startup = match neg.role {
+            Role::Initiator => Startup::Initiator { rtr: neg.send_rtr },
+            Role::Responder => Startup::Responder { rtr: neg.expect_rtr, send_first: self.send_first },
+        };
+        let link = LinkParams {
+            crc: neg.crc,
+            send_markers: neg.send_markers,
+            recv_markers: neg.recv_markers,
+            ird: u32::from(neg.ird),
+            ord: u32::from(neg.ord),
+            mulpdu: mulpdu_for(mss, neg.send_markers),
+            rfc7306: neg.rfc7306,
+            startup,
+        };
+        self.info = Some(ConnInfo {
+            revision: neg.revision,
+            crc: neg.crc,
+            send_markers: neg.send_markers,
+            recv_markers: neg.recv_markers,
+            ird: neg.ird,
+            ord: neg.ord,
+            rfc7306: neg.rfc7306,
+            mss,
+            peer_private_data: neg.peer_private_data,
+            role: neg.role,
+        });
+        if let Some(s) = &self.sock {
+            self.peer = s.peer_addr().ok();
+            self.local = s.local_addr().ok();
+        }
+        if self.engine.establish(link).is_err() {
+            return self.fail_connect(qp, ConnectError::Closed);
+        }
+        if neg.role == Role::Initiator && self.wake_responder {
+            self.engine.wake_silent_peer(WAKE_FIRST, WAKE_COUNT);
+        }
+        if qp.progress == Progress::Poll {
+            // The application drives from now on.
+            if let (Some((w, t)), Some(s)) = (self.reg.take(), self.sock.as_mut()) {
+                w.remove(t, s);
+            }
+            qp.send_cq.attach_polled(qp.me.clone() as std::sync::Weak<dyn Polled>);
+            qp.recv_cq.attach_polled(qp.me.clone() as std::sync::Weak<dyn Polled>);
+        }
+        self.transmit(qp);
+    }
+
+    /// Passive side: adopt an accepted socket whose Reply is `reply`.
+    pub(crate) fn adopt(
+        &mut self,
+        qp: &Conn,
+        sock: TcpStream,
+        reg: (Arc<WorkerShared>, Token),
+        reply: Vec<u8>,
+        neg: Negotiated,
+        send_first: bool,
+    ) {
+        self.sock = Some(sock);
+        self.send_first = send_first;
+        self.reg = Some(reg);
+        self.ctl_out = reply;
+        self.setup = Setup::Done;
+        self.establish(qp, neg);
+    }
+
+    /// Not yet connecting or connected (a queue pair is connected once, by `connect` or
+    /// `accept`).
+    pub(crate) fn is_idle(&self) -> bool {
+        matches!(self.setup, Setup::Unstarted)
+    }
+
+    /// Set up and still holding its connection.
+    fn running(&self) -> bool {
+        matches!(self.setup, Setup::Done) && self.sock.is_some()
+    }
+}
