@@ -1,7 +1,7 @@
 //! The device: the handle applications open first, and the factory of every other object.
 
 use crate::cq::{CompletionChannel, CompletionQueue};
-use crate::error::Result;
+use crate::error::{ListenError, Result};
 use crate::mem::ProtectionDomain;
 use crate::setup::passive::{ListenMode, Listener};
 use crate::shared::{Capabilities, DeviceConfig, DeviceInner};
@@ -64,8 +64,8 @@ impl Device {
     /// backlog of `backlog`.
     ///
     /// # Errors
-    /// [`Error::AddrInUse`] if any socket, iWARP or plain TCP, holds the address.
-    pub fn listen(&self, addr: SocketAddr, backlog: u32) -> Result<Listener> {
+    /// [`ListenError::AddrInUse`] if any socket, iWARP or plain TCP, holds the address.
+    pub fn listen(&self, addr: SocketAddr, backlog: u32) -> Result<Listener, ListenError> {
         Listener::bind(&self.inner, addr, backlog, ListenMode::Iwarp)
     }
 
@@ -76,7 +76,12 @@ impl Device {
     ///
     /// # Errors
     /// As [`listen`](Self::listen).
-    pub fn listen_shared(&self, addr: SocketAddr, backlog: u32, opts: crate::SharedOptions) -> Result<Listener> {
+    pub fn listen_shared(
+        &self,
+        addr: SocketAddr,
+        backlog: u32,
+        opts: crate::SharedOptions,
+    ) -> Result<Listener, ListenError> {
         Listener::bind(&self.inner, addr, backlog, ListenMode::Shared(opts))
     }
 }

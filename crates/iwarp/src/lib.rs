@@ -97,7 +97,10 @@ mod wr;
 pub use conn::{ConnInfo, Progress, QpEvent};
 pub use cq::{CompletionChannel, CompletionQueue, WcOpcode, WcStatus, WorkCompletion};
 pub use device::Device;
-pub use error::{AccessError, CmError, ConnectError, Error, PostError, Result};
+pub use error::{
+    AcceptError, AccessError, CmError, ConnectError, CreateError, Error, ListenError, PostError, RangeError,
+    RegisterError, Result,
+};
 pub use iwarp_proto::qp::{QpState, QpStats, RemoteAddr};
 pub use iwarp_wire::mpa::{RtrType, RtrTypes};
 pub use iwarp_wire::terminate::{TerminateCause, TerminateLayout};

@@ -1,11 +1,12 @@
 //! Protection domains and memory regions.
 
-use crate::error::{Error, Result};
+use crate::error::{RangeError, RegisterError};
 use crate::shared::DeviceInner;
 use iwarp_proto::mem::{MrRef, PdId, RawMem};
 use iwarp_proto::qp::RemoteAddr;
 use iwarp_wire::Stag;
 use std::ptr::NonNull;
+use std::sync::Arc as StdArc;
 use std::sync::Arc;
 
 pub use iwarp_proto::mem::Access;
@@ -28,9 +29,10 @@ impl ProtectionDomain {
     /// STag and by Tagged Offsets starting at [`MemoryRegion::addr`].
     ///
     /// # Errors
-    /// [`Error::Io`] if the memory cannot be allocated; [`Error::Exhausted`] if no STag is free.
-    pub fn reg_mr(&self, len: usize, access: Access) -> Result<MemoryRegion> {
-        self.register(RawMem::alloc(len, false)?, access)
+    /// [`RegisterError::NoMemory`] if the memory cannot be allocated;
+    /// [`RegisterError::NoStag`] if no STag is free.
+    pub fn reg_mr(&self, len: usize, access: Access) -> Result<MemoryRegion, RegisterError> {
+        self.register(alloc(len, false)?, access)
     }
 
     /// As [`reg_mr`](Self::reg_mr), backed by huge pages when the system has them (falls
@@ -38,8 +40,8 @@ impl ProtectionDomain {
     ///
     /// # Errors
     /// As [`reg_mr`](Self::reg_mr).
-    pub fn reg_mr_huge(&self, len: usize, access: Access) -> Result<MemoryRegion> {
-        self.register(RawMem::alloc(len, true)?, access)
+    pub fn reg_mr_huge(&self, len: usize, access: Access) -> Result<MemoryRegion, RegisterError> {
+        self.register(alloc(len, true)?, access)
     }
 
     /// Registers memory the caller owns.
@@ -57,22 +59,28 @@ impl ProtectionDomain {
     ///   or a peer may access them is a data race, which is undefined behaviour.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for a null pointer; [`Error::Exhausted`] if no STag is free.
+    /// [`RegisterError::NullPointer`] for a null pointer; [`RegisterError::NoStag`] if no STag
+    /// is free.
     // The one `unsafe` item outside `sys`: the public entry point whose contract the caller
     // upholds; it only forwards to `RawMem::external`.
     #[allow(unsafe_code)]
-    pub unsafe fn reg_mr_external(&self, ptr: *mut u8, len: usize, access: Access) -> Result<MemoryRegion> {
-        let ptr = NonNull::new(ptr).ok_or_else(|| Error::InvalidArgument("null pointer".into()))?;
+    pub unsafe fn reg_mr_external(
+        &self,
+        ptr: *mut u8,
+        len: usize,
+        access: Access,
+    ) -> Result<MemoryRegion, RegisterError> {
+        let ptr = NonNull::new(ptr).ok_or(RegisterError::NullPointer)?;
         // SAFETY: the caller upholds RawMem::external's contract, restated in this function's
         // # Safety section.
         let mem = unsafe { RawMem::external(ptr, len) };
         self.register(mem, access)
     }
 
-    fn register(&self, mem: RawMem, access: Access) -> Result<MemoryRegion> {
+    fn register(&self, mem: RawMem, access: Access) -> Result<MemoryRegion, RegisterError> {
         // Tagged Offsets are the region's address, as Linux peers use virtual addresses.
         let base = mem.ptr_at(0) as u64;
-        let region = self.dev.stags.register(mem, self.id, access, base).map_err(|_| Error::Exhausted("STags"))?;
+        let region = self.dev.stags.register(mem, self.id, access, base).map_err(|_| RegisterError::NoStag)?;
         Ok(MemoryRegion { inner: Arc::new(MrInner { region, dev: Arc::clone(&self.dev) }) })
     }
 
@@ -80,6 +88,11 @@ impl ProtectionDomain {
     pub fn id(&self) -> u32 {
         self.id.0
     }
+}
+
+/// `len` bytes of zeroed memory (`huge`: huge pages if the system has them).
+fn alloc(len: usize, huge: bool) -> Result<RawMem, RegisterError> {
+    RawMem::alloc(len, huge).map_err(|e| RegisterError::NoMemory { len, source: StdArc::new(e) })
 }
 
 #[derive(Debug)]
@@ -154,30 +167,30 @@ impl MemoryRegion {
     /// Copies bytes out of the region (atomic loads).
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] if the range is outside the region.
-    pub fn read(&self, offset: usize, dst: &mut [u8]) -> Result<()> {
+    /// [`RangeError`] if the range is outside the region.
+    pub fn read(&self, offset: usize, dst: &mut [u8]) -> Result<(), RangeError> {
         if self.inner.region.mem().read(offset, dst) {
             Ok(())
         } else {
-            Err(Error::InvalidArgument(format!("range {offset}+{} outside a {}-byte region", dst.len(), self.len())))
+            Err(RangeError { offset, len: dst.len(), region_len: self.len() })
         }
     }
     /// Copies bytes into the region (atomic stores).
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] if the range is outside the region.
-    pub fn write(&self, offset: usize, src: &[u8]) -> Result<()> {
+    /// [`RangeError`] if the range is outside the region.
+    pub fn write(&self, offset: usize, src: &[u8]) -> Result<(), RangeError> {
         if self.inner.region.mem().write(offset, src) {
             Ok(())
         } else {
-            Err(Error::InvalidArgument(format!("range {offset}+{} outside a {}-byte region", src.len(), self.len())))
+            Err(RangeError { offset, len: src.len(), region_len: self.len() })
         }
     }
     /// The bytes `offset..offset + len` as a new vector.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] if the range is outside the region.
-    pub fn to_vec(&self, offset: usize, len: usize) -> Result<Vec<u8>> {
+    /// [`RangeError`] if the range is outside the region.
+    pub fn to_vec(&self, offset: usize, len: usize) -> Result<Vec<u8>, RangeError> {
         let mut v = vec![0; len];
         self.read(offset, &mut v)?;
         Ok(v)

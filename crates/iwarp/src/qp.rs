@@ -2,7 +2,7 @@
 
 use crate::conn::{Conn, ConnInfo, Progress, QpEvent};
 use crate::cq::CompletionQueue;
-use crate::error::{ConnectError, Error, PostError, Result};
+use crate::error::{ConnectError, CreateError, PostError};
 use crate::mem::ProtectionDomain;
 use crate::params::ConnParams;
 use crate::setup::active;
@@ -67,29 +67,33 @@ impl ProtectionDomain {
     /// Creates a queue pair in this domain.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] if a limit exceeds the device's.
-    pub fn create_qp(&self, init: &QpInit<'_>) -> Result<QueuePair> {
+    /// [`CreateError`] if a limit exceeds the device's, or the shared receive queue is of
+    /// another domain.
+    pub fn create_qp(&self, init: &QpInit<'_>) -> Result<QueuePair, CreateError> {
         QueuePair::new(self, init)
     }
 }
 
 impl QueuePair {
-    pub(crate) fn new(pd: &ProtectionDomain, init: &QpInit<'_>) -> Result<Self> {
+    pub(crate) fn new(pd: &ProtectionDomain, init: &QpInit<'_>) -> Result<Self, CreateError> {
         let dev = &pd.dev;
         let c = init.cap;
-        if c.max_send_wr > dev.cfg.max_qp_wr || c.max_recv_wr > dev.cfg.max_qp_wr {
-            return Err(Error::InvalidArgument(format!("queue depth above the device's {}", dev.cfg.max_qp_wr)));
-        }
-        if c.max_send_sge > dev.cfg.max_sge || c.max_recv_sge > dev.cfg.max_sge {
-            return Err(Error::InvalidArgument(format!("more than the device's {} elements", dev.cfg.max_sge)));
-        }
-        if c.max_inline_data > dev.cfg.max_inline_data {
-            return Err(Error::InvalidArgument(format!("inline data above the device's {}", dev.cfg.max_inline_data)));
-        }
-        if let Some(srq) = init.srq {
-            if srq.pd_id() != pd.id {
-                return Err(Error::InvalidArgument("shared receive queue of another protection domain".into()));
+        let max = &dev.cfg;
+        for requested in [c.max_send_wr, c.max_recv_wr] {
+            if requested > max.max_qp_wr {
+                return Err(CreateError::QueueTooDeep { requested, max: max.max_qp_wr });
             }
+        }
+        for requested in [c.max_send_sge, c.max_recv_sge] {
+            if requested > max.max_sge {
+                return Err(CreateError::TooManySges { requested, max: max.max_sge });
+            }
+        }
+        if c.max_inline_data > max.max_inline_data {
+            return Err(CreateError::InlineTooLarge { requested: c.max_inline_data, max: max.max_inline_data });
+        }
+        if init.srq.is_some_and(|srq| srq.pd_id() != pd.id) {
+            return Err(CreateError::SrqOfAnotherPd);
         }
         let qp_num = dev.next_qpn();
         let cfg = QpConfig {

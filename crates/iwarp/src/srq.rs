@@ -1,6 +1,6 @@
 //! Shared receive queues.
 
-use crate::error::{Error, PostError, Result};
+use crate::error::{CreateError, PostError};
 use crate::mem::ProtectionDomain;
 use crate::wr::RecvWr;
 use iwarp_proto::mem::PdId;
@@ -19,16 +19,20 @@ impl ProtectionDomain {
     /// Creates a shared receive queue of `depth` work requests with up to `max_sge` elements.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] if a limit exceeds the device's.
-    pub fn create_srq(&self, depth: usize, max_sge: usize) -> Result<SharedReceiveQueue> {
+    /// [`CreateError`] if a limit exceeds the device's.
+    pub fn create_srq(&self, depth: usize, max_sge: usize) -> Result<SharedReceiveQueue, CreateError> {
         SharedReceiveQueue::new(self, depth, max_sge)
     }
 }
 
 impl SharedReceiveQueue {
-    pub(crate) fn new(pd: &ProtectionDomain, depth: usize, max_sge: usize) -> Result<Self> {
-        if depth > pd.dev.cfg.max_qp_wr || max_sge > pd.dev.cfg.max_sge {
-            return Err(Error::InvalidArgument("shared receive queue larger than the device allows".into()));
+    pub(crate) fn new(pd: &ProtectionDomain, depth: usize, max_sge: usize) -> Result<Self, CreateError> {
+        let cfg = &pd.dev.cfg;
+        if depth > cfg.max_qp_wr {
+            return Err(CreateError::QueueTooDeep { requested: depth, max: cfg.max_qp_wr });
+        }
+        if max_sge > cfg.max_sge {
+            return Err(CreateError::TooManySges { requested: max_sge, max: cfg.max_sge });
         }
         Ok(SharedReceiveQueue { inner: Arc::new(Srq::new(depth, max_sge)), pd: pd.id })
     }

@@ -184,14 +184,11 @@ fn private_data_over_508_bytes_is_refused_locally() {
     });
     let r = end.qp.connect(listener.local_addr(), &ConnParams::default());
     let accepted = t.join().unwrap();
-    assert!(
-        matches!(accepted, Err(Error::Connect(ConnectError::Mpa(CmError::PrivateDataTooLong(509))))),
-        "{accepted:?}"
-    );
+    assert!(matches!(accepted, Err(AcceptError::Mpa(CmError::PrivateDataTooLong(509)))), "{accepted:?}");
     // The refused request was dropped, which closed the connection.
     assert!(matches!(r, Err(ConnectError::Closed)), "{r:?}");
     let (_dev, _c, _s, r, rejected) = handshake(ConnParams::default(), |req, _| req.reject(&[0; 509]));
-    assert!(matches!(rejected, Err(Error::Connect(ConnectError::Mpa(CmError::PrivateDataTooLong(509))))));
+    assert!(matches!(rejected, Err(AcceptError::Mpa(CmError::PrivateDataTooLong(509)))));
     assert!(matches!(r, Err(ConnectError::Closed)), "{r:?}");
 }
 
@@ -471,7 +468,7 @@ fn a_port_is_held_by_one_listener_and_get_request_times_out() {
     let l = dev.listen(any_port(), 4).unwrap();
     let addr = l.local_addr();
     match dev.listen(addr, 4) {
-        Err(Error::AddrInUse(a)) => assert_eq!(a, addr),
+        Err(ListenError::AddrInUse(a)) => assert_eq!(a, addr),
         other => panic!("{other:?}"),
     }
     // Plain TCP shares the port space.

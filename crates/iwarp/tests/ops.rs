@@ -632,21 +632,30 @@ fn post_errors_are_specific_and_queue_nothing() {
     let caps = dev.capabilities();
     assert_eq!((caps.max_sge_rd, caps.rfc7306), (1, true));
     let cq = dev.create_cq(4).unwrap();
-    for bad in [
-        QpCap { max_send_wr: caps.max_qp_wr + 1, ..cap },
-        QpCap { max_recv_sge: caps.max_sge + 1, ..cap },
-        QpCap { max_inline_data: caps.max_inline_data + 1, ..cap },
+    for (bad, why) in [
+        (
+            QpCap { max_send_wr: caps.max_qp_wr + 1, ..cap },
+            CreateError::QueueTooDeep { requested: caps.max_qp_wr + 1, max: caps.max_qp_wr },
+        ),
+        (
+            QpCap { max_recv_sge: caps.max_sge + 1, ..cap },
+            CreateError::TooManySges { requested: caps.max_sge + 1, max: caps.max_sge },
+        ),
+        (
+            QpCap { max_inline_data: caps.max_inline_data + 1, ..cap },
+            CreateError::InlineTooLarge { requested: caps.max_inline_data + 1, max: caps.max_inline_data },
+        ),
     ] {
         let mut init = QpInit::new(&cq, &cq);
         init.cap = bad;
-        assert!(matches!(p.pd.create_qp(&init), Err(Error::InvalidArgument(_))), "{bad:?}");
+        assert_eq!(p.pd.create_qp(&init).map(|_| ()), Err(why), "{bad:?}");
     }
     let other_pd = dev.alloc_pd();
     let srq = other_pd.create_srq(4, 1).unwrap();
     let mut init = QpInit::new(&cq, &cq);
     init.srq = Some(&srq);
     assert!(
-        matches!(p.pd.create_qp(&init), Err(Error::InvalidArgument(_))),
+        matches!(p.pd.create_qp(&init), Err(CreateError::SrqOfAnotherPd)),
         "a shared receive queue of another domain"
     );
 
@@ -778,4 +787,34 @@ fn single_small_writes_to_a_peer_that_stops_reading_wait_and_complete_in_order()
         }
     }
     assert!(got == data, "{waiting} Writes waited; the bytes differ");
+}
+
+/// Each call says what went wrong in its own terms: registration, creation and region access
+/// errors name their cause, and every one of them converts into the crate's `Error`.
+#[test]
+fn registration_creation_and_range_errors_name_their_cause() {
+    let dev = Device::open(DeviceConfig::default()).unwrap();
+    let pd = dev.alloc_pd();
+    // SAFETY: a null pointer is refused before anything could use it.
+    let null = unsafe { pd.reg_mr_external(std::ptr::null_mut(), 64, Access::LOCAL_WRITE) };
+    assert!(matches!(null, Err(RegisterError::NullPointer)));
+    let huge = pd.reg_mr(usize::MAX / 2, Access::LOCAL_WRITE);
+    assert!(matches!(huge, Err(RegisterError::NoMemory { len, .. }) if len == usize::MAX / 2), "{huge:?}");
+    let caps = dev.capabilities();
+    assert_eq!(
+        pd.create_srq(caps.max_qp_wr + 1, 1).map(|_| ()),
+        Err(CreateError::QueueTooDeep { requested: caps.max_qp_wr + 1, max: caps.max_qp_wr })
+    );
+    assert_eq!(
+        pd.create_srq(4, caps.max_sge + 1).map(|_| ()),
+        Err(CreateError::TooManySges { requested: caps.max_sge + 1, max: caps.max_sge })
+    );
+    let mr = pd.reg_mr(16, Access::LOCAL_WRITE).unwrap();
+    let range = RangeError { offset: 10, len: 8, region_len: 16 };
+    assert_eq!(mr.write(10, &[0; 8]), Err(range));
+    assert_eq!(mr.read(10, &mut [0; 8]), Err(range));
+    assert_eq!(mr.to_vec(usize::MAX, 2), Err(RangeError { offset: usize::MAX, len: 2, region_len: 16 }));
+    assert_eq!(range.to_string(), "range 10+8 outside a 16-byte region");
+    let any: Error = range.into();
+    assert!(matches!(any, Error::Range(r) if r == range));
 }

@@ -18,16 +18,16 @@ fn iwarp_listen_on_a_port_held_by_plain_tcp_fails_naming_the_address() {
     let addr = plain.local_addr().unwrap();
     let dev = device();
     match dev.listen(addr, 8) {
-        Err(Error::AddrInUse(a)) => {
+        Err(ListenError::AddrInUse(a)) => {
             assert_eq!(a, addr);
-            let msg = Error::AddrInUse(a).to_string();
+            let msg = ListenError::AddrInUse(a).to_string();
             assert!(msg.contains(&addr.to_string()) && msg.contains("in use"), "{msg}");
         }
         other => panic!("expected AddrInUse, got {other:?}"),
     }
     // The wildcard address collides with a specific one on the same port, both ways.
     let wild: SocketAddr = format!("0.0.0.0:{}", addr.port()).parse().unwrap();
-    assert!(matches!(dev.listen(wild, 8), Err(Error::AddrInUse(_))));
+    assert!(matches!(dev.listen(wild, 8), Err(ListenError::AddrInUse(_))));
 }
 
 #[test]
@@ -40,7 +40,7 @@ fn plain_tcp_cannot_take_a_port_an_iwarp_listener_holds() {
     let wild: SocketAddr = format!("0.0.0.0:{}", addr.port()).parse().unwrap();
     assert_eq!(TcpListener::bind(wild).unwrap_err().kind(), std::io::ErrorKind::AddrInUse);
     // Nor can a second iWARP listener (no SO_REUSEPORT sharing).
-    assert!(matches!(dev.listen(addr, 8), Err(Error::AddrInUse(a)) if a == addr));
+    assert!(matches!(dev.listen(addr, 8), Err(ListenError::AddrInUse(a)) if a == addr));
 }
 
 #[test]

@@ -2,6 +2,7 @@
 
 /// Queue pair states (after RFC 5040 §6 and Linux siw's QP states).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum QpState {
     /// Created, not yet connected.
     Idle,
@@ -13,6 +14,18 @@ pub enum QpState {
     Terminate,
     /// Finished: every outstanding work request has been flushed.
     Error,
+}
+
+impl core::fmt::Display for QpState {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            QpState::Idle => "idle",
+            QpState::Rts => "ready to send",
+            QpState::Closing => "closing",
+            QpState::Terminate => "terminating",
+            QpState::Error => "error",
+        })
+    }
 }
 
 /// What happens to a queue pair.

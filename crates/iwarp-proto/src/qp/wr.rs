@@ -194,6 +194,7 @@ pub enum PostError {
 
 /// Completion status (the verbs `ibv_wc_status` values that apply).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum WcStatus {
     /// Success.
     Success,
@@ -217,6 +218,7 @@ pub enum WcStatus {
 
 /// What a completed work request did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum WcOpcode {
     /// A Send (any variant).
     Send,
@@ -236,6 +238,39 @@ pub enum WcOpcode {
     Recv,
     /// A received Immediate Data message.
     RecvImmediate,
+}
+
+impl core::fmt::Display for WcStatus {
+    /// The words of rdma-core's `ibv_wc_status_str()` for the same status.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            WcStatus::Success => "success",
+            WcStatus::LocalLength => "local length error",
+            WcStatus::LocalQpOperation => "local QP operation error",
+            WcStatus::LocalProtection => "local protection error",
+            WcStatus::WrFlush => "Work Request Flushed Error",
+            WcStatus::RemoteInvalidRequest => "remote invalid request error",
+            WcStatus::RemoteAccess => "remote access error",
+            WcStatus::RemoteOperation => "remote operation error",
+            WcStatus::Fatal => "fatal error",
+        })
+    }
+}
+
+impl core::fmt::Display for WcOpcode {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            WcOpcode::Send => "send",
+            WcOpcode::RdmaWrite => "RDMA write",
+            WcOpcode::RdmaRead => "RDMA read",
+            WcOpcode::CompareSwap => "compare and swap",
+            WcOpcode::FetchAdd => "fetch and add",
+            WcOpcode::LocalInvalidate => "local invalidate",
+            WcOpcode::Immediate => "immediate data",
+            WcOpcode::Recv => "receive",
+            WcOpcode::RecvImmediate => "receive immediate data",
+        })
+    }
 }
 
 /// Which completion queue a completion belongs to.
@@ -297,5 +332,19 @@ impl SendOp {
             SendOp::CompareSwap { .. } => WcOpcode::CompareSwap,
             SendOp::LocalInvalidate(_) => WcOpcode::LocalInvalidate,
         }
+    }
+}
+
+#[cfg(test)]
+mod display_tests {
+    use super::*;
+
+    #[test]
+    fn statuses_read_as_rdma_core_prints_them() {
+        assert_eq!(WcStatus::Success.to_string(), "success");
+        assert_eq!(WcStatus::WrFlush.to_string(), "Work Request Flushed Error");
+        assert_eq!(WcStatus::RemoteAccess.to_string(), "remote access error");
+        assert_eq!(WcOpcode::RdmaRead.to_string(), "RDMA read");
+        assert_eq!(crate::qp::QpState::Rts.to_string(), "ready to send");
     }
 }

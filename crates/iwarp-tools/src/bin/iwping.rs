@@ -238,7 +238,7 @@ fn qp_for(pd: &iwarp::ProtectionDomain, cq: &CompletionQueue, busy: bool) -> iwa
     init.cap.max_send_sge = 1;
     init.cap.max_recv_sge = 1;
     init.progress = if busy { Progress::Poll } else { Progress::Thread };
-    pd.create_qp(&init)
+    Ok(pd.create_qp(&init)?)
 }
 
 fn run_client(cli: &Cli, dev: &Device) -> Result<(), String> {

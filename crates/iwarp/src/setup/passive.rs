@@ -3,7 +3,7 @@
 //! and RFC 6581); on a shared port, also tell plain TCP clients from iWARP ones.
 
 use super::{read_frame, FrameRead};
-use crate::error::{ConnectError, Error, Result};
+use crate::error::{AcceptError, Error, ListenError, Result};
 use crate::params::{ConnParams, MpaOptions};
 use crate::qp::QueuePair;
 use crate::runtime::{Entry, Ready, WorkerShared};
@@ -128,14 +128,14 @@ impl std::fmt::Debug for ListenerInner {
 }
 
 /// Binds and listens on `addr`: a real host socket, so iWARP and plain TCP share one port space.
-pub(crate) fn bind_socket(addr: SocketAddr, backlog: u32) -> Result<std::net::TcpListener> {
+pub(crate) fn bind_socket(addr: SocketAddr, backlog: u32) -> Result<std::net::TcpListener, ListenError> {
     let s =
         socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
     // SO_REUSEADDR lets a closed listener's port be bound again while old connections linger
     // in TIME_WAIT; it never lets two listeners share a port (that would be SO_REUSEPORT).
     s.set_reuse_address(true)?;
     if let Err(e) = s.bind(&addr.into()) {
-        return Err(if e.kind() == io::ErrorKind::AddrInUse { Error::AddrInUse(addr) } else { Error::Io(e) });
+        return Err(if e.kind() == io::ErrorKind::AddrInUse { ListenError::AddrInUse(addr) } else { e.into() });
     }
     s.listen(backlog.min(i32::MAX as u32) as i32)?;
     s.set_nonblocking(true)?;
@@ -143,7 +143,12 @@ pub(crate) fn bind_socket(addr: SocketAddr, backlog: u32) -> Result<std::net::Tc
 }
 
 impl Listener {
-    pub(crate) fn bind(dev: &Arc<DeviceInner>, addr: SocketAddr, backlog: u32, mode: ListenMode) -> Result<Listener> {
+    pub(crate) fn bind(
+        dev: &Arc<DeviceInner>,
+        addr: SocketAddr,
+        backlog: u32,
+        mode: ListenMode,
+    ) -> Result<Listener, ListenError> {
         let std_listener = bind_socket(addr, backlog)?;
         let local = std_listener.local_addr()?;
         let mut sock = TcpListener::from_std(std_listener);
@@ -584,17 +589,17 @@ impl ConnectRequest {
     /// queue pair reports [`crate::QpEvent::Established`] when usable.
     ///
     /// # Errors
-    /// [`Error::InvalidState`] if `qp` is in use; [`Error::Connect`] if the peer went away or
-    /// the private data is too long.
-    pub fn accept(self, qp: &QueuePair, params: &ConnParams) -> Result<()> {
+    /// [`AcceptError::QpInUse`] if `qp` was connected before; [`AcceptError::PeerGone`] if the
+    /// peer went away; [`AcceptError::Mpa`] if the private data is too long.
+    pub fn accept(self, qp: &QueuePair, params: &ConnParams) -> Result<(), AcceptError> {
         let mut st = self.pending.state.lock().unwrap_or_else(|e| e.into_inner());
         if st.closed || st.sock.is_none() {
-            return Err(Error::Connect(ConnectError::Closed));
+            return Err(AcceptError::PeerGone);
         }
         let conn = &qp.inner;
         let mut d = conn.lock();
         if !d.is_idle() {
-            return Err(Error::InvalidState("queue pair already connected"));
+            return Err(AcceptError::QpInUse);
         }
         {
             // The listener's options (already in the config) stand unless `params` adds to
@@ -610,9 +615,9 @@ impl ConnectRequest {
         let (reply, neg) = st
             .cm
             .accept(params.responder_resources, params.initiator_depth, &params.private_data)
-            .map_err(|e| Error::Connect(ConnectError::Mpa(e)))?;
-        let sock = st.sock.take().ok_or(Error::Connect(ConnectError::Closed))?;
-        let (worker, token) = st.reg.take().ok_or(Error::Connect(ConnectError::Closed))?;
+            .map_err(AcceptError::Mpa)?;
+        let sock = st.sock.take().ok_or(AcceptError::PeerGone)?;
+        let (worker, token) = st.reg.take().ok_or(AcceptError::PeerGone)?;
         st.closed = true;
         drop(st);
         worker.retarget(token, conn.entry());
@@ -624,16 +629,17 @@ impl ConnectRequest {
     /// closes).
     ///
     /// # Errors
-    /// [`Error::Connect`] if the private data is too long or the peer went away.
-    pub fn reject(self, private_data: &[u8]) -> Result<()> {
+    /// [`AcceptError::Mpa`] if the private data is too long; [`AcceptError::Io`] if the
+    /// Reply cannot be sent (the peer went away).
+    pub fn reject(self, private_data: &[u8]) -> Result<(), AcceptError> {
         let mut st = self.pending.state.lock().unwrap_or_else(|e| e.into_inner());
-        let reply = st.cm.reject(private_data).map_err(|e| Error::Connect(ConnectError::Mpa(e)))?;
+        let reply = st.cm.reject(private_data).map_err(AcceptError::Mpa)?;
         let r = match st.sock.as_mut() {
             Some(s) => write_all_nonblocking(s, &reply, Duration::from_secs(1)),
             None => Err(io::Error::from(io::ErrorKind::NotConnected)),
         };
         st.close();
-        r.map_err(|e| Error::Connect(e.into()))
+        r.map_err(AcceptError::from)
     }
 }
 

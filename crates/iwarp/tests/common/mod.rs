@@ -160,7 +160,7 @@ impl Pair {
         let sparams = cfg.server.clone();
         let t = std::thread::spawn(move || -> Result<(), Error> {
             let req = listener.get_request(Some(WAIT))?;
-            req.accept(&sqp, &sparams)
+            Ok(req.accept(&sqp, &sparams)?)
         });
         let r = client.qp.connect(addr, &cfg.client);
         let accepted = t.join().expect("accept thread");

@@ -94,7 +94,7 @@ fn ctrl_qp(pd: &ProtectionDomain, cq: &CompletionQueue) -> iwarp::Result<QueuePa
     init.cap.max_send_wr = 4;
     init.cap.max_recv_wr = 2;
     init.cap.max_inline_data = 64;
-    pd.create_qp(&init)
+    Ok(pd.create_qp(&init)?)
 }
 
 fn ctrl_params(mpa: &MpaOptions) -> ConnParams {
