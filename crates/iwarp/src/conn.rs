@@ -73,29 +73,22 @@ pub enum QpEvent {
     },
 }
 
-/// What negotiation settled for an established connection.
+/// An established connection's parameters: what the MPA exchange settled (the fields of
+/// [`Negotiated`], read through this type) and the TCP MSS its FPDUs are sized from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnInfo {
-    /// MPA revision.
-    pub revision: u8,
-    /// CRC in use.
-    pub crc: bool,
-    /// Markers inserted in what this side sends.
-    pub send_markers: bool,
-    /// Markers expected in what this side receives.
-    pub recv_markers: bool,
-    /// Inbound Read depth.
-    pub ird: u16,
-    /// Outbound Read depth.
-    pub ord: u16,
-    /// RFC 7306 usable.
-    pub rfc7306: bool,
-    /// The TCP MSS the FPDUs are sized from.
+    /// What the MPA exchange settled: revision, CRC, markers, IRD/ORD, RTR, RFC 7306, the
+    /// peer's private data, this side's role.
+    pub negotiated: Negotiated,
+    /// The TCP MSS the FPDUs are sized from (it grows as a connection warms up).
     pub mss: usize,
-    /// The peer's private data.
-    pub peer_private_data: Vec<u8>,
-    /// Initiator or responder.
-    pub role: Role,
+}
+
+impl std::ops::Deref for ConnInfo {
+    type Target = Negotiated;
+    fn deref(&self) -> &Negotiated {
+        &self.negotiated
+    }
 }
 
 /// How far connection setup has come (after it, the engine's state is the connection's).
@@ -702,18 +695,7 @@ impl Driver {
             rfc7306: neg.rfc7306,
             startup,
         };
-        self.info = Some(ConnInfo {
-            revision: neg.revision,
-            crc: neg.crc,
-            send_markers: neg.send_markers,
-            recv_markers: neg.recv_markers,
-            ird: neg.ird,
-            ord: neg.ord,
-            rfc7306: neg.rfc7306,
-            mss,
-            peer_private_data: neg.peer_private_data,
-            role: neg.role,
-        });
+        self.info = Some(ConnInfo { negotiated: neg, mss });
         if let Some(s) = &self.sock {
             self.peer = s.peer_addr().ok();
             self.local = s.local_addr().ok();
@@ -721,7 +703,7 @@ impl Driver {
         if self.engine.establish(link).is_err() {
             return self.fail_connect(qp, ConnectError::Closed);
         }
-        if neg.role == Role::Initiator && self.wake_responder {
+        if self.info.as_ref().is_some_and(|i| i.role == Role::Initiator) && self.wake_responder {
             self.engine.wake_silent_peer(WAKE_FIRST, WAKE_COUNT);
         }
         if qp.progress == Progress::Poll {

@@ -101,6 +101,7 @@ pub use error::{
     AcceptError, AccessError, CmError, ConnectError, CreateError, Error, ListenError, PostError, RangeError,
     RegisterError, Result,
 };
+pub use iwarp_proto::cm::{Negotiated, Role};
 pub use iwarp_proto::qp::{QpState, QpStats, RemoteAddr};
 pub use iwarp_wire::mpa::{RtrType, RtrTypes};
 pub use iwarp_wire::terminate::{TerminateCause, TerminateLayout};

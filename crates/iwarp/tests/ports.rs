@@ -273,7 +273,7 @@ fn one_shared_port_serves_hundreds_of_iwarp_and_plain_clients() {
                     let qp = pd.create_qp(&QpInit::new(&cq, &cq)).unwrap();
                     let params = ConnParams { private_data: (i as u32).to_be_bytes().to_vec(), ..Default::default() };
                     qp.connect(addr, &params).unwrap();
-                    let pdata = qp.conn_info().unwrap().peer_private_data;
+                    let pdata = qp.conn_info().unwrap().negotiated.peer_private_data;
                     let stag = Stag(u32::from_be_bytes(pdata[..4].try_into().unwrap()));
                     let to = u64::from_be_bytes(pdata[4..12].try_into().unwrap());
                     let src = pd.reg_mr(4096, Access::LOCAL_WRITE).unwrap();
