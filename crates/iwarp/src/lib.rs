@@ -60,19 +60,22 @@
 //!
 //! A registered region is shared memory: the kernel places a peer's bytes into it and sends
 //! from it on the stack's threads, at times the peer decides, while the application uses it
-//! on its own. Nothing in the stack ever forms a Rust reference to a region's bytes. Every
-//! access it makes, and every access through [`MemoryRegion::read`], [`MemoryRegion::write`]
-//! and [`MemoryRegion::to_vec`], is a relaxed atomic load or store (or an RFC 7306 atomic on
-//! an aligned word); a CRC over registered bytes is computed over an atomic copy. So using a
-//! region from any thread while work or a peer uses it is never undefined behaviour; what it
-//! yields is the usual RDMA rule:
+//! on its own. Under Rust's memory model that sharing is sound because of one rule: every
+//! access Rust code makes to a region's bytes holds the region's access lock, shared to read
+//! (a CRC over a payload, [`MemoryRegion::read`]/[`MemoryRegion::to_vec`]) and exclusive to
+//! write (a peer's bytes copied in, an RFC 7306 atomic, [`MemoryRegion::write`]), and no
+//! reference to the bytes outlives it. The kernel's own reads and writes, in system calls on
+//! ranges the engine validated, are outside the program, like a device's DMA. A lock is held
+//! for one copy or one CRC pass, never across a system call.
+//!
+//! So using a region from any thread while work or a peer uses it is never undefined
+//! behaviour; what it yields is the usual RDMA rule:
 //!
 //! - bytes a peer may be writing are indeterminate until a later message or completion says
 //!   the write is over (RFC 5040 §5: no "peeking" at a Write target);
 //! - changing a buffer that a posted request sends, before that request completes, sends
 //!   indeterminate bytes (and with CRC on, the peer may see a CRC error and end the
-//!   connection);
-//! - an RFC 7306 atomic and an application write to the same word race only as atomics do.
+//!   connection).
 //!
 //! Regions from [`ProtectionDomain::reg_mr`] own their memory, so all of this holds with no
 //! `unsafe` at all. [`ProtectionDomain::reg_mr_external`] registers memory the caller owns;

@@ -51,12 +51,12 @@ impl ProtectionDomain {
     ///   mapped and unmoved until the returned region and every clone of it are dropped
     ///   **and** every work request that named it has completed (the stack reads and writes
     ///   it from its own threads until then).
-    /// - Until then the caller may access those bytes only atomically or through the region's
-    ///   own methods (which are atomic, see the crate's memory model), except at times when it
-    ///   knows that neither the stack nor a peer can touch them: no work request naming them
-    ///   is in flight, and no peer was given the region's STag with remote access. Holding a
-    ///   `&[u8]`/`&mut [u8]` to them, or reading or writing them non-atomically, while the stack
-    ///   or a peer may access them is a data race, which is undefined behaviour.
+    /// - Until then the caller accesses those bytes only through the region's methods (which
+    ///   hold its access lock, see the crate's memory model), except at times when it knows
+    ///   that neither the stack nor a peer can touch them: no work request naming them is in
+    ///   flight, and no peer was given the region's STag with remote access. Holding a
+    ///   `&[u8]`/`&mut [u8]` to them, or reading or writing them through the pointer, while
+    ///   the stack may access them is a data race, which is undefined behaviour.
     ///
     /// # Errors
     /// [`RegisterError::NullPointer`] for a null pointer; [`RegisterError::NoStag`] if no STag
@@ -111,8 +111,8 @@ impl Drop for MrInner {
 /// (the memory itself lives on while a work request still uses it).
 ///
 /// The region's bytes are shared with the network: read and write them with
-/// [`read`](Self::read) and [`write`](Self::write), which copy with atomic accesses, so they
-/// are safe at any time (see the crate's memory model). Bytes a peer writes while you read them
+/// [`read`](Self::read) and [`write`](Self::write), which copy under the region's access lock,
+/// so they are safe at any time (see the crate's memory model). Bytes a peer writes while you read them
 /// are indeterminate: look at an RDMA Write target only after a later message says it is
 /// complete (RFC 5040's "no peeking" rule).
 #[derive(Debug, Clone)]
@@ -164,7 +164,7 @@ impl MemoryRegion {
     pub fn is_valid(&self) -> bool {
         self.inner.region.is_valid()
     }
-    /// Copies bytes out of the region (atomic loads).
+    /// Copies bytes out of the region.
     ///
     /// # Errors
     /// [`RangeError`] if the range is outside the region.
@@ -175,7 +175,7 @@ impl MemoryRegion {
             Err(RangeError { offset, len: dst.len(), region_len: self.len() })
         }
     }
-    /// Copies bytes into the region (atomic stores).
+    /// Copies bytes into the region.
     ///
     /// # Errors
     /// [`RangeError`] if the range is outside the region.
@@ -209,8 +209,8 @@ impl MemoryRegion {
     }
     /// Raw address of the first byte, e.g. to hand to code that fills the buffer.
     /// Dereferencing it is `unsafe` and subject to the contract of
-    /// [`ProtectionDomain::reg_mr_external`]: atomic accesses only, unless neither the stack
-    /// nor a peer can be touching those bytes.
+    /// [`ProtectionDomain::reg_mr_external`]: only while neither the stack nor a peer can be
+    /// touching those bytes.
     pub fn as_ptr(&self) -> *mut u8 {
         self.inner.region.mem().ptr_at(0)
     }

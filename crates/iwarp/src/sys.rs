@@ -123,8 +123,8 @@ pub fn read(fd: RawFd, buf: &mut [u8]) -> Xfer {
 /// [`iwarp_proto::qp::Qp::poll_recv_plan`] returned last, and the caller must report what
 /// was read with [`iwarp_proto::qp::Qp::handle_placed`] before the engine is used otherwise:
 /// such ranges are validated windows of registered regions the engine holds until then. The
-/// bytes the kernel writes there are registered memory, which the stack and applications
-/// only access atomically or through the kernel (see the crate docs' memory model).
+/// bytes the kernel writes there are registered memory, which Rust code only accesses under
+/// the region's access lock (see the crate docs' memory model).
 unsafe fn readv(fd: RawFd, ranges: &[IoRange], scratch: &mut [u8]) -> Xfer {
     use libc::c_long as W;
     let iov = iovecs(ranges, scratch);

@@ -11,7 +11,6 @@ use iwarp_wire::terminate::{
 };
 use iwarp_wire::{Msn, Opcode, Placement, SegmentHeader, Stag};
 use smallvec::SmallVec;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// Payload runs at least this long are read straight into their destination; shorter ones
@@ -768,17 +767,12 @@ impl Qp {
             Err(e) => return self.fail(e.rdmap_cause(), Some(h), None),
         };
         // RFC 7306 §8.2: a misaligned target is a catastrophic error localized to the stream.
-        let Some(word) = (req.to.0 % 8 == 0).then(|| w.mr.mem().atomic_u64(w.offset)).flatten() else {
+        let updated = (req.to.0 % 8 == 0)
+            .then(|| w.mr.mem().update_u64(w.offset, |original| req.apply(original).unwrap_or(original)))
+            .flatten();
+        let Some(original) = updated else {
             return self.fail(TerminateCause::RemoteOperation(RemoteOperation::CatastrophicStream), Some(h), None);
         };
-        let mut original = word.load(Ordering::Acquire);
-        loop {
-            let new = req.apply(original).unwrap_or(original);
-            match word.compare_exchange_weak(original, new, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => break,
-                Err(now) => original = now,
-            }
-        }
         self.tx.responses.push_back(Response::Atomic(AtomicResponse { request_id: req.request_id, original }));
     }
 
