@@ -12,7 +12,7 @@ use crate::setup::active::{Connecting, Step};
 use crate::shared::DeviceInner;
 use crate::sys::{self, EventFd, Xfer};
 use iwarp_proto::cm::{Negotiated, Role};
-use iwarp_proto::qp::{IoRange, LinkParams, Qp, QpEvent as EngineEvent, Queue, Startup};
+use iwarp_proto::qp::{IoRange, LinkParams, PostQueues, Qp, QpEvent as EngineEvent, Queue, SendWqe, Startup};
 use iwarp_wire::terminate::{TerminateCause, TerminateLayout};
 use mio::net::TcpStream;
 use mio::Token;
@@ -21,7 +21,8 @@ use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::atomic::{fence, AtomicU8, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, TryLockError, Weak};
 use std::time::{Duration, Instant};
 
 /// Bytes one progress call reads from a connection before letting others run.
@@ -32,6 +33,13 @@ const MSS_RECHECK: usize = 1 << 20;
 const WAKE_FIRST: Duration = Duration::from_millis(50);
 /// Wake-ups at most (50 ms to 6.4 s apart, about 12.8 s in all).
 const WAKE_COUNT: u32 = 8;
+
+/// [`Conn::kicks`]: posted sends wait to be framed.
+pub(crate) const KICK_TX: u8 = 1;
+/// [`Conn::kicks`]: the event loop found the socket ready while the driver was busy.
+pub(crate) const KICK_RUN: u8 = 2;
+/// [`Conn::kicks`]: the application disconnects.
+pub(crate) const KICK_DISCONNECT: u8 = 4;
 
 /// Who drives a queue pair's I/O.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -141,9 +149,8 @@ pub(crate) struct Driver {
     wake_responder: bool,
     /// The wake-up timer last handed to the worker.
     wake_timer: Option<Instant>,
-    info: Option<ConnInfo>,
-    peer: Option<SocketAddr>,
-    local: Option<SocketAddr>,
+    /// What readers of [`Conn::info`] see (the driver keeps the MSS in it current).
+    info: Arc<Mutex<Option<ConnInfo>>>,
 }
 
 /// One queue pair's connection, shared by its handles, the event loop and its completion
@@ -155,7 +162,19 @@ pub(crate) struct Conn {
     pub(crate) progress: Progress,
     pub(crate) send_cq: Arc<CqInner>,
     pub(crate) recv_cq: Arc<CqInner>,
+    /// The engine and the socket. Whoever moves the connection's bytes holds it across
+    /// system calls; so nothing an application calls waits for it: posts go through
+    /// [`Conn::posts`], and work for the holder is left in [`Conn::kicks`].
     driver: Mutex<Driver>,
+    /// The posting side of the engine (validated, queued work requests).
+    pub(crate) posts: Arc<PostQueues>,
+    /// Work left for the driver's holder by threads that found it busy ([`KICK_TX`], ...).
+    kicks: AtomicU8,
+    /// The worker and token this connection is registered under, to hand it the reading a
+    /// busy driver could not do.
+    home: Mutex<Option<(Arc<WorkerShared>, Token)>>,
+    info: Arc<Mutex<Option<ConnInfo>>>,
+    addrs: OnceLock<(Option<SocketAddr>, Option<SocketAddr>)>,
     status: Mutex<Status>,
     status_cv: Condvar,
     /// Created on first use: most queue pairs never need a pollable descriptor, and 10,000
@@ -182,6 +201,8 @@ impl Conn {
         recv_cq: Arc<CqInner>,
     ) -> Arc<Conn> {
         let qp_num = engine.config().qp_num;
+        let posts = Arc::clone(engine.posts());
+        let info = Arc::new(Mutex::new(None));
         Arc::new_cyclic(|me| Conn {
             me: me.clone(),
             dev,
@@ -201,18 +222,23 @@ impl Conn {
                 send_first: false,
                 wake_responder: false,
                 wake_timer: None,
-                info: None,
-                peer: None,
-                local: None,
+                info: Arc::clone(&info),
             }),
+            posts,
+            kicks: AtomicU8::new(0),
+            home: Mutex::new(None),
+            info,
+            addrs: OnceLock::new(),
             status: Mutex::new(Status::default()),
             status_cv: Condvar::new(),
             events_fd: OnceLock::new(),
         })
     }
 
-    pub(crate) fn lock(&self) -> MutexGuard<'_, Driver> {
-        self.driver.lock().unwrap_or_else(|e| e.into_inner())
+    /// The driver, waiting for it (for calls that may: setup, accept, diagnostics). Work
+    /// others left meanwhile is done when the guard is dropped.
+    pub(crate) fn lock(&self) -> DriverGuard<'_> {
+        DriverGuard { conn: self, guard: Some(self.driver.lock().unwrap_or_else(|e| e.into_inner())) }
     }
 
     fn status(&self) -> MutexGuard<'_, Status> {
@@ -246,6 +272,7 @@ impl Conn {
             worker.add_timer(deadline, token);
         }
         d.sock = Some(sock);
+        *self.home() = Some((Arc::clone(&worker), token));
         d.reg = Some((worker, token));
         d.wake_responder = wake_responder;
         d.setup = Setup::Connecting(connecting);
@@ -332,26 +359,122 @@ impl Conn {
     }
 
     /// The socket, for manual-progress waiting, and whether to wait for room to write too
-    /// (framed bytes the socket did not take).
+    /// (framed bytes the socket did not take). `None` while another thread drives.
     fn wait_fd(&self) -> Option<(RawFd, bool)> {
-        let d = self.lock();
+        let d = self.try_driver()?;
         let write = d.engine.has_unsent();
         d.sock.as_ref().map(|s| (s.as_raw_fd(), write))
     }
 
-    /// Called by the worker on readiness or a timer; returns `true` if input remains.
+    /// The driver, if no other thread holds it.
+    fn try_driver(&self) -> Option<MutexGuard<'_, Driver>> {
+        match self.driver.try_lock() {
+            Ok(d) => Some(d),
+            Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
+    }
+
+    fn home(&self) -> MutexGuard<'_, Option<(Arc<WorkerShared>, Token)>> {
+        self.home.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Leaves `work` ([`KICK_TX`], [`KICK_RUN`], [`KICK_DISCONNECT`]) for the driver: done
+    /// here if the driver is free, else by the thread that holds it, after its turn.
+    pub(crate) fn kick(&self, work: u8) {
+        self.kicks.fetch_or(work, Ordering::AcqRel);
+        self.drain_kicks(false);
+    }
+
+    /// Does the work left in [`Conn::kicks`] while the driver is free. Called after every
+    /// turn that held the driver, and by [`kick`](Self::kick). Reading ([`KICK_RUN`]) goes
+    /// back to the event loop unless this is the event loop.
+    fn drain_kicks(&self, on_worker: bool) -> bool {
+        let mut more = false;
+        loop {
+            // Pairs with the fence in a kicker: either it sees the driver free, or this turn
+            // sees its bits (the store-buffer case both fences rule out).
+            fence(Ordering::SeqCst);
+            if self.kicks.load(Ordering::Acquire) == 0 {
+                return more;
+            }
+            let Some(mut d) = self.try_driver() else { return more };
+            let work = self.kicks.swap(0, Ordering::AcqRel);
+            if work & KICK_DISCONNECT != 0 {
+                d.engine.disconnect();
+            }
+            if work & KICK_RUN != 0 && on_worker {
+                more |= d.run(self);
+            } else if work & (KICK_TX | KICK_DISCONNECT) != 0 || work & KICK_RUN != 0 && d.is_polled(self) {
+                d.run_tx(self);
+            }
+            drop(d);
+            if work & KICK_RUN != 0 && !on_worker {
+                if let Some((w, t)) = self.home().as_ref() {
+                    w.schedule(*t);
+                }
+            }
+        }
+    }
+
+    /// Called by the worker on readiness or a timer; returns `true` if input remains. A
+    /// driver busy in another thread gets the reading handed back ([`KICK_RUN`]).
     fn drive_from_worker(&self) -> bool {
-        self.lock().run(self)
+        let more = match self.try_driver() {
+            Some(mut d) => d.run(self),
+            None => {
+                self.kicks.fetch_or(KICK_RUN, Ordering::AcqRel);
+                false
+            }
+        };
+        self.drain_kicks(true) | more
     }
 
     /// Drives a manual-progress queue pair from an application thread (never blocks on a busy
-    /// lock: another thread is already driving it).
+    /// driver: another thread is already driving it).
     pub(crate) fn progress_manual(&self) {
-        if let Ok(mut d) = self.driver.try_lock() {
+        if let Some(mut d) = self.try_driver() {
             if d.running() {
                 d.run(self);
             }
+            drop(d);
+            self.drain_kicks(false);
         }
+    }
+
+    /// Posts send work requests and starts them: one small request on an idle queue pair is
+    /// framed and written at once; otherwise the requests are queued and framed by this
+    /// thread if the driver is free, by its holder (after its turn) if not.
+    pub(crate) fn post_send(&self, wqes: &mut dyn Iterator<Item = SendWqe>, one: bool) -> Result<(), PostError> {
+        if one {
+            if let Some(mut d) = self.try_driver() {
+                let r = match wqes.next() {
+                    Some(w) => match d.send_now(self, &w) {
+                        Ok(true) => Ok(()),
+                        Ok(false) => self.posts.post_send(std::iter::once(w)).map(|()| d.run_tx(self)),
+                        Err(e) => Err(e),
+                    },
+                    None => Ok(()),
+                };
+                drop(d);
+                // Whatever others left while this thread held the driver.
+                self.drain_kicks(false);
+                return r;
+            }
+        }
+        self.posts.post_send(wqes)?;
+        self.kick(KICK_TX);
+        Ok(())
+    }
+
+    /// Negotiated parameters, once connected.
+    pub(crate) fn info(&self) -> Option<ConnInfo> {
+        self.info.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The local and the peer's socket address, once connected.
+    pub(crate) fn addrs(&self) -> (Option<SocketAddr>, Option<SocketAddr>) {
+        self.addrs.get().copied().unwrap_or((None, None))
     }
 
     fn push_event(&self, ev: QpEvent) {
@@ -381,6 +504,33 @@ impl Conn {
                 fd.notify();
             }
         }
+    }
+}
+
+/// The driver held through [`Conn::lock`]; releasing it does the work others left.
+pub(crate) struct DriverGuard<'a> {
+    conn: &'a Conn,
+    guard: Option<MutexGuard<'a, Driver>>,
+}
+
+impl std::ops::Deref for DriverGuard<'_> {
+    type Target = Driver;
+    fn deref(&self) -> &Driver {
+        // Set until drop.
+        self.guard.as_deref().expect("held until dropped")
+    }
+}
+
+impl std::ops::DerefMut for DriverGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Driver {
+        self.guard.as_deref_mut().expect("held until dropped")
+    }
+}
+
+impl Drop for DriverGuard<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        self.conn.drain_kicks(false);
     }
 }
 
@@ -414,18 +564,6 @@ impl Drop for Conn {
 }
 
 impl Driver {
-    /// Negotiated parameters, once connected.
-    pub(crate) fn info(&self) -> Option<&ConnInfo> {
-        self.info.as_ref()
-    }
-
-    /// The local and the peer's socket address, once connected.
-    pub(crate) fn addrs(&self) -> (Option<SocketAddr>, Option<SocketAddr>) {
-        (self.local, self.peer)
-    }
-}
-
-impl Driver {
     /// Moves the connection forward: connection setup, receive, transmit, completions.
     /// Returns `true` if input remains beyond this call's budget.
     pub(crate) fn run(&mut self, qp: &Conn) -> bool {
@@ -453,7 +591,7 @@ impl Driver {
             return false;
         }
         let more = self.receive();
-        self.transmit(qp);
+        self.run_tx(qp);
         if self.engine.wants_shutdown() {
             self.close(qp);
         }
@@ -461,7 +599,7 @@ impl Driver {
     }
 
     /// Frames and writes what the engine has, then delivers completions and events.
-    pub(crate) fn transmit(&mut self, qp: &Conn) {
+    pub(crate) fn run_tx(&mut self, qp: &Conn) {
         self.write_out();
         self.wake_tick();
         self.deliver(qp);
@@ -496,7 +634,7 @@ impl Driver {
             None if failed => {
                 // The request is queued behind the failure and completes flushed.
                 self.engine.handle_transport_error();
-                self.transmit(qp);
+                self.run_tx(qp);
             }
             None => {}
         }
@@ -577,7 +715,8 @@ impl Driver {
         let Some(s) = self.sock.as_ref() else { return };
         let Ok(mss) = socket2::SockRef::from(s).tcp_mss() else { return };
         let mss = mss as usize;
-        if let Some(info) = self.info.as_mut() {
+        let mut info = self.info.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(info) = info.as_mut() {
             if info.mss != mss {
                 info.mss = mss;
                 self.engine.set_mulpdu(mulpdu_for(mss, info.send_markers));
@@ -695,15 +834,15 @@ impl Driver {
             rfc7306: neg.rfc7306,
             startup,
         };
-        self.info = Some(ConnInfo { negotiated: neg, mss });
+        let initiator = neg.role == Role::Initiator;
+        *self.info.lock().unwrap_or_else(|e| e.into_inner()) = Some(ConnInfo { negotiated: neg, mss });
         if let Some(s) = &self.sock {
-            self.peer = s.peer_addr().ok();
-            self.local = s.local_addr().ok();
+            let _ = qp.addrs.set((s.local_addr().ok(), s.peer_addr().ok()));
         }
         if self.engine.establish(link).is_err() {
             return self.fail_connect(qp, ConnectError::Closed);
         }
-        if self.info.as_ref().is_some_and(|i| i.role == Role::Initiator) && self.wake_responder {
+        if initiator && self.wake_responder {
             self.engine.wake_silent_peer(WAKE_FIRST, WAKE_COUNT);
         }
         if qp.progress == Progress::Poll {
@@ -711,10 +850,11 @@ impl Driver {
             if let (Some((w, t)), Some(s)) = (self.reg.take(), self.sock.as_mut()) {
                 w.remove(t, s);
             }
+            *qp.home() = None;
             qp.send_cq.attach_polled(qp.me.clone() as std::sync::Weak<dyn Polled>);
             qp.recv_cq.attach_polled(qp.me.clone() as std::sync::Weak<dyn Polled>);
         }
-        self.transmit(qp);
+        self.run_tx(qp);
     }
 
     /// Passive side: adopt an accepted socket whose Reply is `reply`.
@@ -729,6 +869,7 @@ impl Driver {
     ) {
         self.sock = Some(sock);
         self.send_first = send_first;
+        *qp.home() = Some((Arc::clone(&reg.0), reg.1));
         self.reg = Some(reg);
         self.ctl_out = reply;
         self.setup = Setup::Done;
@@ -739,6 +880,11 @@ impl Driver {
     /// `accept`).
     pub(crate) fn is_idle(&self) -> bool {
         matches!(self.setup, Setup::Unstarted)
+    }
+
+    /// Driven by the application ([`Progress::Poll`]) once established.
+    fn is_polled(&self, qp: &Conn) -> bool {
+        qp.progress == Progress::Poll && self.running()
     }
 
     /// Set up and still holding its connection.

@@ -1,6 +1,6 @@
 //! Queue pairs: the handle applications post work to and connect with.
 
-use crate::conn::{Conn, ConnInfo, Progress, QpEvent};
+use crate::conn::{Conn, ConnInfo, Progress, QpEvent, KICK_DISCONNECT};
 use crate::cq::CompletionQueue;
 use crate::error::{ConnectError, CreateError, PostError};
 use crate::mem::ProtectionDomain;
@@ -123,12 +123,12 @@ impl QueuePair {
 
     /// The engine state.
     pub fn state(&self) -> QpState {
-        self.inner.lock().engine.state()
+        self.inner.posts.state()
     }
 
     /// Negotiated parameters, once connected.
     pub fn conn_info(&self) -> Option<ConnInfo> {
-        self.inner.lock().info().cloned()
+        self.inner.info()
     }
 
     /// `true` if both ends announced RFC 7306 support (atomics and Immediate Data may be posted).
@@ -138,12 +138,12 @@ impl QueuePair {
 
     /// The local socket address, once connected.
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.inner.lock().addrs().0
+        self.inner.addrs().0
     }
 
     /// The peer's socket address, once connected.
     pub fn peer_addr(&self) -> Option<SocketAddr> {
-        self.inner.lock().addrs().1
+        self.inner.addrs().1
     }
 
     /// Posts receive work requests (all or none). May be called before connecting.
@@ -151,31 +151,21 @@ impl QueuePair {
     /// # Errors
     /// [`PostError`] if one is invalid or the queue would overflow.
     pub fn post_recv(&self, wrs: &[RecvWr<'_>]) -> Result<(), PostError> {
-        self.inner.lock().engine.post_recv(wrs.iter().map(RecvWr::to_proto))
+        self.inner.posts.post_recv(wrs.iter().map(RecvWr::to_proto))
     }
 
     /// Posts send work requests (all or none) and starts transmitting them at once: one call
     /// frames many requests and hands them to the socket in as few `writev` calls as it can.
     /// One small Send or Write (up to 2 KiB, one FPDU) on a queue pair with nothing else in
-    /// flight takes a shorter path: framed and written at once, without queueing.
+    /// flight takes a shorter path: framed and written at once, without queueing. Posting
+    /// never waits for the thread that moves the connection's bytes: if that thread is busy
+    /// (reading a burst from the peer), the requests are queued and it frames them after its
+    /// turn.
     ///
     /// # Errors
     /// [`PostError`] if one is invalid, needs RFC 7306 the peer lacks, or the queue would overflow.
     pub fn post_send(&self, wrs: &[SendWr<'_>]) -> Result<(), PostError> {
-        let mut d = self.inner.lock();
-        if let [one] = wrs {
-            // One request (a ping-pong, a latency-bound application): written at once when
-            // the queue pair is idle, else queued as any other.
-            let w = one.to_proto();
-            if d.send_now(&self.inner, &w)? {
-                return Ok(());
-            }
-            d.engine.post_send(std::iter::once(w))?;
-        } else {
-            d.engine.post_send(wrs.iter().map(SendWr::to_proto))?;
-        }
-        d.transmit(&self.inner);
-        Ok(())
+        self.inner.post_send(&mut wrs.iter().map(SendWr::to_proto), wrs.len() == 1)
     }
 
     /// Connects to `addr` and waits until the connection is established, rejected or failed
@@ -214,9 +204,7 @@ impl QueuePair {
     /// Gracefully disconnects: work not yet on the wire is flushed, what is framed drains,
     /// then the TCP connection closes. [`QpEvent::Disconnected`] follows.
     pub fn disconnect(&self) {
-        let mut d = self.inner.lock();
-        d.engine.disconnect();
-        d.run(&self.inner);
+        self.inner.kick(KICK_DISCONNECT);
     }
 
     /// The next event, if any.
@@ -229,7 +217,8 @@ impl QueuePair {
         self.inner.next_event(timeout)
     }
 
-    /// Engine counters (FPDUs, bytes placed directly or copied).
+    /// Engine counters (FPDUs, bytes placed directly or copied). A diagnostic: it waits for
+    /// the thread moving the connection's bytes to finish its current turn.
     pub fn stats(&self) -> iwarp_proto::qp::QpStats {
         self.inner.lock().engine.stats()
     }

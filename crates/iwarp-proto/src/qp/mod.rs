@@ -26,11 +26,13 @@
 //! placed (receive), or until the next `poll_*`/`handle_*` call (receive), or until the `Qp` is
 //! dropped: the engine holds the regions they point into.
 
+mod post;
 mod rx;
 mod state;
 mod tx;
 mod wr;
 
+pub use post::PostQueues;
 pub use rx::LOOKAHEAD;
 pub use state::{IllegalTransition, QpEventKind, QpState, TRANSITIONS};
 pub use tx::NowFramed;
@@ -38,7 +40,7 @@ pub use wr::{
     Completion, Payload, PostError, Queue, RecvWqe, RemoteAddr, SendOp, SendWqe, Sge, SgeList, WcOpcode, WcStatus,
 };
 
-use crate::mem::{Access, PdId, StagTable};
+use crate::mem::{PdId, StagTable};
 use iwarp_wire::mpa::{Deframer, DeframerConfig, Framer, RtrTypes};
 use iwarp_wire::terminate::{TerminateCause, TerminateLayout};
 use iwarp_wire::Msn;
@@ -224,7 +226,7 @@ impl Srq {
     pub fn post(&self, pd: PdId, wqes: impl IntoIterator<Item = RecvWqe>) -> Result<(), PostError> {
         let wqes: Vec<RecvWqe> = wqes.into_iter().collect();
         for w in &wqes {
-            validate_recv(w, pd, self.max_sge)?;
+            post::validate_recv(w, pd, self.max_sge)?;
         }
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if g.queue.len() + wqes.len() > g.depth {
@@ -267,19 +269,6 @@ impl Srq {
     pub fn drain(&self) -> Vec<RecvWqe> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner()).queue.drain(..).collect()
     }
-}
-
-fn validate_recv(w: &RecvWqe, pd: PdId, max_sge: usize) -> Result<(), PostError> {
-    if w.sges.len() > max_sge {
-        return Err(PostError::TooManySges);
-    }
-    if w.len() > u64::from(u32::MAX) {
-        return Err(PostError::InvalidLength);
-    }
-    for s in &w.sges {
-        s.validate(pd, Access::LOCAL_WRITE)?;
-    }
-    Ok(())
 }
 
 /// Receive-queue counters and the state of one queue pair, for diagnostics and tests.
@@ -333,7 +322,8 @@ pub struct Qp {
     srq: Option<Arc<Srq>>,
     tx: tx::Tx,
     rx: rx::Rx,
-    rq: VecDeque<RecvWqe>,
+    /// Posted and not yet taken work requests, shared with posting threads.
+    posts: Arc<PostQueues>,
     completions: VecDeque<Completion>,
     events: VecDeque<QpEvent>,
     stats: QpStats,
@@ -347,21 +337,34 @@ impl Qp {
     /// A queue pair in [`QpState::Idle`]: receives may be posted, sends wait for
     /// [`establish`](Self::establish).
     pub fn new(cfg: QpConfig, stags: Arc<StagTable>, srq: Option<Arc<Srq>>) -> Self {
+        let posts = Arc::new(PostQueues::new(cfg, srq.is_some()));
         Qp {
             cfg,
             link: None,
             state: QpState::Idle,
             stags,
             srq,
-            tx: tx::Tx::new(),
+            tx: tx::Tx::new(Arc::clone(&posts)),
             rx: rx::Rx::new(),
-            rq: VecDeque::new(),
+            posts,
             completions: VecDeque::new(),
             events: VecDeque::new(),
             stats: QpStats::default(),
             wake: None,
             cause: None,
         }
+    }
+
+    /// The posting side: other threads post work requests there while this engine is busy
+    /// (see [`PostQueues`]).
+    pub fn posts(&self) -> &Arc<PostQueues> {
+        &self.posts
+    }
+
+    /// Moves to `state` and publishes it to the posting side.
+    fn set_state(&mut self, state: QpState) {
+        self.state = state;
+        self.posts.publish(state, self.link.as_ref());
     }
 
     /// The configuration.
@@ -394,7 +397,7 @@ impl Qp {
     /// # Errors
     /// [`IllegalTransition`] unless the queue pair is idle.
     pub fn establish(&mut self, link: LinkParams) -> Result<(), IllegalTransition> {
-        self.state = self.state.on(QpEventKind::Connected)?;
+        let state = self.state.on(QpEventKind::Connected)?;
         self.tx.framer = Framer::new(link.crc, link.send_markers);
         self.tx.mulpdu = link.mulpdu.clamp(iwarp_wire::mpa::MIN_MULPDU, iwarp_wire::mpa::MAX_ULPDU);
         self.rx.deframer =
@@ -418,6 +421,7 @@ impl Qp {
             }
         }
         self.link = Some(link);
+        self.set_state(state);
         Ok(())
     }
 
@@ -492,30 +496,12 @@ impl Qp {
     /// # Errors
     /// [`PostError`] if any is invalid or the queue would overflow.
     pub fn post_recv(&mut self, wqes: impl IntoIterator<Item = RecvWqe>) -> Result<(), PostError> {
-        if self.srq.is_some() {
-            return Err(PostError::UsesSrq);
-        }
-        if matches!(self.state, QpState::Error | QpState::Terminate | QpState::Closing) {
-            return Err(PostError::InvalidState(self.state));
-        }
-        let start = self.rq.len();
-        for w in wqes {
-            if let Err(e) = validate_recv(&w, self.cfg.pd, self.cfg.max_recv_sge) {
-                self.rq.truncate(start);
-                return Err(e);
-            }
-            if self.rq.len() >= self.cfg.rq_depth {
-                self.rq.truncate(start);
-                return Err(PostError::QueueFull);
-            }
-            self.rq.push_back(w);
-        }
-        Ok(())
+        self.posts.post_recv(wqes)
     }
 
     /// Receive work requests posted and not yet consumed.
     pub fn recv_queued(&self) -> usize {
-        self.rq.len()
+        self.posts.recv_queued()
     }
 
     /// Posts send work requests (all or none). They go out in order; call
@@ -525,77 +511,23 @@ impl Qp {
     /// [`PostError`] if any is invalid, needs RFC 7306 the peer lacks, or the queue would
     /// overflow.
     pub fn post_send(&mut self, wqes: impl IntoIterator<Item = SendWqe>) -> Result<(), PostError> {
-        if self.state != QpState::Rts {
-            return Err(PostError::InvalidState(self.state));
-        }
-        let rfc7306 = self.link.is_some_and(|l| l.rfc7306);
-        let start = self.tx.sq.len();
-        for w in wqes {
-            let r = if self.tx.outstanding >= self.cfg.sq_depth {
-                Err(PostError::QueueFull)
-            } else {
-                self.validate_send(&w, rfc7306)
-            };
-            if let Err(e) = r {
-                let n = self.tx.sq.len() - start;
-                self.tx.sq.truncate(start);
-                self.tx.outstanding -= n;
-                return Err(e);
-            }
-            self.tx.outstanding += 1;
-            self.tx.sq.push_back(w);
-        }
-        Ok(())
+        self.posts.post_send(wqes)
     }
 
-    fn validate_send(&self, w: &SendWqe, rfc7306: bool) -> Result<(), PostError> {
-        if w.op.is_rfc7306() && !rfc7306 {
-            return Err(PostError::NotSupportedByPeer);
-        }
-        // RFC 6581 §9.1: with an outbound read depth of 0 no Read or atomic may be issued.
-        if w.op.awaits_response() && self.link.is_some_and(|l| l.ord == 0) {
-            return Err(PostError::NoReadCredits);
-        }
-        let len = w.payload.len();
-        if len > u64::from(u32::MAX) {
-            return Err(PostError::InvalidLength);
-        }
-        match &w.payload {
-            Payload::Inline(b) => {
-                if b.len() > self.cfg.max_inline {
-                    return Err(PostError::InlineTooLong);
-                }
-                if w.op.awaits_response() {
-                    // Reads and atomics need a registered sink.
-                    return Err(PostError::InvalidLength);
-                }
-            }
-            Payload::Sges(s) => {
-                if s.len() > self.cfg.max_send_sge {
-                    return Err(PostError::TooManySges);
-                }
-                let need = if w.op.awaits_response() { Access::LOCAL_WRITE } else { Access::empty() };
-                for sge in s {
-                    sge.validate(self.cfg.pd, need)?;
-                }
-            }
-        }
-        match w.op {
-            // RFC 5040 §5.2: a Read's sink is one buffer (max_sge_rd = 1 on iWARP).
-            SendOp::Read(_) if matches!(&w.payload, Payload::Sges(s) if s.len() > 1) => Err(PostError::TooManySges),
-            // RFC 7306 §5.1: atomics work on 8 bytes.
-            SendOp::FetchAdd { .. } | SendOp::CompareSwap { .. } if len != 8 => Err(PostError::InvalidLength),
-            SendOp::FetchAdd { remote, .. } | SendOp::CompareSwap { remote, .. } if remote.to % 8 != 0 => {
-                Err(PostError::InvalidLength)
-            }
-            SendOp::Immediate(_) | SendOp::LocalInvalidate(_) if len != 0 => Err(PostError::InvalidLength),
-            _ => Ok(()),
-        }
+    /// The checks of [`post_send`](Self::post_send) for one request, against this engine's
+    /// own state.
+    fn validate_send(&self, w: &SendWqe) -> Result<(), PostError> {
+        let gate = post::Gate {
+            state: self.state,
+            rfc7306: self.link.is_some_and(|l| l.rfc7306),
+            ord: self.link.map_or(0, |l| l.ord),
+        };
+        post::validate_send(&self.cfg, gate, w)
     }
 
     /// Send work requests posted and not yet completed.
     pub fn send_outstanding(&self) -> usize {
-        self.tx.outstanding
+        self.posts.send_outstanding()
     }
 
     /// The next completion, in the order the verbs guarantee (send completions in posting
@@ -629,7 +561,9 @@ impl Qp {
     pub fn disconnect(&mut self) {
         match self.state.on(QpEventKind::Disconnect) {
             Ok(s) => {
-                self.state = s;
+                self.set_state(s);
+                // Sends posted before the close are flushed with the rest.
+                self.posts.take_sends(&mut self.tx.sq);
                 self.tx.flush_unframed(&mut self.completions, self.cfg.qp_num);
                 if self.tx.batch.is_empty() {
                     self.finish_drain();
@@ -674,10 +608,10 @@ impl Qp {
     /// Moves to error through `event` and flushes everything outstanding.
     fn enter_error(&mut self, event: QpEventKind, remote: Option<TerminateCause>) {
         match self.state.on(event) {
-            Ok(s) => self.state = s,
+            Ok(s) => self.set_state(s),
             Err(e) => {
                 tracing::debug!(qp = self.cfg.qp_num, error = %e, "forcing error state");
-                self.state = QpState::Error;
+                self.set_state(QpState::Error);
             }
         }
         if self.state == QpState::Error {
@@ -689,11 +623,13 @@ impl Qp {
     /// Read/atomic gets the remote status when a Terminate named one).
     fn flush_all(&mut self, remote: Option<TerminateCause>) {
         let qp_num = self.cfg.qp_num;
+        // The state is published: no post gets in after these.
+        self.posts.take_sends(&mut self.tx.sq);
         self.tx.flush_all(&mut self.completions, qp_num, remote);
         if let Some(w) = self.rx.take_inflight_recv() {
             self.completions.push_back(Completion::new(w.wr_id, WcStatus::WrFlush, WcOpcode::Recv, Queue::Recv));
         }
-        for w in self.rq.drain(..) {
+        for w in self.posts.drain_recvs() {
             self.completions.push_back(Completion::new(w.wr_id, WcStatus::WrFlush, WcOpcode::Recv, Queue::Recv));
         }
         self.rx.release();
@@ -702,7 +638,7 @@ impl Qp {
 
     fn finish_drain(&mut self) {
         if let Ok(s) = self.state.on(QpEventKind::Drained) {
-            self.state = s;
+            self.set_state(s);
             self.flush_all(None);
         }
     }
@@ -717,7 +653,7 @@ impl Qp {
                 }
                 w
             }
-            None => self.rq.pop_front(),
+            None => self.posts.next_recv(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! Transmit: the send queue, read/atomic responses and Terminates, segmented into FPDUs whose
 //! payload is referenced in registered memory rather than copied.
 
+use super::PostQueues;
 use super::{
     Completion, IoRange, Payload, PostError, Qp, QpEventKind, QpState, Queue, RtrType, SendOp, SendWqe, Sge, WcOpcode,
     WcStatus,
@@ -12,6 +13,7 @@ use iwarp_wire::terminate::TerminateCause;
 use iwarp_wire::{Msn, Opcode, SegmentHeader, Stag, TaggedOffset};
 use smallvec::SmallVec;
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 /// Unsent bytes framed ahead of the socket.
 const TX_WINDOW: u64 = 4 << 20;
@@ -324,8 +326,8 @@ pub(super) struct Tx {
     pub allowed: bool,
     pub rtr: Option<RtrType>,
     pub sq: VecDeque<SendWqe>,
-    /// Posted work requests not yet completed.
-    pub outstanding: usize,
+    /// Where posted work requests are counted until they complete.
+    posts: Arc<PostQueues>,
     job: Option<Job>,
     order: VecDeque<Entry>,
     order_head: u64,
@@ -343,14 +345,14 @@ pub(super) struct Tx {
 }
 
 impl Tx {
-    pub fn new() -> Self {
+    pub fn new(posts: Arc<PostQueues>) -> Self {
         Tx {
             framer: Framer::new(true, false),
             mulpdu: iwarp_wire::mpa::MIN_MULPDU,
             allowed: false,
             rtr: None,
             sq: VecDeque::new(),
-            outstanding: 0,
+            posts,
             job: None,
             order: VecDeque::new(),
             order_head: 0,
@@ -391,7 +393,7 @@ impl Tx {
             let Some(d) = e.done else { break };
             let e = self.order.pop_front().expect("front exists");
             self.order_head += 1;
-            self.outstanding -= 1;
+            self.posts.retire(1);
             if e.signaled || d.status != WcStatus::Success {
                 let mut c = Completion::new(e.wr_id, d.status, e.opcode, Queue::Send);
                 c.byte_len = d.byte_len;
@@ -602,7 +604,8 @@ impl Qp {
             && (self.tx.job.is_some()
                 || self.tx.rtr.is_some()
                 || !self.tx.responses.is_empty()
-                || !self.tx.sq.is_empty())
+                || !self.tx.sq.is_empty()
+                || self.posts.has_sends())
     }
 
     /// Reports that the first `n` bytes of the ranges last returned were handed to TCP.
@@ -624,6 +627,8 @@ impl Qp {
     }
 
     fn fill(&mut self) {
+        // Sends posted from other threads join the queue first, in their order.
+        self.posts.take_sends(&mut self.tx.sq);
         loop {
             if self.tx.batch.unsent() >= TX_WINDOW || self.tx.batch.pieces.len() >= MAX_PIECES {
                 return;
@@ -710,7 +715,7 @@ impl Qp {
     pub fn frame_now(&mut self, w: &SendWqe, out: &mut Vec<u8>) -> Result<Option<NowFramed>, PostError> {
         let idle = self.state == QpState::Rts
             && self.tx.allowed
-            && self.tx.outstanding == 0
+            && self.posts.send_outstanding() == 0
             && self.cfg.sq_depth > 0
             && self.tx.job.is_none()
             && self.tx.rtr.is_none()
@@ -722,7 +727,7 @@ impl Qp {
             return Ok(None);
         }
         let len = w.payload.len();
-        self.validate_send(w, self.link.is_some_and(|l| l.rfc7306))?;
+        self.validate_send(w)?;
         // As frame_small_wr: the send queue's turn against responses moves on.
         self.tx.resp_turn = !self.tx.resp_turn;
         let (hbytes, hlen) = self.small_header(w).to_bytes();
@@ -764,7 +769,7 @@ impl Qp {
         tx.batch.push_inline(start, f.len - n);
         let seq = tx.order_head + tx.order.len() as u64;
         tx.order.push_back(Entry { wr_id: f.wr_id, opcode: f.opcode, signaled: f.signaled, done: None });
-        tx.outstanding += 1;
+        tx.posts.admit();
         tx.holds.push_back(Hold { end: tx.batch.framed, seq });
         None
     }
@@ -1109,7 +1114,7 @@ impl Qp {
     /// Moves to [`QpState::Terminate`]: flush work, frame the Terminate.
     pub(super) fn enter_terminate(&mut self, cause: TerminateCause, body: &[u8]) {
         if let Ok(s) = self.state.on(QpEventKind::ProtocolError) {
-            self.state = s;
+            self.set_state(s);
         } else {
             return;
         }
@@ -1117,6 +1122,7 @@ impl Qp {
         let qp = self.cfg.qp_num;
         // Keep framed bytes (and their memory) so the Terminate follows them.
         self.tx.terminated = true;
+        self.posts.take_sends(&mut self.tx.sq);
         self.tx.flush_all(&mut self.completions, qp, None);
         self.queue_terminate(body);
         // The responder may not have been allowed to send yet; a Terminate always may.
