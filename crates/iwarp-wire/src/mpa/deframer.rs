@@ -3,7 +3,7 @@
 use super::{pad_len, CRC_LEN, LENGTH_FIELD_LEN, MARKER_INTERVAL, MARKER_LEN};
 use crate::crc::{self, Crc32c};
 use crate::ddp;
-use crate::rdmap::SegmentHeader;
+use crate::rdmap::{Routed, SegmentHeader};
 use crate::Error;
 
 /// Longest FPDU header the deframer collects: the length field and an untagged DDP header.
@@ -92,6 +92,13 @@ impl FpduHeader {
     /// As [`SegmentHeader::parse`].
     pub fn segment(&self) -> Result<SegmentHeader, Error> {
         SegmentHeader::parse(self.ddp_header())
+    }
+    /// The validated header with its opcode's row and route: what a receiver dispatches on.
+    ///
+    /// # Errors
+    /// As [`SegmentHeader::parse_routed`].
+    pub fn routed(&self) -> Result<Routed, Error> {
+        SegmentHeader::parse_routed(self.ddp_header())
     }
 }
 
