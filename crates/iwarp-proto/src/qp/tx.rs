@@ -21,8 +21,8 @@ const MAX_PIECES: usize = 960;
 const COPY_MAX: usize = 2048;
 /// Arena capacity kept across batches; larger arenas are shrunk when the batch empties.
 const ARENA_KEEP: usize = 64 << 10;
-/// Longest control body (Atomic Request).
-const MAX_BODY: usize = 52;
+/// Longest fixed-size RDMAP header a job carries (the Atomic Request's), from the opcode table.
+const MAX_BODY: usize = iwarp_wire::rdmap::MAX_FIXED_BODY_LEN;
 /// STag and TO used for our own zero-length RTR messages (Chelsio hardware treats STag 0 as
 /// invalid even on zero-length segments; Linux siw uses 1 for the same reason).
 const RTR_STAG: Stag = Stag(1);
@@ -763,11 +763,12 @@ impl Qp {
     /// A Send or Write whose payload is copied next to its header (at most `COPY_MAX` bytes)
     /// and fits one FPDU.
     fn is_small(&self, w: &SendWqe) -> bool {
-        let hdr_len = match w.op {
-            SendOp::Send | SendOp::SendWithInvalidate(_) => iwarp_wire::ddp::UNTAGGED_HEADER_LEN,
-            SendOp::Write(_) => iwarp_wire::ddp::TAGGED_HEADER_LEN,
+        let opcode = match w.op {
+            SendOp::Send | SendOp::SendWithInvalidate(_) => send_opcode(w.op, w.solicited).0,
+            SendOp::Write(_) => Opcode::Write,
             _ => return false,
         };
+        let Some(hdr_len) = opcode.descriptor().map(|d| d.ddp_header_len()) else { return false };
         let n = w.payload.len();
         n <= COPY_MAX as u64 && hdr_len as u64 + n <= self.tx.mulpdu as u64
     }
@@ -779,7 +780,7 @@ impl Qp {
             SendOp::Write(r) => SegmentHeader::tagged(Opcode::Write, true, r.stag, TaggedOffset(r.to)),
             op => {
                 let (opcode, inval) = send_opcode(op, w.solicited);
-                let mut h = SegmentHeader::untagged(opcode, true, self.take_msn(0), 0);
+                let mut h = SegmentHeader::untagged(opcode, true, self.take_msn(opcode), 0);
                 h.inval_stag = inval;
                 h
             }
@@ -841,10 +842,18 @@ impl Qp {
         !(w.op.awaits_response() && self.tx.orq.len() >= ord)
     }
 
-    fn take_msn(&mut self, qn: usize) -> Msn {
-        let m = self.tx.msn[qn];
-        self.tx.msn[qn] = m.next();
-        m
+    /// The next MSN of the queue `opcode` travels on (RFC 5041 §5.3: one sequence per queue),
+    /// the queue read from the opcode table; a tagged opcode has none and takes 0.
+    fn take_msn(&mut self, opcode: Opcode) -> Msn {
+        let queue = opcode.queue().and_then(|q| usize::try_from(q.0).ok());
+        match queue.and_then(|i| self.tx.msn.get_mut(i)) {
+            Some(m) => {
+                let msn = *m;
+                *m = msn.next();
+                msn
+            }
+            None => Msn(0),
+        }
     }
 
     fn wr_job(&mut self, seq: u64, wqe: SendWqe) -> Job {
@@ -859,7 +868,7 @@ impl Qp {
         let (kind, data, total, imm_after, msn) = match op {
             SendOp::Send | SendOp::SendWithInvalidate(_) => {
                 let (opcode, inval) = send_opcode(op, solicited);
-                let msn = self.take_msn(0);
+                let msn = self.take_msn(opcode);
                 (Kind::Untagged { opcode, inval, body: SmallVec::new() }, data_of(payload), total, None, msn)
             }
             SendOp::Write(r) => {
@@ -874,7 +883,7 @@ impl Qp {
             ),
             SendOp::Immediate(imm) => {
                 let opcode = if solicited { Opcode::ImmediateDataSe } else { Opcode::ImmediateData };
-                let msn = self.take_msn(0);
+                let msn = self.take_msn(opcode);
                 let body = SmallVec::from_slice(&imm.to_be_bytes());
                 (Kind::Untagged { opcode, inval: Stag(0), body }, Data::None, 0, None, msn)
             }
@@ -896,7 +905,7 @@ impl Qp {
                     seq: Some(seq),
                     kind: OrqKind::Read { sink, sink_stag, sink_to, size: total as u32 },
                 });
-                let msn = self.take_msn(1);
+                let msn = self.take_msn(Opcode::ReadRequest);
                 let body = SmallVec::from_slice(&rr.to_bytes());
                 (Kind::Untagged { opcode: Opcode::ReadRequest, inval: Stag(0), body }, Data::None, 0, None, msn)
             }
@@ -916,7 +925,7 @@ impl Qp {
                     Payload::Inline(_) => unreachable!("rejected at post"),
                 };
                 self.tx.orq.push_back(OrqEntry { seq: Some(seq), kind: OrqKind::Atomic { sink, request_id } });
-                let msn = self.take_msn(1);
+                let msn = self.take_msn(Opcode::AtomicRequest);
                 let body = SmallVec::from_slice(&req.to_bytes());
                 (Kind::Untagged { opcode: Opcode::AtomicRequest, inval: Stag(0), body }, Data::None, 0, None, msn)
             }
@@ -955,7 +964,7 @@ impl Qp {
                 }
             }
             Response::Atomic(resp) => {
-                let msn = self.take_msn(3);
+                let msn = self.take_msn(Opcode::AtomicResponse);
                 Job {
                     source: Source::Response,
                     kind: Kind::Untagged {
@@ -981,7 +990,7 @@ impl Qp {
             // RFC 6581 §9.2: a zero-length RDMA Write (STag and TO are not checked).
             RtrType::Write => (Kind::Tagged { opcode: Opcode::Write, stag: RTR_STAG, to: 0 }, Msn(0)),
             RtrType::Send => {
-                let msn = self.take_msn(0);
+                let msn = self.take_msn(Opcode::Send);
                 (Kind::Untagged { opcode: Opcode::Send, inval: Stag(0), body: SmallVec::new() }, msn)
             }
             RtrType::Read => {
@@ -996,7 +1005,7 @@ impl Qp {
                     seq: None,
                     kind: OrqKind::Read { sink: None, sink_stag: RTR_STAG, sink_to: 0, size: 0 },
                 });
-                let msn = self.take_msn(1);
+                let msn = self.take_msn(Opcode::ReadRequest);
                 let body = SmallVec::from_slice(&rr.to_bytes());
                 (Kind::Untagged { opcode: Opcode::ReadRequest, inval: Stag(0), body }, msn)
             }
@@ -1027,7 +1036,7 @@ impl Qp {
                 if let Some(imm) = imm_after {
                     // RFC 7306 §4: Write with Immediate = the Write, then an Immediate Data message.
                     let opcode = if solicited { Opcode::ImmediateDataSe } else { Opcode::ImmediateData };
-                    let msn = self.take_msn(0);
+                    let msn = self.take_msn(opcode);
                     self.tx.job = Some(Job {
                         source: Source::Wr { seq, awaits_response },
                         kind: Kind::Untagged { opcode, inval: Stag(0), body: SmallVec::from_slice(&imm.to_be_bytes()) },
@@ -1074,7 +1083,7 @@ impl Qp {
     /// Frames a Terminate (RFC 5040 §4.8) after whatever is already framed; nothing else will
     /// be framed after it.
     pub(super) fn queue_terminate(&mut self, body: &[u8]) {
-        let msn = self.take_msn(2);
+        let msn = self.take_msn(Opcode::Terminate);
         let h = SegmentHeader::untagged(Opcode::Terminate, true, msn, 0);
         let (hb, hl) = h.to_bytes();
         let mut ulpdu: SmallVec<[u8; 96]> = SmallVec::from_slice(&hb[..hl]);
