@@ -608,11 +608,14 @@ fn a_tagged_segment_must_carry_the_stag_and_to_its_message_expects() {
     let bounds = TerminateCause::TaggedBuffer(TaggedBuffer::BaseOrBounds);
     // (first segment: STag and TO offsets from the sink; second segment, if any; cause)
     type Seg = (u32, u64);
-    let cases: [(Seg, Option<Seg>, TerminateCause); 4] = [
+    let cases: [(Seg, Option<Seg>, TerminateCause); 6] = [
         ((0x100, 0), None, invalid_stag),
         ((0, 8), None, bounds),
         ((0, 0), Some((0x100, 8)), invalid_stag),
         ((0, 0), Some((0, 9)), bounds),
+        // Both wrong: the STag is reported (siw's order: STag, then TO).
+        ((0x100, 8), None, invalid_stag),
+        ((0, 0), Some((0x100, 9)), invalid_stag),
     ];
     for (i, (first, second, want)) in cases.into_iter().enumerate() {
         let mut s = Side::with(link(Startup::Initiator { rtr: None }));
@@ -654,4 +657,44 @@ fn a_tagged_segment_must_carry_the_stag_and_to_its_message_expects() {
     );
     assert_eq!(s.terminate().0, invalid_stag);
     assert_eq!(contents(&m, 0, 16), [[1; 8], [0; 8]].concat());
+}
+
+/// RFC 5040 §5.2: a Read Response carries exactly the bytes its Read asked for; one that ends
+/// (L set) short of them is a tagged base-or-bounds error found at its end, and the Read does
+/// not complete successfully.
+#[test]
+fn a_read_response_shorter_than_its_read_is_a_bounds_error() {
+    use iwarp_proto::qp::{Payload, RemoteAddr, SendOp, SendWqe, WcStatus};
+    let mut s = Side::with(link(Startup::Initiator { rtr: None }));
+    let sink = s.mr(64, Access::LOCAL_WRITE);
+    let wr = SendWqe {
+        wr_id: 3,
+        op: SendOp::Read(RemoteAddr { stag: Stag(0x1234_5600), to: 0x9000 }),
+        payload: Payload::Sges(vec![Sge { mr: Arc::clone(&sink), offset: 0, len: 16 }].into()),
+        signaled: true,
+        solicited: false,
+        fence: false,
+    };
+    s.qp.post_send([wr]).unwrap();
+    assert_eq!(s.sent().len(), 1);
+    s.feed(SegmentHeader::tagged(Opcode::ReadResponse, true, sink.stag(), TaggedOffset(sink.base())), &[], &[7; 8]);
+    assert_eq!(s.terminate().0, TerminateCause::TaggedBuffer(TaggedBuffer::BaseOrBounds));
+    let c = s.completions();
+    assert!(c.iter().all(|c| c.wr_id != 3 || c.status != WcStatus::Success), "{c:?}");
+}
+
+/// RFC 6581 §9.2: a Send RTR is a zero-length last Send; one with payload, or not the last
+/// segment of its message, matches no RTR (MPA code 7, no headers).
+#[test]
+fn a_send_rtr_with_payload_or_more_segments_matches_no_rtr() {
+    let rtr = Some(iwarp_wire::mpa::RtrTypes { send: true, write: false, read: false });
+    for (last, payload) in [(true, &b"x"[..]), (false, &[][..])] {
+        let mut s = Side::with(link(Startup::Responder { rtr, send_first: false }));
+        let dst = s.mr(64, Access::LOCAL_WRITE);
+        s.post_recv(1, &dst, 64);
+        s.feed(send(1, 0, last), &[], payload);
+        let (cause, body) = s.terminate();
+        assert_eq!(cause, TerminateCause::Mpa(iwarp_wire::terminate::Mpa::NoMatchingRtr), "L={last}");
+        assert_eq!(body, [0x20, 0x07, 0x00, 0x00]);
+    }
 }

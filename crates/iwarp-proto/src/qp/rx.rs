@@ -532,7 +532,9 @@ impl Qp {
         };
         // RFC 5041 §5.2 (and siw): every segment of a tagged message repeats its STag and carries
         // the next TO; siw_qp_rx.c checks a Read Response's first segment the same way against
-        // its Read (STag, then TO). One check for both.
+        // its Read (STag, then TO). One check for both. (The access check below compares the
+        // STag with its region's too; comparing it here first reports a segment wrong in both
+        // STag and TO as an invalid STag, in siw's order.)
         if msg.kind != t.kind || msg.stag != stag {
             return self.fail(tagged_fail(TaggedBuffer::InvalidStag), Some(h), None);
         }
