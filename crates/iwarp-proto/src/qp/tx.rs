@@ -380,9 +380,8 @@ impl Tx {
 
     /// Moves finished entries from the front of the order into completions.
     fn release(&mut self, out: &mut VecDeque<Completion>) {
-        while let Some(e) = self.order.front() {
-            let Some(d) = e.done else { break };
-            let e = self.order.pop_front().expect("front exists");
+        while let Some(d) = self.order.front().and_then(|e| e.done) {
+            let Some(e) = self.order.pop_front() else { break };
             self.order_head += 1;
             self.outstanding -= 1;
             if e.signaled || d.status != WcStatus::Success {
@@ -604,7 +603,7 @@ impl Qp {
             if h.end > tx.batch.sent {
                 break;
             }
-            let h = tx.holds.pop_front().expect("front exists");
+            let Some(h) = tx.holds.pop_front() else { break };
             // RFC 5040 §5.1/§5.3: a Send or Write completes at the source once handed to the LLP.
             tx.mark(h.seq, Done { status: WcStatus::Success, byte_len: 0, cause: None });
         }
@@ -656,7 +655,7 @@ impl Qp {
         if !sges_valid || (w.fence && !self.tx.orq.is_empty()) {
             return false;
         }
-        let w = self.tx.sq.pop_front().expect("front exists");
+        let Some(w) = self.tx.sq.pop_front() else { return false };
         self.tx.resp_turn = !self.tx.resp_turn;
         let seq = self.tx.order_head + self.tx.order.len() as u64;
         self.tx.order.push_back(Entry { wr_id: w.wr_id, opcode: w.op.wc_opcode(), signaled: w.signaled, done: None });
@@ -794,15 +793,14 @@ impl Qp {
         loop {
             let want_resp = !self.tx.responses.is_empty() && (self.tx.resp_turn || !self.sq_can_start());
             self.tx.resp_turn = !self.tx.resp_turn;
-            if want_resp {
-                let r = self.tx.responses.pop_front().expect("not empty");
+            if let Some(r) = want_resp.then(|| self.tx.responses.pop_front()).flatten() {
                 self.tx.responding = true;
                 return Some(self.response_job(r));
             }
             if !self.sq_can_start() {
                 return None;
             }
-            let wqe = self.tx.sq.pop_front().expect("can start");
+            let wqe = self.tx.sq.pop_front()?;
             let seq = self.tx.order_head + self.tx.order.len() as u64;
             self.tx.order.push_back(Entry {
                 wr_id: wqe.wr_id,
@@ -909,26 +907,16 @@ impl Qp {
                 let body = SmallVec::from_slice(&rr.to_bytes());
                 (Kind::Untagged { opcode: Opcode::ReadRequest, inval: Stag(0), body }, Data::None, 0, None, msn)
             }
-            SendOp::FetchAdd { remote, .. } | SendOp::CompareSwap { remote, .. } => {
-                let request_id = seq as u32;
-                let req = match op {
-                    SendOp::FetchAdd { add, .. } => {
-                        AtomicRequest::fetch_add(request_id, remote.stag, TaggedOffset(remote.to), add)
-                    }
-                    SendOp::CompareSwap { compare, swap, .. } => {
-                        AtomicRequest::compare_swap(request_id, remote.stag, TaggedOffset(remote.to), compare, swap)
-                    }
-                    _ => unreachable!("matched above"),
-                };
-                let sink = match &payload {
-                    Payload::Sges(s) => s[0].clone(),
-                    Payload::Inline(_) => unreachable!("rejected at post"),
-                };
-                self.tx.orq.push_back(OrqEntry { seq: Some(seq), kind: OrqKind::Atomic { sink, request_id } });
-                let msn = self.take_msn(Opcode::AtomicRequest);
-                let body = SmallVec::from_slice(&req.to_bytes());
-                (Kind::Untagged { opcode: Opcode::AtomicRequest, inval: Stag(0), body }, Data::None, 0, None, msn)
+            SendOp::FetchAdd { remote, add } => {
+                let req = AtomicRequest::fetch_add(seq as u32, remote.stag, TaggedOffset(remote.to), add);
+                self.atomic_parts(seq, req, &payload)
             }
+            SendOp::CompareSwap { remote, compare, swap } => {
+                let to = TaggedOffset(remote.to);
+                let req = AtomicRequest::compare_swap(seq as u32, remote.stag, to, compare, swap);
+                self.atomic_parts(seq, req, &payload)
+            }
+            // next_job executes a Local Invalidate itself and never makes it a job.
             SendOp::LocalInvalidate(_) => unreachable!("executed in next_job"),
         };
         Job {
@@ -943,6 +931,22 @@ impl Qp {
             imm_after,
             solicited,
         }
+    }
+
+    /// An Atomic Request's job parts: its ORQ entry (with the sink its original value lands
+    /// in), its MSN on queue 1 and its body.
+    fn atomic_parts(&mut self, seq: u64, req: AtomicRequest, payload: &Payload) -> (Kind, Data, u64, Option<u64>, Msn) {
+        // validate_send admits an atomic only with 8 bytes of registered sink: Sges, at least
+        // one of them.
+        let sink = match payload {
+            Payload::Sges(s) => s[0].clone(),
+            Payload::Inline(_) => unreachable!("rejected at post"),
+        };
+        let request_id = req.request_id;
+        self.tx.orq.push_back(OrqEntry { seq: Some(seq), kind: OrqKind::Atomic { sink, request_id } });
+        let msn = self.take_msn(Opcode::AtomicRequest);
+        let body = SmallVec::from_slice(&req.to_bytes());
+        (Kind::Untagged { opcode: Opcode::AtomicRequest, inval: Stag(0), body }, Data::None, 0, None, msn)
     }
 
     fn response_job(&mut self, r: Response) -> Job {
