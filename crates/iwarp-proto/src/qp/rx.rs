@@ -218,7 +218,8 @@ impl Qp {
             return;
         }
         self.stats.rx_direct_bytes += n as u64;
-        // Fold the placed bytes into the CRC, then advance the destination.
+        // Fold the placed bytes into the CRC, then advance the destination. `n` is at most the
+        // plan's length (a read fills no more than its ranges), which is at most `left`.
         let dest = std::mem::replace(&mut self.rx.dest, Dest::None);
         match dest {
             Dest::Place { mr, offset, left } => {
@@ -652,6 +653,9 @@ impl Qp {
         }
     }
 
+    /// Payload bytes from a scratch read. The deframer hands out no more than the payload its
+    /// header announced, which is what `left` started at (direct placements take from both), so
+    /// `left` does not underflow.
     fn on_payload(&mut self, mut p: &[u8]) {
         self.stats.rx_copied_bytes += p.len() as u64;
         match &mut self.rx.dest {
@@ -709,6 +713,7 @@ impl Qp {
                         if m.next_to != m.limit {
                             return self.fail(TerminateCause::TaggedBuffer(TaggedBuffer::BaseOrBounds), Some(&h), None);
                         }
+                        // next_to only grows from start_to; it equals limit here.
                         self.complete_read((m.next_to - m.start_to) as u32);
                     }
                 }

@@ -84,6 +84,8 @@ impl FpduHeader {
     }
     /// Bytes of DDP payload after the header.
     pub fn payload_len(&self) -> usize {
+        // Only the deframer builds an FpduHeader, and only once ULPDU_Length is known to cover
+        // the DDP header (`UlpduTooShort` otherwise), so this does not underflow.
         usize::from(self.ulpdu_len()) - self.ddp_header().len()
     }
     /// The validated DDP + RDMAP header.
