@@ -430,7 +430,7 @@ impl SegmentHeader {
     /// # Errors
     /// The first violation found, as an [`Error`] that knows its Terminate cause.
     pub fn parse(bytes: &[u8]) -> Result<Self, Error> {
-        Self::parse_routed(bytes).map(|r| r.header)
+        Self::parse_routed(bytes).map(|r| r.header())
     }
 
     /// Parses and validates a DDP header against the opcode table, and says where the segment
@@ -444,6 +444,7 @@ impl SegmentHeader {
     ///
     /// # Errors
     /// The first violation found, as an [`Error`] that knows its Terminate cause.
+    #[inline]
     pub fn parse_routed(bytes: &[u8]) -> Result<Routed, Error> {
         let seg = Segment::new_checked(bytes)?;
         let tagged = seg.tagged();
@@ -463,8 +464,7 @@ impl SegmentHeader {
         let Some(desc) = descriptor_of(code) else {
             return Err(Error::UnexpectedOpcode { opcode, tagged });
         };
-        let placement = seg.placement();
-        let (route, inval_stag) = match (desc.model, placement) {
+        let (route, inval_stag) = match (desc.model, seg.placement()) {
             (Model::Tagged(kind), Placement::Tagged { stag, to }) => {
                 (Route::Tagged(TaggedRoute { kind, stag, to }), Stag(0))
             }
@@ -482,8 +482,7 @@ impl SegmentHeader {
                 return Err(Error::UnexpectedOpcode { opcode, tagged });
             }
         };
-        let header = SegmentHeader { opcode, last: seg.last(), placement, inval_stag };
-        Ok(Routed { header, desc, route })
+        Ok(Routed { desc, route, last: seg.last(), inval_stag })
     }
 
     /// Writes the DDP header into the first [`header_len`](Self::header_len) bytes of `out`.
@@ -522,18 +521,31 @@ impl SegmentHeader {
     }
 }
 
-/// A header that passed [`SegmentHeader::parse_routed`]: the header, its opcode's row of
-/// [`OPCODES`], and where its payload goes under that row's buffer model. The route carries the
-/// row's handler kind with the placement fields of the model the row names, so a receiver that
-/// dispatches on it needs no arm for an opcode on the wrong model.
+/// A header that passed [`SegmentHeader::parse_routed`]: its opcode's row of [`OPCODES`] and
+/// where its payload goes under that row's buffer model, with the rest of the header. The route
+/// carries the row's handler kind with the placement fields of the model the row names, so a
+/// receiver that dispatches on it needs no arm for an opcode on the wrong model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Routed {
-    /// The validated header.
-    pub header: SegmentHeader,
-    /// The opcode's row of the table.
+    /// The opcode's row of the table (its `opcode` is the header's).
     pub desc: &'static OpDesc,
     /// The handler and placement.
     pub route: Route,
+    /// DDP L flag: the last segment of its message.
+    pub last: bool,
+    /// The Invalidate STag (Send with Invalidate); zero otherwise.
+    pub inval_stag: Stag,
+}
+
+impl Routed {
+    /// The header as a [`SegmentHeader`].
+    pub fn header(&self) -> SegmentHeader {
+        let placement = match self.route {
+            Route::Tagged(t) => Placement::Tagged { stag: t.stag, to: t.to },
+            Route::Untagged(u) => Placement::Untagged { qn: u.qn, msn: u.msn, mo: u.mo },
+        };
+        SegmentHeader { opcode: self.desc.opcode, last: self.last, placement, inval_stag: self.inval_stag }
+    }
 }
 
 /// Where a validated segment goes: its handler kind and the placement fields of its model.
@@ -947,7 +959,7 @@ mod tests {
         for d in descriptors() {
             let h = header_for(d);
             let r = SegmentHeader::parse_routed(&h.to_bytes().0[..h.header_len()]).unwrap();
-            assert_eq!((r.header, r.desc), (h, d));
+            assert_eq!((r.header(), r.desc), (h, d));
             let want = match (d.model, h.placement) {
                 (Model::Tagged(kind), Placement::Tagged { stag, to }) => Route::Tagged(TaggedRoute { kind, stag, to }),
                 (Model::Untagged(_, kind), Placement::Untagged { qn, msn, mo }) => {

@@ -12,7 +12,7 @@ use iwarp_wire::terminate::{
     CopiedDdpHeader, Mpa, RemoteOperation, RemoteProtection, TaggedBuffer, TerminateCause, TerminateMessage,
     TerminateRepr, UntaggedBuffer,
 };
-use iwarp_wire::{Msn, Opcode, QueueNumber, SegmentHeader, Stag};
+use iwarp_wire::{Msn, Opcode, QueueNumber, Stag};
 use smallvec::SmallVec;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -415,16 +415,15 @@ impl Qp {
             return self.fail(TerminateCause::RemoteOperation(RemoteOperation::UnexpectedOpcode), Some(&h), None);
         }
         match r.route {
-            Route::Tagged(t) => self.tagged_header(&h, r.header, t, payload_len),
+            Route::Tagged(t) => self.tagged_header(&h, r.last, t, payload_len),
             Route::Untagged(u) => self.untagged_header(&h, r, u, payload_len),
         }
     }
 
     /// RFC 6581 §9.2: the responder's first FPDU in peer-to-peer mode is the RTR.
     fn on_rtr(&mut self, allowed: RtrTypes, h: &FpduHeader, r: Routed, payload_len: usize) {
-        let seg = r.header;
-        let zero_length = payload_len == 0 && seg.last;
-        match (seg.opcode, r.route) {
+        let zero_length = payload_len == 0 && r.last;
+        match (r.desc.opcode, r.route) {
             (Opcode::Write, Route::Tagged(_)) if allowed.write && zero_length => {
                 self.events.push_back(QpEvent::Ready);
                 self.rx.dest = Dest::None;
@@ -438,14 +437,14 @@ impl Qp {
                 self.rx.untagged = Some(UntaggedMsg { msn: u.msn, wqe: None, cap: 0, received: 0, sge: 0, sge_off: 0 });
                 self.rx.dest = Dest::None;
             }
-            (Opcode::ReadRequest, Route::Untagged(u)) if allowed.read && seg.last => {
+            (Opcode::ReadRequest, Route::Untagged(u)) if allowed.read && r.last => {
                 self.events.push_back(QpEvent::Ready);
                 // A zero-length Read RTR is answered with a zero-length Read Response. It is part
                 // of connection setup, so it is served even where IRD is 0.
                 if self.rx.next_msn(u.qn) != Some(u.msn) {
                     return self.fail(TerminateCause::UntaggedBuffer(UntaggedBuffer::MsnRange), Some(h), None);
                 }
-                if !self.body_fits(h, r.desc, seg.last, u.mo, payload_len) {
+                if !self.body_fits(h, r.desc, r.last, u.mo, payload_len) {
                     return;
                 }
                 self.rx.dest = Dest::Body;
@@ -478,7 +477,7 @@ impl Qp {
         mr
     }
 
-    fn tagged_header(&mut self, h: &FpduHeader, seg: SegmentHeader, t: TaggedRoute, len: usize) {
+    fn tagged_header(&mut self, h: &FpduHeader, last: bool, t: TaggedRoute, len: usize) {
         let tagged_fail = |t: TaggedBuffer| TerminateCause::TaggedBuffer(t);
         let (stag, to) = (t.stag, t.to.0);
         // The message this segment belongs to: the one in progress, or a new one.
@@ -487,7 +486,7 @@ impl Qp {
             None => match t.kind {
                 TaggedKind::Write => {
                     // RFC 5041 §7.2: for a zero-length tagged segment "STag and TO MUST NOT be checked".
-                    if len == 0 && seg.last {
+                    if len == 0 && last {
                         self.rx.dest = Dest::None;
                         return;
                     }
@@ -563,7 +562,7 @@ impl Qp {
     fn untagged_header(&mut self, h: &FpduHeader, r: Routed, u: UntaggedRoute, len: usize) {
         let ut = |u: UntaggedBuffer| TerminateCause::UntaggedBuffer(u);
         let UntaggedRoute { kind, qn, msn, mo } = u;
-        let last = r.header.last;
+        let last = r.last;
         match kind {
             UntaggedKind::Send => {
                 let (received, cap) = match &self.rx.untagged {
@@ -698,7 +697,7 @@ impl Qp {
         let Some((h, r)) = self.rx.header.take() else { return };
         let len = h.payload_len();
         self.rx.dest = Dest::None;
-        let last = r.header.last;
+        let last = r.last;
         match r.route {
             Route::Tagged(t) => match t.kind {
                 TaggedKind::Write => {
@@ -753,7 +752,7 @@ impl Qp {
         c.byte_len = m.received as u32;
         c.solicited = r.desc.solicited;
         if r.desc.invalidates {
-            let stag = r.header.inval_stag;
+            let stag = r.inval_stag;
             // RFC 5040 §5.3: invalidate the STag after delivery, or Terminate "cannot be invalidated".
             match self.stags.invalidate(stag, self.cfg.pd) {
                 Ok(()) => c.invalidated = Some(stag),

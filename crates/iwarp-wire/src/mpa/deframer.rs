@@ -99,6 +99,7 @@ impl FpduHeader {
     ///
     /// # Errors
     /// As [`SegmentHeader::parse_routed`].
+    #[inline]
     pub fn routed(&self) -> Result<Routed, Error> {
         SegmentHeader::parse_routed(self.ddp_header())
     }
