@@ -422,3 +422,274 @@ fn send_with_invalidate_of_a_foreign_or_unknown_stag_names_the_right_layer() {
         assert_eq!(s.terminate().0, want);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The opcode table (iwarp_wire::rdmap::OPCODES) against the receive path: every row's claims
+// hold for the engine, and a segment that disagrees with its opcode's row is refused on its
+// DDP header with the RFC's Terminate and the same cause as a local error.
+
+use iwarp_wire::rdmap::{self, Body, Consumes, Direction, OpDesc};
+use iwarp_wire::terminate::{RemoteOperation, TaggedBuffer, UntaggedBuffer};
+use iwarp_wire::{Stag, TaggedOffset};
+
+/// A responder (RFC 7306 on or off) with one 64-byte receive posted.
+fn responder(rfc7306: bool) -> Side {
+    let mut s = Side::with(LinkParams { rfc7306, ..link(Startup::Responder { rtr: None, send_first: false }) });
+    let dst = s.mr(64, Access::LOCAL_WRITE);
+    s.post_recv(1, &dst, 64);
+    s
+}
+
+/// A last segment of `d`'s opcode on the buffer model and queue its row names.
+fn header_of(d: &OpDesc) -> SegmentHeader {
+    if d.model.is_tagged() {
+        SegmentHeader::tagged(d.opcode, true, Stag(0x100), TaggedOffset(0))
+    } else {
+        SegmentHeader::untagged(d.opcode, true, Msn(1), 0)
+    }
+}
+
+/// An RDMAP header of the length `d`'s row fixes (zeros), or none.
+fn body_of(d: &OpDesc) -> Vec<u8> {
+    vec![0; d.body.fixed_len().unwrap_or(0)]
+}
+
+/// Some ULP payload where `d`'s row carries it, or none.
+fn payload_of(d: &OpDesc) -> &'static [u8] {
+    if d.body == Body::Payload {
+        b"payload"
+    } else {
+        &[]
+    }
+}
+
+/// Frames `h ‖ body` and feeds only the length field and the DDP header: a check made on the
+/// header terminates here, before any of the body arrives.
+fn feed_header_only(s: &mut Side, h: SegmentHeader, body: &[u8]) {
+    let (b, n) = h.to_bytes();
+    let mut ulpdu = b[..n].to_vec();
+    ulpdu.extend_from_slice(body);
+    let mut out = Vec::new();
+    s.framer.frame_to_vec(&ulpdu, iwarp_wire::mpa::NO_PAYLOAD, &mut out).unwrap();
+    s.qp.receive_copy(&out[..2 + n]);
+}
+
+/// The Terminate for a segment refused on its header: the cause, checked to carry the DDP
+/// header as it arrived (RFC 5040 Figure 10: DDP and remote operation errors copy it), and
+/// that the posted receive was not used.
+fn refused_on_header(s: &mut Side, h: SegmentHeader, body_len: usize) -> TerminateCause {
+    let (cause, body) = s.terminate();
+    let (hb, n) = h.to_bytes();
+    assert_eq!(&body[4..6], &((n + body_len) as u16).to_be_bytes(), "segment length {h:?}");
+    assert_eq!(&body[6..], &hb[..n], "copied header {h:?}");
+    let c = s.completions();
+    assert!(c.iter().all(|c| c.status == iwarp_proto::qp::WcStatus::WrFlush), "{h:?}: {c:?}");
+    cause
+}
+
+const UNEXPECTED: TerminateCause = TerminateCause::RemoteOperation(RemoteOperation::UnexpectedOpcode);
+
+#[test]
+fn an_opcode_on_the_other_buffer_model_is_an_unexpected_opcode() {
+    for d in rdmap::descriptors() {
+        let mut h = header_of(d);
+        h.placement = if d.model.is_tagged() {
+            Placement::Untagged { qn: QueueNumber::SEND, msn: Msn(1), mo: 0 }
+        } else {
+            Placement::Tagged { stag: Stag(0x100), to: TaggedOffset(0) }
+        };
+        let mut s = responder(true);
+        feed_header_only(&mut s, h, &[0; 8]);
+        assert_eq!(refused_on_header(&mut s, h, 8), UNEXPECTED, "{}", d.name);
+    }
+}
+
+#[test]
+fn reserved_opcodes_are_unexpected_on_either_buffer_model() {
+    for code in 0xC..=0xF {
+        let op = Opcode::from(code);
+        assert!(op.descriptor().is_none());
+        for h in [
+            SegmentHeader::untagged(op, true, Msn(1), 0),
+            SegmentHeader::tagged(op, true, Stag(0x100), TaggedOffset(0)),
+        ] {
+            let mut s = responder(true);
+            feed_header_only(&mut s, h, &[0; 4]);
+            assert_eq!(refused_on_header(&mut s, h, 4), UNEXPECTED, "{h:?}");
+        }
+    }
+}
+
+#[test]
+fn an_untagged_opcode_on_another_queue_is_an_invalid_queue_number() {
+    for d in rdmap::descriptors() {
+        let Some(own) = d.model.queue() else { continue };
+        for qn in (0..=4).filter(|&q| q != own.0) {
+            let mut h = header_of(d);
+            h.placement = Placement::Untagged { qn: QueueNumber(qn), msn: Msn(1), mo: 0 };
+            let mut s = responder(true);
+            feed_header_only(&mut s, h, &[0; 8]);
+            let cause = refused_on_header(&mut s, h, 8);
+            assert_eq!(cause, TerminateCause::UntaggedBuffer(UntaggedBuffer::InvalidQn), "{} on {qn}", d.name);
+        }
+    }
+}
+
+#[test]
+fn rfc7306_opcodes_are_unexpected_on_their_header_unless_agreed() {
+    let rows: Vec<_> = rdmap::descriptors().filter(|d| d.rfc7306).collect();
+    assert_eq!(rows.len(), 4);
+    for d in rows {
+        let h = header_of(d);
+        let len = d.body.fixed_len().unwrap();
+        let mut s = responder(false);
+        feed_header_only(&mut s, h, &vec![0; len]);
+        assert_eq!(refused_on_header(&mut s, h, len), UNEXPECTED, "{}", d.name);
+    }
+    // Agreed: the same Immediate Data is delivered.
+    let mut s = responder(true);
+    s.feed(SegmentHeader::untagged(Opcode::ImmediateDataSe, true, Msn(1), 0), &7u64.to_be_bytes(), &[]);
+    let c = s.completions();
+    assert_eq!((c[0].wr_id, c[0].imm_data, c[0].solicited), (1, Some(7), true));
+}
+
+#[test]
+fn a_fixed_size_rdmap_header_of_another_length_is_refused_on_the_ddp_header() {
+    for d in rdmap::descriptors() {
+        let Body::Fixed(len) = d.body else { continue };
+        for n in [len - 1, len + 1] {
+            let h = header_of(d);
+            let mut s = responder(true);
+            feed_header_only(&mut s, h, &vec![0; n]);
+            assert_eq!(refused_on_header(&mut s, h, n), UNSPECIFIED, "{} with {n} bytes", d.name);
+        }
+    }
+    // The Terminate's header is bounded instead.
+    let h = SegmentHeader::untagged(Opcode::Terminate, true, Msn(1), 0);
+    let n = rdmap::MAX_BODY_LEN + 1;
+    let mut s = responder(true);
+    feed_header_only(&mut s, h, &vec![0; n]);
+    assert_eq!(refused_on_header(&mut s, h, n), UNSPECIFIED);
+}
+
+#[test]
+fn every_opcode_that_takes_a_receive_finds_none_posted() {
+    for d in rdmap::descriptors().filter(|d| d.consumes == Consumes::ReceiveWqe) {
+        let mut s = Side::new();
+        s.feed(header_of(d), &body_of(d), payload_of(d));
+        let (cause, _) = s.terminate();
+        assert_eq!(cause, TerminateCause::UntaggedBuffer(UntaggedBuffer::NoBuffer), "{}", d.name);
+    }
+}
+
+#[test]
+fn every_response_with_nothing_outstanding_is_an_unexpected_opcode() {
+    let rows: Vec<_> = rdmap::descriptors().filter(|d| d.direction == Direction::Response).collect();
+    assert_eq!(rows.len(), 2);
+    for d in rows {
+        let mut s = responder(true);
+        s.feed(header_of(d), &body_of(d), payload_of(d));
+        assert_eq!(s.terminate().0, UNEXPECTED, "{}", d.name);
+    }
+}
+
+/// RFC 5041 §5.2: every segment of a tagged message repeats its STag with the TO advancing,
+/// and a Read Response starts at the sink its Read named. One check covers both: a wrong STag
+/// is an invalid STag, a wrong TO a base-or-bounds error, and nothing is placed.
+#[test]
+fn a_tagged_segment_must_carry_the_stag_and_to_its_message_expects() {
+    use iwarp_proto::qp::{Payload, RemoteAddr, SendOp, SendWqe};
+    let invalid_stag = TerminateCause::TaggedBuffer(TaggedBuffer::InvalidStag);
+    let bounds = TerminateCause::TaggedBuffer(TaggedBuffer::BaseOrBounds);
+    // (first segment: STag and TO offsets from the sink; second segment, if any; cause)
+    type Seg = (u32, u64);
+    let cases: [(Seg, Option<Seg>, TerminateCause); 6] = [
+        ((0x100, 0), None, invalid_stag),
+        ((0, 8), None, bounds),
+        ((0, 0), Some((0x100, 8)), invalid_stag),
+        ((0, 0), Some((0, 9)), bounds),
+        // Both wrong: the STag is reported (siw's order: STag, then TO).
+        ((0x100, 8), None, invalid_stag),
+        ((0, 0), Some((0x100, 9)), invalid_stag),
+    ];
+    for (i, (first, second, want)) in cases.into_iter().enumerate() {
+        let mut s = Side::with(link(Startup::Initiator { rtr: None }));
+        let sink = s.mr(64, Access::LOCAL_WRITE);
+        let wr = SendWqe {
+            wr_id: 3,
+            op: SendOp::Read(RemoteAddr { stag: Stag(0x1234_5600), to: 0x9000 }),
+            payload: Payload::Sges(vec![Sge { mr: Arc::clone(&sink), offset: 0, len: 16 }].into()),
+            signaled: true,
+            solicited: false,
+            fence: false,
+        };
+        s.qp.post_send([wr]).unwrap();
+        assert_eq!(s.sent().len(), 1);
+        let at = |(stag_delta, to_delta): Seg, last| {
+            SegmentHeader::tagged(
+                Opcode::ReadResponse,
+                last,
+                Stag(sink.stag().0 ^ stag_delta),
+                TaggedOffset(sink.base() + to_delta),
+            )
+        };
+        s.feed(at(first, second.is_none()), &[], &[0xEE; 8]);
+        if let Some(second) = second {
+            s.feed(at(second, true), &[], &[0xDD; 8]);
+        }
+        assert_eq!(s.terminate().0, want, "case {i}");
+        let placed = if second.is_some() { [0xEE; 8] } else { [0; 8] };
+        assert_eq!(contents(&sink, 0, 16), [placed, [0; 8]].concat(), "case {i}");
+    }
+    // A Write continued under another STag.
+    let mut s = Side::new();
+    let m = s.mr(64, Access::REMOTE_WRITE);
+    s.feed(SegmentHeader::tagged(Opcode::Write, false, m.stag(), TaggedOffset(m.base())), &[], &[1; 8]);
+    s.feed(
+        SegmentHeader::tagged(Opcode::Write, true, Stag(m.stag().0 ^ 0x100), TaggedOffset(m.base() + 8)),
+        &[],
+        &[2; 8],
+    );
+    assert_eq!(s.terminate().0, invalid_stag);
+    assert_eq!(contents(&m, 0, 16), [[1; 8], [0; 8]].concat());
+}
+
+/// RFC 5040 §5.2: a Read Response carries exactly the bytes its Read asked for; one that ends
+/// (L set) short of them is a tagged base-or-bounds error found at its end, and the Read does
+/// not complete successfully.
+#[test]
+fn a_read_response_shorter_than_its_read_is_a_bounds_error() {
+    use iwarp_proto::qp::{Payload, RemoteAddr, SendOp, SendWqe, WcStatus};
+    let mut s = Side::with(link(Startup::Initiator { rtr: None }));
+    let sink = s.mr(64, Access::LOCAL_WRITE);
+    let wr = SendWqe {
+        wr_id: 3,
+        op: SendOp::Read(RemoteAddr { stag: Stag(0x1234_5600), to: 0x9000 }),
+        payload: Payload::Sges(vec![Sge { mr: Arc::clone(&sink), offset: 0, len: 16 }].into()),
+        signaled: true,
+        solicited: false,
+        fence: false,
+    };
+    s.qp.post_send([wr]).unwrap();
+    assert_eq!(s.sent().len(), 1);
+    s.feed(SegmentHeader::tagged(Opcode::ReadResponse, true, sink.stag(), TaggedOffset(sink.base())), &[], &[7; 8]);
+    assert_eq!(s.terminate().0, TerminateCause::TaggedBuffer(TaggedBuffer::BaseOrBounds));
+    let c = s.completions();
+    assert!(c.iter().all(|c| c.wr_id != 3 || c.status != WcStatus::Success), "{c:?}");
+}
+
+/// RFC 6581 §9.2: a Send RTR is a zero-length last Send; one with payload, or not the last
+/// segment of its message, matches no RTR (MPA code 7, no headers).
+#[test]
+fn a_send_rtr_with_payload_or_more_segments_matches_no_rtr() {
+    let rtr = Some(iwarp_wire::mpa::RtrTypes { send: true, write: false, read: false });
+    for (last, payload) in [(true, &b"x"[..]), (false, &[][..])] {
+        let mut s = Side::with(link(Startup::Responder { rtr, send_first: false }));
+        let dst = s.mr(64, Access::LOCAL_WRITE);
+        s.post_recv(1, &dst, 64);
+        s.feed(send(1, 0, last), &[], payload);
+        let (cause, body) = s.terminate();
+        assert_eq!(cause, TerminateCause::Mpa(iwarp_wire::terminate::Mpa::NoMatchingRtr), "L={last}");
+        assert_eq!(body, [0x20, 0x07, 0x00, 0x00]);
+    }
+}

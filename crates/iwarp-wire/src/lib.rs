@@ -8,7 +8,8 @@
 //!   that tells its caller what the next bytes of the stream are so payload can be read straight
 //!   into its destination.
 //! - [`ddp`]: DDP (RFC 5041) tagged and untagged segment headers.
-//! - [`rdmap`]: RDMAP (RFC 5040, RFC 7306) opcodes, the validated segment header, Read Request,
+//! - [`rdmap`]: RDMAP (RFC 5040, RFC 7306): the opcode table ([`rdmap::OPCODES`]) that header
+//!   validation, the engine and the tools read, the validated segment header, Read Request,
 //!   Atomic Request/Response and Immediate Data bodies.
 //! - [`terminate`]: the Terminate message and every error code point, with the Linux siw bit
 //!   layout recognised on receive.
@@ -40,5 +41,5 @@ pub mod terminate;
 pub use ddp::{Msn, Placement, QueueNumber, Stag, TaggedOffset};
 pub use error::Error;
 pub use payload::PayloadSource;
-pub use rdmap::{Opcode, SegmentHeader};
+pub use rdmap::{OpDesc, Opcode, Routed, SegmentHeader};
 pub use terminate::TerminateCause;

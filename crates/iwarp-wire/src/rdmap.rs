@@ -1,10 +1,22 @@
-//! RDMAP messages (RFC 5040 §4, RFC 7306 §4–5).
+//! RDMAP messages (RFC 5040 §4, RFC 7306 §4–5) and the opcode table.
 //!
 //! RDMAP rides in DDP's reserved-for-ULP bytes: its control byte (version, opcode) is DDP's first
 //! RsvdULP byte and, on untagged segments, the next four bytes carry the Invalidate STag.
 //! [`SegmentHeader`] is a validated DDP + RDMAP header; the fixed-size message bodies that follow
 //! some of them ([`ReadRequest`], [`AtomicRequest`], [`AtomicResponse`], Immediate Data, and the
 //! Terminate in [`crate::terminate`]) have their own codecs here.
+//!
+//! **The opcode table.** [`OPCODES`] has one row ([`OpDesc`]) per opcode, indexed by the 4-bit
+//! opcode field: name, buffer model and untagged queue number with the receive handler
+//! ([`Model`]), what follows the DDP header ([`Body`]), whether it is an RFC 7306 opcode, carries
+//! an Invalidate STag or a Solicited Event, what it consumes at the receiver ([`Consumes`]) and
+//! which way it flows ([`Direction`]). It follows RFC 5040 §4.1 (opcodes and the Invalidate
+//! STag), Figure 4 (buffer model and queue of each message), §4.4 and §4.8 (the Read Request and
+//! Terminate headers) and §5 (what each message does at its receiver), RFC 5041 §4–5 (buffer
+//! models, queue numbers), and RFC 7306 §4.2 (Immediate Data), §5.2 (Atomic Request and Response)
+//! and §9.1 (the opcodes it assigns). Header validation ([`SegmentHeader::parse_routed`]), the
+//! predicates on [`Opcode`], the engine's receive dispatch and transmit framing and `iwdump` all
+//! read it, so a new opcode is a new row (and a receive handler).
 
 use crate::ddp::{self, be32, be64, flags, Msn, Placement, QueueNumber, Segment, Stag, TaggedOffset};
 use crate::Error;
@@ -55,58 +67,329 @@ enum_with_unknown! {
 }
 
 impl Opcode {
+    /// This opcode's row of [`OPCODES`]: `None` for the reserved opcodes (0xC to 0xF) and for any
+    /// value that does not fit the 4-bit field.
+    #[inline]
+    pub fn descriptor(self) -> Option<&'static OpDesc> {
+        descriptor_of(u8::from(self))
+    }
+
     /// The buffer model this opcode must use: `Some(true)` tagged, `Some(false)` untagged, `None`
-    /// for a reserved opcode.
+    /// for a reserved opcode. Read from [`OPCODES`].
     pub fn tagged(self) -> Option<bool> {
-        match self {
-            Opcode::Write | Opcode::ReadResponse => Some(true),
-            Opcode::Unknown(_) => None,
-            _ => Some(false),
-        }
+        self.descriptor().map(|d| d.model.is_tagged())
     }
 
-    /// The untagged queue this opcode travels on (`None` for tagged or reserved opcodes).
+    /// The untagged queue this opcode travels on (`None` for tagged or reserved opcodes). Read
+    /// from [`OPCODES`].
     pub fn queue(self) -> Option<QueueNumber> {
-        match self {
-            Opcode::Send
-            | Opcode::SendInvalidate
-            | Opcode::SendSe
-            | Opcode::SendSeInvalidate
-            | Opcode::ImmediateData
-            | Opcode::ImmediateDataSe => Some(QueueNumber::SEND),
-            Opcode::ReadRequest | Opcode::AtomicRequest => Some(QueueNumber::READ_REQUEST),
-            Opcode::Terminate => Some(QueueNumber::TERMINATE),
-            Opcode::AtomicResponse => Some(QueueNumber::ATOMIC_RESPONSE),
-            Opcode::Write | Opcode::ReadResponse | Opcode::Unknown(_) => None,
-        }
+        self.descriptor().and_then(|d| d.model.queue())
     }
 
-    /// `true` for the RFC 7306 extensions (opcodes 8 to 11).
+    /// `true` for the RFC 7306 extensions (opcodes 8 to 11). Read from [`OPCODES`].
     pub fn is_rfc7306(self) -> bool {
-        matches!(self, Opcode::ImmediateData | Opcode::ImmediateDataSe | Opcode::AtomicRequest | Opcode::AtomicResponse)
+        self.descriptor().is_some_and(|d| d.rfc7306)
     }
 
-    /// `true` for Send and Immediate Data with the Solicited Event bit.
+    /// `true` for Send and Immediate Data with the Solicited Event bit. Read from [`OPCODES`].
     pub fn solicited(self) -> bool {
-        matches!(self, Opcode::SendSe | Opcode::SendSeInvalidate | Opcode::ImmediateDataSe)
+        self.descriptor().is_some_and(|d| d.solicited)
     }
 
-    /// `true` for the two Send-with-Invalidate opcodes.
+    /// `true` for the two Send-with-Invalidate opcodes. Read from [`OPCODES`].
     pub fn invalidates(self) -> bool {
-        matches!(self, Opcode::SendInvalidate | Opcode::SendSeInvalidate)
+        self.descriptor().is_some_and(|d| d.invalidates)
     }
 
-    /// The exact body length RFC 5040/7306 fix for this opcode, for those with a fixed one.
+    /// The exact body length RFC 5040/7306 fix for this opcode, for those with a fixed one. Read
+    /// from [`OPCODES`].
     pub fn fixed_body_len(self) -> Option<usize> {
-        match self {
-            Opcode::ReadRequest => Some(READ_REQUEST_LEN),
-            Opcode::AtomicRequest => Some(ATOMIC_REQUEST_LEN),
-            Opcode::AtomicResponse => Some(ATOMIC_RESPONSE_LEN),
-            Opcode::ImmediateData | Opcode::ImmediateDataSe => Some(IMMEDIATE_DATA_LEN),
-            _ => None,
+        self.descriptor().and_then(|d| d.body.fixed_len())
+    }
+}
+
+/// The row of [`OPCODES`] for the 4-bit opcode `code`; `None` for a reserved opcode or a value
+/// wider than 4 bits. A bounds-checked lookup: no input makes it panic.
+#[inline]
+pub fn descriptor_of(code: u8) -> Option<&'static OpDesc> {
+    OPCODES.get(usize::from(code)).and_then(Option::as_ref)
+}
+
+/// Every assigned opcode's row, in opcode order.
+pub fn descriptors() -> impl Iterator<Item = &'static OpDesc> {
+    OPCODES.iter().flatten()
+}
+
+/// What an opcode is, as RFC 5040 §4 and RFC 7306 define it: one row of [`OPCODES`].
+///
+/// The receive path, the transmit path and `iwdump` read these rows instead of matching on
+/// opcodes, so that adding an opcode is adding a row (and, when it needs one, a receive handler:
+/// [`TaggedKind`] and [`UntaggedKind`] are matched exhaustively by the engine).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct OpDesc {
+    /// The opcode this row describes (its index in [`OPCODES`]).
+    pub opcode: Opcode,
+    /// A short name, the same as the opcode's `Debug` form ("ReadRequest").
+    pub name: &'static str,
+    /// Tagged or untagged, the untagged queue, and the receive handler.
+    pub model: Model,
+    /// What follows the DDP header: ULP payload, or an RDMAP header of a fixed or bounded length.
+    pub body: Body,
+    /// Defined by RFC 7306 (used only when both ends agreed to it).
+    pub rfc7306: bool,
+    /// Carries an STag to invalidate in the untagged header's Invalidate STag field.
+    pub invalidates: bool,
+    /// Asks for a Solicited Event at the receiver.
+    pub solicited: bool,
+    /// The resource a message of this opcode takes at its receiver.
+    pub consumes: Consumes,
+    /// Request, response, or either (Terminate).
+    pub direction: Direction,
+}
+
+impl OpDesc {
+    /// Length of the DDP header a segment of this opcode carries (14 tagged, 18 untagged).
+    pub const fn ddp_header_len(&self) -> usize {
+        match self.model {
+            Model::Tagged(_) => ddp::TAGGED_HEADER_LEN,
+            Model::Untagged(..) => ddp::UNTAGGED_HEADER_LEN,
         }
     }
 }
+
+/// The DDP buffer model of an opcode (RFC 5041 §4), with the receive handler its segments go to.
+///
+/// The handler kinds are not `#[non_exhaustive]`: a receiver matches them exhaustively, so a new
+/// kind does not compile until it has a handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Model {
+    /// Tagged buffer model: placed at the STag and Tagged Offset the segment names.
+    Tagged(TaggedKind),
+    /// Untagged buffer model on this queue.
+    Untagged(QueueNumber, UntaggedKind),
+}
+
+impl Model {
+    /// `true` for the tagged model.
+    pub const fn is_tagged(self) -> bool {
+        matches!(self, Model::Tagged(_))
+    }
+
+    /// The untagged queue (`None` when tagged).
+    pub const fn queue(self) -> Option<QueueNumber> {
+        match self {
+            Model::Tagged(_) => None,
+            Model::Untagged(qn, _) => Some(qn),
+        }
+    }
+}
+
+/// The receive handlers of tagged opcodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TaggedKind {
+    /// RDMA Write: placed into a buffer the peer advertised.
+    Write,
+    /// RDMA Read Response: placed into the sink of the oldest outstanding Read.
+    ReadResponse,
+}
+
+/// The receive handlers of untagged opcodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UntaggedKind {
+    /// The Send family: ULP payload into a posted receive.
+    Send,
+    /// RFC 7306 Immediate Data (with or without SE): 8 bytes for a posted receive's completion.
+    Immediate,
+    /// RDMA Read Request: served from local memory by a Read Response.
+    ReadRequest,
+    /// RFC 7306 Atomic Request: executed on local memory, answered by an Atomic Response.
+    AtomicRequest,
+    /// RFC 7306 Atomic Response: completes the oldest outstanding atomic.
+    AtomicResponse,
+    /// Terminate: the peer's error report.
+    Terminate,
+}
+
+/// What follows the DDP header of an opcode's segments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Body {
+    /// No RDMAP header: everything after the DDP header is ULP payload, in any number of segments.
+    Payload,
+    /// An RDMAP header of exactly this many bytes and nothing else: the message is one segment
+    /// (its last, at message offset 0).
+    Fixed(usize),
+    /// An RDMAP header of at most this many bytes, whose own fields say how long it is, and
+    /// nothing else: the message is one segment (its last, at message offset 0).
+    UpTo(usize),
+}
+
+impl Body {
+    /// The exact length of a fixed-size RDMAP header.
+    pub const fn fixed_len(self) -> Option<usize> {
+        match self {
+            Body::Fixed(n) => Some(n),
+            Body::Payload | Body::UpTo(_) => None,
+        }
+    }
+
+    /// The longest RDMAP header this body allows (0 for ULP payload).
+    pub const fn max_header_len(self) -> usize {
+        match self {
+            Body::Payload => 0,
+            Body::Fixed(n) | Body::UpTo(n) => n,
+        }
+    }
+
+    /// Whether a segment with the L flag `last`, message offset `mo` and `len` bytes after its
+    /// DDP header has the shape this body requires: anything for ULP payload; otherwise the
+    /// whole message in that one segment, of an allowed length.
+    pub const fn fits(self, last: bool, mo: u32, len: usize) -> bool {
+        match self {
+            Body::Payload => true,
+            Body::Fixed(n) => last && mo == 0 && len == n,
+            Body::UpTo(max) => last && mo == 0 && len <= max,
+        }
+    }
+}
+
+/// The resource a message takes at its receiver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Consumes {
+    /// Nothing: placed into a buffer the receiver advertised (RDMA Write).
+    Nothing,
+    /// A posted receive (a queue 0 buffer), completed when the message is delivered.
+    ReceiveWqe,
+    /// An inbound request slot (a queue 1 buffer, bounded by the IRD the receiver announced).
+    InboundRequest,
+    /// The oldest outstanding Read or atomic the receiver issued (bounded by its ORD).
+    OutstandingRequest,
+    /// A Terminate buffer (queue 2): the stream ends.
+    TerminateBuffer,
+}
+
+/// Which way a message flows relative to the operation it belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// From the side that starts the operation to its target.
+    Request,
+    /// Back from the target, answering the oldest outstanding request.
+    Response,
+    /// From whichever side detects an error (Terminate).
+    Either,
+}
+
+/// The rows, `const` so that both [`OPCODES`] and the compile-time bounds below read them.
+mod table {
+    use super::{Body, Consumes, Direction, Model, OpDesc, Opcode, TaggedKind as T, UntaggedKind as U};
+    use super::{ATOMIC_REQUEST_LEN, ATOMIC_RESPONSE_LEN, IMMEDIATE_DATA_LEN, READ_REQUEST_LEN};
+    use crate::ddp::QueueNumber;
+    use crate::terminate::MAX_BODY_LEN as TERMINATE_MAX;
+    use Body::{Fixed, Payload, UpTo};
+    use Consumes::{InboundRequest, Nothing, OutstandingRequest, ReceiveWqe, TerminateBuffer};
+    use Direction::{Either, Request, Response};
+    use Model::{Tagged, Untagged};
+
+    /// One row: the flags are (RFC 7306, carries an Invalidate STag, Solicited Event).
+    const fn row(
+        opcode: Opcode,
+        name: &'static str,
+        model: Model,
+        body: Body,
+        (rfc7306, invalidates, solicited): (bool, bool, bool),
+        consumes: Consumes,
+        direction: Direction,
+    ) -> Option<OpDesc> {
+        Some(OpDesc { opcode, name, model, body, rfc7306, invalidates, solicited, consumes, direction })
+    }
+
+    const PLAIN: (bool, bool, bool) = (false, false, false);
+    const INV: (bool, bool, bool) = (false, true, false);
+    const SE: (bool, bool, bool) = (false, false, true);
+    const SE_INV: (bool, bool, bool) = (false, true, true);
+    const EXT: (bool, bool, bool) = (true, false, false);
+    const EXT_SE: (bool, bool, bool) = (true, false, true);
+
+    // RFC 5040 Figure 4: queue 0 Sends, 1 Read Requests, 2 Terminates; RFC 7306 adds queue 3
+    // (Atomic Responses) and puts Immediate Data on queue 0, Atomic Requests on queue 1.
+    const Q0: QueueNumber = QueueNumber::SEND;
+    const Q1: QueueNumber = QueueNumber::READ_REQUEST;
+    const Q2: QueueNumber = QueueNumber::TERMINATE;
+    const Q3: QueueNumber = QueueNumber::ATOMIC_RESPONSE;
+
+    #[rustfmt::skip]
+    pub(super) const TABLE: [Option<OpDesc>; 16] = [
+        // RFC 5040 §4.1, §5.1: RDMA Write is tagged and placed without taking a buffer at its sink.
+        row(Opcode::Write,            "Write",            Tagged(T::Write),                Payload,                   PLAIN,  Nothing,            Request),
+        // RFC 5040 §4.4, §5.2: RDMA Read Request, queue 1, the 28-byte Read Request header; takes an IRD slot.
+        row(Opcode::ReadRequest,      "ReadRequest",      Untagged(Q1, U::ReadRequest),    Fixed(READ_REQUEST_LEN),   PLAIN,  InboundRequest,     Request),
+        // RFC 5040 §5.2: RDMA Read Response, tagged, into the sink its Read Request named.
+        row(Opcode::ReadResponse,     "ReadResponse",     Tagged(T::ReadResponse),         Payload,                   PLAIN,  OutstandingRequest, Response),
+        // RFC 5040 §5.3: Send, queue 0, delivered into a posted receive.
+        row(Opcode::Send,             "Send",             Untagged(Q0, U::Send),           Payload,                   PLAIN,  ReceiveWqe,         Request),
+        // RFC 5040 §4.1, §5.3: Send with Invalidate carries the STag in the Invalidate STag field.
+        row(Opcode::SendInvalidate,   "SendInvalidate",   Untagged(Q0, U::Send),           Payload,                   INV,    ReceiveWqe,         Request),
+        // RFC 5040 §5.3: Send with Solicited Event.
+        row(Opcode::SendSe,           "SendSe",           Untagged(Q0, U::Send),           Payload,                   SE,     ReceiveWqe,         Request),
+        // RFC 5040 §4.1, §5.3: Send with Solicited Event and Invalidate.
+        row(Opcode::SendSeInvalidate, "SendSeInvalidate", Untagged(Q0, U::Send),           Payload,                   SE_INV, ReceiveWqe,         Request),
+        // RFC 5040 §4.8: Terminate, queue 2, a Terminate header whose M/D/R bits say how long it is.
+        row(Opcode::Terminate,        "Terminate",        Untagged(Q2, U::Terminate),      UpTo(TERMINATE_MAX),       PLAIN,  TerminateBuffer,    Either),
+        // RFC 7306 §4.2: Immediate Data, queue 0 (the Send MSN space), exactly 8 bytes, takes a posted receive.
+        row(Opcode::ImmediateData,    "ImmediateData",    Untagged(Q0, U::Immediate),      Fixed(IMMEDIATE_DATA_LEN), EXT,    ReceiveWqe,         Request),
+        // RFC 7306 §4.2: Immediate Data with Solicited Event.
+        row(Opcode::ImmediateDataSe,  "ImmediateDataSe",  Untagged(Q0, U::Immediate),      Fixed(IMMEDIATE_DATA_LEN), EXT_SE, ReceiveWqe,         Request),
+        // RFC 7306 §5.2.1: Atomic Request, queue 1 (shared with Read Requests and IRD), 52 bytes.
+        row(Opcode::AtomicRequest,    "AtomicRequest",    Untagged(Q1, U::AtomicRequest),  Fixed(ATOMIC_REQUEST_LEN), EXT,    InboundRequest,     Request),
+        // RFC 7306 §5.2.2: Atomic Response, queue 3, 12 bytes (the figure's fields).
+        row(Opcode::AtomicResponse,   "AtomicResponse",   Untagged(Q3, U::AtomicResponse), Fixed(ATOMIC_RESPONSE_LEN), EXT,   OutstandingRequest, Response),
+        // RFC 5040 §4.1, RFC 7306 §9.1: 1100b to 1111b are reserved.
+        None,
+        None,
+        None,
+        None,
+    ];
+}
+
+/// The opcode table: row `i` describes opcode `i` (RFC 5040 §4.1 and §5, RFC 7306 §4, §5 and
+/// §9.1), `None` where the opcode is reserved. Indexed by the 4-bit opcode field, so a lookup is
+/// one bounds-checked array access ([`descriptor_of`]).
+pub static OPCODES: [Option<OpDesc>; 16] = table::TABLE;
+
+/// The longest fixed-size RDMAP header of any opcode (the Atomic Request's), computed from the
+/// table: a buffer this long holds the header of every message that has one of fixed size.
+pub const MAX_FIXED_BODY_LEN: usize = {
+    let mut max = 0;
+    let mut i = 0;
+    while i < table::TABLE.len() {
+        if let Some(d) = &table::TABLE[i] {
+            if let Some(n) = d.body.fixed_len() {
+                if n > max {
+                    max = n;
+                }
+            }
+        }
+        i += 1;
+    }
+    max
+};
+
+/// The longest RDMAP header of any opcode, fixed-size or bounded (the Terminate's or the Atomic
+/// Request's), computed from the table.
+pub const MAX_BODY_LEN: usize = {
+    let mut max = 0;
+    let mut i = 0;
+    while i < table::TABLE.len() {
+        if let Some(d) = &table::TABLE[i] {
+            let n = d.body.max_header_len();
+            if n > max {
+                max = n;
+            }
+        }
+        i += 1;
+    }
+    max
+};
 
 /// The DDP and RDMAP header of one segment, validated: the header fields that say what a segment
 /// is and where its payload goes.
@@ -141,13 +424,28 @@ impl SegmentHeader {
 
     /// Parses and validates a DDP header (14 or 18 bytes; longer input is ignored past the header).
     ///
-    /// Checks, in order: DDP version (RFC 5041 §7.2), RDMAP version (RFC 5040 §7.2), opcode
-    /// assigned and of the right buffer model (RFC 5040 §7.2 "unexpected opcode"), and for
-    /// untagged segments the queue number the opcode uses (RFC 5041 §7.2 "invalid QN").
+    /// The same checks as [`parse_routed`](Self::parse_routed), which also returns the opcode's
+    /// row of [`OPCODES`] and where the segment goes.
     ///
     /// # Errors
     /// The first violation found, as an [`Error`] that knows its Terminate cause.
     pub fn parse(bytes: &[u8]) -> Result<Self, Error> {
+        Self::parse_routed(bytes).map(|r| r.header())
+    }
+
+    /// Parses and validates a DDP header against the opcode table, and says where the segment
+    /// goes: the one check of an incoming header's opcode, buffer model and queue.
+    ///
+    /// Checks, in order: DDP version (RFC 5041 §7.2), RDMAP version (RFC 5040 §7.2), opcode
+    /// assigned and of the right buffer model (RFC 5040 §7.2 "unexpected opcode"), and for
+    /// untagged segments the queue number the opcode uses (RFC 5041 §7.2 "invalid QN"). Whether
+    /// an RFC 7306 opcode is allowed depends on the connection and is the receiver's check
+    /// ([`OpDesc::rfc7306`]).
+    ///
+    /// # Errors
+    /// The first violation found, as an [`Error`] that knows its Terminate cause.
+    #[inline]
+    pub fn parse_routed(bytes: &[u8]) -> Result<Routed, Error> {
         let seg = Segment::new_checked(bytes)?;
         let tagged = seg.tagged();
         // RFC 5041 §5.1: DV "MUST be set to 01b"; a mismatch is an invalid DDP version (§7.2).
@@ -160,24 +458,31 @@ impl SegmentHeader {
         if rv != VERSION {
             return Err(Error::RdmapVersion(rv));
         }
-        let opcode = Opcode::from(ctrl & OPCODE_MASK);
-        // RFC 5040 §7.2: reserved opcodes and opcodes on the wrong buffer model are unexpected.
-        if opcode.tagged() != Some(tagged) {
+        let code = ctrl & OPCODE_MASK;
+        let opcode = Opcode::from(code);
+        // RFC 5040 §7.2: a reserved opcode is an unexpected opcode.
+        let Some(desc) = descriptor_of(code) else {
             return Err(Error::UnexpectedOpcode { opcode, tagged });
-        }
-        let placement = seg.placement();
-        let mut inval_stag = Stag(0);
-        if let Placement::Untagged { qn, .. } = placement {
-            // RFC 5040 Figure 4 fixes each untagged opcode's queue; RFC 5041 §7.2: invalid QN.
-            if opcode.queue() != Some(qn) {
-                return Err(Error::InvalidQueueNumber { qn: qn.0, opcode });
+        };
+        let (route, inval_stag) = match (desc.model, seg.placement()) {
+            (Model::Tagged(kind), Placement::Tagged { stag, to }) => {
+                (Route::Tagged(TaggedRoute { kind, stag, to }), Stag(0))
             }
-            // RFC 5040 §4.1: the Invalidate STag is only valid on Send with Invalidate; ignored otherwise.
-            if opcode.invalidates() {
-                inval_stag = Stag(seg.rsvd_ulp_ext());
+            (Model::Untagged(queue, kind), Placement::Untagged { qn, msn, mo }) => {
+                // RFC 5040 §4.1 (Figure 4) fixes each untagged opcode's queue; RFC 5041 §7.2: invalid QN.
+                if qn != queue {
+                    return Err(Error::InvalidQueueNumber { qn: qn.0, opcode });
+                }
+                // RFC 5040 §4.1: the Invalidate STag is only valid on Send with Invalidate; ignored otherwise.
+                let inval = if desc.invalidates { Stag(seg.rsvd_ulp_ext()) } else { Stag(0) };
+                (Route::Untagged(UntaggedRoute { kind, qn, msn, mo }), inval)
             }
-        }
-        Ok(SegmentHeader { opcode, last: seg.last(), placement, inval_stag })
+            // RFC 5040 §7.2: an opcode on the other buffer model than its own is unexpected.
+            (Model::Tagged(_), Placement::Untagged { .. }) | (Model::Untagged(..), Placement::Tagged { .. }) => {
+                return Err(Error::UnexpectedOpcode { opcode, tagged });
+            }
+        };
+        Ok(Routed { desc, route, last: seg.last(), inval_stag })
     }
 
     /// Writes the DDP header into the first [`header_len`](Self::header_len) bytes of `out`.
@@ -216,6 +521,66 @@ impl SegmentHeader {
     }
 }
 
+/// A header that passed [`SegmentHeader::parse_routed`]: its opcode's row of [`OPCODES`] and
+/// where its payload goes under that row's buffer model, with the rest of the header. The route
+/// carries the row's handler kind with the placement fields of the model the row names, so a
+/// receiver that dispatches on it needs no arm for an opcode on the wrong model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Routed {
+    /// The opcode's row of the table (its `opcode` is the header's).
+    pub desc: &'static OpDesc,
+    /// The handler and placement.
+    pub route: Route,
+    /// DDP L flag: the last segment of its message.
+    pub last: bool,
+    /// The Invalidate STag (Send with Invalidate); zero otherwise.
+    pub inval_stag: Stag,
+}
+
+impl Routed {
+    /// The header as a [`SegmentHeader`].
+    pub fn header(&self) -> SegmentHeader {
+        let placement = match self.route {
+            Route::Tagged(t) => Placement::Tagged { stag: t.stag, to: t.to },
+            Route::Untagged(u) => Placement::Untagged { qn: u.qn, msn: u.msn, mo: u.mo },
+        };
+        SegmentHeader { opcode: self.desc.opcode, last: self.last, placement, inval_stag: self.inval_stag }
+    }
+}
+
+/// Where a validated segment goes: its handler kind and the placement fields of its model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Route {
+    /// A tagged opcode on a tagged segment.
+    Tagged(TaggedRoute),
+    /// An untagged opcode on an untagged segment of its own queue.
+    Untagged(UntaggedRoute),
+}
+
+/// A tagged segment's handler and placement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TaggedRoute {
+    /// The handler.
+    pub kind: TaggedKind,
+    /// The sink's STag.
+    pub stag: Stag,
+    /// Offset of the first payload byte.
+    pub to: TaggedOffset,
+}
+
+/// An untagged segment's handler and placement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UntaggedRoute {
+    /// The handler.
+    pub kind: UntaggedKind,
+    /// The queue (the one the opcode's row names).
+    pub qn: QueueNumber,
+    /// The message on that queue.
+    pub msn: Msn,
+    /// Offset of the first payload byte within the message.
+    pub mo: u32,
+}
+
 /// The RDMA Read Request header (RFC 5040 §4.4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct ReadRequest {
@@ -237,16 +602,21 @@ impl ReadRequest {
     /// # Errors
     /// [`Error::BadMessageLength`] if `body` is not 28 bytes.
     pub fn parse(body: &[u8]) -> Result<Self, Error> {
-        if body.len() != READ_REQUEST_LEN {
+        let Ok(b) = <&[u8; READ_REQUEST_LEN]>::try_from(body) else {
             return Err(Error::BadMessageLength { what: "RDMA Read Request", len: body.len() });
-        }
-        Ok(ReadRequest {
+        };
+        Ok(ReadRequest::from_bytes(b))
+    }
+
+    /// Reads the 28-byte header; it cannot fail: every field is in range of the array.
+    pub fn from_bytes(body: &[u8; READ_REQUEST_LEN]) -> Self {
+        ReadRequest {
             sink_stag: Stag(be32(&body[0..4])),
             sink_to: TaggedOffset(be64(&body[4..12])),
             size: be32(&body[12..16]),
             src_stag: Stag(be32(&body[16..20])),
             src_to: TaggedOffset(be64(&body[20..28])),
-        })
+        }
     }
 
     /// The 28 wire bytes.
@@ -326,10 +696,15 @@ impl AtomicRequest {
     /// # Errors
     /// [`Error::BadMessageLength`] if `body` is not 52 bytes.
     pub fn parse(body: &[u8]) -> Result<Self, Error> {
-        if body.len() != ATOMIC_REQUEST_LEN {
+        let Ok(b) = <&[u8; ATOMIC_REQUEST_LEN]>::try_from(body) else {
             return Err(Error::BadMessageLength { what: "Atomic Request", len: body.len() });
-        }
-        Ok(AtomicRequest {
+        };
+        Ok(AtomicRequest::from_bytes(b))
+    }
+
+    /// Reads the 52-byte header; it cannot fail: every field is in range of the array.
+    pub fn from_bytes(body: &[u8; ATOMIC_REQUEST_LEN]) -> Self {
+        AtomicRequest {
             opcode: AtomicOpcode::from((be32(&body[0..4]) & 0xF) as u8),
             request_id: be32(&body[4..8]),
             stag: Stag(be32(&body[8..12])),
@@ -338,7 +713,7 @@ impl AtomicRequest {
             add_or_swap_mask: be64(&body[28..36]),
             compare: be64(&body[36..44]),
             compare_mask: be64(&body[44..52]),
-        })
+        }
     }
 
     /// The 52 wire bytes.
@@ -411,10 +786,15 @@ impl AtomicResponse {
     /// # Errors
     /// [`Error::BadMessageLength`] if `body` is not 12 bytes.
     pub fn parse(body: &[u8]) -> Result<Self, Error> {
-        if body.len() != ATOMIC_RESPONSE_LEN {
+        let Ok(b) = <&[u8; ATOMIC_RESPONSE_LEN]>::try_from(body) else {
             return Err(Error::BadMessageLength { what: "Atomic Response", len: body.len() });
-        }
-        Ok(AtomicResponse { request_id: be32(&body[0..4]), original: be64(&body[4..12]) })
+        };
+        Ok(AtomicResponse::from_bytes(b))
+    }
+
+    /// Reads the 12-byte header; it cannot fail: every field is in range of the array.
+    pub fn from_bytes(body: &[u8; ATOMIC_RESPONSE_LEN]) -> Self {
+        AtomicResponse { request_id: be32(&body[0..4]), original: be64(&body[4..12]) }
     }
 
     /// The 12 wire bytes.
@@ -431,10 +811,10 @@ impl AtomicResponse {
 /// # Errors
 /// [`Error::BadMessageLength`] if `body` is not 8 bytes.
 pub fn parse_immediate(body: &[u8]) -> Result<u64, Error> {
-    if body.len() != IMMEDIATE_DATA_LEN {
-        return Err(Error::BadMessageLength { what: "Immediate Data", len: body.len() });
+    match <[u8; IMMEDIATE_DATA_LEN]>::try_from(body) {
+        Ok(b) => Ok(u64::from_be_bytes(b)),
+        Err(_) => Err(Error::BadMessageLength { what: "Immediate Data", len: body.len() }),
     }
-    Ok(be64(body))
 }
 
 #[cfg(test)]
@@ -500,6 +880,153 @@ mod tests {
         );
 
         assert!(matches!(SegmentHeader::parse(&send[..10]), Err(Error::Truncated { .. })));
+    }
+
+    /// The table written out independently of it, from RFC 5040 §4.1/Figure 4 and RFC 7306:
+    /// (code, tagged, queue, fixed header, 7306, invalidates, solicited, consumes, direction).
+    #[allow(clippy::type_complexity)]
+    const EXPECTED: [(u8, bool, Option<u32>, Option<usize>, bool, bool, bool, Consumes, Direction); 12] = [
+        (0x0, true, None, None, false, false, false, Consumes::Nothing, Direction::Request),
+        (0x1, false, Some(1), Some(28), false, false, false, Consumes::InboundRequest, Direction::Request),
+        (0x2, true, None, None, false, false, false, Consumes::OutstandingRequest, Direction::Response),
+        (0x3, false, Some(0), None, false, false, false, Consumes::ReceiveWqe, Direction::Request),
+        (0x4, false, Some(0), None, false, true, false, Consumes::ReceiveWqe, Direction::Request),
+        (0x5, false, Some(0), None, false, false, true, Consumes::ReceiveWqe, Direction::Request),
+        (0x6, false, Some(0), None, false, true, true, Consumes::ReceiveWqe, Direction::Request),
+        (0x7, false, Some(2), None, false, false, false, Consumes::TerminateBuffer, Direction::Either),
+        (0x8, false, Some(0), Some(8), true, false, false, Consumes::ReceiveWqe, Direction::Request),
+        (0x9, false, Some(0), Some(8), true, false, true, Consumes::ReceiveWqe, Direction::Request),
+        (0xA, false, Some(1), Some(52), true, false, false, Consumes::InboundRequest, Direction::Request),
+        (0xB, false, Some(3), Some(12), true, false, false, Consumes::OutstandingRequest, Direction::Response),
+    ];
+
+    #[test]
+    fn opcode_table_rows_are_the_rfc_definitions() {
+        for (code, tagged, qn, fixed, ext, inv, se, consumes, direction) in EXPECTED {
+            let d = descriptor_of(code).unwrap();
+            assert_eq!(u8::from(d.opcode), code);
+            assert_eq!(d.name, format!("{:?}", d.opcode), "the name is the Debug form");
+            assert_eq!(d.model.is_tagged(), tagged, "{}", d.name);
+            assert_eq!(d.model.queue().map(|q| q.0), qn, "{}", d.name);
+            assert_eq!(d.body.fixed_len(), fixed, "{}", d.name);
+            assert_eq!((d.rfc7306, d.invalidates, d.solicited), (ext, inv, se), "{}", d.name);
+            assert_eq!((d.consumes, d.direction), (consumes, direction), "{}", d.name);
+            assert_eq!(d.ddp_header_len(), if tagged { 14 } else { 18 });
+        }
+        // Only the Terminate has a bounded header; the rest carry ULP payload.
+        assert_eq!(Opcode::Terminate.descriptor().unwrap().body, Body::UpTo(crate::terminate::MAX_BODY_LEN));
+        for d in descriptors().filter(|d| d.body.fixed_len().is_none() && d.opcode != Opcode::Terminate) {
+            assert_eq!(d.body, Body::Payload, "{}", d.name);
+        }
+        assert_eq!(descriptors().count(), EXPECTED.len());
+        assert_eq!((MAX_FIXED_BODY_LEN, MAX_BODY_LEN), (ATOMIC_REQUEST_LEN, crate::terminate::MAX_BODY_LEN));
+    }
+
+    #[test]
+    fn every_assigned_opcode_has_a_row_and_no_other_value_does() {
+        for v in 0..=u8::MAX {
+            let op = Opcode::from(v);
+            assert_eq!(op.descriptor().is_some(), op.is_known(), "{v:#x}");
+            assert_eq!(descriptor_of(v).is_some(), v < 0xC, "{v:#x}");
+        }
+        // An Unknown carrying a value wider than the field has no row either.
+        assert_eq!(Opcode::Unknown(0x13).descriptor(), None);
+    }
+
+    #[test]
+    fn body_shapes_admit_only_one_whole_segment_of_their_length() {
+        assert!(Body::Payload.fits(false, 12, 0));
+        assert!(Body::Fixed(8).fits(true, 0, 8));
+        for (last, mo, len) in [(false, 0, 8), (true, 1, 8), (true, 0, 7), (true, 0, 9)] {
+            assert!(!Body::Fixed(8).fits(last, mo, len), "{last} {mo} {len}");
+        }
+        assert!(Body::UpTo(52).fits(true, 0, 0) && Body::UpTo(52).fits(true, 0, 52));
+        assert!(!Body::UpTo(52).fits(true, 0, 53) && !Body::UpTo(52).fits(false, 0, 4));
+        assert!(!Body::UpTo(52).fits(true, 4, 4));
+    }
+
+    /// A header for `d` on its own model and queue.
+    fn header_for(d: &OpDesc) -> SegmentHeader {
+        if d.model.is_tagged() {
+            SegmentHeader::tagged(d.opcode, true, Stag(0x100), TaggedOffset(0x2000))
+        } else {
+            SegmentHeader::untagged(d.opcode, true, Msn(3), 0)
+        }
+    }
+
+    #[test]
+    fn every_row_routes_its_own_segments_to_its_handler() {
+        for d in descriptors() {
+            let h = header_for(d);
+            let r = SegmentHeader::parse_routed(&h.to_bytes().0[..h.header_len()]).unwrap();
+            assert_eq!((r.header(), r.desc), (h, d));
+            let want = match (d.model, h.placement) {
+                (Model::Tagged(kind), Placement::Tagged { stag, to }) => Route::Tagged(TaggedRoute { kind, stag, to }),
+                (Model::Untagged(_, kind), Placement::Untagged { qn, msn, mo }) => {
+                    Route::Untagged(UntaggedRoute { kind, qn, msn, mo })
+                }
+                _ => panic!("{} built on the wrong model", d.name),
+            };
+            assert_eq!(r.route, want);
+        }
+    }
+
+    #[test]
+    fn a_row_on_the_other_model_or_another_queue_is_rejected() {
+        for d in descriptors() {
+            let mut h = header_for(d);
+            // The other buffer model: unexpected opcode.
+            h.placement = match h.placement {
+                Placement::Tagged { .. } => Placement::Untagged { qn: QueueNumber(0), msn: Msn(1), mo: 0 },
+                Placement::Untagged { .. } => Placement::Tagged { stag: Stag(1), to: TaggedOffset(0) },
+            };
+            let e = SegmentHeader::parse(&h.to_bytes().0[..h.header_len()]).unwrap_err();
+            assert_eq!(e, Error::UnexpectedOpcode { opcode: d.opcode, tagged: !d.model.is_tagged() }, "{}", d.name);
+            // Every queue but its own: invalid QN.
+            let Some(own) = d.model.queue() else { continue };
+            for qn in [0, 1, 2, 3, 4, 0xff00_0001].into_iter().filter(|&q| q != own.0) {
+                let h = SegmentHeader {
+                    placement: Placement::Untagged { qn: QueueNumber(qn), msn: Msn(1), mo: 0 },
+                    ..header_for(d)
+                };
+                let e = SegmentHeader::parse(&h.to_bytes().0).unwrap_err();
+                assert_eq!(e, Error::InvalidQueueNumber { qn, opcode: d.opcode }, "{} on {qn}", d.name);
+            }
+        }
+        // Reserved opcodes on either model.
+        for code in 0xC..=0xF {
+            let mut b = [0x41u8, 0x40 | code, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0];
+            assert_eq!(
+                SegmentHeader::parse(&b).unwrap_err(),
+                Error::UnexpectedOpcode { opcode: Opcode::Unknown(code), tagged: false }
+            );
+            b[0] = 0xc1;
+            assert_eq!(
+                SegmentHeader::parse(&b[..14]).unwrap_err(),
+                Error::UnexpectedOpcode { opcode: Opcode::Unknown(code), tagged: true }
+            );
+        }
+    }
+
+    #[test]
+    fn fixed_size_bodies_read_from_arrays_as_parse_does() {
+        let rr = ReadRequest {
+            sink_stag: Stag(1),
+            sink_to: TaggedOffset(2),
+            size: 3,
+            src_stag: Stag(4),
+            src_to: TaggedOffset(5),
+        };
+        assert_eq!(ReadRequest::from_bytes(&rr.to_bytes()), rr);
+        let cs = AtomicRequest::compare_swap(8, Stag(0x100), TaggedOffset(0x1000), 10, 99);
+        assert_eq!(AtomicRequest::from_bytes(&cs.to_bytes()), cs);
+        let resp = AtomicResponse { request_id: 8, original: 10 };
+        assert_eq!(AtomicResponse::from_bytes(&resp.to_bytes()), resp);
+        assert_eq!(
+            AtomicResponse::parse(&resp.to_bytes()[..11]),
+            Err(Error::BadMessageLength { what: "Atomic Response", len: 11 })
+        );
+        assert_eq!(AtomicRequest::parse(&[0; 53]), Err(Error::BadMessageLength { what: "Atomic Request", len: 53 }));
     }
 
     #[test]

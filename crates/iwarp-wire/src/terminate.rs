@@ -440,6 +440,8 @@ impl<'a> TerminateMessage<'a> {
 }
 
 /// Reads `body` with one layout; returns the reading and whether it is self-consistent.
+/// `body` is at least [`CONTROL_LEN`] bytes ([`TerminateMessage::parse`] checks), so the
+/// control-field indexes are in bounds; everything after them is read with `get`.
 fn read_layout(body: &[u8], siw: bool) -> (TerminateRepr<'_>, bool) {
     let (layer, etype, m, d, r, reserved) = if siw {
         (

@@ -4,12 +4,15 @@ use super::tx::{OrqKind, Response};
 use super::{Completion, IoRange, Qp, QpEvent, QpEventKind, QpState, Queue, RecvPlan, RecvWqe, WcOpcode, WcStatus};
 use crate::mem::{check, Access, AccessError, MrRef};
 use iwarp_wire::mpa::{Deframer, DeframerConfig, Event, FpduHeader, Need, RtrTypes};
-use iwarp_wire::rdmap::{self, AtomicRequest, AtomicResponse, ReadRequest};
+use iwarp_wire::rdmap::{
+    self, AtomicRequest, AtomicResponse, OpDesc, ReadRequest, Route, Routed, TaggedKind, TaggedRoute, UntaggedKind,
+    UntaggedRoute,
+};
 use iwarp_wire::terminate::{
     CopiedDdpHeader, Mpa, RemoteOperation, RemoteProtection, TaggedBuffer, TerminateCause, TerminateMessage,
     TerminateRepr, UntaggedBuffer,
 };
-use iwarp_wire::{Msn, Opcode, Placement, SegmentHeader, Stag};
+use iwarp_wire::{Msn, Opcode, QueueNumber, Stag};
 use smallvec::SmallVec;
 use std::sync::Arc;
 
@@ -32,6 +35,8 @@ pub(crate) const SCRATCH_MAX: usize = 64 << 10;
 const LARGE_PAYLOAD: usize = DIRECT_MIN + LOOKAHEAD;
 /// Longest control body kept in the engine (a Terminate with both headers).
 const MAX_BODY: usize = iwarp_wire::terminate::MAX_BODY_LEN;
+// Every opcode's RDMAP header fits the body buffer (the opcode table's longest).
+const _: () = assert!(rdmap::MAX_BODY_LEN <= MAX_BODY);
 
 /// Where the current FPDU's payload goes.
 #[derive(Debug)]
@@ -61,7 +66,7 @@ struct UntaggedMsg {
 /// A tagged message in progress.
 #[derive(Debug)]
 struct TaggedMsg {
-    opcode: Opcode,
+    kind: TaggedKind,
     stag: Stag,
     next_to: u64,
     mr: Option<MrRef>,
@@ -76,7 +81,7 @@ pub(super) struct Rx {
     pub awaiting_rtr: Option<RtrTypes>,
     first_seen: bool,
     msn: [Msn; 4],
-    header: Option<(FpduHeader, SegmentHeader)>,
+    header: Option<(FpduHeader, Routed)>,
     dest: Dest,
     untagged: Option<UntaggedMsg>,
     tagged: Option<TaggedMsg>,
@@ -113,6 +118,31 @@ impl Rx {
     /// The receive work request being filled, if any (to flush it).
     pub fn take_inflight_recv(&mut self) -> Option<RecvWqe> {
         self.untagged.take().and_then(|m| m.wqe)
+    }
+
+    /// The next MSN expected on queue `qn` (RFC 5041 §5.3: every queue has its own sequence);
+    /// `None` for a queue RDMAP does not use.
+    fn next_msn(&self, qn: QueueNumber) -> Option<Msn> {
+        usize::try_from(qn.0).ok().and_then(|i| self.msn.get(i)).copied()
+    }
+
+    /// Moves queue `qn` on to its next message.
+    fn advance_msn(&mut self, qn: QueueNumber) {
+        if let Some(m) = usize::try_from(qn.0).ok().and_then(|i| self.msn.get_mut(i)) {
+            *m = m.next();
+        }
+    }
+
+    /// The first `N` bytes of the control body, for a message whose RDMAP header is `N` bytes
+    /// long. The header's length is checked against its opcode's row on the DDP header
+    /// ([`rdmap::Body::fits`]), so `N` bytes were collected by the end of the FPDU; `N` fits the
+    /// buffer (checked at compile time), so the copy cannot go out of bounds.
+    fn body_head<const N: usize>(&self) -> [u8; N] {
+        const { assert!(N <= MAX_BODY) };
+        debug_assert_eq!(self.body_len, N);
+        let mut out = [0; N];
+        out.copy_from_slice(&self.body[..N]);
+        out
     }
 
     /// Drops every region reference.
@@ -186,7 +216,8 @@ impl Qp {
             return;
         }
         self.stats.rx_direct_bytes += n as u64;
-        // Fold the placed bytes into the CRC, then advance the destination.
+        // Fold the placed bytes into the CRC, then advance the destination. `n` is at most the
+        // plan's length (a read fills no more than its ranges), which is at most `left`.
         let dest = std::mem::replace(&mut self.rx.dest, Dest::None);
         match dest {
             Dest::Place { mr, offset, left } => {
@@ -356,76 +387,83 @@ impl Qp {
 
     fn on_header(&mut self, h: FpduHeader) {
         self.stats.rx_fpdus += 1;
-        let seg = match h.segment() {
-            Ok(s) => s,
-            Err(e) => return self.fail(e.terminate_cause(), Some(&h), None),
+        // RFC 5041 §7.2, RFC 5040 §7.2: the versions, then the opcode's row of the opcode table
+        // (iwarp_wire::rdmap::OPCODES) against the segment's buffer model and queue.
+        let r = match h.routed() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(qp = self.cfg.qp_num, error = %e, "segment header rejected");
+                return self.fail(e.terminate_cause(), Some(&h), None);
+            }
         };
         let payload_len = h.payload_len();
         self.rx.big = (self.rx.big << 1) | u8::from(payload_len >= LARGE_PAYLOAD);
         self.rx.body_len = 0;
-        self.rx.header = Some((h, seg));
+        self.rx.header = Some((h, r));
         if !self.rx.first_seen {
             // RFC 5044 §7.1.2: the responder may send once it has received an FPDU.
             self.rx.first_seen = true;
             self.tx.allowed = true;
             if let Some(allowed) = self.rx.awaiting_rtr.take() {
-                return self.on_rtr(allowed, &h, seg, payload_len);
+                return self.on_rtr(allowed, &h, r, payload_len);
             }
         }
         let rfc7306 = self.link.is_some_and(|l| l.rfc7306);
         // RFC 7306 §8: an RFC 7306 opcode the receiver has not agreed to is unexpected.
-        if seg.opcode.is_rfc7306() && !rfc7306 {
+        if r.desc.rfc7306 && !rfc7306 {
+            tracing::debug!(qp = self.cfg.qp_num, opcode = r.desc.name, "RFC 7306 opcode without RFC 7306");
             return self.fail(TerminateCause::RemoteOperation(RemoteOperation::UnexpectedOpcode), Some(&h), None);
         }
-        match seg.placement {
-            Placement::Tagged { stag, to } => self.tagged_header(&h, seg, stag, to.0, payload_len),
-            Placement::Untagged { msn, mo, .. } => self.untagged_header(&h, seg, msn, mo, payload_len),
+        match r.route {
+            Route::Tagged(t) => self.tagged_header(&h, r.last, t, payload_len),
+            Route::Untagged(u) => self.untagged_header(&h, r, u, payload_len),
         }
     }
 
     /// RFC 6581 §9.2: the responder's first FPDU in peer-to-peer mode is the RTR.
-    fn on_rtr(&mut self, allowed: RtrTypes, h: &FpduHeader, seg: SegmentHeader, payload_len: usize) {
-        let ok = payload_len == 0
-            && seg.last
-            && match seg.opcode {
-                Opcode::Write => allowed.write,
-                Opcode::Send => allowed.send,
-                Opcode::ReadRequest => false,
-                _ => false,
-            };
-        let read_rtr = allowed.read && seg.opcode == Opcode::ReadRequest && seg.last;
-        if !ok && !read_rtr {
-            // RFC 6581 §9.3: no matching RTR ⇒ Terminate layer 2 / type 0 / code 7.
-            return self.fail(TerminateCause::Mpa(Mpa::NoMatchingRtr), Some(h), None);
-        }
-        self.events.push_back(QpEvent::Ready);
-        match seg.opcode {
-            Opcode::Send => {
-                // A zero-length Send RTR is consumed here, not by a posted receive.
-                if let Placement::Untagged { msn, .. } = seg.placement {
-                    if msn != self.rx.msn[0] {
-                        return self.fail(TerminateCause::UntaggedBuffer(UntaggedBuffer::MsnRange), Some(h), None);
-                    }
-                }
-                self.rx.untagged =
-                    Some(UntaggedMsg { msn: self.rx.msn[0], wqe: None, cap: 0, received: 0, sge: 0, sge_off: 0 });
+    fn on_rtr(&mut self, allowed: RtrTypes, h: &FpduHeader, r: Routed, payload_len: usize) {
+        let zero_length = payload_len == 0 && r.last;
+        match (r.desc.opcode, r.route) {
+            (Opcode::Write, Route::Tagged(_)) if allowed.write && zero_length => {
+                self.events.push_back(QpEvent::Ready);
                 self.rx.dest = Dest::None;
             }
-            Opcode::ReadRequest => {
+            (Opcode::Send, Route::Untagged(u)) if allowed.send && zero_length => {
+                self.events.push_back(QpEvent::Ready);
+                // A zero-length Send RTR is consumed here, not by a posted receive.
+                if self.rx.next_msn(u.qn) != Some(u.msn) {
+                    return self.fail(TerminateCause::UntaggedBuffer(UntaggedBuffer::MsnRange), Some(h), None);
+                }
+                self.rx.untagged = Some(UntaggedMsg { msn: u.msn, wqe: None, cap: 0, received: 0, sge: 0, sge_off: 0 });
+                self.rx.dest = Dest::None;
+            }
+            (Opcode::ReadRequest, Route::Untagged(u)) if allowed.read && r.last => {
+                self.events.push_back(QpEvent::Ready);
                 // A zero-length Read RTR is answered with a zero-length Read Response. It is part
                 // of connection setup, so it is served even where IRD is 0.
-                if let Placement::Untagged { msn, mo, .. } = seg.placement {
-                    if msn != self.rx.msn[1] {
-                        return self.fail(TerminateCause::UntaggedBuffer(UntaggedBuffer::MsnRange), Some(h), None);
-                    }
-                    if mo != 0 || Some(payload_len) != seg.opcode.fixed_body_len() {
-                        return self.fail(TerminateCause::RemoteOperation(RemoteOperation::Unspecified), Some(h), None);
-                    }
+                if self.rx.next_msn(u.qn) != Some(u.msn) {
+                    return self.fail(TerminateCause::UntaggedBuffer(UntaggedBuffer::MsnRange), Some(h), None);
+                }
+                if !self.body_fits(h, r.desc, r.last, u.mo, payload_len) {
+                    return;
                 }
                 self.rx.dest = Dest::Body;
             }
-            _ => self.rx.dest = Dest::None,
+            // RFC 6581 §9.3: no matching RTR ⇒ Terminate layer 2 / type 0 / code 7.
+            _ => self.fail(TerminateCause::Mpa(Mpa::NoMatchingRtr), Some(h), None),
         }
+    }
+
+    /// RFC 5040 §4.4 and §4.8, RFC 7306 §4.2 and §5.2: a message with an RDMAP header is one
+    /// segment (the last, at MO 0) of the length its opcode's row gives. Checked on the DDP
+    /// header, before any of it is collected; a mismatch is RDMAP Remote Operation
+    /// "unspecified" (no RFC names a code; `docs/deviations.md`). Returns whether it fits.
+    fn body_fits(&mut self, h: &FpduHeader, desc: &OpDesc, last: bool, mo: u32, len: usize) -> bool {
+        if desc.body.fits(last, mo, len) {
+            return true;
+        }
+        self.fail(TerminateCause::RemoteOperation(RemoteOperation::Unspecified), Some(h), None);
+        false
     }
 
     fn lookup(&mut self, stag: Stag) -> Option<MrRef> {
@@ -439,45 +477,30 @@ impl Qp {
         mr
     }
 
-    fn tagged_header(&mut self, h: &FpduHeader, seg: SegmentHeader, stag: Stag, to: u64, len: usize) {
+    fn tagged_header(&mut self, h: &FpduHeader, last: bool, t: TaggedRoute, len: usize) {
         let tagged_fail = |t: TaggedBuffer| TerminateCause::TaggedBuffer(t);
-        if let Some(msg) = &self.rx.tagged {
-            // siw and RFC 5041 §5.2: later segments of a message repeat its STag, TO advancing.
-            if msg.opcode != seg.opcode || msg.stag != stag {
-                return self.fail(tagged_fail(TaggedBuffer::InvalidStag), Some(h), None);
-            }
-            if msg.next_to != to {
-                return self.fail(tagged_fail(TaggedBuffer::BaseOrBounds), Some(h), None);
-            }
-        } else {
-            match seg.opcode {
-                Opcode::Write => {
+        let (stag, to) = (t.stag, t.to.0);
+        // The message this segment belongs to: the one in progress, or a new one.
+        let msg = match self.rx.tagged.take() {
+            Some(msg) => msg,
+            None => match t.kind {
+                TaggedKind::Write => {
                     // RFC 5041 §7.2: for a zero-length tagged segment "STag and TO MUST NOT be checked".
-                    if len == 0 && seg.last {
+                    if len == 0 && last {
                         self.rx.dest = Dest::None;
                         return;
                     }
                     let mr = self.lookup(stag);
-                    self.rx.tagged =
-                        Some(TaggedMsg { opcode: Opcode::Write, stag, next_to: to, mr, limit: u64::MAX, start_to: to });
+                    TaggedMsg { kind: TaggedKind::Write, stag, next_to: to, mr, limit: u64::MAX, start_to: to }
                 }
-                Opcode::ReadResponse => {
+                TaggedKind::ReadResponse => {
+                    let unexpected = TerminateCause::RemoteOperation(RemoteOperation::UnexpectedOpcode);
                     let Some(entry) = self.tx.orq.front() else {
-                        return self.fail(
-                            TerminateCause::RemoteOperation(RemoteOperation::UnexpectedOpcode),
-                            Some(h),
-                            None,
-                        );
+                        return self.fail(unexpected, Some(h), None);
                     };
                     let (sink, sink_stag, sink_to, size) = match &entry.kind {
                         OrqKind::Read { sink, sink_stag, sink_to, size } => (sink.clone(), *sink_stag, *sink_to, *size),
-                        OrqKind::Atomic { .. } => {
-                            return self.fail(
-                                TerminateCause::RemoteOperation(RemoteOperation::UnexpectedOpcode),
-                                Some(h),
-                                None,
-                            )
-                        }
+                        OrqKind::Atomic { .. } => return self.fail(unexpected, Some(h), None),
                     };
                     if size == 0 {
                         // RFC 5040 §5.2: a zero-length Read gets a zero-length Response; not checked.
@@ -486,7 +509,7 @@ impl Qp {
                         }
                         self.rx.dest = Dest::None;
                         self.rx.tagged = Some(TaggedMsg {
-                            opcode: Opcode::ReadResponse,
+                            kind: TaggedKind::ReadResponse,
                             stag,
                             next_to: to,
                             mr: None,
@@ -495,50 +518,57 @@ impl Qp {
                         });
                         return;
                     }
-                    // siw_qp_rx.c checks the response against the request: STag, then TO.
-                    if stag != sink_stag {
-                        return self.fail(tagged_fail(TaggedBuffer::InvalidStag), Some(h), None);
-                    }
-                    if to != sink_to {
-                        return self.fail(tagged_fail(TaggedBuffer::BaseOrBounds), Some(h), None);
-                    }
-                    self.rx.tagged = Some(TaggedMsg {
-                        opcode: Opcode::ReadResponse,
-                        stag,
-                        next_to: to,
+                    // The response is expected where its Read said, as if it continued there.
+                    TaggedMsg {
+                        kind: TaggedKind::ReadResponse,
+                        stag: sink_stag,
+                        next_to: sink_to,
                         mr: sink.map(|s| s.mr),
-                        limit: to + u64::from(size),
-                        start_to: to,
-                    });
+                        limit: sink_to.saturating_add(u64::from(size)),
+                        start_to: sink_to,
+                    }
                 }
-                _ => unreachable!("only Write and Read Response are tagged"),
-            }
+            },
+        };
+        // RFC 5041 §5.2 (and siw): every segment of a tagged message repeats its STag and carries
+        // the next TO; siw_qp_rx.c checks a Read Response's first segment the same way against
+        // its Read (STag, then TO). One check for both. (The access check below compares the
+        // STag with its region's too; comparing it here first reports a segment wrong in both
+        // STag and TO as an invalid STag, in siw's order.)
+        if msg.kind != t.kind || msg.stag != stag {
+            return self.fail(tagged_fail(TaggedBuffer::InvalidStag), Some(h), None);
         }
-        let msg = self.rx.tagged.as_ref().expect("set above");
-        let need = if msg.opcode == Opcode::Write { Access::REMOTE_WRITE } else { Access::LOCAL_WRITE };
+        if msg.next_to != to {
+            return self.fail(tagged_fail(TaggedBuffer::BaseOrBounds), Some(h), None);
+        }
+        let need = match msg.kind {
+            TaggedKind::Write => Access::REMOTE_WRITE,
+            TaggedKind::ReadResponse => Access::LOCAL_WRITE,
+        };
         // The one access check: valid → PD → rights → bounds (RFC 5041 §7.2, RFC 5040 §7.2).
         let window = match check(msg.mr.as_ref(), stag, self.cfg.pd, need, to, len as u64) {
             Ok(w) => w,
             Err(e) => return self.fail(e.tagged_cause(), Some(h), None),
         };
-        if to + len as u64 > msg.limit {
+        // `check` rejects a range that wraps, so `to + len` does not overflow.
+        let end = to + len as u64;
+        if end > msg.limit {
             return self.fail(tagged_fail(TaggedBuffer::BaseOrBounds), Some(h), None);
         }
-        if let Some(m) = self.rx.tagged.as_mut() {
-            m.next_to = to + len as u64;
-        }
+        self.rx.tagged = Some(TaggedMsg { next_to: end, ..msg });
         self.rx.dest = Dest::Place { mr: window.mr, offset: window.offset, left: len };
     }
 
-    fn untagged_header(&mut self, h: &FpduHeader, seg: SegmentHeader, msn: Msn, mo: u32, len: usize) {
+    fn untagged_header(&mut self, h: &FpduHeader, r: Routed, u: UntaggedRoute, len: usize) {
         let ut = |u: UntaggedBuffer| TerminateCause::UntaggedBuffer(u);
-        let unspecified = TerminateCause::RemoteOperation(RemoteOperation::Unspecified);
-        match seg.opcode {
-            Opcode::Send | Opcode::SendInvalidate | Opcode::SendSe | Opcode::SendSeInvalidate => {
-                match &self.rx.untagged {
+        let UntaggedRoute { kind, qn, msn, mo } = u;
+        let last = r.last;
+        match kind {
+            UntaggedKind::Send => {
+                let (received, cap) = match &self.rx.untagged {
                     None => {
-                        // RFC 5041 §7.2: the first segment (MO 0) of the next message on queue 0.
-                        if msn != self.rx.msn[0] {
+                        // RFC 5041 §7.2: the first segment (MO 0) of the next message on its queue.
+                        if self.rx.next_msn(qn) != Some(msn) {
                             return self.fail(ut(UntaggedBuffer::MsnRange), Some(h), None);
                         }
                         if mo != 0 {
@@ -551,6 +581,7 @@ impl Qp {
                         let cap = wqe.len();
                         self.rx.untagged =
                             Some(UntaggedMsg { msn, wqe: Some(wqe), cap, received: 0, sge: 0, sge_off: 0 });
+                        (0, cap)
                     }
                     Some(m) => {
                         if m.msn != msn {
@@ -560,21 +591,22 @@ impl Qp {
                         if u64::from(mo) != m.received {
                             return self.fail(ut(UntaggedBuffer::InvalidMo), Some(h), None);
                         }
+                        (m.received, m.cap)
                     }
-                }
-                let m = self.rx.untagged.as_ref().expect("set above");
+                };
                 // RFC 5041 §7.2: "DDP Message too long for available buffer".
-                if m.received + len as u64 > m.cap {
+                if received + len as u64 > cap {
                     return self.fail(ut(UntaggedBuffer::TooLong), Some(h), None);
                 }
                 self.rx.dest = Dest::Recv { left: len };
             }
-            Opcode::ImmediateData | Opcode::ImmediateDataSe => {
-                if msn != self.rx.msn[0] || self.rx.untagged.is_some() {
+            UntaggedKind::Immediate => {
+                // RFC 7306 §4.2: the next message of queue 0, not inside a Send still arriving.
+                if self.rx.next_msn(qn) != Some(msn) || self.rx.untagged.is_some() {
                     return self.fail(ut(UntaggedBuffer::MsnRange), Some(h), None);
                 }
-                if !seg.last || mo != 0 || len != rdmap::IMMEDIATE_DATA_LEN {
-                    return self.fail(unspecified, Some(h), None);
+                if !self.body_fits(h, r.desc, last, mo, len) {
+                    return;
                 }
                 let Some(wqe) = self.take_recv() else {
                     return self.fail(ut(UntaggedBuffer::NoBuffer), Some(h), None);
@@ -582,13 +614,13 @@ impl Qp {
                 self.rx.untagged = Some(UntaggedMsg { msn, wqe: Some(wqe), cap: 0, received: 0, sge: 0, sge_off: 0 });
                 self.rx.dest = Dest::Body;
             }
-            Opcode::ReadRequest | Opcode::AtomicRequest => {
+            UntaggedKind::ReadRequest | UntaggedKind::AtomicRequest => {
                 // RFC 5041 §7.2: MSN must be the next one expected on queue 1.
-                if msn != self.rx.msn[1] {
+                if self.rx.next_msn(qn) != Some(msn) {
                     return self.fail(ut(UntaggedBuffer::MsnRange), Some(h), None);
                 }
-                if !seg.last || mo != 0 || Some(len) != seg.opcode.fixed_body_len() {
-                    return self.fail(unspecified, Some(h), None);
+                if !self.body_fits(h, r.desc, last, mo, len) {
+                    return;
                 }
                 let ird = self.link.map_or(0, |l| l.ird) as usize;
                 // An RDMA Read beyond the IRD we announced, IRD 0 included (siw: remote
@@ -602,25 +634,27 @@ impl Qp {
                 }
                 self.rx.dest = Dest::Body;
             }
-            Opcode::AtomicResponse => {
-                if msn != self.rx.msn[3] {
+            UntaggedKind::AtomicResponse => {
+                if self.rx.next_msn(qn) != Some(msn) {
                     return self.fail(ut(UntaggedBuffer::MsnRange), Some(h), None);
                 }
-                if !seg.last || mo != 0 || len != rdmap::ATOMIC_RESPONSE_LEN {
-                    return self.fail(unspecified, Some(h), None);
+                if !self.body_fits(h, r.desc, last, mo, len) {
+                    return;
                 }
                 self.rx.dest = Dest::Body;
             }
-            Opcode::Terminate => {
-                if !seg.last || mo != 0 || len > MAX_BODY {
-                    return self.fail(unspecified, Some(h), None);
+            UntaggedKind::Terminate => {
+                if !self.body_fits(h, r.desc, last, mo, len) {
+                    return;
                 }
                 self.rx.dest = Dest::Body;
             }
-            _ => unreachable!("tagged opcodes and reserved ones are rejected by SegmentHeader::parse"),
         }
     }
 
+    /// Payload bytes from a scratch read. The deframer hands out no more than the payload its
+    /// header announced, which is what `left` started at (direct placements take from both), so
+    /// `left` does not underflow.
     fn on_payload(&mut self, mut p: &[u8]) {
         self.stats.rx_copied_bytes += p.len() as u64;
         match &mut self.rx.dest {
@@ -660,62 +694,68 @@ impl Qp {
     }
 
     fn on_end(&mut self) {
-        let Some((h, seg)) = self.rx.header.take() else { return };
+        let Some((h, r)) = self.rx.header.take() else { return };
         let len = h.payload_len();
         self.rx.dest = Dest::None;
-        match seg.opcode {
-            Opcode::Write => {
-                if seg.last {
-                    self.rx.tagged = None;
-                }
-            }
-            Opcode::ReadResponse => {
-                if seg.last {
-                    let Some(m) = self.rx.tagged.take() else { return };
-                    // RFC 5040 §5.2: the response carries exactly the requested size.
-                    if m.next_to != m.limit {
-                        return self.fail(TerminateCause::TaggedBuffer(TaggedBuffer::BaseOrBounds), Some(&h), None);
+        let last = r.last;
+        match r.route {
+            Route::Tagged(t) => match t.kind {
+                TaggedKind::Write => {
+                    if last {
+                        self.rx.tagged = None;
                     }
-                    self.complete_read((m.next_to - m.start_to) as u32);
                 }
-            }
-            Opcode::Send | Opcode::SendInvalidate | Opcode::SendSe | Opcode::SendSeInvalidate => {
-                if let Some(m) = self.rx.untagged.as_mut() {
-                    m.received += len as u64;
+                TaggedKind::ReadResponse => {
+                    if last {
+                        let Some(m) = self.rx.tagged.take() else { return };
+                        // RFC 5040 §5.2: the response carries exactly the requested size.
+                        if m.next_to != m.limit {
+                            return self.fail(TerminateCause::TaggedBuffer(TaggedBuffer::BaseOrBounds), Some(&h), None);
+                        }
+                        // next_to only grows from start_to; it equals limit here.
+                        self.complete_read((m.next_to - m.start_to) as u32);
+                    }
                 }
-                if seg.last {
-                    self.deliver_send(&h, seg);
+            },
+            Route::Untagged(u) => match u.kind {
+                UntaggedKind::Send => {
+                    if let Some(m) = self.rx.untagged.as_mut() {
+                        m.received += len as u64;
+                    }
+                    if last {
+                        self.deliver_send(&h, &r, u.qn);
+                    }
                 }
-            }
-            Opcode::ImmediateData | Opcode::ImmediateDataSe => {
-                let imm = rdmap::parse_immediate(&self.rx.body[..self.rx.body_len]).unwrap_or(0);
-                self.rx.msn[0] = self.rx.msn[0].next();
-                if let Some(w) = self.rx.untagged.take().and_then(|m| m.wqe) {
-                    let mut c = Completion::new(w.wr_id, WcStatus::Success, WcOpcode::RecvImmediate, Queue::Recv);
-                    c.imm_data = Some(imm);
-                    c.solicited = seg.opcode.solicited();
-                    self.push_completion(c);
+                UntaggedKind::Immediate => {
+                    let imm = u64::from_be_bytes(self.rx.body_head::<{ rdmap::IMMEDIATE_DATA_LEN }>());
+                    self.rx.advance_msn(u.qn);
+                    if let Some(w) = self.rx.untagged.take().and_then(|m| m.wqe) {
+                        let mut c = Completion::new(w.wr_id, WcStatus::Success, WcOpcode::RecvImmediate, Queue::Recv);
+                        c.imm_data = Some(imm);
+                        c.solicited = r.desc.solicited;
+                        self.push_completion(c);
+                    }
                 }
-            }
-            Opcode::ReadRequest => self.on_read_request(&h),
-            Opcode::AtomicRequest => self.on_atomic_request(&h),
-            Opcode::AtomicResponse => self.on_atomic_response(&h),
-            Opcode::Terminate => self.on_terminate(),
-            Opcode::Unknown(_) => {}
+                UntaggedKind::ReadRequest => self.on_read_request(&h, u.qn),
+                UntaggedKind::AtomicRequest => self.on_atomic_request(&h, u.qn),
+                UntaggedKind::AtomicResponse => self.on_atomic_response(&h, u.qn),
+                UntaggedKind::Terminate => self.on_terminate(),
+            },
         }
     }
 
-    fn deliver_send(&mut self, h: &FpduHeader, seg: SegmentHeader) {
+    fn deliver_send(&mut self, h: &FpduHeader, r: &Routed, qn: QueueNumber) {
         let Some(m) = self.rx.untagged.take() else { return };
-        self.rx.msn[0] = self.rx.msn[0].next();
+        self.rx.advance_msn(qn);
         let Some(w) = m.wqe else { return };
         let mut c = Completion::new(w.wr_id, WcStatus::Success, WcOpcode::Recv, Queue::Recv);
         c.byte_len = m.received as u32;
-        c.solicited = seg.opcode.solicited();
-        if seg.opcode.invalidates() {
+        c.solicited = r.desc.solicited;
+        if r.desc.invalidates {
+            let stag = r.inval_stag;
             // RFC 5040 §5.3: invalidate the STag after delivery, or Terminate "cannot be invalidated".
-            match self.stags.invalidate(seg.inval_stag, self.cfg.pd) {
-                Ok(()) => c.invalidated = Some(seg.inval_stag),
+            match self.stags.invalidate(stag, self.cfg.pd) {
+                Ok(()) => c.invalidated = Some(stag),
                 Err(e) => {
                     let cause = match e {
                         AccessError::ProtectionDomain => {
@@ -733,12 +773,10 @@ impl Qp {
         self.push_completion(c);
     }
 
-    fn on_read_request(&mut self, h: &FpduHeader) {
-        self.rx.msn[1] = self.rx.msn[1].next();
-        let body = &self.rx.body[..self.rx.body_len];
-        let Ok(rr) = ReadRequest::parse(body) else {
-            return self.fail(TerminateCause::RemoteOperation(RemoteOperation::Unspecified), Some(h), None);
-        };
+    fn on_read_request(&mut self, h: &FpduHeader, qn: QueueNumber) {
+        self.rx.advance_msn(qn);
+        // The header's length was checked against the row on arrival (`body_fits`).
+        let rr = ReadRequest::from_bytes(&self.rx.body_head());
         let source = if rr.size == 0 {
             // RFC 5040 §5.2: a zero-size Read's source "MUST NOT be validated".
             None
@@ -753,11 +791,10 @@ impl Qp {
         self.tx.responses.push_back(Response::Read { sink_stag: rr.sink_stag, sink_to: rr.sink_to.0, source });
     }
 
-    fn on_atomic_request(&mut self, h: &FpduHeader) {
-        self.rx.msn[1] = self.rx.msn[1].next();
-        let Ok(req) = AtomicRequest::parse(&self.rx.body[..self.rx.body_len]) else {
-            return self.fail(TerminateCause::RemoteOperation(RemoteOperation::Unspecified), Some(h), None);
-        };
+    fn on_atomic_request(&mut self, h: &FpduHeader, qn: QueueNumber) {
+        self.rx.advance_msn(qn);
+        // The header's length was checked against the row on arrival (`body_fits`).
+        let req = AtomicRequest::from_bytes(&self.rx.body_head());
         if !req.opcode.is_known() {
             return self.fail(TerminateCause::RemoteOperation(RemoteOperation::UnexpectedOpcode), Some(h), None);
         }
@@ -767,7 +804,10 @@ impl Qp {
             Err(e) => return self.fail(e.rdmap_cause(), Some(h), None),
         };
         // RFC 7306 §8.2: a misaligned target is a catastrophic error localized to the stream.
-        let updated = (req.to.0 % 8 == 0)
+        let updated = req
+            .to
+            .0
+            .is_multiple_of(8)
             .then(|| w.mr.mem().update_u64(w.offset, |original| req.apply(original).unwrap_or(original)))
             .flatten();
         let Some(original) = updated else {
@@ -776,11 +816,10 @@ impl Qp {
         self.tx.responses.push_back(Response::Atomic(AtomicResponse { request_id: req.request_id, original }));
     }
 
-    fn on_atomic_response(&mut self, h: &FpduHeader) {
-        self.rx.msn[3] = self.rx.msn[3].next();
-        let Ok(resp) = AtomicResponse::parse(&self.rx.body[..self.rx.body_len]) else {
-            return self.fail(TerminateCause::RemoteOperation(RemoteOperation::Unspecified), Some(h), None);
-        };
+    fn on_atomic_response(&mut self, h: &FpduHeader, qn: QueueNumber) {
+        self.rx.advance_msn(qn);
+        // The header's length was checked against the row on arrival (`body_fits`).
+        let resp = AtomicResponse::from_bytes(&self.rx.body_head());
         let ok = matches!(self.tx.orq.front(), Some(o) if matches!(&o.kind, OrqKind::Atomic { request_id, .. } if *request_id == resp.request_id));
         if !ok {
             return self.fail(TerminateCause::RemoteOperation(RemoteOperation::UnexpectedOpcode), Some(h), None);

@@ -388,6 +388,27 @@ fn queue_depth_and_post_errors_are_clear() {
     assert_eq!(q.a.post_send([inline]), Err(PostError::InlineTooLong));
 }
 
+/// RFC 7306 operations are exactly those that send an opcode the opcode table marks RFC 7306
+/// (Write with Immediate: its Immediate Data), and only they are refused without RFC 7306.
+#[test]
+fn rfc7306_operations_are_those_that_send_rfc7306_opcodes() {
+    let r = RemoteAddr { stag: Stag(0x100), to: 0 };
+    let ops = [
+        (SendOp::Send, false),
+        (SendOp::SendWithInvalidate(Stag(1)), false),
+        (SendOp::Write(r), false),
+        (SendOp::WriteWithImmediate(r, 1), true),
+        (SendOp::Immediate(1), true),
+        (SendOp::Read(r), false),
+        (SendOp::FetchAdd { remote: r, add: 1 }, true),
+        (SendOp::CompareSwap { remote: r, compare: 1, swap: 2 }, true),
+        (SendOp::LocalInvalidate(Stag(1)), false),
+    ];
+    for (op, rfc7306) in ops {
+        assert_eq!(op.is_rfc7306(), rfc7306, "{op:?}");
+    }
+}
+
 #[test]
 fn atomics_and_immediate_data() {
     let mut p = Pair::new();

@@ -23,8 +23,8 @@ const MAX_PIECES: usize = 960;
 const COPY_MAX: usize = 2048;
 /// Arena capacity kept across batches; larger arenas are shrunk when the batch empties.
 const ARENA_KEEP: usize = 64 << 10;
-/// Longest control body (Atomic Request).
-const MAX_BODY: usize = 52;
+/// Longest fixed-size RDMAP header a job carries (the Atomic Request's), from the opcode table.
+const MAX_BODY: usize = iwarp_wire::rdmap::MAX_FIXED_BODY_LEN;
 /// STag and TO used for our own zero-length RTR messages (Chelsio hardware treats STag 0 as
 /// invalid even on zero-length segments; Linux siw uses 1 for the same reason).
 const RTR_STAG: Stag = Stag(1);
@@ -389,9 +389,8 @@ impl Tx {
 
     /// Moves finished entries from the front of the order into completions.
     fn release(&mut self, out: &mut VecDeque<Completion>) {
-        while let Some(e) = self.order.front() {
-            let Some(d) = e.done else { break };
-            let e = self.order.pop_front().expect("front exists");
+        while let Some(d) = self.order.front().and_then(|e| e.done) {
+            let Some(e) = self.order.pop_front() else { break };
             self.order_head += 1;
             self.posts.retire(1);
             if e.signaled || d.status != WcStatus::Success {
@@ -616,7 +615,7 @@ impl Qp {
             if h.end > tx.batch.sent {
                 break;
             }
-            let h = tx.holds.pop_front().expect("front exists");
+            let Some(h) = tx.holds.pop_front() else { break };
             // RFC 5040 §5.1/§5.3: a Send or Write completes at the source once handed to the LLP.
             tx.mark(h.seq, Done { status: WcStatus::Success, byte_len: 0, cause: None });
         }
@@ -670,7 +669,7 @@ impl Qp {
         if !sges_valid || (w.fence && !self.tx.orq.is_empty()) {
             return false;
         }
-        let w = self.tx.sq.pop_front().expect("front exists");
+        let Some(w) = self.tx.sq.pop_front() else { return false };
         self.tx.resp_turn = !self.tx.resp_turn;
         let seq = self.tx.order_head + self.tx.order.len() as u64;
         self.tx.order.push_back(Entry { wr_id: w.wr_id, opcode: w.op.wc_opcode(), signaled: w.signaled, done: None });
@@ -777,11 +776,12 @@ impl Qp {
     /// A Send or Write whose payload is copied next to its header (at most `COPY_MAX` bytes)
     /// and fits one FPDU.
     fn is_small(&self, w: &SendWqe) -> bool {
-        let hdr_len = match w.op {
-            SendOp::Send | SendOp::SendWithInvalidate(_) => iwarp_wire::ddp::UNTAGGED_HEADER_LEN,
-            SendOp::Write(_) => iwarp_wire::ddp::TAGGED_HEADER_LEN,
+        let opcode = match w.op {
+            SendOp::Send | SendOp::SendWithInvalidate(_) => send_opcode(w.op, w.solicited).0,
+            SendOp::Write(_) => Opcode::Write,
             _ => return false,
         };
+        let Some(hdr_len) = opcode.descriptor().map(|d| d.ddp_header_len()) else { return false };
         let n = w.payload.len();
         n <= COPY_MAX as u64 && hdr_len as u64 + n <= self.tx.mulpdu as u64
     }
@@ -793,7 +793,7 @@ impl Qp {
             SendOp::Write(r) => SegmentHeader::tagged(Opcode::Write, true, r.stag, TaggedOffset(r.to)),
             op => {
                 let (opcode, inval) = send_opcode(op, w.solicited);
-                let mut h = SegmentHeader::untagged(opcode, true, self.take_msn(0), 0);
+                let mut h = SegmentHeader::untagged(opcode, true, self.take_msn(opcode), 0);
                 h.inval_stag = inval;
                 h
             }
@@ -807,15 +807,14 @@ impl Qp {
         loop {
             let want_resp = !self.tx.responses.is_empty() && (self.tx.resp_turn || !self.sq_can_start());
             self.tx.resp_turn = !self.tx.resp_turn;
-            if want_resp {
-                let r = self.tx.responses.pop_front().expect("not empty");
+            if let Some(r) = want_resp.then(|| self.tx.responses.pop_front()).flatten() {
                 self.tx.responding = true;
                 return Some(self.response_job(r));
             }
             if !self.sq_can_start() {
                 return None;
             }
-            let wqe = self.tx.sq.pop_front().expect("can start");
+            let wqe = self.tx.sq.pop_front()?;
             let seq = self.tx.order_head + self.tx.order.len() as u64;
             self.tx.order.push_back(Entry {
                 wr_id: wqe.wr_id,
@@ -855,10 +854,18 @@ impl Qp {
         !(w.op.awaits_response() && self.tx.orq.len() >= ord)
     }
 
-    fn take_msn(&mut self, qn: usize) -> Msn {
-        let m = self.tx.msn[qn];
-        self.tx.msn[qn] = m.next();
-        m
+    /// The next MSN of the queue `opcode` travels on (RFC 5041 §5.3: one sequence per queue),
+    /// the queue read from the opcode table; a tagged opcode has none and takes 0.
+    fn take_msn(&mut self, opcode: Opcode) -> Msn {
+        let queue = opcode.queue().and_then(|q| usize::try_from(q.0).ok());
+        match queue.and_then(|i| self.tx.msn.get_mut(i)) {
+            Some(m) => {
+                let msn = *m;
+                *m = msn.next();
+                msn
+            }
+            None => Msn(0),
+        }
     }
 
     fn wr_job(&mut self, seq: u64, wqe: SendWqe) -> Job {
@@ -873,7 +880,7 @@ impl Qp {
         let (kind, data, total, imm_after, msn) = match op {
             SendOp::Send | SendOp::SendWithInvalidate(_) => {
                 let (opcode, inval) = send_opcode(op, solicited);
-                let msn = self.take_msn(0);
+                let msn = self.take_msn(opcode);
                 (Kind::Untagged { opcode, inval, body: SmallVec::new() }, data_of(payload), total, None, msn)
             }
             SendOp::Write(r) => {
@@ -888,7 +895,7 @@ impl Qp {
             ),
             SendOp::Immediate(imm) => {
                 let opcode = if solicited { Opcode::ImmediateDataSe } else { Opcode::ImmediateData };
-                let msn = self.take_msn(0);
+                let msn = self.take_msn(opcode);
                 let body = SmallVec::from_slice(&imm.to_be_bytes());
                 (Kind::Untagged { opcode, inval: Stag(0), body }, Data::None, 0, None, msn)
             }
@@ -910,30 +917,20 @@ impl Qp {
                     seq: Some(seq),
                     kind: OrqKind::Read { sink, sink_stag, sink_to, size: total as u32 },
                 });
-                let msn = self.take_msn(1);
+                let msn = self.take_msn(Opcode::ReadRequest);
                 let body = SmallVec::from_slice(&rr.to_bytes());
                 (Kind::Untagged { opcode: Opcode::ReadRequest, inval: Stag(0), body }, Data::None, 0, None, msn)
             }
-            SendOp::FetchAdd { remote, .. } | SendOp::CompareSwap { remote, .. } => {
-                let request_id = seq as u32;
-                let req = match op {
-                    SendOp::FetchAdd { add, .. } => {
-                        AtomicRequest::fetch_add(request_id, remote.stag, TaggedOffset(remote.to), add)
-                    }
-                    SendOp::CompareSwap { compare, swap, .. } => {
-                        AtomicRequest::compare_swap(request_id, remote.stag, TaggedOffset(remote.to), compare, swap)
-                    }
-                    _ => unreachable!("matched above"),
-                };
-                let sink = match &payload {
-                    Payload::Sges(s) => s[0].clone(),
-                    Payload::Inline(_) => unreachable!("rejected at post"),
-                };
-                self.tx.orq.push_back(OrqEntry { seq: Some(seq), kind: OrqKind::Atomic { sink, request_id } });
-                let msn = self.take_msn(1);
-                let body = SmallVec::from_slice(&req.to_bytes());
-                (Kind::Untagged { opcode: Opcode::AtomicRequest, inval: Stag(0), body }, Data::None, 0, None, msn)
+            SendOp::FetchAdd { remote, add } => {
+                let req = AtomicRequest::fetch_add(seq as u32, remote.stag, TaggedOffset(remote.to), add);
+                self.atomic_parts(seq, req, &payload)
             }
+            SendOp::CompareSwap { remote, compare, swap } => {
+                let to = TaggedOffset(remote.to);
+                let req = AtomicRequest::compare_swap(seq as u32, remote.stag, to, compare, swap);
+                self.atomic_parts(seq, req, &payload)
+            }
+            // next_job executes a Local Invalidate itself and never makes it a job.
             SendOp::LocalInvalidate(_) => unreachable!("executed in next_job"),
         };
         Job {
@@ -948,6 +945,22 @@ impl Qp {
             imm_after,
             solicited,
         }
+    }
+
+    /// An Atomic Request's job parts: its ORQ entry (with the sink its original value lands
+    /// in), its MSN on queue 1 and its body.
+    fn atomic_parts(&mut self, seq: u64, req: AtomicRequest, payload: &Payload) -> (Kind, Data, u64, Option<u64>, Msn) {
+        // validate_send admits an atomic only with 8 bytes of registered sink: Sges, at least
+        // one of them.
+        let sink = match payload {
+            Payload::Sges(s) => s[0].clone(),
+            Payload::Inline(_) => unreachable!("rejected at post"),
+        };
+        let request_id = req.request_id;
+        self.tx.orq.push_back(OrqEntry { seq: Some(seq), kind: OrqKind::Atomic { sink, request_id } });
+        let msn = self.take_msn(Opcode::AtomicRequest);
+        let body = SmallVec::from_slice(&req.to_bytes());
+        (Kind::Untagged { opcode: Opcode::AtomicRequest, inval: Stag(0), body }, Data::None, 0, None, msn)
     }
 
     fn response_job(&mut self, r: Response) -> Job {
@@ -969,7 +982,7 @@ impl Qp {
                 }
             }
             Response::Atomic(resp) => {
-                let msn = self.take_msn(3);
+                let msn = self.take_msn(Opcode::AtomicResponse);
                 Job {
                     source: Source::Response,
                     kind: Kind::Untagged {
@@ -995,7 +1008,7 @@ impl Qp {
             // RFC 6581 §9.2: a zero-length RDMA Write (STag and TO are not checked).
             RtrType::Write => (Kind::Tagged { opcode: Opcode::Write, stag: RTR_STAG, to: 0 }, Msn(0)),
             RtrType::Send => {
-                let msn = self.take_msn(0);
+                let msn = self.take_msn(Opcode::Send);
                 (Kind::Untagged { opcode: Opcode::Send, inval: Stag(0), body: SmallVec::new() }, msn)
             }
             RtrType::Read => {
@@ -1010,7 +1023,7 @@ impl Qp {
                     seq: None,
                     kind: OrqKind::Read { sink: None, sink_stag: RTR_STAG, sink_to: 0, size: 0 },
                 });
-                let msn = self.take_msn(1);
+                let msn = self.take_msn(Opcode::ReadRequest);
                 let body = SmallVec::from_slice(&rr.to_bytes());
                 (Kind::Untagged { opcode: Opcode::ReadRequest, inval: Stag(0), body }, msn)
             }
@@ -1041,7 +1054,7 @@ impl Qp {
                 if let Some(imm) = imm_after {
                     // RFC 7306 §4: Write with Immediate = the Write, then an Immediate Data message.
                     let opcode = if solicited { Opcode::ImmediateDataSe } else { Opcode::ImmediateData };
-                    let msn = self.take_msn(0);
+                    let msn = self.take_msn(opcode);
                     self.tx.job = Some(Job {
                         source: Source::Wr { seq, awaits_response },
                         kind: Kind::Untagged { opcode, inval: Stag(0), body: SmallVec::from_slice(&imm.to_be_bytes()) },
@@ -1088,7 +1101,7 @@ impl Qp {
     /// Frames a Terminate (RFC 5040 §4.8) after whatever is already framed; nothing else will
     /// be framed after it.
     pub(super) fn queue_terminate(&mut self, body: &[u8]) {
-        let msn = self.take_msn(2);
+        let msn = self.take_msn(Opcode::Terminate);
         let h = SegmentHeader::untagged(Opcode::Terminate, true, msn, 0);
         let (hb, hl) = h.to_bytes();
         let mut ulpdu: SmallVec<[u8; 96]> = SmallVec::from_slice(&hb[..hl]);

@@ -2,7 +2,7 @@
 
 use crate::mem::{Access, MrRef, PdId};
 use iwarp_wire::terminate::TerminateCause;
-use iwarp_wire::Stag;
+use iwarp_wire::{Opcode, Stag};
 use smallvec::SmallVec;
 
 /// A scatter/gather element: `len` bytes at `offset` of a registered region.
@@ -108,15 +108,24 @@ impl SendOp {
     pub fn awaits_response(self) -> bool {
         matches!(self, SendOp::Read(_) | SendOp::FetchAdd { .. } | SendOp::CompareSwap { .. })
     }
-    /// `true` for RFC 7306 operations.
+    /// `true` for RFC 7306 operations: those that send an opcode the opcode table marks so.
     pub fn is_rfc7306(self) -> bool {
-        matches!(
-            self,
-            SendOp::WriteWithImmediate(..)
-                | SendOp::Immediate(_)
-                | SendOp::FetchAdd { .. }
-                | SendOp::CompareSwap { .. }
-        )
+        self.opcodes().iter().any(|o| o.is_rfc7306())
+    }
+
+    /// The RDMAP opcodes this operation sends (without their Solicited Event variants).
+    fn opcodes(self) -> &'static [Opcode] {
+        match self {
+            SendOp::Send => &[Opcode::Send],
+            SendOp::SendWithInvalidate(_) => &[Opcode::SendInvalidate],
+            SendOp::Write(_) => &[Opcode::Write],
+            // RFC 7306 §4: a Write followed by Immediate Data.
+            SendOp::WriteWithImmediate(..) => &[Opcode::Write, Opcode::ImmediateData],
+            SendOp::Immediate(_) => &[Opcode::ImmediateData],
+            SendOp::Read(_) => &[Opcode::ReadRequest],
+            SendOp::FetchAdd { .. } | SendOp::CompareSwap { .. } => &[Opcode::AtomicRequest],
+            SendOp::LocalInvalidate(_) => &[],
+        }
     }
 }
 

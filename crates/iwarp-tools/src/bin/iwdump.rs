@@ -114,10 +114,11 @@ fn frames(f: &Fpdu) -> String {
     }
 }
 
+/// The opcode's name from its row of the opcode table; a reserved one by its value.
 fn opcode_name(op: Opcode) -> String {
-    match op {
-        Opcode::Unknown(x) => format!("Opcode{x:#x}"),
-        other => format!("{other:?}"),
+    match op.descriptor() {
+        Some(d) => d.name.to_string(),
+        None => format!("Opcode{:#x}", u8::from(op)),
     }
 }
 
@@ -658,4 +659,19 @@ fn json(out: &mut impl Write, file: &str, decoded: &[(&Connection, Decoded)]) ->
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opcodes_are_named_from_the_opcode_table() {
+        for v in 0..16u8 {
+            let op = Opcode::from(v);
+            let want = if op.is_known() { format!("{op:?}") } else { format!("Opcode{v:#x}") };
+            assert_eq!(opcode_name(op), want);
+        }
+        assert_eq!(opcode_name(Opcode::ReadRequest), "ReadRequest");
+    }
 }

@@ -4,7 +4,7 @@ use super::{pad_len, CRC_LEN, LENGTH_FIELD_LEN, MARKER_INTERVAL, MARKER_LEN};
 use crate::crc::{self, Crc32c};
 use crate::ddp;
 use crate::payload::PayloadSource;
-use crate::rdmap::SegmentHeader;
+use crate::rdmap::{Routed, SegmentHeader};
 use crate::Error;
 
 /// Longest FPDU header the deframer collects: the length field and an untagged DDP header.
@@ -85,6 +85,8 @@ impl FpduHeader {
     }
     /// Bytes of DDP payload after the header.
     pub fn payload_len(&self) -> usize {
+        // Only the deframer builds an FpduHeader, and only once ULPDU_Length is known to cover
+        // the DDP header (`UlpduTooShort` otherwise), so this does not underflow.
         usize::from(self.ulpdu_len()) - self.ddp_header().len()
     }
     /// The validated DDP + RDMAP header.
@@ -93,6 +95,14 @@ impl FpduHeader {
     /// As [`SegmentHeader::parse`].
     pub fn segment(&self) -> Result<SegmentHeader, Error> {
         SegmentHeader::parse(self.ddp_header())
+    }
+    /// The validated header with its opcode's row and route: what a receiver dispatches on.
+    ///
+    /// # Errors
+    /// As [`SegmentHeader::parse_routed`].
+    #[inline]
+    pub fn routed(&self) -> Result<Routed, Error> {
+        SegmentHeader::parse_routed(self.ddp_header())
     }
 }
 

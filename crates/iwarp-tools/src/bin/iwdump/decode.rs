@@ -4,7 +4,7 @@
 use iwarp_pcap::{Connection, Direction};
 use iwarp_wire::crc;
 use iwarp_wire::mpa::{rr, Deframer, DeframerConfig, Event, FrameKind, FrameRepr, Need};
-use iwarp_wire::rdmap::{self, AtomicRequest, AtomicResponse, ReadRequest};
+use iwarp_wire::rdmap::{self, AtomicRequest, AtomicResponse, Model, ReadRequest, UntaggedKind};
 use iwarp_wire::terminate::{TerminateLayout, TerminateMessage, TerminateRepr};
 use iwarp_wire::{Error, Opcode, SegmentHeader};
 
@@ -378,26 +378,22 @@ fn deframe(
     }
 }
 
+/// Whether `opcode`'s row says an RDMAP header follows the DDP header (kept and decoded).
 fn has_body(opcode: Opcode) -> bool {
-    matches!(
-        opcode,
-        Opcode::ReadRequest
-            | Opcode::Terminate
-            | Opcode::AtomicRequest
-            | Opcode::AtomicResponse
-            | Opcode::ImmediateData
-            | Opcode::ImmediateDataSe
-    )
+    opcode.descriptor().is_some_and(|d| d.body != rdmap::Body::Payload)
 }
 
+/// The RDMAP header of an FPDU whose opcode's row has one, decoded by the row's handler kind.
 fn body(opcode: Opcode, payload: &[u8]) -> Option<Body> {
-    let b = match opcode {
-        Opcode::ReadRequest => ReadRequest::parse(payload).map(Body::Read),
-        Opcode::AtomicRequest => AtomicRequest::parse(payload).map(Body::AtomicRequest),
-        Opcode::AtomicResponse => AtomicResponse::parse(payload).map(Body::AtomicResponse),
-        Opcode::ImmediateData | Opcode::ImmediateDataSe => rdmap::parse_immediate(payload).map(Body::Immediate),
-        Opcode::Terminate => TerminateMessage::parse(payload).map(|m| Body::Terminate(terminate(&m))),
-        _ => return None,
+    let b = match opcode.descriptor()?.model {
+        Model::Untagged(_, UntaggedKind::ReadRequest) => ReadRequest::parse(payload).map(Body::Read),
+        Model::Untagged(_, UntaggedKind::AtomicRequest) => AtomicRequest::parse(payload).map(Body::AtomicRequest),
+        Model::Untagged(_, UntaggedKind::AtomicResponse) => AtomicResponse::parse(payload).map(Body::AtomicResponse),
+        Model::Untagged(_, UntaggedKind::Immediate) => rdmap::parse_immediate(payload).map(Body::Immediate),
+        Model::Untagged(_, UntaggedKind::Terminate) => {
+            TerminateMessage::parse(payload).map(|m| Body::Terminate(terminate(&m)))
+        }
+        Model::Untagged(_, UntaggedKind::Send) | Model::Tagged(_) => return None,
     };
     Some(b.unwrap_or_else(|e| Body::Malformed(e.to_string())))
 }
@@ -412,5 +408,35 @@ fn terminate(m: &TerminateMessage<'_>) -> Terminate {
         ddp_header: p.ddp.map(|d| d.header.to_vec()),
         segment_length: p.ddp.and_then(|d| d.segment_length),
         rdma_header: p.rdmap_header.map(<[u8]>::to_vec),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every row of the opcode table: its payload is kept and decoded exactly when the row has an
+    /// RDMAP header, and a header of the row's length decodes (a wrong length is shown as
+    /// malformed, not dropped).
+    #[test]
+    fn bodies_are_kept_and_decoded_as_the_opcode_table_says() {
+        for d in rdmap::descriptors() {
+            let has = d.body != rdmap::Body::Payload;
+            assert_eq!(has_body(d.opcode), has, "{}", d.name);
+            let len = match d.body {
+                rdmap::Body::Payload => 8,
+                rdmap::Body::Fixed(n) => n,
+                // A bare Terminate: RDMAP local catastrophic error.
+                rdmap::Body::UpTo(_) => 4,
+            };
+            let decoded = body(d.opcode, &vec![0; len]);
+            assert_eq!(decoded.is_some(), has, "{}", d.name);
+            assert!(!matches!(decoded, Some(Body::Malformed(_))), "{}: {decoded:?}", d.name);
+            if let rdmap::Body::Fixed(n) = d.body {
+                assert!(matches!(body(d.opcode, &vec![0; n + 1]), Some(Body::Malformed(_))), "{}", d.name);
+            }
+        }
+        assert!(!has_body(Opcode::Unknown(0xC)));
+        assert!(body(Opcode::Unknown(0xC), &[0; 8]).is_none());
     }
 }
