@@ -1,0 +1,108 @@
+//! Engine behaviours the `qp_rx` and `cm_handshake` fuzz targets found wrong, each pinned by
+//! the smallest hand-written case. The inputs that found them are kept as seeds under
+//! `fuzz/seeds/<target>/regress-*.bin`.
+
+use iwarp_proto::mem::{Access, MrRef, PdId, RawMem, StagTable};
+use iwarp_proto::qp::{
+    LinkParams, Payload, Qp, QpConfig, QpState, Queue, SendOp, SendWqe, Sge, Startup, WcOpcode, WcStatus,
+};
+use iwarp_wire::mpa::{Deframer, DeframerConfig, Event, Framer};
+use iwarp_wire::{Msn, Opcode, SegmentHeader};
+use std::sync::Arc;
+
+struct Side {
+    qp: Qp,
+    stags: Arc<StagTable>,
+    pd: PdId,
+    framer: Framer,
+}
+
+impl Side {
+    /// An initiator with CRC off and a MULPDU large enough for zero-copy payloads.
+    fn new() -> Side {
+        let stags = Arc::new(StagTable::new(9));
+        let pd = stags.new_pd();
+        let cfg = QpConfig { qp_num: 3, pd, sq_depth: 8, rq_depth: 8, max_send_sge: 2, max_recv_sge: 2, max_inline: 0 };
+        let mut qp = Qp::new(cfg, Arc::clone(&stags), None);
+        let link = LinkParams {
+            crc: false,
+            send_markers: false,
+            recv_markers: false,
+            ird: 4,
+            ord: 4,
+            mulpdu: 16 << 10,
+            rfc7306: true,
+            startup: Startup::Initiator { rtr: None },
+        };
+        qp.establish(link).unwrap();
+        Side { qp, stags, pd, framer: Framer::new(false, false) }
+    }
+
+    fn mr(&self, len: usize, fill: u8) -> MrRef {
+        let m = RawMem::alloc(len, false).unwrap();
+        assert!(m.write(0, &vec![fill; len]));
+        self.stags.register(m, self.pd, Access::LOCAL_WRITE, 0x1000).unwrap()
+    }
+
+    fn feed(&mut self, h: SegmentHeader, payload: &[u8]) {
+        let (b, n) = h.to_bytes();
+        let mut out = Vec::new();
+        self.framer.frame_to_vec(&b[..n], &[payload], &mut out).unwrap();
+        assert_eq!(self.qp.receive_copy(&out), out.len());
+    }
+}
+
+/// Every (header, payload) in `wire`.
+fn deframe(wire: &[u8]) -> Vec<(SegmentHeader, Vec<u8>)> {
+    let mut d = Deframer::new(DeframerConfig { crc: false, markers: false, max_ulpdu: u16::MAX });
+    let (mut out, mut cur, mut rest) = (Vec::new(), None, wire);
+    while !rest.is_empty() {
+        let (n, ev) = d.feed(rest).unwrap();
+        assert!(n > 0, "the deframer took no byte");
+        match ev {
+            Event::Header(h) => cur = Some((h.segment().unwrap(), Vec::new())),
+            Event::Payload(p) => cur.as_mut().unwrap().1.extend_from_slice(p),
+            Event::End(_) => out.push(cur.take().unwrap()),
+            Event::None => {}
+        }
+        rest = &rest[n..];
+    }
+    out
+}
+
+/// Found by `qp_rx` (`regress-terminate-reads-flushed-send.bin`): a Send framed but not yet
+/// handed to the socket when the peer's error made the queue pair terminate completed flushed,
+/// yet its FPDU stayed in the transmit batch pointing into the application's buffer, so the
+/// buffer was read (and sent) after the application had it back.
+#[test]
+fn framed_sends_completed_by_a_terminate_no_longer_read_their_buffers() {
+    let mut s = Side::new();
+    let m = s.mr(4096, 0xab);
+    let sge = Sge { mr: Arc::clone(&m), offset: 0, len: 4096 };
+    let w = SendWqe {
+        wr_id: 1,
+        op: SendOp::Send,
+        payload: Payload::Sges(vec![sge].into()),
+        signaled: true,
+        solicited: false,
+        fence: false,
+    };
+    s.qp.post_send([w]).unwrap();
+    // Framed (one FPDU whose payload is the buffer itself), the socket takes nothing yet.
+    let mut ranges = Vec::new();
+    assert!(s.qp.poll_transmit(&mut ranges, 64) > 4096);
+    // The peer sends with no receive posted: Terminate.
+    s.feed(SegmentHeader::untagged(Opcode::Send, true, Msn(1), 0), b"x");
+    assert_eq!(s.qp.state(), QpState::Terminate);
+    let c = s.qp.poll_completion().expect("the Send completes");
+    assert_eq!((c.wr_id, c.status, c.opcode, c.queue), (1, WcStatus::WrFlush, WcOpcode::Send, Queue::Send));
+    // The buffer is the application's again: it reuses it.
+    assert!(m.mem().write(0, &[0xcd; 4096]));
+    let mut wire = Vec::new();
+    s.qp.transmit_copy(&mut wire, usize::MAX);
+    let fpdus = deframe(&wire);
+    assert_eq!(fpdus.len(), 2, "the framed Send, then the Terminate");
+    assert_eq!(fpdus[0].0.opcode, Opcode::Send);
+    assert!(fpdus[0].1.iter().all(|&b| b == 0xab), "the Send's bytes were read after its completion");
+    assert_eq!(fpdus[1].0.opcode, Opcode::Terminate);
+}
