@@ -106,3 +106,18 @@ fn framed_sends_completed_by_a_terminate_no_longer_read_their_buffers() {
     assert!(fpdus[0].1.iter().all(|&b| b == 0xab), "the Send's bytes were read after its completion");
     assert_eq!(fpdus[1].0.opcode, Opcode::Terminate);
 }
+
+/// Found by `cm_handshake` (`regress-malformed-reply-leaves-deadline.bin`): a malformed Reply
+/// failed the initiator but left its exchange open, so its deadline stayed pending, a later
+/// timeout reported a second outcome, and every later read buffered more bytes.
+#[test]
+fn a_malformed_reply_ends_the_initiators_exchange() {
+    use iwarp_proto::cm::{CmError, Initiator, MpaConfig};
+    use std::time::{Duration, Instant};
+    let now = Instant::now();
+    let (mut i, _) = Initiator::new(MpaConfig::default(), 1, 1, &[], now).unwrap();
+    assert!(matches!(i.handle_bytes(b"HTTP/1.1 200 OK\r\n"), Err(CmError::Malformed(_))));
+    assert_eq!(i.poll_timeout(), None);
+    assert_eq!(i.handle_timeout(now + Duration::from_secs(60)), Ok(()));
+    assert_eq!(i.handle_bytes(b"MPA ID Rep Frame"), Err(CmError::Finished));
+}

@@ -234,7 +234,11 @@ impl Initiator {
         let (reply, used) = match FrameRepr::parse(&self.buf, FrameKind::Reply) {
             Ok(Some(r)) => r,
             Ok(None) => return Ok(None),
-            Err(e) => return Err(CmError::Malformed(e)),
+            Err(e) => {
+                // RFC 5044 §7.1.2: a badly formatted Reply ends the exchange (close the connection).
+                self.done = true;
+                return Err(CmError::Malformed(e));
+            }
         };
         self.done = true;
         let used_of_data = used - before;
