@@ -121,3 +121,27 @@ fn a_malformed_reply_ends_the_initiators_exchange() {
     assert_eq!(i.handle_timeout(now + Duration::from_secs(60)), Ok(()));
     assert_eq!(i.handle_bytes(b"MPA ID Rep Frame"), Err(CmError::Finished));
 }
+
+/// Found by `cm_handshake` (`regress-second-answer-by-reject.bin`): after the responder had
+/// accepted (or rejected, or failed on bytes following the Request), `reject` still built a
+/// rejecting Reply, a second answer to one Request.
+#[test]
+fn a_responder_answers_a_request_once() {
+    use iwarp_proto::cm::{CmError, Initiator, MpaConfig, Responder};
+    use std::time::Instant;
+    let now = Instant::now();
+    let (_, req) = Initiator::new(MpaConfig::default(), 1, 1, &[], now).unwrap();
+    let answered = |answer: &dyn Fn(&mut Responder)| {
+        let mut r = Responder::new(MpaConfig::default(), now);
+        r.handle_bytes(&req).unwrap().unwrap();
+        answer(&mut r);
+        r
+    };
+    let mut r = answered(&|r| drop(r.accept(1, 1, &[]).unwrap()));
+    assert_eq!(r.reject(&[]), Err(CmError::Finished), "reject after accept");
+    let mut r = answered(&|r| drop(r.reject(b"no").unwrap()));
+    assert_eq!(r.reject(&[]), Err(CmError::Finished), "reject after reject");
+    assert_eq!(r.accept(1, 1, &[]).unwrap_err(), CmError::Finished, "accept after reject");
+    let mut r = answered(&|r| assert_eq!(r.handle_bytes(&[0, 0x12]), Err(CmError::UnexpectedData(2))));
+    assert_eq!(r.reject(&[]), Err(CmError::Finished), "reject after a failed exchange");
+}

@@ -414,7 +414,8 @@ impl Responder {
     /// settled parameters.
     ///
     /// # Errors
-    /// [`CmError::Finished`] without a request, [`CmError::PrivateDataTooLong`].
+    /// [`CmError::Finished`] without a request or once the exchange has ended,
+    /// [`CmError::PrivateDataTooLong`].
     pub fn accept(&mut self, ird: u16, ord: u16, private_data: &[u8]) -> Result<(Vec<u8>, Negotiated), CmError> {
         check_pd(private_data)?;
         let req = self.request.clone().ok_or(CmError::Finished)?;
@@ -497,10 +498,14 @@ impl Responder {
     /// send a Reply with R set, then leave MPA").
     ///
     /// # Errors
-    /// [`CmError::Finished`] without a request, [`CmError::PrivateDataTooLong`].
+    /// [`CmError::Finished`] without a request or once the exchange has ended,
+    /// [`CmError::PrivateDataTooLong`].
     pub fn reject(&mut self, private_data: &[u8]) -> Result<Vec<u8>, CmError> {
         check_pd(private_data)?;
         let req = self.request.clone().ok_or(CmError::Finished)?;
+        if self.done {
+            return Err(CmError::Finished);
+        }
         self.done = true;
         let reply = FrameRepr {
             kind: FrameKind::Reply,
