@@ -145,3 +145,20 @@ fn a_responder_answers_a_request_once() {
     let mut r = answered(&|r| assert_eq!(r.handle_bytes(&[0, 0x12]), Err(CmError::UnexpectedData(2))));
     assert_eq!(r.reject(&[]), Err(CmError::Finished), "reject after a failed exchange");
 }
+
+/// Found by `cm_handshake` (`regress-reply-revision-above-request.bin`): an initiator that sent
+/// a revision-1 Request took a revision-2 Reply, RFC 6581 IRD/ORD block and all, and reported
+/// revision 2, which it had not offered. A responder answers in the Request's revision (Linux
+/// siw mirrors it); a Reply above it is one the initiator cannot interoperate with.
+#[test]
+fn a_reply_of_a_higher_revision_than_the_request_fails_the_initiator() {
+    use iwarp_proto::cm::{CmError, Initiator, MpaConfig};
+    use iwarp_wire::mpa::{EnhancedParams, FrameKind, FrameRepr};
+    use std::time::Instant;
+    let now = Instant::now();
+    let cfg = MpaConfig { revision: 1, ..MpaConfig::default() };
+    let (mut i, _) = Initiator::new(cfg, 4, 4, &[], now).unwrap();
+    let reply = FrameRepr::enhanced(FrameKind::Reply, EnhancedParams::client_server(1, 1), &[]).to_vec().unwrap();
+    assert_eq!(i.handle_bytes(&reply), Err(CmError::Malformed(iwarp_wire::Error::UnsupportedRevision(2))));
+    assert_eq!(i.poll_timeout(), None, "the exchange is over");
+}

@@ -242,6 +242,13 @@ impl Initiator {
         };
         self.done = true;
         let used_of_data = used - before;
+        // RFC 5044 §7.1.2: receivers check Rev and close if they cannot interoperate. A responder
+        // answers in the Request's revision (Linux siw mirrors it); a Reply above it would carry
+        // parameters this side never offered.
+        let offered = if self.cfg.revision >= 2 { 2 } else { 1 };
+        if reply.revision > offered {
+            return Err(CmError::Malformed(iwarp_wire::Error::UnsupportedRevision(reply.revision)));
+        }
         if reply.reject {
             return Ok(Some((InitiatorOutcome::Rejected { private_data: reply.private_data.to_vec() }, used_of_data)));
         }
