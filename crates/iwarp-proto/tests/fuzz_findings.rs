@@ -162,3 +162,26 @@ fn a_reply_of_a_higher_revision_than_the_request_fails_the_initiator() {
     assert_eq!(i.handle_bytes(&reply), Err(CmError::Malformed(iwarp_wire::Error::UnsupportedRevision(2))));
     assert_eq!(i.poll_timeout(), None, "the exchange is over");
 }
+
+/// Found by `qp_rx` (`regress-atomic-sink-of-two-elements.bin`; the consequence in
+/// `regress-atomic-response-overruns-first-element.bin`): an atomic whose 8-byte sink was split
+/// over several elements was accepted, and the Atomic Response's original value was then
+/// written whole into the first element, past its end into memory the request never named.
+#[test]
+fn an_atomic_result_lands_in_exactly_one_element_of_eight_bytes() {
+    use iwarp_proto::qp::{PostError, RemoteAddr};
+    let mut s = Side::new();
+    let m = s.mr(64, 0);
+    let atomic = |sges: &[(usize, usize)]| SendWqe {
+        wr_id: 7,
+        op: SendOp::FetchAdd { remote: RemoteAddr { stag: iwarp_wire::Stag(0x100), to: 0 }, add: 1 },
+        payload: Payload::Sges(sges.iter().map(|&(offset, len)| Sge { mr: Arc::clone(&m), offset, len }).collect()),
+        signaled: true,
+        solicited: false,
+        fence: false,
+    };
+    assert_eq!(s.qp.post_send([atomic(&[(0, 4), (32, 4)])]), Err(PostError::InvalidLength));
+    assert_eq!(s.qp.post_send([atomic(&[(0, 8), (32, 0)])]), Err(PostError::InvalidLength));
+    assert_eq!(s.qp.send_outstanding(), 0);
+    assert_eq!(s.qp.post_send([atomic(&[(8, 8)])]), Ok(()));
+}
