@@ -185,3 +185,38 @@ fn an_atomic_result_lands_in_exactly_one_element_of_eight_bytes() {
     assert_eq!(s.qp.send_outstanding(), 0);
     assert_eq!(s.qp.post_send([atomic(&[(8, 8)])]), Ok(()));
 }
+
+/// Found by `qp_rx` (`regress-disconnect-reads-flushed-send.bin`): a disconnect while a long
+/// Send was being framed (its first FPDUs framed, the rest held back by the transmit window)
+/// completed the Send flushed, yet its framed FPDUs stayed in the batch pointing into the
+/// application's buffer, read (and sent) after the application had it back.
+#[test]
+fn a_send_cut_short_by_a_disconnect_no_longer_reads_its_buffer() {
+    let mut s = Side::new();
+    let len = 5 << 20;
+    let m = s.mr(len, 0xab);
+    let w = SendWqe {
+        wr_id: 1,
+        op: SendOp::Send,
+        payload: Payload::Sges(vec![Sge { mr: Arc::clone(&m), offset: 0, len }].into()),
+        signaled: true,
+        solicited: false,
+        fence: false,
+    };
+    s.qp.post_send([w]).unwrap();
+    let mut ranges = Vec::new();
+    let framed = s.qp.poll_transmit(&mut ranges, usize::MAX);
+    assert!(framed > 0 && framed < len, "the transmit window holds the rest back");
+    s.qp.disconnect();
+    let c = s.qp.poll_completion().expect("the Send completes");
+    assert_eq!((c.wr_id, c.status), (1, WcStatus::WrFlush));
+    assert!(m.mem().write(0, &vec![0xcd; len]));
+    let mut wire = Vec::new();
+    s.qp.transmit_copy(&mut wire, usize::MAX);
+    let fpdus = deframe(&wire);
+    assert!(!fpdus.is_empty());
+    for (h, payload) in &fpdus {
+        assert_eq!((h.opcode, h.last), (Opcode::Send, false), "only the framed part of the Send goes out");
+        assert!(payload.iter().all(|&b| b == 0xab), "the Send's bytes were read after its completion");
+    }
+}

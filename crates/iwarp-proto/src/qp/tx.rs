@@ -418,6 +418,9 @@ impl Tx {
         if let Some(job) = self.job.take() {
             if let Source::Wr { seq, .. } = job.source {
                 self.mark(seq, flush);
+                // Its first FPDUs may be framed and unsent: they are the stream's now and still
+                // go out, but no longer from the buffer the request gives back.
+                self.batch.detach();
             }
         }
         self.responding = false;
