@@ -220,3 +220,56 @@ fn a_send_cut_short_by_a_disconnect_no_longer_reads_its_buffer() {
         assert!(payload.iter().all(|&b| b == 0xab), "the Send's bytes were read after its completion");
     }
 }
+
+/// Found while reducing the disconnect case above, then caught by `qp_rx` with the input kept as
+/// `regress-read-response-after-disconnect.bin`: a disconnect completes an outstanding RDMA Read
+/// flushed, but the queue pair, still receiving while its framed bytes drained, went on placing
+/// the Read Response in progress into the sink the application had back.
+#[test]
+fn a_read_flushed_by_a_disconnect_takes_no_more_of_its_response() {
+    use iwarp_proto::qp::RemoteAddr;
+    use iwarp_wire::{Stag, TaggedOffset};
+    let mut s = Side::new();
+    let sink = s.mr(4096, 0x11);
+    let w = SendWqe {
+        wr_id: 4,
+        op: SendOp::Read(RemoteAddr { stag: Stag(0x2200), to: 0x5000 }),
+        payload: Payload::Sges(vec![Sge { mr: Arc::clone(&sink), offset: 0, len: 4096 }].into()),
+        signaled: true,
+        solicited: false,
+        fence: false,
+    };
+    s.qp.post_send([w]).unwrap();
+    let mut wire = Vec::new();
+    s.qp.transmit_copy(&mut wire, usize::MAX);
+    // The first segment of the response is placed.
+    let at = |off: u64| TaggedOffset(sink.base() + off);
+    s.feed(SegmentHeader::tagged(Opcode::ReadResponse, false, sink.stag(), at(0)), &[0x22; 1000]);
+    // A Send is framed, not yet taken by the socket: the disconnect drains it, so the queue pair
+    // stays in Closing and keeps receiving.
+    let src = s.mr(16, 0x55);
+    let send = SendWqe {
+        wr_id: 5,
+        op: SendOp::Send,
+        payload: Payload::Sges(vec![Sge { mr: src, offset: 0, len: 16 }].into()),
+        signaled: true,
+        solicited: false,
+        fence: false,
+    };
+    s.qp.post_send([send]).unwrap();
+    let mut ranges = Vec::new();
+    assert!(s.qp.poll_transmit(&mut ranges, 64) > 0);
+    s.qp.disconnect();
+    assert_eq!(s.qp.state(), QpState::Closing);
+    let c = s.qp.poll_completion().expect("the Read completes");
+    assert_eq!((c.wr_id, c.status), (4, WcStatus::WrFlush));
+    // The application reuses its buffer; the rest of the response arrives.
+    assert!(sink.mem().write(0, &[0x33; 4096]));
+    let (b, n) = SegmentHeader::tagged(Opcode::ReadResponse, true, sink.stag(), at(1000)).to_bytes();
+    let mut fpdu = Vec::new();
+    s.framer.frame_to_vec(&b[..n], &[&[0x44; 3096]], &mut fpdu).unwrap();
+    s.qp.receive_copy(&fpdu);
+    let mut now = vec![0; 4096];
+    assert!(sink.mem().read(0, &mut now));
+    assert!(now.iter().all(|&b| b == 0x33), "the response was placed after its Read completed");
+}

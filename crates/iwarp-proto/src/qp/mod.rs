@@ -602,6 +602,8 @@ impl Qp {
             Ok(s) => {
                 self.state = s;
                 self.tx.flush_unframed(&mut self.completions, self.cfg.qp_num);
+                // The Reads just flushed take no more of their responses.
+                self.rx.forget_read_response();
                 if self.tx.batch.is_empty() {
                     self.finish_drain();
                 }
