@@ -637,7 +637,8 @@ impl Harness {
 
     /// After a receive of `len` bytes, its elements' bytes past `len` are as they were posted
     /// (checked in regions only we write, where the shadow holds the content at posting).
-    fn assert_untouched_past(&self, parts: &[(usize, Area)], mut len: usize) {
+    fn assert_untouched_past(&self, parts: &[(usize, Area)], reported: usize) {
+        let mut len = reported;
         for &(i, a) in parts {
             let skip = len.min(a.len);
             len -= skip;
@@ -647,7 +648,10 @@ impl Harness {
             let rest = Area { start: a.start + skip, len: a.len - skip };
             self.backing.with_slice(rest.start, rest.len, |now| {
                 if let Some(k) = (0..rest.len).find(|&k| now[k] != self.shadow[rest.start + k]) {
-                    panic!("a receive changed {} past the {} bytes it reported", self.place_name(rest.start + k), len);
+                    panic!(
+                        "a receive changed {} past the {reported} bytes it reported",
+                        self.place_name(rest.start + k)
+                    );
                 }
             });
         }
