@@ -9,7 +9,8 @@
 #   cargo test -p iwarp-wire --test captures -- --ignored write_fuzz_seeds      (codec targets)
 #   cargo test -p iwarp-proto --test fuzz_seeds -- --ignored write_engine_fuzz_seeds
 #                                                    (engine targets: qp_rx, cm_handshake)
-# Inputs that found bugs are kept as seeds/<target>/regress-*.bin.
+# (the second also writes the dictionaries <target>.dict). Inputs that found bugs are kept as
+# seeds/<target>/regress-*.bin.
 #
 # Memory is capped: 2 GiB resident, and no single allocation of 128 MiB or more (every target
 # bounds its input, so a larger allocation is a runaway).
@@ -49,8 +50,11 @@ for t in $expected; do
     mkdir -p "corpus/$t"
     echo "== fuzz target $t for ${secs}s"
     log=$(mktemp)
+    # A target's dictionary (values mutations can hardly guess), if it has one.
+    dict=()
+    if [ -f "$t.dict" ]; then dict=("-dict=$t.dict"); fi
     # libFuzzer prints its final statistics (stat::number_of_executed_units) on stderr
-    if ! cargo fuzz run "$t" "corpus/$t" "seeds/$t" -- \
+    if ! cargo fuzz run "$t" "corpus/$t" "seeds/$t" -- "${dict[@]}" \
         -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=128 -print_final_stats=1 2>&1 |
         tee "$log"; then
         echo "fuzz/run.sh: target $t failed" >&2

@@ -15,7 +15,8 @@
 //!   Responses fill the sink of the Read posted for them), reframed, also with markers; and each
 //!   captured stream fed as it is.
 //!
-//! Files named `regress-*` (inputs that found bugs) are kept; the rest is rewritten.
+//! Files named `regress-*` (inputs that found bugs) are kept; the rest is rewritten. It also
+//! writes the targets' libFuzzer dictionaries, `fuzz/<target>.dict`.
 
 #[path = "../../../fuzz/fuzz_targets/format/cm_handshake.rs"]
 mod cm_format;
@@ -413,6 +414,28 @@ fn write_engine_fuzz_seeds() {
         eprintln!("{target}: {} seeds", set.len());
     }
     assert!(total < 1 << 20, "seeds take {total} bytes");
+    write_dictionaries(&stags);
+}
+
+/// libFuzzer dictionaries (`fuzz/<target>.dict`, passed by `run.sh`): values a mutation can
+/// hardly guess, as they appear on the wire. For `qp_rx`, each region's STag and first and last
+/// Tagged Offsets (so that a Write or Read can be aimed at any region, not only the ones the
+/// seeds use); for `cm_handshake`, the MPA keys.
+fn write_dictionaries(stags: &[Stag]) {
+    let hex = |b: &[u8]| b.iter().map(|x| format!("\\x{x:02x}")).collect::<String>();
+    let mut qp =
+        String::from("# Written by crates/iwarp-proto/tests/fuzz_seeds.rs: the target's STags and TOs, big-endian.\n");
+    for (i, r) in REGIONS.iter().enumerate() {
+        let n = r.name;
+        qp += &format!("stag_{n}=\"{}\"\n", hex(&stags[i].0.to_be_bytes()));
+        qp += &format!("to_{n}=\"{}\"\n", hex(&r.base.to_be_bytes()));
+        let last = r.base + (r.len as u64).saturating_sub(8);
+        qp += &format!("to_{n}_end=\"{}\"\n", hex(&last.to_be_bytes()));
+    }
+    std::fs::write(root().join("fuzz/qp_rx.dict"), qp).unwrap();
+    let cm = "# Written by crates/iwarp-proto/tests/fuzz_seeds.rs: the MPA keys.\n\
+              req=\"MPA ID Req Frame\"\nrep=\"MPA ID Rep Frame\"\n";
+    std::fs::write(root().join("fuzz/cm_handshake.dict"), cm).unwrap();
 }
 
 /// The formats round-trip, so that seeds mean what the writer meant.
