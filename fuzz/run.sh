@@ -6,7 +6,14 @@
 #
 # Works on stable Rust: RUSTC_BOOTSTRAP=1 lets cargo-fuzz pass its -Z sanitizer flags.
 # Regenerate the seeds from testdata/ with
-#   cargo test -p iwarp-wire --test captures -- --ignored write_fuzz_seeds
+#   cargo test -p iwarp-wire --test captures -- --ignored write_fuzz_seeds      (codec targets)
+#   cargo test -p iwarp-proto --test fuzz_seeds -- --ignored write_engine_fuzz_seeds
+#                                                    (engine targets: qp_rx, cm_handshake)
+# (the second also writes the dictionaries <target>.dict). Inputs that found bugs are kept as
+# seeds/<target>/regress-*.bin.
+#
+# Memory is capped: 2 GiB resident, and no single allocation of 128 MiB or more (every target
+# bounds its input, so a larger allocation is a runaway).
 #
 # Fails unless every target of fuzz/Cargo.toml is listed by `cargo fuzz list`, runs for its
 # time, and ends without a crash: a run that fuzzed nothing is no pass.
@@ -43,9 +50,13 @@ for t in $expected; do
     mkdir -p "corpus/$t"
     echo "== fuzz target $t for ${secs}s"
     log=$(mktemp)
+    # A target's dictionary (values mutations can hardly guess), if it has one.
+    dict=()
+    if [ -f "$t.dict" ]; then dict=("-dict=$t.dict"); fi
     # libFuzzer prints its final statistics (stat::number_of_executed_units) on stderr
-    if ! cargo fuzz run "$t" "corpus/$t" "seeds/$t" -- \
-        -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 2>&1 | tee "$log"; then
+    if ! cargo fuzz run "$t" "corpus/$t" "seeds/$t" -- "${dict[@]}" \
+        -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=128 -print_final_stats=1 2>&1 |
+        tee "$log"; then
         echo "fuzz/run.sh: target $t failed" >&2
         rm -f "$log"
         exit 1

@@ -234,10 +234,21 @@ impl Initiator {
         let (reply, used) = match FrameRepr::parse(&self.buf, FrameKind::Reply) {
             Ok(Some(r)) => r,
             Ok(None) => return Ok(None),
-            Err(e) => return Err(CmError::Malformed(e)),
+            Err(e) => {
+                // RFC 5044 §7.1.2: a badly formatted Reply ends the exchange (close the connection).
+                self.done = true;
+                return Err(CmError::Malformed(e));
+            }
         };
         self.done = true;
         let used_of_data = used - before;
+        // RFC 5044 §7.1.2: receivers check Rev and close if they cannot interoperate. A responder
+        // answers in the Request's revision (Linux siw mirrors it); a Reply above it would carry
+        // parameters this side never offered.
+        let offered = if self.cfg.revision >= 2 { 2 } else { 1 };
+        if reply.revision > offered {
+            return Err(CmError::Malformed(iwarp_wire::Error::UnsupportedRevision(reply.revision)));
+        }
         if reply.reject {
             return Ok(Some((InitiatorOutcome::Rejected { private_data: reply.private_data.to_vec() }, used_of_data)));
         }
@@ -410,7 +421,8 @@ impl Responder {
     /// settled parameters.
     ///
     /// # Errors
-    /// [`CmError::Finished`] without a request, [`CmError::PrivateDataTooLong`].
+    /// [`CmError::Finished`] without a request or once the exchange has ended,
+    /// [`CmError::PrivateDataTooLong`].
     pub fn accept(&mut self, ird: u16, ord: u16, private_data: &[u8]) -> Result<(Vec<u8>, Negotiated), CmError> {
         check_pd(private_data)?;
         let req = self.request.clone().ok_or(CmError::Finished)?;
@@ -493,10 +505,14 @@ impl Responder {
     /// send a Reply with R set, then leave MPA").
     ///
     /// # Errors
-    /// [`CmError::Finished`] without a request, [`CmError::PrivateDataTooLong`].
+    /// [`CmError::Finished`] without a request or once the exchange has ended,
+    /// [`CmError::PrivateDataTooLong`].
     pub fn reject(&mut self, private_data: &[u8]) -> Result<Vec<u8>, CmError> {
         check_pd(private_data)?;
         let req = self.request.clone().ok_or(CmError::Finished)?;
+        if self.done {
+            return Err(CmError::Finished);
+        }
         self.done = true;
         let reply = FrameRepr {
             kind: FrameKind::Reply,

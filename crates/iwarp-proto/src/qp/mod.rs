@@ -565,6 +565,8 @@ impl Qp {
                 // Sends posted before the close are flushed with the rest.
                 self.posts.take_sends(&mut self.tx.sq);
                 self.tx.flush_unframed(&mut self.completions, self.cfg.qp_num);
+                // The Reads just flushed take no more of their responses.
+                self.rx.forget_read_response();
                 if self.tx.batch.is_empty() {
                     self.finish_drain();
                 }

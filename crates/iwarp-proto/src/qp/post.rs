@@ -223,8 +223,13 @@ pub(crate) fn validate_send(cfg: &QpConfig, gate: Gate, w: &SendWqe) -> Result<(
     match w.op {
         // RFC 5040 §5.2: a Read's sink is one buffer (max_sge_rd = 1 on iWARP).
         SendOp::Read(_) if matches!(&w.payload, super::Payload::Sges(s) if s.len() > 1) => Err(PostError::TooManySges),
-        // RFC 7306 §5.1: atomics work on 8 bytes.
-        SendOp::FetchAdd { .. } | SendOp::CompareSwap { .. } if len != 8 => Err(PostError::InvalidLength),
+        // RFC 7306 §5.1: atomics work on 8 bytes; the original value is written into one
+        // element whole, so the sink is exactly one element of 8 bytes.
+        SendOp::FetchAdd { .. } | SendOp::CompareSwap { .. }
+            if len != 8 || !matches!(&w.payload, super::Payload::Sges(s) if s.len() == 1) =>
+        {
+            Err(PostError::InvalidLength)
+        }
         SendOp::FetchAdd { remote, .. } | SendOp::CompareSwap { remote, .. } if remote.to % 8 != 0 => {
             Err(PostError::InvalidLength)
         }

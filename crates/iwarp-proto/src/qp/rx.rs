@@ -145,6 +145,18 @@ impl Rx {
         out
     }
 
+    /// The outstanding Reads were completed flushed (disconnect): a Read Response being
+    /// placed has no sink any more. The rest of its FPDU is read and dropped; a later segment
+    /// finds no Read waiting for it.
+    pub fn forget_read_response(&mut self) {
+        if self.tagged.as_ref().is_some_and(|m| matches!(m.kind, TaggedKind::ReadResponse)) {
+            self.tagged = None;
+        }
+        if matches!(self.header, Some((_, seg)) if seg.desc.opcode == Opcode::ReadResponse) {
+            self.dest = Dest::None;
+        }
+    }
+
     /// Drops every region reference.
     pub fn release(&mut self) {
         self.stopped = true;

@@ -129,6 +129,23 @@ impl Batch {
         }
     }
 
+    /// Copies the bytes of every unsent piece that points into registered memory into the
+    /// arena, so that nothing left to send reads memory whose requests have completed.
+    fn detach(&mut self) {
+        for i in self.first..self.pieces.len() {
+            if let TxPiece::Mem { mr, offset, len } = &self.pieces[i] {
+                let (mr, offset, len) = (MrRef::clone(mr), *offset, *len);
+                let start = self.arena.len();
+                self.arena.resize(start + len, 0);
+                // In bounds: the range was validated when the piece was framed, and the region
+                // held since. Copied whole, so that `first_off` still applies.
+                let copied = mr.mem().read(offset, &mut self.arena[start..]);
+                debug_assert!(copied);
+                self.pieces[i] = TxPiece::Inline { start, len };
+            }
+        }
+    }
+
     /// Copies up to `max` unsent bytes into `out` (in-memory transports; sockets use `ranges`).
     fn copy_unsent(&self, out: &mut Vec<u8>, max: usize) -> usize {
         let start = out.len();
@@ -409,6 +426,9 @@ impl Tx {
         if let Some(job) = self.job.take() {
             if let Source::Wr { seq, .. } = job.source {
                 self.mark(seq, flush);
+                // Its first FPDUs may be framed and unsent: they are the stream's now and still
+                // go out, but no longer from the buffer the request gives back.
+                self.batch.detach();
             }
         }
         self.responding = false;
@@ -427,8 +447,9 @@ impl Tx {
     }
 
     /// Flushes everything; the first outstanding Read/atomic gets the remote status when the
-    /// peer's Terminate reported a remote protection or operation error. With `keep_batch`
-    /// the framed bytes (and the memory they point into) stay for a Terminate to follow.
+    /// peer's Terminate reported a remote protection or operation error. Once a Terminate is
+    /// being sent (`terminated`), the framed bytes stay for it to follow, copied out of the
+    /// memory of the requests just completed.
     pub fn flush_all(&mut self, out: &mut VecDeque<Completion>, qp: u32, remote: Option<TerminateCause>) {
         if let Some(first) = self.orq.front().and_then(|o| o.seq) {
             let status = match remote {
@@ -455,6 +476,10 @@ impl Tx {
         if !self.terminated || self.batch.is_empty() {
             self.batch.clear();
             self.holds.clear();
+        } else {
+            // The framed bytes stay for the Terminate to follow them, but the requests they
+            // were framed from have just completed: their buffers are the application's again.
+            self.batch.detach();
         }
     }
 
