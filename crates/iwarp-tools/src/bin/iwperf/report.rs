@@ -205,6 +205,10 @@ pub struct PathJson {
     pub tx_zero_copy_pct: f64,
     /// Percent of received payload bytes read straight into their destination (no copy).
     pub rx_direct_pct: f64,
+    /// Payload bytes sent (DDP payload of every message, whatever its kind).
+    pub tx_bytes: u64,
+    /// Payload bytes received.
+    pub rx_bytes: u64,
 }
 
 fn pct(part: u64, other: u64) -> f64 {
@@ -222,6 +226,8 @@ impl From<&iwarp::QpStats> for PathJson {
             rx_fpdus: s.rx_fpdus,
             tx_zero_copy_pct: pct(s.tx_zero_copy_bytes, s.tx_copied_bytes),
             rx_direct_pct: pct(s.rx_direct_bytes, s.rx_copied_bytes),
+            tx_bytes: s.tx_zero_copy_bytes + s.tx_copied_bytes,
+            rx_bytes: s.rx_direct_bytes + s.rx_copied_bytes,
         }
     }
 }
