@@ -111,6 +111,7 @@ fn opts(test: Test, size: usize, iters: u64, cfg: &Config) -> Opts {
         compat_sleep: false,
         shared_port: false,
         worker_spin_us: cfg.worker_spin_us,
+        bidir: false,
     }
 }
 
@@ -272,6 +273,7 @@ fn json(row: Row, r: &Run, transport: &str) {
         lat,
         cpu_seconds: Some(r.cpu),
         path: r.stats.as_ref().map(Into::into),
+        bidirectional: None,
     };
     if let Ok(s) = serde_json::to_string(&line) {
         println!("{s}");

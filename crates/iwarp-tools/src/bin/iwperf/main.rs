@@ -16,7 +16,7 @@ mod tcp;
 use clap::{Parser, ValueEnum};
 use iwarp_tools::mpa_args::MpaArgs;
 use rdma::{Opts, Role, Test};
-use report::JsonLine;
+use report::{BidirJson, JsonLine};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -93,6 +93,10 @@ struct Cli {
     /// Number of data QPs (bandwidth tests).
     #[arg(short = 'q', long = "qp", default_value_t = 1)]
     qp: usize,
+    /// Bidirectional (bandwidth tests): both sides send at once and each reports the sum of
+    /// both directions, as perftest's -b. Give it to both sides.
+    #[arg(short = 'b', long = "bidirectional")]
+    bidir: bool,
     /// Send queue depth.
     #[arg(short = 't', long = "tx-depth")]
     tx_depth: Option<usize>,
@@ -171,6 +175,9 @@ fn opts(cli: &Cli, test: Test) -> Result<Opts, String> {
     if cli.qp > 1 && !test.is_bw() {
         return Err(" Multiple QPs only available on bandwidth tests".into());
     }
+    if cli.bidir && !test.is_bw() {
+        return Err(" Bidirectional is only available in BW test".into());
+    }
     Ok(Opts {
         test,
         size,
@@ -190,6 +197,7 @@ fn opts(cli: &Cli, test: Test) -> Result<Opts, String> {
         compat_sleep: true,
         shared_port: cli.shared_port,
         worker_spin_us: cli.worker_spin_us,
+        bidir: cli.bidir,
     })
 }
 
@@ -211,7 +219,7 @@ fn run_rdma(cli: &Cli, test: Test) -> Result<(), String> {
     let cpu = iwarp::util::cpu_time().saturating_sub(cpu0).as_secs_f64();
     if cli.json {
         let role = if cli.host.is_some() { "client" } else { "server" };
-        for r in &out.bw {
+        for (i, r) in out.bw.iter().enumerate() {
             print_json(&JsonLine {
                 test: test.name(),
                 role,
@@ -221,6 +229,7 @@ fn run_rdma(cli: &Cli, test: Test) -> Result<(), String> {
                 lat: None,
                 cpu_seconds: Some(cpu),
                 path: Some((&out.stats).into()),
+                bidirectional: o.bidir.then(|| BidirJson::new(r, out.remote.get(i))),
             });
         }
         for r in &out.lat {
@@ -233,6 +242,7 @@ fn run_rdma(cli: &Cli, test: Test) -> Result<(), String> {
                 lat: Some(*r),
                 cpu_seconds: Some(cpu),
                 path: Some((&out.stats).into()),
+                bidirectional: None,
             });
         }
     }
@@ -270,6 +280,7 @@ fn run_tcp(cli: &Cli, lat: bool) -> Result<(), String> {
                         lat: None,
                         cpu_seconds: None,
                         path: None,
+                        bidirectional: None,
                     });
                 }
             }
@@ -289,6 +300,7 @@ fn run_tcp(cli: &Cli, lat: bool) -> Result<(), String> {
                         lat: Some(r),
                         cpu_seconds: None,
                         path: None,
+                        bidirectional: None,
                     });
                 }
             } else {
@@ -304,6 +316,7 @@ fn run_tcp(cli: &Cli, lat: bool) -> Result<(), String> {
                         lat: None,
                         cpu_seconds: None,
                         path: None,
+                        bidirectional: None,
                     });
                 }
             }
@@ -384,7 +397,11 @@ mod tests {
         assert_eq!(c.cmd, Cmd::WriteBw);
         assert_eq!(c.host.as_deref(), Some("10.0.0.1"));
         assert_eq!(parse_size(c.size.as_deref().unwrap()), Ok(65536));
-        assert_eq!((c.iters, c.qp, c.report_gbits), (Some(100), 2, true));
+        assert_eq!((c.iters, c.qp, c.report_gbits, c.bidir), (Some(100), 2, true, false));
+        let b = Cli::try_parse_from(["iwperf", "send_bw", "-b", "127.0.0.1"]).unwrap();
+        assert!(b.bidir && opts(&b, Test::SendBw).unwrap().bidir);
+        let l = Cli::try_parse_from(["iwperf", "write_lat", "--bidirectional"]).unwrap();
+        assert_eq!(opts(&l, Test::WriteLat).unwrap_err(), " Bidirectional is only available in BW test");
         assert!(parse_size("0").is_err());
         assert_eq!(parse_size("1M"), Ok(1 << 20));
     }
