@@ -601,6 +601,9 @@ fn bw_client(o: &Opts, data: &Data, peer: &[Dest], size: usize, cycle: usize) ->
     let peak_on = o.duration.is_none() && o.iters <= 20_000;
     let mut posted = vec![0u64; q];
     let mut done = vec![0u64; q];
+    // Per queue pair, the count up to the last signalled request: a timed run stops posting
+    // at its deadline, and the requests after the last signalled one complete without a word.
+    let mut signaled_to = vec![0u64; q];
     let mut tposted: Vec<Vec<Instant>> = vec![Vec::new(); q];
     let mut tdone: Vec<Vec<(u64, Instant)>> = vec![Vec::new(); q];
     let mut wc = vec![WorkCompletion::default(); 64];
@@ -623,6 +626,9 @@ fn bw_client(o: &Opts, data: &Data, peer: &[Dest], size: usize, cycle: usize) ->
                 let off = slot_offset(size, cycle, k);
                 let remote = RemoteAddr { stag: remote_base.stag, to: remote_base.to + off as u64 };
                 let signaled = (k + 1) % cq_mod as u64 == 0 || k + 1 == iters;
+                if signaled {
+                    signaled_to[i] = k + 1;
+                }
                 let id = ((i as u64) << 40) | k;
                 let wr = if o.test == Test::ReadBw {
                     SendWr::read(id, mr.sge(off, size), remote)
@@ -659,7 +665,7 @@ fn bw_client(o: &Opts, data: &Data, peer: &[Dest], size: usize, cycle: usize) ->
         if deadline.is_some_and(|d| now >= d) {
             stop = true;
         }
-        let all_done = (0..q).all(|i| done[i] == posted[i]) && (stop || (0..q).all(|i| posted[i] == iters));
+        let all_done = (0..q).all(|i| done[i] == signaled_to[i]) && (stop || (0..q).all(|i| posted[i] == iters));
         if all_done {
             break;
         }
@@ -729,6 +735,8 @@ fn send_bw_client(o: &Opts, data: &Data, size: usize, rx_depth: usize, cycle: us
     let credit = data.credit.as_ref().expect("send_bw credit region");
     let mut posted = vec![0u64; q];
     let mut done = vec![0u64; q];
+    // As in bw_client: where the last signalled Send is (a timed run stops anywhere).
+    let mut signaled_to = vec![0u64; q];
     let mut wc = vec![WorkCompletion::default(); 64];
     let start = Instant::now();
     let (deadline, window) = duration_window(o, start);
@@ -751,6 +759,9 @@ fn send_bw_client(o: &Opts, data: &Data, size: usize, rx_depth: usize, cycle: us
             let wrs: Vec<SendWr<'_>> = (posted[i]..posted[i] + n)
                 .map(|k| {
                     let signaled = (k + 1) % cq_mod as u64 == 0 || k + 1 == iters;
+                    if signaled {
+                        signaled_to[i] = k + 1;
+                    }
                     SendWr::send(((i as u64) << 40) | k, &[mr.sge(slot_offset(size, cycle, k), size)])
                         .signaled(signaled)
                 })
@@ -779,7 +790,7 @@ fn send_bw_client(o: &Opts, data: &Data, size: usize, rx_depth: usize, cycle: us
         if deadline.is_some_and(|d| now >= d) {
             stop = true;
         }
-        if (0..q).all(|i| done[i] == posted[i]) && (stop || (0..q).all(|i| posted[i] == iters)) {
+        if (0..q).all(|i| done[i] == signaled_to[i]) && (stop || (0..q).all(|i| posted[i] == iters)) {
             break;
         }
     }
