@@ -93,8 +93,8 @@ struct Cli {
     /// Number of data QPs (bandwidth tests).
     #[arg(short = 'q', long = "qp", default_value_t = 1)]
     qp: usize,
-    /// Bidirectional (bandwidth tests): both sides send at once and each reports the sum of
-    /// both directions, as perftest's -b. Give it to both sides.
+    /// Bidirectional (bandwidth tests, tcp_bw): both sides send at once and each reports the
+    /// sum of both directions, as perftest's -b. Give it to both sides.
     #[arg(short = 'b', long = "bidirectional")]
     bidir: bool,
     /// Send queue depth.
@@ -260,6 +260,12 @@ fn run_tcp(cli: &Cli, lat: bool) -> Result<(), String> {
     let wait = if cli.events { tcp::Wait::Block } else { tcp::Wait::BusyPoll };
     let name = if lat { "tcp_lat" } else { "tcp_bw" };
     let gbits = cli.report_gbits;
+    if cli.bidir {
+        if lat {
+            return Err(" Bidirectional is only available in BW test".into());
+        }
+        return run_tcp_bidir(cli, size, amount);
+    }
     match &cli.host {
         None => {
             let l = TcpListener::bind(rdma::any_addr(cli.port)).map_err(|e| format!("bind: {e}"))?;
@@ -321,6 +327,38 @@ fn run_tcp(cli: &Cli, lat: bool) -> Result<(), String> {
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// `tcp_bw -b`: both directions at once on one connection; each side prints the sum.
+fn run_tcp_bidir(cli: &Cli, size: usize, amount: tcp::Amount) -> Result<(), String> {
+    let gbits = cli.report_gbits;
+    let (role, r) = match &cli.host {
+        None => {
+            let l = TcpListener::bind(rdma::any_addr(cli.port)).map_err(|e| format!("bind: {e}"))?;
+            println!("\n************************************\n* Waiting for client to connect... *\n************************************");
+            let s = tcp::accept_one(&l).map_err(|e| e.to_string())?;
+            ("server", tcp::bw_bidir_server(s).map_err(|e| e.to_string())?)
+        }
+        Some(h) => {
+            let s = TcpStream::connect(resolve(h, cli.port)?).map_err(|e| format!("connect: {e}"))?;
+            ("client", tcp::bw_bidir_client(s, size, amount).map_err(|e| e.to_string())?)
+        }
+    };
+    println!("{}\n{}\n{}", report::bw_header(gbits), report::bidir_line(&r.mine, Some(&r.peer), gbits), report::DASHES);
+    if cli.json {
+        print_json(&JsonLine {
+            test: "tcp_bw",
+            role,
+            transport: "tcp",
+            size: r.mine.size,
+            bw: Some((&r.mine).into()),
+            lat: None,
+            cpu_seconds: None,
+            path: None,
+            bidirectional: Some(BidirJson::new(&r.mine, Some(&r.peer))),
+        });
     }
     Ok(())
 }
