@@ -125,7 +125,8 @@ struct Cli {
     /// Loopback: runs per test (the median is reported).
     #[arg(long, default_value_t = 3)]
     runs: usize,
-    /// Loopback: which comparisons (default: all).
+    /// Loopback: which comparisons (default: all), by test name (write_bw-b: the
+    /// bidirectional row), optionally with :SIZE.
     #[arg(long, value_delimiter = ',')]
     tests: Vec<String>,
     /// Loopback: bandwidth against message size (64 B to 4 MiB) for Write, Read, Send and TCP.
