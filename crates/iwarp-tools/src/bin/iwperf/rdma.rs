@@ -546,9 +546,15 @@ fn wait_placed(o: &Opts, data: &Data, bytes: u64) -> Result<(), String> {
 }
 
 fn rx_depth_for(o: &Opts) -> usize {
-    // perftest: RX depth clipped to the iterations, then rounded up to even.
+    // perftest: RX depth clipped to the iterations, then rounded up to even, but not with -a
+    // (its "odd rx_depth" workaround is for RUN_REGULAR only). With -a the receives of each size
+    // must all be used: one left over would take the next size's first, larger, Send.
     let d = (o.rx_depth as u64).min(o.iters).max(1) as usize;
-    d + d % 2
+    if o.all {
+        d
+    } else {
+        d + d % 2
+    }
 }
 
 /// perftest's buffer slot for message `i`: small messages cycle through the buffer.
