@@ -227,6 +227,10 @@ fn both_ways(s: TcpStream, size: usize, iters: u64, duration: Option<Duration>) 
         let writer = sc.spawn(move || write_side(w, size, iters, duration, follow.then_some(done)));
         let peer = read_side(&s, size);
         peer_done.store(true, Ordering::Relaxed);
+        if peer.is_err() {
+            // Whatever went wrong, the writer must not block on a peer that stopped reading.
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
         let mine = writer.join().map_err(|_| io::Error::other("writer thread panicked"))?;
         // Everything the peer sent has been read (its trailer comes last), and our trailer is
         // written: the close is a FIN, never a reset.
