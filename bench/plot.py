@@ -30,7 +30,8 @@ def load(path):
             except json.JSONDecodeError:
                 continue
             bw = j.get("bw")
-            if not bw:
+            if not bw or j.get("bidirectional"):
+                # a -b row's "bw" is one direction of two: not a point of these curves
                 continue
             v = float(bw["gbit_per_s"])
             if j["transport"] == "tcp":

@@ -195,6 +195,78 @@ class CutShort(unittest.TestCase):
         self.assertIsNone(M.documented_flake(c, probs + ["conn 2: decoder problem: TCP data missing after byte 9"]))
 
 
+def bidir_cell(direction="c2s", test="write_bw", size=65536, iters=20):
+    c = M.Cell("siw-default", "perftest", direction, test, size, mode="bidir", ours=["-b"])
+    c.iters = iters
+    return c
+
+
+class Bidirectional(unittest.TestCase):
+    def test_cells_run_both_tools_with_b_and_expect_sixteen_control_rounds(self):
+        c = bidir_cell(test="send_bw", size=4096, iters=100)
+        self.assertTrue(c.bidir)
+        self.assertTrue(c.cid.endswith("/send_bw/4K/rev2/crc/bidir"))
+        self.assertTrue(M.Runner.pt_cmd(c).endswith(" -b"))
+        self.assertIn("-b", M.Runner({"iwperf": "iwperf"}, None, False).our_cmd(c, port=1))
+        self.assertEqual(M.ctrl_rounds(c), 16)
+        self.assertEqual(M.ctrl_rounds(cell(test="send_bw")), 11)
+        self.assertFalse(M.Runner.pt_cmd(cell()).endswith(" -b"))
+
+    def test_the_data_expected_each_way(self):
+        self.assertEqual(M.expected_data(bidir_cell(size=4096, iters=100)),
+                         {"c>s": {"Write": {4096: 100}}, "s>c": {"Write": {4096: 100}}})
+        self.assertEqual(M.expected_data(bidir_cell(direction="s2c", test="read_bw", size=1 << 20, iters=5)),
+                         {d: {"ReadRequest": {1 << 20: 5}, "ReadResponse": {1 << 20: 5}} for d in ("c>s", "s>c")})
+        # send_bw: Sends each way, and each receiver's credits by its own rule (perftest's also
+        # at the RX depth: 33, 66, 99 and 100 for -n 100; iwperf's 33, 66, 99)
+        c2s = M.expected_data(bidir_cell(test="send_bw", size=4096, iters=100))
+        self.assertEqual(c2s, {"c>s": {"Send": {4096: 100}, "Write": {4: 3}},
+                               "s>c": {"Send": {4096: 100}, "Write": {4: 4}}})
+        s2c = M.expected_data(bidir_cell(direction="s2c", test="send_bw", size=4096, iters=100))
+        self.assertEqual(s2c, {"c>s": {"Send": {4096: 100}, "Write": {4: 4}},
+                               "s>c": {"Send": {4096: 100}, "Write": {4: 3}}})
+        self.assertEqual(M.expected_data(bidir_cell(test="send_bw", size=1 << 20, iters=5))["s>c"]["Write"], {4: 2})
+
+    def test_the_credit_rule_of_each_tool(self):
+        # RX depth = -n clipped to 512, rounded up to even; a credit every RX depth / 3
+        # receives, and perftest's also where the count reaches a multiple of the RX depth
+        for n, perftest, ours in ((5, 2, 2), (20, 4, 3), (100, 4, 3), (600, 4, 3)):
+            self.assertEqual(M.credit_writes(n, perftest=True), perftest, n)      # 600: 170 340 510 512
+            self.assertEqual(M.credit_writes(n, perftest=False), ours, n)
+        # the unidirectional cells expect the same at the matrix's sizes
+        for n in (5, 20, 100):
+            for d in ("c2s", "s2c"):
+                uni = M.expected_data(cell(direction=d, test="send_bw", size=4096, iters=n)).get("s>c", {})
+                self.assertEqual(uni.get("Write", {}).get(4, 0), M.credit_writes(n, perftest=(d == "c2s")), (n, d))
+
+    def test_our_writes_cut_short_by_sius_reset_either_way(self):
+        for d, ours, siw, rst in (("c2s", "c>s", "s>c", "rst_s2c"), ("s2c", "s>c", "c>s", "rst_c2s")):
+            c = bidir_cell(direction=d)
+            got = {ours: {"Write": {65536: 9}}, siw: {"Write": {65536: 20}}}
+            notes = []
+            self.assertIs(M.write_bw_cut_short(c, {rst: 70}, got, [{"message": "capture ends inside an FPDU"}],
+                                               notes), True, d)
+            self.assertIn("9 of 20 Writes", notes[-1])
+            self.assertIn("perftest %s closed" % ("server" if d == "c2s" else "client"), notes[-1])
+            # the reset must come from siw's side
+            other = "rst_c2s" if rst == "rst_s2c" else "rst_s2c"
+            self.assertIn("no reset", M.write_bw_cut_short(c, {other: 70}, got, [], []))
+            # siw's own Writes must all be there: a missing one is not this case
+            short = {ours: {"Write": {65536: 9}}, siw: {"Write": {65536: 19}}}
+            self.assertIsNone(M.write_bw_cut_short(c, {rst: 70}, short, [], []))
+            self.assertIsNone(M.write_bw_cut_short(c, {rst: 70}, {ours: {"Write": {65536: 9}}}, [], []))
+            # siw's Writes short instead of ours: not this case either
+            self.assertIsNone(M.write_bw_cut_short(c, {rst: 70}, {ours: {"Write": {65536: 20}},
+                                                                    siw: {"Write": {65536: 9}}}, [], []))
+            none = M.write_bw_cut_short(c, {rst: 5}, {siw: {"Write": {65536: 20}}}, [], [])
+            self.assertTrue(none.startswith(M.CUT_SHORT_NONE), none)
+
+    def test_unidirectional_cells_never_take_the_bidirectional_shape(self):
+        c = cell(size=65536, iters=20)
+        got = {"c>s": {"Write": {65536: 9}}, "s>c": {"Write": {65536: 20}}}
+        self.assertIsNone(M.write_bw_cut_short(c, {"rst_s2c": 70}, got, [], []))
+
+
 class Flakes(unittest.TestCase):
     def test_clock_calibration_on_its_evidence_only(self):
         c = cell(direction="s2c", test="write_bw", size=4096)

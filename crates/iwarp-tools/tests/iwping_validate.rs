@@ -3,27 +3,8 @@
 
 mod common;
 
-use common::{free_port, wait_exit};
+use common::{free_port, wait_exit, wait_listening};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-/// Waits until a socket listens on `port` (without connecting: the server takes its first
-/// connection as its one client).
-fn wait_listening(port: u16) {
-    let want = format!(":{port:04X} ");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
-        if table.lines().any(|l| {
-            l.split_whitespace().nth(1).is_some_and(|a| format!("{a} ").ends_with(&want))
-                && l.split_whitespace().nth(3) == Some("0A")
-        }) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "iwping server never listened");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 #[test]
 fn both_sides_validate_the_ping_data() {

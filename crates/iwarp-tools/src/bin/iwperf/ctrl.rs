@@ -87,6 +87,16 @@ pub struct Ctrl {
     recv: iwarp::MemoryRegion,
     client: bool,
     wr: u64,
+    drive: Option<Drive>,
+}
+
+/// A completion queue of manual-progress data queue pairs that must keep moving while this
+/// side waits for a control message (bidirectional runs: the peer is still writing, reading
+/// or sending to us after our own part is done).
+struct Drive {
+    cq: CompletionQueue,
+    /// Sleep in the kernel on the data sockets between looks (`-e`) instead of spinning.
+    events: bool,
 }
 
 fn ctrl_qp(pd: &ProtectionDomain, cq: &CompletionQueue) -> iwarp::Result<QueuePair> {
@@ -114,7 +124,7 @@ impl Ctrl {
         };
         let qp = connect_retry(make, addr, &ctrl_params(mpa))
             .map_err(|e| format!(" Unable to init the socket connection: {e}"))?;
-        Ok(Ctrl { qp, cq, recv, client: true, wr: 0 })
+        Ok(Ctrl { qp, cq, recv, client: true, wr: 0, drive: None })
     }
 
     /// Accepts the control channel (server).
@@ -125,7 +135,7 @@ impl Ctrl {
         qp.post_recv(&[RecvWr::new(0, &[recv.sge_all()])]).map_err(|e| e.to_string())?;
         req.accept(&qp, &ctrl_params(mpa)).map_err(|e| e.to_string())?;
         qp.wait_established(STEP_TIMEOUT).map_err(|e| e.to_string())?;
-        Ok(Ctrl { qp, cq, recv, client: false, wr: 0 })
+        Ok(Ctrl { qp, cq, recv, client: false, wr: 0, drive: None })
     }
 
     fn send(&mut self, msg: &[u8]) -> Result<(), String> {
@@ -134,11 +144,36 @@ impl Ctrl {
         self.qp.post_send(&[SendWr::send_inline(self.wr, msg)]).map_err(|e| format!(" Failed to send: {e}"))
     }
 
+    /// From now on, keep the queue pairs of `cq` (created with [`iwarp::Progress::Poll`])
+    /// moving while waiting for control messages. Their successful completions are dropped
+    /// (the data phase has consumed all it waits for); an error completion fails the wait.
+    pub fn drive(&mut self, cq: &CompletionQueue, events: bool) {
+        self.drive = Some(Drive { cq: cq.clone(), events });
+    }
+
+    /// One look at the data queue pairs being driven.
+    fn drive_once(&self) -> Result<(), String> {
+        let Some(d) = &self.drive else { return Ok(()) };
+        let mut wc = [WorkCompletion::default(); 16];
+        let n = if d.events { d.cq.wait(&mut wc, Some(Duration::from_millis(1))) } else { d.cq.poll(&mut wc) };
+        match wc[..n].iter().find(|c| c.status != WcStatus::Success) {
+            Some(c) => {
+                Err(format!(" Completion with error on a data connection: status {:?} (qp {})", c.status, c.qp_num))
+            }
+            None => Ok(()),
+        }
+    }
+
     fn receive(&mut self) -> Result<Vec<u8>, String> {
         let deadline = Instant::now() + STEP_TIMEOUT;
         let mut wc = [WorkCompletion::default(); 4];
         loop {
-            let n = self.cq.wait(&mut wc, Some(Duration::from_millis(20)));
+            let n = if self.drive.is_some() {
+                self.drive_once()?;
+                self.cq.poll(&mut wc)
+            } else {
+                self.cq.wait(&mut wc, Some(Duration::from_millis(20)))
+            };
             for c in &wc[..n] {
                 if c.status != WcStatus::Success {
                     return Err(format!("Bad wc status -- {:?}\n Unable to read to socket/rdma_cm", c.status));

@@ -2,7 +2,7 @@
 //! same measurement over plain TCP, with the ratio.
 
 use crate::rdma::{self, Opts, Role, Test};
-use crate::report::{median_spread, BwResult, JsonLine, LatResult};
+use crate::report::{median_spread, BidirJson, BwResult, JsonLine, LatResult};
 use crate::tcp;
 use iwarp::MpaOptions;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -13,7 +13,8 @@ use std::time::Duration;
 pub struct Config {
     /// Runs per test; the median is reported.
     pub runs: usize,
-    /// Comparisons to run (names as `write_bw:65536`, or test names); empty: the defaults.
+    /// Comparisons to run (names as `write_bw:65536`, or test names; `write_bw-b` is the
+    /// bidirectional row); empty: the defaults.
     pub tests: Vec<String>,
     /// Print JSON lines.
     pub json: bool,
@@ -41,6 +42,28 @@ struct Row {
     iters: u64,
     /// Report messages per second (the small-message rate) instead of Gbit/s.
     rate: bool,
+    /// Both directions at once (perftest `-b`, next to `tcp_bw -b`): the aggregate.
+    bidir: bool,
+}
+
+impl Row {
+    /// The name `--tests` selects it by (with or without `:size`), and the table's, but for
+    /// the `*` of the message-rate row: `write_bw-b` for the bidirectional one.
+    fn name(&self) -> String {
+        if self.bidir {
+            format!("{}-b", self.test.name())
+        } else {
+            self.test.name().to_string()
+        }
+    }
+
+    fn label(&self) -> String {
+        if self.rate {
+            format!("{}*", self.name())
+        } else {
+            self.name()
+        }
+    }
 }
 
 fn iters_for(size: usize) -> u64 {
@@ -50,7 +73,7 @@ fn iters_for(size: usize) -> u64 {
 
 /// The comparisons.
 fn plan(cfg: &Config) -> Vec<Row> {
-    let r = |test, size, iters, rate| Row { test, size, iters, rate };
+    let r = |test, size, iters, rate| Row { test, size, iters, rate, bidir: false };
     let rows: Vec<Row> = if cfg.sweep {
         let sizes = [64usize, 256, 1024, 4096, 16384, 65536, 262_144, 1 << 20, 4 << 20];
         [Test::WriteBw, Test::ReadBw, Test::SendBw]
@@ -65,6 +88,7 @@ fn plan(cfg: &Config) -> Vec<Row> {
             r(Test::ReadBw, 65536, 30_000, false),
             r(Test::ReadBw, 1 << 20, 3000, false),
             r(Test::SendBw, 65536, 30_000, false),
+            Row { bidir: true, ..r(Test::WriteBw, 65536, 30_000, false) },
             r(Test::WriteLat, 8, 20_000, false),
             r(Test::ReadLat, 8, 20_000, false),
             r(Test::SendLat, 8, 20_000, false),
@@ -76,14 +100,13 @@ fn plan(cfg: &Config) -> Vec<Row> {
         // can only poll memory, so those two have no event-driven form.
         .filter(|x| !(cfg.events && matches!(x.test, Test::WriteLat | Test::SendBw)))
         .filter(|x| {
-            cfg.tests.is_empty()
-                || cfg.tests.iter().any(|t| t == x.test.name() || *t == format!("{}:{}", x.test.name(), x.size))
+            cfg.tests.is_empty() || cfg.tests.iter().any(|t| *t == x.name() || *t == format!("{}:{}", x.name(), x.size))
         })
         .map(|x| Row { size: cfg.size.unwrap_or(x.size), iters: cfg.iters.unwrap_or(x.iters), ..x })
         .collect()
 }
 
-fn opts(test: Test, size: usize, iters: u64, cfg: &Config) -> Opts {
+fn opts(test: Test, size: usize, iters: u64, bidir: bool, cfg: &Config) -> Opts {
     Opts {
         test,
         size,
@@ -111,12 +134,15 @@ fn opts(test: Test, size: usize, iters: u64, cfg: &Config) -> Opts {
         compat_sleep: false,
         shared_port: false,
         worker_spin_us: cfg.worker_spin_us,
+        bidir,
     }
 }
 
 enum Measured {
     Bw(BwResult),
     Lat(LatResult),
+    /// Both directions: the client's own and the server's own.
+    BiBw(BwResult, BwResult),
 }
 
 /// One run: the figure and the process CPU time it took.
@@ -128,7 +154,7 @@ struct Run {
 }
 
 fn iwarp_once(row: Row, cfg: &Config) -> Result<Run, String> {
-    let o = opts(row.test, row.size, row.iters, cfg);
+    let o = opts(row.test, row.size, row.iters, row.bidir, cfg);
     let so = o.clone();
     let cpu0 = iwarp::util::cpu_time();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -139,7 +165,10 @@ fn iwarp_once(row: Row, cfg: &Config) -> Result<Run, String> {
     let cpu = iwarp::util::cpu_time().saturating_sub(cpu0).as_secs_f64();
     let c = client?;
     let s = server?;
-    let m = if row.test == Test::SendBw {
+    let m = if row.bidir {
+        // Each side's own direction, as each measured it (perftest sums the two).
+        c.bw.first().copied().zip(s.bw.first().copied()).map(|(a, b)| Measured::BiBw(a, b))
+    } else if row.test == Test::SendBw {
         // The receiver's count is the one that says what arrived.
         s.bw.first().copied().map(Measured::Bw)
     } else if row.test.is_bw() {
@@ -158,6 +187,16 @@ fn tcp_once(row: Row, events: bool) -> Result<Run, String> {
     let bw = row.test.is_bw();
     let wait = if events { tcp::Wait::Block } else { tcp::Wait::BusyPoll };
     let cpu0 = iwarp::util::cpu_time();
+    if row.bidir {
+        // tcp_bw -b: both directions at once on one connection.
+        let server = std::thread::spawn(move || tcp::accept_one(&l).and_then(tcp::bw_bidir_server));
+        let s = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+        let amount = tcp::Amount { iters: row.iters, duration: None };
+        let r = tcp::bw_bidir_client(s, row.size, amount).map_err(|e| e.to_string())?;
+        server.join().map_err(|_| "tcp server panicked".to_string())?.map_err(|e| e.to_string())?;
+        let cpu = iwarp::util::cpu_time().saturating_sub(cpu0).as_secs_f64();
+        return Ok(Run { m: Measured::BiBw(r.mine, r.peer), cpu, stats: None });
+    }
     let server = std::thread::spawn(move || -> std::io::Result<()> {
         let s = tcp::accept_one(&l)?;
         if bw {
@@ -181,6 +220,8 @@ fn tcp_once(row: Row, events: bool) -> Result<Run, String> {
 /// latency (half a round trip, or the whole round trip for reads, as perftest reports them).
 fn figure(m: &Measured, row: Row, tcp: bool) -> f64 {
     match m {
+        // The aggregate, as perftest -b reports it: both directions' rates summed.
+        Measured::BiBw(a, b) => a.gbits() + b.gbits(),
         Measured::Bw(r) if row.rate => r.mpps(),
         Measured::Bw(r) => r.gbits(),
         // TCP's figure is half a round trip; a Read is a whole one.
@@ -191,8 +232,10 @@ fn figure(m: &Measured, row: Row, tcp: bool) -> f64 {
 
 /// CPU seconds per GB moved (both ends, this process).
 fn cpu_per_gb(run: &Run) -> Option<f64> {
+    let bytes = |r: &BwResult| r.size as f64 * r.iters as f64;
     match &run.m {
-        Measured::Bw(r) if r.iters > 0 => Some(run.cpu / (r.size as f64 * r.iters as f64 / 1e9)),
+        Measured::Bw(r) if r.iters > 0 => Some(run.cpu / (bytes(r) / 1e9)),
+        Measured::BiBw(a, b) if a.iters + b.iters > 0 => Some(run.cpu / ((bytes(a) + bytes(b)) / 1e9)),
         _ => None,
     }
 }
@@ -217,7 +260,8 @@ pub fn run(cfg: &Config) -> Result<(), String> {
         " {:<10} {:>8}   {:>9} {:>6}   {:>9} {:>6}   {:>9}   {:>7} {:>7}",
         "test", "size", "iWARP", "spread", "TCP", "spread", "iWARP/TCP", "CPU iW", "CPU TCP"
     );
-    for row in plan(cfg) {
+    let rows = plan(cfg);
+    for &row in &rows {
         let (mut iw, mut tc, mut ci, mut ct) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for _ in 0..cfg.runs {
             let r = iwarp_once(row, cfg)?;
@@ -237,10 +281,9 @@ pub fn run(cfg: &Config) -> Result<(), String> {
         let (mt, st) = median_spread(tc);
         let ratio = if mt > 0.0 { mi / mt } else { 0.0 };
         let cpu = |v: Vec<f64>| if v.is_empty() { "-".to_string() } else { format!("{:.3}", median_spread(v).0) };
-        let name = if row.rate { format!("{}*", row.test.name()) } else { row.test.name().to_string() };
         println!(
             " {:<10} {:>8}   {:>9.2} {:>5.0}%   {:>9.2} {:>5.0}%   {:>9.2}   {:>7} {:>7}",
-            name,
+            row.label(),
             row.size,
             mi,
             si * 100.0,
@@ -251,17 +294,30 @@ pub fn run(cfg: &Config) -> Result<(), String> {
             cpu(ct)
         );
     }
-    if !cfg.sweep && (cfg.tests.is_empty() || cfg.tests.iter().any(|t| t.starts_with("write_bw"))) {
+    let notes: Vec<&str> = [
+        (rows.iter().any(|r| r.rate), " * message rate: 64-byte RDMA Writes posted in batches vs one 64-byte write() per message"),
+        (
+            rows.iter().any(|r| r.bidir),
+            " -b: write_bw -b, both sides writing at once on their one connection, the two directions' rates\n     summed as perftest reports them; next to tcp_bw -b, both directions at once on one connection",
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(on, text)| on.then_some(text))
+    .collect();
+    if !notes.is_empty() {
         println!();
-        println!(" * message rate: 64-byte RDMA Writes posted in batches vs one 64-byte write() per message");
+        for n in notes {
+            println!("{n}");
+        }
     }
     Ok(())
 }
 
 fn json(row: Row, r: &Run, transport: &str) {
-    let (bw, lat) = match &r.m {
-        Measured::Bw(b) => (Some(b.into()), None),
-        Measured::Lat(l) => (None, Some(*l)),
+    let (bw, lat, bidirectional) = match &r.m {
+        Measured::Bw(b) => (Some(b.into()), None, None),
+        Measured::Lat(l) => (None, Some(*l), None),
+        Measured::BiBw(a, b) => (Some(a.into()), None, Some(BidirJson::new(a, Some(b)))),
     };
     let line = JsonLine {
         test: row.test.name(),
@@ -272,8 +328,59 @@ fn json(row: Row, r: &Run, transport: &str) {
         lat,
         cpu_seconds: Some(r.cpu),
         path: r.stats.as_ref().map(Into::into),
+        bidirectional,
     };
     if let Ok(s) = serde_json::to_string(&line) {
         println!("{s}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(tests: &[&str]) -> Config {
+        Config {
+            runs: 1,
+            tests: tests.iter().map(|t| t.to_string()).collect(),
+            json: false,
+            mpa: MpaOptions::default(),
+            size: None,
+            iters: None,
+            sweep: false,
+            worker_spin_us: 0,
+            events: false,
+        }
+    }
+
+    #[test]
+    fn the_bidirectional_row_is_one_more_row_of_its_own_name() {
+        let all = plan(&cfg(&[]));
+        let bidir: Vec<&Row> = all.iter().filter(|r| r.bidir).collect();
+        assert_eq!(bidir.len(), 1);
+        assert_eq!((bidir[0].test, bidir[0].size, bidir[0].label()), (Test::WriteBw, 65536, "write_bw-b".to_string()));
+        // The unidirectional rows stay as they were: write_bw selects them, not the -b row.
+        let uni = plan(&cfg(&["write_bw"]));
+        assert_eq!(
+            uni.iter().map(|r| (r.size, r.bidir)).collect::<Vec<_>>(),
+            [(64, false), (65536, false), (1 << 20, false)]
+        );
+        assert_eq!(all.len(), 10);
+        for name in ["write_bw-b", "write_bw-b:65536"] {
+            let p = plan(&cfg(&[name]));
+            assert!(p.len() == 1 && p[0].bidir, "{name}");
+        }
+        assert!(plan(&Config { sweep: true, ..cfg(&[]) }).iter().all(|r| !r.bidir));
+    }
+
+    #[test]
+    fn the_bidirectional_figure_is_both_directions_summed() {
+        let row = plan(&cfg(&["write_bw-b"]))[0];
+        let a = BwResult { size: 65536, iters: 1000, seconds: 0.01, peak_bytes_per_s: 0.0 };
+        let b = BwResult { size: 65536, iters: 1000, seconds: 0.02, peak_bytes_per_s: 0.0 };
+        let m = Measured::BiBw(a, b);
+        assert!((figure(&m, row, false) - (a.gbits() + b.gbits())).abs() < 1e-9);
+        let run = Run { m, cpu: 0.5, stats: None };
+        assert!((cpu_per_gb(&run).unwrap() - 0.5 / (2.0 * 65536.0 * 1000.0 / 1e9)).abs() < 1e-9);
     }
 }

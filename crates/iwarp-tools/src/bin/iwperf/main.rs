@@ -16,7 +16,7 @@ mod tcp;
 use clap::{Parser, ValueEnum};
 use iwarp_tools::mpa_args::MpaArgs;
 use rdma::{Opts, Role, Test};
-use report::JsonLine;
+use report::{BidirJson, JsonLine};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -93,6 +93,10 @@ struct Cli {
     /// Number of data QPs (bandwidth tests).
     #[arg(short = 'q', long = "qp", default_value_t = 1)]
     qp: usize,
+    /// Bidirectional (bandwidth tests, tcp_bw): both sides send at once and each reports the
+    /// sum of both directions, as perftest's -b. Give it to both sides.
+    #[arg(short = 'b', long = "bidirectional")]
+    bidir: bool,
     /// Send queue depth.
     #[arg(short = 't', long = "tx-depth")]
     tx_depth: Option<usize>,
@@ -121,7 +125,8 @@ struct Cli {
     /// Loopback: runs per test (the median is reported).
     #[arg(long, default_value_t = 3)]
     runs: usize,
-    /// Loopback: which comparisons (default: all).
+    /// Loopback: which comparisons (default: all), by test name (write_bw-b: the
+    /// bidirectional row), optionally with :SIZE.
     #[arg(long, value_delimiter = ',')]
     tests: Vec<String>,
     /// Loopback: bandwidth against message size (64 B to 4 MiB) for Write, Read, Send and TCP.
@@ -171,6 +176,9 @@ fn opts(cli: &Cli, test: Test) -> Result<Opts, String> {
     if cli.qp > 1 && !test.is_bw() {
         return Err(" Multiple QPs only available on bandwidth tests".into());
     }
+    if cli.bidir && !test.is_bw() {
+        return Err(" Bidirectional is only available in BW test".into());
+    }
     Ok(Opts {
         test,
         size,
@@ -190,6 +198,7 @@ fn opts(cli: &Cli, test: Test) -> Result<Opts, String> {
         compat_sleep: true,
         shared_port: cli.shared_port,
         worker_spin_us: cli.worker_spin_us,
+        bidir: cli.bidir,
     })
 }
 
@@ -211,7 +220,7 @@ fn run_rdma(cli: &Cli, test: Test) -> Result<(), String> {
     let cpu = iwarp::util::cpu_time().saturating_sub(cpu0).as_secs_f64();
     if cli.json {
         let role = if cli.host.is_some() { "client" } else { "server" };
-        for r in &out.bw {
+        for (i, r) in out.bw.iter().enumerate() {
             print_json(&JsonLine {
                 test: test.name(),
                 role,
@@ -221,6 +230,7 @@ fn run_rdma(cli: &Cli, test: Test) -> Result<(), String> {
                 lat: None,
                 cpu_seconds: Some(cpu),
                 path: Some((&out.stats).into()),
+                bidirectional: o.bidir.then(|| BidirJson::new(r, out.remote.get(i))),
             });
         }
         for r in &out.lat {
@@ -233,6 +243,7 @@ fn run_rdma(cli: &Cli, test: Test) -> Result<(), String> {
                 lat: Some(*r),
                 cpu_seconds: Some(cpu),
                 path: Some((&out.stats).into()),
+                bidirectional: None,
             });
         }
     }
@@ -250,6 +261,12 @@ fn run_tcp(cli: &Cli, lat: bool) -> Result<(), String> {
     let wait = if cli.events { tcp::Wait::Block } else { tcp::Wait::BusyPoll };
     let name = if lat { "tcp_lat" } else { "tcp_bw" };
     let gbits = cli.report_gbits;
+    if cli.bidir {
+        if lat {
+            return Err(" Bidirectional is only available in BW test".into());
+        }
+        return run_tcp_bidir(cli, size, amount);
+    }
     match &cli.host {
         None => {
             let l = TcpListener::bind(rdma::any_addr(cli.port)).map_err(|e| format!("bind: {e}"))?;
@@ -270,6 +287,7 @@ fn run_tcp(cli: &Cli, lat: bool) -> Result<(), String> {
                         lat: None,
                         cpu_seconds: None,
                         path: None,
+                        bidirectional: None,
                     });
                 }
             }
@@ -289,6 +307,7 @@ fn run_tcp(cli: &Cli, lat: bool) -> Result<(), String> {
                         lat: Some(r),
                         cpu_seconds: None,
                         path: None,
+                        bidirectional: None,
                     });
                 }
             } else {
@@ -304,10 +323,43 @@ fn run_tcp(cli: &Cli, lat: bool) -> Result<(), String> {
                         lat: None,
                         cpu_seconds: None,
                         path: None,
+                        bidirectional: None,
                     });
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// `tcp_bw -b`: both directions at once on one connection; each side prints the sum.
+fn run_tcp_bidir(cli: &Cli, size: usize, amount: tcp::Amount) -> Result<(), String> {
+    let gbits = cli.report_gbits;
+    let (role, r) = match &cli.host {
+        None => {
+            let l = TcpListener::bind(rdma::any_addr(cli.port)).map_err(|e| format!("bind: {e}"))?;
+            println!("\n************************************\n* Waiting for client to connect... *\n************************************");
+            let s = tcp::accept_one(&l).map_err(|e| e.to_string())?;
+            ("server", tcp::bw_bidir_server(s).map_err(|e| e.to_string())?)
+        }
+        Some(h) => {
+            let s = TcpStream::connect(resolve(h, cli.port)?).map_err(|e| format!("connect: {e}"))?;
+            ("client", tcp::bw_bidir_client(s, size, amount).map_err(|e| e.to_string())?)
+        }
+    };
+    println!("{}\n{}\n{}", report::bw_header(gbits), report::bidir_line(&r.mine, Some(&r.peer), gbits), report::DASHES);
+    if cli.json {
+        print_json(&JsonLine {
+            test: "tcp_bw",
+            role,
+            transport: "tcp",
+            size: r.mine.size,
+            bw: Some((&r.mine).into()),
+            lat: None,
+            cpu_seconds: None,
+            path: None,
+            bidirectional: Some(BidirJson::new(&r.mine, Some(&r.peer))),
+        });
     }
     Ok(())
 }
@@ -384,7 +436,11 @@ mod tests {
         assert_eq!(c.cmd, Cmd::WriteBw);
         assert_eq!(c.host.as_deref(), Some("10.0.0.1"));
         assert_eq!(parse_size(c.size.as_deref().unwrap()), Ok(65536));
-        assert_eq!((c.iters, c.qp, c.report_gbits), (Some(100), 2, true));
+        assert_eq!((c.iters, c.qp, c.report_gbits, c.bidir), (Some(100), 2, true, false));
+        let b = Cli::try_parse_from(["iwperf", "send_bw", "-b", "127.0.0.1"]).unwrap();
+        assert!(b.bidir && opts(&b, Test::SendBw).unwrap().bidir);
+        let l = Cli::try_parse_from(["iwperf", "write_lat", "--bidirectional"]).unwrap();
+        assert_eq!(opts(&l, Test::WriteLat).unwrap_err(), " Bidirectional is only available in BW test");
         assert!(parse_size("0").is_err());
         assert_eq!(parse_size("1M"), Ok(1 << 20));
     }

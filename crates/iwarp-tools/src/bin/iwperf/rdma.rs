@@ -42,14 +42,16 @@ impl Test {
             Test::SendLat => "send_lat",
         }
     }
-    fn title(self) -> &'static str {
-        match self {
-            Test::WriteBw => "RDMA_Write BW Test",
-            Test::ReadBw => "RDMA_Read BW Test",
-            Test::SendBw => "Send BW Test",
-            Test::WriteLat => "RDMA_Write Latency Test",
-            Test::ReadLat => "RDMA_Read Latency Test",
-            Test::SendLat => "Send Latency Test",
+    fn title(self, bidir: bool) -> String {
+        let verb = match self {
+            Test::WriteBw | Test::WriteLat => "RDMA_Write",
+            Test::ReadBw | Test::ReadLat => "RDMA_Read",
+            Test::SendBw | Test::SendLat => "Send",
+        };
+        match (self.is_bw(), bidir) {
+            (true, true) => format!("{verb} Bidirectional BW Test"),
+            (true, false) => format!("{verb} BW Test"),
+            (false, _) => format!("{verb} Latency Test"),
         }
     }
     /// A bandwidth test.
@@ -120,6 +122,9 @@ pub struct Opts {
     pub shared_port: bool,
     /// Event-loop spin after activity, in microseconds (ignored with `events`).
     pub worker_spin_us: u64,
+    /// Both sides post and both measure at once (perftest `-b`, bandwidth tests); each side
+    /// reports the sum of its own figures and the peer's.
+    pub bidir: bool,
 }
 
 /// Where to run.
@@ -134,8 +139,11 @@ pub enum Role {
 /// What a run measured (one entry per size).
 #[derive(Debug, Default)]
 pub struct Outcome {
-    /// Bandwidth results.
+    /// Bandwidth results: this side's own (a unidirectional server: the client's report).
     pub bw: Vec<BwResult>,
+    /// Bidirectional runs: the peer's report for each entry of `bw` (none where perftest
+    /// exchanges none: send_bw `-b -D`, whose own count holds both directions).
+    pub remote: Vec<BwResult>,
     /// Latency results.
     pub lat: Vec<LatResult>,
     /// The data queue pairs' counters, summed, at the end of the data phase.
@@ -187,7 +195,8 @@ fn fastrand_psn(seed: u32) -> u32 {
 
 fn data_qp(pd: &ProtectionDomain, cq: &CompletionQueue, o: &Opts, client: bool) -> Result<QueuePair, String> {
     let mut init = QpInit::new(cq, cq);
-    init.cap.max_send_wr = o.tx_depth.max(1) + 8;
+    // Room for the receive-credit Writes next to the Sends (send_bw -b writes both).
+    init.cap.max_send_wr = o.tx_depth.max(1) + if o.bidir { 16 } else { 8 };
     init.cap.max_recv_wr = o.rx_depth.max(1) + 8;
     init.cap.max_send_sge = 1;
     init.cap.max_recv_sge = 1;
@@ -196,10 +205,13 @@ fn data_qp(pd: &ProtectionDomain, cq: &CompletionQueue, o: &Opts, client: bool) 
     // busy polling, or with -e by sleeping in the kernel on the socket (one wake-up per
     // message, as a blocking TCP read). A side that waits in the control channel instead
     // (the write/read servers) leaves its queue pair to the event loop.
-    let polls = match o.test {
-        Test::WriteLat | Test::SendLat | Test::SendBw => true,
-        Test::ReadLat | Test::WriteBw | Test::ReadBw => client,
-    };
+    // Bidirectional: both sides run the data loop, and while one waits for the other's
+    // report it keeps its queue pairs moving through the control channel's wait (Ctrl::drive).
+    let polls = o.bidir
+        || match o.test {
+            Test::WriteLat | Test::SendLat | Test::SendBw => true,
+            Test::ReadLat | Test::WriteBw | Test::ReadBw => client,
+        };
     init.progress = if polls { iwarp::Progress::Poll } else { iwarp::Progress::Thread };
     pd.create_qp(&init).map_err(|e| format!("Couldn't create QP: {e}"))
 }
@@ -352,53 +364,15 @@ pub fn run(o: &Opts, role: Role, bound: Option<Sender<u16>>) -> Result<Outcome, 
     if !o.quiet {
         print_header(o, client, &mine, &peer);
     }
-    // Receives go up before the last sync (send tests).
     let sizes: Vec<usize> = if o.all { (1..=23).map(|e| 1usize << e).collect() } else { vec![o.size] };
     let rx_depth = rx_depth_for(o);
-    if o.test.is_send() && (!client || o.test == Test::SendLat) {
-        post_receives(&data, sizes[0], rx_depth, cycle)?;
-    }
-    if o.test != Test::WriteBw && o.test != Test::ReadBw {
-        sync(&mut ctrl)?;
-    }
     let mut out = Outcome::default();
-    let cpu0 = iwarp::util::cpu_time();
-    for (k, &size) in sizes.iter().enumerate() {
-        if k > 0 && o.test.is_send() {
-            // send tests: per size, re-post and sync before the run.
-            if !client || o.test == Test::SendLat {
-                post_receives(&data, size, rx_depth, cycle)?;
-            }
-            sync(&mut ctrl)?;
-        }
-        match o.test {
-            Test::WriteBw | Test::ReadBw if client => out.bw.push(bw_client(o, &data, &peer, size, cycle)?),
-            Test::WriteBw | Test::ReadBw => {}
-            Test::SendBw if client => out.bw.push(send_bw_client(o, &data, size, rx_depth, cycle)?),
-            Test::SendBw => out.bw.push(send_bw_server(o, &data, &peer, size, rx_depth, cycle)?),
-            Test::WriteLat => out.lat.push(write_lat(o, &data, &peer, size, client)?),
-            Test::ReadLat if client => out.lat.push(read_lat(o, &data, &peer, size)?),
-            Test::ReadLat => {}
-            Test::SendLat => out.lat.push(send_lat(o, &data, size, client, rx_depth, cycle)?),
-        }
-        if o.test.is_send() && k + 1 < sizes.len() {
-            sync(&mut ctrl)?;
-        }
-    }
-    let cpu = iwarp::util::cpu_time().saturating_sub(cpu0);
-    // Rounds after the data phase.
-    match o.test {
-        Test::WriteBw | Test::ReadBw => {
-            sync(&mut ctrl)?;
-            let mine = out.bw.last().copied();
-            let theirs = exchange_report(&mut ctrl, client, mine.as_ref(), o.gbits)?;
-            if !client {
-                out.bw.push(theirs);
-            }
-            sync(&mut ctrl)?;
-        }
-        Test::SendBw | Test::ReadLat | Test::SendLat => sync(&mut ctrl)?,
-        Test::WriteLat => {}
+    if o.bidir {
+        bidir_phase(o, client, &mut ctrl, &data, &mine[0], &peer, &sizes, rx_depth, cycle, &mut out)?;
+        // ctrl 16: the closing round.
+        sync(&mut ctrl)?;
+    } else {
+        uni_phase(o, client, &mut ctrl, &data, &mine[0], &peer, &sizes, rx_depth, cycle, &mut out)?;
     }
     // After the closing rounds: a passive server's queue pairs are done receiving too.
     for qp in &data.qps {
@@ -407,7 +381,6 @@ pub fn run(o: &Opts, role: Role, bound: Option<Sender<u16>>) -> Result<Outcome, 
     if !o.quiet {
         print_results(o, client, &out);
     }
-    let _ = cpu;
     if !client {
         // perftest's client closes the data connections first, then the server closes the
         // control connection. Wait for the client's FIN: a server FIN that arrives while siw
@@ -427,10 +400,160 @@ pub fn run(o: &Opts, role: Role, bound: Option<Sender<u16>>) -> Result<Outcome, 
     Ok(out)
 }
 
+/// The data phase and every round after it of a unidirectional test.
+#[allow(clippy::too_many_arguments)]
+fn uni_phase(
+    o: &Opts,
+    client: bool,
+    ctrl: &mut Ctrl,
+    data: &Data,
+    mine: &Dest,
+    peer: &[Dest],
+    sizes: &[usize],
+    rx_depth: usize,
+    cycle: usize,
+    out: &mut Outcome,
+) -> Result<(), String> {
+    let sync = |ctrl: &mut Ctrl| ctrl.exchange_dest(mine).map(|_| ());
+    // Receives go up before the last sync (send tests).
+    if o.test.is_send() && (!client || o.test == Test::SendLat) {
+        post_receives(data, sizes[0], rx_depth, cycle)?;
+    }
+    if o.test != Test::WriteBw && o.test != Test::ReadBw {
+        sync(ctrl)?;
+    }
+    for (k, &size) in sizes.iter().enumerate() {
+        if k > 0 && o.test.is_send() {
+            // send tests: per size, re-post and sync before the run.
+            if !client || o.test == Test::SendLat {
+                post_receives(data, size, rx_depth, cycle)?;
+            }
+            sync(ctrl)?;
+        }
+        match o.test {
+            Test::WriteBw | Test::ReadBw if client => out.bw.push(bw_client(o, data, peer, size, cycle)?),
+            Test::WriteBw | Test::ReadBw => {}
+            Test::SendBw if client => out.bw.push(send_bw_client(o, data, size, rx_depth, cycle)?),
+            Test::SendBw => out.bw.push(send_bw_server(o, data, peer, size, rx_depth, cycle)?),
+            Test::WriteLat => out.lat.push(write_lat(o, data, peer, size, client)?),
+            Test::ReadLat if client => out.lat.push(read_lat(o, data, peer, size)?),
+            Test::ReadLat => {}
+            Test::SendLat => out.lat.push(send_lat(o, data, size, client, rx_depth, cycle)?),
+        }
+        if o.test.is_send() && k + 1 < sizes.len() {
+            sync(ctrl)?;
+        }
+    }
+    // Rounds after the data phase.
+    match o.test {
+        Test::WriteBw | Test::ReadBw => {
+            sync(ctrl)?;
+            // The client's figures count; a server sends zeros.
+            let mine = out.bw.last().copied().filter(|_| client);
+            let theirs = exchange_report(ctrl, mine.as_ref(), o.gbits)?;
+            if !client {
+                out.bw.push(theirs);
+            }
+            sync(ctrl)?;
+        }
+        Test::SendBw | Test::ReadLat | Test::SendLat => sync(ctrl)?,
+        Test::WriteLat => {}
+    }
+    Ok(())
+}
+
+/// The data phase of a bidirectional test (perftest `-b`) and the rounds after it but the
+/// closing one. Per size: send_bw posts its receives; one sync (ctrl 10); both sides run the
+/// sending loop at once; with `-a` one more sync (write/read: perftest 4.6 and later); the
+/// five report messages, both sides' real figures (send_bw `-D` exchanges none); with `-a`,
+/// send_bw one more sync. Our queue pairs keep moving while we wait for the peer.
+#[allow(clippy::too_many_arguments)]
+fn bidir_phase(
+    o: &Opts,
+    client: bool,
+    ctrl: &mut Ctrl,
+    data: &Data,
+    mine: &Dest,
+    peer: &[Dest],
+    sizes: &[usize],
+    rx_depth: usize,
+    cycle: usize,
+    out: &mut Outcome,
+) -> Result<(), String> {
+    let sync = |ctrl: &mut Ctrl| ctrl.exchange_dest(mine).map(|_| ());
+    ctrl.drive(&data.cq, o.events);
+    let send = o.test == Test::SendBw;
+    // What the peer's reports say it wrote into our memory (write_bw counting iterations).
+    let mut peer_bytes = 0u64;
+    for &size in sizes {
+        if send {
+            post_receives(data, size, rx_depth, cycle)?;
+        }
+        sync(ctrl)?;
+        let r = if send {
+            // Credits count from zero for every size (perftest clears its credit buffer).
+            if let Some(c) = &data.credit {
+                c.write(0, &vec![0u8; CREDIT_LEN * data.qps.len()]).map_err(|e| e.to_string())?;
+            }
+            send_bw_bidir(o, data, peer, size, rx_depth, cycle, client)?
+        } else {
+            bw_client(o, data, peer, size, cycle)?
+        };
+        if o.all && !send {
+            sync(ctrl)?;
+        }
+        if !(send && o.duration.is_some()) {
+            let theirs = exchange_report(ctrl, Some(&r), o.gbits)?;
+            if o.test == Test::WriteBw && o.duration.is_none() {
+                peer_bytes += theirs.iters * theirs.size as u64;
+            }
+            out.remote.push(theirs);
+        }
+        out.bw.push(r);
+        if o.all && send {
+            sync(ctrl)?;
+        }
+    }
+    if peer_bytes > 0 {
+        wait_placed(o, data, peer_bytes)?;
+    }
+    Ok(())
+}
+
+/// Waits (up to 10 s, keeping our queue pairs moving) until the peer's Writes have arrived:
+/// `bytes` of payload received on the data connections. An RDMA Write completes at its sender
+/// once it is handed to TCP, and the peer's report follows on another connection, so some of
+/// them may still be on their way; the byte counts in `--json` then say what moved both ways.
+fn wait_placed(o: &Opts, data: &Data, bytes: u64) -> Result<(), String> {
+    let received = || data.qps.iter().map(|q| q.stats()).map(|s| s.rx_direct_bytes + s.rx_copied_bytes).sum::<u64>();
+    let mut wc = [WorkCompletion::default(); 16];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = received();
+        if got >= bytes {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            eprintln!(" Warning: {got} of the {bytes} bytes the peer reported writing have arrived after 10 s");
+            return Ok(());
+        }
+        let n = if o.events { data.cq.wait(&mut wc, Some(Duration::from_millis(1))) } else { data.cq.poll(&mut wc) };
+        for c in &wc[..n] {
+            check(c)?;
+        }
+    }
+}
+
 fn rx_depth_for(o: &Opts) -> usize {
-    // perftest: RX depth clipped to the iterations, then rounded up to even.
+    // perftest: RX depth clipped to the iterations, then rounded up to even, but not with -a
+    // (its "odd rx_depth" workaround is for RUN_REGULAR only). With -a the receives of each size
+    // must all be used: one left over would take the next size's first, larger, Send.
     let d = (o.rx_depth as u64).min(o.iters).max(1) as usize;
-    d + d % 2
+    if o.all {
+        d
+    } else {
+        d + d % 2
+    }
 }
 
 /// perftest's buffer slot for message `i`: small messages cycle through the buffer.
@@ -483,6 +606,9 @@ fn bw_client(o: &Opts, data: &Data, peer: &[Dest], size: usize, cycle: usize) ->
     let peak_on = o.duration.is_none() && o.iters <= 20_000;
     let mut posted = vec![0u64; q];
     let mut done = vec![0u64; q];
+    // Per queue pair, the count up to the last signalled request: a timed run stops posting
+    // at its deadline, and the requests after the last signalled one complete without a word.
+    let mut signaled_to = vec![0u64; q];
     let mut tposted: Vec<Vec<Instant>> = vec![Vec::new(); q];
     let mut tdone: Vec<Vec<(u64, Instant)>> = vec![Vec::new(); q];
     let mut wc = vec![WorkCompletion::default(); 64];
@@ -505,6 +631,9 @@ fn bw_client(o: &Opts, data: &Data, peer: &[Dest], size: usize, cycle: usize) ->
                 let off = slot_offset(size, cycle, k);
                 let remote = RemoteAddr { stag: remote_base.stag, to: remote_base.to + off as u64 };
                 let signaled = (k + 1) % cq_mod as u64 == 0 || k + 1 == iters;
+                if signaled {
+                    signaled_to[i] = k + 1;
+                }
                 let id = ((i as u64) << 40) | k;
                 let wr = if o.test == Test::ReadBw {
                     SendWr::read(id, mr.sge(off, size), remote)
@@ -541,7 +670,7 @@ fn bw_client(o: &Opts, data: &Data, peer: &[Dest], size: usize, cycle: usize) ->
         if deadline.is_some_and(|d| now >= d) {
             stop = true;
         }
-        let all_done = (0..q).all(|i| done[i] == posted[i]) && (stop || (0..q).all(|i| posted[i] == iters));
+        let all_done = (0..q).all(|i| done[i] == signaled_to[i]) && (stop || (0..q).all(|i| posted[i] == iters));
         if all_done {
             break;
         }
@@ -550,25 +679,30 @@ fn bw_client(o: &Opts, data: &Data, peer: &[Dest], size: usize, cycle: usize) ->
     if let Some((a, b)) = window {
         return Ok(BwResult::new(size, counted, b.duration_since(a), 0.0));
     }
+    let peak = if peak_on { peak_rate(size, cq_mod, &tposted, &tdone) } else { 0.0 };
+    Ok(BwResult::new(size, posted.iter().sum(), end.duration_since(start), peak))
+}
+
+/// perftest's peak: per queue pair, the best per-message time over windows from a post to a
+/// signalled completion; the queue pairs' rates summed. `tposted[i][k]`: when message k of
+/// queue pair i was posted; `tdone[i]`: (k, when its signalled completion came).
+fn peak_rate(size: usize, cq_mod: usize, tposted: &[Vec<Instant>], tdone: &[Vec<(u64, Instant)>]) -> f64 {
     let mut peak = 0.0f64;
-    if peak_on {
-        // perftest: the best per-message time over windows from a post to a signalled completion.
-        for i in 0..q {
-            let mut best = f64::MAX;
-            for (j, tj) in &tdone[i] {
-                for (p, tp) in tposted[i].iter().enumerate().take(*j as usize + 1).step_by(cq_mod.max(1)) {
-                    let t = tj.saturating_duration_since(*tp).as_secs_f64() / (*j as f64 - p as f64 + 1.0);
-                    if t > 0.0 && t < best {
-                        best = t;
-                    }
+    for (posted, done) in tposted.iter().zip(tdone) {
+        let mut best = f64::MAX;
+        for (j, tj) in done {
+            for (p, tp) in posted.iter().enumerate().take(*j as usize + 1).step_by(cq_mod.max(1)) {
+                let t = tj.saturating_duration_since(*tp).as_secs_f64() / (*j as f64 - p as f64 + 1.0);
+                if t > 0.0 && t < best {
+                    best = t;
                 }
             }
-            if best < f64::MAX {
-                peak += size as f64 / best;
-            }
+        }
+        if best < f64::MAX {
+            peak += size as f64 / best;
         }
     }
-    Ok(BwResult::new(size, posted.iter().sum(), end.duration_since(start), peak))
+    peak
 }
 
 fn effective_cq_mod(o: &Opts, size: usize, depth: usize) -> usize {
@@ -606,6 +740,8 @@ fn send_bw_client(o: &Opts, data: &Data, size: usize, rx_depth: usize, cycle: us
     let credit = data.credit.as_ref().expect("send_bw credit region");
     let mut posted = vec![0u64; q];
     let mut done = vec![0u64; q];
+    // As in bw_client: where the last signalled Send is (a timed run stops anywhere).
+    let mut signaled_to = vec![0u64; q];
     let mut wc = vec![WorkCompletion::default(); 64];
     let start = Instant::now();
     let (deadline, window) = duration_window(o, start);
@@ -628,6 +764,9 @@ fn send_bw_client(o: &Opts, data: &Data, size: usize, rx_depth: usize, cycle: us
             let wrs: Vec<SendWr<'_>> = (posted[i]..posted[i] + n)
                 .map(|k| {
                     let signaled = (k + 1) % cq_mod as u64 == 0 || k + 1 == iters;
+                    if signaled {
+                        signaled_to[i] = k + 1;
+                    }
                     SendWr::send(((i as u64) << 40) | k, &[mr.sge(slot_offset(size, cycle, k), size)])
                         .signaled(signaled)
                 })
@@ -656,7 +795,7 @@ fn send_bw_client(o: &Opts, data: &Data, size: usize, rx_depth: usize, cycle: us
         if deadline.is_some_and(|d| now >= d) {
             stop = true;
         }
-        if (0..q).all(|i| done[i] == posted[i]) && (stop || (0..q).all(|i| posted[i] == iters)) {
+        if (0..q).all(|i| done[i] == signaled_to[i]) && (stop || (0..q).all(|i| posted[i] == iters)) {
             break;
         }
     }
@@ -732,6 +871,163 @@ fn send_bw_server(
     }
     let total: u64 = got.iter().sum();
     Ok(BwResult::new(size, total, first.map_or(Duration::ZERO, |f| last.duration_since(f)), 0.0))
+}
+
+/// send_bw `-b`: both sides at once, each one the sender (paced by the peer's receive credits)
+/// and the receiver (re-posting, and writing credits into the peer's memory, as
+/// [`send_bw_server`]). As perftest's `run_iter_bi`: the server sends only once the client's
+/// first Send has arrived; the run ends when all our Sends have completed and all the peer's
+/// have arrived; the figure is our Sends, first post to last completion. With `-D` it counts
+/// our Sends and the peer's, both, inside the window (perftest exchanges no report then).
+fn send_bw_bidir(
+    o: &Opts,
+    data: &Data,
+    peer: &[Dest],
+    size: usize,
+    rx_depth: usize,
+    cycle: usize,
+    client: bool,
+) -> Result<BwResult, String> {
+    let q = data.qps.len();
+    let iters = if o.duration.is_some() { u64::MAX } else { o.iters };
+    let depth = o.tx_depth.max(1).min(iters.min(1 << 20) as usize);
+    let cq_mod = effective_cq_mod(o, size, depth);
+    let credit = data.credit.as_ref().expect("send_bw credit region");
+    let credit_cnt = (rx_depth / 3).max(1) as u64;
+    let peak_on = o.duration.is_none() && o.iters <= 20_000;
+    let (mut posted, mut done, mut got) = (vec![0u64; q], vec![0u64; q], vec![0u64; q]);
+    // Per queue pair, the count up to the last signalled Send: a timed run stops posting at
+    // its deadline, and the Sends after the last signalled one complete without a word.
+    let mut signaled_to = vec![0u64; q];
+    let mut reposted = vec![rx_depth as u64; q];
+    // Credits owed to the peer, per queue pair, in order (a full send queue defers them).
+    let mut owed: Vec<std::collections::VecDeque<u32>> = vec![Default::default(); q];
+    let mut tposted: Vec<Vec<Instant>> = vec![Vec::new(); q];
+    let mut tdone: Vec<Vec<(u64, Instant)>> = vec![Vec::new(); q];
+    let mut wc = vec![WorkCompletion::default(); 64];
+    let mut credit_wr = 1u64 << 62;
+    // perftest: the server does not send before the client's first Send has arrived.
+    let mut sending = client;
+    let mut first_post: Option<Instant> = None;
+    let mut last_done = Instant::now();
+    // A timed run starts its clock when this side starts sending (the server: at the first
+    // receive, as perftest's).
+    let (mut deadline, mut window) = if sending { duration_window(o, Instant::now()) } else { (None, None) };
+    let mut idle = IdleTurns::new(o);
+    let mut counted = 0u64;
+    let mut stop = false;
+    loop {
+        for i in 0..q {
+            if !sending || stop {
+                break;
+            }
+            let mut c = [0u8; 4];
+            credit.read(i * CREDIT_LEN, &mut c).map_err(|e| e.to_string())?;
+            // The peer writes its cumulative receive count, little-endian.
+            let by_credit = (u64::from(u32::from_le_bytes(c)) + rx_depth as u64).saturating_sub(posted[i]);
+            let room = (depth as u64 - (posted[i] - done[i])).min(by_credit);
+            let n = room.min(iters - posted[i]);
+            if n == 0 {
+                continue;
+            }
+            let mr = data.local(i);
+            let wrs: Vec<SendWr<'_>> = (posted[i]..posted[i] + n)
+                .map(|k| {
+                    let signaled = (k + 1) % cq_mod as u64 == 0 || k + 1 == iters;
+                    if signaled {
+                        signaled_to[i] = k + 1;
+                    }
+                    SendWr::send(((i as u64) << 40) | k, &[mr.sge(slot_offset(size, cycle, k), size)])
+                        .signaled(signaled)
+                })
+                .collect();
+            let now = Instant::now();
+            first_post.get_or_insert(now);
+            if peak_on {
+                tposted[i].extend(std::iter::repeat_n(now, n as usize));
+            }
+            data.qps[i].post_send(&wrs).map_err(|e| format!("Couldn't post send: {e}"))?;
+            posted[i] += n;
+        }
+        let n = wait_cq(o, &data.cq, &mut wc);
+        if n == 0 && !idle.clock_due(deadline.is_some()) && owed.iter().all(|w| w.is_empty()) {
+            continue;
+        }
+        let now = Instant::now();
+        let in_window = window.is_some_and(|(a, b)| now >= a && now < b);
+        for c in &wc[..n] {
+            check(c)?;
+            match c.opcode {
+                WcOpcode::Recv => {
+                    if !sending {
+                        sending = true;
+                        (deadline, window) = duration_window(o, now);
+                    }
+                    let i = qp_index(data, c.qp_num);
+                    got[i] += 1;
+                    if in_window {
+                        counted += 1;
+                    }
+                    if reposted[i] < iters {
+                        let k = reposted[i];
+                        let mr = data.local(i);
+                        data.qps[i]
+                            .post_recv(&[RecvWr::new(
+                                ((i as u64) << 40) | k,
+                                &[mr.sge(slot_offset(size, cycle, k), size)],
+                            )])
+                            .map_err(|e| format!("Couldn't post receive: {e}"))?;
+                        reposted[i] += 1;
+                    }
+                    if got[i].is_multiple_of(credit_cnt) {
+                        owed[i].push_back(got[i] as u32);
+                    }
+                }
+                WcOpcode::Send => {
+                    let i = (c.wr_id >> 40) as usize;
+                    let k = c.wr_id & ((1 << 40) - 1);
+                    if in_window {
+                        counted += k + 1 - done[i];
+                    }
+                    done[i] = k + 1;
+                    last_done = now;
+                    if peak_on {
+                        tdone[i].push((k, now));
+                    }
+                }
+                _ => {}
+            }
+        }
+        // The credits, as iWARP flow control (docs/tool-compat.md §3): the cumulative count,
+        // little-endian, into the peer's credit slot for this queue pair.
+        for i in 0..q {
+            while let Some(&v) = owed[i].front() {
+                credit_wr += 1;
+                let remote = RemoteAddr { stag: Stag(peer[i].rkey), to: peer[i].vaddr };
+                match data.qps[i].post_send(&[SendWr::write_inline(credit_wr, &v.to_le_bytes(), remote).unsignaled()]) {
+                    Ok(()) => {
+                        owed[i].pop_front();
+                    }
+                    Err(iwarp::PostError::QueueFull) => break,
+                    Err(e) => return Err(format!("Couldn't post credit write: {e}")),
+                }
+            }
+        }
+        if deadline.is_some_and(|d| now >= d) {
+            stop = true;
+        }
+        let sent = (0..q).all(|i| done[i] == signaled_to[i]) && (stop || (0..q).all(|i| posted[i] == iters));
+        let heard = stop || (0..q).all(|i| got[i] >= iters);
+        if sent && heard && owed.iter().all(|w| w.is_empty()) {
+            break;
+        }
+    }
+    if let Some((a, b)) = window {
+        return Ok(BwResult::new(size, counted, b.duration_since(a), 0.0));
+    }
+    let peak = if peak_on { peak_rate(size, cq_mod, &tposted, &tdone) } else { 0.0 };
+    let took = first_post.map_or(Duration::ZERO, |f| last_done.saturating_duration_since(f));
+    Ok(BwResult::new(size, posted.iter().sum(), took, peak))
 }
 
 /// How long a test waits for one completion or one Write of the peer.
@@ -915,10 +1211,11 @@ fn send_lat(
     Ok(lat_from_stamps(size, scnt, &clock, &stamps, true))
 }
 
-/// The five report messages (bw tests): the client's figures count; a server sends zeros.
-fn exchange_report(ctrl: &mut Ctrl, client: bool, mine: Option<&BwResult>, gbits: bool) -> Result<BwResult, String> {
-    let (size, iters, peak, avg, rate) = match (client, mine) {
-        (true, Some(r)) => (
+/// The five report messages (bw tests): this side's figures, or zeros (`None`: a
+/// unidirectional server, whose figures nobody reads); returns the peer's.
+fn exchange_report(ctrl: &mut Ctrl, mine: Option<&BwResult>, gbits: bool) -> Result<BwResult, String> {
+    let (size, iters, peak, avg, rate) = match mine {
+        Some(r) => (
             r.size as u64,
             r.iters,
             report::bw_unit(r.peak_bytes_per_s, gbits),
@@ -944,16 +1241,16 @@ fn exchange_report(ctrl: &mut Ctrl, client: bool, mine: Option<&BwResult>, gbits
 
 fn print_header(o: &Opts, client: bool, mine: &[Dest], peer: &[Dest]) {
     println!("{DASHES}");
-    println!("                    {}", o.test.title());
+    println!("                    {}", o.test.title(o.bidir));
     println!(" Dual-port       : OFF\t\tDevice         : {}", o.dev_name);
     println!(" Number of qps   : {}\t\tTransport type : IW", o.qps);
     println!(" Connection type : RC\t\tUsing SRQ      : OFF");
     println!(" PCIe relax order: {}", if o.test == Test::WriteLat { "OFF" } else { "ON" });
     println!(" ibv_wr* API     : OFF");
-    if client {
+    if client || o.bidir {
         println!(" TX depth        : {}", o.tx_depth.min(o.iters as usize).max(1));
     }
-    if o.test.is_send() && !client && o.test.is_bw() {
+    if o.test.is_send() && (!client || o.bidir) && o.test.is_bw() {
         println!(" RX depth        : {}", rx_depth_for(o));
     }
     if o.test.is_bw() {
@@ -980,7 +1277,13 @@ fn print_header(o: &Opts, client: bool, mine: &[Dest], peer: &[Dest]) {
 }
 
 fn print_results(o: &Opts, client: bool, out: &Outcome) {
-    if o.test.is_bw() {
+    if o.bidir {
+        // Each line: this side's size and count, both sides' figures summed (perftest -b).
+        println!("{}", report::bw_header(o.gbits));
+        for (i, r) in out.bw.iter().enumerate() {
+            println!("{}", report::bidir_line(r, out.remote.get(i), o.gbits));
+        }
+    } else if o.test.is_bw() {
         println!("{}", report::bw_header(o.gbits));
         for r in &out.bw {
             println!("{}", report::bw_line(r, o.gbits));

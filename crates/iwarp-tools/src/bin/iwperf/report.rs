@@ -71,7 +71,12 @@ pub fn bw_unit(bytes_per_s: f64, gbits: bool) -> f64 {
 
 /// One perftest result line from figures already in the chosen unit.
 pub fn bw_line_raw(size: usize, iters: u64, peak: f64, avg: f64, mpps: f64, gbits: bool) -> String {
-    if gbits && avg < 0.1 {
+    bw_line_fmt(size, iters, peak, avg, mpps, gbits && avg < 0.1)
+}
+
+/// A result line; `extended`: perftest's six-decimal layout for tiny Gb/s figures.
+fn bw_line_fmt(size: usize, iters: u64, peak: f64, avg: f64, mpps: f64, extended: bool) -> String {
+    if extended {
         // perftest switches to six decimals (and other spacing) for tiny Gb/s figures.
         format!(" {size:<7}    {iters}           {peak:<7.6}            {avg:<7.6}            {mpps:<7.6}")
     } else {
@@ -82,6 +87,51 @@ pub fn bw_line_raw(size: usize, iters: u64, peak: f64, avg: f64, mpps: f64, gbit
 /// One perftest result line.
 pub fn bw_line(r: &BwResult, gbits: bool) -> String {
     bw_line_raw(r.size, r.iters, bw_unit(r.peak_bytes_per_s, gbits), bw_unit(r.bytes_per_s(), gbits), r.mpps(), gbits)
+}
+
+/// A bidirectional test's figures as perftest prints them (`-b`, print_full_bw_report): each
+/// side's own peak, average and message rate, summed with the peer's.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Aggregate {
+    /// Peak, MB/s (2^20 bytes), both sides' summed.
+    pub peak_mb_per_s: f64,
+    /// Average MB/s, both sides' summed.
+    pub mb_per_s: f64,
+    /// Average Gbit/s, both sides' summed.
+    pub gbit_per_s: f64,
+    /// Million messages per second, both sides' summed.
+    pub mpps: f64,
+}
+
+impl Aggregate {
+    /// This side's figures plus the peer's (none: this side's figures alone, as perftest's
+    /// send_bw `-b -D`, whose own count already holds both directions).
+    pub fn of(mine: &BwResult, peer: Option<&BwResult>) -> Aggregate {
+        let both = |f: &dyn Fn(&BwResult) -> f64| f(mine) + peer.map_or(0.0, f);
+        Aggregate {
+            peak_mb_per_s: both(&|r| bw_unit(r.peak_bytes_per_s, false)),
+            mb_per_s: both(&|r| bw_unit(r.bytes_per_s(), false)),
+            gbit_per_s: both(&|r| r.gbits()),
+            mpps: both(&|r| r.mpps()),
+        }
+    }
+}
+
+/// perftest's result line of a bidirectional test: this side's size and iteration count, the
+/// sums of both sides' peak, average and message rate. The six-decimal layout follows this
+/// side's own average, as perftest decides it before adding the peer's.
+pub fn bidir_line(mine: &BwResult, peer: Option<&BwResult>, gbits: bool) -> String {
+    let unit = |x: f64| bw_unit(x, gbits);
+    let own_avg = unit(mine.bytes_per_s());
+    let sum = |f: &dyn Fn(&BwResult) -> f64| f(mine) + peer.map_or(0.0, f);
+    bw_line_fmt(
+        mine.size,
+        mine.iters,
+        sum(&|r| unit(r.peak_bytes_per_s)),
+        sum(&|r| unit(r.bytes_per_s())),
+        sum(&|r| r.mpps()),
+        gbits && own_avg < 0.1,
+    )
 }
 
 /// A latency measurement, in microseconds, computed as perftest does.
@@ -192,6 +242,28 @@ pub struct JsonLine<'a> {
     /// How the payload moved (iWARP runs).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<PathJson>,
+    /// Bidirectional runs (`-b`): the peer's figures and the sum perftest reports; `bw` stays
+    /// this side's own direction.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bidirectional: Option<BidirJson>,
+}
+
+/// A bidirectional run's other direction and the aggregate.
+#[derive(Debug, Serialize)]
+pub struct BidirJson {
+    /// The peer's own figures, as its report said (absent where perftest exchanges none:
+    /// send_bw `-b -D`, whose own count holds both directions).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote: Option<BwJson>,
+    /// Both directions summed, as the result line prints them.
+    pub aggregate: Aggregate,
+}
+
+impl BidirJson {
+    /// From this side's result and the peer's.
+    pub fn new(mine: &BwResult, peer: Option<&BwResult>) -> BidirJson {
+        BidirJson { remote: peer.map(Into::into), aggregate: Aggregate::of(mine, peer) }
+    }
 }
 
 /// How the payload moved: the data queue pairs' counters.
@@ -205,6 +277,10 @@ pub struct PathJson {
     pub tx_zero_copy_pct: f64,
     /// Percent of received payload bytes read straight into their destination (no copy).
     pub rx_direct_pct: f64,
+    /// Payload bytes sent (DDP payload of every message, whatever its kind).
+    pub tx_bytes: u64,
+    /// Payload bytes received.
+    pub rx_bytes: u64,
 }
 
 fn pct(part: u64, other: u64) -> f64 {
@@ -222,6 +298,8 @@ impl From<&iwarp::QpStats> for PathJson {
             rx_fpdus: s.rx_fpdus,
             tx_zero_copy_pct: pct(s.tx_zero_copy_bytes, s.tx_copied_bytes),
             rx_direct_pct: pct(s.rx_direct_bytes, s.rx_copied_bytes),
+            tx_bytes: s.tx_zero_copy_bytes + s.tx_copied_bytes,
+            rx_bytes: s.rx_direct_bytes + s.rx_copied_bytes,
         }
     }
 }
@@ -272,6 +350,26 @@ mod tests {
             " 4096       5           0.136759            0.019531            0.000596"
         );
         assert_eq!(bw_header(true), " #bytes     #iterations    BW peak[Gb/sec]    BW average[Gb/sec]   MsgRate[Mpps]");
+    }
+
+    #[test]
+    fn bidirectional_lines_sum_both_sides_as_perftest() {
+        // 4096 B x 100 in 0.01 s each way: 39.06 MB/s and 0.01 Mpps per side.
+        let mine = BwResult { size: 4096, iters: 100, seconds: 0.01, peak_bytes_per_s: 50.0 * 1_048_576.0 };
+        let peer = BwResult { size: 4096, iters: 100, seconds: 0.02, peak_bytes_per_s: 30.0 * 1_048_576.0 };
+        // This side's size and count, the sums of peak, average and rate.
+        assert_eq!(bidir_line(&mine, Some(&peer), false), bw_line_raw(4096, 100, 80.0, 58.59375, 0.015, false));
+        assert_eq!(bidir_line(&mine, None, false), bw_line(&mine, false));
+        let a = Aggregate::of(&mine, Some(&peer));
+        assert!((a.mb_per_s - 58.59375).abs() < 1e-9 && (a.peak_mb_per_s - 80.0).abs() < 1e-9);
+        assert!((a.gbit_per_s - (mine.gbits() + peer.gbits())).abs() < 1e-12);
+        assert!((a.mpps - 0.015).abs() < 1e-12);
+        // The six-decimal layout follows this side's own average (0.0328 Gb/s), not the sum.
+        let slow = BwResult { size: 4096, iters: 100, seconds: 0.1, peak_bytes_per_s: 0.0 };
+        let fast = BwResult { size: 4096, iters: 100_000, seconds: 0.1, peak_bytes_per_s: 0.0 };
+        let (avg, mpps) = (slow.gbits() + fast.gbits(), slow.mpps() + fast.mpps());
+        assert_eq!(bidir_line(&slow, Some(&fast), true), bw_line_fmt(4096, 100, 0.0, avg, mpps, true));
+        assert_eq!(bidir_line(&fast, Some(&slow), true), bw_line_fmt(4096, 100_000, 0.0, avg, mpps, false));
     }
 
     #[test]
