@@ -630,7 +630,7 @@ impl Driver {
         };
         self.count_written(n);
         match self.engine.sent_now(framed, &self.now_buf, n) {
-            Some(c) => qp.send_cq.push(std::iter::once(WorkCompletion::from_proto(c, qp.qp_num))),
+            Some(c) => qp.send_cq.push(std::iter::once(c)),
             None if failed => {
                 // The request is queued behind the failure and completes flushed.
                 self.engine.handle_transport_error();
@@ -739,22 +739,19 @@ impl Driver {
         if !self.engine.has_output() {
             return;
         }
-        let qp_num = qp.qp_num;
         let engine = &mut self.engine;
         if Arc::ptr_eq(&qp.send_cq, &qp.recv_cq) {
             // One queue for both (the common set-up): straight from the engine into it, under
             // one lock, in the engine's order.
-            qp.send_cq
-                .push(std::iter::from_fn(|| engine.poll_completion().map(|c| WorkCompletion::from_proto(c, qp_num))));
+            qp.send_cq.push(std::iter::from_fn(|| engine.poll_completion()));
         } else {
             // Send completions go straight in; receive completions wait for the second lock.
             let mut recv: SmallVec<[WorkCompletion; 16]> = SmallVec::new();
             qp.send_cq.push(std::iter::from_fn(|| loop {
                 let c = engine.poll_completion()?;
-                let wc = WorkCompletion::from_proto(c, qp_num);
                 match c.queue {
-                    Queue::Send => return Some(wc),
-                    Queue::Recv => recv.push(wc),
+                    Queue::Send => return Some(c),
+                    Queue::Recv => recv.push(c),
                 }
             }));
             // By reference: moving the array would copy all its slots.

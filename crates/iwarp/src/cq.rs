@@ -3,8 +3,6 @@
 use crate::error::Result;
 use crate::shared::DeviceInner;
 use crate::sys::EventFd;
-use iwarp_wire::terminate::TerminateCause;
-use iwarp_wire::Stag;
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
@@ -13,60 +11,9 @@ use std::time::{Duration, Instant};
 
 pub use iwarp_proto::qp::{WcOpcode, WcStatus};
 
-/// A work completion.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WorkCompletion {
-    /// The work request's identifier.
-    pub wr_id: u64,
-    /// Outcome.
-    pub status: WcStatus,
-    /// What the work request did.
-    pub opcode: WcOpcode,
-    /// Bytes received (receives) or read (RDMA Reads).
-    pub byte_len: u32,
-    /// Immediate data of a received RFC 7306 Immediate Data message.
-    pub imm_data: Option<u64>,
-    /// The local STag a peer's Send with Invalidate invalidated.
-    pub invalidated_stag: Option<Stag>,
-    /// The received message carried the Solicited Event flag.
-    pub solicited: bool,
-    /// The queue pair.
-    pub qp_num: u32,
-    /// For errors: the Terminate cause sent or received.
-    pub cause: Option<TerminateCause>,
-}
-
-impl Default for WorkCompletion {
-    fn default() -> Self {
-        WorkCompletion {
-            wr_id: 0,
-            status: WcStatus::Success,
-            opcode: WcOpcode::Send,
-            byte_len: 0,
-            imm_data: None,
-            invalidated_stag: None,
-            solicited: false,
-            qp_num: 0,
-            cause: None,
-        }
-    }
-}
-
-impl WorkCompletion {
-    pub(crate) fn from_proto(c: iwarp_proto::qp::Completion, qp_num: u32) -> Self {
-        WorkCompletion {
-            wr_id: c.wr_id,
-            status: c.status,
-            opcode: c.opcode,
-            byte_len: c.byte_len,
-            imm_data: c.imm_data,
-            invalidated_stag: c.invalidated,
-            solicited: c.solicited,
-            qp_num,
-            cause: c.cause,
-        }
-    }
-}
+/// A work completion: the engine's own record of it ([`iwarp_proto::qp::Completion`]), as
+/// the completion queue hands it over.
+pub type WorkCompletion = iwarp_proto::qp::Completion;
 
 /// A queue pair the application drives ([`crate::Progress::Poll`]): polling or waiting on a
 /// completion queue it completes on moves its bytes.

@@ -534,7 +534,8 @@ impl Qp {
     /// order; receive completions in arrival order).
     #[must_use]
     pub fn poll_completion(&mut self) -> Option<Completion> {
-        self.completions.pop_front()
+        let qp_num = self.cfg.qp_num;
+        self.completions.pop_front().map(|c| Completion { qp_num, ..c })
     }
 
     /// `true` if [`poll_completion`](Self::poll_completion) or [`poll_event`](Self::poll_event)

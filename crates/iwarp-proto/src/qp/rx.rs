@@ -767,7 +767,7 @@ impl Qp {
             let stag = r.inval_stag;
             // RFC 5040 §5.3: invalidate the STag after delivery, or Terminate "cannot be invalidated".
             match self.stags.invalidate(stag, self.cfg.pd) {
-                Ok(()) => c.invalidated = Some(stag),
+                Ok(()) => c.invalidated_stag = Some(stag),
                 Err(e) => {
                     let cause = match e {
                         AccessError::ProtectionDomain => {

@@ -447,7 +447,7 @@ fn send_with_invalidate_invalidates_the_named_stag() {
     p.a.post_send([send_wr(2, SendOp::SendWithInvalidate(victim.stag()), vec![sge(&src, 0, 4)])]).unwrap();
     p.drive();
     let c = Pair::completions(&mut p.b);
-    assert_eq!(c[0].invalidated, Some(victim.stag()));
+    assert_eq!(c[0].invalidated_stag, Some(victim.stag()));
     assert!(!victim.is_valid());
 }
 

@@ -776,6 +776,11 @@ impl Qp {
     /// its completion (if signaled) is returned for the caller to deliver. Fewer: the rest
     /// is queued to be sent as any framed bytes are, and the request completes once they are.
     pub fn sent_now(&mut self, f: NowFramed, fpdu: &[u8], n: usize) -> Option<Completion> {
+        let qp_num = self.cfg.qp_num;
+        self.sent_now_inner(f, fpdu, n).map(|c| Completion { qp_num, ..c })
+    }
+
+    fn sent_now_inner(&mut self, f: NowFramed, fpdu: &[u8], n: usize) -> Option<Completion> {
         if f.len == 0 {
             // Framing failed (cannot happen for validated requests): a local protection error.
             return Some(Completion::new(f.wr_id, WcStatus::LocalProtection, f.opcode, Queue::Send));

@@ -291,27 +291,37 @@ pub enum Queue {
     Recv,
 }
 
-/// A work completion.
+/// A work completion: what the engine reports, and (as `iwarp::WorkCompletion`) what a
+/// completion queue hands to the application.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Completion {
     /// The work request's identifier.
     pub wr_id: u64,
     /// Outcome.
     pub status: WcStatus,
-    /// Operation.
+    /// What the work request did.
     pub opcode: WcOpcode,
-    /// Bytes received (receives) or transferred (Reads); 0 otherwise.
+    /// Bytes received (receives) or read (RDMA Reads); 0 otherwise.
     pub byte_len: u32,
-    /// Immediate data of a received Immediate Data message.
+    /// Immediate data of a received RFC 7306 Immediate Data message.
     pub imm_data: Option<u64>,
-    /// STag the peer invalidated with Send with Invalidate.
-    pub invalidated: Option<Stag>,
-    /// The message carried the Solicited Event bit.
+    /// The local STag a peer's Send with Invalidate invalidated.
+    pub invalidated_stag: Option<Stag>,
+    /// The received message carried the Solicited Event flag.
     pub solicited: bool,
-    /// Send or receive completion queue.
+    /// The queue pair's number.
+    pub qp_num: u32,
+    /// The send or the receive queue's completion.
     pub queue: Queue,
     /// For errors: the Terminate cause sent or received, if any.
     pub cause: Option<TerminateCause>,
+}
+
+impl Default for Completion {
+    /// A successful Send's completion of work request 0 (a slot to poll into).
+    fn default() -> Self {
+        Completion::new(0, WcStatus::Success, WcOpcode::Send, Queue::Send)
+    }
 }
 
 impl Completion {
@@ -322,8 +332,9 @@ impl Completion {
             opcode,
             byte_len: 0,
             imm_data: None,
-            invalidated: None,
+            invalidated_stag: None,
             solicited: false,
+            qp_num: 0,
             queue,
             cause: None,
         }
