@@ -12,7 +12,7 @@ use crate::setup::active::{Connecting, Step};
 use crate::shared::DeviceInner;
 use crate::sys::{self, EventFd, Xfer};
 use iwarp_proto::cm::{Negotiated, Role};
-use iwarp_proto::qp::{IoRange, LinkParams, PostQueues, Qp, QpEvent as EngineEvent, Queue, SendWqe, Startup};
+use iwarp_proto::qp::{IoRange, LinkParams, PostQueues, Qp, QpEvent as EngineEvent, Queue, SendWqe};
 use iwarp_wire::terminate::{TerminateCause, TerminateLayout};
 use mio::net::TcpStream;
 use mio::Token;
@@ -817,20 +817,7 @@ impl Driver {
     /// Full operation begins: hand the negotiated parameters to the engine.
     pub(crate) fn establish(&mut self, qp: &Conn, neg: Negotiated) {
         let mss = self.sock.as_ref().and_then(|s| socket2::SockRef::from(s).tcp_mss().ok()).unwrap_or(1460) as usize;
-        let startup = match neg.role {
-            Role::Initiator => Startup::Initiator { rtr: neg.send_rtr },
-            Role::Responder => Startup::Responder { rtr: neg.expect_rtr, send_first: self.send_first },
-        };
-        let link = LinkParams {
-            crc: neg.crc,
-            send_markers: neg.send_markers,
-            recv_markers: neg.recv_markers,
-            ird: u32::from(neg.ird),
-            ord: u32::from(neg.ord),
-            mulpdu: mulpdu_for(mss, neg.send_markers),
-            rfc7306: neg.rfc7306,
-            startup,
-        };
+        let link = LinkParams::negotiated(&neg, mulpdu_for(mss, neg.send_markers), self.send_first);
         let initiator = neg.role == Role::Initiator;
         *self.info.lock().unwrap_or_else(|e| e.into_inner()) = Some(ConnInfo { negotiated: neg, mss });
         if let Some(s) = &self.sock {

@@ -111,6 +111,28 @@ pub struct LinkParams {
     pub startup: Startup,
 }
 
+impl LinkParams {
+    /// The parameters of a connection whose MPA exchange settled `neg`, sending ULPDUs of at
+    /// most `mulpdu` bytes; `send_first`: a responder may send before the initiator's first
+    /// FPDU (see [`Startup::Responder`]).
+    pub fn negotiated(neg: &crate::cm::Negotiated, mulpdu: usize, send_first: bool) -> Self {
+        let startup = match neg.role {
+            crate::cm::Role::Initiator => Startup::Initiator { rtr: neg.send_rtr },
+            crate::cm::Role::Responder => Startup::Responder { rtr: neg.expect_rtr, send_first },
+        };
+        LinkParams {
+            crc: neg.crc,
+            send_markers: neg.send_markers,
+            recv_markers: neg.recv_markers,
+            ird: u32::from(neg.ird),
+            ord: u32::from(neg.ord),
+            mulpdu,
+            rfc7306: neg.rfc7306,
+            startup,
+        }
+    }
+}
+
 /// A range of memory for `writev` or `readv`, as a raw address. Laid out as a C `struct
 /// iovec` (address, then length), so that a slice of them can be handed to the kernel as is.
 ///
