@@ -13,7 +13,8 @@
 //!   needs posted before the FPDUs that use them and the FPDUs rewritten to name the target's
 //!   regions (Writes land in its write region, Read Requests read its read region, Read
 //!   Responses fill the sink of the Read posted for them), reframed, also with markers; and each
-//!   captured stream fed as it is.
+//!   captured stream fed as it is; plus two streams of what siw never sends (RFC 7306 messages,
+//!   Writes and Reads of the other regions, a Send with Invalidate).
 //!
 //! Files named `regress-*` (inputs that found bugs) are kept; the rest is rewritten. It also
 //! writes the targets' libFuzzer dictionaries, `fuzz/<target>.dict`.
@@ -376,6 +377,80 @@ fn qp_seeds(
     }
 }
 
+/// `qp_rx` seeds for what the captures lack (Linux siw implements no RFC 7306, and its Writes
+/// and Reads name one buffer each): Immediate Data, an inbound atomic on the atomic region, the
+/// Atomic Response to our own FetchAdd, a Write at the top of the Tagged Offset space, a Read of
+/// the atomic region, and a Send with Invalidate of the write region followed by a Write to it.
+fn synthetic_qp_seeds(stags: &[Stag], out: &mut BTreeSet<Vec<u8>>) {
+    use iwarp_wire::rdmap::{AtomicRequest, AtomicResponse};
+    use iwarp_wire::Msn;
+    let (a, t, w) = (&REGIONS[qp_format::A], &REGIONS[qp_format::T], &REGIONS[qp_format::W]);
+    let msgs: Vec<(SegmentHeader, Vec<u8>)> = vec![
+        (SegmentHeader::untagged(Opcode::ImmediateData, true, Msn(1), 0), 7u64.to_be_bytes().to_vec()),
+        (
+            SegmentHeader::untagged(Opcode::AtomicRequest, true, Msn(1), 0),
+            AtomicRequest::fetch_add(9, stags[qp_format::A], TaggedOffset(a.base + 8), 5).to_bytes().to_vec(),
+        ),
+        (
+            SegmentHeader::untagged(Opcode::AtomicResponse, true, Msn(1), 0),
+            AtomicResponse { request_id: 0, original: 0x0102_0304_0506_0708 }.to_bytes().to_vec(),
+        ),
+        (SegmentHeader::tagged(Opcode::Write, true, stags[qp_format::T], TaggedOffset(t.base + 192)), vec![0x5a; 64]),
+        (
+            SegmentHeader::untagged(Opcode::ReadRequest, true, Msn(2), 0),
+            ReadRequest {
+                sink_stag: Stag(0x4400),
+                sink_to: TaggedOffset(0x9000),
+                size: 32,
+                src_stag: stags[qp_format::A],
+                src_to: TaggedOffset(a.base),
+            }
+            .to_bytes()
+            .to_vec(),
+        ),
+        (
+            SegmentHeader {
+                inval_stag: stags[qp_format::W],
+                ..SegmentHeader::untagged(Opcode::SendInvalidate, true, Msn(2), 0)
+            },
+            b"bye".to_vec(),
+        ),
+        (SegmentHeader::tagged(Opcode::Write, true, stags[qp_format::W], TaggedOffset(w.base)), vec![0xa5; 16]),
+    ];
+    for crc in [false, true] {
+        let h = Header {
+            crc,
+            rfc7306: true,
+            recv_markers: false,
+            send_markers: false,
+            startup: StartupSel::Initiator,
+            ird: 4,
+            ord: 4,
+            mulpdu: 5,
+        };
+        let recv = |offset| Cmd::PostRecv { sges: vec![LocalSge { region: qp_format::L as u8, offset, len: 64 }] };
+        let mut cmds = vec![
+            recv(0),
+            recv(64),
+            Cmd::PostSend(SendCmd {
+                op: SendOpSel::FetchAdd { stag: 0x3300, to: 0x8000, add: 1 },
+                signaled: true,
+                solicited: false,
+                fence: false,
+                payload: PayloadSel::Sges(vec![LocalSge { region: qp_format::L as u8, offset: SINK_BASE, len: 8 }]),
+            }),
+        ];
+        let mut framer = Framer::new(crc, false);
+        for (hdr, body) in &msgs {
+            let (b, n) = hdr.to_bytes();
+            let mut bytes = Vec::new();
+            framer.frame_to_vec(&b[..n], &[body], &mut bytes).unwrap();
+            cmds.push(Cmd::Feed { read_max: if crc { 0 } else { 11 }, bytes });
+        }
+        out.insert(qp_format::encode(&h, &cmds));
+    }
+}
+
 #[test]
 #[ignore = "writes fuzz/seeds; run by hand"]
 fn write_engine_fuzz_seeds() {
@@ -396,6 +471,7 @@ fn write_engine_fuzz_seeds() {
             qp_seeds(&x, c, s, &stags, &mut shapes, seeds.entry("qp_rx").or_default());
         }
     }
+    synthetic_qp_seeds(&stags, seeds.entry("qp_rx").or_default());
     let mut total = 0;
     for (target, set) in &seeds {
         let dir = root().join("fuzz/seeds").join(target);
