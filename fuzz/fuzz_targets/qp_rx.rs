@@ -140,7 +140,7 @@ struct PostedSend {
 
 /// Reads an I/O range's address and length (the one place that knows its fields).
 fn range_parts(r: &IoRange) -> (usize, usize) {
-    (r.addr, r.len)
+    (r.addr(), r.len())
 }
 
 /// Wraps `len` bytes at `offset` of `backing` as caller-owned region memory.
@@ -646,14 +646,11 @@ impl Harness {
                 continue;
             }
             let rest = Area { start: a.start + skip, len: a.len - skip };
-            self.backing.with_slice(rest.start, rest.len, |now| {
-                if let Some(k) = (0..rest.len).find(|&k| now[k] != self.shadow[rest.start + k]) {
-                    panic!(
-                        "a receive changed {} past the {reported} bytes it reported",
-                        self.place_name(rest.start + k)
-                    );
-                }
-            });
+            let mut now = vec![0u8; rest.len];
+            assert!(self.backing.read(rest.start, &mut now), "the area lies inside the backing");
+            if let Some(k) = (0..rest.len).find(|&k| now[k] != self.shadow[rest.start + k]) {
+                panic!("a receive changed {} past the {reported} bytes it reported", self.place_name(rest.start + k));
+            }
         }
     }
 
@@ -689,7 +686,9 @@ impl Harness {
     fn check_memory(&mut self) {
         let writable = self.writable();
         let total = self.shadow.len();
-        let bad = self.backing.with_slice(0, total, |now| {
+        let mut now = vec![0u8; total];
+        assert!(self.backing.read(0, &mut now), "the shadow is the backing's size");
+        let bad = (|| {
             let mut at = 0;
             for w in writable.iter().copied().chain(std::iter::once(Area { start: total, len: 0 })) {
                 if at < w.start && now[at..w.start] != self.shadow[at..w.start] {
@@ -699,8 +698,8 @@ impl Harness {
                 at = at.max(w.end());
             }
             None
-        });
-        if let Some(Some((k, was, is))) = bad {
+        })();
+        if let Some((k, was, is)) = bad {
             panic!("peer input changed {} from {was:#04x} to {is:#04x}, memory it may not write", self.place_name(k));
         }
         let open: Vec<Area> = (0..N).filter(|&i| self.open[i]).map(|i| self.region_area(i)).collect();
