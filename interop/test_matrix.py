@@ -140,6 +140,32 @@ class SplitTrailer(unittest.TestCase):
                                            "siw client printed no result line"])
         self.assertIn("reset the connection", M.split_trailer(c, probs))
 
+    def test_with_b_siw_resets_instead_of_terminating(self):
+        # -b: siw is sending Writes of its own when it finds the bad CRC, and resets
+        def bidir_cell(rst=True):
+            c, probs = split_cell(WRITE_1B, direction="s2c", terminate=False, rst=rst,
+                                  extra_probs=["our server exit 1", "siw client exit 1",
+                                               "ours: Bad wc status -- WrFlush"])
+            c.mode, c.bidir = "bidir", True
+            return c, probs
+        self.assertIn("sending its own FPDUs (-b), reset the connection", M.split_trailer(*bidir_cell()))
+        self.assertEqual(M.documented_flake(*bidir_cell()), M.SPLIT_TRAILER)
+        # ... but it must reset after that FPDU, and not be a one-way cell
+        self.assertIsNone(M.split_trailer(*bidir_cell(rst=False)))
+        c, probs = bidir_cell()
+        c.wire_conns[1]["conn"]["rst_c2s"] = 5                                        # reset before the FPDU
+        self.assertIsNone(M.split_trailer(c, probs))
+        c, probs = bidir_cell()
+        c.mode, c.bidir = "plain", False
+        self.assertIsNone(M.split_trailer(c, probs))
+        # a Read Response with -b: siw may close instead of resetting; one-way, only a reset
+        c, probs = split_cell(RRESP_4K, direction="s2c", terminate=False, rst=False,
+                              extra_probs=["our server exit 1", "siw client exit 1"])
+        c.wire_conns[1]["conn"]["fin_c2s"] = 14
+        self.assertIsNone(M.split_trailer(c, probs))
+        c.mode, c.bidir = "bidir", True
+        self.assertIn("closed the connection (FIN frame 14) and failed its Read", M.split_trailer(c, probs))
+
     def test_no_excuse_without_each_piece_of_evidence(self):
         self.assertIsNone(M.split_trailer(*split_cell(WRITE_1B, split=False)))       # trailer in one segment
         c, probs = split_cell(WRITE_1B)

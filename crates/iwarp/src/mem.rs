@@ -78,7 +78,9 @@ impl ProtectionDomain {
     }
 
     fn register(&self, mem: RawMem, access: Access) -> Result<MemoryRegion, RegisterError> {
-        // Tagged Offsets are the region's address, as Linux peers use virtual addresses.
+        // Tagged Offsets are the region's address, as Linux peers use virtual addresses (so
+        // they cannot run past the top of the offset space: the only failure left is running
+        // out of STags).
         let base = mem.ptr_at(0) as u64;
         let region = self.dev.stags.register(mem, self.id, access, base).map_err(|_| RegisterError::NoStag)?;
         Ok(MemoryRegion { inner: Arc::new(MrInner { region, dev: Arc::clone(&self.dev) }) })

@@ -198,10 +198,19 @@ struct IndexAlloc {
 
 /// Why a registration failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RegisterError {
     /// All 2^24 - 1 indexes are in use.
     #[error("no free STag index")]
     Exhausted,
+    /// The region's Tagged Offsets would run past 2^64 - 1.
+    #[error("a region at Tagged Offset {base:#x} of {len} bytes runs past the end of the offset space")]
+    ToWrap {
+        /// The first byte's Tagged Offset.
+        base: u64,
+        /// The region's length.
+        len: usize,
+    },
 }
 
 impl StagTable {
@@ -226,6 +235,11 @@ impl StagTable {
     /// # Errors
     /// [`RegisterError::Exhausted`] when every index is taken.
     pub fn register(&self, mem: RawMem, pd: PdId, access: Access, base: u64) -> Result<MrRef, RegisterError> {
+        // Every byte needs a Tagged Offset (RFC 5041 §3: TOs are 64-bit): the access check
+        // computes the region's end as base + length.
+        if base.checked_add(mem.len() as u64).is_none() {
+            return Err(RegisterError::ToWrap { base, len: mem.len() });
+        }
         let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
         let mut alloc = self.alloc.lock().unwrap_or_else(|e| e.into_inner());
         if map.len() >= INDEX_MAX as usize {
@@ -365,6 +379,22 @@ mod tests {
         assert_eq!(t.invalidate(r.stag(), pd), Ok(()));
         assert_eq!(t.invalidate(r.stag(), pd), Err(AccessError::InvalidStag));
         assert!(!r.is_valid());
+    }
+
+    #[test]
+    fn a_region_must_fit_the_tagged_offset_space() {
+        let t = StagTable::new(1);
+        let pd = t.new_pd();
+        let past = t.register(RawMem::alloc(16, false).unwrap(), pd, Access::REMOTE_WRITE, u64::MAX - 14);
+        assert_eq!(past.err(), Some(RegisterError::ToWrap { base: u64::MAX - 14, len: 16 }));
+        // Ending exactly at the top is fine, and the access check at the top does not overflow.
+        let top = t.register(RawMem::alloc(16, false).unwrap(), pd, Access::REMOTE_WRITE, u64::MAX - 16).unwrap();
+        let w = check(Some(&top), top.stag(), pd, Access::REMOTE_WRITE, u64::MAX - 1, 1).unwrap();
+        assert_eq!((w.offset, w.len), (15, 1));
+        assert_eq!(
+            check(Some(&top), top.stag(), pd, Access::REMOTE_WRITE, u64::MAX - 1, 2).err(),
+            Some(AccessError::ToWrap)
+        );
     }
 
     #[test]
