@@ -292,10 +292,10 @@ impl Harness {
     }
 
     fn place_name(&self, at: usize) -> String {
-        for i in 0..N {
+        for (i, r) in REGIONS.iter().enumerate() {
             let a = self.region_area(i);
             if at >= a.start && at < a.end() {
-                return format!("region {} (offset {})", REGIONS[i].name, at - a.start);
+                return format!("region {} (offset {})", r.name, at - a.start);
             }
         }
         format!("a canary (backing offset {at})")
