@@ -162,7 +162,12 @@ impl PostQueues {
         }
         let mut s = self.sends();
         self.queued.fetch_sub(s.queue.len(), Ordering::AcqRel);
-        sq.extend(s.queue.drain(..));
+        if sq.is_empty() {
+            // The usual case: hand the whole queue over without moving a request.
+            std::mem::swap(sq, &mut s.queue);
+        } else {
+            sq.extend(s.queue.drain(..));
+        }
     }
 
     /// Counts `n` sends the engine completed (or that completed on the fast path).

@@ -406,16 +406,21 @@ impl Tx {
 
     /// Moves finished entries from the front of the order into completions.
     fn release(&mut self, out: &mut VecDeque<Completion>) {
+        let mut retired = 0;
         while let Some(d) = self.order.front().and_then(|e| e.done) {
             let Some(e) = self.order.pop_front() else { break };
             self.order_head += 1;
-            self.posts.retire(1);
+            retired += 1;
             if e.signaled || d.status != WcStatus::Success {
                 let mut c = Completion::new(e.wr_id, d.status, e.opcode, Queue::Send);
                 c.byte_len = d.byte_len;
                 c.cause = d.cause;
                 out.push_back(c);
             }
+        }
+        // One update of the shared count for the whole run of completions.
+        if retired > 0 {
+            self.posts.retire(retired);
         }
     }
 
