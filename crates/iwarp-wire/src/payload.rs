@@ -1,10 +1,10 @@
 //! Payload the codecs read without borrowing it.
 //!
 //! An FPDU's payload usually lives in registered memory, which the network and the
-//! application share: the stack never forms a `&[u8]` over it (see `iwarp-proto`'s memory
-//! model). The framer and deframer therefore read payload through [`PayloadSource`], which a
-//! plain slice implements by lending itself and shared memory implements by copying out in
-//! chunks (or straight into the frame being built).
+//! application share: the stack borrows it only for one pass under the region's access lock
+//! (see `iwarp-proto`'s memory model), never for longer. The framer and deframer therefore
+//! read payload through [`PayloadSource`], which a plain slice implements by lending itself
+//! and a region by lending its bytes for the duration of each call.
 
 /// Bytes the framer or deframer may read in order, in one or more pieces.
 pub trait PayloadSource {
