@@ -732,6 +732,49 @@ fn duration_window(o: &Opts, start: Instant) -> (Option<Instant>, Option<(Instan
 }
 
 /// send_bw, sending side: paced by the server's receive credits.
+/// How a send_bw side paces its Sends (perftest's): at most `depth` outstanding, at most
+/// `rx_depth` beyond the receives the peer reported, `iters` in all, every `cq_mod`-th and the
+/// last one signalled, each from its slot of the local buffer.
+struct SendPace {
+    rx_depth: usize,
+    depth: usize,
+    iters: u64,
+    cq_mod: usize,
+    size: usize,
+    cycle: usize,
+}
+
+impl SendPace {
+    /// The Sends queue pair `i` may post now, given the peer's cumulative receive count in
+    /// `credit` (little-endian, at slot `i`), `posted` and `done` so far; `signaled_to` moves
+    /// to the count up to the last signalled one. Empty when none may go.
+    fn credited_sends<'a>(
+        &self,
+        credit: &MemoryRegion,
+        i: usize,
+        mr: &'a MemoryRegion,
+        posted: u64,
+        done: u64,
+        signaled_to: &mut u64,
+    ) -> Result<Vec<SendWr<'a>>, String> {
+        let mut c = [0u8; 4];
+        credit.read(i * CREDIT_LEN, &mut c).map_err(|e| e.to_string())?;
+        let by_credit = (u64::from(u32::from_le_bytes(c)) + self.rx_depth as u64).saturating_sub(posted);
+        let room = (self.depth as u64 - (posted - done)).min(by_credit);
+        let n = room.min(self.iters - posted);
+        Ok((posted..posted + n)
+            .map(|k| {
+                let signaled = (k + 1) % self.cq_mod as u64 == 0 || k + 1 == self.iters;
+                if signaled {
+                    *signaled_to = k + 1;
+                }
+                SendWr::send(((i as u64) << 40) | k, &[mr.sge(slot_offset(self.size, self.cycle, k), self.size)])
+                    .signaled(signaled)
+            })
+            .collect())
+    }
+}
+
 fn send_bw_client(o: &Opts, data: &Data, size: usize, rx_depth: usize, cycle: usize) -> Result<BwResult, String> {
     let q = data.qps.len();
     let iters = if o.duration.is_some() { u64::MAX } else { o.iters };
@@ -750,27 +793,12 @@ fn send_bw_client(o: &Opts, data: &Data, size: usize, rx_depth: usize, cycle: us
     let mut stop = false;
     loop {
         for i in 0..q {
-            let mut c = [0u8; 4];
-            credit.read(i * CREDIT_LEN, &mut c).map_err(|e| e.to_string())?;
-            // The server writes its cumulative receive count, little-endian.
-            let credits = u64::from(u32::from_le_bytes(c));
-            let by_credit = (credits + rx_depth as u64).saturating_sub(posted[i]);
-            let room = (depth as u64 - (posted[i] - done[i])).min(by_credit);
-            let n = room.min(iters - posted[i]);
+            let pace = SendPace { rx_depth, depth, iters, cq_mod, size, cycle };
+            let wrs = pace.credited_sends(credit, i, data.local(i), posted[i], done[i], &mut signaled_to[i])?;
+            let n = wrs.len() as u64;
             if n == 0 || stop {
                 continue;
             }
-            let mr = data.local(i);
-            let wrs: Vec<SendWr<'_>> = (posted[i]..posted[i] + n)
-                .map(|k| {
-                    let signaled = (k + 1) % cq_mod as u64 == 0 || k + 1 == iters;
-                    if signaled {
-                        signaled_to[i] = k + 1;
-                    }
-                    SendWr::send(((i as u64) << 40) | k, &[mr.sge(slot_offset(size, cycle, k), size)])
-                        .signaled(signaled)
-                })
-                .collect();
             data.qps[i].post_send(&wrs).map_err(|e| format!("Couldn't post send: {e}"))?;
             posted[i] += n;
         }
@@ -921,26 +949,12 @@ fn send_bw_bidir(
             if !sending || stop {
                 break;
             }
-            let mut c = [0u8; 4];
-            credit.read(i * CREDIT_LEN, &mut c).map_err(|e| e.to_string())?;
-            // The peer writes its cumulative receive count, little-endian.
-            let by_credit = (u64::from(u32::from_le_bytes(c)) + rx_depth as u64).saturating_sub(posted[i]);
-            let room = (depth as u64 - (posted[i] - done[i])).min(by_credit);
-            let n = room.min(iters - posted[i]);
+            let pace = SendPace { rx_depth, depth, iters, cq_mod, size, cycle };
+            let wrs = pace.credited_sends(credit, i, data.local(i), posted[i], done[i], &mut signaled_to[i])?;
+            let n = wrs.len() as u64;
             if n == 0 {
                 continue;
             }
-            let mr = data.local(i);
-            let wrs: Vec<SendWr<'_>> = (posted[i]..posted[i] + n)
-                .map(|k| {
-                    let signaled = (k + 1) % cq_mod as u64 == 0 || k + 1 == iters;
-                    if signaled {
-                        signaled_to[i] = k + 1;
-                    }
-                    SendWr::send(((i as u64) << 40) | k, &[mr.sge(slot_offset(size, cycle, k), size)])
-                        .signaled(signaled)
-                })
-                .collect();
             let now = Instant::now();
             first_post.get_or_insert(now);
             if peak_on {
