@@ -23,6 +23,30 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+/// The highest rate over 20 ms windows of a sender's writes (perftest's peak).
+struct PeakMeter {
+    peak: f64,
+    window_start: Instant,
+    window_bytes: u64,
+}
+
+impl PeakMeter {
+    fn new(start: Instant) -> Self {
+        PeakMeter { peak: 0.0, window_start: start, window_bytes: 0 }
+    }
+
+    /// Counts `bytes` written by `now`, closing the window once 20 ms have passed.
+    fn add(&mut self, bytes: usize, now: Instant) {
+        self.window_bytes += bytes as u64;
+        let w = now.duration_since(self.window_start);
+        if w >= Duration::from_millis(20) {
+            self.peak = self.peak.max(self.window_bytes as f64 / w.as_secs_f64());
+            self.window_start = now;
+            self.window_bytes = 0;
+        }
+    }
+}
+
 /// How the latency test waits for data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wait {
@@ -85,20 +109,12 @@ pub fn bw_client(mut s: TcpStream, size: usize, amount: Amount) -> io::Result<Bw
     hdr[..8].copy_from_slice(&(size as u64).to_be_bytes());
     hdr[8..].copy_from_slice(&iters.to_be_bytes());
     s.write_all(&hdr)?;
-    let mut peak = 0.0f64;
-    let mut window_start = start;
-    let mut window_bytes = 0u64;
+    let mut peak = PeakMeter::new(start);
     while sent < iters {
         write_all(&mut s, &buf, false)?;
         sent += 1;
-        window_bytes += size as u64;
         let now = Instant::now();
-        let w = now.duration_since(window_start);
-        if w >= Duration::from_millis(20) {
-            peak = peak.max(window_bytes as f64 / w.as_secs_f64());
-            window_start = now;
-            window_bytes = 0;
-        }
+        peak.add(size, now);
         if deadline.is_some_and(|d| now >= d) {
             break;
         }
@@ -112,7 +128,7 @@ pub fn bw_client(mut s: TcpStream, size: usize, amount: Amount) -> io::Result<Bw
     }
     let mut ack = [0u8; 1];
     s.read_exact(&mut ack)?;
-    Ok(BwResult::new(size, sent, elapsed, peak))
+    Ok(BwResult::new(size, sent, elapsed, peak.peak))
 }
 
 /// Bandwidth test, receiving side: one connection.
@@ -250,23 +266,17 @@ fn write_side(
     buf[0] = MORE;
     let start = Instant::now();
     let deadline = duration.map(|d| start + d);
-    let (mut sent, mut peak, mut window_start, mut window_bytes) = (0u64, 0.0f64, start, 0u64);
+    let (mut sent, mut peak) = (0u64, PeakMeter::new(start));
     while sent < iters {
         write_all(&mut s, &buf, false)?;
         sent += 1;
-        window_bytes += size as u64;
         let now = Instant::now();
-        let w = now.duration_since(window_start);
-        if w >= Duration::from_millis(20) {
-            peak = peak.max(window_bytes as f64 / w.as_secs_f64());
-            window_start = now;
-            window_bytes = 0;
-        }
+        peak.add(size, now);
         if deadline.is_some_and(|d| now >= d) || peer_done.is_some_and(|d| d.load(Ordering::Relaxed)) {
             break;
         }
     }
-    let r = BwResult::new(size, sent, start.elapsed(), peak);
+    let r = BwResult::new(size, sent, start.elapsed(), peak.peak);
     let mut t = [0u8; 1 + TRAILER];
     t[0] = END;
     t[1..9].copy_from_slice(&r.iters.to_be_bytes());
