@@ -2,11 +2,13 @@
 //! the smallest hand-written case. The inputs that found them are kept as seeds under
 //! `fuzz/seeds/<target>/regress-*.bin`.
 
+mod common;
+
 use iwarp_proto::mem::{Access, MrRef, PdId, RawMem, StagTable};
 use iwarp_proto::qp::{
     LinkParams, Payload, Qp, QpConfig, QpState, Queue, SendOp, SendWqe, Sge, Startup, WcOpcode, WcStatus,
 };
-use iwarp_wire::mpa::{Deframer, DeframerConfig, Event, Framer};
+use iwarp_wire::mpa::{DeframerConfig, Framer};
 use iwarp_wire::{Msn, Opcode, SegmentHeader};
 use std::sync::Arc;
 
@@ -52,22 +54,9 @@ impl Side {
     }
 }
 
-/// Every (header, payload) in `wire`.
+/// Every (header, payload) in `wire` (framed without CRC).
 fn deframe(wire: &[u8]) -> Vec<(SegmentHeader, Vec<u8>)> {
-    let mut d = Deframer::new(DeframerConfig { crc: false, markers: false, max_ulpdu: u16::MAX });
-    let (mut out, mut cur, mut rest) = (Vec::new(), None, wire);
-    while !rest.is_empty() {
-        let (n, ev) = d.feed(rest).unwrap();
-        assert!(n > 0, "the deframer took no byte");
-        match ev {
-            Event::Header(h) => cur = Some((h.segment().unwrap(), Vec::new())),
-            Event::Payload(p) => cur.as_mut().unwrap().1.extend_from_slice(p),
-            Event::End(_) => out.push(cur.take().unwrap()),
-            Event::None => {}
-        }
-        rest = &rest[n..];
-    }
-    out
+    common::deframe(DeframerConfig { crc: false, markers: false, max_ulpdu: u16::MAX }, wire)
 }
 
 /// Found by `qp_rx` (`regress-terminate-reads-flushed-send.bin`): a Send framed but not yet

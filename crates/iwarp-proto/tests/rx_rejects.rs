@@ -3,9 +3,11 @@
 //! reports, plus the exact values a valid input delivers. The peer is played by hand: FPDUs
 //! are framed here and fed to one queue pair through its receive path.
 
+mod common;
+
 use iwarp_proto::mem::{Access, MrRef, PdId, RawMem, StagTable};
 use iwarp_proto::qp::{Completion, LinkParams, Qp, QpConfig, QpEvent, QpState, RecvWqe, Sge, Startup};
-use iwarp_wire::mpa::{Deframer, DeframerConfig, Event, Framer};
+use iwarp_wire::mpa::{DeframerConfig, Framer};
 use iwarp_wire::terminate::{TerminateCause, TerminateLayout, TerminateMessage};
 use iwarp_wire::{Msn, Opcode, Placement, QueueNumber, SegmentHeader};
 use std::sync::Arc;
@@ -77,22 +79,7 @@ impl Side {
     fn sent(&mut self) -> Vec<(SegmentHeader, Vec<u8>)> {
         let mut wire = Vec::new();
         self.qp.transmit_copy(&mut wire, usize::MAX);
-        let mut d = Deframer::new(DeframerConfig::default());
-        let mut out = Vec::new();
-        let mut cur = None;
-        let mut rest = &wire[..];
-        while !rest.is_empty() {
-            let (n, ev) = d.feed(rest).unwrap();
-            assert!(n > 0, "the deframer took no byte");
-            match ev {
-                Event::Header(h) => cur = Some((h.segment().unwrap(), Vec::new())),
-                Event::Payload(p) => cur.as_mut().unwrap().1.extend_from_slice(p),
-                Event::End(_) => out.push(cur.take().unwrap()),
-                Event::None => {}
-            }
-            rest = &rest[n..];
-        }
-        out
+        common::deframe(DeframerConfig::default(), &wire)
     }
 
     /// The Terminate the queue pair sent (the last FPDU), its body, and checks that it reported
