@@ -28,6 +28,7 @@
 
 mod post;
 mod rx;
+mod sg;
 mod state;
 mod tx;
 mod wr;

@@ -1,5 +1,6 @@
 //! Receive: FPDUs out of the stream, checked and placed where they belong.
 
+use super::sg::SgCursor;
 use super::tx::{OrqKind, Response};
 use super::{Completion, IoRange, Qp, QpEvent, QpEventKind, QpState, Queue, RecvPlan, RecvWqe, WcOpcode, WcStatus};
 use crate::mem::{check, Access, AccessError, MrRef};
@@ -59,8 +60,8 @@ struct UntaggedMsg {
     wqe: Option<RecvWqe>,
     cap: u64,
     received: u64,
-    sge: usize,
-    sge_off: usize,
+    /// Where the next payload byte goes in the work request's elements.
+    at: SgCursor,
 }
 
 /// A tagged message in progress.
@@ -186,21 +187,11 @@ impl Qp {
                         return RecvPlan::Direct { ranges, len: k };
                     }
                     Dest::Recv { left } => {
-                        let mut want = n.min(*left);
-                        let len = want;
-                        if let Some(UntaggedMsg { wqe: Some(w), sge, sge_off, .. }) = &self.rx.untagged {
-                            let (mut i, mut off) = (*sge, *sge_off);
-                            while want > 0 && i < w.sges.len() {
-                                let s = &w.sges[i];
-                                let take = (s.len - off).min(want);
-                                if take > 0 {
-                                    ranges.push(IoRange::new(s.mr.mem().ptr_at(s.offset + off), take));
-                                }
-                                want -= take;
-                                i += 1;
-                                off = 0;
-                            }
-                            if want == 0 {
+                        let len = n.min(*left);
+                        if let Some(UntaggedMsg { wqe: Some(w), at, .. }) = &self.rx.untagged {
+                            let mut it = at.pieces(&w.sges, len);
+                            ranges.extend((&mut it).map(|p| IoRange::new(p.mr.mem().ptr_at(p.offset), p.len)));
+                            if it.short() == 0 {
                                 return RecvPlan::Direct { ranges, len };
                             }
                         }
@@ -238,24 +229,14 @@ impl Qp {
                 self.rx.dest = Dest::Place { mr, offset: offset + n, left: left - n };
             }
             Dest::Recv { left } => {
-                let mut want = n;
-                if let Some(m) = self.rx.untagged.as_mut() {
-                    if let Some(w) = &m.wqe {
-                        while want > 0 && m.sge < w.sges.len() {
-                            let s = &w.sges[m.sge];
-                            let take = (s.len - m.sge_off).min(want);
-                            let d = &mut self.rx.deframer;
-                            if let Some(b) = s.mr.mem().slice(s.offset + m.sge_off, take) {
-                                d.payload_placed_in(&b);
-                            }
-                            want -= take;
-                            m.sge_off += take;
-                            if m.sge_off == s.len {
-                                m.sge += 1;
-                                m.sge_off = 0;
-                            }
+                if let Some(UntaggedMsg { wqe: Some(w), at, .. }) = self.rx.untagged.as_mut() {
+                    let mut it = at.pieces(&w.sges, n);
+                    for p in &mut it {
+                        if let Some(b) = p.mr.mem().slice(p.offset, p.len) {
+                            self.rx.deframer.payload_placed_in(&b);
                         }
                     }
+                    *at = it.end();
                 }
                 self.rx.dest = Dest::Recv { left: left - n };
             }
@@ -299,21 +280,16 @@ impl Qp {
     }
 
     /// Writes `p` where a direct plan points (what `readv` would do), without advancing.
-    fn write_dest(&mut self, mut p: &[u8]) {
+    fn write_dest(&mut self, mut data: &[u8]) {
         match &self.rx.dest {
             Dest::Place { mr, offset, .. } => {
-                mr.mem().write(*offset, p);
+                mr.mem().write(*offset, data);
             }
             Dest::Recv { .. } => {
-                if let Some(UntaggedMsg { wqe: Some(w), sge, sge_off, .. }) = &self.rx.untagged {
-                    let (mut i, mut off) = (*sge, *sge_off);
-                    while !p.is_empty() && i < w.sges.len() {
-                        let s = &w.sges[i];
-                        let take = (s.len - off).min(p.len());
-                        s.mr.mem().write(s.offset + off, &p[..take]);
-                        p = &p[take..];
-                        i += 1;
-                        off = 0;
+                if let Some(UntaggedMsg { wqe: Some(w), at, .. }) = &self.rx.untagged {
+                    for p in at.pieces(&w.sges, data.len()) {
+                        p.mr.mem().write(p.offset, &data[..p.len]);
+                        data = &data[p.len..];
                     }
                 }
             }
@@ -446,7 +422,8 @@ impl Qp {
                 if self.rx.next_msn(u.qn) != Some(u.msn) {
                     return self.fail(TerminateCause::UntaggedBuffer(UntaggedBuffer::MsnRange), Some(h), None);
                 }
-                self.rx.untagged = Some(UntaggedMsg { msn: u.msn, wqe: None, cap: 0, received: 0, sge: 0, sge_off: 0 });
+                self.rx.untagged =
+                    Some(UntaggedMsg { msn: u.msn, wqe: None, cap: 0, received: 0, at: SgCursor::default() });
                 self.rx.dest = Dest::None;
             }
             (Opcode::ReadRequest, Route::Untagged(u)) if allowed.read && r.last => {
@@ -592,7 +569,7 @@ impl Qp {
                         };
                         let cap = wqe.len();
                         self.rx.untagged =
-                            Some(UntaggedMsg { msn, wqe: Some(wqe), cap, received: 0, sge: 0, sge_off: 0 });
+                            Some(UntaggedMsg { msn, wqe: Some(wqe), cap, received: 0, at: SgCursor::default() });
                         (0, cap)
                     }
                     Some(m) => {
@@ -623,7 +600,8 @@ impl Qp {
                 let Some(wqe) = self.take_recv() else {
                     return self.fail(ut(UntaggedBuffer::NoBuffer), Some(h), None);
                 };
-                self.rx.untagged = Some(UntaggedMsg { msn, wqe: Some(wqe), cap: 0, received: 0, sge: 0, sge_off: 0 });
+                self.rx.untagged =
+                    Some(UntaggedMsg { msn, wqe: Some(wqe), cap: 0, received: 0, at: SgCursor::default() });
                 self.rx.dest = Dest::Body;
             }
             UntaggedKind::ReadRequest | UntaggedKind::AtomicRequest => {
@@ -686,20 +664,13 @@ impl Qp {
             }
             Dest::Recv { left } => {
                 *left -= p.len();
-                if let Some(m) = self.rx.untagged.as_mut() {
-                    if let Some(w) = &m.wqe {
-                        while !p.is_empty() && m.sge < w.sges.len() {
-                            let s = &w.sges[m.sge];
-                            let take = (s.len - m.sge_off).min(p.len());
-                            s.mr.mem().write(s.offset + m.sge_off, &p[..take]);
-                            p = &p[take..];
-                            m.sge_off += take;
-                            if m.sge_off == s.len {
-                                m.sge += 1;
-                                m.sge_off = 0;
-                            }
-                        }
+                if let Some(UntaggedMsg { wqe: Some(w), at, .. }) = self.rx.untagged.as_mut() {
+                    let mut it = at.pieces(&w.sges, p.len());
+                    for piece in &mut it {
+                        piece.mr.mem().write(piece.offset, &p[..piece.len]);
+                        p = &p[piece.len..];
                     }
+                    *at = it.end();
                 }
             }
         }

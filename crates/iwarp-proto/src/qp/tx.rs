@@ -1,6 +1,7 @@
 //! Transmit: the send queue, read/atomic responses and Terminates, segmented into FPDUs whose
 //! payload is referenced in registered memory rather than copied.
 
+use super::sg::SgCursor;
 use super::PostQueues;
 use super::{
     Completion, IoRange, Payload, PostError, Qp, QpEventKind, QpState, Queue, RtrType, SendOp, SendWqe, Sge, WcOpcode,
@@ -327,8 +328,8 @@ struct Job {
     data: Data,
     total: u64,
     done: u64,
-    sge: usize,
-    sge_off: usize,
+    /// Where the next FPDU's payload starts in `Data::Sges`.
+    at: SgCursor,
     msn: Msn,
     /// An Immediate Data message to send after this one (Write with Immediate).
     imm_after: Option<u64>,
@@ -526,26 +527,9 @@ impl Tx {
             }
             Data::Window(w) => parts.push((&w.mr, w.offset + job.done as usize, n)),
             Data::Sges(sges) => {
-                let (mut i, mut off, mut left) = (job.sge, job.sge_off, n);
-                while left > 0 && i < sges.len() {
-                    let take = (sges[i].len - off).min(left);
-                    if take > 0 {
-                        parts.push((&sges[i].mr, sges[i].offset + off, take));
-                    }
-                    left -= take;
-                    off += take;
-                    if off == sges[i].len {
-                        i += 1;
-                        off = 0;
-                    }
-                }
-                job.sge = i;
-                job.sge_off = off;
-                // Skip zero-length elements so the cursor rests on data.
-                while job.sge < sges.len() && sges[job.sge].len == job.sge_off {
-                    job.sge += 1;
-                    job.sge_off = 0;
-                }
+                let mut it = job.at.pieces(sges, n);
+                parts.extend((&mut it).map(|p| (p.mr, p.offset, p.len)));
+                job.at = it.end();
             }
         }
         let batch = &mut self.batch;
@@ -974,8 +958,7 @@ impl Qp {
             data,
             total,
             done: 0,
-            sge: 0,
-            sge_off: 0,
+            at: SgCursor::default(),
             msn,
             imm_after,
             solicited,
@@ -1009,8 +992,7 @@ impl Qp {
                     data,
                     total,
                     done: 0,
-                    sge: 0,
-                    sge_off: 0,
+                    at: SgCursor::default(),
                     msn: Msn(0),
                     imm_after: None,
                     solicited: false,
@@ -1028,8 +1010,7 @@ impl Qp {
                     data: Data::None,
                     total: 0,
                     done: 0,
-                    sge: 0,
-                    sge_off: 0,
+                    at: SgCursor::default(),
                     msn,
                     imm_after: None,
                     solicited: false,
@@ -1069,8 +1050,7 @@ impl Qp {
             data: Data::None,
             total: 0,
             done: 0,
-            sge: 0,
-            sge_off: 0,
+            at: SgCursor::default(),
             msn,
             imm_after: None,
             solicited: false,
@@ -1096,8 +1076,7 @@ impl Qp {
                         data: Data::None,
                         total: 0,
                         done: 0,
-                        sge: 0,
-                        sge_off: 0,
+                        at: SgCursor::default(),
                         msn,
                         imm_after: None,
                         solicited: false,
