@@ -26,7 +26,9 @@
 //! placed (receive), or until the next `poll_*`/`handle_*` call (receive), or until the `Qp` is
 //! dropped: the engine holds the regions they point into.
 
+mod order;
 mod post;
+mod reads;
 mod rx;
 mod sg;
 mod state;
@@ -42,7 +44,7 @@ pub use wr::{
 };
 
 use crate::mem::{PdId, StagTable};
-use iwarp_wire::mpa::{Deframer, DeframerConfig, Framer, RtrTypes};
+use iwarp_wire::mpa::RtrTypes;
 use iwarp_wire::terminate::{TerminateCause, TerminateLayout};
 use iwarp_wire::Msn;
 use smallvec::SmallVec;
@@ -345,6 +347,12 @@ pub struct Qp {
     srq: Option<Arc<Srq>>,
     tx: tx::Tx,
     rx: rx::Rx,
+    /// The send queue's completion order.
+    order: order::CompletionOrder,
+    /// Our outstanding Reads and atomics.
+    orq: reads::OutboundReads,
+    /// The peer's Reads and atomics we owe responses to.
+    irq: reads::InboundReads,
     /// Posted and not yet taken work requests, shared with posting threads.
     posts: Arc<PostQueues>,
     completions: VecDeque<Completion>,
@@ -367,8 +375,11 @@ impl Qp {
             state: QpState::Idle,
             stags,
             srq,
-            tx: tx::Tx::new(Arc::clone(&posts)),
+            tx: tx::Tx::new(),
             rx: rx::Rx::new(),
+            order: order::CompletionOrder::new(Arc::clone(&posts)),
+            orq: reads::OutboundReads::default(),
+            irq: reads::InboundReads::default(),
             posts,
             completions: VecDeque::new(),
             events: VecDeque::new(),
@@ -421,27 +432,13 @@ impl Qp {
     /// [`IllegalTransition`] unless the queue pair is idle.
     pub fn establish(&mut self, link: LinkParams) -> Result<(), IllegalTransition> {
         let state = self.state.on(QpEventKind::Connected)?;
-        self.tx.framer = Framer::new(link.crc, link.send_markers);
-        self.tx.mulpdu = link.mulpdu.clamp(iwarp_wire::mpa::MIN_MULPDU, iwarp_wire::mpa::MAX_ULPDU);
-        self.rx.deframer =
-            Deframer::new(DeframerConfig { crc: link.crc, markers: link.recv_markers, max_ulpdu: u16::MAX });
-        match link.startup {
-            Startup::Initiator { rtr } => {
-                self.tx.allowed = true;
-                self.tx.rtr = rtr;
-                self.rx.awaiting_rtr = None;
-                // RFC 5044 §7.1.2: the initiator may send at once; the queue pair is usable.
-                self.events.push_back(QpEvent::Ready);
-            }
-            Startup::Responder { rtr, send_first } => {
-                // RFC 5044 §7.1.2: the responder "MUST receive and validate at least one FPDU
-                // before sending any FPDU" (unless the application waived it, outside RTR mode).
-                self.tx.allowed = send_first && rtr.is_none();
-                self.rx.awaiting_rtr = rtr;
-                if rtr.is_none() {
-                    self.events.push_back(QpEvent::Ready);
-                }
-            }
+        self.tx.establish(&link);
+        self.rx.establish(&link);
+        // RFC 5044 §7.1.2: the initiator may send at once, and the queue pair is usable; so is
+        // a responder's outside peer-to-peer mode (it sends once the first FPDU arrives).
+        // In peer-to-peer mode the responder is ready when the RTR arrives.
+        if !matches!(link.startup, Startup::Responder { rtr: Some(_), .. }) {
+            self.events.push_back(QpEvent::Ready);
         }
         self.link = Some(link);
         self.set_state(state);
@@ -487,13 +484,11 @@ impl Qp {
         }
         match w.next {
             // The clock starts when this side's first FPDU has been handed to TCP.
-            None if self.stats.tx_fpdus > 0 && self.tx.batch.is_empty() => w.next = Some(now + w.gap),
+            None if self.stats.tx_fpdus > 0 && self.tx.is_drained() => w.next = Some(now + w.gap),
             None => {}
             Some(t) if now >= t => {
                 // Between messages, like an RTR; nothing is queued behind it.
-                if self.tx.rtr.is_none() {
-                    self.tx.rtr = Some(RtrType::Write);
-                }
+                self.tx.queue_rtr(RtrType::Write);
                 self.stats.wake_writes += 1;
                 w.left -= 1;
                 w.gap *= 2;
@@ -508,9 +503,9 @@ impl Qp {
     /// Updates the largest ULPDU to send, e.g. when the TCP MSS has grown (Linux starts a
     /// loopback connection at half its final MSS). Applies from the next FPDU.
     pub fn set_mulpdu(&mut self, mulpdu: usize) {
-        self.tx.mulpdu = mulpdu.clamp(iwarp_wire::mpa::MIN_MULPDU, iwarp_wire::mpa::MAX_ULPDU);
+        let mulpdu = self.tx.set_mulpdu(mulpdu);
         if let Some(l) = self.link.as_mut() {
-            l.mulpdu = self.tx.mulpdu;
+            l.mulpdu = mulpdu;
         }
     }
 
@@ -587,11 +582,11 @@ impl Qp {
             Ok(s) => {
                 self.set_state(s);
                 // Sends posted before the close are flushed with the rest.
-                self.posts.take_sends(&mut self.tx.sq);
-                self.tx.flush_unframed(&mut self.completions, self.cfg.qp_num);
+                self.tx.take_posted(&self.posts);
+                self.flush_unframed();
                 // The Reads just flushed take no more of their responses.
                 self.rx.forget_read_response();
-                if self.tx.batch.is_empty() {
+                if self.tx.is_drained() {
                     self.finish_drain();
                 }
             }
@@ -604,7 +599,7 @@ impl Qp {
     /// The peer closed the stream (end of file). Between FPDUs this is a clean close; inside
     /// one it is a transport error.
     pub fn handle_eof(&mut self) {
-        let clean = self.rx.deframer.is_idle();
+        let clean = self.rx.at_fpdu_boundary();
         if matches!(self.state, QpState::Error) {
             return;
         }
@@ -648,10 +643,9 @@ impl Qp {
     /// Completes every outstanding work request with a flush status (the first outstanding
     /// Read/atomic gets the remote status when a Terminate named one).
     fn flush_all(&mut self, remote: Option<TerminateCause>) {
-        let qp_num = self.cfg.qp_num;
         // The state is published: no post gets in after these.
-        self.posts.take_sends(&mut self.tx.sq);
-        self.tx.flush_all(&mut self.completions, qp_num, remote);
+        self.tx.take_posted(&self.posts);
+        self.flush_tx(remote);
         if let Some(w) = self.rx.take_inflight_recv() {
             self.completions.push_back(Completion::new(w.wr_id, WcStatus::WrFlush, WcOpcode::Recv, Queue::Recv));
         }
@@ -695,7 +689,7 @@ impl Qp {
 
     /// The MSN this side will use for its next message on queue `qn` (0 to 3).
     pub fn next_tx_msn(&self, qn: usize) -> Msn {
-        self.tx.msn[qn.min(3)]
+        self.tx.next_msn(qn)
     }
 }
 

@@ -1,7 +1,7 @@
 //! Receive: FPDUs out of the stream, checked and placed where they belong.
 
+use super::reads::{OutstandingKind, Response};
 use super::sg::SgCursor;
-use super::tx::{OrqKind, Response};
 use super::{Completion, IoRange, Qp, QpEvent, QpEventKind, QpState, Queue, RecvPlan, RecvWqe, WcOpcode, WcStatus};
 use crate::mem::{check, Access, AccessError, MrRef};
 use iwarp_wire::mpa::{Deframer, DeframerConfig, Event, FpduHeader, Need, RtrTypes};
@@ -78,8 +78,9 @@ struct TaggedMsg {
 
 #[derive(Debug)]
 pub(super) struct Rx {
-    pub deframer: Deframer,
-    pub awaiting_rtr: Option<RtrTypes>,
+    deframer: Deframer,
+    /// Responder in peer-to-peer mode: the first FPDU must be an RTR of these types.
+    awaiting_rtr: Option<RtrTypes>,
     first_seen: bool,
     msn: [Msn; 4],
     header: Option<(FpduHeader, Routed)>,
@@ -97,6 +98,21 @@ pub(super) struct Rx {
 }
 
 impl Rx {
+    /// Full operation begins with the parameters MPA settled.
+    pub fn establish(&mut self, link: &super::LinkParams) {
+        self.deframer =
+            Deframer::new(DeframerConfig { crc: link.crc, markers: link.recv_markers, max_ulpdu: u16::MAX });
+        self.awaiting_rtr = match link.startup {
+            super::Startup::Responder { rtr, .. } => rtr,
+            super::Startup::Initiator { .. } => None,
+        };
+    }
+
+    /// `true` between FPDUs (where the stream may end cleanly).
+    pub fn at_fpdu_boundary(&self) -> bool {
+        self.deframer.is_idle()
+    }
+
     pub fn new() -> Self {
         Rx {
             deframer: Deframer::new(DeframerConfig::default()),
@@ -391,7 +407,7 @@ impl Qp {
         if !self.rx.first_seen {
             // RFC 5044 §7.1.2: the responder may send once it has received an FPDU.
             self.rx.first_seen = true;
-            self.tx.allowed = true;
+            self.tx.allow();
             if let Some(allowed) = self.rx.awaiting_rtr.take() {
                 return self.on_rtr(allowed, &h, r, payload_len);
             }
@@ -484,12 +500,14 @@ impl Qp {
                 }
                 TaggedKind::ReadResponse => {
                     let unexpected = TerminateCause::RemoteOperation(RemoteOperation::UnexpectedOpcode);
-                    let Some(entry) = self.tx.orq.front() else {
+                    let Some(entry) = self.orq.oldest() else {
                         return self.fail(unexpected, Some(h), None);
                     };
                     let (sink, sink_stag, sink_to, size) = match &entry.kind {
-                        OrqKind::Read { sink, sink_stag, sink_to, size } => (sink.clone(), *sink_stag, *sink_to, *size),
-                        OrqKind::Atomic { .. } => return self.fail(unexpected, Some(h), None),
+                        OutstandingKind::Read { sink, sink_stag, sink_to, size } => {
+                            (sink.clone(), *sink_stag, *sink_to, *size)
+                        }
+                        OutstandingKind::Atomic { .. } => return self.fail(unexpected, Some(h), None),
                     };
                     if size == 0 {
                         // RFC 5040 §5.2: a zero-length Read gets a zero-length Response; not checked.
@@ -615,7 +633,7 @@ impl Qp {
                 let ird = self.link.map_or(0, |l| l.ird) as usize;
                 // An RDMA Read beyond the IRD we announced, IRD 0 included (siw: remote
                 // operation, code 7).
-                if self.tx.responses_pending() >= ird {
+                if self.irq.pending() >= ird {
                     return self.fail(
                         TerminateCause::RemoteOperation(RemoteOperation::CatastrophicStream),
                         Some(h),
@@ -771,7 +789,7 @@ impl Qp {
             }
         };
         // RFC 5040 §5.2: responses go out in the order the requests arrived.
-        self.tx.responses.push_back(Response::Read { sink_stag: rr.sink_stag, sink_to: rr.sink_to.0, source });
+        self.irq.push(Response::Read { sink_stag: rr.sink_stag, sink_to: rr.sink_to.0, source });
     }
 
     fn on_atomic_request(&mut self, h: &FpduHeader, qn: QueueNumber) {
@@ -796,23 +814,19 @@ impl Qp {
         let Some(original) = updated else {
             return self.fail(TerminateCause::RemoteOperation(RemoteOperation::CatastrophicStream), Some(h), None);
         };
-        self.tx.responses.push_back(Response::Atomic(AtomicResponse { request_id: req.request_id, original }));
+        self.irq.push(Response::Atomic(AtomicResponse { request_id: req.request_id, original }));
     }
 
     fn on_atomic_response(&mut self, h: &FpduHeader, qn: QueueNumber) {
         self.rx.advance_msn(qn);
         // The header's length was checked against the row on arrival (`body_fits`).
         let resp = AtomicResponse::from_bytes(&self.rx.body_head());
-        let ok = matches!(self.tx.orq.front(), Some(o) if matches!(&o.kind, OrqKind::Atomic { request_id, .. } if *request_id == resp.request_id));
-        if !ok {
-            return self.fail(TerminateCause::RemoteOperation(RemoteOperation::UnexpectedOpcode), Some(h), None);
-        }
-        if let Some(o) = self.tx.orq.front() {
-            if let OrqKind::Atomic { sink, .. } = &o.kind {
-                // The original value lands in the local buffer in host byte order.
-                sink.mr.mem().write(sink.offset, &resp.original.to_ne_bytes());
-            }
-        }
+        let sink = match self.orq.oldest().map(|o| &o.kind) {
+            Some(OutstandingKind::Atomic { sink, request_id }) if *request_id == resp.request_id => sink,
+            _ => return self.fail(TerminateCause::RemoteOperation(RemoteOperation::UnexpectedOpcode), Some(h), None),
+        };
+        // The original value lands in the local buffer in host byte order.
+        sink.mr.mem().write(sink.offset, &resp.original.to_ne_bytes());
         self.complete_atomic();
     }
 

@@ -1,20 +1,20 @@
 //! Transmit: the send queue, read/atomic responses and Terminates, segmented into FPDUs whose
 //! payload is referenced in registered memory rather than copied.
 
+use super::order::Done;
+use super::reads::{OutstandingKind, Response};
 use super::sg::SgCursor;
-use super::PostQueues;
 use super::{
-    Completion, IoRange, Payload, PostError, Qp, QpEventKind, QpState, Queue, RtrType, SendOp, SendWqe, Sge, WcOpcode,
-    WcStatus,
+    Completion, IoRange, Payload, PostError, PostQueues, Qp, QpEventKind, QpState, Queue, RtrType, SendOp, SendWqe,
+    WcOpcode, WcStatus,
 };
 use crate::mem::{MemSlice, MrRef, RawMem, Window};
 use iwarp_wire::mpa::{Framer, Piece};
-use iwarp_wire::rdmap::{AtomicRequest, AtomicResponse, ReadRequest};
+use iwarp_wire::rdmap::{AtomicRequest, ReadRequest};
 use iwarp_wire::terminate::TerminateCause;
 use iwarp_wire::{Msn, Opcode, SegmentHeader, Stag, TaggedOffset};
 use smallvec::SmallVec;
 use std::collections::VecDeque;
-use std::sync::Arc;
 
 /// Unsent bytes framed ahead of the socket.
 const TX_WINDOW: u64 = 4 << 20;
@@ -49,9 +49,9 @@ pub(super) struct Batch {
     /// Bytes of `pieces[first]` already sent.
     first_off: usize,
     /// Stream offset after the last framed byte.
-    pub framed: u64,
+    framed: u64,
     /// Stream offset of the next byte to send.
-    pub sent: u64,
+    sent: u64,
 }
 
 impl Batch {
@@ -235,31 +235,6 @@ fn frame_payload_into(
     }
 }
 
-/// A send work request's place in the completion order.
-#[derive(Debug)]
-struct Entry {
-    wr_id: u64,
-    opcode: WcOpcode,
-    signaled: bool,
-    done: Option<Done>,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Done {
-    status: WcStatus,
-    byte_len: u32,
-    cause: Option<TerminateCause>,
-}
-
-/// A work request that completes once the batch has sent up to `end`.
-#[derive(Debug)]
-struct Hold {
-    /// Stream offset after the request's last byte.
-    end: u64,
-    /// Its place in the completion order.
-    seq: u64,
-}
-
 /// A request [`Qp::frame_now`] framed for immediate writing, to report with
 /// [`Qp::sent_now`].
 #[derive(Debug, Clone, Copy)]
@@ -270,27 +245,6 @@ pub struct NowFramed {
     signaled: bool,
     /// The FPDU's length (0: framing failed).
     len: usize,
-}
-
-/// An outstanding Read or atomic.
-#[derive(Debug)]
-pub(super) struct OrqEntry {
-    /// Completion-order sequence number (`None` for our own RTR Read).
-    pub seq: Option<u64>,
-    pub kind: OrqKind,
-}
-
-#[derive(Debug)]
-pub(super) enum OrqKind {
-    Read { sink: Option<Sge>, sink_stag: Stag, sink_to: u64, size: u32 },
-    Atomic { sink: Sge, request_id: u32 },
-}
-
-/// A response we owe the peer.
-#[derive(Debug)]
-pub(super) enum Response {
-    Read { sink_stag: Stag, sink_to: u64, source: Option<Window> },
-    Atomic(AtomicResponse),
 }
 
 /// What a job sends.
@@ -338,154 +292,88 @@ struct Job {
 
 #[derive(Debug)]
 pub(super) struct Tx {
-    pub framer: Framer,
-    pub mulpdu: usize,
+    framer: Framer,
+    /// Largest ULPDU to send.
+    mulpdu: usize,
     /// Sending is allowed (a responder waits for the first FPDU).
-    pub allowed: bool,
-    pub rtr: Option<RtrType>,
-    pub sq: VecDeque<SendWqe>,
-    /// Where posted work requests are counted until they complete.
-    posts: Arc<PostQueues>,
+    allowed: bool,
+    /// An RTR (or wake-up Write) to send before anything else.
+    rtr: Option<RtrType>,
+    /// Work requests taken from the posting side, not yet started.
+    sq: VecDeque<SendWqe>,
+    /// The message being segmented.
     job: Option<Job>,
-    order: VecDeque<Entry>,
-    order_head: u64,
-    pub orq: VecDeque<OrqEntry>,
-    pub responses: VecDeque<Response>,
-    /// A response job is being framed.
-    responding: bool,
+    /// Responses and the send queue take turns.
     resp_turn: bool,
-    pub msn: [Msn; 4],
-    pub batch: Batch,
-    holds: VecDeque<Hold>,
-    pub terminated: bool,
+    /// Next MSN of each untagged queue (RFC 5041 §5.3).
+    msn: [Msn; 4],
+    batch: Batch,
+    /// A Terminate is framed: nothing follows it.
+    terminated: bool,
     scratch: Vec<u8>,
     pieces: Vec<Piece>,
 }
 
 impl Tx {
-    pub fn new(posts: Arc<PostQueues>) -> Self {
+    /// Full operation begins with the parameters MPA settled.
+    pub fn establish(&mut self, link: &super::LinkParams) {
+        self.framer = Framer::new(link.crc, link.send_markers);
+        self.set_mulpdu(link.mulpdu);
+        (self.allowed, self.rtr) = match link.startup {
+            // RFC 5044 §7.1.2: the initiator may send at once (its RTR first in peer-to-peer mode).
+            super::Startup::Initiator { rtr } => (true, rtr),
+            // RFC 5044 §7.1.2: the responder "MUST receive and validate at least one FPDU
+            // before sending any FPDU" (unless the application waived it, outside RTR mode).
+            super::Startup::Responder { rtr, send_first } => (send_first && rtr.is_none(), None),
+        };
+    }
+
+    /// Sets the largest ULPDU to send (clamped to what MPA allows) from the next FPDU on;
+    /// returns it.
+    pub fn set_mulpdu(&mut self, mulpdu: usize) -> usize {
+        self.mulpdu = mulpdu.clamp(iwarp_wire::mpa::MIN_MULPDU, iwarp_wire::mpa::MAX_ULPDU);
+        self.mulpdu
+    }
+
+    /// Sending may start (the responder received its first FPDU).
+    pub fn allow(&mut self) {
+        self.allowed = true;
+    }
+
+    /// Sends a zero-length message of `rtr`'s type before anything else, unless one is due.
+    pub fn queue_rtr(&mut self, rtr: RtrType) {
+        self.rtr.get_or_insert(rtr);
+    }
+
+    /// `true` when every framed byte has been handed to TCP.
+    pub fn is_drained(&self) -> bool {
+        self.batch.is_empty()
+    }
+
+    /// Takes what other threads posted onto the send queue, in order.
+    pub fn take_posted(&mut self, posts: &PostQueues) {
+        posts.take_sends(&mut self.sq);
+    }
+
+    /// The MSN the next message on queue `qn` (0 to 3) takes.
+    pub fn next_msn(&self, qn: usize) -> Msn {
+        self.msn[qn.min(3)]
+    }
+
+    pub fn new() -> Self {
         Tx {
             framer: Framer::new(true, false),
             mulpdu: iwarp_wire::mpa::MIN_MULPDU,
             allowed: false,
             rtr: None,
             sq: VecDeque::new(),
-            posts,
             job: None,
-            order: VecDeque::new(),
-            order_head: 0,
-            orq: VecDeque::new(),
-            responses: VecDeque::new(),
-            responding: false,
             resp_turn: false,
             msn: [Msn::FIRST; 4],
             batch: Batch::default(),
-            holds: VecDeque::new(),
             terminated: false,
             scratch: Vec::new(),
             pieces: Vec::new(),
-        }
-    }
-
-    /// Inbound Read/atomic requests not yet fully framed (what IRD bounds).
-    pub fn responses_pending(&self) -> usize {
-        self.responses.len() + usize::from(self.responding)
-    }
-
-    fn entry_mut(&mut self, seq: u64) -> Option<&mut Entry> {
-        let i = seq.checked_sub(self.order_head)? as usize;
-        self.order.get_mut(i)
-    }
-
-    fn mark(&mut self, seq: u64, done: Done) {
-        if let Some(e) = self.entry_mut(seq) {
-            if e.done.is_none() {
-                e.done = Some(done);
-            }
-        }
-    }
-
-    /// Moves finished entries from the front of the order into completions.
-    fn release(&mut self, out: &mut VecDeque<Completion>) {
-        let mut retired = 0;
-        while let Some(d) = self.order.front().and_then(|e| e.done) {
-            let Some(e) = self.order.pop_front() else { break };
-            self.order_head += 1;
-            retired += 1;
-            if e.signaled || d.status != WcStatus::Success {
-                let mut c = Completion::new(e.wr_id, d.status, e.opcode, Queue::Send);
-                c.byte_len = d.byte_len;
-                c.cause = d.cause;
-                out.push_back(c);
-            }
-        }
-        // One update of the shared count for the whole run of completions.
-        if retired > 0 {
-            self.posts.retire(retired);
-        }
-    }
-
-    /// Flushes work not yet framed (disconnect): the send queue, the current job's request,
-    /// outstanding Reads/atomics and responses not started.
-    pub fn flush_unframed(&mut self, out: &mut VecDeque<Completion>, _qp: u32) {
-        let flush = Done { status: WcStatus::WrFlush, byte_len: 0, cause: None };
-        if let Some(job) = self.job.take() {
-            if let Source::Wr { seq, .. } = job.source {
-                self.mark(seq, flush);
-                // Its first FPDUs may be framed and unsent: they are the stream's now and still
-                // go out, but no longer from the buffer the request gives back.
-                self.batch.detach();
-            }
-        }
-        self.responding = false;
-        while let Some(o) = self.orq.pop_front() {
-            if let Some(seq) = o.seq {
-                self.mark(seq, flush);
-            }
-        }
-        self.responses.clear();
-        // Requests never started complete after those already framed, which may still be
-        // waiting to be handed to TCP: through the completion order, not around it.
-        for w in self.sq.drain(..) {
-            self.order.push_back(Entry { wr_id: w.wr_id, opcode: w.op.wc_opcode(), signaled: true, done: Some(flush) });
-        }
-        self.release(out);
-    }
-
-    /// Flushes everything; the first outstanding Read/atomic gets the remote status when the
-    /// peer's Terminate reported a remote protection or operation error. Once a Terminate is
-    /// being sent (`terminated`), the framed bytes stay for it to follow, copied out of the
-    /// memory of the requests just completed.
-    pub fn flush_all(&mut self, out: &mut VecDeque<Completion>, qp: u32, remote: Option<TerminateCause>) {
-        if let Some(first) = self.orq.front().and_then(|o| o.seq) {
-            let status = match remote {
-                Some(TerminateCause::RemoteProtection(_)) => Some(WcStatus::RemoteAccess),
-                Some(TerminateCause::RemoteOperation(_)) => Some(WcStatus::RemoteOperation),
-                _ => None,
-            };
-            if let Some(status) = status {
-                self.mark(first, Done { status, byte_len: 0, cause: remote });
-            }
-        }
-        let flush = Done { status: WcStatus::WrFlush, byte_len: 0, cause: None };
-        let seqs: Vec<u64> = self.holds.iter().map(|h| h.seq).collect();
-        for seq in seqs {
-            self.mark(seq, flush);
-        }
-        self.flush_unframed(out, qp);
-        for e in self.order.iter_mut() {
-            if e.done.is_none() {
-                e.done = Some(flush);
-            }
-        }
-        self.release(out);
-        if !self.terminated || self.batch.is_empty() {
-            self.batch.clear();
-            self.holds.clear();
-        } else {
-            // The framed bytes stay for the Terminate to follow them, but the requests they
-            // were framed from have just completed: their buffers are the application's again.
-            self.batch.detach();
         }
     }
 
@@ -581,6 +469,59 @@ impl Tx {
 }
 
 impl Qp {
+    /// Flushes work not yet framed (disconnect): the send queue, the current job's request,
+    /// outstanding Reads/atomics and responses not started.
+    pub(super) fn flush_unframed(&mut self) {
+        if let Some(job) = self.tx.job.take() {
+            if let Source::Wr { seq, .. } = job.source {
+                self.order.finish(seq, Done::FLUSH);
+                // Its first FPDUs may be framed and unsent: they are the stream's now and still
+                // go out, but no longer from the buffer the request gives back.
+                self.tx.batch.detach();
+            }
+        }
+        self.irq.clear();
+        while let Some(o) = self.orq.pop() {
+            if let Some(seq) = o.seq {
+                self.order.finish(seq, Done::FLUSH);
+            }
+        }
+        // Requests never started complete after those already framed, which may still be
+        // waiting to be handed to TCP: through the completion order, not around it.
+        for w in self.tx.sq.drain(..) {
+            self.order.push_done(w.wr_id, w.op.wc_opcode(), Done::FLUSH);
+        }
+        self.order.release(&mut self.completions);
+    }
+
+    /// Flushes everything sent or to send; the oldest outstanding Read/atomic gets the remote
+    /// status when the peer's Terminate reported a remote protection or operation error. Once
+    /// a Terminate is being sent (`terminated`), the framed bytes stay for it to follow,
+    /// copied out of the memory of the requests just completed.
+    pub(super) fn flush_tx(&mut self, remote: Option<TerminateCause>) {
+        if let Some(first) = self.orq.oldest().and_then(|o| o.seq) {
+            let status = match remote {
+                Some(TerminateCause::RemoteProtection(_)) => Some(WcStatus::RemoteAccess),
+                Some(TerminateCause::RemoteOperation(_)) => Some(WcStatus::RemoteOperation),
+                _ => None,
+            };
+            if let Some(status) = status {
+                self.order.finish(first, Done { status, byte_len: 0, cause: remote });
+            }
+        }
+        self.order.flush_held();
+        self.flush_unframed();
+        self.order.flush_rest();
+        self.order.release(&mut self.completions);
+        if !self.tx.terminated || self.tx.batch.is_empty() {
+            self.tx.batch.clear();
+        } else {
+            // The framed bytes stay for the Terminate to follow them, but the requests they
+            // were framed from have just completed: their buffers are the application's again.
+            self.tx.batch.detach();
+        }
+    }
+
     /// Frames pending work into the transmit batch and returns its unsent bytes as I/O ranges
     /// (at most `max` ranges) in `out`; the return value is their total length. Zero means
     /// nothing to send.
@@ -616,25 +557,17 @@ impl Qp {
             && self.state == QpState::Rts
             && (self.tx.job.is_some()
                 || self.tx.rtr.is_some()
-                || !self.tx.responses.is_empty()
+                || !self.irq.is_idle()
                 || !self.tx.sq.is_empty()
                 || self.posts.has_sends())
     }
 
     /// Reports that the first `n` bytes of the ranges last returned were handed to TCP.
     pub fn handle_sent(&mut self, n: usize) {
-        let tx = &mut self.tx;
-        tx.batch.advance(n);
-        while let Some(h) = tx.holds.front() {
-            if h.end > tx.batch.sent {
-                break;
-            }
-            let Some(h) = tx.holds.pop_front() else { break };
-            // RFC 5040 §5.1/§5.3: a Send or Write completes at the source once handed to the LLP.
-            tx.mark(h.seq, Done { status: WcStatus::Success, byte_len: 0, cause: None });
-        }
-        tx.release(&mut self.completions);
-        if tx.batch.is_empty() && matches!(self.state, QpState::Closing | QpState::Terminate) {
+        self.tx.batch.advance(n);
+        self.order.sent(self.tx.batch.sent);
+        self.order.release(&mut self.completions);
+        if self.tx.batch.is_empty() && matches!(self.state, QpState::Closing | QpState::Terminate) {
             self.finish_drain();
         }
     }
@@ -667,47 +600,67 @@ impl Qp {
     /// [`next_job`](Self::next_job) then takes in the same order.
     fn frame_small_wr(&mut self) -> bool {
         // next_job's order: an RTR first, then responses taking turns with the send queue.
-        if self.tx.rtr.is_some() || !self.tx.responses.is_empty() {
+        if self.tx.rtr.is_some() || !self.irq.is_idle() {
             return false;
         }
         let Some(w) = self.tx.sq.front() else { return false };
         if !self.is_small(w) {
             return false;
         }
-        let n = w.payload.len() as usize;
         let sges_valid = match &w.payload {
             Payload::Sges(s) => s.iter().all(|s| s.mr.is_valid()),
             Payload::Inline(_) => true,
         };
         // Fence: every earlier Read/atomic must have completed (verbs IBV_SEND_FENCE).
-        if !sges_valid || (w.fence && !self.tx.orq.is_empty()) {
+        if !sges_valid || (w.fence && !self.orq.is_empty()) {
             return false;
         }
         let Some(w) = self.tx.sq.pop_front() else { return false };
+        let seq = self.order.push(w.wr_id, w.op.wc_opcode(), w.signaled);
+        let mut arena = std::mem::take(&mut self.tx.batch.arena);
+        let start = arena.len();
+        let len = self.frame_small(&w, &mut arena);
+        self.tx.batch.arena = arena;
+        self.queue_small(seq, start, len);
+        true
+    }
+
+    /// The one framing of a small message (see [`is_small`](Self::is_small)), for the send
+    /// queue and for [`frame_now`](Self::frame_now): header and payload framed whole onto the
+    /// end of `out`, the MSN taken, the send queue's turn against responses moved on, the
+    /// statistics counted. Returns the FPDU's length, or 0 if framing failed (bounded by
+    /// MULPDU and validated ranges, it cannot; the request then fails locally and `out` is as
+    /// it was, keeping the stream whole).
+    fn frame_small(&mut self, w: &SendWqe, out: &mut Vec<u8>) -> usize {
         self.tx.resp_turn = !self.tx.resp_turn;
-        let seq = self.tx.order_head + self.tx.order.len() as u64;
-        self.tx.order.push_back(Entry { wr_id: w.wr_id, opcode: w.op.wc_opcode(), signaled: w.signaled, done: None });
-        let (hbytes, hlen) = self.small_header(&w).to_bytes();
-        let tx = &mut self.tx;
-        let framed =
-            tx.batch.frame_copied(|arena| frame_payload_into(&mut tx.framer, &hbytes[..hlen], &w.payload, arena));
-        match framed {
+        let (hbytes, hlen) = self.small_header(w).to_bytes();
+        let start = out.len();
+        match frame_payload_into(&mut self.tx.framer, &hbytes[..hlen], &w.payload, out) {
             Ok(len) => {
-                tx.batch.framed += len as u64;
                 self.stats.tx_fpdus += 1;
-                self.stats.tx_copied_bytes += n as u64;
-                // RFC 5040 §5.1/§5.3: it completes once handed to the LLP (handle_sent).
-                tx.holds.push_back(Hold { end: tx.batch.framed, seq });
+                self.stats.tx_copied_bytes += w.payload.len();
+                len
             }
             Err(e) => {
-                // Bounded by MULPDU and validated ranges, so this cannot happen; the request
-                // fails rather than leaving a hole in the completion order.
                 tracing::error!(error = %e, "framing failed");
-                tx.mark(seq, Done { status: WcStatus::LocalProtection, byte_len: 0, cause: None });
-                tx.release(&mut self.completions);
+                out.truncate(start);
+                0
             }
         }
-        true
+    }
+
+    /// Adds `len` bytes framed at `start` of the arena to the batch for request `seq`, which
+    /// completes once they are handed to the LLP (RFC 5040 §5.1/§5.3); `len` 0 (framing
+    /// failed) fails it instead, in its place in the completion order.
+    fn queue_small(&mut self, seq: u64, start: usize, len: usize) {
+        if len == 0 {
+            self.order.finish(seq, Done::status(WcStatus::LocalProtection));
+            self.order.release(&mut self.completions);
+            return;
+        }
+        self.tx.batch.push_inline(start, len);
+        self.tx.batch.framed += len as u64;
+        self.order.hold(seq, self.tx.batch.framed);
     }
 
     /// The idle fast path of posting one small request: a Send or Write of at most
@@ -732,31 +685,16 @@ impl Qp {
             && self.cfg.sq_depth > 0
             && self.tx.job.is_none()
             && self.tx.rtr.is_none()
-            && self.tx.responses.is_empty()
+            && self.irq.is_idle()
             && self.tx.batch.is_empty()
             && !self.has_output();
         // Fence: nothing is outstanding when idle, so it never holds the request back.
         if !idle || !self.is_small(w) {
             return Ok(None);
         }
-        let len = w.payload.len();
         self.validate_send(w)?;
-        // As frame_small_wr: the send queue's turn against responses moves on.
-        self.tx.resp_turn = !self.tx.resp_turn;
-        let (hbytes, hlen) = self.small_header(w).to_bytes();
         out.clear();
-        let framed = frame_payload_into(&mut self.tx.framer, &hbytes[..hlen], &w.payload, out);
-        let fpdu_len = framed.unwrap_or_else(|e| {
-            // Validated ranges bounded by MULPDU cannot fail; if they did, nothing was framed
-            // and the request fails as in frame_small_wr, keeping the stream whole.
-            tracing::error!(error = %e, "framing failed");
-            out.clear();
-            0
-        });
-        if fpdu_len > 0 {
-            self.stats.tx_fpdus += 1;
-            self.stats.tx_copied_bytes += len;
-        }
+        let fpdu_len = self.frame_small(w, out);
         Ok(Some(NowFramed { wr_id: w.wr_id, opcode: w.op.wc_opcode(), signaled: w.signaled, len: fpdu_len }))
     }
 
@@ -774,21 +712,20 @@ impl Qp {
             // Framing failed (cannot happen for validated requests): a local protection error.
             return Some(Completion::new(f.wr_id, WcStatus::LocalProtection, f.opcode, Queue::Send));
         }
-        let tx = &mut self.tx;
-        // The stream counts the FPDU whole, sent or not.
-        tx.batch.framed += f.len as u64;
-        tx.batch.sent += n.min(f.len) as u64;
         if n >= f.len {
+            // The stream counts the FPDU as framed and sent.
+            self.tx.batch.framed += f.len as u64;
+            self.tx.batch.sent += f.len as u64;
             // RFC 5040 §5.1/§5.3: a Send or Write completes at the source once handed to the LLP.
             return f.signaled.then(|| Completion::new(f.wr_id, WcStatus::Success, f.opcode, Queue::Send));
         }
-        let start = tx.batch.arena.len();
-        tx.batch.arena.extend_from_slice(&fpdu[n..f.len]);
-        tx.batch.push_inline(start, f.len - n);
-        let seq = tx.order_head + tx.order.len() as u64;
-        tx.order.push_back(Entry { wr_id: f.wr_id, opcode: f.opcode, signaled: f.signaled, done: None });
-        tx.posts.admit();
-        tx.holds.push_back(Hold { end: tx.batch.framed, seq });
+        // The rest goes out as the send queue's small messages do, the request with it.
+        self.tx.batch.sent += n as u64;
+        self.tx.batch.framed += n as u64;
+        let start = self.tx.batch.arena.len();
+        self.tx.batch.arena.extend_from_slice(&fpdu[n..f.len]);
+        let seq = self.order.push_admitted(f.wr_id, f.opcode, f.signaled);
+        self.queue_small(seq, start, f.len - n);
         None
     }
 
@@ -824,28 +761,21 @@ impl Qp {
             return Some(self.rtr_job(rtr));
         }
         loop {
-            let want_resp = !self.tx.responses.is_empty() && (self.tx.resp_turn || !self.sq_can_start());
+            let want_resp = !self.irq.is_idle() && (self.tx.resp_turn || !self.sq_can_start());
             self.tx.resp_turn = !self.tx.resp_turn;
-            if let Some(r) = want_resp.then(|| self.tx.responses.pop_front()).flatten() {
-                self.tx.responding = true;
+            if let Some(r) = want_resp.then(|| self.irq.start()).flatten() {
                 return Some(self.response_job(r));
             }
             if !self.sq_can_start() {
                 return None;
             }
             let wqe = self.tx.sq.pop_front()?;
-            let seq = self.tx.order_head + self.tx.order.len() as u64;
-            self.tx.order.push_back(Entry {
-                wr_id: wqe.wr_id,
-                opcode: wqe.op.wc_opcode(),
-                signaled: wqe.signaled,
-                done: None,
-            });
+            let seq = self.order.push(wqe.wr_id, wqe.op.wc_opcode(), wqe.signaled);
             // A region invalidated after posting fails the request locally.
             if let Payload::Sges(s) = &wqe.payload {
                 if s.iter().any(|s| !s.mr.is_valid()) {
-                    self.tx.mark(seq, Done { status: WcStatus::LocalProtection, byte_len: 0, cause: None });
-                    self.tx.release(&mut self.completions);
+                    self.order.finish(seq, Done::status(WcStatus::LocalProtection));
+                    self.order.release(&mut self.completions);
                     continue;
                 }
             }
@@ -854,8 +784,8 @@ impl Qp {
                     Ok(()) => WcStatus::Success,
                     Err(_) => WcStatus::LocalProtection,
                 };
-                self.tx.mark(seq, Done { status, byte_len: 0, cause: None });
-                self.tx.release(&mut self.completions);
+                self.order.finish(seq, Done::status(status));
+                self.order.release(&mut self.completions);
                 continue;
             }
             return Some(self.wr_job(seq, wqe));
@@ -866,11 +796,11 @@ impl Qp {
         let Some(w) = self.tx.sq.front() else { return false };
         let ord = self.link.map_or(0, |l| l.ord) as usize;
         // Fence: every earlier Read/atomic must have completed (verbs IBV_SEND_FENCE).
-        if w.fence && !self.tx.orq.is_empty() {
+        if w.fence && !self.orq.is_empty() {
             return false;
         }
         // RFC 5040 §5.2: never exceed the negotiated outbound read depth.
-        !(w.op.awaits_response() && self.tx.orq.len() >= ord)
+        !(w.op.awaits_response() && self.orq.len() >= ord)
     }
 
     /// The next MSN of the queue `opcode` travels on (RFC 5041 §5.3: one sequence per queue),
@@ -932,10 +862,7 @@ impl Qp {
                     src_stag: r.stag,
                     src_to: TaggedOffset(r.to),
                 };
-                self.tx.orq.push_back(OrqEntry {
-                    seq: Some(seq),
-                    kind: OrqKind::Read { sink, sink_stag, sink_to, size: total as u32 },
-                });
+                self.orq.push(Some(seq), OutstandingKind::Read { sink, sink_stag, sink_to, size: total as u32 });
                 let msn = self.take_msn(Opcode::ReadRequest);
                 let body = SmallVec::from_slice(&rr.to_bytes());
                 (Kind::Untagged { opcode: Opcode::ReadRequest, inval: Stag(0), body }, Data::None, 0, None, msn)
@@ -975,7 +902,7 @@ impl Qp {
             Payload::Inline(_) => unreachable!("rejected at post"),
         };
         let request_id = req.request_id;
-        self.tx.orq.push_back(OrqEntry { seq: Some(seq), kind: OrqKind::Atomic { sink, request_id } });
+        self.orq.push(Some(seq), OutstandingKind::Atomic { sink, request_id });
         let msn = self.take_msn(Opcode::AtomicRequest);
         let body = SmallVec::from_slice(&req.to_bytes());
         (Kind::Untagged { opcode: Opcode::AtomicRequest, inval: Stag(0), body }, Data::None, 0, None, msn)
@@ -1035,10 +962,7 @@ impl Qp {
                     src_stag: RTR_STAG,
                     src_to: TaggedOffset(0),
                 };
-                self.tx.orq.push_back(OrqEntry {
-                    seq: None,
-                    kind: OrqKind::Read { sink: None, sink_stag: RTR_STAG, sink_to: 0, size: 0 },
-                });
+                self.orq.push(None, OutstandingKind::Read { sink: None, sink_stag: RTR_STAG, sink_to: 0, size: 0 });
                 let msn = self.take_msn(Opcode::ReadRequest);
                 let body = SmallVec::from_slice(&rr.to_bytes());
                 (Kind::Untagged { opcode: Opcode::ReadRequest, inval: Stag(0), body }, msn)
@@ -1084,31 +1008,27 @@ impl Qp {
                     return;
                 }
                 if !awaits_response {
-                    self.tx.holds.push_back(Hold { end, seq });
+                    self.order.hold(seq, end);
                 }
             }
-            Source::Response => self.tx.responding = false,
+            Source::Response => self.irq.answered(),
             Source::Internal => {}
         }
     }
 
     /// RX: a Read Response finished; completes the oldest Read.
     pub(super) fn complete_read(&mut self, byte_len: u32) {
-        if let Some(o) = self.tx.orq.pop_front() {
-            if let Some(seq) = o.seq {
-                self.tx.mark(seq, Done { status: WcStatus::Success, byte_len, cause: None });
-                self.tx.release(&mut self.completions);
-            }
+        if let Some(seq) = self.orq.pop().and_then(|o| o.seq) {
+            self.order.finish(seq, Done { status: WcStatus::Success, byte_len, cause: None });
+            self.order.release(&mut self.completions);
         }
     }
 
     /// RX: an Atomic Response arrived for the oldest atomic.
     pub(super) fn complete_atomic(&mut self) {
-        if let Some(o) = self.tx.orq.pop_front() {
-            if let Some(seq) = o.seq {
-                self.tx.mark(seq, Done { status: WcStatus::Success, byte_len: 8, cause: None });
-                self.tx.release(&mut self.completions);
-            }
+        if let Some(seq) = self.orq.pop().and_then(|o| o.seq) {
+            self.order.finish(seq, Done { status: WcStatus::Success, byte_len: 8, cause: None });
+            self.order.release(&mut self.completions);
         }
     }
 
@@ -1146,11 +1066,10 @@ impl Qp {
             return;
         }
         self.cause.get_or_insert(cause);
-        let qp = self.cfg.qp_num;
         // Keep framed bytes (and their memory) so the Terminate follows them.
         self.tx.terminated = true;
         self.posts.take_sends(&mut self.tx.sq);
-        self.tx.flush_all(&mut self.completions, qp, None);
+        self.flush_tx(None);
         self.queue_terminate(body);
         // The responder may not have been allowed to send yet; a Terminate always may.
         self.tx.allowed = true;
