@@ -30,11 +30,11 @@
 //! | 2 | `post_send` | `op: u8` (`% 9`) and its fields, `flags: u8`, payload (below) |
 //! | 3 | `disconnect` | |
 //! | 4 | clock + `handle_timeout` | `ms: u16` |
-//! | 5 | `handle_eof` | |
-//! | 6 | `handle_transport_error` | |
+//! | 5 | `handle_transport(Eof)` | |
+//! | 6 | `handle_transport(Failed)` | |
 //! | 7 | socket send budget | `bytes: u16`, taken after each command (0: socket full; 0xffff: no limit) |
 //! | 8 | `wake_silent_peer` | `first_ms: u16`, `count: u8` |
-//! | 9 | `set_mulpdu` | `mulpdu: u16` |
+//! | 9 | `handle_mss` | `mss: u16` |
 //!
 //! Send operations and their fields: 0 Send; 1 Send with Invalidate (`stag: u32`); 2 Write
 //! (`stag: u32`, `to: u64`); 3 Write with Immediate (`stag`, `to`, `imm: u64`); 4 Immediate
@@ -82,7 +82,7 @@ use format::{Cmd, Domain, Header, LocalSge, PayloadSel, SendCmd, SendOpSel, Star
 use iwarp_proto::mem::{Access, MrRef, RawMem, StagTable};
 use iwarp_proto::qp::{
     Completion, IoRange, LinkParams, Payload, Qp, QpConfig, QpEvent, QpState, Queue, RecvPlan, RecvWqe, RemoteAddr,
-    RtrType, SendOp, SendWqe, Sge, SgeList, Startup, WcOpcode, WcStatus, LOOKAHEAD,
+    RtrType, SendOp, SendWqe, Sge, SgeList, Startup, TransportEvent, WcOpcode, WcStatus, LOOKAHEAD,
 };
 use iwarp_wire::mpa::RtrTypes;
 use iwarp_wire::Stag;
@@ -344,13 +344,13 @@ impl Harness {
                 self.now += Duration::from_millis(u64::from(*ms));
                 let _ = self.qp.handle_timeout(self.now);
             }
-            Cmd::Eof => self.qp.handle_eof(),
-            Cmd::TransportError => self.qp.handle_transport_error(),
+            Cmd::Eof => self.qp.handle_transport(TransportEvent::Eof),
+            Cmd::TransportError => self.qp.handle_transport(TransportEvent::Failed),
             Cmd::TxBudget { bytes } => self.budget = if *bytes == u16::MAX { usize::MAX } else { usize::from(*bytes) },
             Cmd::Wake { first_ms, count } => {
                 self.qp.wake_silent_peer(Duration::from_millis(u64::from(*first_ms)), u32::from(*count))
             }
-            Cmd::SetMulpdu { mulpdu } => self.qp.set_mulpdu(usize::from(*mulpdu)),
+            Cmd::SetMulpdu { mulpdu } => self.qp.handle_mss(usize::from(*mulpdu)),
         }
         self.sync();
     }

@@ -12,7 +12,7 @@ use crate::setup::active::{Connecting, Step};
 use crate::shared::DeviceInner;
 use crate::sys::{self, EventFd, Xfer};
 use iwarp_proto::cm::{Negotiated, Role};
-use iwarp_proto::qp::{IoRange, LinkParams, PostQueues, Qp, QpEvent as EngineEvent, Queue, SendWqe};
+use iwarp_proto::qp::{IoRange, LinkParams, PostQueues, Qp, QpEvent as EngineEvent, Queue, SendWqe, TransportEvent};
 use iwarp_wire::terminate::{TerminateCause, TerminateLayout};
 use mio::net::TcpStream;
 use mio::Token;
@@ -188,10 +188,6 @@ impl std::fmt::Debug for Conn {
     }
 }
 
-fn mulpdu_for(mss: usize, markers: bool) -> usize {
-    iwarp_wire::mpa::mulpdu(mss, markers)
-}
-
 impl Conn {
     pub(crate) fn new(
         dev: Arc<DeviceInner>,
@@ -362,7 +358,7 @@ impl Conn {
     /// (framed bytes the socket did not take). `None` while another thread drives.
     fn wait_fd(&self) -> Option<(RawFd, bool)> {
         let d = self.try_driver()?;
-        let write = d.engine.has_unsent();
+        let write = d.engine.poll_interest().unsent;
         d.sock.as_ref().map(|s| (s.as_raw_fd(), write))
     }
 
@@ -592,7 +588,7 @@ impl Driver {
         }
         let more = self.receive();
         self.run_tx(qp);
-        if self.engine.wants_shutdown() {
+        if self.engine.poll_interest().shutdown {
             self.close(qp);
         }
         more
@@ -603,7 +599,7 @@ impl Driver {
         self.write_out();
         self.wake_tick();
         self.deliver(qp);
-        if self.engine.wants_shutdown() && self.running() {
+        if self.engine.poll_interest().shutdown && self.running() {
             self.close(qp);
         }
     }
@@ -633,7 +629,7 @@ impl Driver {
             Some(c) => qp.send_cq.push(std::iter::once(c)),
             None if failed => {
                 // The request is queued behind the failure and completes flushed.
-                self.engine.handle_transport_error();
+                self.engine.handle_transport(TransportEvent::Failed);
                 self.run_tx(qp);
             }
             None => {}
@@ -646,7 +642,7 @@ impl Driver {
     /// Runs the engine's wake-up timer, if one runs: sends a due zero-length Write, and keeps
     /// a worker timer for the next one (a polled queue pair checks at every poll instead).
     fn wake_tick(&mut self) {
-        if !self.engine.wake_pending() {
+        if !self.engine.poll_interest().timer {
             return;
         }
         if self.engine.handle_timeout(Instant::now()) {
@@ -669,11 +665,11 @@ impl Driver {
                         self.ctl_out.drain(..n);
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(_) => self.engine.handle_transport_error(),
+                    Err(_) => self.engine.handle_transport(TransportEvent::Failed),
                 }
             }
             // Nothing framed and nothing to frame: the common case of a busy poll.
-            let pending = self.engine.has_unsent() || self.engine.has_work();
+            let pending = self.engine.poll_interest().transmit();
             // (A socket is held here, so this is the running connection if setup is done.)
             if pending && self.ctl_out.is_empty() && matches!(self.setup, Setup::Done) {
                 let fd = sock.as_raw_fd();
@@ -684,14 +680,14 @@ impl Driver {
                             self.count_written(w);
                             // Loop only while something is left: bytes beyond the ranges
                             // returned, or work the window held back.
-                            if w < n || !(self.engine.has_unsent() || self.engine.has_work()) {
+                            if w < n || !self.engine.poll_interest().transmit() {
                                 break;
                             }
                         }
                         (Xfer::WouldBlock, _) => break,
                         (Xfer::Failed(e), _) => {
                             tracing::debug!(error = %e, "socket write failed");
-                            self.engine.handle_transport_error();
+                            self.engine.handle_transport(TransportEvent::Failed);
                             break;
                         }
                     }
@@ -719,7 +715,7 @@ impl Driver {
         if let Some(info) = info.as_mut() {
             if info.mss != mss {
                 info.mss = mss;
-                self.engine.set_mulpdu(mulpdu_for(mss, info.send_markers));
+                self.engine.handle_mss(mss);
             }
         }
     }
@@ -736,7 +732,7 @@ impl Driver {
     }
 
     fn deliver(&mut self, qp: &Conn) {
-        if !self.engine.has_output() {
+        if !self.engine.poll_interest().output {
             return;
         }
         let engine = &mut self.engine;
@@ -817,7 +813,7 @@ impl Driver {
     /// Full operation begins: hand the negotiated parameters to the engine.
     pub(crate) fn establish(&mut self, qp: &Conn, neg: Negotiated) {
         let mss = self.sock.as_ref().and_then(|s| socket2::SockRef::from(s).tcp_mss().ok()).unwrap_or(1460) as usize;
-        let link = LinkParams::negotiated(&neg, mulpdu_for(mss, neg.send_markers), self.send_first);
+        let link = LinkParams::negotiated(&neg, iwarp_wire::mpa::mulpdu(mss, neg.send_markers), self.send_first);
         let initiator = neg.role == Role::Initiator;
         *self.info.lock().unwrap_or_else(|e| e.into_inner()) = Some(ConnInfo { negotiated: neg, mss });
         if let Some(s) = &self.sock {

@@ -4,7 +4,7 @@
 //! with `unsafe`.
 #![allow(unsafe_code)]
 
-use iwarp_proto::qp::{IoRange, Qp, RecvPlan, LOOKAHEAD};
+use iwarp_proto::qp::{IoRange, Qp, RecvPlan, TransportEvent, LOOKAHEAD};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
@@ -168,7 +168,7 @@ pub(crate) fn receive(fd: RawFd, engine: &mut Qp, scratch: &mut [u8], scratch_ma
                 let max = max.min(scratch_max).min(scratch.len());
                 match read(fd, &mut scratch[..max]) {
                     Xfer::Bytes(0) => {
-                        engine.handle_eof();
+                        engine.handle_transport(TransportEvent::Eof);
                         return false;
                     }
                     Xfer::Bytes(n) => {
@@ -181,7 +181,7 @@ pub(crate) fn receive(fd: RawFd, engine: &mut Qp, scratch: &mut [u8], scratch_ma
                     Xfer::WouldBlock => return false,
                     Xfer::Failed(e) => {
                         tracing::debug!(error = %e, "socket read failed");
-                        engine.handle_transport_error();
+                        engine.handle_transport(TransportEvent::Failed);
                         return false;
                     }
                 }
@@ -192,7 +192,7 @@ pub(crate) fn receive(fd: RawFd, engine: &mut Qp, scratch: &mut [u8], scratch_ma
                 // is reported to it (handle_placed) before anything else uses it.
                 match unsafe { readv(fd, &ranges, &mut scratch[..la]) } {
                     Xfer::Bytes(0) => {
-                        engine.handle_eof();
+                        engine.handle_transport(TransportEvent::Eof);
                         return false;
                     }
                     Xfer::Bytes(n) => {
@@ -208,7 +208,7 @@ pub(crate) fn receive(fd: RawFd, engine: &mut Qp, scratch: &mut [u8], scratch_ma
                     Xfer::WouldBlock => return false,
                     Xfer::Failed(e) => {
                         tracing::debug!(error = %e, "socket read failed");
-                        engine.handle_transport_error();
+                        engine.handle_transport(TransportEvent::Failed);
                         return false;
                     }
                 }

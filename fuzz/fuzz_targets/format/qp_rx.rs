@@ -275,7 +275,7 @@ pub enum Cmd {
     TxBudget { bytes: u16 },
     /// `wake_silent_peer(first_ms, count)`.
     Wake { first_ms: u16, count: u8 },
-    /// `set_mulpdu`.
+    /// `handle_mss` (the field is the MSS).
     SetMulpdu { mulpdu: u16 },
 }
 

@@ -7,13 +7,24 @@
 //!
 //! # Driving it
 //!
-//! Inputs are `post_*` (work requests) and `handle_*` (bytes sent, bytes received or placed,
-//! end of stream). Outputs are `poll_*`. After any input, drain in this order:
-//! 1. [`Qp::poll_transmit`] until it reports nothing, writing the ranges and reporting with
-//!    [`Qp::handle_sent`] (stop on `EAGAIN`, resume when the socket is writable);
-//! 2. [`Qp::poll_completion`] until `None`, into the completion queues;
-//! 3. [`Qp::poll_event`] until `None`;
-//! 4. [`Qp::wants_shutdown`]: when `true`, shut the socket down.
+//! The driver sees a narrow surface, in the manner of quinn-proto's connection: it starts
+//! the engine with [`Qp::establish`] (and may ask it to [`Qp::disconnect`]); everything else
+//! it does is an input, `handle_*`, or a question, `poll_*`. Work requests come from other
+//! threads through [`Qp::posts`] and need no driver call.
+//!
+//! - Inputs: [`Qp::handle_sent`], [`Qp::handle_recv`], [`Qp::handle_placed`] (bytes moved),
+//!   [`Qp::handle_transport`] (end of stream, failure), [`Qp::handle_timeout`],
+//!   [`Qp::handle_mss`] (the TCP MSS changed).
+//! - Outputs: [`Qp::poll_interest`] says what the engine wants now; after any input, drain
+//!   in this order:
+//!   1. [`Qp::poll_transmit`] until it reports nothing, writing the ranges and reporting with
+//!      [`Qp::handle_sent`] (stop on `EAGAIN`, resume when the socket is writable);
+//!   2. [`Qp::poll_completion`] until `None`, into the completion queues;
+//!   3. [`Qp::poll_event`] until `None`;
+//!   4. [`Interest::shutdown`]: when set, shut the socket down;
+//!   5. [`Qp::poll_timeout`]: when to call [`Qp::handle_timeout`] next.
+//! - One fast path: [`Qp::frame_now`] and [`Qp::sent_now`] frame a small request on an idle
+//!   queue pair for the caller to write at once.
 //!
 //! To receive, ask [`Qp::poll_recv_plan`]: [`RecvPlan::Scratch`] means read up to that many
 //! bytes into any buffer and pass them to [`Qp::handle_recv`]; [`RecvPlan::Direct`] names
@@ -39,6 +50,7 @@ pub use post::PostQueues;
 pub use rx::LOOKAHEAD;
 pub use state::{IllegalTransition, QpEventKind, QpState, TRANSITIONS};
 pub use tx::NowFramed;
+
 pub use wr::{
     Completion, Payload, PostError, Queue, RecvWqe, RemoteAddr, SendOp, SendWqe, Sge, SgeList, WcOpcode, WcStatus,
 };
@@ -199,6 +211,42 @@ pub enum RecvPlan {
     },
     /// Nothing should be read (the queue pair is terminating or finished).
     Stop,
+}
+
+/// What the engine wants from its driver now ([`Qp::poll_interest`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Interest {
+    /// Framed bytes wait for the socket: call [`Qp::poll_transmit`], and wait for the socket
+    /// to be writable if it takes no more.
+    pub unsent: bool,
+    /// Work is queued that [`Qp::poll_transmit`] would frame (it may be held back, e.g. by
+    /// the outbound read depth, until a response arrives).
+    pub work: bool,
+    /// [`Qp::poll_completion`] or [`Qp::poll_event`] has something.
+    pub output: bool,
+    /// Shut the socket down: a disconnect or Terminate has drained, or the queue pair is in
+    /// error.
+    pub shutdown: bool,
+    /// A timer runs: call [`Qp::handle_timeout`] after transmitting and at
+    /// [`Qp::poll_timeout`].
+    pub timer: bool,
+}
+
+impl Interest {
+    /// Something to frame or send.
+    pub fn transmit(&self) -> bool {
+        self.unsent || self.work
+    }
+}
+
+/// What happened to the byte stream under the queue pair ([`Qp::handle_transport`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportEvent {
+    /// The peer closed its side (end of file): between FPDUs a clean close, inside one a
+    /// transport error.
+    Eof,
+    /// The connection failed (reset, I/O error).
+    Failed,
 }
 
 /// Asynchronous events of a queue pair.
@@ -459,12 +507,6 @@ impl Qp {
         self.wake = (count > 0).then_some(Wake { gap: first, next: None, left: count });
     }
 
-    /// `true` while a wake-up may still be due: call [`handle_timeout`](Self::handle_timeout)
-    /// after transmitting (it starts the clock once the first FPDU is out).
-    pub fn wake_pending(&self) -> bool {
-        self.wake.is_some()
-    }
-
     /// When [`handle_timeout`](Self::handle_timeout) should next be called, if at all.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let w = self.wake.as_ref()?;
@@ -500,10 +542,11 @@ impl Qp {
         false
     }
 
-    /// Updates the largest ULPDU to send, e.g. when the TCP MSS has grown (Linux starts a
-    /// loopback connection at half its final MSS). Applies from the next FPDU.
-    pub fn set_mulpdu(&mut self, mulpdu: usize) {
-        let mulpdu = self.tx.set_mulpdu(mulpdu);
+    /// The TCP MSS is now `mss` (Linux starts a loopback connection at half its final MSS):
+    /// FPDUs follow it from the next one on (RFC 5044 §5.1, with room for markers if sent).
+    pub fn handle_mss(&mut self, mss: usize) {
+        let markers = self.link.is_some_and(|l| l.send_markers);
+        let mulpdu = self.tx.set_mulpdu(iwarp_wire::mpa::mulpdu(mss, markers));
         if let Some(l) = self.link.as_mut() {
             l.mulpdu = mulpdu;
         }
@@ -558,8 +601,20 @@ impl Qp {
 
     /// `true` if [`poll_completion`](Self::poll_completion) or [`poll_event`](Self::poll_event)
     /// has something.
-    pub fn has_output(&self) -> bool {
+    fn has_output(&self) -> bool {
         !self.completions.is_empty() || !self.events.is_empty()
+    }
+
+    /// What the engine wants from its driver now (see [`Interest`]).
+    #[must_use]
+    pub fn poll_interest(&self) -> Interest {
+        Interest {
+            unsent: self.has_unsent(),
+            work: self.has_work(),
+            output: self.has_output(),
+            shutdown: self.wants_shutdown(),
+            timer: self.wake.is_some(),
+        }
     }
 
     /// The next event.
@@ -570,8 +625,7 @@ impl Qp {
 
     /// `true` once the socket should be shut down: a disconnect or Terminate has drained, or
     /// the queue pair is in error.
-    #[must_use]
-    pub fn wants_shutdown(&self) -> bool {
+    fn wants_shutdown(&self) -> bool {
         self.state == QpState::Error
     }
 
@@ -596,9 +650,17 @@ impl Qp {
         }
     }
 
+    /// The byte stream ended or failed (see [`TransportEvent`]).
+    pub fn handle_transport(&mut self, event: TransportEvent) {
+        match event {
+            TransportEvent::Eof => self.on_eof(),
+            TransportEvent::Failed => self.on_transport_error(),
+        }
+    }
+
     /// The peer closed the stream (end of file). Between FPDUs this is a clean close; inside
     /// one it is a transport error.
-    pub fn handle_eof(&mut self) {
+    fn on_eof(&mut self) {
         let clean = self.rx.at_fpdu_boundary();
         if matches!(self.state, QpState::Error) {
             return;
@@ -618,7 +680,7 @@ impl Qp {
     }
 
     /// The connection failed (reset, I/O error).
-    pub fn handle_transport_error(&mut self) {
+    fn on_transport_error(&mut self) {
         if self.state == QpState::Error {
             return;
         }

@@ -805,7 +805,7 @@ fn disconnect_flushes_and_peer_sees_a_clean_close() {
     p.a.disconnect();
     assert_eq!(p.a.state(), QpState::Error);
     assert!(p.a.wants_shutdown());
-    p.b.handle_eof();
+    p.b.handle_transport(TransportEvent::Eof);
     assert_eq!(p.b.state(), QpState::Error);
     let c = Pair::completions(&mut p.b);
     assert_eq!((c[0].wr_id, c[0].status), (5, WcStatus::WrFlush));
@@ -818,7 +818,7 @@ fn eof_inside_an_fpdu_is_a_transport_error() {
     let mut peer = RawPeer::new();
     let b = peer.fpdu(write_hdr(Stag(1), 0), &[], &[]);
     p.b.receive_copy(&b[..5]);
-    p.b.handle_eof();
+    p.b.handle_transport(TransportEvent::Eof);
     assert!(Pair::events(&mut p.b).contains(&QpEvent::TransportError));
 }
 
@@ -917,7 +917,7 @@ fn a_silent_responder_is_woken_by_zero_length_writes_until_it_speaks() {
     p.drive();
     assert!(!p.a.handle_timeout(t0 + ms(150)));
     assert_eq!(p.a.poll_timeout(), None);
-    assert!(!p.a.wake_pending());
+    assert!(!p.a.poll_interest().timer);
     assert_eq!(p.a.stats().wake_writes, 1);
 }
 
@@ -939,7 +939,7 @@ fn wake_ups_stop_after_the_count() {
         t += Duration::from_secs(1);
     }
     assert_eq!(p.a.stats().wake_writes, 2);
-    assert!(!p.a.wake_pending());
+    assert!(!p.a.poll_interest().timer);
 }
 
 /// The idle fast path of one small request: framed into `wire` at once and reported as all

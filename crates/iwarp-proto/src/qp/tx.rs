@@ -547,12 +547,12 @@ impl Qp {
     }
 
     /// `true` if framed bytes wait to be sent.
-    pub fn has_unsent(&self) -> bool {
+    pub(super) fn has_unsent(&self) -> bool {
         !self.tx.batch.is_empty()
     }
 
     /// `true` if work is queued that [`poll_transmit`](Self::poll_transmit) would frame.
-    pub fn has_work(&self) -> bool {
+    pub(super) fn has_work(&self) -> bool {
         self.tx.allowed
             && self.state == QpState::Rts
             && (self.tx.job.is_some()
