@@ -277,7 +277,32 @@ impl Framer {
         payload: &[P],
         out: &mut Vec<u8>,
     ) -> Result<usize, Error> {
-        self.frame_into(header, payload, &mut VecSink(out))
+        if self.markers {
+            return self.frame_into(header, payload, &mut VecSink(out));
+        }
+        // Without markers the FPDU is one contiguous run of `out`: copy everything first, then
+        // one CRC pass over the bytes just written, in cache (one call instead of one per
+        // piece, which is most of the CRC's cost for a small FPDU).
+        let ulpdu_len = header.len() + payload.iter().map(PayloadSource::len).sum::<usize>();
+        let Ok(ulpdu_len16) = u16::try_from(ulpdu_len) else {
+            return self.frame_into(header, payload, &mut VecSink(out));
+        };
+        let pad = pad_len(ulpdu_len);
+        let n = LENGTH_FIELD_LEN + ulpdu_len + pad + CRC_LEN;
+        let start = out.len();
+        out.reserve(n);
+        out.extend_from_slice(&ulpdu_len16.to_be_bytes());
+        out.extend_from_slice(header);
+        for p in payload {
+            p.copy_to(0, p.len(), out);
+        }
+        // RFC 5044 §4.1: the pad is zeros and covered by the CRC.
+        out.extend_from_slice(&[0u8; 3][..pad]);
+        let value = if self.crc { crc::crc32c(&out[start..]) } else { 0 };
+        out.extend_from_slice(&crc::to_wire(value));
+        debug_assert_eq!(out.len() - start, n);
+        self.pos += n as u64;
+        Ok(n)
     }
 
     fn frame_into<S: Sink, P: PayloadSource>(
@@ -393,6 +418,28 @@ mod tests {
             }
         }
         v
+    }
+
+    #[test]
+    fn contiguous_fpdus_are_the_piecewise_framers_bytes() {
+        // frame_to_vec without markers copies first and runs one CRC over the copy: the same
+        // bytes as the piecewise path, appended after whatever `out` held.
+        for crc in [false, true] {
+            let (mut flat, mut pieced) = (Framer::new(crc, false), Framer::new(crc, false));
+            for (k, plen) in [0usize, 1, 2, 3, 4, 7, 64, 100, 2048].into_iter().enumerate() {
+                let hdr: Vec<u8> = (0..14 + k % 5).map(|i| (i * 5 + k) as u8).collect();
+                let data: Vec<u8> = (0..plen).map(|i| (i * 11 + k) as u8).collect();
+                let parts: [&[u8]; 3] = [&data[..plen / 2], &[], &data[plen / 2..]];
+                let mut out = vec![0xAA; k];
+                let n = flat.frame_to_vec(&hdr, &parts, &mut out).unwrap();
+                let (mut arena, mut pieces) = (Vec::new(), Vec::new());
+                let m = pieced.frame(&hdr, &parts, &mut arena, &mut pieces).unwrap();
+                assert_eq!(n, m);
+                assert_eq!(&out[..k], &vec![0xAA; k][..], "bytes before the FPDU untouched");
+                assert_eq!(&out[k..], &materialise(&arena, &pieces, &parts)[..], "crc {crc} len {plen}");
+                assert_eq!(flat.stream_offset(), pieced.stream_offset());
+            }
+        }
     }
 
     #[test]
