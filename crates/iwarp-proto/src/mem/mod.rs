@@ -13,7 +13,7 @@
 
 mod raw;
 
-pub use raw::{MemSlice, RawMem};
+pub use raw::{MemSlice, RawMem, SharedView};
 
 use iwarp_wire::terminate::{RemoteProtection, TaggedBuffer, TerminateCause};
 use iwarp_wire::Stag;

@@ -196,7 +196,12 @@ impl RawMem {
     /// The bytes `offset..offset + len`, to be read as a [`PayloadSource`] (each read holds
     /// the access lock shared). `None` if the range is out of bounds.
     pub fn slice(&self, offset: usize, len: usize) -> Option<MemSlice<'_>> {
-        self.in_bounds(offset, len).then_some(MemSlice { mem: self, offset, len })
+        self.in_bounds(offset, len).then_some(MemSlice { mem: self, offset, len, held: false })
+    }
+
+    /// Holds the block readable for a run of reads (see [`SharedView`]).
+    pub fn view(&self) -> SharedView<'_> {
+        SharedView { mem: self, _guard: self.shared() }
     }
 
     /// Applies `f` to the native-endian 8-byte word at `offset` (an RFC 7306 atomic) under the
@@ -236,12 +241,38 @@ impl Drop for RawMem {
 }
 
 /// A range of a block, as the codecs read it (a CRC over an outgoing or placed payload, a
-/// small FPDU's copied payload): each read holds the block's access lock shared.
+/// small FPDU's copied payload): each read holds the block's access lock shared, or is made
+/// under a [`SharedView`] that holds it.
 #[derive(Debug, Clone, Copy)]
 pub struct MemSlice<'a> {
     mem: &'a RawMem,
     offset: usize,
     len: usize,
+    /// Made by a [`SharedView`]: the lock is held for as long as the slice lives.
+    held: bool,
+}
+
+/// A block held readable for a run of reads (the payloads of many small FPDUs framed one
+/// after another), so that the access lock is taken once rather than once per read. Held for
+/// one pass of framing, never across a system call; writers of the block wait for it.
+#[derive(Debug)]
+pub struct SharedView<'a> {
+    mem: &'a RawMem,
+    _guard: RwLockReadGuard<'a, ()>,
+}
+
+impl SharedView<'_> {
+    /// The block this view holds.
+    pub fn mem(&self) -> &RawMem {
+        self.mem
+    }
+
+    /// `len` bytes at `offset`, read under this view's lock (do not take the block's lock
+    /// again while the view lives: a waiting writer would block the second reader). `None`
+    /// if the range is out of bounds.
+    pub fn slice(&self, offset: usize, len: usize) -> Option<MemSlice<'_>> {
+        self.mem.in_bounds(offset, len).then_some(MemSlice { mem: self.mem, offset, len, held: true })
+    }
 }
 
 impl MemSlice<'_> {
@@ -254,10 +285,12 @@ impl MemSlice<'_> {
         if len == 0 {
             return f(&[]);
         }
-        let _g = self.mem.shared();
+        // A slice of a view borrows the view, which holds the lock for as long as the slice lives.
+        let _g = (!self.held).then(|| self.mem.shared());
         // SAFETY: the range is inside the live block (the slice was bounds-checked when made,
         // and `start + len` against it above); no Rust code writes it while the shared lock is
-        // held, and the reference does not outlive the lock (it lives only for `f`).
+        // held (here, or by the view the slice borrows), and the reference does not outlive
+        // the lock (it lives only for `f`).
         f(unsafe { std::slice::from_raw_parts(self.mem.ptr_at(self.offset + start), len) })
     }
 }
@@ -357,6 +390,34 @@ mod tests {
         let mut b = [0u8; 200];
         assert!(m.read(3, &mut b));
         assert_eq!(b, [7; 200]);
+    }
+
+    #[test]
+    fn a_view_holds_writers_off_until_it_is_dropped() {
+        let m = std::sync::Arc::new(RawMem::alloc(64, false).unwrap());
+        assert!(m.write(0, &[1; 64]));
+        let view = m.view();
+        let w = std::sync::Arc::clone(&m);
+        let (started, wait) = std::sync::mpsc::channel();
+        let t = std::thread::spawn(move || {
+            started.send(()).unwrap();
+            assert!(w.write(0, &[2; 64]));
+        });
+        wait.recv().unwrap();
+        // The writer has started; whether or not it reached the lock, its bytes cannot land
+        // while the view holds it, so every slice of the view reads the old ones throughout.
+        for _ in 0..4 {
+            let mut out = Vec::new();
+            view.slice(8, 32).unwrap().copy_to(0, 32, &mut out);
+            assert_eq!(out, [1; 32]);
+            std::thread::yield_now();
+        }
+        assert!(view.slice(60, 8).is_none(), "bounds are checked");
+        drop(view);
+        t.join().unwrap();
+        let mut b = [0u8; 64];
+        assert!(m.read(0, &mut b));
+        assert_eq!(b, [2; 64]);
     }
 
     #[test]

@@ -98,21 +98,6 @@ pub(super) struct Rx {
 }
 
 impl Rx {
-    /// Full operation begins with the parameters MPA settled.
-    pub fn establish(&mut self, link: &super::LinkParams) {
-        self.deframer =
-            Deframer::new(DeframerConfig { crc: link.crc, markers: link.recv_markers, max_ulpdu: u16::MAX });
-        self.awaiting_rtr = match link.startup {
-            super::Startup::Responder { rtr, .. } => rtr,
-            super::Startup::Initiator { .. } => None,
-        };
-    }
-
-    /// `true` between FPDUs (where the stream may end cleanly).
-    pub fn at_fpdu_boundary(&self) -> bool {
-        self.deframer.is_idle()
-    }
-
     pub fn new() -> Self {
         Rx {
             deframer: Deframer::new(DeframerConfig::default()),
@@ -130,6 +115,21 @@ impl Rx {
             cache: None,
             stopped: false,
         }
+    }
+
+    /// Full operation begins with the parameters MPA settled.
+    pub fn establish(&mut self, link: &super::LinkParams) {
+        self.deframer =
+            Deframer::new(DeframerConfig { crc: link.crc, markers: link.recv_markers, max_ulpdu: u16::MAX });
+        self.awaiting_rtr = match link.startup {
+            super::Startup::Responder { rtr, .. } => rtr,
+            super::Startup::Initiator { .. } => None,
+        };
+    }
+
+    /// `true` between FPDUs (where the stream may end cleanly).
+    pub fn at_fpdu_boundary(&self) -> bool {
+        self.deframer.is_idle()
     }
 
     /// The receive work request being filled, if any (to flush it).

@@ -359,6 +359,49 @@ fn unsignaled_runs_complete_silently_and_free_their_slots() {
 }
 
 #[test]
+fn small_writes_from_mixed_regions_keep_their_bytes_and_order() {
+    // Runs of small requests from one region are framed under one view of it; a request from
+    // another region, an inline one, a large one or a Read ends the run. Every byte lands
+    // where its Write said and completions come in posting order.
+    let mut p = Pair::new();
+    let (a, b) = (p.mr(4096, Access::empty()), p.mr(4096, Access::empty()));
+    pattern(&a, 1);
+    pattern(&b, 2);
+    let sink = p.mr(4096, Access::LOCAL_WRITE);
+    let dst = p.mr(256 * 1024, Access::REMOTE_WRITE | Access::REMOTE_READ);
+    pattern(&dst, 9);
+    let mut wrs = Vec::new();
+    let mut expect = Vec::new();
+    for i in 0..40u64 {
+        let (src, off, len) = match i % 8 {
+            0..=3 => (&a, (i * 37 % 2000) as usize, 64),
+            4 => (&b, (i * 11 % 2000) as usize, 100),
+            5 => (&a, 0, 3000), // beyond the small-message size: a job of its own
+            _ => (&a, (i * 13 % 2000) as usize, 1 + i as usize),
+        };
+        let at = i * 4096;
+        wrs.push(send_wr(i, SendOp::Write(remote(&dst, at)), vec![sge(src, off, len)]));
+        expect.push((at as usize, contents(src, off, len)));
+    }
+    let mut inline = send_wr(100, SendOp::Write(remote(&dst, 40 * 4096)), vec![]);
+    inline.payload = Payload::Inline(SmallVec::from_slice(b"inline bytes"));
+    wrs.insert(10, inline);
+    expect.push((40 * 4096, b"inline bytes".to_vec()));
+    wrs.insert(20, send_wr(101, SendOp::Read(remote(&dst, 0)), vec![sge(&sink, 0, 256)]));
+    p.a.post_send(wrs).unwrap();
+    p.drive();
+    let ids: Vec<u64> = Pair::completions(&mut p.a).iter().map(|c| c.wr_id).collect();
+    let mut want: Vec<u64> = (0..40).collect();
+    want.insert(10, 100);
+    want.insert(20, 101);
+    assert_eq!(ids, want);
+    for (at, bytes) in expect {
+        assert!(contents(&dst, at, bytes.len()) == bytes, "Write at {at}");
+    }
+    assert_eq!(p.a.send_outstanding(), 0);
+}
+
+#[test]
 fn queue_depth_and_post_errors_are_clear() {
     let mut p = Pair::new();
     let m = p.mr(64, Access::empty());

@@ -8,13 +8,14 @@ use super::{
     Completion, IoRange, Payload, PostError, PostQueues, Qp, QpEventKind, QpState, Queue, RtrType, SendOp, SendWqe,
     WcOpcode, WcStatus,
 };
-use crate::mem::{MemSlice, MrRef, RawMem, Window};
+use crate::mem::{MemSlice, MrRef, RawMem, SharedView, Window};
 use iwarp_wire::mpa::{Framer, Piece};
 use iwarp_wire::rdmap::{AtomicRequest, ReadRequest};
 use iwarp_wire::terminate::TerminateCause;
 use iwarp_wire::{Msn, Opcode, SegmentHeader, Stag, TaggedOffset};
 use smallvec::SmallVec;
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 /// Unsent bytes framed ahead of the socket.
 const TX_WINDOW: u64 = 4 << 20;
@@ -216,17 +217,25 @@ fn mem_slices<'a>(mems: &[(&'a RawMem, usize, usize)]) -> Option<SmallVec<[MemSl
 }
 
 /// [`frame_copied_into`] for a request's payload: its inline bytes or its elements (one
-/// element, the usual case, without building a list of ranges).
+/// element, the usual case, without building a list of ranges). An element in the region
+/// `view` holds is read under the view's lock instead of taking the region's again.
 fn frame_payload_into(
     framer: &mut Framer,
     header: &[u8],
     payload: &Payload,
+    view: Option<&SharedView<'_>>,
     out: &mut Vec<u8>,
 ) -> Result<usize, iwarp_wire::Error> {
     match payload {
         Payload::Inline(b) => frame_copied_into(framer, header, b, &[], out),
         Payload::Sges(s) => match &s[..] {
-            [one] => frame_copied_into(framer, header, &[], &[(one.mr.mem(), one.offset, one.len)], out),
+            [one] => match view.filter(|v| std::ptr::eq(v.mem(), one.mr.mem())) {
+                Some(v) => match v.slice(one.offset, one.len) {
+                    Some(p) => framer.frame_to_vec(header, &[p], out),
+                    None => Err(iwarp_wire::Error::Truncated { needed: one.len, available: 0 }),
+                },
+                None => frame_copied_into(framer, header, &[], &[(one.mr.mem(), one.offset, one.len)], out),
+            },
             more => {
                 let mems: Ranges<'_> = more.iter().map(|s| (s.mr.mem(), s.offset, s.len)).collect();
                 frame_copied_into(framer, header, &[], &mems, out)
@@ -315,6 +324,23 @@ pub(super) struct Tx {
 }
 
 impl Tx {
+    pub fn new() -> Self {
+        Tx {
+            framer: Framer::new(true, false),
+            mulpdu: iwarp_wire::mpa::MIN_MULPDU,
+            allowed: false,
+            rtr: None,
+            sq: VecDeque::new(),
+            job: None,
+            resp_turn: false,
+            msn: [Msn::FIRST; 4],
+            batch: Batch::default(),
+            terminated: false,
+            scratch: Vec::new(),
+            pieces: Vec::new(),
+        }
+    }
+
     /// Full operation begins with the parameters MPA settled.
     pub fn establish(&mut self, link: &super::LinkParams) {
         self.framer = Framer::new(link.crc, link.send_markers);
@@ -358,23 +384,6 @@ impl Tx {
     /// The MSN the next message on queue `qn` (0 to 3) takes.
     pub fn next_msn(&self, qn: usize) -> Msn {
         self.msn[qn.min(3)]
-    }
-
-    pub fn new() -> Self {
-        Tx {
-            framer: Framer::new(true, false),
-            mulpdu: iwarp_wire::mpa::MIN_MULPDU,
-            allowed: false,
-            rtr: None,
-            sq: VecDeque::new(),
-            job: None,
-            resp_turn: false,
-            msn: [Msn::FIRST; 4],
-            batch: Batch::default(),
-            terminated: false,
-            scratch: Vec::new(),
-            pieces: Vec::new(),
-        }
     }
 
     /// Frames one FPDU of the current job into the batch; returns `true` when the job is
@@ -598,7 +607,45 @@ impl Qp {
     /// whose payload is copied (at most `COPY_MAX` bytes) and fits one FPDU is framed straight
     /// from its work request. Returns `false` (nothing done) for anything else, which
     /// [`next_job`](Self::next_job) then takes in the same order.
+    ///
+    /// A run of such requests whose payloads lie in one region (a stream of small Writes from
+    /// one buffer) is framed under one [`SharedView`] of it: the region's lock is taken once
+    /// for the run instead of once per request (two atomic operations per message, a tenth of
+    /// the cost of a 64-byte Write). The run ends where the batch is full, as `fill` would end it.
     fn frame_small_wr(&mut self) -> bool {
+        if !self.small_wr_ready() {
+            return false;
+        }
+        let region = self.tx.sq.front().and_then(|w| match &w.payload {
+            Payload::Sges(s) if s.len() == 1 => Some(MrRef::clone(&s[0].mr)),
+            _ => None,
+        });
+        let view = region.as_ref().map(|mr| mr.mem().view());
+        let mut arena = std::mem::take(&mut self.tx.batch.arena);
+        loop {
+            let Some(w) = self.tx.sq.pop_front() else { break };
+            let seq = self.order.push(w.wr_id, w.op.wc_opcode(), w.signaled);
+            let start = arena.len();
+            let len = self.frame_small(&w, view.as_ref(), &mut arena);
+            // (queue_small records the piece; the bytes stay in the arena taken out here.)
+            self.queue_small(seq, start, len);
+            let full = self.tx.batch.unsent() >= TX_WINDOW || self.tx.batch.pieces.len() >= MAX_PIECES;
+            let same_region = |w: &SendWqe| match (&w.payload, &region) {
+                (Payload::Sges(s), Some(r)) => s.len() == 1 && Arc::ptr_eq(&s[0].mr, r),
+                _ => false,
+            };
+            if full || !self.tx.sq.front().is_some_and(same_region) || !self.small_wr_ready() {
+                break;
+            }
+        }
+        self.tx.batch.arena = arena;
+        true
+    }
+
+    /// The head of the send queue can take the small-message path now: a small request
+    /// (see [`is_small`](Self::is_small)) whose regions are valid, not held back by a fence,
+    /// and no RTR or response due first.
+    fn small_wr_ready(&self) -> bool {
         // next_job's order: an RTR first, then responses taking turns with the send queue.
         if self.tx.rtr.is_some() || !self.irq.is_idle() {
             return false;
@@ -612,17 +659,7 @@ impl Qp {
             Payload::Inline(_) => true,
         };
         // Fence: every earlier Read/atomic must have completed (verbs IBV_SEND_FENCE).
-        if !sges_valid || (w.fence && !self.orq.is_empty()) {
-            return false;
-        }
-        let Some(w) = self.tx.sq.pop_front() else { return false };
-        let seq = self.order.push(w.wr_id, w.op.wc_opcode(), w.signaled);
-        let mut arena = std::mem::take(&mut self.tx.batch.arena);
-        let start = arena.len();
-        let len = self.frame_small(&w, &mut arena);
-        self.tx.batch.arena = arena;
-        self.queue_small(seq, start, len);
-        true
+        sges_valid && !(w.fence && !self.orq.is_empty())
     }
 
     /// The one framing of a small message (see [`is_small`](Self::is_small)), for the send
@@ -631,11 +668,11 @@ impl Qp {
     /// statistics counted. Returns the FPDU's length, or 0 if framing failed (bounded by
     /// MULPDU and validated ranges, it cannot; the request then fails locally and `out` is as
     /// it was, keeping the stream whole).
-    fn frame_small(&mut self, w: &SendWqe, out: &mut Vec<u8>) -> usize {
+    fn frame_small(&mut self, w: &SendWqe, view: Option<&SharedView<'_>>, out: &mut Vec<u8>) -> usize {
         self.tx.resp_turn = !self.tx.resp_turn;
         let (hbytes, hlen) = self.small_header(w).to_bytes();
         let start = out.len();
-        match frame_payload_into(&mut self.tx.framer, &hbytes[..hlen], &w.payload, out) {
+        match frame_payload_into(&mut self.tx.framer, &hbytes[..hlen], &w.payload, view, out) {
             Ok(len) => {
                 self.stats.tx_fpdus += 1;
                 self.stats.tx_copied_bytes += w.payload.len();
@@ -694,7 +731,7 @@ impl Qp {
         }
         self.validate_send(w)?;
         out.clear();
-        let fpdu_len = self.frame_small(w, out);
+        let fpdu_len = self.frame_small(w, None, out);
         Ok(Some(NowFramed { wr_id: w.wr_id, opcode: w.op.wc_opcode(), signaled: w.signaled, len: fpdu_len }))
     }
 
