@@ -659,7 +659,7 @@ impl Qp {
             Payload::Inline(_) => true,
         };
         // Fence: every earlier Read/atomic must have completed (verbs IBV_SEND_FENCE).
-        sges_valid && !(w.fence && !self.orq.is_empty())
+        sges_valid && (!w.fence || self.orq.is_empty())
     }
 
     /// The one framing of a small message (see [`is_small`](Self::is_small)), for the send
