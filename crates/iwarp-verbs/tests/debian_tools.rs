@@ -1,0 +1,160 @@
+//! Unmodified Debian 12 rdma-core programs against the built library: every libibverbs symbol
+//! they import (at load time: they are linked with BIND_NOW) exists at its version, and
+//! `ibv_devices` and `ibv_devinfo -v` run under `iwrun` and show the device.
+//!
+//! Under `CI=true` a missing tool fails these tests (`.ci/run deps` installs ibverbs-utils,
+//! rdmacm-utils, perftest and binutils); elsewhere they are skipped with the reason printed.
+
+mod common;
+
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The Debian programs of the notes: ibverbs-utils, rdmacm-utils and perftest.
+const PROGRAMS: &[(&str, &str)] = &[
+    ("ibv_devices", "ibverbs-utils"),
+    ("ibv_devinfo", "ibverbs-utils"),
+    ("ibv_rc_pingpong", "ibverbs-utils"),
+    ("ibv_srq_pingpong", "ibverbs-utils"),
+    ("ibv_asyncwatch", "ibverbs-utils"),
+    ("rping", "rdmacm-utils"),
+    ("ucmatose", "rdmacm-utils"),
+    ("rdma_server", "rdmacm-utils"),
+    ("rdma_client", "rdmacm-utils"),
+    ("ib_write_bw", "perftest"),
+    ("ib_read_bw", "perftest"),
+    ("ib_send_bw", "perftest"),
+    ("ib_write_lat", "perftest"),
+    ("ib_read_lat", "perftest"),
+    ("ib_send_lat", "perftest"),
+    ("ib_atomic_bw", "perftest"),
+];
+
+/// `(symbol, version)` of every libibverbs import of `program` (`objdump -T`).
+fn ibverbs_imports(objdump: &std::path::Path, program: &std::path::Path) -> Vec<(String, String)> {
+    let out = Command::new(objdump).arg("-T").arg(program).output().expect("objdump runs");
+    assert!(out.status.success(), "objdump -T {}", program.display());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("*UND*"))
+        .filter_map(|l| {
+            let mut f = l.split_whitespace().rev();
+            let name = f.next()?;
+            let version = f.next()?.trim_matches(|c| c == '(' || c == ')');
+            version.starts_with("IBVERBS_").then(|| (name.to_string(), version.to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn every_libibverbs_import_of_the_debian_tools_exists_at_its_version() {
+    let Some(objdump) = common::tool("objdump", "binutils") else { return };
+    let lib = common::lib();
+    let mut checked = 0;
+    for (name, package) in PROGRAMS {
+        let Some(program) = common::tool(name, package) else { continue };
+        let imports = ibverbs_imports(&objdump, &program);
+        assert!(!imports.is_empty(), "{name} imports nothing from libibverbs?");
+        for (sym, version) in imports {
+            assert!(!lib.raw(&sym, &version).is_null(), "{name} needs {sym}@{version}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 0 || std::env::var("CI").as_deref() != Ok("true"));
+}
+
+/// Runs `args` under iwrun, killed (by its PID) after `limit`.
+fn iwrun(args: &[&str], limit: Duration) -> Output {
+    common::shared_library(); // linked by this process, so iwrun finds it current
+    let child = Command::new(env!("CARGO_BIN_EXE_iwrun"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("iwrun starts");
+    wait_bounded(child, limit)
+}
+
+fn wait_bounded(mut child: std::process::Child, limit: Duration) -> Output {
+    let start = Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
+#[test]
+fn ibv_devices_lists_iwarp0() {
+    if common::tool("ibv_devices", "ibverbs-utils").is_none() {
+        return;
+    }
+    let out = iwrun(&["ibv_devices"], Duration::from_secs(30));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "ibv_devices: {out:?}");
+    let line = stdout.lines().find(|l| l.contains("iwarp0")).unwrap_or_else(|| panic!("no iwarp0 in:\n{stdout}"));
+    let guid = line.split_whitespace().nth(1).expect("a GUID column");
+    assert_eq!(guid.len(), 16, "{line}");
+    assert_eq!(&guid[6..10], "fffe", "an EUI-64 GUID: {line}");
+}
+
+#[test]
+fn ibv_devinfo_verbose_shows_an_active_iwarp_port() {
+    if common::tool("ibv_devinfo", "ibverbs-utils").is_none() {
+        return;
+    }
+    let out = iwrun(&["ibv_devinfo", "-v"], Duration::from_secs(30));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "ibv_devinfo -v: {out:?}");
+    for expected in [
+        "hca_id:\tiwarp0",
+        "transport:\t\t\tiWARP (1)",
+        "vendor_id:\t\t\t0x697770",
+        "phys_port_cnt:\t\t\t1",
+        "max_sge_rd:\t\t\t1",
+        "port:\t1",
+        "state:\t\t\tPORT_ACTIVE (4)",
+        "link_layer:\t\tEthernet",
+        "gid_tbl_len:\t\t1",
+        "max_mtu:\t\t4096 (5)",
+    ] {
+        assert!(stdout.contains(expected), "{expected:?} missing from:\n{stdout}");
+    }
+    // Port 2 does not exist: a clear error, not a crash.
+    let out = iwrun(&["ibv_devinfo", "-i", "2"], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(4), "ibv_devinfo -i 2: {out:?}");
+}
+
+/// `ibv_rc_pingpong` moves its queue pairs to RTR and RTS by hand, which iWARP cannot do: the
+/// server (which moves first) must fail with the program's own message, the client when the
+/// server goes away, both with the program's exit code, neither by a signal.
+#[test]
+fn a_program_that_moves_queue_pairs_by_hand_fails_cleanly() {
+    if common::tool("ibv_rc_pingpong", "ibverbs-utils").is_none() {
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    common::shared_library();
+    let spawn = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_iwrun"))
+            .args(["ibv_rc_pingpong", "-d", "iwarp0", "-g", "0", "-p", &port])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("iwrun starts")
+    };
+    let server = spawn(&[]);
+    // The client retries nothing: give the server time to listen.
+    std::thread::sleep(Duration::from_millis(500));
+    let client = wait_bounded(spawn(&["127.0.0.1"]), Duration::from_secs(30));
+    let server = wait_bounded(server, Duration::from_secs(30));
+    for (who, out) in [("client", &client), ("server", &server)] {
+        assert_eq!(out.status.code(), Some(1), "{who} exits with an error, not a signal: {out:?}");
+    }
+    let stderr = String::from_utf8_lossy(&server.stderr);
+    assert!(stderr.contains("Failed to modify QP to RTR"), "server: {stderr}");
+}
