@@ -30,7 +30,7 @@ use core::ffi::{c_char, c_int, c_uint, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::OnceLock;
 
-fn set_errno(e: i32) {
+pub(crate) fn set_errno(e: i32) {
     // SAFETY: __errno_location returns the calling thread's errno slot, valid for the
     // thread's lifetime.
     unsafe { *libc::__errno_location() = e }

@@ -47,6 +47,7 @@ mod attrs;
 mod ffi;
 pub mod link;
 mod post;
+mod standins;
 mod state;
 mod strings;
 mod verbs;

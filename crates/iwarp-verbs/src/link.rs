@@ -1,20 +1,35 @@
-//! Building `libibverbs.so.1` from this crate's staticlib.
+//! Building `libibverbs.so.1` (and perftest's stand-in vendor libraries) from this crate's
+//! staticlib.
 //!
-//! rustc gives a cdylib a version script of its own, which defeats ours, so the shared
-//! library is linked by the system's C compiler driver instead: the whole staticlib, our
-//! version script ([`VERSION_SCRIPT`]: rdma-core 44's version nodes, each exported function
-//! on the node of its default version, everything else local) and the SONAME. The result goes
-//! to a directory of its own, to be put first on `LD_LIBRARY_PATH`.
+//! rustc gives a cdylib a version script of its own, which defeats ours, so each shared
+//! library is linked by the system's C compiler driver instead: the whole staticlib, a version
+//! script (rdma-core 44's version nodes, each exported function on the node of its default
+//! version, everything else local), the SONAME, and `--gc-sections`, which drops what the
+//! exported functions do not reach. The results go to a directory of their own, to be put
+//! first on `LD_LIBRARY_PATH`. The stack's state lives only in libibverbs.so.1: the stand-ins
+//! export functions that use none of it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The SONAME, and the file name applications' loaders look for.
-pub const SONAME: &str = "libibverbs.so.1";
+/// One shared library made from the staticlib.
+#[derive(Debug, Clone, Copy)]
+pub struct Library {
+    /// The SONAME, and the file name applications' loaders look for.
+    pub soname: &'static str,
+    /// Its version script: the version nodes, and the functions exported on them.
+    pub version_script: &'static str,
+}
 
-/// The version script: rdma-core 44's version nodes, chained as in the real library, with the
-/// symbols this library exports at their default versions.
-pub const VERSION_SCRIPT: &str = include_str!("../abi/libibverbs.map");
+/// The verbs library.
+pub const LIBIBVERBS: Library =
+    Library { soname: "libibverbs.so.1", version_script: include_str!("../abi/libibverbs.map") };
+/// perftest's Mellanox library, as a stand-in (see the `standins` module).
+pub const LIBMLX5: Library = Library { soname: "libmlx5.so.1", version_script: include_str!("../abi/libmlx5.map") };
+/// perftest's EFA library, as a stand-in.
+pub const LIBEFA: Library = Library { soname: "libefa.so.1", version_script: include_str!("../abi/libefa.map") };
+/// Every library `iwrun` puts in front of the system's.
+pub const ALL: [Library; 3] = [LIBIBVERBS, LIBMLX5, LIBEFA];
 
 /// Why the shared library could not be built.
 #[derive(Debug)]
@@ -46,18 +61,31 @@ fn mtime(p: &Path) -> Option<std::time::SystemTime> {
     std::fs::metadata(p).and_then(|m| m.modified()).ok()
 }
 
-/// Links `staticlib` into `out_dir/libibverbs.so.1` unless that file is newer than both the
-/// staticlib and the version script it was made with; returns its path. The file is written
-/// under a temporary name and renamed, so a concurrent loader never sees half of it.
+/// Links every library of [`ALL`] into `out_dir` (see [`shared_library`]); returns the
+/// directory.
+///
+/// # Errors
+/// As [`shared_library`].
+pub fn shared_libraries(staticlib: &Path, out_dir: &Path) -> Result<PathBuf, LinkError> {
+    for lib in ALL {
+        shared_library(lib, staticlib, out_dir)?;
+    }
+    Ok(out_dir.to_path_buf())
+}
+
+/// Links `staticlib` into `out_dir/<soname>` unless that file is newer than the staticlib and
+/// was made with the same version script; returns its path. The file is written under a
+/// temporary name and renamed, so a concurrent loader never sees half of it.
 ///
 /// # Errors
 /// If `cc` cannot be run or fails (its output is in the error).
-pub fn shared_library(staticlib: &Path, out_dir: &Path) -> Result<PathBuf, LinkError> {
+pub fn shared_library(lib: Library, staticlib: &Path, out_dir: &Path) -> Result<PathBuf, LinkError> {
+    let Library { soname, version_script } = lib;
     let err = |what: &str, e: &dyn std::fmt::Display| LinkError(format!("{what}: {e}"));
     std::fs::create_dir_all(out_dir).map_err(|e| err("creating the output directory", &e))?;
-    let out = out_dir.join(SONAME);
-    let map = out_dir.join("libibverbs.map");
-    let map_current = std::fs::read_to_string(&map).is_ok_and(|m| m == VERSION_SCRIPT);
+    let out = out_dir.join(soname);
+    let map = out_dir.join(format!("{soname}.map"));
+    let map_current = std::fs::read_to_string(&map).is_ok_and(|m| m == version_script);
     if map_current {
         if let (Some(lib), Some(so)) = (mtime(staticlib), mtime(&out)) {
             if so > lib {
@@ -65,8 +93,8 @@ pub fn shared_library(staticlib: &Path, out_dir: &Path) -> Result<PathBuf, LinkE
             }
         }
     }
-    std::fs::write(&map, VERSION_SCRIPT).map_err(|e| err("writing the version script", &e))?;
-    let tmp = out_dir.join(format!(".{SONAME}.{}", std::process::id()));
+    std::fs::write(&map, version_script).map_err(|e| err("writing the version script", &e))?;
+    let tmp = out_dir.join(format!(".{soname}.{}", std::process::id()));
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     let output = Command::new(&cc)
         .arg("-shared")
@@ -76,7 +104,7 @@ pub fn shared_library(staticlib: &Path, out_dir: &Path) -> Result<PathBuf, LinkE
         .arg(staticlib)
         .arg("-Wl,--no-whole-archive")
         .arg(format!("-Wl,--version-script={}", map.display()))
-        .arg(format!("-Wl,-soname,{SONAME}"))
+        .arg(format!("-Wl,-soname,{soname}"))
         .args(["-Wl,-z,now", "-Wl,--gc-sections", "-Wl,--undefined-version"])
         .args(["-lgcc_s", "-lpthread", "-lm", "-ldl", "-lrt", "-lutil", "-lc"])
         .output()

@@ -5,9 +5,13 @@
 //! Under `CI=true` a missing tool fails these tests (`.ci/run deps` installs ibverbs-utils,
 //! rdmacm-utils, perftest and binutils); elsewhere they are skipped with the reason printed.
 
+#![allow(unsafe_code)]
+
 mod common;
 
+use std::ffi::{c_int, c_void};
 use std::process::{Command, Output, Stdio};
+use std::ptr::null_mut;
 use std::time::{Duration, Instant};
 
 /// The Debian programs of the notes: ibverbs-utils, rdmacm-utils and perftest.
@@ -32,6 +36,11 @@ const PROGRAMS: &[(&str, &str)] = &[
 
 /// `(symbol, version)` of every libibverbs import of `program` (`objdump -T`).
 fn ibverbs_imports(objdump: &std::path::Path, program: &std::path::Path) -> Vec<(String, String)> {
+    imports(objdump, program, "IBVERBS_")
+}
+
+/// `(symbol, version)` of every import of `program` whose version starts with `prefix`.
+fn imports(objdump: &std::path::Path, program: &std::path::Path, prefix: &str) -> Vec<(String, String)> {
     let out = Command::new(objdump).arg("-T").arg(program).output().expect("objdump runs");
     assert!(out.status.success(), "objdump -T {}", program.display());
     String::from_utf8_lossy(&out.stdout)
@@ -41,7 +50,7 @@ fn ibverbs_imports(objdump: &std::path::Path, program: &std::path::Path) -> Vec<
             let mut f = l.split_whitespace().rev();
             let name = f.next()?;
             let version = f.next()?.trim_matches(|c| c == '(' || c == ')');
-            version.starts_with("IBVERBS_").then(|| (name.to_string(), version.to_string()))
+            version.starts_with(prefix).then(|| (name.to_string(), version.to_string()))
         })
         .collect()
 }
@@ -61,6 +70,38 @@ fn every_libibverbs_import_of_the_debian_tools_exists_at_its_version() {
         }
     }
     assert!(checked > 0 || std::env::var("CI").as_deref() != Ok("true"));
+}
+
+/// perftest's programs load libmlx5.so.1 and libefa.so.1 at start (BIND_NOW): the stand-ins
+/// have every function they import, at its version, and each says "no such device".
+#[test]
+fn the_stand_in_vendor_libraries_have_what_perftest_imports() {
+    let Some(objdump) = common::tool("objdump", "binutils") else { return };
+    let mlx5 = common::load_beside("libmlx5.so.1");
+    let efa = common::load_beside("libefa.so.1");
+    let mut checked = 0;
+    for (name, package) in PROGRAMS.iter().filter(|(_, p)| *p == "perftest") {
+        let Some(program) = common::tool(name, package) else { continue };
+        for (lib, prefix) in [(&mlx5, "MLX5_"), (&efa, "EFA_")] {
+            for (sym, version) in imports(&objdump, &program, prefix) {
+                assert!(!lib.raw(&sym, &version).is_null(), "{name} needs {sym}@{version}");
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 0 || std::env::var("CI").as_deref() != Ok("true"));
+    // SAFETY: the C prototypes of mlx5dv.h and efadv.h (pointer arguments as void *); the
+    // stand-ins read none of their arguments.
+    unsafe {
+        let open: unsafe extern "C" fn(*mut c_void, *mut c_void) -> *mut c_void =
+            mlx5.func("mlx5dv_open_device", "MLX5_1.7");
+        assert!(open(null_mut(), null_mut()).is_null());
+        assert_eq!(common::errno(), libc::ENODEV);
+        let query: unsafe extern "C" fn(*mut c_void, *mut c_void, u32) -> c_int =
+            efa.func("efadv_query_device", "EFA_1.1");
+        assert_eq!(query(null_mut(), null_mut(), 0), libc::ENODEV);
+        assert!(mlx5.raw("ibv_open_device", "IBVERBS_1.1").is_null(), "a stand-in exports only its own functions");
+    }
 }
 
 /// Runs `args` under iwrun, killed (by its PID) after `limit`.

@@ -1,8 +1,9 @@
 //! `iwrun COMMAND [ARGS...]`: runs an unmodified rdma-core program on this stack.
 //!
-//! Links `libibverbs.so.1` from the staticlib cargo built next to this binary (only when the
-//! staticlib is newer), into `<profile dir>/iwarp-verbs/`, and runs the command with that
-//! directory first on `LD_LIBRARY_PATH`. Nothing is installed system-wide.
+//! Links `libibverbs.so.1` and perftest's stand-in `libmlx5.so.1` and `libefa.so.1` from the
+//! staticlib cargo built next to this binary (only when the staticlib is newer), into
+//! `<profile dir>/iwarp-verbs/`, and runs the command with that directory first on
+//! `LD_LIBRARY_PATH`. Nothing is installed system-wide.
 //!
 //! ```sh
 //! cargo run -p iwarp-verbs --bin iwrun -- ibv_devinfo -v
@@ -44,6 +45,5 @@ fn prepare() -> Result<PathBuf, String> {
         format!("no libiwarp_verbs.a near {} (build with `cargo build -p iwarp-verbs`)", dir.display())
     })?;
     let out_dir = staticlib.parent().ok_or("no directory")?.join("iwarp-verbs");
-    iwarp_verbs::link::shared_library(&staticlib, &out_dir).map_err(|e| e.to_string())?;
-    Ok(out_dir)
+    iwarp_verbs::link::shared_libraries(&staticlib, &out_dir).map_err(|e| e.to_string())
 }

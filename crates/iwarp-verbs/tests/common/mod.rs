@@ -13,14 +13,15 @@ pub fn profile_dir() -> PathBuf {
     deps.parent().expect("profile directory").to_path_buf()
 }
 
-/// libibverbs.so.1, linked once per test binary (an atomic rename, so test binaries and
+/// libibverbs.so.1 (and the stand-ins beside it), linked once per test binary (an atomic rename, so test binaries and
 /// iwrun running at once do not see a half-written file).
 pub fn shared_library() -> PathBuf {
     static LIB: OnceLock<PathBuf> = OnceLock::new();
     LIB.get_or_init(|| {
         let dir = profile_dir();
         let staticlib = iwarp_verbs::link::find_staticlib(&dir).expect("cargo builds libiwarp_verbs.a with the tests");
-        iwarp_verbs::link::shared_library(&staticlib, &dir.join("iwarp-verbs")).expect("linking libibverbs.so.1")
+        let out = iwarp_verbs::link::shared_libraries(&staticlib, &dir.join("iwarp-verbs")).expect("linking");
+        out.join(iwarp_verbs::link::LIBIBVERBS.soname)
     })
     .clone()
 }
@@ -34,13 +35,20 @@ pub struct Lib {
 /// threads live on).
 pub fn lib() -> &'static Lib {
     static L: OnceLock<Lib> = OnceLock::new();
-    L.get_or_init(|| {
-        let path = CString::new(shared_library().into_os_string().into_encoded_bytes()).unwrap();
-        // SAFETY: dlopen of a path we own; its initialisers are Rust's (none run code of ours).
-        let h = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
-        assert!(!h.is_null(), "dlopen failed: {}", dlerror());
-        Lib { handle: h as usize }
-    })
+    L.get_or_init(|| load(&shared_library()))
+}
+
+/// Loads a library built beside libibverbs.so.1 (the stand-ins), by SONAME.
+pub fn load_beside(soname: &str) -> Lib {
+    load(&shared_library().with_file_name(soname))
+}
+
+fn load(path: &std::path::Path) -> Lib {
+    let path = CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: dlopen of a library this test built; its initialisers are Rust's std's.
+    let h = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+    assert!(!h.is_null(), "dlopen failed: {}", dlerror());
+    Lib { handle: h as usize }
 }
 
 fn dlerror() -> String {
