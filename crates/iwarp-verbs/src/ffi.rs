@@ -144,8 +144,12 @@ fn check_device(dev: *mut ibv_device) -> Res<()> {
 }
 
 /// `ibv_get_device_list`: a NULL-terminated array with the one device.
+///
+/// # Safety
+/// The C caller's side of the verbs contract: each pointer argument is NULL or valid for
+/// the call (handles are checked against the registry before use; see the module docs).
 #[no_mangle]
-pub extern "C" fn ibv_get_device_list(num_devices: *mut c_int) -> *mut *mut ibv_device {
+pub unsafe extern "C" fn ibv_get_device_list(num_devices: *mut c_int) -> *mut *mut ibv_device {
     guard(core::ptr::null_mut(), || {
         let list = Box::into_raw(Box::new([the_device(), core::ptr::null_mut()]));
         state::insert(list as usize, state::Obj::DeviceList, 0, &[]);
@@ -158,8 +162,12 @@ pub extern "C" fn ibv_get_device_list(num_devices: *mut c_int) -> *mut *mut ibv_
 }
 
 /// `ibv_free_device_list`.
+///
+/// # Safety
+/// The C caller's side of the verbs contract: each pointer argument is NULL or valid for
+/// the call (handles are checked against the registry before use; see the module docs).
 #[no_mangle]
-pub extern "C" fn ibv_free_device_list(list: *mut *mut ibv_device) {
+pub unsafe extern "C" fn ibv_free_device_list(list: *mut *mut ibv_device) {
     guard((), || {
         if state::is_device_list(list as usize) && state::remove(list as usize, Kind::DeviceList).is_ok() {
             // SAFETY: a list from ibv_get_device_list (the registry knew it), freed once.
@@ -169,8 +177,12 @@ pub extern "C" fn ibv_free_device_list(list: *mut *mut ibv_device) {
 }
 
 /// `ibv_get_device_name`.
+///
+/// # Safety
+/// The C caller's side of the verbs contract: each pointer argument is NULL or valid for
+/// the call (handles are checked against the registry before use; see the module docs).
 #[no_mangle]
-pub extern "C" fn ibv_get_device_name(dev: *mut ibv_device) -> *const c_char {
+pub unsafe extern "C" fn ibv_get_device_name(dev: *mut ibv_device) -> *const c_char {
     guard(core::ptr::null(), || match check_device(dev) {
         // SAFETY: our device structure, never freed.
         Ok(()) => unsafe { (&raw const (*dev).name).cast() },
@@ -182,8 +194,12 @@ pub extern "C" fn ibv_get_device_name(dev: *mut ibv_device) -> *const c_char {
 }
 
 /// `ibv_get_device_guid`: the node GUID in network byte order.
+///
+/// # Safety
+/// The C caller's side of the verbs contract: each pointer argument is NULL or valid for
+/// the call (handles are checked against the registry before use; see the module docs).
 #[no_mangle]
-pub extern "C" fn ibv_get_device_guid(dev: *mut ibv_device) -> u64 {
+pub unsafe extern "C" fn ibv_get_device_guid(dev: *mut ibv_device) -> u64 {
     guard(0, || match check_device(dev) {
         Ok(()) => attrs::node_guid_be(),
         Err(Errno(e)) => {
@@ -212,16 +228,24 @@ fn context_template() -> verbs_context {
 }
 
 /// `ibv_open_device`.
+///
+/// # Safety
+/// The C caller's side of the verbs contract: each pointer argument is NULL or valid for
+/// the call (handles are checked against the registry before use; see the module docs).
 #[no_mangle]
-pub extern "C" fn ibv_open_device(dev: *mut ibv_device) -> *mut ibv_context {
+pub unsafe extern "C" fn ibv_open_device(dev: *mut ibv_device) -> *mut ibv_context {
     guard(core::ptr::null_mut(), || {
         ret_ptr(check_device(dev).and_then(|()| verbs::open_device(dev, context_template())))
     })
 }
 
 /// `ibv_close_device`: also destroys every object still left in the context.
+///
+/// # Safety
+/// The C caller's side of the verbs contract: each pointer argument is NULL or valid for
+/// the call (handles are checked against the registry before use; see the module docs).
 #[no_mangle]
-pub extern "C" fn ibv_close_device(ctx: *mut ibv_context) -> c_int {
+pub unsafe extern "C" fn ibv_close_device(ctx: *mut ibv_context) -> c_int {
     guard(libc::EIO, || {
         ret(state::remove_context(ctx as usize).map(|gone| {
             for (a, kind) in gone {
@@ -248,8 +272,12 @@ pub extern "C" fn ibv_close_device(ctx: *mut ibv_context) -> c_int {
 
 /// `ibv_get_async_event`: waits for the context's next asynchronous event (or fails with
 /// `EAGAIN` if its `async_fd` was made non-blocking and none waits).
+///
+/// # Safety
+/// The C caller's side of the verbs contract: each pointer argument is NULL or valid for
+/// the call (handles are checked against the registry before use; see the module docs).
 #[no_mangle]
-pub extern "C" fn ibv_get_async_event(ctx: *mut ibv_context, event: *mut ibv_async_event) -> c_int {
+pub unsafe extern "C" fn ibv_get_async_event(ctx: *mut ibv_context, event: *mut ibv_async_event) -> c_int {
     guard(-1, || {
         ret_m1((|| {
             if event.is_null() {
@@ -268,8 +296,12 @@ pub extern "C" fn ibv_get_async_event(ctx: *mut ibv_context, event: *mut ibv_asy
 }
 
 /// `ibv_ack_async_event`.
+///
+/// # Safety
+/// The C caller's side of the verbs contract: each pointer argument is NULL or valid for
+/// the call (handles are checked against the registry before use; see the module docs).
 #[no_mangle]
-pub extern "C" fn ibv_ack_async_event(event: *mut ibv_async_event) {
+pub unsafe extern "C" fn ibv_ack_async_event(event: *mut ibv_async_event) {
     guard((), || {
         // SAFETY: the caller's event, filled by ibv_get_async_event.
         let Ok(ev) = (unsafe { input(event) }) else { return set_errno(libc::EINVAL) };
@@ -284,8 +316,12 @@ pub extern "C" fn ibv_ack_async_event(event: *mut ibv_async_event) {
 // Queries
 
 /// `ibv_query_device`.
+///
+/// # Safety
+/// The C caller's side of the verbs contract: each pointer argument is NULL or valid for
+/// the call (handles are checked against the registry before use; see the module docs).
 #[no_mangle]
-pub extern "C" fn ibv_query_device(ctx: *mut ibv_context, attr: *mut ibv_device_attr) -> c_int {
+pub unsafe extern "C" fn ibv_query_device(ctx: *mut ibv_context, attr: *mut ibv_device_attr) -> c_int {
     guard(libc::EIO, || {
         ret((|| {
             state::context(ctx as usize)?;
@@ -335,8 +371,12 @@ fn port_check(ctx: *mut ibv_context, port: u32) -> Res<()> {
 
 /// `ibv_query_port` as exported (the compat entry point, for applications that bypass the
 /// header's inline): fills the 48 bytes such callers know.
+///
+/// # Safety
+/// The C caller's side of the verbs contract: each pointer argument is NULL or valid for
+/// the call (handles are checked against the registry before use; see the module docs).
 #[no_mangle]
-pub extern "C" fn ibv_query_port(ctx: *mut ibv_context, port: u8, attr: *mut c_void) -> c_int {
+pub unsafe extern "C" fn ibv_query_port(ctx: *mut ibv_context, port: u8, attr: *mut c_void) -> c_int {
     guard(libc::EIO, || {
         ret((|| {
             port_check(ctx, port.into())?;
@@ -357,8 +397,12 @@ unsafe extern "C" fn op_query_port(ctx: *mut ibv_context, port: u8, attr: *mut i
 }
 
 /// `ibv_query_gid`.
+///
+/// # Safety
+/// The C caller's side of the verbs contract: each pointer argument is NULL or valid for
+/// the call (handles are checked against the registry before use; see the module docs).
 #[no_mangle]
-pub extern "C" fn ibv_query_gid(ctx: *mut ibv_context, port: u8, index: c_int, gid: *mut ibv_gid) -> c_int {
+pub unsafe extern "C" fn ibv_query_gid(ctx: *mut ibv_context, port: u8, index: c_int, gid: *mut ibv_gid) -> c_int {
     guard(-1, || {
         ret_m1((|| {
             port_check(ctx, port.into())?;
@@ -372,8 +416,12 @@ pub extern "C" fn ibv_query_gid(ctx: *mut ibv_context, port: u8, index: c_int, g
 }
 
 /// `_ibv_query_gid_ex` (what the header's `ibv_query_gid_ex` calls).
+///
+/// # Safety
+/// The C caller's side of the verbs contract: each pointer argument is NULL or valid for
+/// the call (handles are checked against the registry before use; see the module docs).
 #[no_mangle]
-pub extern "C" fn _ibv_query_gid_ex(
+pub unsafe extern "C" fn _ibv_query_gid_ex(
     ctx: *mut ibv_context,
     port: u32,
     index: u32,
@@ -404,8 +452,12 @@ pub extern "C" fn _ibv_query_gid_ex(
 }
 
 /// `ibv_query_gid_type` (IBVERBS_PRIVATE_34; ibv_devinfo uses it).
+///
+/// # Safety
+/// The C caller's side of the verbs contract: each pointer argument is NULL or valid for
+/// the call (handles are checked against the registry before use; see the module docs).
 #[no_mangle]
-pub extern "C" fn ibv_query_gid_type(ctx: *mut ibv_context, port: u8, index: c_uint, ty: *mut u32) -> c_int {
+pub unsafe extern "C" fn ibv_query_gid_type(ctx: *mut ibv_context, port: u8, index: c_uint, ty: *mut u32) -> c_int {
     guard(-1, || {
         ret_m1((|| {
             port_check(ctx, port.into())?;
@@ -419,8 +471,12 @@ pub extern "C" fn ibv_query_gid_type(ctx: *mut ibv_context, port: u8, index: c_u
 }
 
 /// `ibv_query_pkey`: one P_Key, the default full-membership 0xffff.
+///
+/// # Safety
+/// The C caller's side of the verbs contract: each pointer argument is NULL or valid for
+/// the call (handles are checked against the registry before use; see the module docs).
 #[no_mangle]
-pub extern "C" fn ibv_query_pkey(ctx: *mut ibv_context, port: u8, index: c_int, pkey: *mut u16) -> c_int {
+pub unsafe extern "C" fn ibv_query_pkey(ctx: *mut ibv_context, port: u8, index: c_int, pkey: *mut u16) -> c_int {
     guard(-1, || {
         ret_m1((|| {
             port_check(ctx, port.into())?;
@@ -434,8 +490,12 @@ pub extern "C" fn ibv_query_pkey(ctx: *mut ibv_context, port: u8, index: c_int, 
 }
 
 /// `ibv_read_sysfs_file`: there is no sysfs device; always -1 with `ENOSYS`.
+///
+/// # Safety
+/// The C caller's side of the verbs contract: each pointer argument is NULL or valid for
+/// the call (handles are checked against the registry before use; see the module docs).
 #[no_mangle]
-pub extern "C" fn ibv_read_sysfs_file(
+pub unsafe extern "C" fn ibv_read_sysfs_file(
     _dir: *const c_char,
     _file: *const c_char,
     _buf: *mut c_char,
@@ -473,14 +533,22 @@ pub extern "C" fn ibv_port_state_str(state: c_int) -> *const c_char {
 // Protection domains and memory regions
 
 /// `ibv_alloc_pd`.
+///
+/// # Safety
+/// The C caller's side of the verbs contract: each pointer argument is NULL or valid for
+/// the call (handles are checked against the registry before use; see the module docs).
 #[no_mangle]
-pub extern "C" fn ibv_alloc_pd(ctx: *mut ibv_context) -> *mut ibv_pd {
+pub unsafe extern "C" fn ibv_alloc_pd(ctx: *mut ibv_context) -> *mut ibv_pd {
     guard(core::ptr::null_mut(), || ret_ptr(verbs::alloc_pd(ctx)))
 }
 
 /// `ibv_dealloc_pd`: `EBUSY` while regions, queues or queue pairs use the domain.
+///
+/// # Safety
+/// The C caller's side of the verbs contract: each pointer argument is NULL or valid for
+/// the call (handles are checked against the registry before use; see the module docs).
 #[no_mangle]
-pub extern "C" fn ibv_dealloc_pd(pd: *mut ibv_pd) -> c_int {
+pub unsafe extern "C" fn ibv_dealloc_pd(pd: *mut ibv_pd) -> c_int {
     guard(libc::EIO, || {
         ret(verbs::destroy(pd as usize, Kind::Pd).map(|()| {
             // SAFETY: removed from the registry just now; allocated by verbs::alloc_pd.
@@ -500,14 +568,22 @@ fn reg(pd: *mut ibv_pd, buf: *mut c_void, len: usize, iova: u64, access: u32) ->
 }
 
 /// `ibv_reg_mr` (what the header's macro calls with constant access flags).
+///
+/// # Safety
+/// The C caller's side of the verbs contract: each pointer argument is NULL or valid for
+/// the call (handles are checked against the registry before use; see the module docs).
 #[no_mangle]
-pub extern "C" fn ibv_reg_mr(pd: *mut ibv_pd, buf: *mut c_void, len: usize, access: c_int) -> *mut ibv_mr {
+pub unsafe extern "C" fn ibv_reg_mr(pd: *mut ibv_pd, buf: *mut c_void, len: usize, access: c_int) -> *mut ibv_mr {
     guard(core::ptr::null_mut(), || reg(pd, buf, len, buf as u64, access as u32))
 }
 
 /// `ibv_reg_mr_iova2`: the I/O virtual address must be the buffer's address.
+///
+/// # Safety
+/// The C caller's side of the verbs contract: each pointer argument is NULL or valid for
+/// the call (handles are checked against the registry before use; see the module docs).
 #[no_mangle]
-pub extern "C" fn ibv_reg_mr_iova2(
+pub unsafe extern "C" fn ibv_reg_mr_iova2(
     pd: *mut ibv_pd,
     buf: *mut c_void,
     len: usize,
@@ -518,8 +594,12 @@ pub extern "C" fn ibv_reg_mr_iova2(
 }
 
 /// `ibv_dereg_mr`.
+///
+/// # Safety
+/// The C caller's side of the verbs contract: each pointer argument is NULL or valid for
+/// the call (handles are checked against the registry before use; see the module docs).
 #[no_mangle]
-pub extern "C" fn ibv_dereg_mr(mr: *mut ibv_mr) -> c_int {
+pub unsafe extern "C" fn ibv_dereg_mr(mr: *mut ibv_mr) -> c_int {
     guard(libc::EIO, || {
         ret(verbs::destroy(mr as usize, Kind::Mr).map(|()| {
             // SAFETY: removed from the registry just now; allocated by verbs::reg_mr.
@@ -531,15 +611,38 @@ pub extern "C" fn ibv_dereg_mr(mr: *mut ibv_mr) -> c_int {
 // ---------------------------------------------------------------------------------------------
 // Completion channels and queues
 
-/// `ibv_create_comp_channel`.
+/// `ibv_create_comp_channel`. Its descriptor starts blocking, as rdma-core's does: the
+/// application may make it non-blocking, and `ibv_get_cq_event` follows that choice.
+///
+/// # Safety
+/// The C caller's side of the verbs contract: each pointer argument is NULL or valid for
+/// the call (handles are checked against the registry before use; see the module docs).
 #[no_mangle]
-pub extern "C" fn ibv_create_comp_channel(ctx: *mut ibv_context) -> *mut ibv_comp_channel {
-    guard(core::ptr::null_mut(), || ret_ptr(verbs::create_comp_channel(ctx)))
+pub unsafe extern "C" fn ibv_create_comp_channel(ctx: *mut ibv_context) -> *mut ibv_comp_channel {
+    guard(core::ptr::null_mut(), || {
+        ret_ptr(verbs::create_comp_channel(ctx).inspect(|&ch| {
+            // The stack makes its channel descriptor non-blocking. Blocking, its waits still
+            // work: `CompletionChannel::get_event` reads the descriptor (which then sleeps
+            // until a notification) before it polls, and a blocking read is only reached
+            // with no timeout (see ibv_get_cq_event).
+            // SAFETY: a channel just created by verbs (its `fd` is the stack's descriptor);
+            // fcntl on it touches no memory of ours.
+            unsafe {
+                let fd = (*ch).fd;
+                let flags = libc::fcntl(fd, libc::F_GETFL);
+                libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK);
+            }
+        }))
+    })
 }
 
 /// `ibv_destroy_comp_channel`: `EBUSY` while a completion queue uses it.
+///
+/// # Safety
+/// The C caller's side of the verbs contract: each pointer argument is NULL or valid for
+/// the call (handles are checked against the registry before use; see the module docs).
 #[no_mangle]
-pub extern "C" fn ibv_destroy_comp_channel(ch: *mut ibv_comp_channel) -> c_int {
+pub unsafe extern "C" fn ibv_destroy_comp_channel(ch: *mut ibv_comp_channel) -> c_int {
     guard(libc::EIO, || {
         ret(verbs::destroy(ch as usize, Kind::Channel).map(|()| {
             // SAFETY: removed from the registry just now; allocated by verbs.
@@ -549,8 +652,12 @@ pub extern "C" fn ibv_destroy_comp_channel(ch: *mut ibv_comp_channel) -> c_int {
 }
 
 /// `ibv_create_cq`.
+///
+/// # Safety
+/// The C caller's side of the verbs contract: each pointer argument is NULL or valid for
+/// the call (handles are checked against the registry before use; see the module docs).
 #[no_mangle]
-pub extern "C" fn ibv_create_cq(
+pub unsafe extern "C" fn ibv_create_cq(
     ctx: *mut ibv_context,
     cqe: c_int,
     cq_context: *mut c_void,
@@ -561,8 +668,12 @@ pub extern "C" fn ibv_create_cq(
 }
 
 /// `ibv_destroy_cq`: `EBUSY` while a queue pair uses it or notifications are unacknowledged.
+///
+/// # Safety
+/// The C caller's side of the verbs contract: each pointer argument is NULL or valid for
+/// the call (handles are checked against the registry before use; see the module docs).
 #[no_mangle]
-pub extern "C" fn ibv_destroy_cq(cq: *mut ibv_cq) -> c_int {
+pub unsafe extern "C" fn ibv_destroy_cq(cq: *mut ibv_cq) -> c_int {
     guard(libc::EIO, || {
         ret((|| {
             state::cq(cq as usize)?;
@@ -578,8 +689,12 @@ pub extern "C" fn ibv_destroy_cq(cq: *mut ibv_cq) -> c_int {
 
 /// `ibv_get_cq_event`: waits for a notification on the channel (or fails with `EAGAIN` if
 /// its descriptor is non-blocking and none waits).
+///
+/// # Safety
+/// The C caller's side of the verbs contract: each pointer argument is NULL or valid for
+/// the call (handles are checked against the registry before use; see the module docs).
 #[no_mangle]
-pub extern "C" fn ibv_get_cq_event(
+pub unsafe extern "C" fn ibv_get_cq_event(
     ch: *mut ibv_comp_channel,
     cq: *mut *mut ibv_cq,
     cq_context: *mut *mut c_void,
@@ -616,8 +731,12 @@ pub extern "C" fn ibv_get_cq_event(
 }
 
 /// `ibv_ack_cq_events`.
+///
+/// # Safety
+/// The C caller's side of the verbs contract: each pointer argument is NULL or valid for
+/// the call (handles are checked against the registry before use; see the module docs).
 #[no_mangle]
-pub extern "C" fn ibv_ack_cq_events(cq: *mut ibv_cq, nevents: c_uint) {
+pub unsafe extern "C" fn ibv_ack_cq_events(cq: *mut ibv_cq, nevents: c_uint) {
     guard((), || {
         if let Err(Errno(e)) = state::cq(cq as usize).and_then(|(q, _)| state::ack(&q.unacked_events, nevents)) {
             set_errno(e);
@@ -646,8 +765,12 @@ unsafe extern "C" fn op_req_notify_cq(cq: *mut ibv_cq, solicited_only: c_int) ->
 // Shared receive queues and queue pairs
 
 /// `ibv_create_srq`.
+///
+/// # Safety
+/// The C caller's side of the verbs contract: each pointer argument is NULL or valid for
+/// the call (handles are checked against the registry before use; see the module docs).
 #[no_mangle]
-pub extern "C" fn ibv_create_srq(pd: *mut ibv_pd, init: *mut ibv_srq_init_attr) -> *mut ibv_srq {
+pub unsafe extern "C" fn ibv_create_srq(pd: *mut ibv_pd, init: *mut ibv_srq_init_attr) -> *mut ibv_srq {
     guard(core::ptr::null_mut(), || {
         ret_ptr((|| {
             // SAFETY: the caller's input argument.
@@ -658,8 +781,12 @@ pub extern "C" fn ibv_create_srq(pd: *mut ibv_pd, init: *mut ibv_srq_init_attr) 
 }
 
 /// `ibv_destroy_srq`: `EBUSY` while a queue pair uses it.
+///
+/// # Safety
+/// The C caller's side of the verbs contract: each pointer argument is NULL or valid for
+/// the call (handles are checked against the registry before use; see the module docs).
 #[no_mangle]
-pub extern "C" fn ibv_destroy_srq(srq: *mut ibv_srq) -> c_int {
+pub unsafe extern "C" fn ibv_destroy_srq(srq: *mut ibv_srq) -> c_int {
     guard(libc::EIO, || {
         ret(verbs::destroy(srq as usize, Kind::Srq).map(|()| {
             // SAFETY: removed from the registry just now; allocated by verbs::create_srq.
@@ -676,8 +803,12 @@ fn create_qp(req: QpRequest, cap_out: *mut ibv_qp_cap) -> Res<*mut ibv_qp> {
 }
 
 /// `ibv_create_qp`: RC only.
+///
+/// # Safety
+/// The C caller's side of the verbs contract: each pointer argument is NULL or valid for
+/// the call (handles are checked against the registry before use; see the module docs).
 #[no_mangle]
-pub extern "C" fn ibv_create_qp(pd: *mut ibv_pd, init: *mut ibv_qp_init_attr) -> *mut ibv_qp {
+pub unsafe extern "C" fn ibv_create_qp(pd: *mut ibv_pd, init: *mut ibv_qp_init_attr) -> *mut ibv_qp {
     guard(core::ptr::null_mut(), || {
         ret_ptr((|| {
             // SAFETY: the caller's input argument.
@@ -731,8 +862,12 @@ unsafe extern "C" fn op_create_qp_ex(ctx: *mut ibv_context, init: *mut ibv_qp_in
 }
 
 /// `ibv_destroy_qp`: closes the connection (its work is flushed).
+///
+/// # Safety
+/// The C caller's side of the verbs contract: each pointer argument is NULL or valid for
+/// the call (handles are checked against the registry before use; see the module docs).
 #[no_mangle]
-pub extern "C" fn ibv_destroy_qp(qp: *mut ibv_qp) -> c_int {
+pub unsafe extern "C" fn ibv_destroy_qp(qp: *mut ibv_qp) -> c_int {
     guard(libc::EIO, || {
         ret(verbs::destroy(qp as usize, Kind::Qp).map(|()| {
             // SAFETY: removed from the registry just now; allocated by verbs::create_qp.
@@ -742,8 +877,12 @@ pub extern "C" fn ibv_destroy_qp(qp: *mut ibv_qp) -> c_int {
 }
 
 /// `ibv_modify_qp`: RESET, INIT and ERR; RTR and RTS come from the connection manager.
+///
+/// # Safety
+/// The C caller's side of the verbs contract: each pointer argument is NULL or valid for
+/// the call (handles are checked against the registry before use; see the module docs).
 #[no_mangle]
-pub extern "C" fn ibv_modify_qp(qp: *mut ibv_qp, attr: *mut ibv_qp_attr, mask: c_int) -> c_int {
+pub unsafe extern "C" fn ibv_modify_qp(qp: *mut ibv_qp, attr: *mut ibv_qp_attr, mask: c_int) -> c_int {
     guard(libc::EIO, || {
         ret((|| {
             let (q, _) = state::qp(qp as usize)?;
@@ -758,8 +897,12 @@ pub extern "C" fn ibv_modify_qp(qp: *mut ibv_qp, attr: *mut ibv_qp_attr, mask: c
 }
 
 /// `ibv_query_qp`.
+///
+/// # Safety
+/// The C caller's side of the verbs contract: each pointer argument is NULL or valid for
+/// the call (handles are checked against the registry before use; see the module docs).
 #[no_mangle]
-pub extern "C" fn ibv_query_qp(
+pub unsafe extern "C" fn ibv_query_qp(
     qp: *mut ibv_qp,
     attr: *mut ibv_qp_attr,
     _mask: c_int,
@@ -790,8 +933,12 @@ pub extern "C" fn ibv_query_qp(
 }
 
 /// `ibv_qp_to_qp_ex`: the extended post API is not implemented; NULL with `EOPNOTSUPP`.
+///
+/// # Safety
+/// The C caller's side of the verbs contract: each pointer argument is NULL or valid for
+/// the call (handles are checked against the registry before use; see the module docs).
 #[no_mangle]
-pub extern "C" fn ibv_qp_to_qp_ex(_qp: *mut ibv_qp) -> *mut ibv_qp_ex {
+pub unsafe extern "C" fn ibv_qp_to_qp_ex(_qp: *mut ibv_qp) -> *mut ibv_qp_ex {
     set_errno(libc::EOPNOTSUPP);
     core::ptr::null_mut()
 }
@@ -921,15 +1068,23 @@ unsafe extern "C" fn op_post_srq_recv(srq: *mut ibv_srq, wr: *mut ibv_recv_wr, b
 // Refused: address handles and multicast (iWARP has neither UD nor multicast)
 
 /// `ibv_create_ah`: NULL with `EOPNOTSUPP`.
+///
+/// # Safety
+/// The C caller's side of the verbs contract: each pointer argument is NULL or valid for
+/// the call (handles are checked against the registry before use; see the module docs).
 #[no_mangle]
-pub extern "C" fn ibv_create_ah(_pd: *mut ibv_pd, _attr: *mut ibv_ah_attr) -> *mut ibv_ah {
+pub unsafe extern "C" fn ibv_create_ah(_pd: *mut ibv_pd, _attr: *mut ibv_ah_attr) -> *mut ibv_ah {
     set_errno(libc::EOPNOTSUPP);
     core::ptr::null_mut()
 }
 
 /// `ibv_create_ah_from_wc`: NULL with `EOPNOTSUPP`.
+///
+/// # Safety
+/// The C caller's side of the verbs contract: each pointer argument is NULL or valid for
+/// the call (handles are checked against the registry before use; see the module docs).
 #[no_mangle]
-pub extern "C" fn ibv_create_ah_from_wc(
+pub unsafe extern "C" fn ibv_create_ah_from_wc(
     _pd: *mut ibv_pd,
     _wc: *mut ibv_wc,
     _grh: *mut c_void,
@@ -940,22 +1095,34 @@ pub extern "C" fn ibv_create_ah_from_wc(
 }
 
 /// `ibv_destroy_ah`: no address handle can exist; `EOPNOTSUPP`.
+///
+/// # Safety
+/// The C caller's side of the verbs contract: each pointer argument is NULL or valid for
+/// the call (handles are checked against the registry before use; see the module docs).
 #[no_mangle]
-pub extern "C" fn ibv_destroy_ah(_ah: *mut ibv_ah) -> c_int {
+pub unsafe extern "C" fn ibv_destroy_ah(_ah: *mut ibv_ah) -> c_int {
     set_errno(libc::EOPNOTSUPP);
     libc::EOPNOTSUPP
 }
 
 /// `ibv_attach_mcast`: `EOPNOTSUPP`.
+///
+/// # Safety
+/// The C caller's side of the verbs contract: each pointer argument is NULL or valid for
+/// the call (handles are checked against the registry before use; see the module docs).
 #[no_mangle]
-pub extern "C" fn ibv_attach_mcast(_qp: *mut ibv_qp, _gid: *const ibv_gid, _lid: u16) -> c_int {
+pub unsafe extern "C" fn ibv_attach_mcast(_qp: *mut ibv_qp, _gid: *const ibv_gid, _lid: u16) -> c_int {
     set_errno(libc::EOPNOTSUPP);
     libc::EOPNOTSUPP
 }
 
 /// `ibv_detach_mcast`: `EOPNOTSUPP`.
+///
+/// # Safety
+/// The C caller's side of the verbs contract: each pointer argument is NULL or valid for
+/// the call (handles are checked against the registry before use; see the module docs).
 #[no_mangle]
-pub extern "C" fn ibv_detach_mcast(_qp: *mut ibv_qp, _gid: *const ibv_gid, _lid: u16) -> c_int {
+pub unsafe extern "C" fn ibv_detach_mcast(_qp: *mut ibv_qp, _gid: *const ibv_gid, _lid: u16) -> c_int {
     set_errno(libc::EOPNOTSUPP);
     libc::EOPNOTSUPP
 }

@@ -51,3 +51,6 @@ mod standins;
 mod state;
 mod strings;
 mod verbs;
+
+#[cfg(test)]
+mod tests;

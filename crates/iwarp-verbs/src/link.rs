@@ -43,18 +43,24 @@ impl std::fmt::Display for LinkError {
 
 impl std::error::Error for LinkError {}
 
-/// The staticlib cargo built next to `exe_dir` (a profile directory such as `target/debug`,
-/// or its `deps` subdirectory, where test binaries live).
+/// The staticlib cargo built last for the profile directory that holds `exe_dir` (a profile
+/// directory such as `target/debug`, or its `deps` subdirectory, where test binaries live).
+///
+/// Cargo copies the staticlib up to the profile directory only when the crate itself is what
+/// was asked for (`cargo build -p iwarp-verbs`); when it is built for tests or for `cargo run`
+/// the fresh one stays in `deps/` under a hashed name. So this takes the newest of
+/// `libiwarp_verbs.a` and `deps/libiwarp_verbs-*.a`.
 pub fn find_staticlib(exe_dir: &Path) -> Option<PathBuf> {
-    let mut dir = Some(exe_dir);
-    while let Some(d) = dir {
-        let candidate = d.join("libiwarp_verbs.a");
-        if candidate.is_file() {
-            return Some(candidate);
-        }
-        dir = d.parent().filter(|p| p.file_name().is_some_and(|n| n != "target"));
+    let profile = if exe_dir.file_name().is_some_and(|n| n == "deps") { exe_dir.parent()? } else { exe_dir };
+    let mut candidates = vec![profile.join("libiwarp_verbs.a")];
+    if let Ok(entries) = std::fs::read_dir(profile.join("deps")) {
+        candidates.extend(entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libiwarp_verbs-") && n.ends_with(".a"))
+        }));
     }
-    None
+    candidates.into_iter().filter(|p| p.is_file()).max_by_key(|p| mtime(p))
 }
 
 fn mtime(p: &Path) -> Option<std::time::SystemTime> {
@@ -115,4 +121,33 @@ pub fn shared_library(lib: Library, staticlib: &Path, out_dir: &Path) -> Result<
     }
     std::fs::rename(&tmp, &out).map_err(|e| err("renaming the library into place", &e))?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    fn touch(p: &Path, age: u64) {
+        let f = std::fs::File::create(p).unwrap();
+        f.set_modified(SystemTime::now() - Duration::from_secs(age)).unwrap();
+    }
+
+    #[test]
+    fn the_newest_staticlib_of_the_profile_wins_from_either_directory() {
+        let root = std::env::temp_dir().join(format!("iwarp-verbs-find-{}", std::process::id()));
+        let profile = root.join("target").join("debug");
+        std::fs::create_dir_all(profile.join("deps")).unwrap();
+        touch(&profile.join("libiwarp_verbs.a"), 100);
+        touch(&profile.join("deps").join("libiwarp_verbs-0123.a"), 10);
+        touch(&profile.join("deps").join("libiwarp_verbs-4567.a"), 50);
+        touch(&profile.join("deps").join("libother-0123.a"), 1);
+        let newest = profile.join("deps").join("libiwarp_verbs-0123.a");
+        assert_eq!(find_staticlib(&profile.join("deps")), Some(newest.clone()));
+        assert_eq!(find_staticlib(&profile), Some(newest));
+        touch(&profile.join("libiwarp_verbs.a"), 0);
+        assert_eq!(find_staticlib(&profile.join("deps")), Some(profile.join("libiwarp_verbs.a")));
+        assert_eq!(find_staticlib(&root.join("target")), None, "only the profile directory itself");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 }

@@ -18,7 +18,7 @@ pub(crate) struct SendReq {
     pub(crate) opcode: u32,
     pub(crate) flags: u32,
     pub(crate) sges: Vec<ibv_sge>,
-    /// The gathered bytes, for `IBV_SEND_INLINE`.
+    /// The gathered bytes, with `IBV_SEND_INLINE` (and only then).
     pub(crate) inline: Option<Vec<u8>>,
     /// `imm_data` (network order) or `invalidate_rkey`: one union in C.
     pub(crate) imm_or_inval: u32,
@@ -75,12 +75,16 @@ fn post_errno(e: &PostError) -> Errno {
 /// # Errors
 /// An errno for the first request that cannot be posted (none of them is).
 pub(crate) fn post_send(qp: &Qp, reqs: &[SendReq]) -> Res<()> {
-    let resolved = reqs.iter().map(|r| resolve(&r.sges)).collect::<Res<Vec<_>>>()?;
+    // Inline payloads were copied from the elements' addresses; their keys mean nothing.
+    let resolved = reqs
+        .iter()
+        .map(|r| if r.inline.is_some() { Ok(Resolved { mrs: Vec::new() }) } else { resolve(&r.sges) })
+        .collect::<Res<Vec<_>>>()?;
     let sges: Vec<Vec<Sge<'_>>> = resolved.iter().map(Resolved::sges).collect();
     let mut wrs = Vec::with_capacity(reqs.len());
     for (r, sg) in reqs.iter().zip(&sges) {
         let remote = RemoteAddr { stag: Stag(r.rkey), to: r.remote_addr };
-        let inline = r.inline.as_deref().filter(|_| r.flags & ibv_send_flags_IBV_SEND_INLINE != 0);
+        let inline = r.inline.as_deref();
         let one = || sg.first().copied().filter(|_| sg.len() == 1).ok_or(Errno::INVAL);
         let wr = match r.opcode {
             ibv_wr_opcode_IBV_WR_RDMA_WRITE => match inline {

@@ -367,6 +367,7 @@ fn queues_follow_the_teardown_rules() {
         let ops = ctx.ops();
         assert_eq!(ops.req_notify_cq.unwrap()(cq, 0), 0);
         let flags = libc::fcntl((*ch).fd, libc::F_GETFL);
+        assert_eq!(flags & libc::O_NONBLOCK, 0, "a channel's descriptor starts blocking");
         libc::fcntl((*ch).fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
         let (mut got, mut got_ctx) = (null_mut(), null_mut());
         assert_eq!((v.get_cq_event)(ch, &mut got, &mut got_ctx), -1);
