@@ -85,6 +85,12 @@ fn posted_work_moves_data_and_completes_through_the_c_entry_points() {
     // SAFETY: C calls with valid arguments and C-shaped work requests that live across the
     // calls; `buf` is read only after the completions of the requests that wrote it.
     unsafe {
+        let mut attr = ibv_qp_attr::default();
+        let mut init = ibv_qp_init_attr::default();
+        assert_eq!(ffi::ibv_query_qp(qp, &mut attr, 0, &mut init), 0);
+        assert_eq!(attr.qp_state, ibv_qp_state_IBV_QPS_RTS, "connected");
+        assert_eq!((attr.max_rd_atomic, attr.max_dest_rd_atomic), (16, 16), "the negotiated ORD and IRD");
+
         let lkey = (*mr).lkey;
         let base = buf.as_ptr() as u64;
         buf[..5].copy_from_slice(b"hello");

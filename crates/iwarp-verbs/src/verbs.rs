@@ -298,6 +298,19 @@ pub(crate) fn modify_qp(qp: &Qp, mask: u32, target: u32, access_flags: u32, port
     Ok(new_state)
 }
 
+/// The verbs state of a queue pair: what the connection made of it once it has one (as
+/// Linux siw reports its states: closing is SQD, terminating SQE), else what `ibv_modify_qp`
+/// set (RESET or INIT; ERR).
+fn verbs_state(engine: iwarp::QpState, set: u32) -> u32 {
+    match engine {
+        iwarp::QpState::Rts => ibv_qp_state_IBV_QPS_RTS,
+        iwarp::QpState::Closing => ibv_qp_state_IBV_QPS_SQD,
+        iwarp::QpState::Terminate => ibv_qp_state_IBV_QPS_SQE,
+        iwarp::QpState::Error => ibv_qp_state_IBV_QPS_ERR,
+        _ => set,
+    }
+}
+
 /// `ibv_query_qp`'s answer.
 pub(crate) fn query_qp(qp: &Qp) -> (ibv_qp_attr, ibv_qp_cap) {
     let v = *qp.verbs.lock().unwrap_or_else(|e| e.into_inner());
@@ -309,9 +322,10 @@ pub(crate) fn query_qp(qp: &Qp) -> (ibv_qp_attr, ibv_qp_cap) {
         max_inline_data: qp.cap.max_inline_data as u32,
     };
     let (ird, ord) = qp.qp.conn_info().map(|i| (i.ird, i.ord)).unwrap_or((0, 0));
+    let state = verbs_state(qp.qp.state(), v.state);
     let attr = ibv_qp_attr {
-        qp_state: v.state,
-        cur_qp_state: v.state,
+        qp_state: state,
+        cur_qp_state: state,
         path_mtu: ibv_mtu_IBV_MTU_4096,
         qp_access_flags: v.access,
         cap,

@@ -629,6 +629,35 @@ fn what_iwarp_lacks_is_refused_with_eopnotsupp() {
 }
 
 #[test]
+fn asynchronous_events_wait_on_async_fd() {
+    let ctx = Ctx::open();
+    let l = lib();
+    // SAFETY: the C prototypes of ibv_get_async_event and ibv_ack_async_event; valid
+    // arguments.
+    unsafe {
+        let get: unsafe extern "C" fn(P<ibv_context>, P<ibv_async_event>) -> c_int =
+            l.func("ibv_get_async_event", "IBVERBS_1.1");
+        let ack: unsafe extern "C" fn(P<ibv_async_event>) = l.func("ibv_ack_async_event", "IBVERBS_1.1");
+        let fd = (*ctx.0).async_fd;
+        assert!(fd >= 0);
+        let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        assert_eq!(libc::poll(&mut pfd, 1, 0), 0, "no event: not readable");
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        assert_eq!(flags & libc::O_NONBLOCK, 0, "async_fd starts blocking");
+        libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+        let mut ev = ibv_async_event::default();
+        assert_eq!(get(ctx.0, &mut ev), -1);
+        assert_eq!(errno(), libc::EAGAIN);
+        assert_eq!(get(ctx.0, null_mut()), -1);
+        assert_eq!(errno(), libc::EINVAL);
+        assert_eq!(get(null_mut(), &mut ev), -1);
+        assert_eq!(errno(), libc::EINVAL);
+        ack(null_mut());
+        assert_eq!(errno(), libc::EINVAL);
+    }
+}
+
+#[test]
 fn names_of_statuses_events_and_states() {
     let v = v();
     // SAFETY: C calls; the strings are static.
