@@ -116,6 +116,26 @@ fn iwrun(args: &[&str], limit: Duration) -> Output {
     wait_bounded(child, limit)
 }
 
+/// Waits until a TCP socket (IPv4 or IPv6) listens on `port` (decimal), per /proc/net.
+fn wait_listening(port: &str, limit: Duration) -> bool {
+    let hex = format!(":{:04X}", port.parse::<u16>().unwrap());
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+            let text = std::fs::read_to_string(table).unwrap_or_default();
+            // Fields: sl, local_address, rem_address, st (0A: LISTEN), ...
+            if text.lines().skip(1).any(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.len() > 3 && f[1].ends_with(&hex) && f[3] == "0A"
+            }) {
+                return true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
 fn wait_bounded(mut child: std::process::Child, limit: Duration) -> Output {
     let start = Instant::now();
     while child.try_wait().expect("wait").is_none() {
@@ -189,8 +209,9 @@ fn a_program_that_moves_queue_pairs_by_hand_fails_cleanly() {
             .expect("iwrun starts")
     };
     let server = spawn(&[]);
-    // The client retries nothing: give the server time to listen.
-    std::thread::sleep(Duration::from_millis(500));
+    // The client does not retry, and a probe connection would be the server's one client:
+    // wait until the kernel shows the port listening.
+    assert!(wait_listening(&port, Duration::from_secs(20)), "the server never listened");
     let client = wait_bounded(spawn(&["127.0.0.1"]), Duration::from_secs(30));
     let server = wait_bounded(server, Duration::from_secs(30));
     for (who, out) in [("client", &client), ("server", &server)] {
