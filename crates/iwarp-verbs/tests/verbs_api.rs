@@ -670,3 +670,65 @@ fn names_of_statuses_events_and_states() {
         assert_eq!(cstr((v.port_state_str)(ibv_port_state_IBV_PORT_DOWN as c_int)), "PORT_DOWN");
     }
 }
+
+/// What rping, ucmatose, rdma_server/client, perftest, qperf, fio and ibverbs-utils import
+/// from libibverbs (rdma-core 44, Debian 12), each at the version they name: with BIND_NOW,
+/// one missing symbol or version node stops a program from loading.
+#[test]
+fn every_symbol_the_known_programs_import_exists_at_its_version() {
+    let v1_1 = [
+        "ibv_ack_async_event",
+        "ibv_ack_cq_events",
+        "ibv_alloc_pd",
+        "ibv_attach_mcast",
+        "ibv_close_device",
+        "ibv_create_ah",
+        "ibv_create_ah_from_wc",
+        "ibv_create_cq",
+        "ibv_create_qp",
+        "ibv_create_srq",
+        "ibv_dealloc_pd",
+        "ibv_dereg_mr",
+        "ibv_destroy_ah",
+        "ibv_destroy_cq",
+        "ibv_destroy_qp",
+        "ibv_destroy_srq",
+        "ibv_detach_mcast",
+        "ibv_event_type_str",
+        "ibv_fork_init",
+        "ibv_free_device_list",
+        "ibv_get_async_event",
+        "ibv_get_cq_event",
+        "ibv_get_device_list",
+        "ibv_get_device_name",
+        "ibv_get_device_guid",
+        "ibv_modify_qp",
+        "ibv_open_device",
+        "ibv_port_state_str",
+        "ibv_query_device",
+        "ibv_query_gid",
+        "ibv_query_pkey",
+        "ibv_query_port",
+        "ibv_query_qp",
+        "ibv_reg_mr",
+        "ibv_wc_status_str",
+    ];
+    let mut wanted: Vec<(&str, &str)> = v1_1.iter().map(|s| (*s, "IBVERBS_1.1")).collect();
+    wanted.extend([
+        ("ibv_create_comp_channel", "IBVERBS_1.0"),
+        ("ibv_destroy_comp_channel", "IBVERBS_1.0"),
+        ("ibv_read_sysfs_file", "IBVERBS_1.0"),
+        ("ibv_qp_to_qp_ex", "IBVERBS_1.6"),
+        ("ibv_reg_mr_iova2", "IBVERBS_1.8"),
+        ("_ibv_query_gid_ex", "IBVERBS_1.11"),
+        ("ibv_query_gid_type", "IBVERBS_PRIVATE_34"),
+    ]);
+    let l = lib();
+    let missing: Vec<_> = wanted.iter().filter(|(s, ver)| l.raw(s, ver).is_null()).collect();
+    assert!(missing.is_empty(), "missing: {missing:?}");
+    // Nothing else leaks out: std's unmangled entry points stay local (the version script
+    // ends in `local: *`).
+    for internal in ["rust_begin_unwind", "__rust_alloc", "rust_eh_personality"] {
+        assert!(l.raw_any(internal).is_null(), "{internal} is exported");
+    }
+}

@@ -70,6 +70,13 @@ impl Lib {
         unsafe { libc::dlvsym(self.handle as *mut c_void, n.as_ptr(), v.as_ptr()) }
     }
 
+    /// The address of `name` at any version, or NULL.
+    pub fn raw_any(&self, name: &str) -> *mut c_void {
+        let n = CString::new(name).unwrap();
+        // SAFETY: a live handle and a C string.
+        unsafe { libc::dlsym(self.handle as *mut c_void, n.as_ptr()) }
+    }
+
     /// The function `name@version` as the function pointer type `F`.
     ///
     /// # Safety
