@@ -676,10 +676,7 @@ pub unsafe extern "C" fn ibv_create_cq(
 pub unsafe extern "C" fn ibv_destroy_cq(cq: *mut ibv_cq) -> c_int {
     guard(libc::EIO, || {
         ret((|| {
-            state::cq(cq as usize)?;
-            // SAFETY: a live completion queue of ours (just looked up).
-            let channel = unsafe { (*cq).channel };
-            verbs::destroy_cq(cq, channel)?;
+            verbs::destroy_cq(cq)?;
             // SAFETY: removed from the registry just now; allocated by verbs::create_cq.
             unsafe { free(cq) };
             Ok(())
@@ -716,7 +713,9 @@ pub unsafe extern "C" fn ibv_get_cq_event(
                 let Some(&a) = chan.cqs.lock().unwrap_or_else(|e| e.into_inner()).get(&id) else {
                     continue; // a queue destroyed since it fired
                 };
-                let (q, _) = state::cq(a)?;
+                let Ok((q, _)) = state::cq(a) else {
+                    continue; // destroyed between the two lookups
+                };
                 q.unacked_events.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
                 let p = a as *mut ibv_cq;
                 // SAFETY: a live completion queue of ours; the outputs were checked not NULL.

@@ -78,6 +78,8 @@ pub(crate) struct Mr {
 
 pub(crate) struct Cq {
     pub(crate) cq: CompletionQueue,
+    /// The completion channel it reports to.
+    pub(crate) channel: Option<Addr>,
     /// Notifications handed out by `ibv_get_cq_event` and not yet acknowledged.
     pub(crate) unacked_events: AtomicU32,
 }
@@ -330,8 +332,8 @@ impl Ctx {
 }
 
 impl Cq {
-    pub(crate) fn new(cq: CompletionQueue) -> Cq {
-        Cq { cq, unacked_events: AtomicU32::new(0) }
+    pub(crate) fn new(cq: CompletionQueue, channel: Option<Addr>) -> Cq {
+        Cq { cq, channel, unacked_events: AtomicU32::new(0) }
     }
 }
 

@@ -90,6 +90,9 @@ fn posted_work_moves_data_and_completes_through_the_c_entry_points() {
         assert_eq!(ffi::ibv_query_qp(qp, &mut attr, 0, &mut init), 0);
         assert_eq!(attr.qp_state, ibv_qp_state_IBV_QPS_RTS, "connected");
         assert_eq!((attr.max_rd_atomic, attr.max_dest_rd_atomic), (16, 16), "the negotiated ORD and IRD");
+        attr.qp_state = ibv_qp_state_IBV_QPS_RTS;
+        let state_mask = ibv_qp_attr_mask_IBV_QP_STATE as i32;
+        assert_eq!(ffi::ibv_modify_qp(qp, &mut attr, state_mask), 0, "RTS once connected: nothing to do");
 
         let lkey = (*mr).lkey;
         let base = buf.as_ptr() as u64;

@@ -162,14 +162,15 @@ pub(crate) fn create_cq(
         ch.cqs.lock().unwrap_or_else(|e| e.into_inner()).insert(id, addr(p));
         parents.push(addr(channel));
     }
-    state::insert(addr(p), Obj::Cq(Arc::new(Cq::new(cq))), c, &parents);
+    let ch_addr = chan.as_ref().map(|_| addr(channel));
+    state::insert(addr(p), Obj::Cq(Arc::new(Cq::new(cq, ch_addr))), c, &parents);
     Ok(p)
 }
 
 /// Destroys a completion queue (the caller frees `cq` on success).
-pub(crate) fn destroy_cq(cq: *mut ibv_cq, channel: *mut ibv_comp_channel) -> Res<()> {
+pub(crate) fn destroy_cq(cq: *mut ibv_cq) -> Res<()> {
     let Obj::Cq(q) = state::remove(addr(cq), Kind::Cq)? else { return Err(Errno::INVAL) };
-    if let Ok((ch, _)) = state::channel(addr(channel)) {
+    if let Some(Ok((ch, _))) = q.channel.map(state::channel) {
         ch.cqs.lock().unwrap_or_else(|e| e.into_inner()).remove(&q.cq.id());
     }
     Ok(())
@@ -273,8 +274,8 @@ pub(crate) fn create_srq(pd: *mut ibv_pd, srq_context: *mut libc::c_void, attr: 
 ///
 /// An iWARP queue pair reaches RTS through the connection manager: the MPA exchange on its
 /// TCP connection is what makes it ready, so RTR and RTS asked for by hand are refused with
-/// `EINVAL`, as Linux's iWARP drivers do. RESET, INIT (with access flags and port 1) and ERR
-/// are accepted.
+/// `EINVAL`, as Linux's iWARP drivers do, unless the connection is established already (then
+/// they change nothing). RESET, INIT (with access flags and port 1) and ERR are accepted.
 pub(crate) fn modify_qp(qp: &Qp, mask: u32, target: u32, access_flags: u32, port: u8) -> Res<u32> {
     let mut v = qp.verbs.lock().unwrap_or_else(|e| e.into_inner());
     if mask & ibv_qp_attr_mask_IBV_QP_PORT != 0 && port != attrs::PORT {
@@ -286,6 +287,8 @@ pub(crate) fn modify_qp(qp: &Qp, mask: u32, target: u32, access_flags: u32, port
     let new_state = if mask & ibv_qp_attr_mask_IBV_QP_STATE != 0 { target } else { v.state };
     match (v.state, new_state) {
         (ibv_qp_state_IBV_QPS_RESET | ibv_qp_state_IBV_QPS_INIT, ibv_qp_state_IBV_QPS_INIT) => {}
+        // Already there through its connection: nothing to do.
+        (_, ibv_qp_state_IBV_QPS_RTR | ibv_qp_state_IBV_QPS_RTS) if qp.qp.state() == iwarp::QpState::Rts => {}
         (_, ibv_qp_state_IBV_QPS_RESET) if qp.qp.conn_info().is_none() => {}
         (_, ibv_qp_state_IBV_QPS_ERR) => qp.qp.disconnect(),
         (a, b) if a == b && mask & ibv_qp_attr_mask_IBV_QP_STATE == 0 => {}
