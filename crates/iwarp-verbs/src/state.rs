@@ -14,7 +14,7 @@ use iwarp::{
 use std::collections::{HashMap, VecDeque};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 
 /// An errno value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,16 +153,22 @@ struct Registry {
     by_lkey: HashMap<u32, Arc<Mr>>,
 }
 
-static REGISTRY: Mutex<Option<Registry>> = Mutex::new(None);
+// Creation and destruction write; the lookups of every call (posting and polling among
+// them) only read, so threads working on their own objects do not wait for one another.
+static REGISTRY: RwLock<Option<Registry>> = RwLock::new(None);
 static DEVICE: Mutex<Option<Device>> = Mutex::new(None);
 
-fn registry() -> MutexGuard<'static, Option<Registry>> {
-    REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
+fn with<T>(f: impl FnOnce(&mut Registry) -> T) -> T {
+    let mut g = REGISTRY.write().unwrap_or_else(|e| e.into_inner());
+    f(g.get_or_insert_with(Registry::default))
 }
 
-fn with<T>(f: impl FnOnce(&mut Registry) -> T) -> T {
-    let mut g = registry();
-    f(g.get_or_insert_with(Registry::default))
+fn read<T>(f: impl FnOnce(&Registry) -> T) -> T {
+    let g = REGISTRY.read().unwrap_or_else(|e| e.into_inner());
+    match &*g {
+        Some(r) => f(r),
+        None => f(&Registry::default()),
+    }
 }
 
 /// The one stack device of the process, started on first use and never stopped (contexts
@@ -198,7 +204,7 @@ pub(crate) fn lookup(addr: Addr, kind: Kind) -> Res<(Obj, Addr)> {
     if addr == 0 {
         return Err(Errno::INVAL);
     }
-    with(|r| match r.objs.get(&addr) {
+    read(|r| match r.objs.get(&addr) {
         Some(e) if e.obj.kind() == kind => Ok((e.obj.clone(), e.ctx)),
         _ => Err(Errno::INVAL),
     })
@@ -229,7 +235,7 @@ pub(crate) fn is_device_list(addr: Addr) -> bool {
 
 /// The memory region whose local key is `lkey`.
 pub(crate) fn mr_by_lkey(lkey: u32) -> Option<Arc<Mr>> {
-    with(|r| r.by_lkey.get(&lkey).cloned())
+    read(|r| r.by_lkey.get(&lkey).cloned())
 }
 
 /// Removes the object at `addr` (of `kind`) unless something still uses it; its parents lose
