@@ -942,6 +942,11 @@ pub unsafe extern "C" fn ibv_qp_to_qp_ex(_qp: *mut ibv_qp) -> *mut ibv_qp_ex {
     core::ptr::null_mut()
 }
 
+/// More work requests in one list than any queue holds (twice the device's `max_qp_wr`; a
+/// list that loops back on itself would otherwise grow without end): `ENOMEM`, as for a full
+/// queue.
+pub(crate) const MAX_LIST: usize = 1 << 16;
+
 /// Copies a C scatter/gather list.
 ///
 /// # Safety
@@ -965,15 +970,21 @@ unsafe fn sges(sg: *const ibv_sge, n: c_int) -> Res<Vec<ibv_sge>> {
 unsafe fn send_reqs(mut wr: *const ibv_send_wr) -> Res<Vec<SendReq>> {
     let mut v = Vec::new();
     while !wr.is_null() {
+        if v.len() >= MAX_LIST {
+            return Err(Errno::NOMEM);
+        }
         // SAFETY: a list element, by this function's contract.
         let w = unsafe { wr.read() };
         // SAFETY: the element's gather list.
         let sg = unsafe { sges(w.sg_list, w.num_sge) }?;
         let inline = if w.send_flags & ibv_send_flags_IBV_SEND_INLINE != 0 {
             let mut bytes = Vec::new();
-            for s in &sg {
+            for s in sg.iter().filter(|s| s.length > 0) {
+                if s.addr == 0 {
+                    return Err(Errno::INVAL);
+                }
                 // SAFETY: with IBV_SEND_INLINE the elements name the application's bytes,
-                // readable for the call (their keys are not used).
+                // readable for the call (their keys are not used); not NULL (checked).
                 bytes.extend_from_slice(unsafe { core::slice::from_raw_parts(s.addr as *const u8, s.length as usize) });
             }
             Some(bytes)
@@ -1009,6 +1020,9 @@ unsafe fn send_reqs(mut wr: *const ibv_send_wr) -> Res<Vec<SendReq>> {
 unsafe fn recv_reqs(mut wr: *const ibv_recv_wr) -> Res<Vec<RecvReq>> {
     let mut v = Vec::new();
     while !wr.is_null() {
+        if v.len() >= MAX_LIST {
+            return Err(Errno::NOMEM);
+        }
         // SAFETY: a list element, by this function's contract.
         let w = unsafe { wr.read() };
         // SAFETY: the element's scatter list.

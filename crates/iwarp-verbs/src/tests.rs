@@ -184,3 +184,9 @@ fn posted_work_moves_data_and_completes_through_the_c_entry_points() {
     }
     drop(pqp);
 }
+
+#[test]
+fn a_list_longer_than_max_list_is_longer_than_any_queue() {
+    let caps = state::device().unwrap().capabilities();
+    assert!(ffi::MAX_LIST > caps.max_qp_wr, "{} work requests fit a queue", caps.max_qp_wr);
+}

@@ -476,6 +476,20 @@ fn queue_pairs_are_rc_only_and_reach_rts_through_the_cm_only() {
         let mut bad_s = null_mut();
         assert_eq!(ops.post_send.unwrap()(qp, &mut swr, &mut bad_s), libc::EINVAL, "not connected");
         assert_eq!(bad_s, &raw mut swr);
+        // A list that loops back on itself is refused, not followed forever.
+        swr.next = &mut swr;
+        assert_eq!(ops.post_send.unwrap()(qp, &mut swr, &mut bad_s), libc::ENOMEM, "a cyclic list");
+        swr.next = null_mut();
+        // Inline data at NULL.
+        let mut null_sge = ibv_sge { addr: 0, length: 8, lkey: 0 };
+        let mut inline_null = ibv_send_wr {
+            sg_list: &mut null_sge,
+            num_sge: 1,
+            opcode: ibv_wr_opcode_IBV_WR_SEND,
+            send_flags: ibv_send_flags_IBV_SEND_INLINE,
+            ..Default::default()
+        };
+        assert_eq!(ops.post_send.unwrap()(qp, &mut inline_null, &mut bad_s), libc::EINVAL, "inline bytes at NULL");
         swr.opcode = ibv_wr_opcode_IBV_WR_SEND_WITH_IMM;
         assert_eq!(ops.post_send.unwrap()(qp, &mut swr, &mut bad_s), libc::EINVAL, "no iWARP message for it");
 
