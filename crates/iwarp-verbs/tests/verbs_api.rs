@@ -746,3 +746,41 @@ fn every_symbol_the_known_programs_import_exists_at_its_version() {
         assert!(l.raw_any(internal).is_null(), "{internal} is exported");
     }
 }
+
+/// Threads creating, using and destroying their own objects at once: the registry keeps them
+/// apart, and the rules (EBUSY) hold in each.
+#[test]
+fn objects_made_and_destroyed_from_many_threads_at_once() {
+    let v = v();
+    let ctx = Ctx::open();
+    let c = ctx.0 as usize;
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let ctx = c as P<ibv_context>;
+                let mut buf = vec![0u8; 4096];
+                for i in 0..50 {
+                    // SAFETY: C calls with valid arguments; `buf` outlives its registrations.
+                    unsafe {
+                        let pd = (v.alloc_pd)(ctx);
+                        assert!(!pd.is_null());
+                        let cq = (v.create_cq)(ctx, 8, null_mut(), null_mut(), 0);
+                        let mut init = rc_init(cq, cq);
+                        let qp = (v.create_qp)(pd, &mut init);
+                        assert!(!qp.is_null(), "thread {t} round {i}: errno {}", errno());
+                        let mr = (v.reg_mr)(pd, buf.as_mut_ptr().cast(), buf.len(), 1);
+                        assert!(!mr.is_null());
+                        assert_eq!((v.dealloc_pd)(pd), libc::EBUSY);
+                        assert_eq!((v.destroy_qp)(qp), 0);
+                        assert_eq!((v.dereg_mr)(mr), 0);
+                        assert_eq!((v.destroy_cq)(cq), 0);
+                        assert_eq!((v.dealloc_pd)(pd), 0);
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
