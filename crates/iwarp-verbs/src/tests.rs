@@ -190,3 +190,34 @@ fn a_list_longer_than_max_list_is_longer_than_any_queue() {
     let caps = state::device().unwrap().capabilities();
     assert!(ffi::MAX_LIST > caps.max_qp_wr, "{} work requests fit a queue", caps.max_qp_wr);
 }
+
+/// The context's event queue, as phase 2 will feed it: an event makes `async_fd` readable,
+/// `ibv_get_async_event` hands it over (with its element), and acknowledging it is counted.
+#[test]
+fn a_queued_asynchronous_event_reaches_ibv_get_async_event() {
+    // SAFETY: C calls with valid arguments.
+    unsafe {
+        let list = ffi::ibv_get_device_list(null_mut());
+        let ctx = ffi::ibv_open_device(*list);
+        ffi::ibv_free_device_list(list);
+        let pd = ffi::ibv_alloc_pd(ctx);
+        let cq = ffi::ibv_create_cq(ctx, 4, null_mut(), null_mut(), 0);
+        let mut init =
+            ibv_qp_init_attr { send_cq: cq, recv_cq: cq, qp_type: ibv_qp_type_IBV_QPT_RC, ..Default::default() };
+        let qp = ffi::ibv_create_qp(pd, &mut init);
+        let ev = state::AsyncEvent { event_type: ibv_event_type_IBV_EVENT_COMM_EST, element: qp as usize };
+        crate::verbs::post_async_event(ctx as usize, ev).unwrap();
+        let mut pfd = libc::pollfd { fd: (*ctx).async_fd, events: libc::POLLIN, revents: 0 };
+        assert_eq!(libc::poll(&mut pfd, 1, 1000), 1, "async_fd readable");
+        let mut got = ibv_async_event::default();
+        assert_eq!(ffi::ibv_get_async_event(ctx, &mut got), 0);
+        assert_eq!(got.event_type, ibv_event_type_IBV_EVENT_COMM_EST);
+        assert_eq!(got.element.qp, qp);
+        assert_eq!(libc::poll(&mut pfd, 1, 0), 0, "not readable once taken");
+        let (c, _) = state::context(ctx as usize).unwrap();
+        assert_eq!(c.unacked_events.load(std::sync::atomic::Ordering::Acquire), 1);
+        ffi::ibv_ack_async_event(&mut got);
+        assert_eq!(c.unacked_events.load(std::sync::atomic::Ordering::Acquire), 0);
+        assert_eq!(ffi::ibv_close_device(ctx), 0);
+    }
+}
