@@ -165,9 +165,17 @@ fn posted_work_moves_data_and_completes_through_the_c_entry_points() {
         assert_eq!((*ctx).ops.req_notify_cq.unwrap()(cq, 0), 0);
         let pong = ppd.reg_mr(16, Access::LOCAL_WRITE).unwrap();
         pong.write(0, b"pong").unwrap();
-        pqp.post_send(&[SendWr::send(5, &[pong.sge(0, 4)])]).unwrap();
+        // The peer sends only once this thread is (very likely) asleep in ibv_get_cq_event.
+        let sender = {
+            let (pqp, pong) = (pqp.clone(), pong.clone());
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(200));
+                pqp.post_send(&[SendWr::send(5, &[pong.sge(0, 4)])]).unwrap();
+            })
+        };
         let (mut ev_cq, mut ev_ctx) = (null_mut(), null_mut());
-        assert_eq!(ffi::ibv_get_cq_event(ch, &mut ev_cq, &mut ev_ctx), 0);
+        assert_eq!(ffi::ibv_get_cq_event(ch, &mut ev_cq, &mut ev_ctx), 0, "waits for the notification");
+        sender.join().unwrap();
         assert_eq!(ev_cq, cq);
         let wcs = poll_n(ctx, cq, 1);
         assert_eq!((wcs[0].wr_id, wcs[0].status, wcs[0].opcode, wcs[0].byte_len), (9, 0, ibv_wc_opcode_IBV_WC_RECV, 4));
