@@ -1,0 +1,214 @@
+//! Work requests and completions between their C form and the stack's.
+//!
+//! `ffi` copies each C work request into a [`SendReq`] or [`RecvReq`] (plain data, inline
+//! payload bytes already copied); this module resolves their local keys to memory regions and
+//! posts them, and turns the stack's completions into `struct ibv_wc`.
+// Matches use the C constants under bindgen's names (`ibv_qp_state_IBV_QPS_INIT`, ...).
+#![allow(non_upper_case_globals)]
+
+use crate::abi::*;
+use crate::state::{self, Errno, Mr, Qp, Res};
+use iwarp::{PostError, RecvWr, RemoteAddr, SendWr, Sge, Stag, WcOpcode, WcStatus, WorkCompletion};
+use std::sync::Arc;
+
+/// A send work request, copied out of its `struct ibv_send_wr`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SendReq {
+    pub(crate) wr_id: u64,
+    pub(crate) opcode: u32,
+    pub(crate) flags: u32,
+    pub(crate) sges: Vec<ibv_sge>,
+    /// The gathered bytes, with `IBV_SEND_INLINE` (and only then).
+    pub(crate) inline: Option<Vec<u8>>,
+    /// `imm_data` (network order) or `invalidate_rkey`: one union in C.
+    pub(crate) imm_or_inval: u32,
+    pub(crate) remote_addr: u64,
+    pub(crate) rkey: u32,
+    pub(crate) compare_add: u64,
+    pub(crate) swap: u64,
+}
+
+/// A receive work request, copied out of its `struct ibv_recv_wr`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RecvReq {
+    pub(crate) wr_id: u64,
+    pub(crate) sges: Vec<ibv_sge>,
+}
+
+/// Regions of a request's elements, resolved before the stack's work requests borrow them.
+struct Resolved {
+    mrs: Vec<(Arc<Mr>, usize, usize)>,
+}
+
+fn resolve(sges: &[ibv_sge]) -> Res<Resolved> {
+    let mut mrs = Vec::with_capacity(sges.len());
+    for s in sges {
+        let mr = state::mr_by_lkey(s.lkey).ok_or(Errno::INVAL)?;
+        let offset = s.addr.checked_sub(mr.mr.addr()).ok_or(Errno::INVAL)?;
+        let offset = usize::try_from(offset).map_err(|_| Errno::INVAL)?;
+        let len = s.length as usize;
+        if offset.checked_add(len).is_none_or(|end| end > mr.mr.len()) {
+            return Err(Errno::INVAL);
+        }
+        mrs.push((mr, offset, len));
+    }
+    Ok(Resolved { mrs })
+}
+
+impl Resolved {
+    fn sges(&self) -> Vec<Sge<'_>> {
+        self.mrs.iter().map(|(mr, off, len)| mr.mr.sge(*off, *len)).collect()
+    }
+}
+
+/// The errno of a refused post (what rdma-core's providers return for the same causes).
+fn post_errno(e: &PostError) -> Errno {
+    match e {
+        PostError::QueueFull => Errno::NOMEM,
+        PostError::NotSupportedByPeer => Errno::NOTSUP,
+        _ => Errno::INVAL,
+    }
+}
+
+/// Posts send work requests, all or none.
+///
+/// # Errors
+/// An errno for the first request that cannot be posted (none of them is).
+pub(crate) fn post_send(qp: &Qp, reqs: &[SendReq]) -> Res<()> {
+    // Inline payloads were copied from the elements' addresses; their keys mean nothing.
+    let resolved = reqs
+        .iter()
+        .map(|r| if r.inline.is_some() { Ok(Resolved { mrs: Vec::new() }) } else { resolve(&r.sges) })
+        .collect::<Res<Vec<_>>>()?;
+    let sges: Vec<Vec<Sge<'_>>> = resolved.iter().map(Resolved::sges).collect();
+    let mut wrs = Vec::with_capacity(reqs.len());
+    for (r, sg) in reqs.iter().zip(&sges) {
+        let remote = RemoteAddr { stag: Stag(r.rkey), to: r.remote_addr };
+        let inline = r.inline.as_deref();
+        let one = || sg.first().copied().filter(|_| sg.len() == 1).ok_or(Errno::INVAL);
+        let wr = match r.opcode {
+            ibv_wr_opcode_IBV_WR_RDMA_WRITE => match inline {
+                Some(d) => SendWr::write_inline(r.wr_id, d, remote),
+                None => SendWr::write(r.wr_id, sg, remote),
+            },
+            ibv_wr_opcode_IBV_WR_RDMA_WRITE_WITH_IMM => {
+                SendWr::write_with_imm(r.wr_id, sg, remote, u32::from_be(r.imm_or_inval).into())
+            }
+            ibv_wr_opcode_IBV_WR_SEND => match inline {
+                Some(d) => SendWr::send_inline(r.wr_id, d),
+                None => SendWr::send(r.wr_id, sg),
+            },
+            ibv_wr_opcode_IBV_WR_SEND_WITH_INV => SendWr::send_with_invalidate(r.wr_id, sg, Stag(r.imm_or_inval)),
+            ibv_wr_opcode_IBV_WR_RDMA_READ => SendWr::read(r.wr_id, one()?, remote),
+            ibv_wr_opcode_IBV_WR_ATOMIC_FETCH_AND_ADD => SendWr::fetch_add(r.wr_id, one()?, remote, r.compare_add),
+            ibv_wr_opcode_IBV_WR_ATOMIC_CMP_AND_SWP => {
+                SendWr::compare_swap(r.wr_id, one()?, remote, r.compare_add, r.swap)
+            }
+            ibv_wr_opcode_IBV_WR_LOCAL_INV => SendWr::local_invalidate(r.wr_id, Stag(r.imm_or_inval)),
+            // Send with Immediate has no iWARP message (RFC 7306 has Immediate Data alone, and
+            // Write with Immediate); memory windows and the rest are not implemented.
+            _ => return Err(Errno::INVAL),
+        };
+        let mut wr = wr.signaled(qp.sq_sig_all || r.flags & ibv_send_flags_IBV_SEND_SIGNALED != 0);
+        if r.flags & ibv_send_flags_IBV_SEND_SOLICITED != 0 {
+            wr = wr.solicited();
+        }
+        if r.flags & ibv_send_flags_IBV_SEND_FENCE != 0 {
+            wr = wr.fence();
+        }
+        wrs.push(wr);
+    }
+    qp.qp.post_send(&wrs).map_err(|e| post_errno(&e))
+}
+
+fn recv_wrs<'a>(reqs: &[RecvReq], resolved: &'a [Resolved]) -> Vec<RecvWr<'a>> {
+    reqs.iter().zip(resolved).map(|(r, res)| RecvWr::new(r.wr_id, &res.sges())).collect()
+}
+
+/// Posts receive work requests to a queue pair, all or none.
+///
+/// # Errors
+/// An errno if one cannot be posted (none of them is).
+pub(crate) fn post_recv(qp: &Qp, reqs: &[RecvReq]) -> Res<()> {
+    let resolved = reqs.iter().map(|r| resolve(&r.sges)).collect::<Res<Vec<_>>>()?;
+    let wrs = recv_wrs(reqs, &resolved);
+    qp.qp.post_recv(&wrs).map_err(|e| post_errno(&e))
+}
+
+/// Posts receive work requests to a shared receive queue, all or none.
+///
+/// # Errors
+/// As [`post_recv`].
+pub(crate) fn post_srq_recv(srq: &state::Srq, reqs: &[RecvReq]) -> Res<()> {
+    let resolved = reqs.iter().map(|r| resolve(&r.sges)).collect::<Res<Vec<_>>>()?;
+    let wrs = recv_wrs(reqs, &resolved);
+    srq.srq.post_recv(&wrs).map_err(|e| post_errno(&e))
+}
+
+fn wc_status(s: WcStatus) -> ibv_wc_status {
+    match s {
+        WcStatus::Success => ibv_wc_status_IBV_WC_SUCCESS,
+        WcStatus::LocalLength => ibv_wc_status_IBV_WC_LOC_LEN_ERR,
+        WcStatus::LocalQpOperation => ibv_wc_status_IBV_WC_LOC_QP_OP_ERR,
+        WcStatus::LocalProtection => ibv_wc_status_IBV_WC_LOC_PROT_ERR,
+        WcStatus::WrFlush => ibv_wc_status_IBV_WC_WR_FLUSH_ERR,
+        WcStatus::RemoteInvalidRequest => ibv_wc_status_IBV_WC_REM_INV_REQ_ERR,
+        WcStatus::RemoteAccess => ibv_wc_status_IBV_WC_REM_ACCESS_ERR,
+        WcStatus::RemoteOperation => ibv_wc_status_IBV_WC_REM_OP_ERR,
+        WcStatus::Fatal => ibv_wc_status_IBV_WC_FATAL_ERR,
+        _ => ibv_wc_status_IBV_WC_GENERAL_ERR,
+    }
+}
+
+fn wc_opcode(o: WcOpcode) -> ibv_wc_opcode {
+    match o {
+        WcOpcode::RdmaWrite => ibv_wc_opcode_IBV_WC_RDMA_WRITE,
+        WcOpcode::RdmaRead => ibv_wc_opcode_IBV_WC_RDMA_READ,
+        WcOpcode::CompareSwap => ibv_wc_opcode_IBV_WC_COMP_SWAP,
+        WcOpcode::FetchAdd => ibv_wc_opcode_IBV_WC_FETCH_ADD,
+        WcOpcode::LocalInvalidate => ibv_wc_opcode_IBV_WC_LOCAL_INV,
+        WcOpcode::Recv => ibv_wc_opcode_IBV_WC_RECV,
+        WcOpcode::RecvImmediate => ibv_wc_opcode_IBV_WC_RECV_RDMA_WITH_IMM,
+        // Sends of every kind, and Immediate Data sent alone.
+        _ => ibv_wc_opcode_IBV_WC_SEND,
+    }
+}
+
+/// `struct ibv_wc` of a completion.
+pub(crate) fn to_ibv_wc(c: &WorkCompletion) -> ibv_wc {
+    let mut wc = ibv_wc {
+        wr_id: c.wr_id,
+        status: wc_status(c.status),
+        opcode: wc_opcode(c.opcode),
+        byte_len: c.byte_len,
+        qp_num: c.qp_num,
+        ..Default::default()
+    };
+    if let Some(imm) = c.imm_data {
+        // The verbs carry 32 bits of immediate data, in network order.
+        wc.__bindgen_anon_1.imm_data = (imm as u32).to_be();
+        wc.wc_flags |= ibv_wc_flags_IBV_WC_WITH_IMM;
+    } else if let Some(stag) = c.invalidated_stag {
+        wc.__bindgen_anon_1.invalidated_rkey = stag.0;
+        wc.wc_flags |= ibv_wc_flags_IBV_WC_WITH_INV;
+    }
+    wc
+}
+
+/// Polls up to `out.len()` completions of a completion queue.
+pub(crate) fn poll(cq: &state::Cq, out: &mut [ibv_wc]) -> usize {
+    let mut buf = [WorkCompletion::default(); 16];
+    let mut n = 0;
+    while n < out.len() {
+        let want = (out.len() - n).min(buf.len());
+        let got = cq.cq.poll(&mut buf[..want]);
+        for (slot, c) in out[n..].iter_mut().zip(&buf[..got]) {
+            *slot = to_ibv_wc(c);
+        }
+        n += got;
+        if got < want {
+            break;
+        }
+    }
+    n
+}
