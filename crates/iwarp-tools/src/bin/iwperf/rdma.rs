@@ -793,10 +793,15 @@ fn send_bw_client(o: &Opts, data: &Data, size: usize, rx_depth: usize, cycle: us
     let mut stop = false;
     loop {
         for i in 0..q {
+            // Past the deadline nothing more is built: building marks the last signalled
+            // Send, and one never posted would be waited for forever.
+            if stop {
+                break;
+            }
             let pace = SendPace { rx_depth, depth, iters, cq_mod, size, cycle };
             let wrs = pace.credited_sends(credit, i, data.local(i), posted[i], done[i], &mut signaled_to[i])?;
             let n = wrs.len() as u64;
-            if n == 0 || stop {
+            if n == 0 {
                 continue;
             }
             data.qps[i].post_send(&wrs).map_err(|e| format!("Couldn't post send: {e}"))?;
