@@ -221,6 +221,7 @@ impl Harness {
             ird: u32::from(h.ird),
             ord: u32::from(h.ord),
             mulpdu: h.mulpdu_len(),
+            large_fpdus: false,
             rfc7306: h.rfc7306,
             startup,
         };

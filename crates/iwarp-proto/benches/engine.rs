@@ -30,6 +30,7 @@ fn link(startup: Startup, crc: bool) -> LinkParams {
         ird: 16,
         ord: 16,
         mulpdu: loopback_mulpdu(),
+        large_fpdus: false,
         rfc7306: true,
         startup,
     }

@@ -33,6 +33,7 @@ impl Side {
             ird: 4,
             ord: 4,
             mulpdu: 16 << 10,
+            large_fpdus: false,
             rfc7306: true,
             startup: Startup::Initiator { rtr: None },
         };

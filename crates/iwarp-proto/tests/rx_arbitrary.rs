@@ -117,6 +117,7 @@ fn link(startup: Startup, rfc7306: bool) -> LinkParams {
         ird: 2,
         ord: 2,
         mulpdu: iwarp_wire::mpa::mulpdu(1460, false),
+        large_fpdus: false,
         rfc7306,
         startup,
     }

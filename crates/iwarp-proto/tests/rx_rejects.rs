@@ -20,6 +20,7 @@ fn link(startup: Startup) -> LinkParams {
         ird: 8,
         ord: 8,
         mulpdu: iwarp_wire::mpa::mulpdu(1460, false),
+        large_fpdus: false,
         rfc7306: true,
         startup,
     }

@@ -35,6 +35,10 @@ pub struct MpaArgs {
     /// Do not offer RFC 7306 (atomics, Immediate Data).
     #[arg(long = "no-rfc7306")]
     pub no_rfc7306: bool,
+    /// Do not offer FPDUs larger than the TCP MSS (another copy of this stack would accept
+    /// them; siw and hardware never do).
+    #[arg(long = "no-large-fpdus")]
+    pub no_large_fpdus: bool,
     /// Seconds to wait for the peer's MPA frame.
     #[arg(long = "mpa-timeout", default_value_t = 10)]
     pub mpa_timeout: u64,
@@ -55,6 +59,7 @@ impl MpaArgs {
             markers: self.markers,
             peer_to_peer: p2p,
             rfc7306: !self.no_rfc7306,
+            large_fpdus: !self.no_large_fpdus,
             timeout: Duration::from_secs(self.mpa_timeout),
         }
     }

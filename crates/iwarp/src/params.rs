@@ -20,6 +20,11 @@ pub struct MpaOptions {
     pub peer_to_peer: Option<RtrTypes>,
     /// Offer or accept RFC 7306 atomics and Immediate Data (only used if the peer agrees).
     pub rfc7306: bool,
+    /// Offer or accept FPDUs larger than the TCP MSS (default on). Only a peer that is this
+    /// stack agrees (Linux siw and hardware keep segment-sized FPDUs); with it, payloads are
+    /// read straight into place and sent without a copy at any MTU, as over loopback. See
+    /// `docs/deviations.md`.
+    pub large_fpdus: bool,
     /// How long to wait for the peer's MPA frame.
     pub timeout: Duration,
 }
@@ -32,6 +37,7 @@ impl Default for MpaOptions {
             markers: false,
             peer_to_peer: None,
             rfc7306: true,
+            large_fpdus: true,
             timeout: Duration::from_secs(10),
         }
     }
@@ -91,6 +97,7 @@ impl ConnParams {
             markers: self.mpa.markers,
             peer_to_peer: self.mpa.peer_to_peer,
             rfc7306: self.mpa.rfc7306,
+            large_fpdus: self.mpa.large_fpdus,
             max_rd_atomic,
             timeout: self.mpa.timeout,
         }

@@ -568,3 +568,25 @@ fn malformed_requests_are_dropped_at_once() {
     }
     assert!(matches!(listener.get_request(Some(Duration::from_millis(100))), Err(Error::TimedOut)));
 }
+
+/// Two copies of this stack agree to FPDUs larger than the MSS unless either side declines,
+/// and a transfer under the agreement arrives whole.
+#[test]
+fn large_fpdus_are_agreed_unless_a_side_declines() {
+    let off = MpaOptions { large_fpdus: false, ..MpaOptions::default() };
+    for (client_on, server_on) in [(true, true), (false, true), (true, false)] {
+        let params =
+            ConnParams { mpa: if client_on { MpaOptions::default() } else { off.clone() }, ..ConnParams::default() };
+        let server_mpa = if server_on { MpaOptions::default() } else { off.clone() };
+        let (_dev, client, server, r, offered) = handshake(params, move |req, qp| {
+            let offered = req.large_fpdus();
+            req.accept(qp, &ConnParams { mpa: server_mpa, ..ConnParams::default() }).unwrap();
+            offered
+        });
+        r.unwrap();
+        assert_eq!(offered, client_on);
+        let both = client_on && server_on;
+        assert_eq!(client.qp.conn_info().unwrap().large_fpdus, both);
+        assert_eq!(server.qp.conn_info().unwrap().large_fpdus, both);
+    }
+}

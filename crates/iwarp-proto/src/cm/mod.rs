@@ -11,6 +11,14 @@
 //! [`FLAG_RFC7306_OFFER`] in a Request, [`FLAG_RFC7306_ACCEPT`] in a Reply. A different bit in
 //! each direction keeps a responder that echoes the Request's flags (as Linux siw builds its
 //! Reply) from appearing to accept.
+//!
+//! **FPDUs larger than the MSS** are announced the same way, between two copies of this
+//! stack: [`FLAG_LARGE_FPDU_OFFER`] in a Request, [`FLAG_LARGE_FPDU_ACCEPT`] in a Reply. Where
+//! both are set, each side sends FPDUs of up to 64 KiB whatever the TCP MSS (RFC 5044 §5.1
+//! asks senders to fit an FPDU in one segment so that hardware can place each segment on its
+//! own; a receiver in software reassembles the stream anyway, and a large FPDU lets it read a
+//! payload straight into place instead of copying it out of many small ones). Linux siw and
+//! hardware never set the accept bit, so they keep segment-sized FPDUs.
 
 use iwarp_wire::mpa::rr::{FrameKind, FrameRepr, IRD_ORD_NO_NEGOTIATION, MAX_PRIVATE_DATA};
 use iwarp_wire::mpa::{EnhancedParams, Framer, RtrType, RtrTypes};
@@ -22,6 +30,12 @@ use std::time::{Duration, Instant};
 pub const FLAG_RFC7306_OFFER: u8 = 0x01;
 /// Reserved MPA flag bit set in a Reply by a responder that accepts RFC 7306 on this connection.
 pub const FLAG_RFC7306_ACCEPT: u8 = 0x02;
+/// Reserved MPA flag bit set in a Request by a side that receives FPDUs larger than the MSS
+/// and would send them.
+pub const FLAG_LARGE_FPDU_OFFER: u8 = 0x04;
+/// Reserved MPA flag bit set in a Reply by a responder that agrees: both directions then send
+/// FPDUs of up to 64 KiB whatever the MSS.
+pub const FLAG_LARGE_FPDU_ACCEPT: u8 = 0x08;
 /// Linux siw drops a connection whose MPA private data exceeds this (the RFC allows 512).
 pub const LINUX_MAX_PRIVATE_DATA: usize = 256;
 
@@ -39,6 +53,9 @@ pub struct MpaConfig {
     pub peer_to_peer: Option<RtrTypes>,
     /// Offer (initiator) or accept (responder) RFC 7306 Immediate Data and atomics.
     pub rfc7306: bool,
+    /// Offer (initiator) or accept (responder) FPDUs larger than the MSS in both directions
+    /// (see the module docs).
+    pub large_fpdus: bool,
     /// The largest IRD/ORD this side can provide (IRD may be raised up to it).
     pub max_rd_atomic: u16,
     /// How long to wait for the peer's Request or Reply.
@@ -53,6 +70,7 @@ impl Default for MpaConfig {
             markers: false,
             peer_to_peer: None,
             rfc7306: true,
+            large_fpdus: true,
             max_rd_atomic: 128,
             timeout: Duration::from_secs(10),
         }
@@ -91,6 +109,8 @@ pub struct Negotiated {
     pub expect_rtr: Option<RtrTypes>,
     /// RFC 7306 usable on this connection.
     pub rfc7306: bool,
+    /// Both sides send FPDUs larger than the MSS (see the module docs).
+    pub large_fpdus: bool,
     /// The peer's private data (ULP part).
     pub peer_private_data: Vec<u8>,
 }
@@ -213,7 +233,8 @@ impl Initiator {
             revision: if cfg.revision >= 2 { 2 } else { 1 },
             enhanced,
             private_data,
-            reserved_flags: if cfg.rfc7306 { FLAG_RFC7306_OFFER } else { 0 },
+            reserved_flags: if cfg.rfc7306 { FLAG_RFC7306_OFFER } else { 0 }
+                | if cfg.large_fpdus { FLAG_LARGE_FPDU_OFFER } else { 0 },
         };
         let bytes = req.to_vec().map_err(CmError::Malformed)?;
         let deadline = now + cfg.timeout;
@@ -285,6 +306,7 @@ impl Initiator {
             }
         }
         let rfc7306 = self.cfg.rfc7306 && reply.reserved_flags & FLAG_RFC7306_ACCEPT != 0;
+        let large_fpdus = self.cfg.large_fpdus && reply.reserved_flags & FLAG_LARGE_FPDU_ACCEPT != 0;
         Ok(Some((
             InitiatorOutcome::Accepted(Negotiated {
                 role: Role::Initiator,
@@ -297,6 +319,7 @@ impl Initiator {
                 send_rtr,
                 expect_rtr: None,
                 rfc7306,
+                large_fpdus,
                 peer_private_data: reply.private_data.to_vec(),
             }),
             used_of_data,
@@ -336,6 +359,8 @@ pub struct ConnectRequest {
     pub private_data: Vec<u8>,
     /// The initiator offered RFC 7306.
     pub rfc7306: bool,
+    /// The initiator offered FPDUs larger than the MSS.
+    pub large_fpdus: bool,
 }
 
 impl ConnectRequest {
@@ -402,6 +427,7 @@ impl Responder {
             enhanced: req.enhanced,
             private_data: req.private_data.to_vec(),
             rfc7306: req.reserved_flags & FLAG_RFC7306_OFFER != 0,
+            large_fpdus: req.reserved_flags & FLAG_LARGE_FPDU_OFFER != 0,
         });
         Ok(self.request.as_ref())
     }
@@ -432,6 +458,7 @@ impl Responder {
         self.done = true;
         let crc = self.cfg.crc || req.crc;
         let rfc7306 = self.cfg.rfc7306 && req.rfc7306;
+        let large_fpdus = self.cfg.large_fpdus && req.large_fpdus;
         let mut my_ird = ird;
         let mut my_ord = ord;
         let mut expect_rtr = None;
@@ -480,7 +507,8 @@ impl Responder {
             revision: req.revision,
             enhanced,
             private_data,
-            reserved_flags: if rfc7306 { FLAG_RFC7306_ACCEPT } else { 0 },
+            reserved_flags: if rfc7306 { FLAG_RFC7306_ACCEPT } else { 0 }
+                | if large_fpdus { FLAG_LARGE_FPDU_ACCEPT } else { 0 },
         };
         let bytes = reply.to_vec().map_err(CmError::Malformed)?;
         Ok((
@@ -496,6 +524,7 @@ impl Responder {
                 send_rtr: None,
                 expect_rtr,
                 rfc7306,
+                large_fpdus,
                 peer_private_data: req.private_data,
             },
         ))
@@ -758,5 +787,36 @@ mod tests {
         let (out, _) = i.handle_bytes(&reply).unwrap().unwrap();
         let InitiatorOutcome::Accepted(n) = out else { panic!() };
         assert!(!n.rfc7306);
+        assert!(!n.large_fpdus, "an echoed offer is not an acceptance");
+    }
+
+    #[test]
+    fn large_fpdus_need_the_offer_and_the_acceptance() {
+        let off = MpaConfig { large_fpdus: false, ..Default::default() };
+        let (i, r) = exchange(MpaConfig::default(), MpaConfig::default(), (1, 1), (1, 1));
+        assert!(i.large_fpdus && r.large_fpdus);
+        for (ic, rc) in [(off.clone(), MpaConfig::default()), (MpaConfig::default(), off.clone())] {
+            let (i, r) = exchange(ic, rc, (1, 1), (1, 1));
+            assert!(!i.large_fpdus && !r.large_fpdus);
+        }
+        // The bits on the wire: the offer in the Request, the acceptance in the Reply.
+        let now = Instant::now();
+        let (_, req) = Initiator::new(MpaConfig::default(), 1, 1, &[], now).unwrap();
+        let parsed = FrameRepr::parse_exact(&req, FrameKind::Request).unwrap();
+        assert_eq!(parsed.reserved_flags & FLAG_LARGE_FPDU_OFFER, FLAG_LARGE_FPDU_OFFER);
+        let (_, req_off) = Initiator::new(off, 1, 1, &[], now).unwrap();
+        assert_eq!(
+            FrameRepr::parse_exact(&req_off, FrameKind::Request).unwrap().reserved_flags & FLAG_LARGE_FPDU_OFFER,
+            0
+        );
+        // A Request that does not offer (siw, hardware) gets no acceptance.
+        let mut r = Responder::new(MpaConfig::default(), now);
+        r.handle_bytes(&req_off).unwrap();
+        let (reply, n) = r.accept(1, 1, &[]).unwrap();
+        assert!(!n.large_fpdus);
+        assert_eq!(
+            FrameRepr::parse_exact(&reply, FrameKind::Reply).unwrap().reserved_flags & FLAG_LARGE_FPDU_ACCEPT,
+            0
+        );
     }
 }

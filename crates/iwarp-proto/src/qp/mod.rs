@@ -118,8 +118,11 @@ pub struct LinkParams {
     pub ird: u32,
     /// Outbound RDMA Read/atomic requests we may have outstanding.
     pub ord: u32,
-    /// Largest ULPDU to send (from the TCP MSS).
+    /// Largest ULPDU to send (from the TCP MSS, unless `large_fpdus`).
     pub mulpdu: usize,
+    /// Both sides agreed to FPDUs larger than the MSS ([`crate::cm::FLAG_LARGE_FPDU_OFFER`]):
+    /// `mulpdu` stays at its maximum whatever the MSS does.
+    pub large_fpdus: bool,
     /// Both ends support RFC 7306 (Immediate Data, atomics).
     pub rfc7306: bool,
     /// Initiator or responder.
@@ -128,8 +131,9 @@ pub struct LinkParams {
 
 impl LinkParams {
     /// The parameters of a connection whose MPA exchange settled `neg`, sending ULPDUs of at
-    /// most `mulpdu` bytes; `send_first`: a responder may send before the initiator's first
-    /// FPDU (see [`Startup::Responder`]).
+    /// most `mulpdu` bytes (the most MPA allows if `neg` agreed to FPDUs larger than the MSS);
+    /// `send_first`: a responder may send before the initiator's first FPDU (see
+    /// [`Startup::Responder`]).
     pub fn negotiated(neg: &crate::cm::Negotiated, mulpdu: usize, send_first: bool) -> Self {
         let startup = match neg.role {
             crate::cm::Role::Initiator => Startup::Initiator { rtr: neg.send_rtr },
@@ -141,7 +145,8 @@ impl LinkParams {
             recv_markers: neg.recv_markers,
             ird: u32::from(neg.ird),
             ord: u32::from(neg.ord),
-            mulpdu,
+            mulpdu: if neg.large_fpdus { iwarp_wire::mpa::MAX_ULPDU } else { mulpdu },
+            large_fpdus: neg.large_fpdus,
             rfc7306: neg.rfc7306,
             startup,
         }
@@ -543,8 +548,12 @@ impl Qp {
     }
 
     /// The TCP MSS is now `mss` (Linux starts a loopback connection at half its final MSS):
-    /// FPDUs follow it from the next one on (RFC 5044 §5.1, with room for markers if sent).
+    /// FPDUs follow it from the next one on (RFC 5044 §5.1, with room for markers if sent),
+    /// unless both sides agreed to FPDUs larger than the MSS.
     pub fn handle_mss(&mut self, mss: usize) {
+        if self.link.is_some_and(|l| l.large_fpdus) {
+            return;
+        }
         let markers = self.link.is_some_and(|l| l.send_markers);
         let mulpdu = self.tx.set_mulpdu(iwarp_wire::mpa::mulpdu(mss, markers));
         if let Some(l) = self.link.as_mut() {

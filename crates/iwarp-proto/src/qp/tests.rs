@@ -18,6 +18,7 @@ fn link(startup: Startup) -> LinkParams {
         ird: 8,
         ord: 8,
         mulpdu: iwarp_wire::mpa::mulpdu(1460, false),
+        large_fpdus: false,
         rfc7306: true,
         startup,
     }
@@ -355,6 +356,36 @@ fn unsignaled_runs_complete_silently_and_free_their_slots() {
         assert_eq!(c.len(), 1);
         assert_eq!(c[0].wr_id, round * 1000 + 199);
         assert_eq!(p.a.send_outstanding(), 0);
+    }
+}
+
+#[test]
+fn agreed_large_fpdus_ignore_the_mss_and_go_direct() {
+    // Two copies of this stack that agreed to FPDUs larger than the MSS send a 256 KiB Write
+    // in FPDUs of up to 64 KiB even after the MSS is reported as an Ethernet one, and the
+    // receiver reads their payloads straight into place; without the agreement, FPDUs follow
+    // the MSS and every payload is copied.
+    for large in [true, false] {
+        let mulpdu = if large { iwarp_wire::mpa::MAX_ULPDU } else { iwarp_wire::mpa::mulpdu(1448, false) };
+        let mut p = Pair::with(
+            LinkParams { mulpdu, large_fpdus: large, ..link(Startup::Initiator { rtr: None }) },
+            LinkParams { mulpdu, large_fpdus: large, ..link(Startup::Responder { rtr: None, send_first: false }) },
+        );
+        p.a.handle_mss(1448);
+        let src = p.mr(256 << 10, Access::empty());
+        pattern(&src, 5);
+        let dst = p.mr(256 << 10, Access::REMOTE_WRITE);
+        p.a.post_send([send_wr(1, SendOp::Write(remote(&dst, 0)), vec![sge(&src, 0, 256 << 10)])]).unwrap();
+        p.drive();
+        assert!(contents(&dst, 0, 256 << 10) == contents(&src, 0, 256 << 10), "large {large}");
+        let (tx, rx) = (p.a.stats(), p.b.stats());
+        if large {
+            assert!(tx.tx_fpdus <= 5, "{} FPDUs for 256 KiB", tx.tx_fpdus);
+            assert!(rx.rx_direct_bytes > rx.rx_copied_bytes * 10, "{rx:?}");
+        } else {
+            assert!(tx.tx_fpdus >= 180, "{} FPDUs for 256 KiB at MSS 1448", tx.tx_fpdus);
+            assert!(rx.rx_direct_bytes * 10 < rx.rx_copied_bytes, "{rx:?}");
+        }
     }
 }
 

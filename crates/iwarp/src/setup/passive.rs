@@ -329,6 +329,7 @@ impl ListenerInner {
             markers: opts.markers,
             peer_to_peer: opts.peer_to_peer,
             rfc7306: opts.rfc7306,
+            large_fpdus: opts.large_fpdus,
             max_rd_atomic: self.dev.cfg.max_rd_atomic,
             timeout: opts.timeout,
         };
@@ -582,6 +583,11 @@ impl ConnectRequest {
         self.req.rfc7306
     }
 
+    /// The initiator offered FPDUs larger than the MSS (only this stack does).
+    pub fn large_fpdus(&self) -> bool {
+        self.req.large_fpdus
+    }
+
     /// Accepts onto `qp` (which must be idle; post its receives first): sends the MPA Reply
     /// with `params` (private data, IRD/ORD). The MPA options of `params` add to the
     /// listener's: CRC or RFC 7306 declined by either is declined, markers asked for by
@@ -603,7 +609,7 @@ impl ConnectRequest {
         }
         {
             // The listener's options (already in the config) stand unless `params` adds to
-            // them: either may decline CRC or RFC 7306, or ask for markers.
+            // them: either may decline CRC, RFC 7306 or large FPDUs, or ask for markers.
             let c = st.cm.config_mut();
             c.crc &= params.mpa.crc;
             c.markers |= params.mpa.markers;
@@ -611,6 +617,7 @@ impl ConnectRequest {
                 c.peer_to_peer = params.mpa.peer_to_peer;
             }
             c.rfc7306 &= params.mpa.rfc7306;
+            c.large_fpdus &= params.mpa.large_fpdus;
         }
         let (reply, neg) = st
             .cm
