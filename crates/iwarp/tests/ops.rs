@@ -48,10 +48,24 @@ fn send_write_and_read_of_every_size_arrive_intact_both_ways() {
 }
 
 /// FPDU counts at the segmentation edges, once the MSS has settled: a message of exactly the
-/// room one FPDU has takes one FPDU, one byte more takes two.
+/// room one FPDU has takes one FPDU, one byte more takes two. With segment-sized FPDUs (as
+/// towards siw or hardware), the room follows the MSS.
 #[test]
 fn messages_are_segmented_exactly_at_the_mulpdu() {
-    let p = Pair::new();
+    segmented_at_the_mulpdu(false);
+}
+
+/// The same between two copies of this stack that agreed to FPDUs larger than the MSS: the
+/// room is the most an FPDU can carry, whatever the MSS.
+#[test]
+fn agreed_large_fpdus_are_segmented_at_the_largest_ulpdu() {
+    segmented_at_the_mulpdu(true);
+}
+
+fn segmented_at_the_mulpdu(large: bool) {
+    let mpa = MpaOptions { large_fpdus: large, ..MpaOptions::default() };
+    let p = Pair::with(PairConfig { client: ConnParams { mpa, ..ConnParams::default() }, ..PairConfig::default() });
+    assert_eq!(p.client.qp.conn_info().unwrap().large_fpdus, large);
     let src = p.mr(4 * MIB, all_access());
     let dst = p.mr(4 * MIB, all_access());
     // Warm up until the MSS the engine uses stops changing (Linux grows it on loopback).
@@ -65,7 +79,8 @@ fn messages_are_segmented_exactly_at_the_mulpdu() {
         last = mss;
     }
     let mulpdu = p.client.mulpdu();
-    assert_eq!(mulpdu, iwarp_wire::mpa::mulpdu(last, false));
+    let want = if large { iwarp_wire::mpa::MAX_ULPDU } else { iwarp_wire::mpa::mulpdu(last, false) };
+    assert_eq!(mulpdu, want);
     // The client's FPDUs during `f`, leaving out the zero-length Writes that wake a silent
     // responder (the server never sends here, so the client may nudge it in the meantime).
     let fpdus = |f: &dyn Fn()| {

@@ -70,7 +70,11 @@ impl End {
     /// The MULPDU the queue pair frames with now (from its current MSS, no markers).
     pub fn mulpdu(&self) -> usize {
         let info = self.qp.conn_info().expect("connected");
-        iwarp_wire::mpa::mulpdu(info.mss, info.send_markers)
+        if info.large_fpdus {
+            iwarp_wire::mpa::MAX_ULPDU
+        } else {
+            iwarp_wire::mpa::mulpdu(info.mss, info.send_markers)
+        }
     }
 }
 
