@@ -47,6 +47,7 @@
 
 pub mod abi;
 mod attrs;
+mod cm;
 mod ffi;
 pub mod link;
 mod post;
