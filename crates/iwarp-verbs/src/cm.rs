@@ -794,8 +794,8 @@ pub(crate) fn unwatch_qp(addr: Addr) {
 }
 
 /// A connection request on a listening identifier: a new identifier for it, and
-/// CONNECT_REQUEST on the listener's channel (a synchronous listener's requests get private
-/// channels of their own, as rdma-core's do).
+/// CONNECT_REQUEST on the listener's channel (the identifiers of a synchronous listener's
+/// requests get private channels of their own, as rdma-core's do).
 fn on_request(listen_addr: Addr, req: ConnectRequest) {
     let Ok(listener) = id(listen_addr) else { return };
     let (channel, sync, context) = {
@@ -847,7 +847,9 @@ fn on_request(listen_addr: Addr, req: ConnectRequest) {
         route: Some((src, dst)),
         ..Default::default()
     };
-    push(child_channel, ev);
+    // The request is the listener's event; the new identifier reports to its own channel
+    // from then on.
+    push(channel, ev);
 }
 
 /// `enum ibv_event_type` of a queue pair error.

@@ -1159,7 +1159,8 @@ pub unsafe extern "C" fn rdma_create_ep(
                     }
                     if !qp_init_attr.is_null() {
                         // SAFETY: the caller's attributes.
-                        let a = unsafe { qp_init_attr.read() };
+                        let mut a = unsafe { qp_init_attr.read() };
+                        a.qp_type = r.ai_qp_type as u32;
                         i.state().extra.qp_init_attr = Some(init_copy(&a));
                     }
                     return Ok(());
