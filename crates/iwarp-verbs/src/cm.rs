@@ -887,8 +887,9 @@ fn on_qp_event(qp_addr: Addr, q: &QueuePair, ev: QpEvent) {
             let info = q.conn_info();
             e.kind = rdma_cm_event_type_RDMA_CM_EVENT_ESTABLISHED;
             if let Some(i) = &info {
-                e.initiator_depth = u8::try_from(i.ird).unwrap_or(u8::MAX);
-                e.responder_resources = u8::try_from(i.ord).unwrap_or(u8::MAX);
+                // What this side may use: its ORD (at most the peer's IRD) and its IRD.
+                e.initiator_depth = u8::try_from(i.ord).unwrap_or(u8::MAX);
+                e.responder_resources = u8::try_from(i.ird).unwrap_or(u8::MAX);
                 if i.role == Role::Initiator {
                     e.private_data = i.peer_private_data.clone();
                 }
