@@ -30,6 +30,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
 
 /// An event before it is handed out as a `struct rdma_cm_event`.
 #[derive(Debug, Clone, Default)]
@@ -67,8 +68,12 @@ impl Channel {
     }
 
     fn push(&self, ev: Event) {
-        lock(&self.queue).push_back(ev);
+        // The byte is written under the queue's lock, as `next` takes it: the descriptor is
+        // readable exactly while events wait.
+        let mut q = lock(&self.queue);
+        q.push_back(ev);
         let _ = (&self.tx).write(&[1]);
+        drop(q);
         self.queued.notify_all();
     }
 
@@ -85,7 +90,6 @@ impl Channel {
         let mut q = lock(&self.queue);
         loop {
             if let Some(ev) = q.pop_front() {
-                drop(q);
                 self.take_byte();
                 return Ok(ev);
             }
@@ -101,7 +105,6 @@ impl Channel {
         let mut q = lock(&self.queue);
         let (gone, keep): (Vec<Event>, Vec<Event>) = q.drain(..).partition(|e| e.id == id);
         q.extend(keep);
-        drop(q);
         for _ in &gone {
             self.take_byte();
         }
@@ -473,6 +476,7 @@ pub(crate) fn connect(id_addr: Addr, id: &CmId, qp_addr: Addr, p: Option<&ConnIn
     // The connection binds the source itself: give up the reservation first.
     st.reserved = None;
     st.qp = Some(qp_addr);
+    wait_accepting(dst);
     match qp.qp.connect_start(dst, &params) {
         Ok(()) => {
             st.phase = Phase::Connecting;
@@ -497,6 +501,32 @@ pub(crate) fn connect(id_addr: Addr, id: &CmId, qp_addr: Addr, p: Option<&ConnIn
                 ConnectError::Io(io) => os_errno(&io),
                 _ => Errno::INVAL,
             })
+        }
+    }
+}
+
+/// How long `rdma_connect` waits for a destination that refuses TCP connections.
+const ACCEPTING_WAIT: Duration = Duration::from_secs(1);
+
+/// Waits, up to [`ACCEPTING_WAIT`], until something at `dst` accepts TCP connections (a
+/// plain TCP connection, closed at once: a listener of this stack drops it unseen).
+///
+/// Over a NIC, rdma_cm's address and route resolution take milliseconds; here they are
+/// instant, and programs that start listening just after telling their peer to connect
+/// (perftest's server creates its data listener after the handshake that lets its client
+/// connect) would see their peer's request refused. A queue pair whose connection was
+/// refused cannot try again, so the wait comes first; a destination that still refuses is
+/// REJECTED, as before.
+fn wait_accepting(dst: SocketAddr) {
+    let deadline = Instant::now() + ACCEPTING_WAIT;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        match std::net::TcpStream::connect_timeout(&dst, Duration::from_millis(500)) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused && Instant::now() + pause < deadline => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+            _ => return,
         }
     }
 }

@@ -67,6 +67,12 @@ fn mtime(p: &Path) -> Option<std::time::SystemTime> {
     std::fs::metadata(p).and_then(|m| m.modified()).ok()
 }
 
+/// The directory the libraries made from `staticlib` go to (`iwarp-verbs/` beside it): one
+/// place for `iwrun` and the tests, so that a library linked by one is current for the other.
+pub fn out_dir_for(staticlib: &Path) -> PathBuf {
+    staticlib.parent().unwrap_or(Path::new(".")).join("iwarp-verbs")
+}
+
 /// Links every library of [`ALL`] into `out_dir` (see [`shared_library`]); returns the
 /// directory.
 ///

@@ -9,10 +9,11 @@
 
 mod common;
 
+use common::{iwrun, wait_bounded, wait_listening};
 use std::ffi::{c_int, c_void};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::ptr::null_mut;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The Debian programs of the notes: ibverbs-utils, rdmacm-utils and perftest.
 const PROGRAMS: &[(&str, &str)] = &[
@@ -102,50 +103,6 @@ fn the_stand_in_vendor_libraries_have_what_perftest_imports() {
         assert_eq!(query(null_mut(), null_mut(), 0), libc::ENODEV);
         assert!(mlx5.raw("ibv_open_device", "IBVERBS_1.1").is_null(), "a stand-in exports only its own functions");
     }
-}
-
-/// Runs `args` under iwrun, killed (by its PID) after `limit`.
-fn iwrun(args: &[&str], limit: Duration) -> Output {
-    common::shared_library(); // linked by this process, so iwrun finds it current
-    let child = Command::new(env!("CARGO_BIN_EXE_iwrun"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("iwrun starts");
-    wait_bounded(child, limit)
-}
-
-/// Waits until a TCP socket (IPv4 or IPv6) listens on `port` (decimal), per /proc/net.
-fn wait_listening(port: &str, limit: Duration) -> bool {
-    let hex = format!(":{:04X}", port.parse::<u16>().unwrap());
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-            let text = std::fs::read_to_string(table).unwrap_or_default();
-            // Fields: sl, local_address, rem_address, st (0A: LISTEN), ...
-            if text.lines().skip(1).any(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                f.len() > 3 && f[1].ends_with(&hex) && f[3] == "0A"
-            }) {
-                return true;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
-
-fn wait_bounded(mut child: std::process::Child, limit: Duration) -> Output {
-    let start = Instant::now();
-    while child.try_wait().expect("wait").is_none() {
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("output")
 }
 
 #[test]
