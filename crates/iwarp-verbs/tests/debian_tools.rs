@@ -73,6 +73,23 @@ fn every_libibverbs_import_of_the_debian_tools_exists_at_its_version() {
     assert!(checked > 0 || std::env::var("CI").as_deref() != Ok("true"));
 }
 
+/// Every librdmacm import of the programs (rping, ucmatose, rdma_server/rdma_client, udaddy,
+/// perftest) exists at its version in the same library (librdmacm.so.1 is its second name).
+#[test]
+fn every_librdmacm_import_of_the_debian_tools_exists_at_its_version() {
+    let Some(objdump) = common::tool("objdump", "binutils") else { return };
+    let lib = common::lib();
+    let mut checked = 0;
+    for (name, package) in PROGRAMS.iter().chain(&[("udaddy", "rdmacm-utils")]) {
+        let Some(program) = common::tool(name, package) else { continue };
+        for (sym, version) in imports(&objdump, &program, "RDMACM_") {
+            assert!(!lib.raw(&sym, &version).is_null(), "{name} needs {sym}@{version}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 0 || std::env::var("CI").as_deref() != Ok("true"));
+}
+
 /// perftest's programs load libmlx5.so.1 and libefa.so.1 at start (BIND_NOW): the stand-ins
 /// have every function they import, at its version, and each says "no such device".
 #[test]
