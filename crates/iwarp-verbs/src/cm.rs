@@ -476,7 +476,7 @@ pub(crate) fn connect(id_addr: Addr, id: &CmId, qp_addr: Addr, p: Option<&ConnIn
     // The connection binds the source itself: give up the reservation first.
     st.reserved = None;
     st.qp = Some(qp_addr);
-    wait_accepting(dst);
+    wait_listening(dst);
     match qp.qp.connect_start(dst, &params) {
         Ok(()) => {
             st.phase = Phase::Connecting;
@@ -505,30 +505,45 @@ pub(crate) fn connect(id_addr: Addr, id: &CmId, qp_addr: Addr, p: Option<&ConnIn
     }
 }
 
-/// How long `rdma_connect` waits for a destination that refuses TCP connections.
-const ACCEPTING_WAIT: Duration = Duration::from_secs(1);
+/// How long `rdma_connect` waits for a local destination with nothing listening yet.
+const LISTEN_WAIT: Duration = Duration::from_secs(1);
 
-/// Waits, up to [`ACCEPTING_WAIT`], until something at `dst` accepts TCP connections (a
-/// plain TCP connection, closed at once: a listener of this stack drops it unseen).
+/// Waits, up to [`LISTEN_WAIT`], until a TCP socket of this host listens on `dst`'s port,
+/// when `dst` is an address of this host (loopback, or the address the host would send
+/// from toward it). The kernel's tables (`/proc/net/tcp`, `tcp6`) tell; nothing is sent.
 ///
 /// Over a NIC, rdma_cm's address and route resolution take milliseconds; here they are
 /// instant, and programs that start listening just after telling their peer to connect
 /// (perftest's server creates its data listener after the handshake that lets its client
 /// connect) would see their peer's request refused. A queue pair whose connection was
 /// refused cannot try again, so the wait comes first; a destination that still refuses is
-/// REJECTED, as before.
-fn wait_accepting(dst: SocketAddr) {
-    let deadline = Instant::now() + ACCEPTING_WAIT;
-    let mut pause = Duration::from_millis(5);
-    loop {
-        match std::net::TcpStream::connect_timeout(&dst, Duration::from_millis(500)) {
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused && Instant::now() + pause < deadline => {
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_millis(100));
-            }
-            _ => return,
-        }
+/// REJECTED, as before. Remote destinations are not waited for.
+fn wait_listening(dst: SocketAddr) {
+    let local = dst.ip().is_loopback() || route_source(dst).is_ok_and(|ip| ip == dst.ip());
+    if !local {
+        return;
     }
+    let deadline = Instant::now() + LISTEN_WAIT;
+    let mut pause = Duration::from_millis(2);
+    while !listening_on(dst.port()) && Instant::now() < deadline {
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// `true` if a TCP socket of this host (IPv4 or IPv6) listens on `port`.
+fn listening_on(port: u16) -> bool {
+    let hex = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|table| {
+        std::fs::read_to_string(table).is_ok_and(|text| {
+            // Fields: sl, local_address, rem_address, st (0A: LISTEN), ...
+            text.lines().skip(1).any(|l| {
+                let mut f = l.split_whitespace().skip(1);
+                let (Some(local), Some(_), Some(st)) = (f.next(), f.next(), f.next()) else { return false };
+                local.ends_with(&hex) && st == "0A"
+            })
+        })
+    })
 }
 
 /// `rdma_accept` of a connection request onto the queue pair at `qp_addr`.
@@ -653,60 +668,70 @@ pub(crate) struct Destroyed {
 /// identifier with events handed out and not acknowledged stays allocated until the last
 /// acknowledgement (rdma-core waits for them instead), so `event->id` stays valid.
 pub(crate) fn destroy_id(addr: Addr) -> Res<Destroyed> {
-    let id = with(|c| c.ids.remove(&addr)).ok_or(Errno::INVAL)?;
-    let mut st = id.state();
-    st.destroyed = true;
-    if let Some((_, token)) = st.listener.take() {
+    // A zombie until shown otherwise: an acknowledgement racing with this sees it there.
+    let id = with(|c| {
+        let id = c.ids.remove(&addr)?;
+        c.zombies.insert(addr, Arc::clone(&id));
+        Some(id)
+    })
+    .ok_or(Errno::INVAL)?;
+    let (listener, qp, connected, channel, sync, free_now) = {
+        let mut st = id.state();
+        st.destroyed = true;
+        st.request = None;
+        st.reserved = None;
+        let connected = matches!(st.phase, Phase::Connected | Phase::Connecting | Phase::Accepting);
+        (st.listener.take(), st.qp.take(), connected, st.channel, st.sync, st.unacked == 0)
+    };
+    if let Some((_, token)) = listener {
         unwatch(token);
     }
-    st.request = None;
-    st.reserved = None;
-    if let Some(qp) = st.qp.take() {
-        if matches!(st.phase, Phase::Connected | Phase::Connecting | Phase::Accepting) {
+    if let Some(qp) = qp {
+        if connected {
             if let Ok((q, _)) = state::qp(qp) {
                 q.qp.disconnect();
             }
         }
         release_qp(qp);
     }
-    let sync_channel = st.sync.then_some(st.channel);
-    if let Ok(ch) = channel_arc(st.channel) {
+    if let Ok(ch) = channel_arc(channel) {
         ch.remove_events_of(addr);
         ch.users.fetch_sub(1, Ordering::AcqRel);
     }
-    let free_now = st.unacked == 0;
-    drop(st);
-    if !free_now {
-        with(|c| c.zombies.insert(addr, id));
-    }
-    Ok(Destroyed { free_now, sync_channel })
+    let free_now = free_now && with(|c| c.zombies.remove(&addr)).is_some();
+    Ok(Destroyed { free_now, sync_channel: sync.then_some(channel) })
 }
 
 /// Records an event handed out at `ev_addr`.
+///
+/// Lock order: an identifier's state before the registry (`CM`), never the other way; so
+/// the registry's lock is released before the identifier's is taken here.
 pub(crate) fn handed_out(ev_addr: Addr, id_addr: Addr) {
-    with(|c| {
+    let id = with(|c| {
         c.events.insert(ev_addr, id_addr);
-        if let Some(id) = c.ids.get(&id_addr).or_else(|| c.zombies.get(&id_addr)) {
-            id.state().unacked += 1;
-        }
-    })
+        c.ids.get(&id_addr).or_else(|| c.zombies.get(&id_addr)).cloned()
+    });
+    if let Some(id) = id {
+        id.state().unacked += 1;
+    }
 }
 
 /// `rdma_ack_cm_event`: forgets the event (`EINVAL` if it is not one handed out). Returns the
 /// address of a destroyed identifier whose last event this was, for the caller to free.
 pub(crate) fn ack(ev_addr: Addr) -> Res<Option<Addr>> {
-    with(|c| {
+    let (id_addr, id) = with(|c| {
         let id_addr = c.events.remove(&ev_addr).ok_or(Errno::INVAL)?;
-        let Some(id) = c.ids.get(&id_addr).or_else(|| c.zombies.get(&id_addr)).cloned() else { return Ok(None) };
+        Ok((id_addr, c.ids.get(&id_addr).or_else(|| c.zombies.get(&id_addr)).cloned()))
+    })?;
+    let Some(id) = id else { return Ok(None) };
+    let last = {
         let mut st = id.state();
         st.unacked = st.unacked.saturating_sub(1);
-        if st.destroyed && st.unacked == 0 {
-            drop(st);
-            c.zombies.remove(&id_addr);
-            return Ok(Some(id_addr));
-        }
-        Ok(None)
-    })
+        st.destroyed && st.unacked == 0
+    };
+    // Whoever takes the identifier out of the zombies frees it: this acknowledgement or its
+    // destruction, never both.
+    Ok((last && with(|c| c.zombies.remove(&id_addr)).is_some()).then_some(id_addr))
 }
 
 /// The source and destination ports (`rdma_get_src_port`, `rdma_get_dst_port`).

@@ -166,7 +166,7 @@ fn result_line(out: &str, size: usize, iters: usize) -> Option<Vec<f64>> {
 }
 
 /// One perftest pair at a time: each side busy-polls, and on two cores several pairs at once
-/// starve each other (see docs/verbs-abi.md on the intermittent failure seen that way).
+/// only slow each other down.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn perftest(program: &str) {
