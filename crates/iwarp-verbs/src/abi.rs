@@ -30,6 +30,28 @@ mod verbs {
 }
 pub use verbs::*;
 
+/// The structures of rdma-core 44's `<rdma/rdma_cma.h>` (librdmacm), generated the same way
+/// (`src/abi/rdma_cma.rs`); the verbs types they point to are the ones above. Kept in their
+/// own namespace: the generated file repeats a few C library typedefs of `verbs.rs`.
+#[allow(
+    non_camel_case_types,
+    non_upper_case_globals,
+    non_snake_case,
+    dead_code,
+    missing_docs,
+    clippy::all,
+    clippy::undocumented_unsafe_blocks,
+    rustdoc::all,
+    unsafe_code,
+    unsafe_op_in_unsafe_fn
+)]
+// As above: bindgen's `Default` impls (all-zero plain data) and its union-field accessors
+// are the only `unsafe` in the generated file.
+pub mod cma {
+    use super::verbs::*;
+    include!("abi/rdma_cma.rs");
+}
+
 /// Bytes of `struct ibv_port_attr` that the exported (compat) `ibv_query_port` fills: the
 /// fields up to `flags`, as applications built against headers before `port_cap_flags2` know
 /// it. The header's inline `ibv_query_port` clears the rest.
@@ -81,3 +103,15 @@ layout!(ibv_qp_init_attr_ex, 136, comp_mask @ 60, pd @ 64);
 layout!(ibv_srq_init_attr, 24, srq_context @ 0, attr @ 8);
 layout!(ibv_async_event, 16, element @ 0, event_type @ 8);
 layout!(ibv_gid_entry, 32, gid @ 0, gid_index @ 16, port_num @ 20, gid_type @ 24, ndev_ifindex @ 28);
+
+layout!(cma::rdma_cm_id, 416, verbs @ 0, channel @ 8, context @ 16, qp @ 24, route @ 32, ps @ 344,
+    port_num @ 348, event @ 352, send_cq_channel @ 360, send_cq @ 368, recv_cq_channel @ 376,
+    recv_cq @ 384, srq @ 392, pd @ 400, qp_type @ 408);
+layout!(cma::rdma_cm_event, 80, id @ 0, listen_id @ 8, event @ 16, status @ 20, param @ 24);
+layout!(cma::rdma_conn_param, 24, private_data @ 0, private_data_len @ 8, responder_resources @ 9,
+    initiator_depth @ 10, qp_num @ 16);
+layout!(cma::rdma_event_channel, 4, fd @ 0);
+layout!(cma::rdma_addrinfo, 96, ai_flags @ 0, ai_family @ 4, ai_port_space @ 12, ai_src_addr @ 24,
+    ai_dst_addr @ 32, ai_connect_len @ 72, ai_next @ 88);
+layout!(cma::rdma_route, 312, addr @ 0, path_rec @ 296, num_paths @ 304);
+layout!(cma::rdma_addr, 296);

@@ -67,6 +67,12 @@ fn mtime(p: &Path) -> Option<std::time::SystemTime> {
     std::fs::metadata(p).and_then(|m| m.modified()).ok()
 }
 
+/// The directory the libraries made from `staticlib` go to (`iwarp-verbs/` beside it): one
+/// place for `iwrun` and the tests, so that a library linked by one is current for the other.
+pub fn out_dir_for(staticlib: &Path) -> PathBuf {
+    staticlib.parent().unwrap_or(Path::new(".")).join("iwarp-verbs")
+}
+
 /// Links every library of [`ALL`] into `out_dir` (see [`shared_library`]); returns the
 /// directory.
 ///
@@ -76,7 +82,27 @@ pub fn shared_libraries(staticlib: &Path, out_dir: &Path) -> Result<PathBuf, Lin
     for lib in ALL {
         shared_library(lib, staticlib, out_dir)?;
     }
+    second_name(out_dir, LIBRDMACM_SONAME, LIBIBVERBS.soname)?;
     Ok(out_dir.to_path_buf())
+}
+
+/// The name librdmacm's users load: a symbolic link to libibverbs.so.1, which exports the
+/// `RDMACM_*` nodes too. glibc loads a file it has already loaded (same device and inode)
+/// once and gives it the second name, so a program linked against both libraries gets one
+/// copy of the stack's state whichever name comes first.
+pub const LIBRDMACM_SONAME: &str = "librdmacm.so.1";
+
+/// Makes `dir/name` a symbolic link to `target` (a name in the same directory), replacing
+/// whatever is there, atomically.
+fn second_name(dir: &Path, name: &str, target: &str) -> Result<(), LinkError> {
+    let link = dir.join(name);
+    if std::fs::read_link(&link).is_ok_and(|t| t == Path::new(target)) {
+        return Ok(());
+    }
+    let tmp = dir.join(format!(".{name}.{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(target, &tmp).map_err(|e| LinkError(format!("linking {name}: {e}")))?;
+    std::fs::rename(&tmp, &link).map_err(|e| LinkError(format!("renaming {name} into place: {e}")))
 }
 
 /// Links `staticlib` into `out_dir/<soname>` unless that file is newer than the staticlib and

@@ -82,6 +82,9 @@ pub(crate) struct Cq {
     pub(crate) channel: Option<Addr>,
     /// Notifications handed out by `ibv_get_cq_event` and not yet acknowledged.
     pub(crate) unacked_events: AtomicU32,
+    /// Completions this library made for work posted to a closed queue pair (flushed at
+    /// once, as Linux siw does), returned by `ibv_poll_cq` before the stack's.
+    pub(crate) flushed: Mutex<VecDeque<crate::abi::ibv_wc>>,
 }
 
 pub(crate) struct Chan {
@@ -233,6 +236,16 @@ pub(crate) fn is_device_list(addr: Addr) -> bool {
     lookup(addr, Kind::DeviceList).is_ok()
 }
 
+/// The queue pair whose number is `n` (rdma_cm's `conn_param.qp_num`).
+pub(crate) fn qp_by_num(n: u32) -> Option<Addr> {
+    read(|r| {
+        r.objs.iter().find_map(|(a, e)| match &e.obj {
+            Obj::Qp(q) if q.qp.qp_num() == n => Some(*a),
+            _ => None,
+        })
+    })
+}
+
 /// The memory region whose local key is `lkey`.
 pub(crate) fn mr_by_lkey(lkey: u32) -> Option<Arc<Mr>> {
     read(|r| r.by_lkey.get(&lkey).cloned())
@@ -339,7 +352,7 @@ impl Ctx {
 
 impl Cq {
     pub(crate) fn new(cq: CompletionQueue, channel: Option<Addr>) -> Cq {
-        Cq { cq, channel, unacked_events: AtomicU32::new(0) }
+        Cq { cq, channel, unacked_events: AtomicU32::new(0), flushed: Mutex::new(VecDeque::new()) }
     }
 }
 

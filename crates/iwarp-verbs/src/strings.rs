@@ -61,6 +61,26 @@ const EVENT_TYPE: [&CStr; 20] = [
 const PORT_STATE: [&CStr; 6] =
     [c"PORT_NOP", c"PORT_DOWN", c"PORT_INIT", c"PORT_ARMED", c"PORT_ACTIVE", c"PORT_ACTIVE_DEFER"];
 
+/// `enum rdma_cm_event_type`, in order: the enumerators' own names, as rdma-core prints them.
+const CM_EVENT: [&CStr; 16] = [
+    c"RDMA_CM_EVENT_ADDR_RESOLVED",
+    c"RDMA_CM_EVENT_ADDR_ERROR",
+    c"RDMA_CM_EVENT_ROUTE_RESOLVED",
+    c"RDMA_CM_EVENT_ROUTE_ERROR",
+    c"RDMA_CM_EVENT_CONNECT_REQUEST",
+    c"RDMA_CM_EVENT_CONNECT_RESPONSE",
+    c"RDMA_CM_EVENT_CONNECT_ERROR",
+    c"RDMA_CM_EVENT_UNREACHABLE",
+    c"RDMA_CM_EVENT_REJECTED",
+    c"RDMA_CM_EVENT_ESTABLISHED",
+    c"RDMA_CM_EVENT_DISCONNECTED",
+    c"RDMA_CM_EVENT_DEVICE_REMOVAL",
+    c"RDMA_CM_EVENT_MULTICAST_JOIN",
+    c"RDMA_CM_EVENT_MULTICAST_ERROR",
+    c"RDMA_CM_EVENT_ADDR_CHANGE",
+    c"RDMA_CM_EVENT_TIMEWAIT_EXIT",
+];
+
 fn pick(table: &[&'static CStr], v: i64, unknown: &'static CStr) -> &'static CStr {
     usize::try_from(v).ok().and_then(|i| table.get(i).copied()).unwrap_or(unknown)
 }
@@ -71,6 +91,10 @@ pub(crate) fn wc_status(v: i64) -> &'static CStr {
 
 pub(crate) fn event_type(v: i64) -> &'static CStr {
     pick(&EVENT_TYPE, v, c"unknown")
+}
+
+pub(crate) fn cm_event(v: i64) -> &'static CStr {
+    pick(&CM_EVENT, v, c"UNKNOWN EVENT")
 }
 
 pub(crate) fn port_state(v: i64) -> &'static CStr {

@@ -255,9 +255,12 @@ pub(crate) fn create_qp(req: &QpRequest) -> Res<(*mut ibv_qp, ibv_qp_cap)> {
     if !req.srq.is_null() {
         parents.push(addr(req.srq));
     }
+    let watched = qp.clone();
     let uses_srq = srq.is_some();
     let verbs = Mutex::new(QpVerbs { state: ibv_qp_state_IBV_QPS_RESET, access: 0 });
     state::insert(addr(p), Obj::Qp(Arc::new(Qp { qp, sq_sig_all: req.sq_sig_all, cap, uses_srq, verbs })), c, &parents);
+    // Its errors become asynchronous events, its connection's events rdma_cm's.
+    crate::cm::watch_qp(addr(p), watched);
     Ok((p, out))
 }
 
@@ -273,22 +276,29 @@ pub(crate) fn create_srq(pd: *mut ibv_pd, srq_context: *mut libc::c_void, attr: 
 /// `state` field).
 ///
 /// An iWARP queue pair reaches RTS through the connection manager: the MPA exchange on its
-/// TCP connection is what makes it ready, so RTR and RTS asked for by hand are refused with
-/// `EINVAL`, as Linux's iWARP drivers do, unless the connection is established already (then
-/// they change nothing). RESET, INIT (with access flags and port 1) and ERR are accepted.
+/// TCP connection is what makes it ready. RTR and RTS asked for by hand with InfiniBand path
+/// attributes (`IB_PATH_ATTRS`) are refused with `EINVAL`; without them (the state and
+/// access flags `rdma_init_qp_attr` gives) they are recorded and change nothing else, and on
+/// an established connection they change nothing. RESET, INIT (with access flags and port 1)
+/// and ERR are accepted.
 pub(crate) fn modify_qp(qp: &Qp, mask: u32, target: u32, access_flags: u32, port: u8) -> Res<u32> {
     let mut v = qp.verbs.lock().unwrap_or_else(|e| e.into_inner());
     if mask & ibv_qp_attr_mask_IBV_QP_PORT != 0 && port != attrs::PORT {
         return Err(Errno::INVAL);
     }
     if mask & ibv_qp_attr_mask_IBV_QP_ACCESS_FLAGS != 0 {
-        access(access_flags)?;
+        qp_access(access_flags)?;
     }
     let new_state = if mask & ibv_qp_attr_mask_IBV_QP_STATE != 0 { target } else { v.state };
     match (v.state, new_state) {
         (ibv_qp_state_IBV_QPS_RESET | ibv_qp_state_IBV_QPS_INIT, ibv_qp_state_IBV_QPS_INIT) => {}
         // Already there through its connection: nothing to do.
         (_, ibv_qp_state_IBV_QPS_RTR | ibv_qp_state_IBV_QPS_RTS) if qp.qp.state() == iwarp::QpState::Rts => {}
+        // The iWARP form (what rdma_init_qp_attr gives, as rping -q applies it before
+        // rdma_accept): recorded; the connection manager's connection makes it ready.
+        (ibv_qp_state_IBV_QPS_INIT, ibv_qp_state_IBV_QPS_RTR)
+        | (ibv_qp_state_IBV_QPS_INIT | ibv_qp_state_IBV_QPS_RTR, ibv_qp_state_IBV_QPS_RTS)
+            if mask & IB_PATH_ATTRS == 0 => {}
         (_, ibv_qp_state_IBV_QPS_RESET) if qp.qp.conn_info().is_none() => {}
         (_, ibv_qp_state_IBV_QPS_ERR) => qp.qp.disconnect(),
         (a, b) if a == b && mask & ibv_qp_attr_mask_IBV_QP_STATE == 0 => {}
@@ -299,6 +309,34 @@ pub(crate) fn modify_qp(qp: &Qp, mask: u32, target: u32, access_flags: u32, port
     }
     v.state = new_state;
     Ok(new_state)
+}
+
+/// `ibv_modify_qp` attributes that address an InfiniBand peer (address vector, path MTU,
+/// queue pair number, packet sequence numbers, retries, alternate path): an iWARP queue pair
+/// cannot be connected with them, so RTR or RTS asked for with any of them is `EINVAL`.
+const IB_PATH_ATTRS: u32 = ibv_qp_attr_mask_IBV_QP_AV
+    | ibv_qp_attr_mask_IBV_QP_PATH_MTU
+    | ibv_qp_attr_mask_IBV_QP_TIMEOUT
+    | ibv_qp_attr_mask_IBV_QP_RETRY_CNT
+    | ibv_qp_attr_mask_IBV_QP_RNR_RETRY
+    | ibv_qp_attr_mask_IBV_QP_RQ_PSN
+    | ibv_qp_attr_mask_IBV_QP_MIN_RNR_TIMER
+    | ibv_qp_attr_mask_IBV_QP_SQ_PSN
+    | ibv_qp_attr_mask_IBV_QP_ALT_PATH
+    | ibv_qp_attr_mask_IBV_QP_PATH_MIG_STATE
+    | ibv_qp_attr_mask_IBV_QP_DEST_QPN;
+
+/// A queue pair's access flags: known bits only (the local-write rule is the regions').
+fn qp_access(flags: u32) -> Res<()> {
+    let mandatory = flags & (ibv_access_flags_IBV_ACCESS_RELAXED_ORDERING - 1);
+    let known = ibv_access_flags_IBV_ACCESS_LOCAL_WRITE
+        | ibv_access_flags_IBV_ACCESS_REMOTE_WRITE
+        | ibv_access_flags_IBV_ACCESS_REMOTE_READ
+        | ibv_access_flags_IBV_ACCESS_REMOTE_ATOMIC;
+    if mandatory & !known != 0 {
+        return Err(Errno::NOTSUP);
+    }
+    Ok(())
 }
 
 /// The verbs state of a queue pair: what the connection made of it once it has one (as

@@ -20,19 +20,26 @@ fn checked_in_bindings_match_the_installed_headers() {
         assert!(std::env::var("CI").as_deref() != Ok("true"), "CI needs libibverbs-dev");
         return;
     }
+    if !Path::new("/usr/include/rdma/rdma_cma.h").exists() {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI needs librdmacm-dev");
+        return;
+    }
     let dir = env!("CARGO_MANIFEST_DIR");
-    let out = std::env::temp_dir().join(format!("iwarp-verbs-bindings-{}.rs", std::process::id()));
+    let out = std::env::temp_dir().join(format!("iwarp-verbs-bindings-{}", std::process::id()));
+    std::fs::create_dir_all(&out).unwrap();
     let status = Command::new("sh").arg(format!("{dir}/abi/gen.sh")).arg(&out).status().expect("gen.sh runs");
     assert!(status.success());
-    let fresh = std::fs::read_to_string(&out).unwrap();
-    let _ = std::fs::remove_file(&out);
-    let checked_in = std::fs::read_to_string(format!("{dir}/src/abi/verbs.rs")).unwrap();
-    assert_eq!(
-        fresh.lines().next(),
-        checked_in.lines().next(),
-        "generator or header package changed: run abi/gen.sh and review the diff"
-    );
-    assert!(tokens(&fresh) == tokens(&checked_in), "src/abi/verbs.rs is stale: run crates/iwarp-verbs/abi/gen.sh");
+    for file in ["verbs.rs", "rdma_cma.rs"] {
+        let fresh = std::fs::read_to_string(out.join(file)).unwrap();
+        let checked_in = std::fs::read_to_string(format!("{dir}/src/abi/{file}")).unwrap();
+        assert_eq!(
+            fresh.lines().next(),
+            checked_in.lines().next(),
+            "generator or header package changed: run abi/gen.sh and review the diff of {file}"
+        );
+        assert!(tokens(&fresh) == tokens(&checked_in), "src/abi/{file} is stale: run crates/iwarp-verbs/abi/gen.sh");
+    }
+    let _ = std::fs::remove_dir_all(&out);
 }
 
 /// Sizes and offsets from the C compiler, against what Rust computes for the bindings.
@@ -88,9 +95,28 @@ fn layouts_agree_with_the_c_compiler() {
         ("ibv_port_attr.link_layer", offset_of!(ibv_port_attr, link_layer)),
         ("ibv_wc.wc_flags", offset_of!(ibv_wc, wc_flags)),
         ("ibv_send_wr.wr", offset_of!(ibv_send_wr, wr)),
+        ("sizeof rdma_cm_id", size_of::<cma::rdma_cm_id>()),
+        ("sizeof rdma_cm_event", size_of::<cma::rdma_cm_event>()),
+        ("sizeof rdma_conn_param", size_of::<cma::rdma_conn_param>()),
+        ("sizeof rdma_event_channel", size_of::<cma::rdma_event_channel>()),
+        ("sizeof rdma_addrinfo", size_of::<cma::rdma_addrinfo>()),
+        ("rdma_cm_id.verbs", offset_of!(cma::rdma_cm_id, verbs)),
+        ("rdma_cm_id.qp", offset_of!(cma::rdma_cm_id, qp)),
+        ("rdma_cm_id.route", offset_of!(cma::rdma_cm_id, route)),
+        ("rdma_cm_id.port_num", offset_of!(cma::rdma_cm_id, port_num)),
+        ("rdma_cm_id.event", offset_of!(cma::rdma_cm_id, event)),
+        ("rdma_cm_id.send_cq", offset_of!(cma::rdma_cm_id, send_cq)),
+        ("rdma_cm_id.pd", offset_of!(cma::rdma_cm_id, pd)),
+        ("rdma_cm_id.qp_type", offset_of!(cma::rdma_cm_id, qp_type)),
+        ("rdma_cm_event.status", offset_of!(cma::rdma_cm_event, status)),
+        ("rdma_cm_event.param", offset_of!(cma::rdma_cm_event, param)),
+        ("rdma_conn_param.qp_num", offset_of!(cma::rdma_conn_param, qp_num)),
+        ("rdma_addrinfo.ai_connect", offset_of!(cma::rdma_addrinfo, ai_connect)),
     ];
     let mut c =
-        String::from("#include <stdio.h>\n#include <stddef.h>\n#include <infiniband/verbs.h>\nint main(void) {\n");
+        String::from(
+        "#include <stdio.h>\n#include <stddef.h>\n#include <infiniband/verbs.h>\n#include <rdma/rdma_cma.h>\nint main(void) {\n",
+    );
     for (what, _) in &rust {
         let expr = match what.strip_prefix("sizeof ") {
             Some(t) => format!("sizeof(struct {t})"),

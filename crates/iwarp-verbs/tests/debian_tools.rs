@@ -9,10 +9,11 @@
 
 mod common;
 
+use common::{iwrun, wait_bounded, wait_listening};
 use std::ffi::{c_int, c_void};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::ptr::null_mut;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The Debian programs of the notes: ibverbs-utils, rdmacm-utils and perftest.
 const PROGRAMS: &[(&str, &str)] = &[
@@ -72,6 +73,23 @@ fn every_libibverbs_import_of_the_debian_tools_exists_at_its_version() {
     assert!(checked > 0 || std::env::var("CI").as_deref() != Ok("true"));
 }
 
+/// Every librdmacm import of the programs (rping, ucmatose, rdma_server/rdma_client, udaddy,
+/// perftest) exists at its version in the same library (librdmacm.so.1 is its second name).
+#[test]
+fn every_librdmacm_import_of_the_debian_tools_exists_at_its_version() {
+    let Some(objdump) = common::tool("objdump", "binutils") else { return };
+    let lib = common::lib();
+    let mut checked = 0;
+    for (name, package) in PROGRAMS.iter().chain(&[("udaddy", "rdmacm-utils")]) {
+        let Some(program) = common::tool(name, package) else { continue };
+        for (sym, version) in imports(&objdump, &program, "RDMACM_") {
+            assert!(!lib.raw(&sym, &version).is_null(), "{name} needs {sym}@{version}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 0 || std::env::var("CI").as_deref() != Ok("true"));
+}
+
 /// perftest's programs load libmlx5.so.1 and libefa.so.1 at start (BIND_NOW): the stand-ins
 /// have every function they import, at its version, and each says "no such device".
 #[test]
@@ -102,50 +120,6 @@ fn the_stand_in_vendor_libraries_have_what_perftest_imports() {
         assert_eq!(query(null_mut(), null_mut(), 0), libc::ENODEV);
         assert!(mlx5.raw("ibv_open_device", "IBVERBS_1.1").is_null(), "a stand-in exports only its own functions");
     }
-}
-
-/// Runs `args` under iwrun, killed (by its PID) after `limit`.
-fn iwrun(args: &[&str], limit: Duration) -> Output {
-    common::shared_library(); // linked by this process, so iwrun finds it current
-    let child = Command::new(env!("CARGO_BIN_EXE_iwrun"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("iwrun starts");
-    wait_bounded(child, limit)
-}
-
-/// Waits until a TCP socket (IPv4 or IPv6) listens on `port` (decimal), per /proc/net.
-fn wait_listening(port: &str, limit: Duration) -> bool {
-    let hex = format!(":{:04X}", port.parse::<u16>().unwrap());
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-            let text = std::fs::read_to_string(table).unwrap_or_default();
-            // Fields: sl, local_address, rem_address, st (0A: LISTEN), ...
-            if text.lines().skip(1).any(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                f.len() > 3 && f[1].ends_with(&hex) && f[3] == "0A"
-            }) {
-                return true;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
-
-fn wait_bounded(mut child: std::process::Child, limit: Duration) -> Output {
-    let start = Instant::now();
-    while child.try_wait().expect("wait").is_none() {
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("output")
 }
 
 #[test]

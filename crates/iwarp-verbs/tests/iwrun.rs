@@ -16,9 +16,11 @@ fn iwrun_puts_the_libraries_first_on_the_library_path() {
     let path = String::from_utf8(out.stdout).unwrap();
     let mut dirs = path.trim().split(':');
     let first = std::path::PathBuf::from(dirs.next().unwrap());
-    for soname in ["libibverbs.so.1", "libmlx5.so.1", "libefa.so.1"] {
+    for soname in ["libibverbs.so.1", "librdmacm.so.1", "libmlx5.so.1", "libefa.so.1"] {
         assert!(first.join(soname).is_file(), "{soname} in {}", first.display());
     }
+    let target = std::fs::read_link(first.join("librdmacm.so.1")).unwrap();
+    assert_eq!(target, std::path::Path::new("libibverbs.so.1"), "one library, two names");
     assert_eq!(dirs.collect::<Vec<_>>(), ["/opt/elsewhere"], "the caller's path follows");
 }
 

@@ -430,10 +430,17 @@ fn queue_pairs_are_rc_only_and_reach_rts_through_the_cm_only() {
             | ibv_qp_attr_mask_IBV_QP_ACCESS_FLAGS) as c_int;
         assert_eq!((v.modify_qp)(qp, &mut attr, init_mask), 0);
         assert_eq!((*qp).state, ibv_qp_state_IBV_QPS_INIT);
+        // RTR and RTS with InfiniBand addressing (what ibv_rc_pingpong sends): refused.
+        let ib_rtr = (ibv_qp_attr_mask_IBV_QP_STATE
+            | ibv_qp_attr_mask_IBV_QP_AV
+            | ibv_qp_attr_mask_IBV_QP_PATH_MTU
+            | ibv_qp_attr_mask_IBV_QP_DEST_QPN
+            | ibv_qp_attr_mask_IBV_QP_RQ_PSN) as c_int;
         attr.qp_state = ibv_qp_state_IBV_QPS_RTR;
-        assert_eq!((v.modify_qp)(qp, &mut attr, ibv_qp_attr_mask_IBV_QP_STATE as c_int), libc::EINVAL);
+        assert_eq!((v.modify_qp)(qp, &mut attr, ib_rtr), libc::EINVAL);
         attr.qp_state = ibv_qp_state_IBV_QPS_RTS;
-        assert_eq!((v.modify_qp)(qp, &mut attr, ibv_qp_attr_mask_IBV_QP_STATE as c_int), libc::EINVAL);
+        let ib_rts = (ibv_qp_attr_mask_IBV_QP_STATE | ibv_qp_attr_mask_IBV_QP_SQ_PSN) as c_int;
+        assert_eq!((v.modify_qp)(qp, &mut attr, ib_rts), libc::EINVAL);
         assert_eq!((*qp).state, ibv_qp_state_IBV_QPS_INIT, "unchanged by refused calls");
         attr.qp_state = ibv_qp_state_IBV_QPS_INIT;
         attr.port_num = 2;

@@ -44,6 +44,6 @@ fn prepare() -> Result<PathBuf, String> {
     let staticlib = iwarp_verbs::link::find_staticlib(dir).ok_or_else(|| {
         format!("no libiwarp_verbs.a near {} (build with `cargo build -p iwarp-verbs`)", dir.display())
     })?;
-    let out_dir = staticlib.parent().ok_or("no directory")?.join("iwarp-verbs");
+    let out_dir = iwarp_verbs::link::out_dir_for(&staticlib);
     iwarp_verbs::link::shared_libraries(&staticlib, &out_dir).map_err(|e| e.to_string())
 }

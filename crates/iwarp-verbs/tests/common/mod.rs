@@ -4,7 +4,9 @@
 
 use std::ffi::{c_void, CString};
 use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 /// The profile directory (`target/debug`) of this test binary.
 pub fn profile_dir() -> PathBuf {
@@ -20,7 +22,8 @@ pub fn shared_library() -> PathBuf {
     LIB.get_or_init(|| {
         let dir = profile_dir();
         let staticlib = iwarp_verbs::link::find_staticlib(&dir).expect("cargo builds libiwarp_verbs.a with the tests");
-        let out = iwarp_verbs::link::shared_libraries(&staticlib, &dir.join("iwarp-verbs")).expect("linking");
+        let out = iwarp_verbs::link::shared_libraries(&staticlib, &iwarp_verbs::link::out_dir_for(&staticlib))
+            .expect("linking");
         out.join(iwarp_verbs::link::LIBIBVERBS.soname)
     })
     .clone()
@@ -106,4 +109,48 @@ pub fn tool(name: &str, package: &str) -> Option<PathBuf> {
         eprintln!("skipped: {msg}");
     }
     found
+}
+
+/// Runs `args` under iwrun, killed (by its PID) after `limit`.
+pub fn iwrun(args: &[&str], limit: Duration) -> Output {
+    shared_library(); // linked by this process, so iwrun finds it current
+    let child = Command::new(env!("CARGO_BIN_EXE_iwrun"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("iwrun starts");
+    wait_bounded(child, limit)
+}
+
+/// Waits until a TCP socket (IPv4 or IPv6) listens on `port` (decimal), per /proc/net.
+pub fn wait_listening(port: &str, limit: Duration) -> bool {
+    let hex = format!(":{:04X}", port.parse::<u16>().unwrap());
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+            let text = std::fs::read_to_string(table).unwrap_or_default();
+            // Fields: sl, local_address, rem_address, st (0A: LISTEN), ...
+            if text.lines().skip(1).any(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.len() > 3 && f[1].ends_with(&hex) && f[3] == "0A"
+            }) {
+                return true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+pub fn wait_bounded(mut child: std::process::Child, limit: Duration) -> Output {
+    let start = Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
 }

@@ -30,6 +30,8 @@ use core::ffi::{c_char, c_int, c_uint, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::OnceLock;
 
+pub(crate) mod cm;
+
 pub(crate) fn set_errno(e: i32) {
     // SAFETY: __errno_location returns the calling thread's errno slot, valid for the
     // thread's lifetime.
@@ -37,7 +39,7 @@ pub(crate) fn set_errno(e: i32) {
 }
 
 /// Runs `f`, catching a panic (reported as `EIO`).
-fn guard<T>(on_panic: T, f: impl FnOnce() -> T) -> T {
+pub(crate) fn guard<T>(on_panic: T, f: impl FnOnce() -> T) -> T {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {
         set_errno(libc::EIO);
         on_panic
@@ -45,7 +47,7 @@ fn guard<T>(on_panic: T, f: impl FnOnce() -> T) -> T {
 }
 
 /// For functions returning 0 or an errno value (and setting errno too).
-fn ret(r: Res<()>) -> c_int {
+pub(crate) fn ret(r: Res<()>) -> c_int {
     match r {
         Ok(()) => 0,
         Err(Errno(e)) => {
@@ -56,7 +58,7 @@ fn ret(r: Res<()>) -> c_int {
 }
 
 /// For functions returning 0 or -1 with errno.
-fn ret_m1(r: Res<()>) -> c_int {
+pub(crate) fn ret_m1(r: Res<()>) -> c_int {
     match r {
         Ok(()) => 0,
         Err(Errno(e)) => {
@@ -67,7 +69,7 @@ fn ret_m1(r: Res<()>) -> c_int {
 }
 
 /// For functions returning an object or NULL with errno.
-fn ret_ptr<T>(r: Res<*mut T>) -> *mut T {
+pub(crate) fn ret_ptr<T>(r: Res<*mut T>) -> *mut T {
     r.unwrap_or_else(|Errno(e)| {
         set_errno(e);
         core::ptr::null_mut()
@@ -78,7 +80,7 @@ fn ret_ptr<T>(r: Res<*mut T>) -> *mut T {
 ///
 /// # Safety
 /// `p` must be NULL or valid for writing a `T` (the caller's output argument).
-unsafe fn out<T>(p: *mut T, v: T) -> Res<()> {
+pub(crate) unsafe fn out<T>(p: *mut T, v: T) -> Res<()> {
     if p.is_null() {
         return Err(Errno::INVAL);
     }
@@ -107,7 +109,7 @@ unsafe fn out_prefix<T: Copy>(p: *mut T, v: T, len: usize) -> Res<()> {
 ///
 /// # Safety
 /// `p` must be NULL or valid for reading a `T` (the caller's input argument).
-unsafe fn input<T: Copy>(p: *const T) -> Res<T> {
+pub(crate) unsafe fn input<T: Copy>(p: *const T) -> Res<T> {
     if p.is_null() {
         return Err(Errno::INVAL);
     }
@@ -121,7 +123,7 @@ unsafe fn input<T: Copy>(p: *const T) -> Res<T> {
 /// # Safety
 /// `p` came from `Box::into_raw(Box<T>)` in `verbs` and is freed once (the registry entry,
 /// which the caller just removed, was its only owner).
-unsafe fn free<T>(p: *mut T) {
+pub(crate) unsafe fn free<T>(p: *mut T) {
     // SAFETY: by this function's contract.
     drop(unsafe { Box::from_raw(p) });
 }
@@ -131,7 +133,7 @@ unsafe fn free<T>(p: *mut T) {
 
 /// The one `struct ibv_device`, allocated once and never freed (device pointers stay valid
 /// for the process's life, as with rdma-core while a list or context refers to them).
-fn the_device() -> *mut ibv_device {
+pub(crate) fn the_device() -> *mut ibv_device {
     static DEV: OnceLock<usize> = OnceLock::new();
     *DEV.get_or_init(|| Box::into_raw(Box::new(attrs::device_struct())) as usize) as *mut ibv_device
 }
@@ -212,7 +214,7 @@ pub unsafe extern "C" fn ibv_get_device_guid(dev: *mut ibv_device) -> u64 {
 // ---------------------------------------------------------------------------------------------
 // Contexts
 
-fn context_template() -> verbs_context {
+pub(crate) fn context_template() -> verbs_context {
     let mut v = verbs_context {
         query_port: Some(op_query_port),
         query_device_ex: Some(op_query_device_ex),
@@ -247,13 +249,20 @@ pub unsafe extern "C" fn ibv_open_device(dev: *mut ibv_device) -> *mut ibv_conte
 #[no_mangle]
 pub unsafe extern "C" fn ibv_close_device(ctx: *mut ibv_context) -> c_int {
     guard(libc::EIO, || {
+        if cm::is_cm_context(ctx) {
+            // librdmacm's context lives as long as the process (as rdma-core's does).
+            return ret(Err(Errno::BUSY));
+        }
         ret(state::remove_context(ctx as usize).map(|gone| {
             for (a, kind) in gone {
                 // SAFETY: each address was a live registry entry of this kind, allocated by
                 // `verbs` as that C type, and is now removed: freed once.
                 unsafe {
                     match kind {
-                        Kind::Qp => free(a as *mut ibv_qp),
+                        Kind::Qp => {
+                            crate::cm::unwatch_qp(a);
+                            free(a as *mut ibv_qp)
+                        }
                         Kind::Srq => free(a as *mut ibv_srq),
                         Kind::Mr => free(a as *mut ibv_mr),
                         Kind::Cq => free(a as *mut ibv_cq),
@@ -619,21 +628,21 @@ pub unsafe extern "C" fn ibv_dereg_mr(mr: *mut ibv_mr) -> c_int {
 /// the call (handles are checked against the registry before use; see the module docs).
 #[no_mangle]
 pub unsafe extern "C" fn ibv_create_comp_channel(ctx: *mut ibv_context) -> *mut ibv_comp_channel {
-    guard(core::ptr::null_mut(), || {
-        ret_ptr(verbs::create_comp_channel(ctx).inspect(|&ch| {
-            // The stack makes its channel descriptor non-blocking. Blocking, its waits still
-            // work: `CompletionChannel::get_event` reads the descriptor (which then sleeps
-            // until a notification) before it polls, and a blocking read is only reached
-            // with no timeout (see ibv_get_cq_event).
-            // SAFETY: a channel just created by verbs (its `fd` is the stack's descriptor);
-            // fcntl on it touches no memory of ours.
-            unsafe {
-                let fd = (*ch).fd;
-                let flags = libc::fcntl(fd, libc::F_GETFL);
-                libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK);
-            }
-        }))
-    })
+    guard(core::ptr::null_mut(), || ret_ptr(verbs::create_comp_channel(ctx).inspect(|&ch| make_blocking(ch))))
+}
+
+/// Makes a new completion channel's descriptor blocking, as rdma-core's is. The stack makes
+/// it non-blocking. Blocking, its waits still work: `CompletionChannel::get_event` reads the
+/// descriptor (which then sleeps until a notification) before it polls, and a blocking read
+/// is only reached with no timeout (see ibv_get_cq_event).
+pub(crate) fn make_blocking(ch: *mut ibv_comp_channel) {
+    // SAFETY: a channel just created by verbs (its `fd` is the stack's descriptor); fcntl on
+    // it touches no memory of ours.
+    unsafe {
+        let fd = (*ch).fd;
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK);
+    }
 }
 
 /// `ibv_destroy_comp_channel`: `EBUSY` while a completion queue uses it.
@@ -794,7 +803,7 @@ pub unsafe extern "C" fn ibv_destroy_srq(srq: *mut ibv_srq) -> c_int {
     })
 }
 
-fn create_qp(req: QpRequest, cap_out: *mut ibv_qp_cap) -> Res<*mut ibv_qp> {
+pub(crate) fn create_qp(req: QpRequest, cap_out: *mut ibv_qp_cap) -> Res<*mut ibv_qp> {
     let (qp, cap) = verbs::create_qp(&req)?;
     // SAFETY: `cap_out` points into the caller's init attributes (read just before).
     unsafe { cap_out.write(cap) };
@@ -869,6 +878,7 @@ unsafe extern "C" fn op_create_qp_ex(ctx: *mut ibv_context, init: *mut ibv_qp_in
 pub unsafe extern "C" fn ibv_destroy_qp(qp: *mut ibv_qp) -> c_int {
     guard(libc::EIO, || {
         ret(verbs::destroy(qp as usize, Kind::Qp).map(|()| {
+            crate::cm::unwatch_qp(qp as usize);
             // SAFETY: removed from the registry just now; allocated by verbs::create_qp.
             unsafe { free(qp) }
         }))
@@ -1046,7 +1056,17 @@ unsafe extern "C" fn op_post_send(qp: *mut ibv_qp, wr: *mut ibv_send_wr, bad: *m
         let r = state::qp(qp as usize).and_then(|(q, _)| {
             // SAFETY: ibv_post_send's contract: a valid list.
             let reqs = unsafe { send_reqs(wr) }?;
-            post::post_send(&q, &reqs)
+            match post::post_send(&q, &reqs) {
+                Err(post::FLUSH) => {
+                    // SAFETY: a live queue pair of ours (looked up above).
+                    let (cq, num) = unsafe { ((*qp).send_cq, (*qp).qp_num) };
+                    if let Ok((c, _)) = state::cq(cq as usize) {
+                        post::flush_sends(&c, &q, num, &reqs);
+                    }
+                    Ok(())
+                }
+                r => r,
+            }
         });
         post_ret(r, wr, bad)
     })
@@ -1060,7 +1080,17 @@ unsafe extern "C" fn op_post_recv(qp: *mut ibv_qp, wr: *mut ibv_recv_wr, bad: *m
             }
             // SAFETY: ibv_post_recv's contract: a valid list.
             let reqs = unsafe { recv_reqs(wr) }?;
-            post::post_recv(&q, &reqs)
+            match post::post_recv(&q, &reqs) {
+                Err(post::FLUSH) => {
+                    // SAFETY: a live queue pair of ours (looked up above).
+                    let (cq, num) = unsafe { ((*qp).recv_cq, (*qp).qp_num) };
+                    if let Ok((c, _)) = state::cq(cq as usize) {
+                        post::flush_recvs(&c, num, &reqs);
+                    }
+                    Ok(())
+                }
+                r => r,
+            }
         });
         post_ret(r, wr, bad)
     })

@@ -1,0 +1,887 @@
+//! The built library's librdmacm functions (the `RDMACM_*` nodes of the same object as the
+//! verbs), loaded with dlopen and called as a C program would: the event sequences of a
+//! connection over IPv4 and IPv6 loopback (address and route resolution, a request with
+//! private data and IRD/ORD, ESTABLISHED, DISCONNECTED on both sides), a rejection with
+//! private data, teardown with events not acknowledged, queue pair errors reaching the verbs'
+//! asynchronous queue, completion channels woken by the peer's work (solicited-only arming),
+//! and misuse answered with errno.
+#![allow(unsafe_code, non_upper_case_globals)]
+
+mod common;
+
+use common::{errno, lib};
+use iwarp_verbs::abi::cma::*;
+use iwarp_verbs::abi::*;
+use std::ffi::{c_char, c_int, c_void, CStr};
+use std::net::SocketAddr;
+use std::ptr::{null, null_mut};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+type P<T> = *mut T;
+
+struct Cm {
+    create_event_channel: unsafe extern "C" fn() -> P<rdma_event_channel>,
+    destroy_event_channel: unsafe extern "C" fn(P<rdma_event_channel>),
+    create_id: unsafe extern "C" fn(P<rdma_event_channel>, P<P<rdma_cm_id>>, *mut c_void, u32) -> c_int,
+    destroy_id: unsafe extern "C" fn(P<rdma_cm_id>) -> c_int,
+    bind_addr: unsafe extern "C" fn(P<rdma_cm_id>, *const libc::sockaddr) -> c_int,
+    resolve_addr: unsafe extern "C" fn(P<rdma_cm_id>, *const libc::sockaddr, *const libc::sockaddr, c_int) -> c_int,
+    resolve_route: unsafe extern "C" fn(P<rdma_cm_id>, c_int) -> c_int,
+    listen: unsafe extern "C" fn(P<rdma_cm_id>, c_int) -> c_int,
+    connect: unsafe extern "C" fn(P<rdma_cm_id>, P<rdma_conn_param>) -> c_int,
+    accept: unsafe extern "C" fn(P<rdma_cm_id>, P<rdma_conn_param>) -> c_int,
+    reject: unsafe extern "C" fn(P<rdma_cm_id>, *const c_void, u8) -> c_int,
+    disconnect: unsafe extern "C" fn(P<rdma_cm_id>) -> c_int,
+    get_cm_event: unsafe extern "C" fn(P<rdma_event_channel>, P<P<rdma_cm_event>>) -> c_int,
+    ack_cm_event: unsafe extern "C" fn(P<rdma_cm_event>) -> c_int,
+    event_str: unsafe extern "C" fn(u32) -> *const c_char,
+    create_qp: unsafe extern "C" fn(P<rdma_cm_id>, P<ibv_pd>, P<ibv_qp_init_attr>) -> c_int,
+    destroy_qp: unsafe extern "C" fn(P<rdma_cm_id>),
+    get_src_port: unsafe extern "C" fn(P<rdma_cm_id>) -> u16,
+    get_dst_port: unsafe extern "C" fn(P<rdma_cm_id>) -> u16,
+    set_option: unsafe extern "C" fn(P<rdma_cm_id>, c_int, c_int, *mut c_void, usize) -> c_int,
+    migrate_id: unsafe extern "C" fn(P<rdma_cm_id>, P<rdma_event_channel>) -> c_int,
+    init_qp_attr: unsafe extern "C" fn(P<rdma_cm_id>, P<ibv_qp_attr>, *mut c_int) -> c_int,
+    establish: unsafe extern "C" fn(P<rdma_cm_id>) -> c_int,
+    get_request: unsafe extern "C" fn(P<rdma_cm_id>, P<P<rdma_cm_id>>) -> c_int,
+    get_devices: unsafe extern "C" fn(*mut c_int) -> P<P<ibv_context>>,
+    free_devices: unsafe extern "C" fn(P<P<ibv_context>>),
+    getaddrinfo: unsafe extern "C" fn(*const c_char, *const c_char, *const rdma_addrinfo, P<P<rdma_addrinfo>>) -> c_int,
+    freeaddrinfo: unsafe extern "C" fn(P<rdma_addrinfo>),
+    alloc_pd: unsafe extern "C" fn(P<ibv_context>) -> P<ibv_pd>,
+    dealloc_pd: unsafe extern "C" fn(P<ibv_pd>) -> c_int,
+    reg_mr: unsafe extern "C" fn(P<ibv_pd>, *mut c_void, usize, c_int) -> P<ibv_mr>,
+    dereg_mr: unsafe extern "C" fn(P<ibv_mr>) -> c_int,
+    get_device_list: unsafe extern "C" fn(*mut c_int) -> P<P<ibv_device>>,
+    open_device: unsafe extern "C" fn(P<ibv_device>) -> P<ibv_context>,
+    close_device: unsafe extern "C" fn(P<ibv_context>) -> c_int,
+    create_comp_channel: unsafe extern "C" fn(P<ibv_context>) -> P<ibv_comp_channel>,
+    destroy_comp_channel: unsafe extern "C" fn(P<ibv_comp_channel>) -> c_int,
+    create_cq: unsafe extern "C" fn(P<ibv_context>, c_int, *mut c_void, P<ibv_comp_channel>, c_int) -> P<ibv_cq>,
+    destroy_cq: unsafe extern "C" fn(P<ibv_cq>) -> c_int,
+    get_cq_event: unsafe extern "C" fn(P<ibv_comp_channel>, P<P<ibv_cq>>, P<*mut c_void>) -> c_int,
+    ack_cq_events: unsafe extern "C" fn(P<ibv_cq>, u32),
+    get_async_event: unsafe extern "C" fn(P<ibv_context>, P<ibv_async_event>) -> c_int,
+    ack_async_event: unsafe extern "C" fn(P<ibv_async_event>),
+}
+
+fn cm() -> &'static Cm {
+    static C: OnceLock<Cm> = OnceLock::new();
+    C.get_or_init(|| {
+        let l = lib();
+        // SAFETY: each type is the C prototype of the symbol in rdma-core 44's rdma_cma.h
+        // and verbs.h (sockaddr pointers as libc's; enums as u32).
+        unsafe {
+            Cm {
+                create_event_channel: l.func("rdma_create_event_channel", "RDMACM_1.0"),
+                destroy_event_channel: l.func("rdma_destroy_event_channel", "RDMACM_1.0"),
+                create_id: l.func("rdma_create_id", "RDMACM_1.0"),
+                destroy_id: l.func("rdma_destroy_id", "RDMACM_1.0"),
+                bind_addr: l.func("rdma_bind_addr", "RDMACM_1.0"),
+                resolve_addr: l.func("rdma_resolve_addr", "RDMACM_1.0"),
+                resolve_route: l.func("rdma_resolve_route", "RDMACM_1.0"),
+                listen: l.func("rdma_listen", "RDMACM_1.0"),
+                connect: l.func("rdma_connect", "RDMACM_1.0"),
+                accept: l.func("rdma_accept", "RDMACM_1.0"),
+                reject: l.func("rdma_reject", "RDMACM_1.0"),
+                disconnect: l.func("rdma_disconnect", "RDMACM_1.0"),
+                get_cm_event: l.func("rdma_get_cm_event", "RDMACM_1.0"),
+                ack_cm_event: l.func("rdma_ack_cm_event", "RDMACM_1.0"),
+                event_str: l.func("rdma_event_str", "RDMACM_1.0"),
+                create_qp: l.func("rdma_create_qp", "RDMACM_1.0"),
+                destroy_qp: l.func("rdma_destroy_qp", "RDMACM_1.0"),
+                get_src_port: l.func("rdma_get_src_port", "RDMACM_1.0"),
+                get_dst_port: l.func("rdma_get_dst_port", "RDMACM_1.0"),
+                set_option: l.func("rdma_set_option", "RDMACM_1.0"),
+                migrate_id: l.func("rdma_migrate_id", "RDMACM_1.0"),
+                init_qp_attr: l.func("rdma_init_qp_attr", "RDMACM_1.2"),
+                establish: l.func("rdma_establish", "RDMACM_1.2"),
+                get_request: l.func("rdma_get_request", "RDMACM_1.0"),
+                get_devices: l.func("rdma_get_devices", "RDMACM_1.0"),
+                free_devices: l.func("rdma_free_devices", "RDMACM_1.0"),
+                getaddrinfo: l.func("rdma_getaddrinfo", "RDMACM_1.0"),
+                freeaddrinfo: l.func("rdma_freeaddrinfo", "RDMACM_1.0"),
+                alloc_pd: l.func("ibv_alloc_pd", "IBVERBS_1.1"),
+                dealloc_pd: l.func("ibv_dealloc_pd", "IBVERBS_1.1"),
+                reg_mr: l.func("ibv_reg_mr", "IBVERBS_1.1"),
+                dereg_mr: l.func("ibv_dereg_mr", "IBVERBS_1.1"),
+                get_device_list: l.func("ibv_get_device_list", "IBVERBS_1.1"),
+                open_device: l.func("ibv_open_device", "IBVERBS_1.1"),
+                close_device: l.func("ibv_close_device", "IBVERBS_1.1"),
+                create_comp_channel: l.func("ibv_create_comp_channel", "IBVERBS_1.0"),
+                destroy_comp_channel: l.func("ibv_destroy_comp_channel", "IBVERBS_1.0"),
+                create_cq: l.func("ibv_create_cq", "IBVERBS_1.1"),
+                destroy_cq: l.func("ibv_destroy_cq", "IBVERBS_1.1"),
+                get_cq_event: l.func("ibv_get_cq_event", "IBVERBS_1.1"),
+                ack_cq_events: l.func("ibv_ack_cq_events", "IBVERBS_1.1"),
+                get_async_event: l.func("ibv_get_async_event", "IBVERBS_1.1"),
+                ack_async_event: l.func("ibv_ack_async_event", "IBVERBS_1.1"),
+            }
+        }
+    })
+}
+
+const TCP: u32 = rdma_port_space_RDMA_PS_TCP;
+
+fn name(kind: u32) -> String {
+    // SAFETY: rdma_event_str returns a static C string.
+    unsafe { CStr::from_ptr((cm().event_str)(kind)) }.to_string_lossy().into_owned()
+}
+
+/// A socket address as C code passes it.
+struct Sa(libc::sockaddr_storage);
+
+impl Sa {
+    fn new(a: SocketAddr) -> Sa {
+        // SAFETY: all-zero is a valid sockaddr_storage; the writes below stay inside it.
+        let mut s: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let p: *mut libc::sockaddr_storage = &mut s;
+        // SAFETY: sockaddr_in and sockaddr_in6 fit in (and align with) sockaddr_storage.
+        unsafe {
+            match a {
+                SocketAddr::V4(v) => {
+                    let sin = p.cast::<libc::sockaddr_in>();
+                    (*sin).sin_family = libc::AF_INET as u16;
+                    (*sin).sin_port = v.port().to_be();
+                    (*sin).sin_addr.s_addr = u32::from(*v.ip()).to_be();
+                }
+                SocketAddr::V6(v) => {
+                    let sin6 = p.cast::<libc::sockaddr_in6>();
+                    (*sin6).sin6_family = libc::AF_INET6 as u16;
+                    (*sin6).sin6_port = v.port().to_be();
+                    (*sin6).sin6_addr.s6_addr = v.ip().octets();
+                }
+            }
+        }
+        Sa(s)
+    }
+    fn ptr(&self) -> *const libc::sockaddr {
+        (&raw const self.0).cast()
+    }
+}
+
+/// The destination address in an identifier's route.
+fn dst_of(id: P<rdma_cm_id>) -> (i32, u16) {
+    // SAFETY: a live identifier; the union's sockaddr member is valid for any family.
+    unsafe {
+        let a = &(*id).route.addr.__bindgen_anon_2;
+        (i32::from(a.dst_addr.sa_family), u16::from_be(a.dst_sin.sin_port))
+    }
+}
+
+/// The next event of a channel, waited for up to 10 s (the descriptor is polled first so a
+/// missing event fails the test instead of hanging it).
+fn next_event(ch: P<rdma_event_channel>) -> P<rdma_cm_event> {
+    // SAFETY: a live channel; poll on its descriptor.
+    unsafe {
+        let mut pfd = libc::pollfd { fd: (*ch).fd, events: libc::POLLIN, revents: 0 };
+        assert_eq!(libc::poll(&mut pfd, 1, 10_000), 1, "no event within 10 s");
+        let mut ev = null_mut();
+        assert_eq!((cm().get_cm_event)(ch, &mut ev), 0, "rdma_get_cm_event: errno {}", errno());
+        ev
+    }
+}
+
+/// Takes the next event, checks its type, returns (event, status, private data, rr, id).
+fn expect(ch: P<rdma_event_channel>, kind: u32) -> (P<rdma_cm_event>, i32, Vec<u8>, u8, u8) {
+    let ev = next_event(ch);
+    // SAFETY: an event the library handed out; `conn` is the RC member of the union.
+    unsafe {
+        assert_eq!(name((*ev).event), name(kind), "status {}", (*ev).status);
+        let c = *(*ev).param.conn.as_ref();
+        let pd = if c.private_data.is_null() {
+            Vec::new()
+        } else {
+            std::slice::from_raw_parts(c.private_data.cast::<u8>(), c.private_data_len.into()).to_vec()
+        };
+        (ev, (*ev).status, pd, c.responder_resources, c.initiator_depth)
+    }
+}
+
+fn ack(ev: P<rdma_cm_event>) {
+    // SAFETY: an event handed out and not yet acknowledged.
+    assert_eq!(unsafe { (cm().ack_cm_event)(ev) }, 0);
+}
+
+fn new_id(ch: P<rdma_event_channel>) -> P<rdma_cm_id> {
+    let mut id = null_mut();
+    // SAFETY: valid arguments.
+    assert_eq!(unsafe { (cm().create_id)(ch, &mut id, 0x1234 as *mut c_void, TCP) }, 0, "errno {}", errno());
+    id
+}
+
+fn qp_attr() -> ibv_qp_init_attr {
+    ibv_qp_init_attr {
+        cap: ibv_qp_cap { max_send_wr: 8, max_recv_wr: 8, max_send_sge: 1, max_recv_sge: 1, max_inline_data: 0 },
+        qp_type: ibv_qp_type_IBV_QPT_RC,
+        ..Default::default()
+    }
+}
+
+/// A listener on `ip` (port chosen by the host) and its port.
+fn listener(ch: P<rdma_event_channel>, ip: &str) -> (P<rdma_cm_id>, u16) {
+    let l = new_id(ch);
+    let any = Sa::new(SocketAddr::new(ip.parse().unwrap(), 0));
+    // SAFETY: valid arguments.
+    unsafe {
+        assert_eq!((cm().bind_addr)(l, any.ptr()), 0, "bind: errno {}", errno());
+        let port = u16::from_be((cm().get_src_port)(l));
+        assert_ne!(port, 0, "port 0 took a port");
+        assert_eq!((cm().listen)(l, 4), 0, "listen: errno {}", errno());
+        assert_eq!(u16::from_be((cm().get_src_port)(l)), port, "the same port listens");
+        (l, port)
+    }
+}
+
+/// An active identifier with its address and route resolved toward `ip:port`.
+fn resolved(ch: P<rdma_event_channel>, ip: &str, port: u16) -> P<rdma_cm_id> {
+    let c = new_id(ch);
+    let dst = Sa::new(SocketAddr::new(ip.parse().unwrap(), port));
+    // SAFETY: valid arguments.
+    unsafe {
+        assert_eq!((cm().resolve_addr)(c, null(), dst.ptr(), 2000), 0, "errno {}", errno());
+        let (ev, status, ..) = expect(ch, rdma_cm_event_type_RDMA_CM_EVENT_ADDR_RESOLVED);
+        assert_eq!(status, 0);
+        assert_eq!((*ev).id, c);
+        ack(ev);
+        assert!(!(*c).verbs.is_null(), "id->verbs is set once the address is resolved");
+        assert_eq!((cm().resolve_route)(c, 2000), 0);
+        let (ev, ..) = expect(ch, rdma_cm_event_type_RDMA_CM_EVENT_ROUTE_RESOLVED);
+        ack(ev);
+        let family = if ip.contains(':') { libc::AF_INET6 } else { libc::AF_INET };
+        assert_eq!(dst_of(c), (family, port));
+    }
+    c
+}
+
+fn conn_param(private_data: &[u8], rr: u8, depth: u8) -> rdma_conn_param {
+    rdma_conn_param {
+        private_data: private_data.as_ptr().cast(),
+        private_data_len: private_data.len() as u8,
+        responder_resources: rr,
+        initiator_depth: depth,
+        retry_count: 7,
+        ..Default::default()
+    }
+}
+
+/// The whole life of a connection over `ip`: request with private data and IRD/ORD,
+/// acceptance with private data, ESTABLISHED on both sides, DISCONNECTED on both sides.
+fn connect_and_disconnect(ip: &str) {
+    let c = cm();
+    // SAFETY: C calls with valid arguments, as a C program makes them.
+    unsafe {
+        let sch = (c.create_event_channel)();
+        let cch = (c.create_event_channel)();
+        assert!(!sch.is_null() && !cch.is_null());
+        let (l, port) = listener(sch, ip);
+        let cid = resolved(cch, ip, port);
+        let mut attr = qp_attr();
+        assert_eq!((c.create_qp)(cid, null_mut(), &mut attr), 0, "rdma_create_qp: errno {}", errno());
+        assert!(!(*cid).qp.is_null() && !(*cid).send_cq.is_null() && !(*cid).recv_cq.is_null());
+        assert_eq!((*(*cid).pd).context, (*cid).verbs, "id->verbs == pd->context");
+        let mut p = conn_param(b"hello from the client", 3, 2);
+        assert_eq!((c.connect)(cid, &mut p), 0, "rdma_connect: errno {}", errno());
+
+        let (ev, status, pd, rr, depth) = expect(sch, rdma_cm_event_type_RDMA_CM_EVENT_CONNECT_REQUEST);
+        assert_eq!(status, 0);
+        assert_eq!(pd, b"hello from the client");
+        // The initiator's IRD (3) bounds this side's ORD, its ORD (2) this side's IRD.
+        assert_eq!((rr, depth), (2, 3));
+        assert_eq!((*ev).listen_id, l);
+        let child = (*ev).id;
+        assert_ne!(child, l);
+        assert_eq!((*child).context, 0x1234 as *mut c_void, "the listener's context");
+        assert_eq!((*child).verbs, (*cid).verbs, "one context for every identifier");
+        ack(ev);
+        let mut attr = qp_attr();
+        assert_eq!((c.create_qp)(child, null_mut(), &mut attr), 0);
+        let mut p = conn_param(b"welcome", 2, 3);
+        assert_eq!((c.accept)(child, &mut p), 0, "rdma_accept: errno {}", errno());
+
+        let (ev, _, pd, rr, depth) = expect(cch, rdma_cm_event_type_RDMA_CM_EVENT_ESTABLISHED);
+        assert_eq!(pd, b"welcome", "the responder's private data");
+        assert_eq!((rr, depth), (3, 2), "the negotiated IRD and ORD of this side");
+        ack(ev);
+        let (ev, ..) = expect(sch, rdma_cm_event_type_RDMA_CM_EVENT_ESTABLISHED);
+        assert_eq!((*ev).id, child);
+        ack(ev);
+        let cport = u16::from_be((c.get_src_port)(cid));
+        assert_ne!(cport, 0);
+        assert_eq!(u16::from_be((c.get_dst_port)(child)), cport, "each side knows the other's port");
+        assert_eq!(u16::from_be((c.get_dst_port)(cid)), port);
+
+        assert_eq!((c.disconnect)(cid), 0);
+        let (ev, ..) = expect(cch, rdma_cm_event_type_RDMA_CM_EVENT_DISCONNECTED);
+        ack(ev);
+        let (ev, ..) = expect(sch, rdma_cm_event_type_RDMA_CM_EVENT_DISCONNECTED);
+        ack(ev);
+        assert_eq!((c.disconnect)(child), 0, "disconnecting a closed connection is harmless");
+        // iWARP has no TIMEWAIT_EXIT (that is InfiniBand's CM): nothing more arrives.
+        libc::fcntl((*sch).fd, libc::F_SETFL, libc::O_NONBLOCK);
+        let mut ev = null_mut();
+        assert_eq!((c.get_cm_event)(sch, &mut ev), -1);
+        assert_eq!(errno(), libc::EAGAIN, "a non-blocking channel without events");
+
+        (c.destroy_qp)(cid);
+        (c.destroy_qp)(child);
+        assert!((*cid).qp.is_null() && (*cid).send_cq.is_null());
+        for id in [cid, child, l] {
+            assert_eq!((c.destroy_id)(id), 0);
+        }
+        (c.destroy_event_channel)(sch);
+        (c.destroy_event_channel)(cch);
+    }
+}
+
+#[test]
+fn a_connection_over_ipv4_loopback_goes_through_every_event() {
+    connect_and_disconnect("127.0.0.1");
+}
+
+#[test]
+fn a_connection_over_ipv6_loopback_goes_through_every_event() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI needs IPv6 loopback");
+        eprintln!("skipped: no IPv6 loopback here");
+        return;
+    }
+    connect_and_disconnect("::1");
+}
+
+#[test]
+fn a_rejection_reaches_the_initiator_with_its_private_data() {
+    let c = cm();
+    // SAFETY: C calls with valid arguments.
+    unsafe {
+        let ch = (c.create_event_channel)();
+        let (l, port) = listener(ch, "127.0.0.1");
+        let cid = resolved(ch, "127.0.0.1", port);
+        let mut attr = qp_attr();
+        assert_eq!((c.create_qp)(cid, null_mut(), &mut attr), 0);
+        let mut p = conn_param(b"let me in", 1, 1);
+        assert_eq!((c.connect)(cid, &mut p), 0);
+        let (ev, ..) = expect(ch, rdma_cm_event_type_RDMA_CM_EVENT_CONNECT_REQUEST);
+        let child = (*ev).id;
+        ack(ev);
+        let why = b"not today";
+        assert_eq!((c.reject)(child, why.as_ptr().cast(), why.len() as u8), 0);
+        let (ev, status, pd, ..) = expect(ch, rdma_cm_event_type_RDMA_CM_EVENT_REJECTED);
+        assert_eq!((*ev).id, cid);
+        assert_eq!(status, -libc::ECONNREFUSED, "as Linux's iWARP connection manager reports it");
+        assert_eq!(pd, why);
+        ack(ev);
+        assert_eq!((c.reject)(child, null(), 0), -1, "answered already");
+        assert_eq!(errno(), libc::EINVAL);
+        assert_eq!((c.accept)(child, null_mut()), -1);
+        assert_eq!(errno(), libc::EINVAL);
+        (c.destroy_qp)(cid);
+        for id in [child, cid, l] {
+            assert_eq!((c.destroy_id)(id), 0);
+        }
+        (c.destroy_event_channel)(ch);
+    }
+}
+
+#[test]
+fn nothing_listening_is_rejected_connection_refused() {
+    let c = cm();
+    // SAFETY: C calls with valid arguments.
+    unsafe {
+        let ch = (c.create_event_channel)();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let cid = resolved(ch, "127.0.0.1", port);
+        let mut attr = qp_attr();
+        assert_eq!((c.create_qp)(cid, null_mut(), &mut attr), 0);
+        assert_eq!((c.connect)(cid, null_mut()), 0);
+        let (ev, status, ..) = expect(ch, rdma_cm_event_type_RDMA_CM_EVENT_REJECTED);
+        assert_eq!(status, -libc::ECONNREFUSED);
+        ack(ev);
+        (c.destroy_qp)(cid);
+        assert_eq!((c.destroy_id)(cid), 0);
+        (c.destroy_event_channel)(ch);
+    }
+}
+
+#[test]
+fn identifiers_and_channels_can_go_with_events_unacknowledged() {
+    let c = cm();
+    // SAFETY: C calls with valid arguments.
+    unsafe {
+        let ch = (c.create_event_channel)();
+        let other = (c.create_event_channel)();
+        let (l, port) = listener(ch, "127.0.0.1");
+        let cid = new_id(ch);
+        let dst = Sa::new(SocketAddr::new("127.0.0.1".parse().unwrap(), port));
+        assert_eq!((c.resolve_addr)(cid, null(), dst.ptr(), 2000), 0);
+        // An event handed out, its identifier destroyed before the acknowledgement: the
+        // destruction returns at once and the event (and event->id) stays readable.
+        let ev = next_event(ch);
+        assert_eq!((*ev).id, cid);
+        assert_eq!((c.destroy_id)(cid), 0);
+        assert_eq!((*(*ev).id).context, 0x1234 as *mut c_void);
+        ack(ev);
+        assert_eq!((c.ack_cm_event)(ev), -1, "acknowledged twice");
+        assert_eq!(errno(), libc::EINVAL);
+        assert_eq!((c.destroy_id)(cid), -1, "destroyed twice");
+        assert_eq!(errno(), libc::EINVAL);
+
+        // Queued events of a destroyed identifier are dropped with it.
+        let cid = new_id(ch);
+        assert_eq!((c.resolve_addr)(cid, null(), dst.ptr(), 2000), 0);
+        assert_eq!((c.destroy_id)(cid), 0);
+        libc::fcntl((*ch).fd, libc::F_SETFL, libc::O_NONBLOCK);
+        let mut e = null_mut();
+        assert_eq!((c.get_cm_event)(ch, &mut e), -1);
+        assert_eq!(errno(), libc::EAGAIN);
+
+        // A channel in use cannot go; migrated events follow their identifier.
+        let cid = new_id(ch);
+        assert_eq!((c.resolve_addr)(cid, null(), dst.ptr(), 2000), 0);
+        assert_eq!((c.migrate_id)(cid, other), 0);
+        assert_eq!((*cid).channel, other);
+        let (ev, ..) = expect(other, rdma_cm_event_type_RDMA_CM_EVENT_ADDR_RESOLVED);
+        ack(ev);
+        assert_eq!((c.get_cm_event)(ch, &mut e), -1);
+        (c.destroy_event_channel)(other);
+        assert_eq!(errno(), libc::EBUSY, "an identifier still reports to it");
+        assert_eq!((c.destroy_id)(cid), 0);
+        (c.destroy_event_channel)(other);
+        assert_eq!((c.destroy_id)(l), 0);
+        (c.destroy_event_channel)(ch);
+    }
+}
+
+#[test]
+fn misuse_is_answered_with_errno() {
+    let c = cm();
+    // SAFETY: C calls; the invalid pointers are never dereferenced by the library (looked up
+    // first), and the rest are valid.
+    unsafe {
+        let ch = (c.create_event_channel)();
+        let mut id = null_mut();
+        assert_eq!((c.create_id)(ch, &mut id, null_mut(), rdma_port_space_RDMA_PS_UDP), -1);
+        assert_eq!(errno(), libc::EOPNOTSUPP, "iWARP has no UD port space");
+        assert_eq!((c.create_id)(ch, null_mut(), null_mut(), TCP), -1);
+        assert_eq!(errno(), libc::EINVAL);
+        let mut fake = rdma_cm_id::default();
+        for r in [
+            (c.resolve_route)(&mut fake, 100),
+            (c.listen)(null_mut(), 1),
+            (c.disconnect)(&mut fake),
+            (c.destroy_id)(&mut fake),
+            (c.connect)(null_mut(), null_mut()),
+        ] {
+            assert_eq!(r, -1);
+            assert_eq!(errno(), libc::EINVAL);
+        }
+        let mut fake_ev = rdma_cm_event::default();
+        assert_eq!((c.ack_cm_event)(&mut fake_ev), -1);
+        assert_eq!(errno(), libc::EINVAL);
+        let mut fake_ch = rdma_event_channel { fd: 0 };
+        let mut e = null_mut();
+        assert_eq!((c.get_cm_event)(&mut fake_ch, &mut e), -1);
+        assert_eq!(errno(), libc::EINVAL);
+
+        let id = new_id(ch);
+        // Out of order: a route before an address, a connection before a route, accepting
+        // what is not a request, a queue pair missing.
+        assert_eq!((c.resolve_route)(id, 100), -1);
+        assert_eq!(errno(), libc::EINVAL);
+        assert_eq!((c.connect)(id, null_mut()), -1);
+        assert_eq!(errno(), libc::EINVAL);
+        assert_eq!((c.accept)(id, null_mut()), -1);
+        assert_eq!(errno(), libc::EINVAL);
+        assert_eq!((c.establish)(id), -1);
+        assert_eq!(errno(), libc::EINVAL);
+        let mut req = null_mut();
+        assert_eq!((c.get_request)(id, &mut req), -1, "an identifier with a channel");
+        assert_eq!(errno(), libc::EINVAL);
+        assert_eq!((c.bind_addr)(id, null()), -1);
+        assert_eq!(errno(), libc::EINVAL);
+        // A domain of another context.
+        let list = (c.get_device_list)(null_mut());
+        let other = (c.open_device)(*list);
+        let pd = (c.alloc_pd)(other);
+        let mut attr = qp_attr();
+        assert_eq!((c.create_qp)(id, pd, &mut attr), -1);
+        assert_eq!(errno(), libc::EINVAL, "id->verbs != pd->context");
+        assert_eq!((c.dealloc_pd)(pd), 0);
+        assert_eq!((c.close_device)(other), 0);
+        assert_eq!((c.close_device)((*id).verbs), libc::EBUSY, "librdmacm's context stays open");
+        let mut attr = qp_attr();
+        assert_eq!((c.create_qp)(id, null_mut(), &mut attr), 0);
+        assert_eq!((c.create_qp)(id, null_mut(), &mut attr), -1, "one queue pair per identifier");
+        assert_eq!(errno(), libc::EINVAL);
+
+        // Options: harmless ones accepted, InfiniBand paths refused, unknown ones ENOSYS.
+        let mut tos = 16u8;
+        assert_eq!((c.set_option)(id, 0, 0, (&raw mut tos).cast(), 1), 0, "type of service");
+        let mut one = 1i32;
+        assert_eq!((c.set_option)(id, 0, 1, (&raw mut one).cast(), 4), 0, "address reuse");
+        assert_eq!((c.set_option)(id, 0, 1, (&raw mut one).cast(), 1), -1, "wrong length");
+        assert_eq!(errno(), libc::EINVAL);
+        assert_eq!((c.set_option)(id, 1, 1, (&raw mut one).cast(), 4), -1, "an InfiniBand path");
+        assert_eq!(errno(), libc::EOPNOTSUPP);
+        assert_eq!((c.set_option)(id, 0, 99, (&raw mut one).cast(), 4), -1);
+        assert_eq!(errno(), libc::ENOSYS);
+
+        // rdma_init_qp_attr: the iWARP answer per state.
+        let mut qa = ibv_qp_attr { qp_state: ibv_qp_state_IBV_QPS_RTR, ..Default::default() };
+        let mut mask = 0;
+        assert_eq!((c.init_qp_attr)(id, &mut qa, &mut mask), 0);
+        assert_eq!(mask as u32, ibv_qp_attr_mask_IBV_QP_STATE | ibv_qp_attr_mask_IBV_QP_ACCESS_FLAGS);
+        qa.qp_state = ibv_qp_state_IBV_QPS_RTS;
+        assert_eq!((c.init_qp_attr)(id, &mut qa, &mut mask), 0);
+        assert_eq!(mask as u32, ibv_qp_attr_mask_IBV_QP_STATE);
+        qa.qp_state = ibv_qp_state_IBV_QPS_SQD;
+        assert_eq!((c.init_qp_attr)(id, &mut qa, &mut mask), -1);
+        assert_eq!(errno(), libc::EINVAL);
+
+        assert_eq!(name(rdma_cm_event_type_RDMA_CM_EVENT_ESTABLISHED), "RDMA_CM_EVENT_ESTABLISHED");
+        assert_eq!(name(rdma_cm_event_type_RDMA_CM_EVENT_TIMEWAIT_EXIT), "RDMA_CM_EVENT_TIMEWAIT_EXIT");
+        assert_eq!(name(99), "UNKNOWN EVENT");
+
+        let mut n = 0;
+        let devs = (c.get_devices)(&mut n);
+        assert_eq!(n, 1);
+        assert_eq!(*devs, (*id).verbs);
+        assert!((*devs.add(1)).is_null());
+        (c.free_devices)(devs);
+
+        (c.destroy_qp)(id);
+        assert_eq!((c.destroy_id)(id), 0);
+        (c.destroy_event_channel)(ch);
+        (c.destroy_event_channel)(ch);
+        assert_eq!(errno(), libc::EINVAL, "destroyed twice");
+    }
+}
+
+#[test]
+fn rdma_get_cm_event_waits_on_a_blocking_channel() {
+    let c = cm();
+    // SAFETY: C calls with valid arguments; the channel outlives the thread (joined).
+    unsafe {
+        let ch = (c.create_event_channel)();
+        let id = new_id(ch);
+        let chp = ch as usize;
+        let waiter = std::thread::spawn(move || {
+            let mut ev = null_mut();
+            let r = (cm().get_cm_event)(chp as P<rdma_event_channel>, &mut ev);
+            (r, ev as usize)
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!waiter.is_finished(), "waits while no event is queued");
+        let dst = Sa::new("127.0.0.1:9".parse().unwrap());
+        assert_eq!((c.resolve_addr)(id, null(), dst.ptr(), 100), 0);
+        let (r, ev) = waiter.join().unwrap();
+        assert_eq!(r, 0);
+        let ev = ev as P<rdma_cm_event>;
+        assert_eq!((*ev).event, rdma_cm_event_type_RDMA_CM_EVENT_ADDR_RESOLVED);
+        ack(ev);
+        assert_eq!((c.destroy_id)(id), 0);
+        (c.destroy_event_channel)(ch);
+    }
+}
+
+#[test]
+fn synchronous_endpoints_from_getaddrinfo_connect_without_channels() {
+    let c = cm();
+    // SAFETY: C calls with valid arguments, as rdma_server and rdma_client make them.
+    unsafe {
+        let create_ep: unsafe extern "C" fn(
+            P<P<rdma_cm_id>>,
+            P<rdma_addrinfo>,
+            P<ibv_pd>,
+            P<ibv_qp_init_attr>,
+        ) -> c_int = lib().func("rdma_create_ep", "RDMACM_1.0");
+        let destroy_ep: unsafe extern "C" fn(P<rdma_cm_id>) = lib().func("rdma_destroy_ep", "RDMACM_1.0");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+        let port = std::ffi::CString::new(port).unwrap();
+        let host = c"127.0.0.1";
+        let hints = rdma_addrinfo { ai_flags: RAI_PASSIVE as c_int, ai_port_space: TCP as c_int, ..Default::default() };
+        let mut res = null_mut();
+        assert_eq!((c.getaddrinfo)(host.as_ptr(), port.as_ptr(), &hints, &mut res), 0);
+        assert!(!(*res).ai_src_addr.is_null() && (*res).ai_dst_addr.is_null(), "passive: the source");
+        let mut listen = null_mut();
+        let mut attr = qp_attr();
+        attr.sq_sig_all = 1;
+        assert_eq!(create_ep(&mut listen, res, null_mut(), &mut attr), 0, "errno {}", errno());
+        (c.freeaddrinfo)(res);
+        assert!((*listen).channel.is_null() || !(*listen).channel.is_null());
+        assert_eq!((c.listen)(listen, 0), 0);
+
+        let listen_addr = listen as usize;
+        let srv = std::thread::spawn(move || {
+            let listen = listen_addr as P<rdma_cm_id>;
+            let mut id = null_mut();
+            let r = (cm().get_request)(listen, &mut id);
+            assert_eq!(r, 0, "rdma_get_request: errno {}", errno());
+            assert!(!(*id).qp.is_null(), "the endpoint's attributes made a queue pair");
+            let mut p = conn_param(b"sync hello", 1, 1);
+            assert_eq!((cm().accept)(id, &mut p), 0, "errno {}", errno());
+            id as usize
+        });
+        let hints = rdma_addrinfo { ai_port_space: TCP as c_int, ..Default::default() };
+        let mut res = null_mut();
+        assert_eq!((c.getaddrinfo)(host.as_ptr(), port.as_ptr(), &hints, &mut res), 0);
+        assert!(!(*res).ai_dst_addr.is_null(), "active: the destination");
+        let mut id = null_mut();
+        let mut attr = qp_attr();
+        assert_eq!(create_ep(&mut id, res, null_mut(), &mut attr), 0, "errno {}", errno());
+        (c.freeaddrinfo)(res);
+        assert!(!(*id).qp.is_null());
+        assert_eq!((c.connect)(id, null_mut()), 0, "a synchronous connect returns established");
+        let ev = (*id).event;
+        assert!(!ev.is_null());
+        assert_eq!((*ev).event, rdma_cm_event_type_RDMA_CM_EVENT_ESTABLISHED);
+        let sid = srv.join().unwrap() as P<rdma_cm_id>;
+        assert_eq!((c.disconnect)(id), 0);
+        destroy_ep(id);
+        destroy_ep(sid);
+        destroy_ep(listen);
+        (c.freeaddrinfo)(null_mut());
+        assert_eq!(errno(), libc::EINVAL);
+    }
+}
+
+/// A connected pair of identifiers with queue pairs (on one channel each), for the tests of
+/// completions and asynchronous events over a connection.
+struct Pair {
+    sch: P<rdma_event_channel>,
+    cch: P<rdma_event_channel>,
+    l: P<rdma_cm_id>,
+    cid: P<rdma_cm_id>,
+    child: P<rdma_cm_id>,
+}
+
+impl Pair {
+    /// Connects, with the client's queue pair made on `client_cq` (and a channel) if given.
+    fn connect(client_cq: Option<P<ibv_cq>>, server_cq: Option<P<ibv_cq>>) -> Pair {
+        let c = cm();
+        // SAFETY: C calls with valid arguments.
+        unsafe {
+            let sch = (c.create_event_channel)();
+            let cch = (c.create_event_channel)();
+            let (l, port) = listener(sch, "127.0.0.1");
+            let cid = resolved(cch, "127.0.0.1", port);
+            let mut attr = qp_attr();
+            if let Some(cq) = client_cq {
+                attr.send_cq = cq;
+                attr.recv_cq = cq;
+            }
+            assert_eq!((c.create_qp)(cid, null_mut(), &mut attr), 0);
+            let mut p = conn_param(&[], 1, 1);
+            assert_eq!((c.connect)(cid, &mut p), 0);
+            let (ev, ..) = expect(sch, rdma_cm_event_type_RDMA_CM_EVENT_CONNECT_REQUEST);
+            let child = (*ev).id;
+            ack(ev);
+            let mut attr = qp_attr();
+            if let Some(cq) = server_cq {
+                attr.send_cq = cq;
+                attr.recv_cq = cq;
+            }
+            assert_eq!((c.create_qp)(child, null_mut(), &mut attr), 0);
+            assert_eq!((c.accept)(child, null_mut()), 0);
+            let (ev, ..) = expect(cch, rdma_cm_event_type_RDMA_CM_EVENT_ESTABLISHED);
+            ack(ev);
+            let (ev, ..) = expect(sch, rdma_cm_event_type_RDMA_CM_EVENT_ESTABLISHED);
+            ack(ev);
+            Pair { sch, cch, l, cid, child }
+        }
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        let c = cm();
+        // SAFETY: the objects this pair made, destroyed once.
+        unsafe {
+            (c.disconnect)(self.cid);
+            (c.destroy_qp)(self.cid);
+            (c.destroy_qp)(self.child);
+            for id in [self.cid, self.child, self.l] {
+                (c.destroy_id)(id);
+            }
+            (c.destroy_event_channel)(self.sch);
+            (c.destroy_event_channel)(self.cch);
+        }
+    }
+}
+
+/// Posts one Send of `buf` (with `flags`) on `qp`.
+///
+/// # Safety
+/// `qp` live, `mr` registers `buf`.
+unsafe fn send(qp: P<ibv_qp>, mr: P<ibv_mr>, flags: u32) {
+    // SAFETY: by this function's contract.
+    unsafe {
+        let mut sge = ibv_sge { addr: (*mr).addr as u64, length: 8, lkey: (*mr).lkey };
+        let mut wr = ibv_send_wr {
+            sg_list: &mut sge,
+            num_sge: 1,
+            opcode: ibv_wr_opcode_IBV_WR_SEND,
+            send_flags: flags,
+            ..Default::default()
+        };
+        let mut bad = null_mut();
+        assert_eq!((*(*qp).context).ops.post_send.unwrap()(qp, &mut wr, &mut bad), 0);
+    }
+}
+
+/// Posts `n` receives of 8 bytes of `mr` on `qp`.
+///
+/// # Safety
+/// `qp` live, `mr` registers at least 8 writable bytes.
+unsafe fn recvs(qp: P<ibv_qp>, mr: P<ibv_mr>, n: usize) {
+    for i in 0..n {
+        // SAFETY: by this function's contract.
+        unsafe {
+            let mut sge = ibv_sge { addr: (*mr).addr as u64, length: 8, lkey: (*mr).lkey };
+            let mut wr = ibv_recv_wr { wr_id: i as u64, sg_list: &mut sge, num_sge: 1, ..Default::default() };
+            let mut bad = null_mut();
+            assert_eq!((*(*qp).context).ops.post_recv.unwrap()(qp, &mut wr, &mut bad), 0);
+        }
+    }
+}
+
+/// Waits up to `limit` for the channel's descriptor to become readable.
+fn readable(fd: c_int, limit: Duration) -> bool {
+    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    // SAFETY: poll on one descriptor.
+    unsafe { libc::poll(&mut pfd, 1, limit.as_millis() as c_int) == 1 }
+}
+
+#[test]
+fn a_solicited_only_arming_wakes_for_solicited_work_and_a_blocked_waiter_wakes() {
+    let c = cm();
+    // SAFETY: C calls with valid arguments; buffers outlive their registrations.
+    unsafe {
+        let ctx = cm_context();
+        let ch = (c.create_comp_channel)(ctx);
+        let cq = (c.create_cq)(ctx, 16, null_mut(), ch, 0);
+        assert!(!cq.is_null());
+        let pair = Pair::connect(None, Some(cq));
+        let pd = (*pair.child).pd;
+        let mut rbuf = [0u8; 8];
+        let rmr = (c.reg_mr)(pd, rbuf.as_mut_ptr().cast(), 8, ibv_access_flags_IBV_ACCESS_LOCAL_WRITE as c_int);
+        let mut sbuf = *b"solicit!";
+        let smr = (c.reg_mr)((*pair.cid).pd, sbuf.as_mut_ptr().cast(), 8, 0);
+        recvs((*pair.child).qp, rmr, 2);
+        let notify = (*ctx).ops.req_notify_cq.unwrap();
+        assert_eq!(notify(cq, 1), 0, "armed for solicited completions only");
+        send((*pair.cid).qp, smr, 0);
+        assert!(!readable((*ch).fd, Duration::from_millis(300)), "an unsolicited receive does not wake");
+        // A thread blocked in ibv_get_cq_event wakes for the solicited one.
+        let chp = ch as usize;
+        let waiter = std::thread::spawn(move || {
+            let (mut got, mut context) = (null_mut(), null_mut());
+            let r = (cm().get_cq_event)(chp as P<ibv_comp_channel>, &mut got, &mut context);
+            (r, got as usize)
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        send((*pair.cid).qp, smr, ibv_send_flags_IBV_SEND_SOLICITED);
+        let start = Instant::now();
+        while !waiter.is_finished() && start.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(waiter.is_finished(), "the solicited receive woke the waiter");
+        let (r, got) = waiter.join().unwrap();
+        assert_eq!((r, got), (0, cq as usize));
+        (c.ack_cq_events)(cq, 1);
+        let mut wc = [ibv_wc::default(); 4];
+        let n = (*ctx).ops.poll_cq.unwrap()(cq, 4, wc.as_mut_ptr());
+        assert_eq!(n, 2, "both receives completed");
+        assert!(wc[..2].iter().all(|w| w.status == ibv_wc_status_IBV_WC_SUCCESS && w.byte_len == 8));
+        assert_eq!(&rbuf, b"solicit!");
+        drop(pair);
+        assert_eq!((c.dereg_mr)(rmr), 0);
+        assert_eq!((c.dereg_mr)(smr), 0);
+        assert_eq!((c.destroy_cq)(cq), 0);
+        assert_eq!((c.destroy_comp_channel)(ch), 0);
+    }
+}
+
+/// librdmacm's context (the one every identifier's `verbs` is).
+fn cm_context() -> P<ibv_context> {
+    // SAFETY: C calls with valid arguments.
+    unsafe {
+        let mut n = 0;
+        let devs = (cm().get_devices)(&mut n);
+        let ctx = *devs;
+        (cm().free_devices)(devs);
+        ctx
+    }
+}
+
+#[test]
+fn a_queue_pair_error_reaches_the_asynchronous_queue_and_rdma_cm_sees_the_disconnection() {
+    let c = cm();
+    // SAFETY: C calls with valid arguments; buffers outlive their registrations.
+    unsafe {
+        let pair = Pair::connect(None, None);
+        let ctx = (*pair.cid).verbs;
+        let mut buf = [7u8; 8];
+        let mr =
+            (c.reg_mr)((*pair.cid).pd, buf.as_mut_ptr().cast(), 8, ibv_access_flags_IBV_ACCESS_LOCAL_WRITE as c_int);
+        // An RDMA Write to a key the peer never registered: the peer answers with a
+        // Terminate, which ends the connection with an error on both sides.
+        let mut sge = ibv_sge { addr: (*mr).addr as u64, length: 8, lkey: (*mr).lkey };
+        let mut wr = ibv_send_wr {
+            sg_list: &mut sge,
+            num_sge: 1,
+            opcode: ibv_wr_opcode_IBV_WR_RDMA_WRITE,
+            send_flags: ibv_send_flags_IBV_SEND_SIGNALED,
+            ..Default::default()
+        };
+        wr.wr.rdma = ibv_send_wr__bindgen_ty_2__bindgen_ty_1 { remote_addr: 0x1000, rkey: 0xdead_be00 };
+        let mut bad = null_mut();
+        assert_eq!((*ctx).ops.post_send.unwrap()((*pair.cid).qp, &mut wr, &mut bad), 0);
+        let mut seen = Vec::new();
+        libc::fcntl((*ctx).async_fd, libc::F_SETFL, libc::O_NONBLOCK);
+        let start = Instant::now();
+        while seen.len() < 2 && start.elapsed() < Duration::from_secs(10) {
+            if !readable((*ctx).async_fd, Duration::from_millis(100)) {
+                continue;
+            }
+            let mut ev = ibv_async_event::default();
+            if (c.get_async_event)(ctx, &mut ev) == 0 {
+                seen.push((ev.element.qp as usize, ev.event_type));
+                (c.ack_async_event)(&mut ev);
+            }
+        }
+        let qps = [(*pair.cid).qp as usize, (*pair.child).qp as usize];
+        assert_eq!(seen.len(), 2, "an error event for each queue pair: {seen:?}");
+        for (qp, kind) in &seen {
+            assert!(qps.contains(qp), "{seen:?}");
+            assert!(
+                [
+                    ibv_event_type_IBV_EVENT_QP_FATAL,
+                    ibv_event_type_IBV_EVENT_QP_ACCESS_ERR,
+                    ibv_event_type_IBV_EVENT_QP_REQ_ERR
+                ]
+                .contains(kind),
+                "{seen:?}"
+            );
+        }
+        // The connection is gone: rdma_cm reports it to both identifiers.
+        let (ev, ..) = expect(pair.cch, rdma_cm_event_type_RDMA_CM_EVENT_DISCONNECTED);
+        ack(ev);
+        let (ev, ..) = expect(pair.sch, rdma_cm_event_type_RDMA_CM_EVENT_DISCONNECTED);
+        ack(ev);
+        // (The Write itself completed when TCP took it: an iWARP Write does not wait for
+        // the peer.)
+        let mut wc = [ibv_wc::default(); 2];
+        let n = (*ctx).ops.poll_cq.unwrap()((*pair.cid).send_cq, 2, wc.as_mut_ptr());
+        assert_eq!(n, 1);
+        assert_eq!(wc[0].opcode, ibv_wc_opcode_IBV_WC_RDMA_WRITE);
+        // Work posted after the connection ended is flushed at once, as Linux siw does.
+        recvs((*pair.cid).qp, mr, 1);
+        let n = (*ctx).ops.poll_cq.unwrap()((*pair.cid).recv_cq, 2, wc.as_mut_ptr());
+        assert_eq!(n, 1);
+        assert_eq!(wc[0].status, ibv_wc_status_IBV_WC_WR_FLUSH_ERR);
+        drop(pair);
+        assert_eq!((c.dereg_mr)(mr), 0);
+    }
+}

@@ -1,0 +1,319 @@
+//! Unmodified Debian 12 programs that connect through librdmacm and move data, both sides
+//! under `iwrun` on 127.0.0.1: rping (sizes 64 and 4096, and `-q`, its own queue pair
+//! connected by number), rping against this stack's `iwping` in both directions, perftest's
+//! six `-R` benchmarks at 64 B, 4 KiB and 64 KiB (and two of them against `iwperf`),
+//! ucmatose, rdma_server/rdma_client. Each process has a time limit and is killed by its PID
+//! when it overstays; each exit status and the output that proves the data moved are checked.
+//!
+//! Under `CI=true` a missing Debian program fails (`.ci/run deps` installs rdmacm-utils and
+//! perftest), as does a missing `iwping`/`iwperf` (`cargo test --workspace` builds them);
+//! elsewhere the test prints why it skipped.
+
+mod common;
+
+use common::{wait_bounded, wait_listening};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// A free TCP port on 127.0.0.1 (the host's choice; released at once).
+fn free_port() -> String {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string()
+}
+
+fn spawn(program: &[&str]) -> Child {
+    Command::new(program[0])
+        .args(&program[1..])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program:?}: {e}"))
+}
+
+fn under_iwrun<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec![env!("CARGO_BIN_EXE_iwrun")];
+    v.extend_from_slice(args);
+    v
+}
+
+/// Runs a server and, once its port listens, a client; returns both outputs (each process
+/// killed by its PID if it overstays [`LIMIT`]).
+fn pair(server: &[&str], client: &[&str], port: &str) -> (Output, Output) {
+    common::shared_library(); // linked before either starts, so iwrun finds it current
+    let s = spawn(server);
+    if !wait_listening(port, Duration::from_secs(20)) {
+        let out = wait_bounded(s, Duration::ZERO);
+        panic!("{server:?} never listened: {out:?}");
+    }
+    let c = wait_bounded(spawn(client), LIMIT);
+    let s = wait_bounded(s, LIMIT);
+    (s, c)
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn assert_ok(who: &str, o: &Output) {
+    assert!(o.status.success(), "{who} failed ({:?}):\n{}", o.status, text(o));
+}
+
+/// One of this workspace's tools (`iwping`, `iwperf`), built beside this test's profile.
+fn own_tool(name: &str) -> Option<PathBuf> {
+    let p = common::profile_dir().join(name);
+    if p.is_file() {
+        return Some(p);
+    }
+    let msg = format!("{name} is not built (cargo build -p iwarp-tools, or cargo test --workspace)");
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "{msg}: CI builds it");
+    eprintln!("skipped: {msg}");
+    None
+}
+
+/// The rping ping lines: `rdma-ping-N: ` and then letters rotating from 'A' + N.
+fn check_pings(out: &str, prefix: &str, count: usize, size: usize) {
+    let pings: Vec<&str> = out.lines().filter_map(|l| l.strip_prefix(prefix)).collect();
+    assert_eq!(pings.len(), count, "{count} pings with {prefix:?}:\n{out}");
+    for (i, p) in pings.iter().enumerate() {
+        let head = format!("rdma-ping-{i}: ");
+        assert!(p.starts_with(&head), "{p}");
+        let first = (b'A' + (i % 58) as u8) as char;
+        assert!(p[head.len()..].starts_with(first), "ping {i} starts its pattern at {first:?}: {p}");
+        // The buffer is `size` bytes with a terminating NUL.
+        assert_eq!(p.len(), size - 1, "ping {i} is {size} bytes with its NUL");
+    }
+}
+
+fn rping(size: Option<usize>, own_qp: bool) {
+    if common::tool("rping", "rdmacm-utils").is_none() {
+        return;
+    }
+    let port = free_port();
+    let s = size.map(|s| s.to_string());
+    let mut server = vec!["rping", "-s", "-a", "127.0.0.1", "-p", &port, "-v"];
+    let mut client = vec!["rping", "-c", "-a", "127.0.0.1", "-p", &port, "-v", "-V", "-C", "5"];
+    for v in [&mut server, &mut client] {
+        if let Some(s) = &s {
+            v.extend(["-S", s.as_str()]);
+        }
+        if own_qp {
+            v.push("-q");
+        }
+    }
+    let (so, co) = pair(&under_iwrun(&server), &under_iwrun(&client), &port);
+    assert_ok("rping -c", &co);
+    assert_ok("rping -s", &so);
+    check_pings(&text(&co), "ping data: ", 5, size.unwrap_or(64));
+    check_pings(&text(&so), "server ping data: ", 5, size.unwrap_or(64));
+    assert!(text(&so).contains("server DISCONNECT EVENT"), "{}", text(&so));
+}
+
+#[test]
+fn rping_pings_five_times_at_64_bytes() {
+    rping(None, false);
+}
+
+#[test]
+fn rping_pings_five_times_at_4096_bytes() {
+    rping(Some(4096), false);
+}
+
+/// `-q`: rping makes its queue pairs with ibv_create_qp, moves them with rdma_init_qp_attr's
+/// attributes and names them to rdma_connect/rdma_accept by `qp_num`.
+#[test]
+fn rping_with_its_own_queue_pairs_connected_by_number() {
+    rping(None, true);
+}
+
+#[test]
+fn rping_and_iwping_ping_each_other_both_ways() {
+    if common::tool("rping", "rdmacm-utils").is_none() {
+        return;
+    }
+    let Some(iwping) = own_tool("iwping") else { return };
+    let iwping = iwping.to_str().unwrap();
+    // rping client, iwping server.
+    let port = free_port();
+    let (so, co) = pair(
+        &[iwping, "-s", "-a", "127.0.0.1", "-p", &port, "-v"],
+        &under_iwrun(&["rping", "-c", "-a", "127.0.0.1", "-p", &port, "-v", "-V", "-C", "5"]),
+        &port,
+    );
+    assert_ok("rping -c", &co);
+    assert_ok("iwping -s", &so);
+    check_pings(&text(&co), "ping data: ", 5, 64);
+    // iwping client, rping server.
+    let port = free_port();
+    let (so, co) = pair(
+        &under_iwrun(&["rping", "-s", "-a", "127.0.0.1", "-p", &port, "-v"]),
+        &[iwping, "-c", "-a", "127.0.0.1", "-p", &port, "-v", "-V", "-C", "5"],
+        &port,
+    );
+    assert_ok("iwping -c", &co);
+    assert_ok("rping -s", &so);
+    check_pings(&text(&so), "server ping data: ", 5, 64);
+}
+
+/// perftest's result line for `size`: `size iterations numbers...`.
+fn result_line(out: &str, size: usize, iters: usize) -> Option<Vec<f64>> {
+    out.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() >= 4 && f[0] == size.to_string() && f[1] == iters.to_string())
+            .then(|| f[2..].iter().filter_map(|x| x.parse().ok()).collect())
+    })
+}
+
+/// One perftest pair at a time: each side busy-polls, and on two cores several pairs at once
+/// only slow each other down.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn perftest(program: &str) {
+    if common::tool(program, "perftest").is_none() {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    for size in [64usize, 4096, 65536] {
+        let port = free_port();
+        let s = size.to_string();
+        let args = ["-R", "-p", port.as_str(), "-s", s.as_str(), "-n", "100"];
+        let server: Vec<&str> = [program].iter().chain(&args).copied().collect();
+        let mut client = server.clone();
+        client.push("127.0.0.1");
+        let (so, co) = pair(&under_iwrun(&server), &under_iwrun(&client), &port);
+        assert!(
+            co.status.success() && so.status.success(),
+            "{program} -s {size}: client {:?}:\n{}\nserver {:?}:\n{}",
+            co.status,
+            text(&co),
+            so.status,
+            text(&so)
+        );
+        let out = text(&co);
+        assert!(out.contains("Transport type : IW"), "{out}");
+        let r = result_line(&out, size, 100).unwrap_or_else(|| panic!("no result line for {size}:\n{out}"));
+        assert!(r.iter().take(2).all(|v| *v > 0.0), "{program} {size}: {r:?}");
+        eprintln!("{program} -s {size}: {r:?}");
+    }
+}
+
+#[test]
+fn ib_write_bw_over_rdma_cm() {
+    perftest("ib_write_bw");
+}
+
+#[test]
+fn ib_read_bw_over_rdma_cm() {
+    perftest("ib_read_bw");
+}
+
+#[test]
+fn ib_send_bw_over_rdma_cm() {
+    perftest("ib_send_bw");
+}
+
+#[test]
+fn ib_write_lat_over_rdma_cm() {
+    perftest("ib_write_lat");
+}
+
+#[test]
+fn ib_read_lat_over_rdma_cm() {
+    perftest("ib_read_lat");
+}
+
+#[test]
+fn ib_send_lat_over_rdma_cm() {
+    perftest("ib_send_lat");
+}
+
+/// perftest against this stack's own `iwperf` on the other side: ib_write_bw's server with
+/// iwperf's client, iwperf's read_lat server with ib_read_lat's client.
+#[test]
+fn perftest_and_iwperf_measure_each_other() {
+    if common::tool("ib_write_bw", "perftest").is_none() {
+        return;
+    }
+    let Some(iwperf) = own_tool("iwperf") else { return };
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let iwperf = iwperf.to_str().unwrap();
+    let port = free_port();
+    let args = ["-R", "-p", port.as_str(), "-s", "4096", "-n", "200"];
+    let server: Vec<&str> = ["ib_write_bw"].iter().chain(&args).copied().collect();
+    let client: Vec<&str> = [iwperf, "write_bw"].iter().chain(&args).chain(&["127.0.0.1"]).copied().collect();
+    let (so, co) = pair(&under_iwrun(&server), &client, &port);
+    assert_ok("iwperf write_bw", &co);
+    assert_ok("ib_write_bw", &so);
+    assert!(result_line(&text(&so), 4096, 200).is_some(), "{}", text(&so));
+
+    let port = free_port();
+    let args = ["-R", "-p", port.as_str(), "-s", "64", "-n", "200"];
+    let server: Vec<&str> = [iwperf, "read_lat"].iter().chain(&args).copied().collect();
+    let client: Vec<&str> = ["ib_read_lat"].iter().chain(&args).chain(&["127.0.0.1"]).copied().collect();
+    let (so, co) = pair(&server, &under_iwrun(&client), &port);
+    assert_ok("ib_read_lat", &co);
+    assert_ok("iwperf read_lat", &so);
+    assert!(result_line(&text(&co), 64, 200).is_some(), "{}", text(&co));
+}
+
+#[test]
+fn ucmatose_connects_two_queue_pairs_and_exchanges_messages() {
+    if common::tool("ucmatose", "rdmacm-utils").is_none() {
+        return;
+    }
+    let port = free_port();
+    let (so, co) = pair(
+        &under_iwrun(&["ucmatose", "-p", &port, "-c", "2", "-C", "5"]),
+        &under_iwrun(&["ucmatose", "-s", "127.0.0.1", "-p", &port, "-c", "2", "-C", "5"]),
+        &port,
+    );
+    assert_ok("ucmatose (client)", &co);
+    assert_ok("ucmatose (server)", &so);
+    for o in [&so, &co] {
+        let t = text(o);
+        assert!(t.contains("data transfers complete") && t.contains("return status 0"), "{t}");
+    }
+}
+
+#[test]
+fn rdma_server_and_rdma_client_use_synchronous_endpoints() {
+    if common::tool("rdma_server", "rdmacm-utils").is_none() {
+        return;
+    }
+    let port = free_port();
+    let (so, co) = pair(
+        &under_iwrun(&["rdma_server", "-p", &port]),
+        &under_iwrun(&["rdma_client", "-s", "127.0.0.1", "-p", &port]),
+        &port,
+    );
+    assert_ok("rdma_client", &co);
+    assert_ok("rdma_server", &so);
+    assert!(text(&co).contains("rdma_client: end 0"), "{}", text(&co));
+    assert!(text(&so).contains("rdma_server: end 0"), "{}", text(&so));
+}
+
+/// rping links both librdmacm.so.1 and libibverbs.so.1 with BIND_NOW: both names load the
+/// same file once (one copy of the stack's state).
+#[test]
+fn librdmacm_and_libibverbs_are_one_object_in_a_program_linking_both() {
+    if common::tool("rping", "rdmacm-utils").is_none() {
+        return;
+    }
+    let port = free_port();
+    common::shared_library();
+    let server = spawn(&under_iwrun(&["rping", "-s", "-a", "127.0.0.1", "-p", &port]));
+    let pid = server.id();
+    let listening = wait_listening(&port, Duration::from_secs(20));
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+    let mut server = server;
+    let _ = server.kill(); // by its PID: rping -s waits for clients forever
+    let _ = server.wait();
+    assert!(listening, "rping -s never listened");
+    let ours = common::shared_library();
+    let ours = std::fs::canonicalize(&ours).unwrap();
+    let exec_maps: Vec<&str> = maps.lines().filter(|l| l.contains(" r-xp ") || l.contains(" r-x")).collect();
+    let mapped = |needle: &str| exec_maps.iter().filter(|l| l.ends_with(needle)).count();
+    assert_eq!(mapped(ours.to_str().unwrap()), 1, "one executable mapping of our library:\n{maps}");
+    assert_eq!(mapped("/librdmacm.so.1.3.44.0") + mapped("/libibverbs.so.1.14.44.0"), 0, "no system copy:\n{maps}");
+}
