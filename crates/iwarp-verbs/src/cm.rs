@@ -907,15 +907,16 @@ fn on_request(listen_addr: Addr, req: ConnectRequest) {
     push(channel, ev);
 }
 
-/// `enum ibv_event_type` of a queue pair error.
+/// `enum ibv_event_type` of a queue pair error, from the Terminate's layer and error type:
+/// protection and tagged-buffer errors (a bad STag, rights, bounds) are access errors;
+/// operation and untagged-buffer errors (an unexpected opcode, no buffer, a bad MSN or MO)
+/// are invalid requests; catastrophic, MPA and transport failures are fatal.
 fn qp_error_event(cause: Option<iwarp::TerminateCause>) -> u32 {
-    let text = cause.map(|c| format!("{c:?}")).unwrap_or_default();
-    if text.contains("Access") || text.contains("Protection") || text.contains("Stag") {
-        ibv_event_type_IBV_EVENT_QP_ACCESS_ERR
-    } else if text.contains("Invalid") || text.contains("Opcode") {
-        ibv_event_type_IBV_EVENT_QP_REQ_ERR
-    } else {
-        ibv_event_type_IBV_EVENT_QP_FATAL
+    use iwarp::TerminateCause as C;
+    match cause {
+        Some(C::RemoteProtection(_) | C::TaggedBuffer(_)) => ibv_event_type_IBV_EVENT_QP_ACCESS_ERR,
+        Some(C::RemoteOperation(_) | C::UntaggedBuffer(_)) => ibv_event_type_IBV_EVENT_QP_REQ_ERR,
+        _ => ibv_event_type_IBV_EVENT_QP_FATAL,
     }
 }
 
