@@ -72,6 +72,7 @@ fn mpa_config(s: &SideCfg) -> MpaConfig {
             read: s.flags & flag::RTR_READ != 0,
         }),
         rfc7306: s.flags & flag::RFC7306 != 0,
+        large_fpdus: s.flags & flag::LARGE_FPDUS != 0,
         max_rd_atomic: s.max_rd_atomic,
         timeout: Duration::from_millis(u64::from(s.timeout_ms)),
     }

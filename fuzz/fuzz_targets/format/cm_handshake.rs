@@ -46,6 +46,7 @@ pub mod flag {
     pub const RTR_SEND: u8 = 0x10;
     pub const RTR_WRITE: u8 = 0x20;
     pub const RTR_READ: u8 = 0x40;
+    pub const LARGE_FPDUS: u8 = 0x80;
 }
 
 /// One command.
