@@ -50,9 +50,9 @@ pub(crate) fn alloc_pd(ctx: *mut ibv_context) -> Res<*mut ibv_pd> {
     Ok(p)
 }
 
-/// The stack's rights for verbs access flags. Bits from `IBV_ACCESS_OPTIONAL_FIRST` up are
-/// hints (relaxed ordering) and ignored.
-fn access(flags: u32) -> Res<Access> {
+/// The mandatory bits of verbs access flags, refused unless the stack knows them all. Bits
+/// from `IBV_ACCESS_OPTIONAL_FIRST` up are hints (relaxed ordering) and ignored.
+fn mandatory_access(flags: u32) -> Res<u32> {
     let mandatory = flags & (ibv_access_flags_IBV_ACCESS_RELAXED_ORDERING - 1);
     let known = ibv_access_flags_IBV_ACCESS_LOCAL_WRITE
         | ibv_access_flags_IBV_ACCESS_REMOTE_WRITE
@@ -62,6 +62,12 @@ fn access(flags: u32) -> Res<Access> {
         // Memory windows, zero-based or on-demand regions, huge-page hints: not implemented.
         return Err(Errno::NOTSUP);
     }
+    Ok(mandatory)
+}
+
+/// The stack's rights for verbs access flags (see [`mandatory_access`]).
+fn access(flags: u32) -> Res<Access> {
+    let mandatory = mandatory_access(flags)?;
     let remote_w = ibv_access_flags_IBV_ACCESS_REMOTE_WRITE | ibv_access_flags_IBV_ACCESS_REMOTE_ATOMIC;
     if mandatory & remote_w != 0 && mandatory & ibv_access_flags_IBV_ACCESS_LOCAL_WRITE == 0 {
         // The verbs require local write whenever peers may write.
@@ -328,15 +334,7 @@ const IB_PATH_ATTRS: u32 = ibv_qp_attr_mask_IBV_QP_AV
 
 /// A queue pair's access flags: known bits only (the local-write rule is the regions').
 fn qp_access(flags: u32) -> Res<()> {
-    let mandatory = flags & (ibv_access_flags_IBV_ACCESS_RELAXED_ORDERING - 1);
-    let known = ibv_access_flags_IBV_ACCESS_LOCAL_WRITE
-        | ibv_access_flags_IBV_ACCESS_REMOTE_WRITE
-        | ibv_access_flags_IBV_ACCESS_REMOTE_READ
-        | ibv_access_flags_IBV_ACCESS_REMOTE_ATOMIC;
-    if mandatory & !known != 0 {
-        return Err(Errno::NOTSUP);
-    }
-    Ok(())
+    mandatory_access(flags).map(|_| ())
 }
 
 /// The verbs state of a queue pair: what the connection made of it once it has one (as

@@ -128,6 +128,17 @@ pub(crate) unsafe fn free<T>(p: *mut T) {
     drop(unsafe { Box::from_raw(p) });
 }
 
+/// Removes handle `p` of `kind` from the registry and frees its structure: 0, or the errno
+/// (`EBUSY` while in use, `EINVAL` for an unknown handle) with nothing freed. For the handles
+/// whose teardown is nothing more (a queue pair's is not: it also stops being watched).
+fn destroy_and_free<T>(p: *mut T, kind: Kind) -> c_int {
+    ret(verbs::destroy(p as usize, kind).map(|()| {
+        // SAFETY: just removed from the registry, so no other call reaches it any more; verbs
+        // allocates every handle of `kind` as a `Box` of its C structure.
+        unsafe { free(p) }
+    }))
+}
+
 // ---------------------------------------------------------------------------------------------
 // Devices
 
@@ -558,12 +569,7 @@ pub unsafe extern "C" fn ibv_alloc_pd(ctx: *mut ibv_context) -> *mut ibv_pd {
 /// the call (handles are checked against the registry before use; see the module docs).
 #[no_mangle]
 pub unsafe extern "C" fn ibv_dealloc_pd(pd: *mut ibv_pd) -> c_int {
-    guard(libc::EIO, || {
-        ret(verbs::destroy(pd as usize, Kind::Pd).map(|()| {
-            // SAFETY: removed from the registry just now; allocated by verbs::alloc_pd.
-            unsafe { free(pd) }
-        }))
-    })
+    guard(libc::EIO, || destroy_and_free(pd, Kind::Pd))
 }
 
 fn reg(pd: *mut ibv_pd, buf: *mut c_void, len: usize, iova: u64, access: u32) -> *mut ibv_mr {
@@ -609,12 +615,7 @@ pub unsafe extern "C" fn ibv_reg_mr_iova2(
 /// the call (handles are checked against the registry before use; see the module docs).
 #[no_mangle]
 pub unsafe extern "C" fn ibv_dereg_mr(mr: *mut ibv_mr) -> c_int {
-    guard(libc::EIO, || {
-        ret(verbs::destroy(mr as usize, Kind::Mr).map(|()| {
-            // SAFETY: removed from the registry just now; allocated by verbs::reg_mr.
-            unsafe { free(mr) }
-        }))
-    })
+    guard(libc::EIO, || destroy_and_free(mr, Kind::Mr))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -652,12 +653,7 @@ pub(crate) fn make_blocking(ch: *mut ibv_comp_channel) {
 /// the call (handles are checked against the registry before use; see the module docs).
 #[no_mangle]
 pub unsafe extern "C" fn ibv_destroy_comp_channel(ch: *mut ibv_comp_channel) -> c_int {
-    guard(libc::EIO, || {
-        ret(verbs::destroy(ch as usize, Kind::Channel).map(|()| {
-            // SAFETY: removed from the registry just now; allocated by verbs.
-            unsafe { free(ch) }
-        }))
-    })
+    guard(libc::EIO, || destroy_and_free(ch, Kind::Channel))
 }
 
 /// `ibv_create_cq`.
@@ -795,12 +791,7 @@ pub unsafe extern "C" fn ibv_create_srq(pd: *mut ibv_pd, init: *mut ibv_srq_init
 /// the call (handles are checked against the registry before use; see the module docs).
 #[no_mangle]
 pub unsafe extern "C" fn ibv_destroy_srq(srq: *mut ibv_srq) -> c_int {
-    guard(libc::EIO, || {
-        ret(verbs::destroy(srq as usize, Kind::Srq).map(|()| {
-            // SAFETY: removed from the registry just now; allocated by verbs::create_srq.
-            unsafe { free(srq) }
-        }))
-    })
+    guard(libc::EIO, || destroy_and_free(srq, Kind::Srq))
 }
 
 pub(crate) fn create_qp(req: QpRequest, cap_out: *mut ibv_qp_cap) -> Res<*mut ibv_qp> {
