@@ -9,7 +9,9 @@
 use crate::abi::*;
 use crate::state::{self, Errno, Mr, Qp, Res};
 use iwarp::{PostError, RecvWr, RemoteAddr, SendWr, Sge, Stag, WcOpcode, WcStatus, WorkCompletion};
+use std::cell::Cell;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// A send work request, copied out of its `struct ibv_send_wr`.
 #[derive(Debug, Clone, Default)]
@@ -202,6 +204,14 @@ pub(crate) fn to_ibv_wc(c: &WorkCompletion) -> ibv_wc {
 }
 
 /// Polls up to `out.len()` completions of a completion queue.
+///
+/// An empty poll drives the queue's queue pairs from this thread (`Progress::Assisted`). A
+/// thread that has found its queues empty for [`SPIN_BEFORE_NAP`], polling without pause (a
+/// perftest server waiting for the final handshake while its peer writes), naps up to
+/// [`SPIN_NAP`] in each further empty poll of a queue without a completion channel, woken by
+/// the queue's next completion: a busy-poll loop on an idle queue would otherwise take the
+/// CPU the event loop needs to serve the peer. Queues with a channel belong to applications
+/// that sleep on it, and never nap.
 pub(crate) fn poll(cq: &state::Cq, out: &mut [ibv_wc]) -> usize {
     let mut buf = [WorkCompletion::default(); 16];
     let mut n = 0;
@@ -213,9 +223,14 @@ pub(crate) fn poll(cq: &state::Cq, out: &mut [ibv_wc]) -> usize {
             n += 1;
         }
     }
+    let mut waited = false;
     while n < out.len() {
         let want = (out.len() - n).min(buf.len());
-        let got = cq.cq.poll(&mut buf[..want]);
+        let mut got = cq.cq.poll(&mut buf[..want]);
+        if got == 0 && n == 0 && !waited && cq.channel.is_none() && idle_long() {
+            waited = true;
+            got = cq.cq.wait(&mut buf[..want], Some(SPIN_NAP));
+        }
         for (slot, c) in out[n..].iter_mut().zip(&buf[..got]) {
             *slot = to_ibv_wc(c);
         }
@@ -224,7 +239,71 @@ pub(crate) fn poll(cq: &state::Cq, out: &mut [ibv_wc]) -> usize {
             break;
         }
     }
+    if n > 0 {
+        busy();
+    }
     n
+}
+
+/// How long a thread must have found its completion queues empty, polling without pause,
+/// before an empty poll sleeps ([`SPIN_NAP`] at most, woken by the next completion).
+const SPIN_BEFORE_NAP: Duration = Duration::from_micros(100);
+/// The longest an empty `ibv_poll_cq` sleeps.
+const SPIN_NAP: Duration = Duration::from_micros(200);
+/// Polls farther apart than this (per [`CHECK_EVERY`] polls) are not a busy-poll loop.
+const SPIN_GAP: Duration = Duration::from_millis(1);
+const CHECK_EVERY: u32 = 64;
+
+/// A busy-polling thread's run of empty polls.
+#[derive(Clone, Copy)]
+struct Idle {
+    polls: u32,
+    /// When the run began, and the clock at the last check (read every [`CHECK_EVERY`] polls).
+    began: Option<(Instant, Instant)>,
+    /// The run has lasted [`SPIN_BEFORE_NAP`]: empty polls nap.
+    napping: bool,
+}
+
+thread_local! {
+    static IDLE: Cell<Idle> = const { Cell::new(Idle::FRESH) };
+}
+
+impl Idle {
+    const FRESH: Idle = Idle { polls: 0, began: None, napping: false };
+
+    /// Counts an empty poll, reading the clock (`now`) every [`CHECK_EVERY`] polls.
+    fn step(mut self, now: impl FnOnce() -> Instant) -> Idle {
+        if self.napping {
+            return self;
+        }
+        self.polls = self.polls.wrapping_add(1);
+        if self.polls.is_multiple_of(CHECK_EVERY) {
+            let now = now();
+            self.began = match self.began {
+                // A pause between polls (an application polling now and then) starts over.
+                Some((began, last)) if now.duration_since(last) <= SPIN_GAP => {
+                    self.napping = now.duration_since(began) >= SPIN_BEFORE_NAP;
+                    Some((began, now))
+                }
+                _ => Some((now, now)),
+            };
+        }
+        self
+    }
+}
+
+/// Counts an empty poll; `true` once this thread has spun on empty queues long enough that
+/// the poll should nap. A completion resets the run ([`busy`]).
+fn idle_long() -> bool {
+    IDLE.with(|i| {
+        let s = i.get().step(Instant::now);
+        i.set(s);
+        s.napping
+    })
+}
+
+fn busy() {
+    IDLE.with(|i| i.set(Idle::FRESH));
 }
 
 /// Completes receive requests at once with `IBV_WC_WR_FLUSH_ERR` on `cq` (see [`FLUSH`]).
@@ -262,5 +341,37 @@ pub(crate) fn flush_sends(cq: &state::Cq, qp: &Qp, qp_num: u32, reqs: &[SendReq]
             qp_num,
             ..Default::default()
         });
+    }
+}
+
+#[cfg(test)]
+mod idle_tests {
+    use super::*;
+
+    /// `CHECK_EVERY` empty polls at `t`.
+    fn polls_at(mut s: Idle, t: Instant) -> Idle {
+        for _ in 0..CHECK_EVERY {
+            s = s.step(|| t);
+        }
+        s
+    }
+
+    #[test]
+    fn a_thread_naps_only_after_spinning_on_empty_queues_without_pause() {
+        let t0 = Instant::now();
+        let us = |n| t0 + Duration::from_micros(n);
+        // Spinning: checks 50 µs apart; napping once the run reaches SPIN_BEFORE_NAP.
+        let mut s = polls_at(Idle::FRESH, us(0));
+        s = polls_at(s, us(50));
+        assert!(!s.napping, "50 µs is not long enough");
+        s = polls_at(s, us(100));
+        assert!(s.napping, "100 µs of spinning naps");
+        assert!(s.step(|| unreachable!("a napping run reads no clock")).napping);
+        // Polls far apart (an application polling now and then) never nap.
+        let mut s = Idle::FRESH;
+        for k in 0..10 {
+            s = polls_at(s, us(2_000 * k));
+            assert!(!s.napping, "a pause between polls starts the run over");
+        }
     }
 }

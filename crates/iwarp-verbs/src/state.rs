@@ -181,9 +181,20 @@ pub(crate) fn device() -> Res<Device> {
     if let Some(dev) = &*d {
         return Ok(dev.clone());
     }
-    let dev = Device::open(DeviceConfig::default()).map_err(|_| Errno(libc::ENODEV))?;
+    let cfg =
+        DeviceConfig { worker_spin: worker_spin(std::env::var("IWARP_WORKER_SPIN_US").ok()), ..Default::default() };
+    let dev = Device::open(cfg).map_err(|_| Errno(libc::ENODEV))?;
     *d = Some(dev.clone());
     Ok(dev)
+}
+
+/// How long the event loop keeps polling after activity: `IWARP_WORKER_SPIN_US`
+/// microseconds, 100 when unset or unreadable (what `iwperf` spins). RDMA applications
+/// busy-poll; the event loop stands in for the adapter that serves their peer's Reads and
+/// places Writes, and a sleeping event loop would add a cross-core wake-up to each.
+pub(crate) fn worker_spin(var: Option<String>) -> std::time::Duration {
+    let us = var.and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(100).min(1_000_000);
+    std::time::Duration::from_micros(us)
 }
 
 /// Records a new object at `addr` whose C structure the caller allocated; `parents` must be
@@ -376,4 +387,19 @@ pub(crate) fn ack_any_async_event() {
             }
         }
     })
+}
+
+#[cfg(test)]
+mod spin_tests {
+    use super::worker_spin;
+    use std::time::Duration;
+
+    #[test]
+    fn the_event_loop_spin_comes_from_the_environment_with_a_default() {
+        assert_eq!(worker_spin(None), Duration::from_micros(100));
+        assert_eq!(worker_spin(Some("0".into())), Duration::ZERO);
+        assert_eq!(worker_spin(Some(" 25 ".into())), Duration::from_micros(25));
+        assert_eq!(worker_spin(Some("lots".into())), Duration::from_micros(100));
+        assert_eq!(worker_spin(Some("99999999999".into())), Duration::from_secs(1));
+    }
 }

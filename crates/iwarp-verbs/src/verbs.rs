@@ -229,9 +229,10 @@ pub(crate) fn create_qp(req: &QpRequest) -> Res<(*mut ibv_qp, ibv_qp_cap)> {
         recv_cq: &rcq.cq,
         srq: srq.as_ref().map(|s| &s.srq),
         cap,
-        // The event loop moves the bytes: applications such as ib_write_lat watch their
-        // buffers without calling into the library.
-        progress: Progress::Thread,
+        // The event loop moves the bytes (applications such as ib_write_lat watch their
+        // buffers without calling into the library), and so does a thread busy-polling an
+        // empty completion queue, which then serves itself instead of waking the event loop.
+        progress: Progress::Assisted,
     };
     let qp = pd.pd.create_qp(&init).map_err(|_| Errno::INVAL)?;
     let out = ibv_qp_cap {

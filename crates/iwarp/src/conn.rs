@@ -53,6 +53,13 @@ pub enum Progress {
     /// [`CompletionQueue::wait`] to sleep in the kernel). Connection setup still runs on the
     /// event loop.
     Poll,
+    /// Both: the event loop drives the queue pair as with [`Thread`](Self::Thread), and an
+    /// application thread that polls one of its completion queues and finds it empty also
+    /// moves its bytes (receiving, transmitting, completing), so a busy-polling application
+    /// is served by its own thread rather than by waking the event loop's. Meant for a few
+    /// queue pairs per completion queue: a queue with more than eight of them is left to the
+    /// event loop.
+    Assisted,
 }
 
 /// Asynchronous queue pair events (rdma_cm's connection events and verbs' async events).
@@ -438,6 +445,20 @@ impl Conn {
         }
     }
 
+    /// Drives a [`Progress::Assisted`] queue pair from an application thread that found its
+    /// completion queue empty (never blocks on a busy driver). Input left beyond this turn's
+    /// budget goes back to the event loop: no new edge will signal it.
+    pub(crate) fn progress_assist(&self) {
+        if let Some(mut d) = self.try_driver() {
+            let more = d.running() && d.run(self);
+            drop(d);
+            if more {
+                self.kicks.fetch_or(KICK_RUN, Ordering::AcqRel);
+            }
+            self.drain_kicks(false);
+        }
+    }
+
     /// Posts send work requests and starts them: one small request on an idle queue pair is
     /// framed and written at once; otherwise the requests are queued and framed by this
     /// thread if the driver is free, by its holder (after its turn) if not.
@@ -532,7 +553,11 @@ impl Drop for DriverGuard<'_> {
 
 impl Polled for Conn {
     fn progress(&self) {
-        self.progress_manual();
+        if self.progress == Progress::Assisted {
+            self.progress_assist();
+        } else {
+            self.progress_manual();
+        }
     }
     fn wait_fd(&self) -> Option<(RawFd, bool)> {
         Conn::wait_fd(self)
@@ -833,6 +858,11 @@ impl Driver {
             *qp.home() = None;
             qp.send_cq.attach_polled(qp.me.clone() as std::sync::Weak<dyn Polled>);
             qp.recv_cq.attach_polled(qp.me.clone() as std::sync::Weak<dyn Polled>);
+        } else if qp.progress == Progress::Assisted {
+            qp.send_cq.attach_assisted(qp.me.clone() as std::sync::Weak<dyn Polled>);
+            if !Arc::ptr_eq(&qp.send_cq, &qp.recv_cq) {
+                qp.recv_cq.attach_assisted(qp.me.clone() as std::sync::Weak<dyn Polled>);
+            }
         }
         self.run_tx(qp);
     }

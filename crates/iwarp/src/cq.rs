@@ -15,14 +15,20 @@ pub use iwarp_proto::qp::{WcOpcode, WcStatus};
 /// the completion queue hands it over.
 pub type WorkCompletion = iwarp_proto::qp::Completion;
 
-/// A queue pair the application drives ([`crate::Progress::Poll`]): polling or waiting on a
-/// completion queue it completes on moves its bytes.
+/// A queue pair the application drives ([`crate::Progress::Poll`]) or helps drive
+/// ([`crate::Progress::Assisted`]): polling or waiting on a completion queue it completes on
+/// moves its bytes.
 pub(crate) trait Polled: Send + Sync {
     /// Moves the connection's bytes if no other thread is doing so (never waits for it).
     fn progress(&self);
     /// The socket to sleep on, and whether to wait for room to write too.
     fn wait_fd(&self) -> Option<(RawFd, bool)>;
 }
+
+/// The most [`crate::Progress::Assisted`] queue pairs a completion queue's empty polls drive;
+/// beyond that each empty poll would cost a system call per queue pair, and the event loop
+/// serves them all.
+pub(crate) const ASSIST_MAX: usize = 8;
 
 const ARM_NONE: u8 = 0;
 const ARM_NEXT: u8 = 1;
@@ -91,6 +97,10 @@ pub(crate) struct CqInner {
     channel: Option<Arc<ChannelInner>>,
     polled: Mutex<Vec<Weak<dyn Polled>>>,
     has_polled: AtomicBool,
+    /// The [`crate::Progress::Assisted`] queue pairs, and whether an empty poll drives them
+    /// (some are attached, and no more than [`ASSIST_MAX`]).
+    assisted: Mutex<Vec<Weak<dyn Polled>>>,
+    has_assisted: AtomicBool,
     wake: EventFd,
 }
 
@@ -139,6 +149,23 @@ impl CqInner {
         p.retain(|w| w.strong_count() > 0 && !w.ptr_eq(&qp));
         p.push(qp);
         self.has_polled.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn attach_assisted(&self, qp: Weak<dyn Polled>) {
+        let mut p = self.assisted.lock().unwrap_or_else(|e| e.into_inner());
+        p.retain(|w| w.strong_count() > 0 && !w.ptr_eq(&qp));
+        p.push(qp);
+        self.has_assisted.store(p.len() <= ASSIST_MAX, Ordering::Release);
+    }
+
+    /// One turn of each assisted queue pair (those busy in another thread are skipped).
+    fn assist(&self) {
+        let p = self.assisted.lock().unwrap_or_else(|e| e.into_inner());
+        for w in p.iter() {
+            if let Some(qp) = w.upgrade() {
+                qp.progress();
+            }
+        }
     }
 
     fn pop(&self, out: &mut [WorkCompletion]) -> usize {
@@ -191,6 +218,8 @@ impl CompletionQueue {
                 channel: channel.map(|c| Arc::clone(&c.inner)),
                 polled: Mutex::new(Vec::new()),
                 has_polled: AtomicBool::new(false),
+                assisted: Mutex::new(Vec::new()),
+                has_assisted: AtomicBool::new(false),
                 wake: EventFd::new()?,
             }),
         })
@@ -202,13 +231,25 @@ impl CompletionQueue {
     }
 
     /// Moves up to `out.len()` completions into `out`; returns how many. Never blocks. For
-    /// queue pairs created with [`crate::Progress::Poll`], this call also drives their I/O.
+    /// queue pairs created with [`crate::Progress::Poll`], this call also drives their I/O,
+    /// and for those created with [`crate::Progress::Assisted`] it does when the queue is
+    /// empty.
     pub fn poll(&self, out: &mut [WorkCompletion]) -> usize {
         let n = self.inner.pop(out);
-        if n > 0 || !self.inner.has_polled.load(Ordering::Acquire) {
+        if n > 0 {
             return n;
         }
-        self.inner.progress_polled(None);
+        let polled = self.inner.has_polled.load(Ordering::Acquire);
+        let assisted = self.inner.has_assisted.load(Ordering::Acquire);
+        if !polled && !assisted {
+            return 0;
+        }
+        if polled {
+            self.inner.progress_polled(None);
+        }
+        if assisted {
+            self.inner.assist();
+        }
         self.inner.pop(out)
     }
 

@@ -634,6 +634,65 @@ fn poll_mode_pairs_move_every_operation_when_polled() {
     }
 }
 
+/// Busy-polls (never sleeps) every queue in `want` until each has produced its count: with
+/// `Progress::Assisted` the polling thread moves the bytes of the queue pairs it finds idle.
+fn spin(want: &[(&CompletionQueue, usize)]) -> Vec<Vec<WorkCompletion>> {
+    let deadline = Instant::now() + WAIT;
+    let mut got: Vec<Vec<WorkCompletion>> = vec![Vec::new(); want.len()];
+    let mut buf = [WorkCompletion::default(); 16];
+    while got.iter().zip(want).any(|(g, (_, n))| g.len() < *n) {
+        assert!(Instant::now() < deadline, "spin timed out: {got:?}");
+        for (g, (cq, _)) in got.iter_mut().zip(want) {
+            let n = cq.poll(&mut buf);
+            g.extend_from_slice(&buf[..n]);
+        }
+    }
+    for g in &got {
+        assert_ok(g);
+    }
+    got
+}
+
+/// Assisted progress: the event loop moves the bytes when nobody polls (a Write lands in
+/// memory the application only watches), and busy polling moves every operation and size
+/// intact, both with the poller and the event loop contending for the same queue pair.
+#[test]
+fn assisted_pairs_progress_with_and_without_polling() {
+    let p = Pair::with(PairConfig { progress: Progress::Assisted, ..PairConfig::default() });
+    let (c, s) = (&p.client, &p.server);
+    let a = p.mr(16 * MIB, all_access());
+    let b = p.mr(16 * MIB, all_access());
+    // Unpolled: the server's memory changes with nobody calling into the stack there.
+    let data = fill(&a, 0, 4096, 7);
+    c.qp.post_send(&[SendWr::write(1, &[a.sge(0, 4096)], b.remote(0))]).unwrap();
+    let deadline = Instant::now() + WAIT;
+    while b.to_vec(0, 4096).unwrap() != data {
+        assert!(Instant::now() < deadline, "the Write never landed without polling");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_ok(&wait_wcs(&c.scq, 1, WAIT));
+    for (i, n) in [0usize, 1, 4099, 65_537, MIB, 16 * MIB].into_iter().enumerate() {
+        let seed = i as u32 * 4;
+        let data = fill(&a, 0, n, seed);
+        post_recv(&s.qp, 2, &b, 0, n);
+        c.qp.post_send(&[SendWr::send(2, &[a.sge(0, n)])]).unwrap();
+        let got = spin(&[(&c.scq, 1), (&s.rcq, 1)]);
+        assert_eq!(got[1][0].byte_len as usize, n);
+        assert_mr_eq(&b, 0, &data, "Send, assisted");
+        let data = fill(&b, 0, n, seed + 1);
+        post_recv(&c.qp, 3, &a, 0, 0);
+        s.qp.post_send(&[SendWr::write_with_imm(3, &[b.sge(0, n)], a.remote(0), n as u64)]).unwrap();
+        let got = spin(&[(&s.scq, 1), (&c.rcq, 1)]);
+        assert_eq!(got[1][0].imm_data, Some(n as u64));
+        assert_mr_eq(&a, 0, &data, "Write, assisted");
+        // Read: only the requester polls; the responder is served by its event loop.
+        let data = fill(&b, 0, n, seed + 2);
+        c.qp.post_send(&[SendWr::read(4, a.sge(0, n), b.remote(0))]).unwrap();
+        spin(&[(&c.scq, 1)]);
+        assert_mr_eq(&a, 0, &data, "Read, assisted");
+    }
+}
+
 /// Local misuse is refused at once with a specific error, and a refused batch queues nothing.
 #[test]
 fn post_errors_are_specific_and_queue_nothing() {

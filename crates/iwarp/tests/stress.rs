@@ -1,5 +1,6 @@
 //! Multi-threaded stress over loopback: dozens of queue pairs driven by several application
-//! threads at once, with every byte verified; the same with application-driven progress
+//! threads at once, with every byte verified (with the event loops' progress, and assisted by
+//! the polling threads); the same with application-driven progress
 //! (`Progress::Poll`, one shared completion queue per thread, across two devices); and a
 //! shared receive queue feeding several queue pairs. Bounded in iterations and time.
 mod common;
@@ -107,10 +108,21 @@ fn connect_pairs(
 
 #[test]
 fn dozens_of_pairs_on_one_device_driven_by_several_threads() {
+    dozens_of_pairs(Progress::Thread, 100);
+}
+
+/// The same with assisted progress: the threads' polls and the event loops contend for the
+/// same queue pairs.
+#[test]
+fn dozens_of_assisted_pairs_driven_by_the_event_loops_and_the_polling_threads() {
+    dozens_of_pairs(Progress::Assisted, 50);
+}
+
+fn dozens_of_pairs(progress: Progress, iters: usize) {
     init_log();
     let dev = Device::open(DeviceConfig { workers: 2, ..DeviceConfig::default() }).unwrap();
-    let (threads, per_thread, iters) = (4, 12, 100);
-    let pairs = connect_pairs(&dev, &dev, threads * per_thread, Progress::Thread, None);
+    let (threads, per_thread) = (4, 12);
+    let pairs = connect_pairs(&dev, &dev, threads * per_thread, progress, None);
     let start = Instant::now();
     let mut groups: Vec<Vec<(End, End, Mem)>> = (0..threads).map(|_| Vec::new()).collect();
     for (i, p) in pairs.into_iter().enumerate() {
