@@ -870,9 +870,18 @@ fn a_queue_pair_error_reaches_the_asynchronous_queue_and_rdma_cm_sees_the_discon
         let n = (*ctx).ops.poll_cq.unwrap()((*pair.cid).send_cq, 2, wc.as_mut_ptr());
         assert_eq!(n, 1);
         assert_eq!(wc[0].opcode, ibv_wc_opcode_IBV_WC_RDMA_WRITE);
-        // Work posted after the connection ended is flushed at once, as Linux siw does.
+        // Work posted after the connection ended is flushed at once, as Linux siw does, and
+        // the completion wakes the armed channel rdma_create_qp made for the queue.
+        let rcq = (*pair.cid).recv_cq;
+        assert_eq!((*ctx).ops.req_notify_cq.unwrap()(rcq, 0), 0);
         recvs((*pair.cid).qp, mr, 1);
-        let n = (*ctx).ops.poll_cq.unwrap()((*pair.cid).recv_cq, 2, wc.as_mut_ptr());
+        let ch = (*pair.cid).recv_cq_channel;
+        assert!(readable((*ch).fd, Duration::from_secs(10)), "the flush signals the channel");
+        let (mut got, mut context) = (null_mut(), null_mut());
+        assert_eq!((c.get_cq_event)(ch, &mut got, &mut context), 0);
+        assert_eq!(got, rcq);
+        (c.ack_cq_events)(rcq, 1);
+        let n = (*ctx).ops.poll_cq.unwrap()(rcq, 2, wc.as_mut_ptr());
         assert_eq!(n, 1);
         assert_eq!(wc[0].status, ibv_wc_status_IBV_WC_WR_FLUSH_ERR);
         drop(pair);
