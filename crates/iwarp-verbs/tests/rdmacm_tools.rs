@@ -2,8 +2,12 @@
 //! under `iwrun` on 127.0.0.1: rping (sizes 64 and 4096, and `-q`, its own queue pair
 //! connected by number), rping against this stack's `iwping` in both directions, perftest's
 //! six `-R` benchmarks at 64 B, 4 KiB and 64 KiB (and two of them against `iwperf`),
-//! ucmatose, rdma_server/rdma_client. Each process has a time limit and is killed by its PID
-//! when it overstays; each exit status and the output that proves the data moved are checked.
+//! ucmatose, rdma_server/rdma_client, rdma_xserver/rdma_xclient. Programs that need what
+//! iWARP or this library lacks (mckey, udaddy, rdma_xserver over XRC; rstream, riostream,
+//! udpong and rcopy, which use rsockets) must load and fail cleanly: an exit status, not a
+//! signal, with their own message and the library's. Each process has a time limit and is
+//! killed by its PID when it overstays; each exit status and the output that proves the data
+//! moved are checked.
 //!
 //! Under `CI=true` a missing Debian program fails (`.ci/run deps` installs rdmacm-utils and
 //! perftest), as does a missing `iwping`/`iwperf` (`cargo test --workspace` builds them);
