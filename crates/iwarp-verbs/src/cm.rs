@@ -154,6 +154,9 @@ pub(crate) struct IdState {
     /// Events handed out and not yet acknowledged.
     unacked: usize,
     destroyed: bool,
+    /// `rdma_set_local_ece`'s vendor id and options (kept and reported; nothing on iWARP
+    /// carries them).
+    pub(crate) local_ece: Option<(u32, u32)>,
     /// What `rdma_create_qp` made besides the queue pair (completion queues and channels),
     /// destroyed by `rdma_destroy_qp`; and what `rdma_create_ep` keeps for `rdma_get_request`.
     pub(crate) extra: Extra,
@@ -265,6 +268,7 @@ fn new_state(channel: Addr, sync: bool, context: usize) -> IdState {
         qp: None,
         unacked: 0,
         destroyed: false,
+        local_ece: None,
         extra: Extra::default(),
     }
 }
@@ -630,6 +634,42 @@ pub(crate) fn establish(id: &CmId, own_qp: bool) -> Res<()> {
         return Err(Errno::INVAL);
     }
     Ok(())
+}
+
+/// `rdma_notify`: the kernel passes a queue pair event to the connection manager only for
+/// InfiniBand's CM (to start a connection whose RTU was lost); on iWARP it has nothing to do
+/// and answers 0 for an identifier with a connection (made, requested or listening), else
+/// `EINVAL` (no connection yet), as Linux does.
+pub(crate) fn notify(id: &CmId) -> Res<()> {
+    match id.state().phase {
+        Phase::Idle | Phase::Bound | Phase::AddrResolved | Phase::RouteResolved => Err(Errno::INVAL),
+        _ => Ok(()),
+    }
+}
+
+/// `rdma_join_multicast`, `rdma_join_multicast_ex`: iWARP has no multicast (nor unreliable
+/// datagrams). Linux answers `EINVAL` for an identifier that is not bound or resolved, and
+/// `ENOSYS` for a device whose transport is not InfiniBand's (RoCE or IB); so does this.
+pub(crate) fn join_multicast(id: &CmId) -> Res<()> {
+    if !matches!(id.state().phase, Phase::Bound | Phase::AddrResolved) {
+        return Err(Errno::INVAL);
+    }
+    refused_once("rdma_join_multicast", "iWARP has no multicast", libc::ENOSYS);
+    Err(Errno(libc::ENOSYS))
+}
+
+/// Says once per process, on stderr, that a call of an unsupported feature was refused, so
+/// that a program that fails there (often with a terse `perror`) tells its user why.
+pub(crate) fn refused_once(call: &'static str, why: &str, errno: i32) {
+    static SAID: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+    let mut said = lock(&SAID);
+    if said.contains(&call) {
+        return;
+    }
+    said.push(call);
+    drop(said);
+    let err = std::io::Error::from_raw_os_error(errno);
+    eprintln!("librdmacm (iwarp): {call}() refused: {why} ({err})");
 }
 
 /// `rdma_migrate_id`: moves the identifier and its queued events to another channel.

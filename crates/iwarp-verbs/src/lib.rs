@@ -23,7 +23,10 @@
 //! ## What is refused
 //! Address handles and multicast (iWARP has only reliable connections), queue pair types
 //! other than RC, moving a queue pair to RTR or RTS by hand (an iWARP connection is made by
-//! the connection manager), sysfs reads. Each fails with an errno, never a crash: every object
+//! the connection manager), sysfs reads; in librdmacm, multicast (`ENOSYS`, as Linux answers
+//! for iWARP) and rsockets (`rsocket` is `ENOSYS`, with one line on stderr saying why), whose
+//! functions are exported so that programs importing them load. Each fails with an errno,
+//! never a crash: every object
 //! pointer an application passes is looked up in a registry first, so a stale, foreign or
 //! NULL pointer is `EINVAL`, and destroying an object still in use is `EBUSY`.
 //!

@@ -64,8 +64,9 @@ impl Resolved {
 }
 
 /// What a post to a queue pair whose connection closed or failed answers: not an errno the
-/// application sees. The caller completes the requests at once with `IBV_WC_WR_FLUSH_ERR`
-/// (what Linux siw does for work posted in its ERROR state) and returns success.
+/// application sees. The caller completes the requests with `IBV_WC_WR_FLUSH_ERR` (what
+/// Linux siw does for work posted in its ERROR state; see [`flush_recvs`]) and returns
+/// success.
 pub(crate) const FLUSH: Errno = Errno(-libc::ESHUTDOWN);
 
 /// The errno of a refused post (what rdma-core's providers return for the same causes).
@@ -215,14 +216,6 @@ pub(crate) fn to_ibv_wc(c: &WorkCompletion) -> ibv_wc {
 pub(crate) fn poll(cq: &state::Cq, out: &mut [ibv_wc]) -> usize {
     let mut buf = [WorkCompletion::default(); 16];
     let mut n = 0;
-    {
-        let mut f = cq.flushed.lock().unwrap_or_else(|e| e.into_inner());
-        while n < out.len() {
-            let Some(wc) = f.pop_front() else { break };
-            out[n] = wc;
-            n += 1;
-        }
-    }
     let mut waited = false;
     while n < out.len() {
         let want = (out.len() - n).min(buf.len());
@@ -306,42 +299,27 @@ fn busy() {
     IDLE.with(|i| i.set(Idle::FRESH));
 }
 
-/// Completes receive requests at once with `IBV_WC_WR_FLUSH_ERR` on `cq` (see [`FLUSH`]).
-pub(crate) fn flush_recvs(cq: &state::Cq, qp_num: u32, reqs: &[RecvReq]) {
-    let mut f = cq.flushed.lock().unwrap_or_else(|e| e.into_inner());
-    for r in reqs {
-        f.push_back(ibv_wc {
-            wr_id: r.wr_id,
-            status: ibv_wc_status_IBV_WC_WR_FLUSH_ERR,
-            opcode: ibv_wc_opcode_IBV_WC_RECV,
-            qp_num,
-            ..Default::default()
-        });
-    }
+/// Completes receive requests with `IBV_WC_WR_FLUSH_ERR` (see [`FLUSH`]): through the
+/// stack's queue pair, so they reach the completion queue behind the queue pair's own
+/// flushed work and signal an armed completion channel as every completion does.
+pub(crate) fn flush_recvs(qp: &Qp, reqs: &[RecvReq]) {
+    qp.qp.complete_flushed(reqs.iter().map(|r| (r.wr_id, WcOpcode::Recv)));
 }
 
-/// Completes the signalled send requests at once with `IBV_WC_WR_FLUSH_ERR` (see [`FLUSH`]).
-pub(crate) fn flush_sends(cq: &state::Cq, qp: &Qp, qp_num: u32, reqs: &[SendReq]) {
-    let mut f = cq.flushed.lock().unwrap_or_else(|e| e.into_inner());
-    for r in reqs.iter().filter(|r| qp.sq_sig_all || r.flags & ibv_send_flags_IBV_SEND_SIGNALED != 0) {
+/// Completes the signalled send requests with `IBV_WC_WR_FLUSH_ERR` (see [`flush_recvs`]).
+pub(crate) fn flush_sends(qp: &Qp, reqs: &[SendReq]) {
+    let signalled = reqs.iter().filter(|r| qp.sq_sig_all || r.flags & ibv_send_flags_IBV_SEND_SIGNALED != 0);
+    qp.qp.complete_flushed(signalled.map(|r| {
         let opcode = match r.opcode {
-            ibv_wr_opcode_IBV_WR_RDMA_WRITE | ibv_wr_opcode_IBV_WR_RDMA_WRITE_WITH_IMM => {
-                ibv_wc_opcode_IBV_WC_RDMA_WRITE
-            }
-            ibv_wr_opcode_IBV_WR_RDMA_READ => ibv_wc_opcode_IBV_WC_RDMA_READ,
-            ibv_wr_opcode_IBV_WR_ATOMIC_CMP_AND_SWP => ibv_wc_opcode_IBV_WC_COMP_SWAP,
-            ibv_wr_opcode_IBV_WR_ATOMIC_FETCH_AND_ADD => ibv_wc_opcode_IBV_WC_FETCH_ADD,
-            ibv_wr_opcode_IBV_WR_LOCAL_INV => ibv_wc_opcode_IBV_WC_LOCAL_INV,
-            _ => ibv_wc_opcode_IBV_WC_SEND,
+            ibv_wr_opcode_IBV_WR_RDMA_WRITE | ibv_wr_opcode_IBV_WR_RDMA_WRITE_WITH_IMM => WcOpcode::RdmaWrite,
+            ibv_wr_opcode_IBV_WR_RDMA_READ => WcOpcode::RdmaRead,
+            ibv_wr_opcode_IBV_WR_ATOMIC_CMP_AND_SWP => WcOpcode::CompareSwap,
+            ibv_wr_opcode_IBV_WR_ATOMIC_FETCH_AND_ADD => WcOpcode::FetchAdd,
+            ibv_wr_opcode_IBV_WR_LOCAL_INV => WcOpcode::LocalInvalidate,
+            _ => WcOpcode::Send,
         };
-        f.push_back(ibv_wc {
-            wr_id: r.wr_id,
-            status: ibv_wc_status_IBV_WC_WR_FLUSH_ERR,
-            opcode,
-            qp_num,
-            ..Default::default()
-        });
-    }
+        (r.wr_id, opcode)
+    }));
 }
 
 #[cfg(test)]

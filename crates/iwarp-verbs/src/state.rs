@@ -82,9 +82,6 @@ pub(crate) struct Cq {
     pub(crate) channel: Option<Addr>,
     /// Notifications handed out by `ibv_get_cq_event` and not yet acknowledged.
     pub(crate) unacked_events: AtomicU32,
-    /// Completions this library made for work posted to a closed queue pair (flushed at
-    /// once, as Linux siw does), returned by `ibv_poll_cq` before the stack's.
-    pub(crate) flushed: Mutex<VecDeque<crate::abi::ibv_wc>>,
 }
 
 pub(crate) struct Chan {
@@ -363,7 +360,7 @@ impl Ctx {
 
 impl Cq {
     pub(crate) fn new(cq: CompletionQueue, channel: Option<Addr>) -> Cq {
-        Cq { cq, channel, unacked_events: AtomicU32::new(0), flushed: Mutex::new(VecDeque::new()) }
+        Cq { cq, channel, unacked_events: AtomicU32::new(0) }
     }
 }
 

@@ -194,6 +194,9 @@ pub(crate) struct QpRequest {
     pub(crate) sq_sig_all: bool,
 }
 
+/// The inline bytes every queue pair takes in one send, whatever it asked for.
+const MIN_INLINE: usize = 64;
+
 /// Creates an RC queue pair; returns it and the capabilities it got (written back to the
 /// caller's `cap`).
 pub(crate) fn create_qp(req: &QpRequest) -> Res<(*mut ibv_qp, ibv_qp_cap)> {
@@ -222,7 +225,10 @@ pub(crate) fn create_qp(req: &QpRequest) -> Res<(*mut ibv_qp, ibv_qp_cap)> {
         max_recv_wr: if srq.is_some() { 0 } else { n(req.cap.max_recv_wr) },
         max_send_sge: n(req.cap.max_send_sge),
         max_recv_sge: if srq.is_some() { 0 } else { n(req.cap.max_recv_sge) },
-        max_inline_data: n(req.cap.max_inline_data),
+        // At least MIN_INLINE: the verbs let a provider grant more than asked (the caller
+        // reads the grant back), and programs such as rdma_xclient post small inline sends
+        // on queue pairs that asked for none, which Linux siw accepts up to its own limit.
+        max_inline_data: n(req.cap.max_inline_data).max(MIN_INLINE),
     };
     let init = QpInit {
         send_cq: &scq.cq,
@@ -240,7 +246,7 @@ pub(crate) fn create_qp(req: &QpRequest) -> Res<(*mut ibv_qp, ibv_qp_cap)> {
         max_recv_wr: cap.max_recv_wr as u32,
         max_send_sge: req.cap.max_send_sge,
         max_recv_sge: cap.max_recv_sge as u32,
-        max_inline_data: req.cap.max_inline_data,
+        max_inline_data: cap.max_inline_data as u32,
     };
     let p = Box::into_raw(Box::new(ibv_qp {
         context: ctx_ptr(c),

@@ -870,12 +870,251 @@ fn a_queue_pair_error_reaches_the_asynchronous_queue_and_rdma_cm_sees_the_discon
         let n = (*ctx).ops.poll_cq.unwrap()((*pair.cid).send_cq, 2, wc.as_mut_ptr());
         assert_eq!(n, 1);
         assert_eq!(wc[0].opcode, ibv_wc_opcode_IBV_WC_RDMA_WRITE);
-        // Work posted after the connection ended is flushed at once, as Linux siw does.
+        // Work posted after the connection ended is flushed at once, as Linux siw does, and
+        // the completion wakes the armed channel rdma_create_qp made for the queue.
+        let rcq = (*pair.cid).recv_cq;
+        assert_eq!((*ctx).ops.req_notify_cq.unwrap()(rcq, 0), 0);
         recvs((*pair.cid).qp, mr, 1);
-        let n = (*ctx).ops.poll_cq.unwrap()((*pair.cid).recv_cq, 2, wc.as_mut_ptr());
+        let ch = (*pair.cid).recv_cq_channel;
+        assert!(readable((*ch).fd, Duration::from_secs(10)), "the flush signals the channel");
+        let (mut got, mut context) = (null_mut(), null_mut());
+        assert_eq!((c.get_cq_event)(ch, &mut got, &mut context), 0);
+        assert_eq!(got, rcq);
+        (c.ack_cq_events)(rcq, 1);
+        let n = (*ctx).ops.poll_cq.unwrap()(rcq, 2, wc.as_mut_ptr());
         assert_eq!(n, 1);
         assert_eq!(wc[0].status, ibv_wc_status_IBV_WC_WR_FLUSH_ERR);
         drop(pair);
         assert_eq!((c.dereg_mr)(mr), 0);
+    }
+}
+
+#[test]
+fn rdma_create_srq_gives_the_identifier_a_shared_receive_queue_its_queue_pair_uses() {
+    let c = cm();
+    let l = lib();
+    type CreateSrq = unsafe extern "C" fn(P<rdma_cm_id>, P<ibv_pd>, P<ibv_srq_init_attr>) -> c_int;
+    type CreateSrqEx = unsafe extern "C" fn(P<rdma_cm_id>, P<ibv_srq_init_attr_ex>) -> c_int;
+    // SAFETY: each type is the C prototype of the symbol in rdma-core 44's rdma_cma.h.
+    let (create_srq, create_srq_ex, destroy_srq): (CreateSrq, CreateSrqEx, unsafe extern "C" fn(P<rdma_cm_id>)) = unsafe {
+        (
+            l.func("rdma_create_srq", "RDMACM_1.0"),
+            l.func("rdma_create_srq_ex", "RDMACM_1.0"),
+            l.func("rdma_destroy_srq", "RDMACM_1.0"),
+        )
+    };
+    // SAFETY: C calls with valid arguments; buffers outlive their registrations.
+    unsafe {
+        let sch = (c.create_event_channel)();
+        let cch = (c.create_event_channel)();
+        let (lid, port) = listener(sch, "127.0.0.1");
+        let cid = resolved(cch, "127.0.0.1", port);
+        let mut attr = qp_attr();
+        assert_eq!((c.create_qp)(cid, null_mut(), &mut attr), 0);
+        assert_eq!((c.connect)(cid, null_mut()), 0);
+        let (ev, ..) = expect(sch, rdma_cm_event_type_RDMA_CM_EVENT_CONNECT_REQUEST);
+        let child = (*ev).id;
+        ack(ev);
+
+        // The extended form: the type is required, and only a basic queue exists here.
+        let mut ex =
+            ibv_srq_init_attr_ex { attr: ibv_srq_attr { max_wr: 4, max_sge: 1, srq_limit: 0 }, ..Default::default() };
+        assert_eq!(create_srq_ex(child, &mut ex), -1);
+        assert_eq!(errno(), libc::EINVAL, "IBV_SRQ_INIT_ATTR_TYPE is required");
+        ex.comp_mask = ibv_srq_init_attr_mask_IBV_SRQ_INIT_ATTR_TYPE;
+        ex.srq_type = ibv_srq_type_IBV_SRQT_XRC;
+        assert_eq!(create_srq_ex(child, &mut ex), -1);
+        assert_eq!(errno(), libc::EOPNOTSUPP, "no XRC");
+        assert!((*child).srq.is_null());
+
+        let mut sattr = ibv_srq_init_attr {
+            srq_context: 0x5151 as *mut c_void,
+            attr: ibv_srq_attr { max_wr: 4, max_sge: 1, srq_limit: 0 },
+        };
+        assert_eq!(create_srq(child, null_mut(), &mut sattr), 0, "rdma_create_srq: errno {}", errno());
+        let srq = (*child).srq;
+        assert!(!srq.is_null());
+        assert_eq!((*srq).pd, (*child).pd, "on the identifier's domain");
+        assert_eq!((*srq).context, (*child).verbs);
+        assert_eq!((*srq).srq_context, 0x5151 as *mut c_void);
+        assert_eq!(create_srq(child, null_mut(), &mut sattr), -1, "one per identifier");
+        assert_eq!(errno(), libc::EINVAL);
+
+        // rdma_create_qp takes id->srq when the attributes name none.
+        let mut attr = qp_attr();
+        assert_eq!((c.create_qp)(child, null_mut(), &mut attr), 0);
+        assert_eq!((*(*child).qp).srq, srq);
+        let pd = (*child).pd;
+        let mut rbuf = [0u8; 16];
+        let rmr = (c.reg_mr)(pd, rbuf.as_mut_ptr().cast(), 16, ibv_access_flags_IBV_ACCESS_LOCAL_WRITE as c_int);
+        let ctx = (*child).verbs;
+        for i in 0..2u64 {
+            let mut sge = ibv_sge { addr: (*rmr).addr as u64 + 8 * i, length: 8, lkey: (*rmr).lkey };
+            let mut wr = ibv_recv_wr { wr_id: 100 + i, sg_list: &mut sge, num_sge: 1, ..Default::default() };
+            let mut bad = null_mut();
+            assert_eq!((*ctx).ops.post_srq_recv.unwrap()(srq, &mut wr, &mut bad), 0);
+        }
+        assert_eq!((c.accept)(child, null_mut()), 0);
+        let (ev, ..) = expect(cch, rdma_cm_event_type_RDMA_CM_EVENT_ESTABLISHED);
+        ack(ev);
+        let (ev, ..) = expect(sch, rdma_cm_event_type_RDMA_CM_EVENT_ESTABLISHED);
+        ack(ev);
+
+        let mut sbuf = *b"via srq!";
+        let smr = (c.reg_mr)((*cid).pd, sbuf.as_mut_ptr().cast(), 8, 0);
+        send((*cid).qp, smr, 0);
+        send((*cid).qp, smr, 0);
+        let mut wc = [ibv_wc::default(); 4];
+        let mut got = 0;
+        let start = Instant::now();
+        while got < 2 && start.elapsed() < Duration::from_secs(10) {
+            got += (*ctx).ops.poll_cq.unwrap()((*child).recv_cq, 4 - got as c_int, wc[got..].as_mut_ptr()) as usize;
+        }
+        assert_eq!(got, 2, "both sends landed in the shared queue's buffers");
+        assert_eq!(
+            wc[..2].iter().map(|w| (w.wr_id, w.status, w.byte_len)).collect::<Vec<_>>(),
+            [(100, ibv_wc_status_IBV_WC_SUCCESS, 8), (101, ibv_wc_status_IBV_WC_SUCCESS, 8)]
+        );
+        assert_eq!(&rbuf, b"via srq!via srq!");
+
+        // Not while a queue pair uses it (nothing destroyed, errno EBUSY); then it goes.
+        destroy_srq(child);
+        assert_eq!(errno(), libc::EBUSY);
+        assert_eq!((*child).srq, srq);
+        assert_eq!((c.disconnect)(cid), 0);
+        let (ev, ..) = expect(cch, rdma_cm_event_type_RDMA_CM_EVENT_DISCONNECTED);
+        ack(ev);
+        let (ev, ..) = expect(sch, rdma_cm_event_type_RDMA_CM_EVENT_DISCONNECTED);
+        ack(ev);
+        (c.destroy_qp)(child);
+        destroy_srq(child);
+        assert!((*child).srq.is_null());
+        destroy_srq(child);
+        assert_eq!(errno(), libc::EINVAL, "no queue left to destroy");
+
+        // The extended form with the domain defaulted and written back.
+        ex.srq_type = ibv_srq_type_IBV_SRQT_BASIC;
+        assert_eq!(create_srq_ex(child, &mut ex), 0, "errno {}", errno());
+        assert_eq!(ex.pd, (*child).pd);
+        assert_ne!(ex.comp_mask & ibv_srq_init_attr_mask_IBV_SRQ_INIT_ATTR_PD, 0);
+        destroy_srq(child);
+        assert!((*child).srq.is_null());
+
+        (c.destroy_qp)(cid);
+        assert_eq!((c.dereg_mr)(rmr), 0);
+        assert_eq!((c.dereg_mr)(smr), 0);
+        for id in [cid, child, lid] {
+            assert_eq!((c.destroy_id)(id), 0);
+        }
+        (c.destroy_event_channel)(sch);
+        (c.destroy_event_channel)(cch);
+    }
+}
+
+#[test]
+fn multicast_notify_ece_and_rsockets_are_answered_as_on_an_iwarp_device() {
+    let c = cm();
+    let l = lib();
+    type Sock = *const libc::sockaddr;
+    // SAFETY: each type is the C prototype of the symbol in rdma-core 44's rdma_cma.h and
+    // rsocket.h (rfcntl's variadic tail is not used).
+    unsafe {
+        let join: unsafe extern "C" fn(P<rdma_cm_id>, Sock, *mut c_void) -> c_int =
+            l.func("rdma_join_multicast", "RDMACM_1.0");
+        let join_ex: unsafe extern "C" fn(P<rdma_cm_id>, P<rdma_cm_join_mc_attr_ex>, *mut c_void) -> c_int =
+            l.func("rdma_join_multicast_ex", "RDMACM_1.1");
+        let leave: unsafe extern "C" fn(P<rdma_cm_id>, Sock) -> c_int = l.func("rdma_leave_multicast", "RDMACM_1.0");
+        let notify: unsafe extern "C" fn(P<rdma_cm_id>, u32) -> c_int = l.func("rdma_notify", "RDMACM_1.0");
+        let set_ece: unsafe extern "C" fn(P<rdma_cm_id>, P<ibv_ece>) -> c_int =
+            l.func("rdma_set_local_ece", "RDMACM_1.3");
+        let get_ece: unsafe extern "C" fn(P<rdma_cm_id>, P<ibv_ece>) -> c_int =
+            l.func("rdma_get_remote_ece", "RDMACM_1.3");
+        let rsocket: unsafe extern "C" fn(c_int, c_int, c_int) -> c_int = l.func("rsocket", "RDMACM_1.0");
+        let rsend: unsafe extern "C" fn(c_int, *const c_void, usize, c_int) -> isize = l.func("rsend", "RDMACM_1.0");
+        let rclose: unsafe extern "C" fn(c_int) -> c_int = l.func("rclose", "RDMACM_1.0");
+        let rfcntl: unsafe extern "C" fn(c_int, c_int, c_int) -> c_int = l.func("rfcntl", "RDMACM_1.0");
+        let riowrite: unsafe extern "C" fn(c_int, *const c_void, usize, libc::off_t, c_int) -> usize =
+            l.func("riowrite", "RDMACM_1.0");
+        let rselect: unsafe extern "C" fn(
+            c_int,
+            *mut libc::fd_set,
+            *mut libc::fd_set,
+            *mut libc::fd_set,
+            *mut libc::timeval,
+        ) -> c_int = l.func("rselect", "RDMACM_1.0");
+
+        let ch = (c.create_event_channel)();
+        let id = new_id(ch);
+        let group = Sa::new("239.1.2.3:0".parse().unwrap());
+        assert_eq!(join(id, group.ptr(), null_mut()), -1);
+        assert_eq!(errno(), libc::EINVAL, "neither bound nor resolved");
+        let here = Sa::new("127.0.0.1:0".parse().unwrap());
+        assert_eq!((c.bind_addr)(id, here.ptr()), 0);
+        assert_eq!(join(id, null(), null_mut()), -1);
+        assert_eq!(errno(), libc::EINVAL, "no address");
+        assert_eq!(join(id, group.ptr(), null_mut()), -1);
+        assert_eq!(errno(), libc::ENOSYS, "no multicast on iWARP, as Linux answers");
+        let mut mc = rdma_cm_join_mc_attr_ex {
+            comp_mask: rdma_cm_join_mc_attr_mask_RDMA_CM_JOIN_MC_ATTR_RESERVED,
+            join_flags: 0,
+            addr: group.ptr().cast_mut().cast(),
+        };
+        assert_eq!(join_ex(id, &mut mc, null_mut()), -1);
+        assert_eq!(errno(), libc::ENOTSUP);
+        mc.comp_mask = rdma_cm_join_mc_attr_mask_RDMA_CM_JOIN_MC_ATTR_ADDRESS;
+        assert_eq!(join_ex(id, &mut mc, null_mut()), -1);
+        assert_eq!(errno(), libc::EINVAL, "join flags are required");
+        mc.comp_mask |= rdma_cm_join_mc_attr_mask_RDMA_CM_JOIN_MC_ATTR_JOIN_FLAGS;
+        assert_eq!(join_ex(id, &mut mc, null_mut()), -1);
+        assert_eq!(errno(), libc::ENOSYS);
+        assert_eq!(leave(id, group.ptr()), -1);
+        assert_eq!(errno(), libc::EADDRNOTAVAIL, "no group was joined");
+
+        // rdma_notify: nothing to do on iWARP once there is a connection.
+        assert_eq!(notify(id, ibv_event_type_IBV_EVENT_COMM_EST), -1);
+        assert_eq!(errno(), libc::EINVAL);
+        let pair = Pair::connect(None, None);
+        assert_eq!(notify(pair.cid, ibv_event_type_IBV_EVENT_COMM_EST), 0);
+        assert_eq!(notify(pair.child, ibv_event_type_IBV_EVENT_COMM_EST), 0);
+
+        // ECE: kept locally, never received from an iWARP peer.
+        let mut ece = ibv_ece::default();
+        assert_eq!(set_ece(id, &mut ece), -1);
+        assert_eq!(errno(), libc::EINVAL, "a vendor id is required");
+        ece.vendor_id = 0x15b3;
+        ece.options = 7;
+        assert_eq!(set_ece(id, &mut ece), 0);
+        let mut remote = ibv_ece { vendor_id: 1, options: 2, comp_mask: 3 };
+        assert_eq!(get_ece(id, &mut remote), 0);
+        assert_eq!((remote.vendor_id, remote.options, remote.comp_mask), (0, 0, 0));
+        assert_eq!(get_ece(pair.cid, &mut remote), -1);
+        assert_eq!(errno(), libc::EINVAL, "not once the identifier has a queue pair");
+        drop(pair);
+
+        // rsockets: none is ever made; calls on descriptors refuse them as rsockets does.
+        assert_eq!(rsocket(libc::AF_INET, libc::SOCK_STREAM, 0), -1);
+        assert_eq!(errno(), libc::ENOSYS);
+        assert_eq!(rsend(0, b"x".as_ptr().cast(), 1, 0), -1);
+        assert_eq!(errno(), libc::EBADF);
+        assert_eq!(rclose(0), -1);
+        assert_eq!(errno(), libc::EBADF);
+        assert_eq!(rfcntl(0, libc::F_SETFL, libc::O_NONBLOCK), -1);
+        assert_eq!(errno(), libc::EBADF);
+        assert_eq!(riowrite(0, b"x".as_ptr().cast(), 1, 0, 0), usize::MAX);
+        assert_eq!(errno(), libc::EBADF);
+        // rselect waits on ordinary descriptors, as rpoll does.
+        let mut fds = [0; 2];
+        assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
+        assert_eq!(libc::write(fds[1], b"!".as_ptr().cast(), 1), 1);
+        let mut set: libc::fd_set = std::mem::zeroed();
+        libc::FD_SET(fds[0], &mut set);
+        let mut tv = libc::timeval { tv_sec: 1, tv_usec: 0 };
+        assert_eq!(rselect(fds[0] + 1, &mut set, null_mut(), null_mut(), &mut tv), 1);
+        assert!(libc::FD_ISSET(fds[0], &set));
+        libc::close(fds[0]);
+        libc::close(fds[1]);
+
+        assert_eq!((c.destroy_id)(id), 0);
+        (c.destroy_event_channel)(ch);
     }
 }

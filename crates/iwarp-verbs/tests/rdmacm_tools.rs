@@ -2,8 +2,12 @@
 //! under `iwrun` on 127.0.0.1: rping (sizes 64 and 4096, and `-q`, its own queue pair
 //! connected by number), rping against this stack's `iwping` in both directions, perftest's
 //! six `-R` benchmarks at 64 B, 4 KiB and 64 KiB (and two of them against `iwperf`),
-//! ucmatose, rdma_server/rdma_client. Each process has a time limit and is killed by its PID
-//! when it overstays; each exit status and the output that proves the data moved are checked.
+//! ucmatose, rdma_server/rdma_client, rdma_xserver/rdma_xclient. Programs that need what
+//! iWARP or this library lacks (mckey, udaddy, rdma_xserver over XRC; rstream, riostream,
+//! udpong and rcopy, which use rsockets) must load and fail cleanly: an exit status, not a
+//! signal, with their own message and the library's. Each process has a time limit and is
+//! killed by its PID when it overstays; each exit status and the output that proves the data
+//! moved are checked.
 //!
 //! Under `CI=true` a missing Debian program fails (`.ci/run deps` installs rdmacm-utils and
 //! perftest), as does a missing `iwping`/`iwperf` (`cargo test --workspace` builds them);
@@ -316,4 +320,92 @@ fn librdmacm_and_libibverbs_are_one_object_in_a_program_linking_both() {
     let mapped = |needle: &str| exec_maps.iter().filter(|l| l.ends_with(needle)).count();
     assert_eq!(mapped(ours.to_str().unwrap()), 1, "one executable mapping of our library:\n{maps}");
     assert_eq!(mapped("/librdmacm.so.1.3.44.0") + mapped("/libibverbs.so.1.14.44.0"), 0, "no system copy:\n{maps}");
+}
+
+#[test]
+fn rdma_xserver_and_rdma_xclient_exchange_a_message_over_rc() {
+    if common::tool("rdma_xserver", "rdmacm-utils").is_none() {
+        return;
+    }
+    let port = free_port();
+    let (so, co) = pair(
+        &under_iwrun(&["rdma_xserver", "-p", &port]),
+        &under_iwrun(&["rdma_xclient", "-s", "127.0.0.1", "-p", &port]),
+        &port,
+    );
+    assert_ok("rdma_xclient", &co);
+    assert_ok("rdma_xserver", &so);
+    assert!(text(&co).contains("rdma_xclient: end 0"), "{}", text(&co));
+    assert!(text(&so).contains("rdma_xserver: end 0"), "{}", text(&so));
+}
+
+/// Exits with a status (no signal), not 0, with `needles` in its output.
+fn fails_cleanly(who: &str, o: &Output, needles: &[&str]) {
+    assert!(o.status.code().is_some_and(|c| c != 0), "{who} exits with an error, not a signal: {o:?}");
+    let t = text(o);
+    for n in needles {
+        assert!(t.contains(n), "{who}: {n:?} missing from:\n{t}");
+    }
+}
+
+/// XRC needs InfiniBand's port space: rdma_xserver `-c x` stops at its first call.
+#[test]
+fn rdma_xserver_over_xrc_fails_cleanly_at_rdma_create_ep() {
+    if common::tool("rdma_xserver", "rdmacm-utils").is_none() {
+        return;
+    }
+    let port = free_port();
+    let o = common::iwrun(&["rdma_xserver", "-c", "x", "-p", &port], LIMIT);
+    fails_cleanly(
+        "rdma_xserver -c x",
+        &o,
+        &["rdma_create_ep: Operation not supported", "librdmacm (iwarp): rdma_create_id() refused"],
+    );
+}
+
+/// rstream, riostream, rcopy and udpong load (they import the rsockets calls) and stop where
+/// they ask for an rsocket, saying why, as server and as client.
+#[test]
+fn rsockets_programs_load_and_fail_at_rsocket_with_a_message() {
+    let port = free_port();
+    for (program, role) in [
+        ("rstream", &["-p", &port][..]),
+        ("rstream", &["-s", "127.0.0.1", "-p", &port][..]),
+        ("riostream", &["-p", &port][..]),
+        ("riostream", &["-s", "127.0.0.1", "-p", &port][..]),
+        ("udpong", &["-p", &port][..]),
+        ("rcopy", &[][..]),
+    ] {
+        if common::tool(program, "rdmacm-utils").is_none() {
+            continue;
+        }
+        let mut args = vec![program];
+        args.extend_from_slice(role);
+        let o = common::iwrun(&args, LIMIT);
+        fails_cleanly(
+            &args.join(" "),
+            &o,
+            &[
+                "rsocket failed: Function not implemented",
+                "librdmacm (iwarp): rsocket() refused: rsockets are not implemented",
+            ],
+        );
+    }
+}
+
+/// mckey and udaddy use unreliable datagrams (their default port space is UDP): they stop
+/// at their first identifier, and the library says why. mckey in the TCP port space gets
+/// as far as its UD queue pair, which is refused.
+#[test]
+fn datagram_and_multicast_programs_load_and_fail_cleanly() {
+    if common::tool("mckey", "rdmacm-utils").is_none() || common::tool("udaddy", "rdmacm-utils").is_none() {
+        return;
+    }
+    let refused = "librdmacm (iwarp): rdma_create_id() refused: iWARP has reliable connections only";
+    let o = common::iwrun(&["mckey", "-m", "239.1.1.1", "-b", "127.0.0.1"], LIMIT);
+    fails_cleanly("mckey", &o, &[refused]);
+    let o = common::iwrun(&["mckey", "-p", "0x0106", "-m", "239.1.1.1", "-b", "127.0.0.1"], LIMIT);
+    fails_cleanly("mckey -p 0x0106", &o, &["mckey: unable to create QP: Operation not supported"]);
+    let o = common::iwrun(&["udaddy", "-b", "127.0.0.1", "-p", &free_port()], LIMIT);
+    fails_cleanly("udaddy", &o, &[refused, "udaddy: listen request failed: Operation not supported"]);
 }

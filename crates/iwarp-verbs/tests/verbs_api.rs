@@ -791,3 +791,75 @@ fn objects_made_and_destroyed_from_many_threads_at_once() {
         t.join().unwrap();
     }
 }
+
+/// A queue pair moved to ERR before it ever had a connection flushes what was posted to it
+/// (`IBV_WC_WR_FLUSH_ERR`), as the verbs require; work posted afterwards completes flushed
+/// too, and those completions, made by the library, wake an armed completion channel like
+/// the stack's own.
+#[test]
+fn moving_an_unconnected_queue_pair_to_err_flushes_its_work_and_signals_the_channel() {
+    let v = v();
+    let ctx = Ctx::open();
+    let ops = ctx.ops();
+    // SAFETY: C calls with valid arguments; the buffer outlives its registration.
+    unsafe {
+        let pd = (v.alloc_pd)(ctx.0);
+        let ch = (v.create_comp_channel)(ctx.0);
+        let cq = (v.create_cq)(ctx.0, 16, 0x77 as *mut c_void, ch, 0);
+        let mut init = rc_init(cq, cq);
+        let qp = (v.create_qp)(pd, &mut init);
+        assert!(!qp.is_null());
+        let mut buf = [0u8; 64];
+        let mr = (v.reg_mr)(pd, buf.as_mut_ptr().cast(), 64, ibv_access_flags_IBV_ACCESS_LOCAL_WRITE as c_int);
+        let post_recv = |wr_id: u64| {
+            let mut sge = ibv_sge { addr: (*mr).addr as u64, length: 64, lkey: (*mr).lkey };
+            let mut wr = ibv_recv_wr { wr_id, sg_list: &mut sge, num_sge: 1, ..Default::default() };
+            let mut bad = null_mut();
+            assert_eq!(ops.post_recv.unwrap()(qp, &mut wr, &mut bad), 0);
+        };
+        let poll = |want: usize| {
+            let mut got = Vec::new();
+            let start = std::time::Instant::now();
+            while got.len() < want && start.elapsed() < std::time::Duration::from_secs(10) {
+                let mut wc = [ibv_wc::default(); 4];
+                let n = ops.poll_cq.unwrap()(cq, 4, wc.as_mut_ptr());
+                got.extend(wc[..n as usize].iter().map(|w| (w.wr_id, w.status, w.opcode, w.qp_num)));
+            }
+            got
+        };
+        let wait_event = || {
+            let mut pfd = libc::pollfd { fd: (*ch).fd, events: libc::POLLIN, revents: 0 };
+            assert_eq!(libc::poll(&mut pfd, 1, 10_000), 1, "the armed channel signals");
+            let (mut got, mut context) = (null_mut(), null_mut());
+            assert_eq!((v.get_cq_event)(ch, &mut got, &mut context), 0);
+            assert_eq!((got, context), (cq, 0x77 as *mut c_void));
+            (v.ack_cq_events)(cq, 1);
+        };
+        post_recv(1);
+        post_recv(2);
+        assert_eq!(ops.req_notify_cq.unwrap()(cq, 0), 0);
+        let mut attr = ibv_qp_attr { qp_state: ibv_qp_state_IBV_QPS_ERR, ..Default::default() };
+        assert_eq!((v.modify_qp)(qp, &mut attr, ibv_qp_attr_mask_IBV_QP_STATE as c_int), 0);
+        let flush = ibv_wc_status_IBV_WC_WR_FLUSH_ERR;
+        let recv = ibv_wc_opcode_IBV_WC_RECV;
+        let n = (*qp).qp_num;
+        assert_eq!(poll(2), [(1, flush, recv, n), (2, flush, recv, n)]);
+        wait_event();
+        let mut init_out = ibv_qp_init_attr::default();
+        assert_eq!((v.query_qp)(qp, &mut attr, 0, &mut init_out), 0);
+        assert_eq!(attr.qp_state, ibv_qp_state_IBV_QPS_ERR);
+
+        // Posted in ERR: accepted and flushed by the library, signalling the channel too
+        // (armed for solicited completions only: an error completion fires it).
+        assert_eq!(ops.req_notify_cq.unwrap()(cq, 1), 0);
+        post_recv(3);
+        assert_eq!(poll(1), [(3, flush, recv, n)]);
+        wait_event();
+
+        assert_eq!((v.destroy_qp)(qp), 0);
+        assert_eq!((v.dereg_mr)(mr), 0);
+        assert_eq!((v.destroy_cq)(cq), 0);
+        assert_eq!((v.destroy_comp_channel)(ch), 0);
+        assert_eq!((v.dealloc_pd)(pd), 0);
+    }
+}

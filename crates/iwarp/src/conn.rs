@@ -12,7 +12,9 @@ use crate::setup::active::{Connecting, Step};
 use crate::shared::DeviceInner;
 use crate::sys::{self, EventFd, Xfer};
 use iwarp_proto::cm::{Negotiated, Role};
-use iwarp_proto::qp::{IoRange, LinkParams, PostQueues, Qp, QpEvent as EngineEvent, Queue, SendWqe, TransportEvent};
+use iwarp_proto::qp::{
+    IoRange, LinkParams, PostQueues, Qp, QpEvent as EngineEvent, QpState, Queue, SendWqe, TransportEvent,
+};
 use iwarp_wire::terminate::{TerminateCause, TerminateLayout};
 use mio::net::TcpStream;
 use mio::Token;
@@ -187,6 +189,10 @@ pub(crate) struct Conn {
     /// Created on first use: most queue pairs never need a pollable descriptor, and 10,000
     /// queue pairs should not cost 10,000 more descriptors.
     events_fd: OnceLock<EventFd>,
+    /// Flushed completions of work refused after the connection ended
+    /// ([`QueuePair::complete_flushed`](crate::QueuePair::complete_flushed)), delivered by the
+    /// driver once the engine is in error, after the engine's own flushes.
+    late_flushes: Mutex<Vec<WorkCompletion>>,
 }
 
 impl std::fmt::Debug for Conn {
@@ -235,6 +241,7 @@ impl Conn {
             status: Mutex::new(Status::default()),
             status_cv: Condvar::new(),
             events_fd: OnceLock::new(),
+            late_flushes: Mutex::new(Vec::new()),
         })
     }
 
@@ -380,6 +387,13 @@ impl Conn {
 
     fn home(&self) -> MutexGuard<'_, Option<(Arc<WorkerShared>, Token)>> {
         self.home.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues flushed completions for the driver to deliver once the engine is in error
+    /// (see [`QueuePair::complete_flushed`](crate::QueuePair::complete_flushed)).
+    pub(crate) fn flush_later(&self, items: impl IntoIterator<Item = WorkCompletion>) {
+        self.late_flushes.lock().unwrap_or_else(|e| e.into_inner()).extend(items);
+        self.kick(KICK_TX);
     }
 
     /// Leaves `work` ([`KICK_TX`], [`KICK_RUN`], [`KICK_DISCONNECT`]) for the driver: done
@@ -758,6 +772,7 @@ impl Driver {
 
     fn deliver(&mut self, qp: &Conn) {
         if !self.engine.poll_interest().output {
+            self.deliver_late_flushes(qp);
             return;
         }
         let engine = &mut self.engine;
@@ -794,6 +809,21 @@ impl Driver {
                 EngineEvent::Flushed => {}
             }
         }
+        self.deliver_late_flushes(qp);
+    }
+
+    /// Pushes the completions [`Conn::flush_later`] queued, once the engine is in error (it
+    /// has then completed everything posted to it, so these follow in posting order).
+    fn deliver_late_flushes(&mut self, qp: &Conn) {
+        if self.engine.state() != QpState::Error {
+            return;
+        }
+        let late = std::mem::take(&mut *qp.late_flushes.lock().unwrap_or_else(|e| e.into_inner()));
+        if late.is_empty() {
+            return;
+        }
+        qp.send_cq.push(late.iter().filter(|c| c.queue == Queue::Send).copied());
+        qp.recv_cq.push(late.iter().filter(|c| c.queue == Queue::Recv).copied());
     }
 
     fn close(&mut self, qp: &Conn) {

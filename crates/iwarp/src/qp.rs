@@ -2,13 +2,14 @@
 
 use crate::conn::{Conn, ConnInfo, Progress, QpEvent, KICK_DISCONNECT};
 use crate::cq::CompletionQueue;
+use crate::cq::{WcOpcode, WcStatus, WorkCompletion};
 use crate::error::{ConnectError, CreateError, PostError};
 use crate::mem::ProtectionDomain;
 use crate::params::ConnParams;
 use crate::setup::active;
 use crate::srq::SharedReceiveQueue;
 use crate::wr::{RecvWr, SendWr};
-use iwarp_proto::qp::{Qp, QpConfig, QpState};
+use iwarp_proto::qp::{Qp, QpConfig, QpState, Queue};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
@@ -205,6 +206,27 @@ impl QueuePair {
     /// then the TCP connection closes. [`QpEvent::Disconnected`] follows.
     pub fn disconnect(&self) {
         self.inner.kick(KICK_DISCONNECT);
+    }
+
+    /// Completes work requests with [`WcStatus::WrFlush`] on this queue pair's completion
+    /// queues without posting them: `(wr_id, opcode)` pairs, the receive queue's for
+    /// [`WcOpcode::Recv`] and [`WcOpcode::RecvImmediate`], the send queue's otherwise.
+    ///
+    /// For a verbs layer that answers a post to a queue pair whose connection has ended as
+    /// providers do (Linux siw completes work posted in its ERROR state at once, flushed)
+    /// rather than with [`PostError::InvalidState`]. They are delivered once the queue pair is
+    /// in [`QpState::Error`], after its own flushed work, so each queue's completions stay in
+    /// posting order; and like every completion they wake waiters and fire an armed
+    /// notification on the queue's channel (a flush fires a solicited-only arming too).
+    pub fn complete_flushed(&self, wrs: impl IntoIterator<Item = (u64, WcOpcode)>) {
+        let qp_num = self.inner.qp_num;
+        self.inner.flush_later(wrs.into_iter().map(|(wr_id, opcode)| {
+            let queue = match opcode {
+                WcOpcode::Recv | WcOpcode::RecvImmediate => Queue::Recv,
+                _ => Queue::Send,
+            };
+            WorkCompletion { wr_id, status: WcStatus::WrFlush, opcode, qp_num, queue, ..WorkCompletion::default() }
+        }));
     }
 
     /// The next event, if any.

@@ -590,3 +590,75 @@ fn large_fpdus_are_agreed_unless_a_side_declines() {
         assert_eq!(server.qp.conn_info().unwrap().large_fpdus, both);
     }
 }
+
+/// The verbs' rule for a queue pair moved to the error state: everything posted completes
+/// flushed, even on one that never had a connection; nothing more can be posted; an armed
+/// completion queue signals its channel for them. In both progress modes.
+#[test]
+fn disconnecting_a_queue_pair_never_connected_flushes_its_receives() {
+    for progress in [Progress::Thread, Progress::Poll] {
+        let dev = device();
+        let pd = dev.alloc_pd();
+        let ch = dev.create_comp_channel().unwrap();
+        let scq = dev.create_cq(16).unwrap();
+        let rcq = dev.create_cq_with_channel(16, &ch).unwrap();
+        let mut init = QpInit::new(&scq, &rcq);
+        init.progress = progress;
+        let qp = pd.create_qp(&init).unwrap();
+        let mr = pd.reg_mr(256, all_access()).unwrap();
+        for i in 0..3 {
+            post_recv(&qp, 10 + i, &mr, 64 * i as usize, 64);
+        }
+        rcq.req_notify(false);
+        qp.disconnect();
+        let wcs = wait_wcs(&rcq, 3, WAIT);
+        let got: Vec<(u64, WcStatus, WcOpcode)> = wcs.iter().map(|w| (w.wr_id, w.status, w.opcode)).collect();
+        assert_eq!(
+            got,
+            [
+                (10, WcStatus::WrFlush, WcOpcode::Recv),
+                (11, WcStatus::WrFlush, WcOpcode::Recv),
+                (12, WcStatus::WrFlush, WcOpcode::Recv)
+            ],
+            "{progress:?}"
+        );
+        assert!(wcs.iter().all(|w| w.qp_num == qp.qp_num()));
+        assert_eq!(ch.get_event(Some(WAIT)), Some(rcq.id()), "the armed queue signalled its channel");
+        assert_eq!(qp.state(), QpState::Error);
+        assert!(matches!(
+            qp.post_recv(&[RecvWr::new(20, &[mr.sge(0, 8)])]),
+            Err(PostError::InvalidState(QpState::Error))
+        ));
+        assert_no_wc(&scq, Duration::from_millis(50));
+
+        // What a verbs layer completes itself for work posted now: on the right queues, in
+        // posting order, signalling the channel (a solicited-only arming fires for a flush).
+        rcq.req_notify(true);
+        qp.complete_flushed([(20, WcOpcode::Recv), (21, WcOpcode::Send)]);
+        let r = wait_wcs(&rcq, 1, WAIT);
+        assert_eq!(
+            (r[0].wr_id, r[0].status, r[0].opcode, r[0].qp_num),
+            (20, WcStatus::WrFlush, WcOpcode::Recv, qp.qp_num())
+        );
+        let s = wait_wcs(&scq, 1, WAIT);
+        assert_eq!((s[0].wr_id, s[0].status, s[0].opcode), (21, WcStatus::WrFlush, WcOpcode::Send));
+        assert_eq!(ch.get_event(Some(WAIT)), Some(rcq.id()));
+    }
+}
+
+/// Flushed completions a verbs layer adds wait until the queue pair is in error, behind the
+/// work it flushes itself.
+#[test]
+fn completions_flushed_by_the_caller_follow_the_queue_pairs_own() {
+    let dev = device();
+    let pd = dev.alloc_pd();
+    let cq = dev.create_cq(16).unwrap();
+    let qp = pd.create_qp(&QpInit::new(&cq, &cq)).unwrap();
+    let mr = pd.reg_mr(64, all_access()).unwrap();
+    post_recv(&qp, 1, &mr, 0, 64);
+    qp.complete_flushed([(2, WcOpcode::Recv)]);
+    assert_no_wc(&cq, Duration::from_millis(100));
+    qp.disconnect();
+    let got: Vec<(u64, WcStatus)> = wait_wcs(&cq, 2, WAIT).iter().map(|w| (w.wr_id, w.status)).collect();
+    assert_eq!(got, [(1, WcStatus::WrFlush), (2, WcStatus::WrFlush)]);
+}

@@ -639,9 +639,17 @@ impl Qp {
     }
 
     /// Starts a graceful disconnect: no new work is accepted, work not yet framed is flushed,
-    /// what is framed drains, then the stream closes.
+    /// what is framed drains, then the stream closes. A queue pair that was never connected
+    /// goes straight to [`QpState::Error`] and flushes everything posted, receives included.
     pub fn disconnect(&mut self) {
         match self.state.on(QpEventKind::Disconnect) {
+            Ok(QpState::Error) => {
+                // Never connected (Idle): nothing is framed or on the wire, so everything
+                // posted (receives too) completes flushed now, as the verbs require of a
+                // queue pair moved to the error state.
+                self.set_state(QpState::Error);
+                self.flush_all(None);
+            }
             Ok(s) => {
                 self.set_state(s);
                 // Sends posted before the close are flushed with the rest.

@@ -887,6 +887,32 @@ fn disconnect_flushes_and_peer_sees_a_clean_close() {
 }
 
 #[test]
+fn disconnecting_a_queue_pair_never_connected_flushes_its_receives() {
+    let stags = Arc::new(StagTable::new(7));
+    let pd = stags.new_pd();
+    let mut qp = Qp::new(cfg(3, pd), Arc::clone(&stags), None);
+    let d = stags.register(RawMem::alloc(64, false).unwrap(), pd, Access::LOCAL_WRITE, 0x10_0000).unwrap();
+    qp.post_recv([recv_wr(5, vec![sge(&d, 0, 32)]), recv_wr(6, vec![sge(&d, 32, 32)])]).unwrap();
+    // Sends wait for the connection: none can be posted yet.
+    assert_eq!(
+        qp.post_send([send_wr(7, SendOp::Send, vec![sge(&d, 0, 8)])]),
+        Err(PostError::InvalidState(QpState::Idle))
+    );
+    assert_eq!(qp.state(), QpState::Idle);
+    qp.disconnect();
+    assert_eq!(qp.state(), QpState::Error);
+    let got: Vec<(u64, WcStatus, WcOpcode)> =
+        Pair::completions(&mut qp).iter().map(|c| (c.wr_id, c.status, c.opcode)).collect();
+    assert_eq!(got, [(5, WcStatus::WrFlush, WcOpcode::Recv), (6, WcStatus::WrFlush, WcOpcode::Recv),]);
+    assert!(Pair::events(&mut qp).contains(&QpEvent::Flushed));
+    assert_eq!((qp.recv_queued(), qp.send_outstanding()), (0, 0));
+    assert_eq!(qp.post_recv([recv_wr(8, vec![sge(&d, 0, 8)])]), Err(PostError::InvalidState(QpState::Error)));
+    // A second disconnect has nothing left to do.
+    qp.disconnect();
+    assert!(Pair::completions(&mut qp).is_empty());
+}
+
+#[test]
 fn eof_inside_an_fpdu_is_a_transport_error() {
     let mut p = Pair::new();
     let mut peer = RawPeer::new();

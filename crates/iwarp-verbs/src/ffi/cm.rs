@@ -229,6 +229,12 @@ fn create_id(channel: Addr, id_out: *mut *mut rdma_cm_id, context: usize, ps: u3
         return Err(Errno::INVAL);
     }
     if ps != rdma_port_space_RDMA_PS_TCP {
+        // udaddy and mckey stop here without a word of their own.
+        cm::refused_once(
+            "rdma_create_id",
+            "iWARP has reliable connections only: port space RDMA_PS_TCP, not UDP, IPoIB or IB",
+            libc::EOPNOTSUPP,
+        );
         return Err(Errno::NOTSUP);
     }
     let (channel, sync) = if channel == 0 {
@@ -774,7 +780,9 @@ fn create_qp_on(id: *mut rdma_cm_id, pd: *mut ibv_pd, a: QpInitCopy) -> Res<(*mu
             qp_context: a.qp_context as *mut c_void,
             send_cq,
             recv_cq,
-            srq: a.srq as *mut ibv_srq,
+            // As rdma-core: the identifier's shared receive queue (rdma_create_srq) unless
+            // the attributes name one.
+            srq: if a.srq != 0 { a.srq as *mut ibv_srq } else { c.srq },
             cap: a.cap,
             qp_type: a.qp_type,
             sq_sig_all: a.sq_sig_all != 0,
@@ -1213,11 +1221,15 @@ fn destroy_ep(id: *mut rdma_cm_id) {
         if lookup(id).is_ok() && !id_mut(id).qp.is_null() {
             rdma_destroy_qp(id);
         }
+        if lookup(id).is_ok() && !id_mut(id).srq.is_null() {
+            rdma_destroy_srq(id);
+        }
         rdma_destroy_id(id);
     }
 }
 
-/// `rdma_destroy_ep`: its queue pair (with what `rdma_create_qp` made) and the identifier.
+/// `rdma_destroy_ep`: its queue pair (with what `rdma_create_qp` made), its shared receive
+/// queue (`rdma_create_srq`) and the identifier.
 ///
 /// # Safety
 /// The C caller's side of the librdmacm contract (see the module docs).
@@ -1301,4 +1313,360 @@ pub unsafe extern "C" fn rdma_get_request(listen: *mut rdma_cm_id, id: *mut *mut
 pub unsafe extern "C" fn rpoll(fds: *mut libc::pollfd, nfds: libc::nfds_t, timeout: c_int) -> c_int {
     // SAFETY: by this function's contract, passed on unchanged.
     unsafe { libc::poll(fds, nfds, timeout) }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared receive queues on identifiers
+
+/// Makes a basic shared receive queue on the identifier's context: on `pd`, or `id->pd` when
+/// NULL; it becomes `id->srq`, which `rdma_create_qp` then uses when its attributes name none.
+fn create_srq_on(id: *mut rdma_cm_id, pd: *mut ibv_pd, context: *mut c_void, attr: ibv_srq_attr) -> Res<*mut ibv_srq> {
+    lookup(id)?;
+    // SAFETY: a live identifier (looked up above).
+    let c = unsafe { id_mut(id) };
+    if !c.srq.is_null() {
+        return Err(Errno::INVAL);
+    }
+    let pd = if pd.is_null() { c.pd } else { pd };
+    let (_, pd_ctx) = state::pd(pd as Addr)?;
+    if pd_ctx != c.verbs as Addr {
+        return Err(Errno::INVAL);
+    }
+    let srq = verbs::create_srq(pd, context, attr)?;
+    c.srq = srq;
+    Ok(srq)
+}
+
+/// `rdma_create_srq`: a basic shared receive queue on `id->verbs` (see `create_srq_on`); XRC
+/// identifiers cannot exist here (`RDMA_PS_IB` is refused), so none is an XRC one.
+///
+/// # Safety
+/// The C caller's side of the librdmacm contract (see the module docs).
+#[no_mangle]
+pub unsafe extern "C" fn rdma_create_srq(id: *mut rdma_cm_id, pd: *mut ibv_pd, attr: *mut ibv_srq_init_attr) -> c_int {
+    guard(-1, || {
+        ret_m1((|| {
+            // SAFETY: the caller's attributes.
+            let a = unsafe { input(attr) }?;
+            create_srq_on(id, pd, a.srq_context, a.attr).map(drop)
+        })())
+    })
+}
+
+/// `rdma_create_srq_ex`: `IBV_SRQ_INIT_ATTR_TYPE` is required (as rdma-core), the type must be
+/// `IBV_SRQT_BASIC` (XRC and tag matching: `EOPNOTSUPP`); the domain is the attributes' (with
+/// `IBV_SRQ_INIT_ATTR_PD`) or `id->pd`, written back into them.
+///
+/// # Safety
+/// The C caller's side of the librdmacm contract (see the module docs).
+#[no_mangle]
+pub unsafe extern "C" fn rdma_create_srq_ex(id: *mut rdma_cm_id, attr: *mut ibv_srq_init_attr_ex) -> c_int {
+    guard(-1, || {
+        ret_m1((|| {
+            // SAFETY: the caller's attributes.
+            let mut a = unsafe { input(attr) }?;
+            lookup(id)?;
+            if a.comp_mask & ibv_srq_init_attr_mask_IBV_SRQ_INIT_ATTR_TYPE == 0 {
+                return Err(Errno::INVAL);
+            }
+            let known = ibv_srq_init_attr_mask_IBV_SRQ_INIT_ATTR_TYPE | ibv_srq_init_attr_mask_IBV_SRQ_INIT_ATTR_PD;
+            if a.comp_mask & !known != 0 || a.srq_type != ibv_srq_type_IBV_SRQT_BASIC {
+                return Err(Errno::NOTSUP);
+            }
+            if a.comp_mask & ibv_srq_init_attr_mask_IBV_SRQ_INIT_ATTR_PD == 0 || a.pd.is_null() {
+                // SAFETY: a live identifier (looked up above).
+                a.pd = unsafe { id_mut(id).pd };
+                a.comp_mask |= ibv_srq_init_attr_mask_IBV_SRQ_INIT_ATTR_PD;
+            }
+            create_srq_on(id, a.pd, a.srq_context, a.attr)?;
+            // SAFETY: the caller's attributes (read above): the domain used, written back.
+            unsafe { out(attr, a) }
+        })())
+    })
+}
+
+/// `rdma_destroy_srq`: destroys `id->srq` and clears it. It returns nothing: while a queue
+/// pair still uses the queue nothing is destroyed and errno is `EBUSY` (rdma-core would
+/// destroy it under the queue pair); without one, errno is `EINVAL`.
+///
+/// # Safety
+/// The C caller's side of the librdmacm contract (see the module docs).
+#[no_mangle]
+pub unsafe extern "C" fn rdma_destroy_srq(id: *mut rdma_cm_id) {
+    guard((), || {
+        let r = (|| {
+            lookup(id)?;
+            // SAFETY: a live identifier (looked up above).
+            let c = unsafe { id_mut(id) };
+            if c.srq.is_null() {
+                return Err(Errno::INVAL);
+            }
+            // SAFETY: the identifier's queue, checked by the exported destroy.
+            match unsafe { super::ibv_destroy_srq(c.srq) } {
+                0 => {
+                    c.srq = core::ptr::null_mut();
+                    Ok(())
+                }
+                e => Err(Errno(e)),
+            }
+        })();
+        if let Err(Errno(e)) = r {
+            set_errno(e);
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Multicast, notifications and ECE
+
+/// The multicast address of a join or leave: `EINVAL` unless IPv4 or IPv6 (rdma-core's check).
+///
+/// # Safety
+/// `addr` is NULL or a socket address of its family's size.
+unsafe fn mc_addr(addr: *const sockaddr) -> Res<SocketAddr> {
+    // SAFETY: by this function's contract.
+    unsafe { read_sockaddr(addr) }.map_err(|_| Errno::INVAL)
+}
+
+/// `rdma_join_multicast`: iWARP has no multicast: -1 with `ENOSYS`, what Linux answers for a
+/// device that is not InfiniBand or RoCE (`EINVAL` first for a bad address or an identifier
+/// neither bound nor resolved). A line on stderr says why, once.
+///
+/// # Safety
+/// The C caller's side of the librdmacm contract (see the module docs).
+#[no_mangle]
+pub unsafe extern "C" fn rdma_join_multicast(id: *mut rdma_cm_id, addr: *mut sockaddr, _context: *mut c_void) -> c_int {
+    guard(-1, || {
+        ret_m1((|| {
+            let i = lookup(id)?;
+            // SAFETY: the caller's address argument.
+            unsafe { mc_addr(addr) }?;
+            cm::join_multicast(&i)
+        })())
+    })
+}
+
+/// `rdma_join_multicast_ex` (RDMACM_1.1): the attributes checked as rdma-core does
+/// (`ENOTSUP` for unknown mask bits, `EINVAL` without an address or join flags), then as
+/// `rdma_join_multicast`.
+///
+/// # Safety
+/// The C caller's side of the librdmacm contract (see the module docs).
+#[no_mangle]
+pub unsafe extern "C" fn rdma_join_multicast_ex(
+    id: *mut rdma_cm_id,
+    attr: *mut rdma_cm_join_mc_attr_ex,
+    _context: *mut c_void,
+) -> c_int {
+    guard(-1, || {
+        ret_m1((|| {
+            let i = lookup(id)?;
+            // SAFETY: the caller's attributes.
+            let a = unsafe { input(attr) }?;
+            if a.comp_mask >= rdma_cm_join_mc_attr_mask_RDMA_CM_JOIN_MC_ATTR_RESERVED {
+                return Err(Errno(libc::ENOTSUP));
+            }
+            if a.comp_mask & rdma_cm_join_mc_attr_mask_RDMA_CM_JOIN_MC_ATTR_ADDRESS == 0
+                || a.comp_mask & rdma_cm_join_mc_attr_mask_RDMA_CM_JOIN_MC_ATTR_JOIN_FLAGS == 0
+                || a.join_flags >= rdma_cm_mc_join_flags_RDMA_MC_JOIN_FLAG_RESERVED
+            {
+                return Err(Errno::INVAL);
+            }
+            // SAFETY: the attributes' address.
+            unsafe { mc_addr(a.addr) }?;
+            cm::join_multicast(&i)
+        })())
+    })
+}
+
+/// `rdma_leave_multicast`: no group can have been joined, so every address is one the
+/// identifier is not a member of: `EADDRNOTAVAIL`, rdma-core's answer for those.
+///
+/// # Safety
+/// The C caller's side of the librdmacm contract (see the module docs).
+#[no_mangle]
+pub unsafe extern "C" fn rdma_leave_multicast(id: *mut rdma_cm_id, addr: *mut sockaddr) -> c_int {
+    guard(-1, || {
+        ret_m1((|| {
+            lookup(id)?;
+            // SAFETY: the caller's address argument.
+            unsafe { mc_addr(addr) }?;
+            Err(Errno(libc::EADDRNOTAVAIL))
+        })())
+    })
+}
+
+/// `rdma_notify`: nothing to do on iWARP (see `cm::notify`).
+///
+/// # Safety
+/// The C caller's side of the librdmacm contract (see the module docs).
+#[no_mangle]
+pub unsafe extern "C" fn rdma_notify(id: *mut rdma_cm_id, _event: ibv_event_type) -> c_int {
+    guard(-1, || ret_m1(lookup(id).and_then(|i| cm::notify(&i))))
+}
+
+/// `rdma_set_local_ece` (RDMACM_1.3): kept for `rdma_get_remote_ece`'s peer, as rdma-core
+/// checks it (`EINVAL` with a queue pair, no vendor id or a completion mask); iWARP's MPA
+/// exchange has no field for it, so the peer never sees it.
+///
+/// # Safety
+/// The C caller's side of the librdmacm contract (see the module docs).
+#[no_mangle]
+pub unsafe extern "C" fn rdma_set_local_ece(id: *mut rdma_cm_id, ece: *mut ibv_ece) -> c_int {
+    guard(-1, || {
+        ret_m1((|| {
+            let i = lookup(id)?;
+            // SAFETY: the caller's argument.
+            let e = unsafe { input(ece) }?;
+            // SAFETY: a live identifier (looked up above).
+            if !unsafe { id_mut(id).qp }.is_null() || e.vendor_id == 0 || e.comp_mask != 0 {
+                return Err(Errno::INVAL);
+            }
+            i.state().local_ece = Some((e.vendor_id, e.options));
+            Ok(())
+        })())
+    })
+}
+
+/// `rdma_get_remote_ece` (RDMACM_1.3): a peer's ECE never arrives over iWARP, so it is all
+/// zeros, as Linux reports for iWARP connections (`EINVAL` with a queue pair, as rdma-core).
+///
+/// # Safety
+/// The C caller's side of the librdmacm contract (see the module docs).
+#[no_mangle]
+pub unsafe extern "C" fn rdma_get_remote_ece(id: *mut rdma_cm_id, ece: *mut ibv_ece) -> c_int {
+    guard(-1, || {
+        ret_m1((|| {
+            lookup(id)?;
+            // SAFETY: a live identifier (looked up above).
+            if !unsafe { id_mut(id).qp }.is_null() {
+                return Err(Errno::INVAL);
+            }
+            // SAFETY: the caller's output argument.
+            unsafe { out(ece, ibv_ece::default()) }
+        })())
+    })
+}
+
+/// `rdma_reject_ece` (RDMACM_1.3): `rdma_reject` with InfiniBand's reason "vendor option not
+/// supported", which an MPA Reply cannot carry: the same as `rdma_reject`.
+///
+/// # Safety
+/// The C caller's side of the librdmacm contract (see the module docs).
+#[no_mangle]
+pub unsafe extern "C" fn rdma_reject_ece(id: *mut rdma_cm_id, private_data: *const c_void, len: u8) -> c_int {
+    // SAFETY: the same arguments, the same contract.
+    unsafe { rdma_reject(id, private_data, len) }
+}
+
+// ---------------------------------------------------------------------------------------------
+// rsockets: refused
+//
+// rsockets is a sockets API that rdma-core builds over rdma_cm and the verbs. This library
+// makes no rsockets: `rsocket` fails with `ENOSYS`, so a program fails where it asks for one
+// (rstream, riostream, rcopy, udpong print their `perror` line) rather than later. Every
+// call taking an rsocket then gets a descriptor that cannot be one: -1 with `EBADF`, what
+// rsockets answers for a descriptor it does not know. Each says why once on stderr.
+// `rpoll` and `rselect` wait on ordinary descriptors as rsockets does for them.
+
+/// Refuses a call on an rsocket descriptor (none exists): the stderr line once, `EBADF`.
+fn not_an_rsocket(call: &'static str) {
+    cm::refused_once(call, "this iWARP library makes no rsockets, so no descriptor is one", libc::EBADF);
+    set_errno(libc::EBADF);
+}
+
+/// `rsocket`: -1 with `ENOSYS` (see the section's comment).
+#[no_mangle]
+pub extern "C" fn rsocket(_domain: c_int, _type: c_int, _protocol: c_int) -> c_int {
+    guard(-1, || {
+        cm::refused_once("rsocket", "rsockets are not implemented by this iWARP library", libc::ENOSYS);
+        set_errno(libc::ENOSYS);
+        -1
+    })
+}
+
+/// Defines rsockets calls that take a descriptor and refuse it (see `not_an_rsocket`); each
+/// returns its type's -1.
+macro_rules! refused_rsocket_calls {
+    ($($(#[$doc:meta])* fn $name:ident($($arg:ident: $t:ty),*) -> $ret:ty;)*) => {$(
+        $(#[$doc])*
+        #[no_mangle]
+        pub extern "C" fn $name(_socket: c_int, $($arg: $t),*) -> $ret {
+            $(let _ = $arg;)*
+            guard((-1_i64) as $ret, || {
+                not_an_rsocket(stringify!($name));
+                (-1_i64) as $ret
+            })
+        }
+    )*};
+}
+
+refused_rsocket_calls! {
+    /// `rbind`: `EBADF`.
+    fn rbind(_addr: *const sockaddr, _len: socklen_t) -> c_int;
+    /// `rlisten`: `EBADF`.
+    fn rlisten(_backlog: c_int) -> c_int;
+    /// `raccept`: `EBADF`.
+    fn raccept(_addr: *mut sockaddr, _len: *mut socklen_t) -> c_int;
+    /// `rconnect`: `EBADF`.
+    fn rconnect(_addr: *const sockaddr, _len: socklen_t) -> c_int;
+    /// `rshutdown`: `EBADF`.
+    fn rshutdown(_how: c_int) -> c_int;
+    /// `rclose`: `EBADF`.
+    fn rclose() -> c_int;
+    /// `rrecv`: `EBADF`.
+    fn rrecv(_buf: *mut c_void, _len: usize, _flags: c_int) -> isize;
+    /// `rrecvfrom`: `EBADF`.
+    fn rrecvfrom(_buf: *mut c_void, _len: usize, _flags: c_int, _from: *mut sockaddr, _fromlen: *mut socklen_t) -> isize;
+    /// `rrecvmsg`: `EBADF`.
+    fn rrecvmsg(_msg: *mut libc::msghdr, _flags: c_int) -> isize;
+    /// `rsend`: `EBADF`.
+    fn rsend(_buf: *const c_void, _len: usize, _flags: c_int) -> isize;
+    /// `rsendto`: `EBADF`.
+    fn rsendto(_buf: *const c_void, _len: usize, _flags: c_int, _to: *const sockaddr, _tolen: socklen_t) -> isize;
+    /// `rsendmsg`: `EBADF`.
+    fn rsendmsg(_msg: *const libc::msghdr, _flags: c_int) -> isize;
+    /// `rread`: `EBADF`.
+    fn rread(_buf: *mut c_void, _count: usize) -> isize;
+    /// `rreadv`: `EBADF`.
+    fn rreadv(_iov: *const libc::iovec, _iovcnt: c_int) -> isize;
+    /// `rwrite`: `EBADF`.
+    fn rwrite(_buf: *const c_void, _count: usize) -> isize;
+    /// `rwritev`: `EBADF`.
+    fn rwritev(_iov: *const libc::iovec, _iovcnt: c_int) -> isize;
+    /// `rgetpeername`: `EBADF`.
+    fn rgetpeername(_addr: *mut sockaddr, _len: *mut socklen_t) -> c_int;
+    /// `rgetsockname`: `EBADF`.
+    fn rgetsockname(_addr: *mut sockaddr, _len: *mut socklen_t) -> c_int;
+    /// `rsetsockopt`: `EBADF`.
+    fn rsetsockopt(_level: c_int, _name: c_int, _val: *const c_void, _len: socklen_t) -> c_int;
+    /// `rgetsockopt`: `EBADF`.
+    fn rgetsockopt(_level: c_int, _name: c_int, _val: *mut c_void, _len: *mut socklen_t) -> c_int;
+    /// `rfcntl`: `EBADF`. The C function is variadic (`int rfcntl(int, int, ...)`); on x86-64
+    /// a variadic call passes its arguments where a fixed one does, and this reads only the
+    /// two fixed ones, so the definition matches every caller.
+    fn rfcntl(_cmd: c_int) -> c_int;
+    /// `riomap`: `(off_t) -1`, `EBADF`.
+    fn riomap(_buf: *mut c_void, _len: usize, _prot: c_int, _flags: c_int, _offset: libc::off_t) -> libc::off_t;
+    /// `riounmap`: `EBADF`.
+    fn riounmap(_buf: *mut c_void, _len: usize) -> c_int;
+    /// `riowrite`: `(size_t) -1`, `EBADF`.
+    fn riowrite(_buf: *const c_void, _count: usize, _offset: libc::off_t, _flags: c_int) -> usize;
+}
+
+/// `rselect`: this library makes no rsockets, so every descriptor is an ordinary one and
+/// `rselect` is `select(2)`, as `rpoll` is `poll(2)`.
+///
+/// # Safety
+/// `select(2)`'s contract: each set is NULL or valid, `timeout` NULL or valid.
+#[no_mangle]
+pub unsafe extern "C" fn rselect(
+    nfds: c_int,
+    readfds: *mut libc::fd_set,
+    writefds: *mut libc::fd_set,
+    exceptfds: *mut libc::fd_set,
+    timeout: *mut libc::timeval,
+) -> c_int {
+    // SAFETY: by this function's contract, passed on unchanged.
+    unsafe { libc::select(nfds, readfds, writefds, exceptfds, timeout) }
 }

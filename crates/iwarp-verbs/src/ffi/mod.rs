@@ -1049,11 +1049,7 @@ unsafe extern "C" fn op_post_send(qp: *mut ibv_qp, wr: *mut ibv_send_wr, bad: *m
             let reqs = unsafe { send_reqs(wr) }?;
             match post::post_send(&q, &reqs) {
                 Err(post::FLUSH) => {
-                    // SAFETY: a live queue pair of ours (looked up above).
-                    let (cq, num) = unsafe { ((*qp).send_cq, (*qp).qp_num) };
-                    if let Ok((c, _)) = state::cq(cq as usize) {
-                        post::flush_sends(&c, &q, num, &reqs);
-                    }
+                    post::flush_sends(&q, &reqs);
                     Ok(())
                 }
                 r => r,
@@ -1073,11 +1069,7 @@ unsafe extern "C" fn op_post_recv(qp: *mut ibv_qp, wr: *mut ibv_recv_wr, bad: *m
             let reqs = unsafe { recv_reqs(wr) }?;
             match post::post_recv(&q, &reqs) {
                 Err(post::FLUSH) => {
-                    // SAFETY: a live queue pair of ours (looked up above).
-                    let (cq, num) = unsafe { ((*qp).recv_cq, (*qp).qp_num) };
-                    if let Ok((c, _)) = state::cq(cq as usize) {
-                        post::flush_recvs(&c, num, &reqs);
-                    }
+                    post::flush_recvs(&q, &reqs);
                     Ok(())
                 }
                 r => r,
