@@ -438,9 +438,23 @@ impl Conn {
     /// driver busy in another thread gets the reading handed back ([`KICK_RUN`]).
     fn drive_from_worker(&self) -> bool {
         let more = match self.try_driver() {
-            Some(mut d) => d.run(self),
+            Some(mut d) => {
+                // A turn that moved no FPDU found the bytes taken by an application thread
+                // (assisted progress), or an event with nothing behind it.
+                let moved = |d: &Driver| {
+                    let s = d.engine.stats();
+                    (s.rx_fpdus, s.tx_fpdus)
+                };
+                let before = moved(&d);
+                let more = d.run(self);
+                if self.progress == Progress::Assisted && moved(&d) == before {
+                    crate::runtime::note_deferred();
+                }
+                more
+            }
             None => {
                 self.kicks.fetch_or(KICK_RUN, Ordering::AcqRel);
+                crate::runtime::note_deferred();
                 false
             }
         };

@@ -4,6 +4,7 @@
 //! number of them, each bounding the work it does before the next runs.
 
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
+use std::cell::Cell;
 use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -218,13 +219,18 @@ fn run(mut poll: Poll, shared: &Arc<WorkerShared>, spin: std::time::Duration) {
             return;
         }
         now = Instant::now();
-        if !spin.is_zero() && events.iter().any(|e| e.token() != WAKER) {
-            spin_until = now + spin;
-        }
+        DEFERRED.with(|d| d.set(0));
+        let mut handled = 0usize;
         for ev in events.iter() {
             if ev.token() != WAKER {
+                handled += 1;
                 dispatch(shared, ev.token().0, &mut ready);
             }
+        }
+        // Spin on after activity, but not after events that only found their queue pairs
+        // driven by an application thread (assisted progress): that thread serves them.
+        if !spin.is_zero() && handled > DEFERRED.with(Cell::get) {
+            spin_until = now + spin;
         }
         // Connections that still had input after their budget.
         for _ in 0..ready.len() {
@@ -249,6 +255,18 @@ fn run(mut poll: Poll, shared: &Arc<WorkerShared>, spin: std::time::Duration) {
             dispatch(shared, tok, &mut ready);
         }
     }
+}
+
+thread_local! {
+    /// Events of this event-loop turn whose handler found its queue pair's driver held by
+    /// another thread ([`note_deferred`]).
+    static DEFERRED: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Called by a handler on the event loop that left its work to the thread holding the
+/// driver: that event is no reason for the loop to keep spinning.
+pub(crate) fn note_deferred() {
+    DEFERRED.with(|d| d.set(d.get() + 1));
 }
 
 fn dispatch(shared: &Arc<WorkerShared>, token: usize, ready: &mut VecDeque<usize>) {
