@@ -8,6 +8,9 @@
 //! ```sh
 //! cargo run -p iwarp-verbs --bin iwrun -- ibv_devinfo -v
 //! ```
+//!
+//! `iwrun --lib-dir` links them and prints that directory (for `LD_LIBRARY_PATH` or a
+//! system-wide install) instead of running a command.
 #![forbid(unsafe_code)]
 
 use std::os::unix::process::CommandExt;
@@ -17,7 +20,7 @@ use std::process::{Command, ExitCode};
 fn main() -> ExitCode {
     let mut args = std::env::args_os().skip(1);
     let Some(program) = args.next() else {
-        eprintln!("usage: iwrun COMMAND [ARGS...]");
+        eprintln!("usage: iwrun COMMAND [ARGS...]\n       iwrun --lib-dir   (prints the directory of the libraries)");
         return ExitCode::from(2);
     };
     let lib_dir = match prepare() {
@@ -27,6 +30,10 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if program == "--lib-dir" {
+        println!("{}", lib_dir.display());
+        return ExitCode::SUCCESS;
+    }
     let mut path = std::ffi::OsString::from(&lib_dir);
     if let Some(old) = std::env::var_os("LD_LIBRARY_PATH").filter(|p| !p.is_empty()) {
         path.push(":");
