@@ -11,7 +11,8 @@
 //!   into the target region once the STag, protection domain, rights and bounds have been
 //!   checked; a Send's payload into the posted receive buffer.
 //! - A few event-loop threads drive every connection; [`Progress::Poll`] lets the application
-//!   drive its own queue pairs for the lowest latency.
+//!   drive its own queue pairs for the lowest latency, and [`Progress::Assisted`] has both:
+//!   the event loop, and any thread that polls an empty completion queue of the queue pair.
 //! - Listeners and connections are host TCP sockets, so iWARP and plain TCP share one port
 //!   space.
 //!
