@@ -828,10 +828,14 @@ fn send_bw_client(o: &Opts, data: &Data, size: usize, rx_depth: usize, cycle: us
     let depth = o.tx_depth.max(1).min(iters.min(1 << 20) as usize);
     let cq_mod = effective_cq_mod(o, size, depth);
     let credit = data.credit.as_ref().expect("send_bw credit region");
+    // perftest's send_bw client measures its peak as the write and read clients do.
+    let peak_on = o.duration.is_none() && o.iters <= 20_000;
     let mut posted = vec![0u64; q];
     let mut done = vec![0u64; q];
     // As in bw_client: where the last signalled Send is (a timed run stops anywhere).
     let mut signaled_to = vec![0u64; q];
+    let mut tposted: Vec<Vec<Instant>> = vec![Vec::new(); q];
+    let mut tdone: Vec<Vec<(u64, Instant)>> = vec![Vec::new(); q];
     let mut wc = vec![WorkCompletion::default(); 64];
     let start = Instant::now();
     let (deadline, window) = duration_window(o, start);
@@ -851,6 +855,9 @@ fn send_bw_client(o: &Opts, data: &Data, size: usize, rx_depth: usize, cycle: us
             if n == 0 {
                 continue;
             }
+            if peak_on {
+                tposted[i].extend(std::iter::repeat_n(Instant::now(), n as usize));
+            }
             data.qps[i].post_send(&wrs).map_err(|e| format!("Couldn't post send: {e}"))?;
             posted[i] += n;
         }
@@ -868,6 +875,9 @@ fn send_bw_client(o: &Opts, data: &Data, size: usize, rx_depth: usize, cycle: us
             let k = c.wr_id & ((1 << 40) - 1);
             let newly = k + 1 - done[i];
             done[i] = k + 1;
+            if peak_on {
+                tdone[i].push((k, now));
+            }
             if window.is_some_and(|(a, b)| now >= a && now < b) {
                 counted += newly;
             }
@@ -882,7 +892,8 @@ fn send_bw_client(o: &Opts, data: &Data, size: usize, rx_depth: usize, cycle: us
     if let Some((a, b)) = window {
         return Ok(BwResult::new(size, counted, b.duration_since(a), 0.0));
     }
-    Ok(BwResult::new(size, posted.iter().sum(), start.elapsed(), 0.0))
+    let peak = if peak_on { peak_rate(size, cq_mod, &tposted, &tdone) } else { 0.0 };
+    Ok(BwResult::new(size, posted.iter().sum(), start.elapsed(), peak))
 }
 
 /// send_bw, receiving side: counts receives, re-posts, and writes credits.
