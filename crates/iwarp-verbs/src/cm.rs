@@ -723,8 +723,13 @@ pub(crate) fn destroy_id(addr: Addr) -> Res<Destroyed> {
         let connected = matches!(st.phase, Phase::Connected | Phase::Connecting | Phase::Accepting);
         (st.listener.take(), st.qp.take(), connected, st.channel, st.sync, st.unacked == 0)
     };
-    if let Some((_, token)) = listener {
+    if let Some((l, token)) = listener {
         unwatch(token);
+        // Closed now, not when the last clone goes: the watcher thread may still hold one
+        // (it is handing out a request), and the stack's event loop another for a moment.
+        // perftest's server binds this port again for its data listener a few control
+        // messages after destroying its control listener.
+        l.close();
     }
     if let Some(qp) = qp {
         if connected {
@@ -740,6 +745,13 @@ pub(crate) fn destroy_id(addr: Addr) -> Res<Destroyed> {
     }
     let free_now = free_now && with(|c| c.zombies.remove(&addr)).is_some();
     Ok(Destroyed { free_now, sync_channel: sync.then_some(channel) })
+}
+
+/// A clone of the listener of the identifier at `addr`, as the watcher thread holds one
+/// while it hands out a connection request.
+#[cfg(test)]
+pub(crate) fn listener_of(addr: Addr) -> Option<Listener> {
+    id(addr).ok()?.state().listener.as_ref().map(|(l, _)| l.clone())
 }
 
 /// Records an event handed out at `ev_addr`.

@@ -229,3 +229,45 @@ fn a_queued_asynchronous_event_reaches_ibv_get_async_event() {
         assert_eq!(ffi::ibv_close_device(ctx), 0);
     }
 }
+
+/// perftest's server destroys its control listener and, a few control messages later, binds
+/// the same port for its data listener. The watcher thread holds a clone of a listener while
+/// it hands out a request (the stack's event loop one while it queues it); on a busy machine
+/// that clone outlived `rdma_destroy_id` and the new bind failed with `EADDRINUSE` ("Failed
+/// to bind RDMA CM address on the server"). The port is free once `rdma_destroy_id` returns.
+#[test]
+fn a_destroyed_listeners_port_can_be_bound_again_while_the_watcher_holds_it() {
+    // SAFETY: C calls with valid arguments, as a C program makes them.
+    unsafe {
+        let ch = ffi::cm::rdma_create_event_channel();
+        assert!(!ch.is_null());
+        let listen = |port: u16| -> (*mut cma::rdma_cm_id, i32) {
+            let mut id = null_mut();
+            assert_eq!(ffi::cm::rdma_create_id(ch, &mut id, null_mut(), cma::rdma_port_space_RDMA_PS_TCP), 0);
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: port.to_be(),
+                sin_addr: libc::in_addr { s_addr: u32::from(std::net::Ipv4Addr::LOCALHOST).to_be() },
+                sin_zero: [0; 8],
+            };
+            let mut sa = sin;
+            if ffi::cm::rdma_bind_addr(id, (&mut sa as *mut libc::sockaddr_in).cast()) != 0 {
+                let e = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+                assert_eq!(ffi::cm::rdma_destroy_id(id), 0);
+                return (null_mut(), e);
+            }
+            assert_eq!(ffi::cm::rdma_listen(id, 4), 0);
+            (id, 0)
+        };
+        let (first, e) = listen(0);
+        assert_eq!(e, 0);
+        let port = u16::from_be(ffi::cm::rdma_get_src_port(first));
+        let held = crate::cm::listener_of(first as usize).expect("a listening identifier");
+        assert_eq!(ffi::cm::rdma_destroy_id(first), 0);
+        let (second, e) = listen(port);
+        assert_eq!(e, 0, "bind after rdma_destroy_id: errno {e}");
+        drop(held);
+        assert_eq!(ffi::cm::rdma_destroy_id(second), 0);
+        ffi::cm::rdma_destroy_event_channel(ch);
+    }
+}

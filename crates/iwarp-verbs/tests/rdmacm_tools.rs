@@ -1,7 +1,8 @@
 //! Unmodified Debian 12 programs that connect through librdmacm and move data, both sides
 //! under `iwrun` on 127.0.0.1: rping (sizes 64 and 4096, and `-q`, its own queue pair
 //! connected by number), rping against this stack's `iwping` in both directions, perftest's
-//! six `-R` benchmarks at 64 B, 4 KiB and 64 KiB (and two of them against `iwperf`),
+//! six `-R` benchmarks at 1 B, 4 KiB, 64 KiB and 1 MiB, its two atomic benchmarks (8 bytes,
+//! fetch-and-add and compare-and-swap), each of the eight against `iwperf` in both directions,
 //! ucmatose, rdma_server/rdma_client, rdma_xserver/rdma_xclient. Programs that need what
 //! iWARP or this library lacks (mckey, udaddy, rdma_xserver over XRC; rstream, riostream,
 //! udpong and rcopy, which use rsockets) must load and fail cleanly: an exit status, not a
@@ -169,20 +170,63 @@ fn result_line(out: &str, size: usize, iters: usize) -> Option<Vec<f64>> {
     })
 }
 
+/// A latency test (its result line: t_min, t_max, t_typical, ...).
+fn is_lat(program: &str) -> bool {
+    program.ends_with("_lat")
+}
+
+/// Checks a perftest (or iwperf) side's output: the transport, and a result line for `size`
+/// and `iters` whose figures are positive. Latency: minimum, maximum, typical and average.
+/// Bandwidth: the message rate (six decimals); the peak and average in MB/s (two decimals)
+/// from 4 KiB up, where a slow moment on a busy machine cannot round them to 0.00. A side
+/// that prints the peer's figures or its own (`own`) needs the peak; a send_bw server's is
+/// 0.00 (it times no posts). Returns the figures.
+fn check_result(who: &str, program: &str, out: &str, size: usize, iters: usize, own: bool) -> Vec<f64> {
+    assert!(out.contains("Transport type : IW"), "{who}:\n{out}");
+    let r = result_line(out, size, iters).unwrap_or_else(|| panic!("{who}: no result line for {size}:\n{out}"));
+    let want: &[usize] = match (is_lat(program), own, size >= 4096) {
+        (true, _, _) => &[0, 1, 2, 3],
+        (false, true, true) => &[0, 1, 2],
+        (false, false, true) => &[1, 2],
+        (false, _, false) => &[2],
+    };
+    assert!(want.iter().all(|&i| r.get(i).is_some_and(|v| *v > 0.0)), "{who} {size}: {r:?}\n{out}");
+    r
+}
+
+/// Whether the server side of `program` prints a result line: bandwidth servers do (the
+/// client's figures, or send_bw's own count); of the latency tests, only write_lat and
+/// send_lat, which measure on both sides.
+fn server_prints(program: &str) -> bool {
+    !matches!(program, "ib_read_lat" | "ib_atomic_lat")
+}
+
 /// One perftest pair at a time: each side busy-polls, and on two cores several pairs at once
 /// only slow each other down.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn perftest(program: &str) {
+/// `-n` for a size: 100, but 10 at 1 MiB (each pair then stays within a few seconds in a
+/// debug build).
+fn iters_for(size: usize) -> usize {
+    if size >= 1 << 20 {
+        10
+    } else {
+        100
+    }
+}
+
+/// Runs `program` with `extra` as server and client, both under iwrun, at each of `sizes`;
+/// checks both exit statuses and both sides' result lines.
+fn perftest_sizes(program: &str, sizes: &[usize], extra: &[&str]) {
     if common::tool(program, "perftest").is_none() {
         return;
     }
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    for size in [64usize, 4096, 65536] {
+    for &size in sizes {
         let port = free_port();
-        let s = size.to_string();
-        let args = ["-R", "-p", port.as_str(), "-s", s.as_str(), "-n", "100"];
-        let server: Vec<&str> = [program].iter().chain(&args).copied().collect();
+        let (s, n) = (size.to_string(), iters_for(size).to_string());
+        let mut server = vec![program, "-R", "-p", port.as_str(), "-s", s.as_str(), "-n", n.as_str()];
+        server.extend_from_slice(extra);
         let mut client = server.clone();
         client.push("127.0.0.1");
         let (so, co) = pair(&under_iwrun(&server), &under_iwrun(&client), &port);
@@ -194,71 +238,146 @@ fn perftest(program: &str) {
             so.status,
             text(&so)
         );
-        let out = text(&co);
-        assert!(out.contains("Transport type : IW"), "{out}");
-        let r = result_line(&out, size, 100).unwrap_or_else(|| panic!("no result line for {size}:\n{out}"));
-        assert!(r.iter().take(2).all(|v| *v > 0.0), "{program} {size}: {r:?}");
-        eprintln!("{program} -s {size}: {r:?}");
+        let r = check_result("client", program, &text(&co), size, iters_for(size), true);
+        if server_prints(program) {
+            check_result("server", program, &text(&so), size, iters_for(size), program.ends_with("_lat"));
+        } else {
+            assert!(text(&so).contains("Transport type : IW"), "{}", text(&so));
+        }
+        eprintln!("{program} {extra:?} -s {size}: {r:?}");
     }
 }
 
+/// 1 B (every one of the six accepts it), 4 KiB, 64 KiB and 1 MiB.
+const SIZES: [usize; 4] = [1, 4096, 65536, 1 << 20];
+
 #[test]
 fn ib_write_bw_over_rdma_cm() {
-    perftest("ib_write_bw");
+    perftest_sizes("ib_write_bw", &SIZES, &[]);
 }
 
 #[test]
 fn ib_read_bw_over_rdma_cm() {
-    perftest("ib_read_bw");
+    perftest_sizes("ib_read_bw", &SIZES, &[]);
 }
 
 #[test]
 fn ib_send_bw_over_rdma_cm() {
-    perftest("ib_send_bw");
+    perftest_sizes("ib_send_bw", &SIZES, &[]);
 }
 
 #[test]
 fn ib_write_lat_over_rdma_cm() {
-    perftest("ib_write_lat");
+    perftest_sizes("ib_write_lat", &SIZES, &[]);
 }
 
 #[test]
 fn ib_read_lat_over_rdma_cm() {
-    perftest("ib_read_lat");
+    perftest_sizes("ib_read_lat", &SIZES, &[]);
 }
 
 #[test]
 fn ib_send_lat_over_rdma_cm() {
-    perftest("ib_send_lat");
+    perftest_sizes("ib_send_lat", &SIZES, &[]);
 }
 
-/// perftest against this stack's own `iwperf` on the other side: ib_write_bw's server with
-/// iwperf's client, iwperf's read_lat server with ib_read_lat's client.
+/// The atomic tests take 8 bytes only (`-s 8`, their default; any other size is refused).
+/// Both sides are this stack, so the connection has RFC 7306 and its atomics.
 #[test]
-fn perftest_and_iwperf_measure_each_other() {
-    if common::tool("ib_write_bw", "perftest").is_none() {
+fn ib_atomic_bw_over_rdma_cm_fetch_and_add_and_compare_and_swap() {
+    perftest_sizes("ib_atomic_bw", &[8], &[]);
+    perftest_sizes("ib_atomic_bw", &[8], &["-A", "CMP_AND_SWAP"]);
+}
+
+#[test]
+fn ib_atomic_lat_over_rdma_cm_fetch_and_add_and_compare_and_swap() {
+    perftest_sizes("ib_atomic_lat", &[8], &[]);
+    perftest_sizes("ib_atomic_lat", &[8], &["-A", "CMP_AND_SWAP"]);
+}
+
+/// `program` against this stack's `iwperf TEST` on the other side, both ways: perftest's
+/// server (under iwrun) with iwperf's client, then iwperf's server with perftest's client.
+/// Each side must succeed; each side that prints a result line must print positive figures
+/// for `size`.
+fn perftest_and_iwperf(program: &str, size: usize, extra: &[&str]) {
+    if common::tool(program, "perftest").is_none() {
         return;
     }
     let Some(iwperf) = own_tool("iwperf") else { return };
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let iwperf = iwperf.to_str().unwrap();
-    let port = free_port();
-    let args = ["-R", "-p", port.as_str(), "-s", "4096", "-n", "200"];
-    let server: Vec<&str> = ["ib_write_bw"].iter().chain(&args).copied().collect();
-    let client: Vec<&str> = [iwperf, "write_bw"].iter().chain(&args).chain(&["127.0.0.1"]).copied().collect();
-    let (so, co) = pair(&under_iwrun(&server), &client, &port);
-    assert_ok("iwperf write_bw", &co);
-    assert_ok("ib_write_bw", &so);
-    assert!(result_line(&text(&so), 4096, 200).is_some(), "{}", text(&so));
+    let test = program.strip_prefix("ib_").unwrap();
+    let iters = iters_for(size);
+    for perftest_serves in [true, false] {
+        let port = free_port();
+        let (s, n) = (size.to_string(), iters.to_string());
+        let mut args = vec!["-R", "-p", port.as_str(), "-s", s.as_str(), "-n", n.as_str()];
+        args.extend_from_slice(extra);
+        let ours: Vec<&str> = [iwperf, test].iter().chain(&args).copied().collect();
+        let theirs: Vec<&str> = under_iwrun(&[&[program][..], &args].concat());
+        let (server, mut client, names) = if perftest_serves {
+            (theirs, ours, (program.to_string(), format!("iwperf {test}")))
+        } else {
+            (ours, theirs, (format!("iwperf {test}"), program.to_string()))
+        };
+        client.push("127.0.0.1");
+        let (so, co) = pair(&server, &client, &port);
+        let what = format!("{} server, {} client, -s {size}", names.0, names.1);
+        assert!(
+            co.status.success() && so.status.success(),
+            "{what}: client {:?}:\n{}\nserver {:?}:\n{}",
+            co.status,
+            text(&co),
+            so.status,
+            text(&so)
+        );
+        let r = check_result(&format!("{what}: client"), program, &text(&co), size, iters, true);
+        if server_prints(program) {
+            let own = is_lat(program);
+            check_result(&format!("{what}: server"), program, &text(&so), size, iters, own);
+        }
+        eprintln!("{what}: {r:?}");
+    }
+}
 
-    let port = free_port();
-    let args = ["-R", "-p", port.as_str(), "-s", "64", "-n", "200"];
-    let server: Vec<&str> = [iwperf, "read_lat"].iter().chain(&args).copied().collect();
-    let client: Vec<&str> = ["ib_read_lat"].iter().chain(&args).chain(&["127.0.0.1"]).copied().collect();
-    let (so, co) = pair(&server, &under_iwrun(&client), &port);
-    assert_ok("ib_read_lat", &co);
-    assert_ok("iwperf read_lat", &so);
-    assert!(result_line(&text(&co), 64, 200).is_some(), "{}", text(&co));
+#[test]
+fn ib_write_bw_and_iwperf_measure_each_other() {
+    perftest_and_iwperf("ib_write_bw", 1 << 20, &[]);
+}
+
+#[test]
+fn ib_read_bw_and_iwperf_measure_each_other() {
+    perftest_and_iwperf("ib_read_bw", 4096, &[]);
+}
+
+#[test]
+fn ib_send_bw_and_iwperf_measure_each_other() {
+    perftest_and_iwperf("ib_send_bw", 65536, &[]);
+}
+
+#[test]
+fn ib_write_lat_and_iwperf_measure_each_other() {
+    perftest_and_iwperf("ib_write_lat", 1, &[]);
+}
+
+#[test]
+fn ib_read_lat_and_iwperf_measure_each_other() {
+    perftest_and_iwperf("ib_read_lat", 1 << 20, &[]);
+}
+
+#[test]
+fn ib_send_lat_and_iwperf_measure_each_other() {
+    perftest_and_iwperf("ib_send_lat", 4096, &[]);
+}
+
+#[test]
+fn ib_atomic_bw_and_iwperf_measure_each_other() {
+    perftest_and_iwperf("ib_atomic_bw", 8, &[]);
+}
+
+#[test]
+fn ib_atomic_lat_and_iwperf_measure_each_other() {
+    perftest_and_iwperf("ib_atomic_lat", 8, &["-A", "CMP_AND_SWAP"]);
 }
 
 #[test]

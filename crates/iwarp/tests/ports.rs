@@ -8,6 +8,7 @@ use iwarp::*;
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -118,6 +119,35 @@ fn a_closed_listeners_port_is_reusable_at_once() {
     let again = dev.listen(addr, 8).expect("rebind after close");
     drop(again);
     TcpListener::bind(addr).expect("plain rebind after close");
+}
+
+/// `Listener::close` frees the port while another clone of the listener lives (the event
+/// loop holds one while it queues a request; librdmacm's watcher thread one while it hands a
+/// request out): perftest's server destroys its control listener and binds the same port
+/// for its data connections a few milliseconds later. Requests still queued are dropped.
+#[test]
+fn a_listener_closed_while_a_clone_lives_frees_its_port_at_once() {
+    let dev = device();
+    let pd = dev.alloc_pd();
+    let l = dev.listen(any_port(), 8).unwrap();
+    let addr = l.local_addr();
+    let cq = dev.create_cq(16).unwrap();
+    let c = pd.create_qp(&QpInit::new(&cq, &cq)).unwrap();
+    c.connect_start(addr, &ConnParams::default()).unwrap();
+    // Queued, not taken: the listener's descriptor is readable while requests wait.
+    let mut pfd = libc::pollfd { fd: l.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd.
+    let ready = unsafe { libc::poll(&mut pfd, 1, WAIT.as_millis() as i32) };
+    assert_eq!(ready, 1, "a request is queued");
+    let held = l.clone();
+    l.close();
+    let again = dev.listen(addr, 8).expect("the port is free once close returns");
+    // The queued request was dropped: its initiator sees the connection fail.
+    assert!(c.wait_established(WAIT).is_err(), "the queued request was dropped");
+    assert!(held.try_get_request().is_none());
+    held.close();
+    drop(held);
+    drop(again);
 }
 
 const GREETING: &[u8] = b"hello\n";

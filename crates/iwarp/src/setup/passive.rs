@@ -18,6 +18,7 @@ use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -113,6 +114,8 @@ pub(crate) struct ListenerInner {
     fd: EventFd,
     mpa: Mutex<MpaOptions>,
     shared: Option<SharedOptions>,
+    /// [`Listener::close`] was called: nothing more is queued.
+    closed: AtomicBool,
 }
 
 /// Listens for iWARP connection requests (and, on a shared port, plain TCP connections).
@@ -166,6 +169,7 @@ impl Listener {
                 ListenMode::Iwarp => None,
                 ListenMode::Shared(o) => Some(o),
             },
+            closed: AtomicBool::new(false),
         });
         let worker = Arc::clone(&dev.pick_worker().shared);
         let token =
@@ -192,6 +196,29 @@ impl Listener {
     /// `true` if this listener also takes plain TCP connections.
     pub fn is_shared(&self) -> bool {
         self.inner.shared.is_some()
+    }
+
+    /// Stops listening now: when this returns the socket is closed and its port can be bound
+    /// again, even while other clones of this listener live on (the event loop holds one for
+    /// a moment while it queues a request; an application thread may hold another). Dropping
+    /// the last clone does the same, but only then. Requests queued and not yet taken are
+    /// dropped, which closes their connections, and so are those still in their MPA
+    /// exchange when it ends. Calling it again does nothing.
+    pub fn close(&self) {
+        let inner = &self.inner;
+        inner.closed.store(true, Ordering::Release);
+        let sock = inner.sock.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let reg = inner.reg.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(mut s) = sock {
+            if let Some((w, t)) = reg {
+                w.remove(t, &mut s);
+            }
+            drop(s);
+        }
+        let queued: Vec<Incoming> = inner.queue.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect();
+        inner.fd.drain();
+        inner.cv.notify_all();
+        drop(queued);
     }
 
     /// The next iWARP connection request, waiting up to `timeout` (`None`: forever). On a
@@ -368,7 +395,15 @@ impl ListenerInner {
     }
 
     fn push(&self, r: Incoming) {
-        self.queue.lock().unwrap_or_else(|e| e.into_inner()).push_back(r);
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        if self.closed.load(Ordering::Acquire) {
+            // Closed: the request is dropped (its connection closed) outside the lock.
+            drop(q);
+            drop(r);
+            return;
+        }
+        q.push_back(r);
+        drop(q);
         self.cv.notify_all();
         self.fd.notify();
     }

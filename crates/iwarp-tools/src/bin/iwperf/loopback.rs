@@ -133,6 +133,7 @@ fn opts(test: Test, size: usize, iters: u64, bidir: bool, cfg: &Config) -> Opts 
         quiet: true,
         compat_sleep: false,
         shared_port: false,
+        atomic: rdma::AtomicOp::default(),
         worker_spin_us: cfg.worker_spin_us,
         bidir,
     }

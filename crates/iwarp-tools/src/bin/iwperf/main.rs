@@ -3,7 +3,9 @@
 //!
 //! `iwperf write_bw` (no host) is a server; `iwperf write_bw HOST` a client, as perftest's
 //! `ib_write_bw -R`. Each iwperf client works against the real `ib_*` server and each
-//! `ib_*` client against an iwperf server (perftest 4.5-0.17, version string "6.06").
+//! `ib_*` client against an iwperf server (perftest 4.5-0.17, version string "6.06"); the
+//! atomic tests need RFC 7306 on both sides, so their peers are other copies of this stack
+//! (iwperf, or perftest under `iwrun`).
 #![forbid(unsafe_code)]
 
 mod ctrl;
@@ -15,7 +17,7 @@ mod tcp;
 
 use clap::{Parser, ValueEnum};
 use iwarp_tools::mpa_args::MpaArgs;
-use rdma::{Opts, Role, Test};
+use rdma::{AtomicOp, Opts, Role, Test};
 use report::{BidirJson, JsonLine};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::process::ExitCode;
@@ -37,6 +39,10 @@ enum Cmd {
     ReadLat,
     /// Send latency (ib_send_lat).
     SendLat,
+    /// RFC 7306 atomic bandwidth (ib_atomic_bw): fetch-and-add or compare-and-swap, 8 bytes.
+    AtomicBw,
+    /// RFC 7306 atomic latency (ib_atomic_lat).
+    AtomicLat,
     /// Plain TCP bandwidth, the baseline.
     TcpBw,
     /// Plain TCP ping-pong latency, the baseline.
@@ -106,7 +112,10 @@ struct Cli {
     /// Completion moderation: signal every N-th send.
     #[arg(short = 'Q', long = "cq-mod", default_value_t = 0)]
     cq_mod: usize,
-    /// Outstanding reads (read tests: IRD/ORD).
+    /// Atomic tests: the operation (fetch-and-add by default).
+    #[arg(short = 'A', long = "atomic_type", value_enum)]
+    atomic_type: Option<AtomicOp>,
+    /// Outstanding reads (read and atomic tests: IRD/ORD).
     #[arg(short = 'o', long = "outs", default_value_t = 128)]
     outs: u16,
     /// Sleep on completion events instead of busy polling.
@@ -169,6 +178,13 @@ fn opts(cli: &Cli, test: Test) -> Result<Opts, String> {
         Some(s) => parse_size(s)?,
         None => test.default_size(),
     };
+    if cli.atomic_type.is_some() && !test.is_atomic() {
+        return Err(" You are not running the atomic_lat/bw test!\n To change the atomic action type, you must run one of the atomic tests".into());
+    }
+    // perftest: -a sets the largest size, which an atomic test then refuses as well.
+    if test.is_atomic() && (size != rdma::ATOMIC_SIZE || cli.all) {
+        return Err(format!("{}\nMessage size cannot be changed for Atomic tests ", report::DASHES));
+    }
     let iters = cli.iters.unwrap_or(test.default_iters());
     if iters < 5 {
         return Err(" Iteration num must be at least 5".into());
@@ -199,6 +215,7 @@ fn opts(cli: &Cli, test: Test) -> Result<Opts, String> {
         shared_port: cli.shared_port,
         worker_spin_us: cli.worker_spin_us,
         bidir: cli.bidir,
+        atomic: cli.atomic_type.unwrap_or_default(),
     })
 }
 
@@ -374,6 +391,8 @@ fn main() -> ExitCode {
         Cmd::WriteLat => run_rdma(&cli, Test::WriteLat),
         Cmd::ReadLat => run_rdma(&cli, Test::ReadLat),
         Cmd::SendLat => run_rdma(&cli, Test::SendLat),
+        Cmd::AtomicBw => run_rdma(&cli, Test::AtomicBw),
+        Cmd::AtomicLat => run_rdma(&cli, Test::AtomicLat),
         Cmd::TcpBw => run_tcp(&cli, false),
         Cmd::TcpLat => run_tcp(&cli, true),
         Cmd::Scale => scale::run(&scale::Config {
@@ -442,6 +461,21 @@ mod tests {
         let l = Cli::try_parse_from(["iwperf", "write_lat", "--bidirectional"]).unwrap();
         assert_eq!(opts(&l, Test::WriteLat).unwrap_err(), " Bidirectional is only available in BW test");
         assert!(parse_size("0").is_err());
+        // The atomic tests: fetch-and-add of 8 bytes by default, -A as perftest spells it,
+        // no other size, and -A only for them.
+        let a = Cli::try_parse_from(["iwperf", "atomic_bw", "-R"]).unwrap();
+        let o = opts(&a, Test::AtomicBw).unwrap();
+        assert_eq!((o.size, o.iters, o.atomic, o.tx_depth), (8, 1000, AtomicOp::FetchAndAdd, 128));
+        let a = Cli::try_parse_from(["iwperf", "atomic_lat", "-A", "CMP_AND_SWAP", "-s", "8"]).unwrap();
+        let o = opts(&a, Test::AtomicLat).unwrap();
+        assert_eq!((o.size, o.atomic, o.tx_depth), (8, AtomicOp::CmpAndSwap, 1));
+        let a = Cli::try_parse_from(["iwperf", "atomic_bw", "-s", "16"]).unwrap();
+        assert!(opts(&a, Test::AtomicBw).unwrap_err().ends_with("Message size cannot be changed for Atomic tests "));
+        let a = Cli::try_parse_from(["iwperf", "atomic_bw", "-a"]).unwrap();
+        assert!(opts(&a, Test::AtomicBw).is_err());
+        assert!(Cli::try_parse_from(["iwperf", "atomic_bw", "-A", "SWAP"]).is_err());
+        let w = Cli::try_parse_from(["iwperf", "write_bw", "-A", "FETCH_AND_ADD"]).unwrap();
+        assert!(opts(&w, Test::WriteBw).unwrap_err().starts_with(" You are not running the atomic_lat/bw test!"));
         assert_eq!(parse_size("1M"), Ok(1 << 20));
     }
 }

@@ -1,5 +1,5 @@
-//! The six perftest tests over iWARP, as client or server, speaking perftest 6.06's `-R`
-//! exchange (`docs/tool-compat.md` §1-3).
+//! The eight perftest tests over iWARP, as client or server, speaking perftest 6.06's `-R`
+//! exchange (`docs/tool-compat.md` §1-3; the atomic tests: §3, "ib_atomic_bw, ib_atomic_lat").
 
 use crate::ctrl::{connect_retry, wait_peer_close, Ctrl, Dest};
 use crate::report::{self, BwResult, LatResult, DASHES};
@@ -28,7 +28,36 @@ pub enum Test {
     ReadLat,
     /// Send latency.
     SendLat,
+    /// RFC 7306 atomic bandwidth (ib_atomic_bw).
+    AtomicBw,
+    /// RFC 7306 atomic latency (ib_atomic_lat).
+    AtomicLat,
 }
+
+/// The operation of the atomic tests (perftest's `-A`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum AtomicOp {
+    /// Compare-and-swap (perftest compares with 0 and swaps in 0).
+    #[value(name = "CMP_AND_SWAP")]
+    CmpAndSwap,
+    /// Fetch-and-add of 1.
+    #[default]
+    #[value(name = "FETCH_AND_ADD")]
+    FetchAndAdd,
+}
+
+impl AtomicOp {
+    /// perftest's name for it, as printed in the title.
+    pub fn name(self) -> &'static str {
+        match self {
+            AtomicOp::CmpAndSwap => "CMP_AND_SWAP",
+            AtomicOp::FetchAndAdd => "FETCH_AND_ADD",
+        }
+    }
+}
+
+/// The only size perftest's atomic tests accept: one 64-bit word.
+pub const ATOMIC_SIZE: usize = 8;
 
 impl Test {
     /// perftest's name without the `ib_` prefix.
@@ -40,13 +69,16 @@ impl Test {
             Test::WriteLat => "write_lat",
             Test::ReadLat => "read_lat",
             Test::SendLat => "send_lat",
+            Test::AtomicBw => "atomic_bw",
+            Test::AtomicLat => "atomic_lat",
         }
     }
-    fn title(self, bidir: bool) -> String {
+    fn title(self, bidir: bool, atomic: AtomicOp) -> String {
         let verb = match self {
-            Test::WriteBw | Test::WriteLat => "RDMA_Write",
-            Test::ReadBw | Test::ReadLat => "RDMA_Read",
-            Test::SendBw | Test::SendLat => "Send",
+            Test::WriteBw | Test::WriteLat => "RDMA_Write".to_string(),
+            Test::ReadBw | Test::ReadLat => "RDMA_Read".to_string(),
+            Test::SendBw | Test::SendLat => "Send".to_string(),
+            Test::AtomicBw | Test::AtomicLat => format!("Atomic {}", atomic.name()),
         };
         match (self.is_bw(), bidir) {
             (true, true) => format!("{verb} Bidirectional BW Test"),
@@ -56,17 +88,25 @@ impl Test {
     }
     /// A bandwidth test.
     pub fn is_bw(self) -> bool {
-        matches!(self, Test::WriteBw | Test::ReadBw | Test::SendBw)
+        matches!(self, Test::WriteBw | Test::ReadBw | Test::SendBw | Test::AtomicBw)
     }
-    fn is_read(self) -> bool {
-        matches!(self, Test::ReadBw | Test::ReadLat)
+    /// An atomic test.
+    pub fn is_atomic(self) -> bool {
+        matches!(self, Test::AtomicBw | Test::AtomicLat)
+    }
+    /// A test whose requests need the responder's resources (IRD/ORD, "Outstand reads"):
+    /// the Read and the atomic tests.
+    fn uses_ird(self) -> bool {
+        matches!(self, Test::ReadBw | Test::ReadLat | Test::AtomicBw | Test::AtomicLat)
     }
     fn is_send(self) -> bool {
         matches!(self, Test::SendBw | Test::SendLat)
     }
     /// Default message size.
     pub fn default_size(self) -> usize {
-        if self.is_bw() {
+        if self.is_atomic() {
+            ATOMIC_SIZE
+        } else if self.is_bw() {
             65536
         } else {
             2
@@ -125,6 +165,8 @@ pub struct Opts {
     /// Both sides post and both measure at once (perftest `-b`, bandwidth tests); each side
     /// reports the sum of its own figures and the peer's.
     pub bidir: bool,
+    /// The atomic tests' operation.
+    pub atomic: AtomicOp,
 }
 
 /// Where to run.
@@ -178,7 +220,7 @@ impl Data {
         };
         Dest {
             lid: 0,
-            out_reads: if test.is_read() { 128 } else { 1 },
+            out_reads: if test.uses_ird() { 128 } else { 1 },
             qpn: self.qps[i].qp_num(),
             psn: fastrand_psn(self.qps[i].qp_num()),
             rkey,
@@ -210,15 +252,15 @@ fn data_qp(pd: &ProtectionDomain, cq: &CompletionQueue, o: &Opts, client: bool) 
     let polls = o.bidir
         || match o.test {
             Test::WriteLat | Test::SendLat | Test::SendBw => true,
-            Test::ReadLat | Test::WriteBw | Test::ReadBw => client,
+            Test::ReadLat | Test::WriteBw | Test::ReadBw | Test::AtomicBw | Test::AtomicLat => client,
         };
     init.progress = if polls { iwarp::Progress::Poll } else { iwarp::Progress::Thread };
     pd.create_qp(&init).map_err(|e| format!("Couldn't create QP: {e}"))
 }
 
 fn data_params(o: &Opts) -> ConnParams {
-    // IRD/ORD: the outstanding reads for read tests, 0 otherwise (perftest -R).
-    let rd = if o.test.is_read() { o.outs } else { 0 };
+    // IRD/ORD: the outstanding reads for read and atomic tests, 0 otherwise (perftest -R).
+    let rd = if o.test.uses_ird() { o.outs } else { 0 };
     ConnParams {
         responder_resources: rd,
         initiator_depth: rd,
@@ -246,7 +288,10 @@ fn alloc_data(
     cq: CompletionQueue,
 ) -> Result<Data, String> {
     let slot = max_size(o).max(4096);
-    let access = Access::LOCAL_WRITE | Access::REMOTE_WRITE | Access::REMOTE_READ;
+    let mut access = Access::LOCAL_WRITE | Access::REMOTE_WRITE | Access::REMOTE_READ;
+    if o.test.is_atomic() {
+        access |= Access::REMOTE_ATOMIC;
+    }
     let mut buf = Vec::new();
     for _ in 0..qps.len() {
         let m = pd.reg_mr(2 * slot, access).map_err(|e| format!("Couldn't allocate MR: {e}"))?;
@@ -345,7 +390,7 @@ pub fn run(o: &Opts, role: Role, bound: Option<Sender<u16>>) -> Result<Outcome, 
     };
     let sync = |ctrl: &mut Ctrl| ctrl.exchange_dest(&mine[0]).map(|_| ());
     match o.test {
-        Test::WriteBw | Test::ReadBw => {
+        Test::WriteBw | Test::ReadBw | Test::AtomicBw => {
             per_qp(&mut ctrl, &mut peer)?;
             per_qp(&mut ctrl, &mut peer)?;
             sync(&mut ctrl)?;
@@ -355,7 +400,7 @@ pub fn run(o: &Opts, role: Role, bound: Option<Sender<u16>>) -> Result<Outcome, 
             sync(&mut ctrl)?;
             per_qp(&mut ctrl, &mut peer)?;
         }
-        Test::WriteLat | Test::ReadLat => {
+        Test::WriteLat | Test::ReadLat | Test::AtomicLat => {
             sync(&mut ctrl)?;
             per_qp(&mut ctrl, &mut peer)?;
             per_qp(&mut ctrl, &mut peer)?;
@@ -419,7 +464,7 @@ fn uni_phase(
     if o.test.is_send() && (!client || o.test == Test::SendLat) {
         post_receives(data, sizes[0], rx_depth, cycle)?;
     }
-    if o.test != Test::WriteBw && o.test != Test::ReadBw {
+    if !matches!(o.test, Test::WriteBw | Test::ReadBw | Test::AtomicBw) {
         sync(ctrl)?;
     }
     for (k, &size) in sizes.iter().enumerate() {
@@ -431,13 +476,15 @@ fn uni_phase(
             sync(ctrl)?;
         }
         match o.test {
-            Test::WriteBw | Test::ReadBw if client => out.bw.push(bw_client(o, data, peer, size, cycle)?),
-            Test::WriteBw | Test::ReadBw => {}
+            Test::WriteBw | Test::ReadBw | Test::AtomicBw if client => {
+                out.bw.push(bw_client(o, data, peer, size, cycle)?)
+            }
+            Test::WriteBw | Test::ReadBw | Test::AtomicBw => {}
             Test::SendBw if client => out.bw.push(send_bw_client(o, data, size, rx_depth, cycle)?),
             Test::SendBw => out.bw.push(send_bw_server(o, data, peer, size, rx_depth, cycle)?),
             Test::WriteLat => out.lat.push(write_lat(o, data, peer, size, client)?),
-            Test::ReadLat if client => out.lat.push(read_lat(o, data, peer, size)?),
-            Test::ReadLat => {}
+            Test::ReadLat | Test::AtomicLat if client => out.lat.push(read_lat(o, data, peer, size)?),
+            Test::ReadLat | Test::AtomicLat => {}
             Test::SendLat => out.lat.push(send_lat(o, data, size, client, rx_depth, cycle)?),
         }
         if o.test.is_send() && k + 1 < sizes.len() {
@@ -446,7 +493,7 @@ fn uni_phase(
     }
     // Rounds after the data phase.
     match o.test {
-        Test::WriteBw | Test::ReadBw => {
+        Test::WriteBw | Test::ReadBw | Test::AtomicBw => {
             sync(ctrl)?;
             // The client's figures count; a server sends zeros.
             let mine = out.bw.last().copied().filter(|_| client);
@@ -456,7 +503,7 @@ fn uni_phase(
             }
             sync(ctrl)?;
         }
-        Test::SendBw | Test::ReadLat | Test::SendLat => sync(ctrl)?,
+        Test::SendBw | Test::ReadLat | Test::SendLat | Test::AtomicLat => sync(ctrl)?,
         Test::WriteLat => {}
     }
     Ok(())
@@ -635,10 +682,10 @@ fn bw_client(o: &Opts, data: &Data, peer: &[Dest], size: usize, cycle: usize) ->
                     signaled_to[i] = k + 1;
                 }
                 let id = ((i as u64) << 40) | k;
-                let wr = if o.test == Test::ReadBw {
-                    SendWr::read(id, mr.sge(off, size), remote)
-                } else {
-                    SendWr::write(id, &[mr.sge(off, size)], remote)
+                let wr = match o.test {
+                    Test::ReadBw => SendWr::read(id, mr.sge(off, size), remote),
+                    Test::AtomicBw => atomic_wr(o.atomic, id, mr.sge(off, size), remote),
+                    _ => SendWr::write(id, &[mr.sge(off, size)], remote),
                 };
                 wrs.push(wr.signaled(signaled));
             }
@@ -781,10 +828,14 @@ fn send_bw_client(o: &Opts, data: &Data, size: usize, rx_depth: usize, cycle: us
     let depth = o.tx_depth.max(1).min(iters.min(1 << 20) as usize);
     let cq_mod = effective_cq_mod(o, size, depth);
     let credit = data.credit.as_ref().expect("send_bw credit region");
+    // perftest's send_bw client measures its peak as the write and read clients do.
+    let peak_on = o.duration.is_none() && o.iters <= 20_000;
     let mut posted = vec![0u64; q];
     let mut done = vec![0u64; q];
     // As in bw_client: where the last signalled Send is (a timed run stops anywhere).
     let mut signaled_to = vec![0u64; q];
+    let mut tposted: Vec<Vec<Instant>> = vec![Vec::new(); q];
+    let mut tdone: Vec<Vec<(u64, Instant)>> = vec![Vec::new(); q];
     let mut wc = vec![WorkCompletion::default(); 64];
     let start = Instant::now();
     let (deadline, window) = duration_window(o, start);
@@ -804,6 +855,9 @@ fn send_bw_client(o: &Opts, data: &Data, size: usize, rx_depth: usize, cycle: us
             if n == 0 {
                 continue;
             }
+            if peak_on {
+                tposted[i].extend(std::iter::repeat_n(Instant::now(), n as usize));
+            }
             data.qps[i].post_send(&wrs).map_err(|e| format!("Couldn't post send: {e}"))?;
             posted[i] += n;
         }
@@ -821,6 +875,9 @@ fn send_bw_client(o: &Opts, data: &Data, size: usize, rx_depth: usize, cycle: us
             let k = c.wr_id & ((1 << 40) - 1);
             let newly = k + 1 - done[i];
             done[i] = k + 1;
+            if peak_on {
+                tdone[i].push((k, now));
+            }
             if window.is_some_and(|(a, b)| now >= a && now < b) {
                 counted += newly;
             }
@@ -835,7 +892,8 @@ fn send_bw_client(o: &Opts, data: &Data, size: usize, rx_depth: usize, cycle: us
     if let Some((a, b)) = window {
         return Ok(BwResult::new(size, counted, b.duration_since(a), 0.0));
     }
-    Ok(BwResult::new(size, posted.iter().sum(), start.elapsed(), 0.0))
+    let peak = if peak_on { peak_rate(size, cq_mod, &tposted, &tdone) } else { 0.0 };
+    Ok(BwResult::new(size, posted.iter().sum(), start.elapsed(), peak))
 }
 
 /// send_bw, receiving side: counts receives, re-posts, and writes credits.
@@ -1166,7 +1224,16 @@ fn lat_from_stamps(size: usize, iters: u64, clock: &quanta::Clock, stamps: &[u64
     LatResult { iters, ..LatResult::from_round_trips(size, &deltas, halve) }
 }
 
-/// read_lat, client: one Read at a time.
+/// perftest's atomic request: fetch-and-add of 1, or compare-and-swap of 0 with 0 (its
+/// `compare_add` and `swap` are left at zero); the original word lands in `sink`.
+fn atomic_wr<'a>(op: AtomicOp, id: u64, sink: iwarp::Sge<'a>, remote: RemoteAddr) -> SendWr<'a> {
+    match op {
+        AtomicOp::FetchAndAdd => SendWr::fetch_add(id, sink, remote, 1),
+        AtomicOp::CmpAndSwap => SendWr::compare_swap(id, sink, remote, 0, 0),
+    }
+}
+
+/// read_lat and atomic_lat, client: one Read (atomic) at a time.
 fn read_lat(o: &Opts, data: &Data, peer: &[Dest], size: usize) -> Result<LatResult, String> {
     let mr = data.local(0);
     let qp = &data.qps[0];
@@ -1177,8 +1244,17 @@ fn read_lat(o: &Opts, data: &Data, peer: &[Dest], size: usize) -> Result<LatResu
     let deadline = o.duration.map(|d| start + Duration::from_secs(d));
     for k in 0..o.iters {
         stamps.push(clock.raw());
-        qp.post_send(&[SendWr::read(k, mr.sge(0, size), remote)]).map_err(|e| e.to_string())?;
-        wait_one(o, data, WcOpcode::RdmaRead)?;
+        let (wr, done) = match (o.test, o.atomic) {
+            (Test::AtomicLat, AtomicOp::FetchAndAdd) => {
+                (atomic_wr(o.atomic, k, mr.sge(0, size), remote), WcOpcode::FetchAdd)
+            }
+            (Test::AtomicLat, AtomicOp::CmpAndSwap) => {
+                (atomic_wr(o.atomic, k, mr.sge(0, size), remote), WcOpcode::CompareSwap)
+            }
+            _ => (SendWr::read(k, mr.sge(0, size), remote), WcOpcode::RdmaRead),
+        };
+        qp.post_send(&[wr]).map_err(|e| e.to_string())?;
+        wait_one(o, data, done)?;
         if deadline.is_some_and(|d| Instant::now() >= d) {
             break;
         }
@@ -1260,7 +1336,7 @@ fn exchange_report(ctrl: &mut Ctrl, mine: Option<&BwResult>, gbits: bool) -> Res
 
 fn print_header(o: &Opts, client: bool, mine: &[Dest], peer: &[Dest]) {
     println!("{DASHES}");
-    println!("                    {}", o.test.title(o.bidir));
+    println!("                    {}", o.test.title(o.bidir, o.atomic));
     println!(" Dual-port       : OFF\t\tDevice         : {}", o.dev_name);
     println!(" Number of qps   : {}\t\tTransport type : IW", o.qps);
     println!(" Connection type : RC\t\tUsing SRQ      : OFF");
@@ -1278,7 +1354,7 @@ fn print_header(o: &Opts, client: bool, mine: &[Dest], peer: &[Dest]) {
     println!(" Mtu             : 1024[B]");
     println!(" Link type       : Ethernet");
     println!(" GID index       : 0");
-    if o.test.is_read() {
+    if o.test.uses_ird() {
         println!(" Outstand reads  : {}", o.outs);
     } else {
         println!(" Max inline data : 0[B]");
@@ -1307,8 +1383,10 @@ fn print_results(o: &Opts, client: bool, out: &Outcome) {
         for r in &out.bw {
             println!("{}", report::bw_line(r, o.gbits));
         }
-    } else if o.test == Test::ReadLat && !client {
-        // perftest's read_lat server prints no table.
+    } else if matches!(o.test, Test::ReadLat | Test::AtomicLat) && !client {
+        // perftest's read_lat and atomic_lat servers print no table: the dash line after the
+        // address blocks is their last line.
+        return;
     } else if o.duration.is_some() {
         println!("{}", report::LAT_DUR_HEADER);
         for r in &out.lat {
