@@ -233,3 +233,29 @@ fn stopped_reader_fills_the_send_queue_then_resumes_with_no_byte_lost() {
     assert!(grew < 32 << 20, "the sender's memory grew by {grew} bytes while the reader was stopped");
     eprintln!("stopped reader: {full}; resident memory grew by {} KiB", grew >> 10);
 }
+
+#[test]
+fn reader_stopped_longer_than_the_user_timeout_is_dropped_and_everything_flushes() {
+    // The user timeout also bounds a closed receive window (Linux counts it from the first
+    // zero-window probe): a stopped reader is then a dead one. Documented in `Liveness`.
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(lab) = lab(false, 1500) else { return };
+    let total = 48u64 << 20;
+    let region = format!("region={total}");
+    let mut srv = server(&lab, 7000, &[&region]);
+    let total_arg = format!("total={total}");
+    let mut cl = client(&lab, &[7000], &["mode=flood", &total_arg, "sq=64", "pause=4194304", "live=2,1,2000"]);
+    cl.wait_line("paused", Duration::from_secs(30)).expect("client paused");
+    srv.signal("STOP").expect("stop");
+    cl.tell("mark");
+    cl.tell("go");
+    let lines = cl.finish("result", Duration::from_secs(30));
+    srv.signal("CONT").expect("cont");
+    let r = result(&lines, 0);
+    assert_accounted(&r);
+    assert_eq!(field(&r, "event"), Some("error"), "{r}");
+    assert!(num(&r, "flushed").unwrap_or(0) > 0, "{r}");
+    let detect = num(&r, "detect_ms").expect("detected");
+    assert!(detect <= 2000 + 3000, "a reader stopped past the 2 s user timeout dropped after {detect} ms");
+    eprintln!("reader stopped past the user timeout: dropped after {detect} ms");
+}

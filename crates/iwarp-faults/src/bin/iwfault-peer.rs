@@ -711,14 +711,17 @@ fn flood(c: &Conn, pd: &ProtectionDomain, cfg: &Cfg, shared: &Shared) -> Result<
         }
     }
     // Every Write completes; then the Send that asks the server to check the region.
+    // After the end, the receives too: everything posted must come back flushed.
     let t = Instant::now();
-    while !led.sq.is_empty() && t.elapsed() < Duration::from_secs(60) {
+    let left = |led: &Ledger| if led.dead.is_some() { led.outstanding() } else { led.sq.len() };
+    while left(&led) > 0 && t.elapsed() < Duration::from_secs(60) {
         drain(&mut led, Some(Duration::from_millis(10)));
         if led.dead.is_some() && t.elapsed() > Duration::from_secs(30) {
             break;
         }
     }
-    let (mut verified, mut bad) = (0u64, u64::MAX);
+    // Unchecked (the connection ended first) until the server answers.
+    let (mut verified, mut bad) = (0u64, None);
     if led.dead.is_none() {
         let h = Hdr { kind: KIND_DONE, seq: total as u64, ..Hdr::default() };
         let hb = h.emit();
@@ -732,7 +735,7 @@ fn flood(c: &Conn, pd: &ProtectionDomain, cfg: &Cfg, shared: &Shared) -> Result<
                     let got = c.rbuf.to_vec(idx * c.recv_len, wc.byte_len as usize).map_err(|x| e(&x))?;
                     if let Some(h) = Hdr::parse(&got).filter(|h| h.kind == KIND_DONE_ACK) {
                         verified = h.seq;
-                        bad = h.extra;
+                        bad = Some(h.extra);
                         break 'wait;
                     }
                 }
@@ -745,6 +748,7 @@ fn flood(c: &Conn, pd: &ProtectionDomain, cfg: &Cfg, shared: &Shared) -> Result<
     let rss_max = rss_max.max(util::resident_bytes().unwrap_or(0));
     // The receives still posted are the queue pair's to flush when it closes; not counted.
     let sends_left = led.sq.len();
+    let bad = bad.map_or("unchecked".to_string(), |b| b.to_string());
     say(format!(
         "result qp={} mode=flood written={off} writes={id} queue_full={qfull} rss_start={rss0} rss_max={rss_max} verified={verified} bad={bad} sends_left={sends_left} secs={:.2} {}",
         c.i,
