@@ -464,6 +464,18 @@ impl Ledger {
             }
         }
     }
+    /// After the end: the queue pair's event follows its flushes (the driver delivers them
+    /// first), so wait for it briefly.
+    fn await_event(&mut self, qp: &QueuePair) {
+        let t = Instant::now();
+        while self.dead.is_some() && self.event == "none" && t.elapsed() < Duration::from_secs(2) {
+            if let Some(ev) = qp.next_event(Duration::from_millis(50)) {
+                if matches!(ev, QpEvent::Disconnected | QpEvent::Error { .. }) {
+                    self.event = event_name(&ev);
+                }
+            }
+        }
+    }
     fn outstanding(&self) -> usize {
         self.sq.len() + self.rq.len()
     }
@@ -632,6 +644,7 @@ fn stream(c: &Conn, pd: &ProtectionDomain, cfg: &Cfg, shared: &Shared) -> Result
             }
         }
     }
+    led.await_event(&c.qp);
     say(format!(
         "result qp={} mode=stream msgs={seq} acked={acked} after_death={after_death} bytes={bytes} read_ok={read_ok} read_bad={read_bad} secs={:.2} {}",
         c.i,
@@ -745,6 +758,7 @@ fn flood(c: &Conn, pd: &ProtectionDomain, cfg: &Cfg, shared: &Shared) -> Result<
             drain(&mut led, Some(Duration::from_millis(10)));
         }
     }
+    led.await_event(&c.qp);
     let rss_max = rss_max.max(util::resident_bytes().unwrap_or(0));
     // The receives still posted are the queue pair's to flush when it closes; not counted.
     let sends_left = led.sq.len();
