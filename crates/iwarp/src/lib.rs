@@ -111,7 +111,7 @@ pub use iwarp_wire::mpa::{RtrType, RtrTypes};
 pub use iwarp_wire::terminate::{TerminateCause, TerminateLayout};
 pub use iwarp_wire::Stag;
 pub use mem::{Access, MemoryRegion, ProtectionDomain, Sge};
-pub use params::{ConnParams, MpaOptions};
+pub use params::{ConnParams, Keepalive, Liveness, MpaOptions};
 pub use qp::{QpCap, QpInit, QueuePair};
 pub use setup::passive::{
     ConnectRequest, Incoming, ListenMode, Listener, PlainStream, SharedOptions, LINUX_MAX_PRIVATE_DATA,

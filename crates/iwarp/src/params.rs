@@ -43,6 +43,92 @@ impl Default for MpaOptions {
     }
 }
 
+/// TCP keepalive: probes sent on a connection that has been silent in both directions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keepalive {
+    /// Silence before the first probe (`TCP_KEEPIDLE`; whole seconds, at least 1).
+    pub idle: Duration,
+    /// Time between probes (`TCP_KEEPINTVL`; whole seconds, at least 1).
+    pub interval: Duration,
+    /// Unanswered probes before the connection is dropped (`TCP_KEEPCNT`). Linux ignores it
+    /// while a [`Liveness::user_timeout`] is set: the user timeout decides then.
+    pub count: u32,
+}
+
+/// How a connection notices a peer that is gone without closing: a machine that crashed or
+/// lost power, a cable pulled, a firewall that drops everything. Without these settings TCP
+/// notices only when it has data to send, after about 15 minutes of retransmissions, and an
+/// idle connection never; with them the socket fails (`ETIMEDOUT`), and the queue pair
+/// reports [`QpEvent::Error`](crate::QpEvent::Error) and flushes every outstanding work
+/// request.
+///
+/// The defaults detect a vanished peer within 40 s, busy or idle:
+///
+/// - busy (data or a Read waiting for its answer): `TCP_USER_TIMEOUT` of 40 s, counted from
+///   the first unacknowledged transmission;
+/// - idle: keepalive probes after 20 s of silence, every 5 s; with a user timeout set, Linux
+///   drops the connection at the first probe at which nothing has been heard for the user
+///   timeout (40 s); without one, after `count` (6) unanswered probes (20 + 6 × 5 = 50 s).
+///
+/// The user timeout also bounds how long a live peer may keep its receive window closed: a
+/// peer that does not read for longer (a stopped process, an application that does not poll
+/// a [`Progress::Poll`](crate::Progress::Poll) queue pair) has its connection dropped by
+/// Linux just as a vanished one. [`Liveness::OFF`] leaves both to the host's defaults
+/// (keepalive off, no user timeout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Liveness {
+    /// Keepalive probes of an idle connection (`SO_KEEPALIVE` and its parameters); `None`
+    /// leaves keepalive off.
+    pub keepalive: Option<Keepalive>,
+    /// `TCP_USER_TIMEOUT`: how long sent data (or a keepalive probe) may stay unacknowledged
+    /// before the connection is dropped (millisecond resolution); `None` leaves the host's
+    /// retransmission limit (`tcp_retries2`, about 15 minutes).
+    pub user_timeout: Option<Duration>,
+}
+
+impl Liveness {
+    /// No dead-peer detection beyond the host's defaults.
+    pub const OFF: Liveness = Liveness { keepalive: None, user_timeout: None };
+
+    /// Keepalive after `idle`, probes every `idle / 4` (at least 1 s), and a user timeout of
+    /// `2 * idle`: a vanished peer is noticed in about twice `idle`, busy or idle.
+    pub fn within(idle: Duration) -> Liveness {
+        let idle = idle.max(Duration::from_secs(1));
+        Liveness {
+            keepalive: Some(Keepalive { idle, interval: (idle / 4).max(Duration::from_secs(1)), count: 6 }),
+            user_timeout: Some(idle * 2),
+        }
+    }
+
+    /// Applies the settings to a connection's socket (before or after it connects).
+    pub(crate) fn apply(&self, sock: socket2::SockRef<'_>) -> std::io::Result<()> {
+        match self.keepalive {
+            Some(k) => {
+                // Keepalive times are whole seconds to the kernel; round up, at least 1.
+                let secs = |d: Duration| Duration::from_secs(d.as_secs_f64().ceil().max(1.0) as u64);
+                let ka = socket2::TcpKeepalive::new()
+                    .with_time(secs(k.idle))
+                    .with_interval(secs(k.interval))
+                    .with_retries(k.count.max(1));
+                sock.set_tcp_keepalive(&ka)?;
+            }
+            None => sock.set_keepalive(false)?,
+        }
+        // A zero user timeout is the host's default (no limit of its own).
+        let ut = self.user_timeout.map(|d| d.max(Duration::from_millis(1)));
+        sock.set_tcp_user_timeout(ut)
+    }
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Liveness {
+            keepalive: Some(Keepalive { idle: Duration::from_secs(20), interval: Duration::from_secs(5), count: 6 }),
+            user_timeout: Some(Duration::from_secs(40)),
+        }
+    }
+}
+
 /// Parameters of `connect` and `accept` (rdma_cm's `rdma_conn_param`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnParams {
@@ -73,6 +159,9 @@ pub struct ConnParams {
     /// more bytes arrive; the zero-length Write is such bytes, and RFC 5041 §7.2 has every
     /// receiver accept it without checking its STag (see `docs/interop.md`).
     pub wake_silent_responder: bool,
+    /// Dead-peer detection: TCP keepalive and `TCP_USER_TIMEOUT` on the connection's socket
+    /// (see [`Liveness`] for the defaults, which notice a vanished peer within 40 s).
+    pub liveness: Liveness,
 }
 
 impl Default for ConnParams {
@@ -85,11 +174,18 @@ impl Default for ConnParams {
             source: None,
             responder_sends_first: false,
             wake_silent_responder: true,
+            liveness: Liveness::default(),
         }
     }
 }
 
 impl ConnParams {
+    /// These parameters with dead-peer detection off ([`Liveness::OFF`]).
+    pub fn without_liveness(mut self) -> Self {
+        self.liveness = Liveness::OFF;
+        self
+    }
+
     pub(crate) fn mpa_config(&self, max_rd_atomic: u16) -> MpaConfig {
         MpaConfig {
             revision: self.mpa.revision,
@@ -101,5 +197,73 @@ impl ConnParams {
             max_rd_atomic,
             timeout: self.mpa.timeout,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{TcpListener, TcpStream};
+
+    fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (b, _) = l.accept().unwrap();
+        (a, b)
+    }
+
+    #[test]
+    fn default_liveness_notices_a_vanished_peer_within_60_seconds() {
+        let l = Liveness::default();
+        let k = l.keepalive.unwrap();
+        let ut = l.user_timeout.unwrap();
+        // Busy: the user timeout. Idle: the first probe at or after the user timeout.
+        assert!(ut <= Duration::from_secs(60));
+        let mut probe = k.idle;
+        while probe < ut {
+            probe += k.interval;
+        }
+        assert!(probe <= Duration::from_secs(60), "idle detection at {probe:?}");
+        // Without the user timeout keepalive alone would take idle + count * interval.
+        assert!(k.idle + k.interval * k.count <= Duration::from_secs(60));
+    }
+
+    #[test]
+    fn liveness_settings_reach_the_socket() {
+        let (a, _b) = pair();
+        let l = Liveness {
+            keepalive: Some(Keepalive {
+                idle: Duration::from_secs(3),
+                interval: Duration::from_millis(1500),
+                count: 4,
+            }),
+            user_timeout: Some(Duration::from_millis(4500)),
+        };
+        l.apply(socket2::SockRef::from(&a)).unwrap();
+        let s = socket2::SockRef::from(&a);
+        assert!(s.keepalive().unwrap());
+        assert_eq!(s.tcp_keepalive_time().unwrap(), Duration::from_secs(3));
+        // Whole seconds, rounded up.
+        assert_eq!(s.tcp_keepalive_interval().unwrap(), Duration::from_secs(2));
+        assert_eq!(s.tcp_keepalive_retries().unwrap(), 4);
+        assert_eq!(s.tcp_user_timeout().unwrap(), Some(Duration::from_millis(4500)));
+    }
+
+    #[test]
+    fn liveness_off_clears_keepalive_and_user_timeout() {
+        let (a, _b) = pair();
+        Liveness::default().apply(socket2::SockRef::from(&a)).unwrap();
+        Liveness::OFF.apply(socket2::SockRef::from(&a)).unwrap();
+        let s = socket2::SockRef::from(&a);
+        assert!(!s.keepalive().unwrap());
+        assert_eq!(s.tcp_user_timeout().unwrap(), None);
+    }
+
+    #[test]
+    fn liveness_within_scales_with_idle() {
+        let l = Liveness::within(Duration::from_secs(2));
+        let k = l.keepalive.unwrap();
+        assert_eq!((k.idle, k.interval), (Duration::from_secs(2), Duration::from_secs(1)));
+        assert_eq!(l.user_timeout, Some(Duration::from_secs(4)));
     }
 }

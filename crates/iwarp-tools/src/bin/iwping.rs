@@ -15,6 +15,7 @@ use iwarp::{
     Access, CompletionQueue, ConnParams, Device, DeviceConfig, MemoryRegion, Progress, QpEvent, QpInit, QueuePair,
     RecvWr, RemoteAddr, SendWr, Stag, WcOpcode, WcStatus, WorkCompletion,
 };
+use iwarp_tools::liveness_args::LivenessArgs;
 use iwarp_tools::mpa_args::MpaArgs;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
@@ -92,6 +93,8 @@ struct Cli {
     shared_port: bool,
     #[command(flatten)]
     mpa: MpaArgs,
+    #[command(flatten)]
+    liveness: LivenessArgs,
 }
 
 fn resolve(host: &str, port: u16) -> Option<SocketAddr> {
@@ -251,8 +254,13 @@ fn run_client(cli: &Cli, dev: &Device) -> Result<(), String> {
     let b = buffers(&pd, cli.size, true).map_err(|e| format!("rping_setup_buffers failed: {e}"))?;
     let start_mr = b.start.clone().expect("client buffers");
     qp.post_recv(&[RecvWr::new(0, &[b.recv.sge_all()])]).map_err(|e| format!("ibv_post_recv failed: {e}"))?;
-    let mut params =
-        ConnParams { responder_resources: 1, initiator_depth: 1, mpa: cli.mpa.options(), ..Default::default() };
+    let mut params = ConnParams {
+        responder_resources: 1,
+        initiator_depth: 1,
+        mpa: cli.mpa.options(),
+        liveness: cli.liveness.liveness(),
+        ..Default::default()
+    };
     params.source = cli.source.as_deref().and_then(|s| resolve(s, 0));
     qp.connect(addr, &params).map_err(|e| format!("connect error {e}"))?;
     debug_log!("rdma_connect successful");
@@ -304,6 +312,7 @@ fn serve_one(cli: &Cli, dev: &Device, req: iwarp::ConnectRequest) -> Result<(), 
         responder_resources: req.ord().unwrap_or(1).max(1),
         initiator_depth: req.ird().unwrap_or(1).max(1),
         mpa: cli.mpa.options(),
+        liveness: cli.liveness.liveness(),
         ..Default::default()
     };
     debug_log!("accepting client connection request");

@@ -45,6 +45,7 @@ pub(crate) fn start(
         socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
     sock.set_nonblocking(true)?;
     sock.set_tcp_nodelay(true)?;
+    params.liveness.apply(socket2::SockRef::from(&sock))?;
     if let Some(src) = params.source {
         sock.bind(&src.into())?;
     }

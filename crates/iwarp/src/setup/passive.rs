@@ -631,7 +631,8 @@ impl ConnectRequest {
     ///
     /// # Errors
     /// [`AcceptError::QpInUse`] if `qp` was connected before; [`AcceptError::PeerGone`] if the
-    /// peer went away; [`AcceptError::Mpa`] if the private data is too long.
+    /// peer went away; [`AcceptError::Mpa`] if the private data is too long;
+    /// [`AcceptError::Io`] if the socket refuses the [`ConnParams::liveness`] settings.
     pub fn accept(self, qp: &QueuePair, params: &ConnParams) -> Result<(), AcceptError> {
         let mut st = self.pending.state.lock().unwrap_or_else(|e| e.into_inner());
         if st.closed || st.sock.is_none() {
@@ -653,6 +654,10 @@ impl ConnectRequest {
             }
             c.rfc7306 &= params.mpa.rfc7306;
             c.large_fpdus &= params.mpa.large_fpdus;
+        }
+        // Dead-peer detection from here on (until now the MPA deadline stood for it).
+        if let Some(s) = st.sock.as_ref() {
+            params.liveness.apply(socket2::SockRef::from(s))?;
         }
         let (reply, neg) = st
             .cm

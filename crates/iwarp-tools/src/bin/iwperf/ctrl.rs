@@ -2,8 +2,8 @@
 //! (client first), and the `pingpong_dest` structure (perftest 6.06, `docs/tool-compat.md` §1).
 
 use iwarp::{
-    CompletionQueue, ConnParams, ConnectRequest, Device, MpaOptions, ProtectionDomain, QpEvent, QpInit, QueuePair,
-    RecvWr, SendWr, WcOpcode, WcStatus, WorkCompletion,
+    CompletionQueue, ConnParams, ConnectRequest, Device, Liveness, MpaOptions, ProtectionDomain, QpEvent, QpInit,
+    QueuePair, RecvWr, SendWr, WcOpcode, WcStatus, WorkCompletion,
 };
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -107,14 +107,20 @@ fn ctrl_qp(pd: &ProtectionDomain, cq: &CompletionQueue) -> iwarp::Result<QueuePa
     Ok(pd.create_qp(&init)?)
 }
 
-fn ctrl_params(mpa: &MpaOptions) -> ConnParams {
+fn ctrl_params(mpa: &MpaOptions, liveness: Liveness) -> ConnParams {
     // perftest's control QP has no RDMA Read resources: IRD = ORD = 0.
-    ConnParams { responder_resources: 0, initiator_depth: 0, mpa: mpa.clone(), ..Default::default() }
+    ConnParams { responder_resources: 0, initiator_depth: 0, mpa: mpa.clone(), liveness, ..Default::default() }
 }
 
 impl Ctrl {
     /// Connects the control channel (client).
-    pub fn connect(dev: &Device, pd: &ProtectionDomain, addr: SocketAddr, mpa: &MpaOptions) -> Result<Ctrl, String> {
+    pub fn connect(
+        dev: &Device,
+        pd: &ProtectionDomain,
+        addr: SocketAddr,
+        mpa: &MpaOptions,
+        liveness: Liveness,
+    ) -> Result<Ctrl, String> {
         let cq = dev.create_cq(8).map_err(|e| e.to_string())?;
         let recv = pd.reg_mr(DEST_LEN, iwarp::Access::LOCAL_WRITE).map_err(|e| e.to_string())?;
         let make = || {
@@ -122,18 +128,24 @@ impl Ctrl {
             qp.post_recv(&[RecvWr::new(0, &[recv.sge_all()])]).map_err(|e| e.to_string())?;
             Ok(qp)
         };
-        let qp = connect_retry(make, addr, &ctrl_params(mpa))
+        let qp = connect_retry(make, addr, &ctrl_params(mpa, liveness))
             .map_err(|e| format!(" Unable to init the socket connection: {e}"))?;
         Ok(Ctrl { qp, cq, recv, client: true, wr: 0, drive: None })
     }
 
     /// Accepts the control channel (server).
-    pub fn accept(dev: &Device, pd: &ProtectionDomain, req: ConnectRequest, mpa: &MpaOptions) -> Result<Ctrl, String> {
+    pub fn accept(
+        dev: &Device,
+        pd: &ProtectionDomain,
+        req: ConnectRequest,
+        mpa: &MpaOptions,
+        liveness: Liveness,
+    ) -> Result<Ctrl, String> {
         let cq = dev.create_cq(8).map_err(|e| e.to_string())?;
         let qp = ctrl_qp(pd, &cq).map_err(|e| e.to_string())?;
         let recv = pd.reg_mr(DEST_LEN, iwarp::Access::LOCAL_WRITE).map_err(|e| e.to_string())?;
         qp.post_recv(&[RecvWr::new(0, &[recv.sge_all()])]).map_err(|e| e.to_string())?;
-        req.accept(&qp, &ctrl_params(mpa)).map_err(|e| e.to_string())?;
+        req.accept(&qp, &ctrl_params(mpa, liveness)).map_err(|e| e.to_string())?;
         qp.wait_established(STEP_TIMEOUT).map_err(|e| e.to_string())?;
         Ok(Ctrl { qp, cq, recv, client: false, wr: 0, drive: None })
     }

@@ -130,6 +130,7 @@ fn opts(test: Test, size: usize, iters: u64, bidir: bool, cfg: &Config) -> Opts 
         events: cfg.events,
         dev_name: "iwarp0".into(),
         mpa: cfg.mpa.clone(),
+        liveness: iwarp::Liveness::default(),
         quiet: true,
         compat_sleep: false,
         shared_port: false,

@@ -16,6 +16,7 @@ mod scale;
 mod tcp;
 
 use clap::{Parser, ValueEnum};
+use iwarp_tools::liveness_args::LivenessArgs;
 use iwarp_tools::mpa_args::MpaArgs;
 use rdma::{AtomicOp, Opts, Role, Test};
 use report::{BidirJson, JsonLine};
@@ -153,6 +154,8 @@ struct Cli {
     one_per_post: bool,
     #[command(flatten)]
     mpa: MpaArgs,
+    #[command(flatten)]
+    liveness: LivenessArgs,
 }
 
 fn parse_size(s: &str) -> Result<usize, String> {
@@ -210,6 +213,7 @@ fn opts(cli: &Cli, test: Test) -> Result<Opts, String> {
         events: cli.events,
         dev_name: cli.ib_dev.clone(),
         mpa: cli.mpa.options(),
+        liveness: cli.liveness.liveness(),
         quiet: false,
         compat_sleep: true,
         shared_port: cli.shared_port,

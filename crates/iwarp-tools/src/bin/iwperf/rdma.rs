@@ -153,6 +153,8 @@ pub struct Opts {
     pub dev_name: String,
     /// MPA options.
     pub mpa: MpaOptions,
+    /// Dead-peer detection of the control and data connections.
+    pub liveness: iwarp::Liveness,
     /// Print nothing (loopback runs).
     pub quiet: bool,
     /// Sleep a second after the control connection in write_bw, as perftest does, and let a
@@ -265,6 +267,7 @@ fn data_params(o: &Opts) -> ConnParams {
         responder_resources: rd,
         initiator_depth: rd,
         mpa: o.mpa.clone(),
+        liveness: o.liveness,
         // perftest's write_lat server (the MPA responder) writes first; by then several control
         // round trips have passed, so the initiator is long done with MPA.
         responder_sends_first: o.test == Test::WriteLat,
@@ -321,7 +324,7 @@ pub fn run(o: &Opts, role: Role, bound: Option<Sender<u16>>) -> Result<Outcome, 
     let pd = dev.alloc_pd();
     let client = matches!(role, Role::Client(_));
     let (mut ctrl, listener) = match role {
-        Role::Client(addr) => (Ctrl::connect(&dev, &pd, addr, &o.mpa)?, None),
+        Role::Client(addr) => (Ctrl::connect(&dev, &pd, addr, &o.mpa, o.liveness)?, None),
         Role::Server(addr) => {
             if !o.quiet {
                 println!("\n************************************\n* Waiting for client to connect... *\n************************************");
@@ -340,7 +343,7 @@ pub fn run(o: &Opts, role: Role, bound: Option<Sender<u16>>) -> Result<Outcome, 
                 let _ = tx.send(l.local_addr().port());
             }
             let req = l.get_request(None).map_err(|e| e.to_string())?;
-            (Ctrl::accept(&dev, &pd, req, &o.mpa)?, Some(l))
+            (Ctrl::accept(&dev, &pd, req, &o.mpa, o.liveness)?, Some(l))
         }
     };
     if o.test == Test::WriteBw && o.compat_sleep {

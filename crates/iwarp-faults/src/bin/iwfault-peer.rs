@@ -1,0 +1,773 @@
+//! A peer of the fault harness: a server or a client of the stack that moves verified traffic
+//! and reports, line by line on standard output, what happened to every work request.
+//!
+//! ```text
+//! iwfault-peer server listen=IP:PORT [region=BYTES] [depth=N] [live=...]
+//! iwfault-peer client connect=IP:PORT[,IP:PORT...] [mode=stream|flood] [window=N] [slot=BYTES]
+//!              [maxwrite=BYTES] [maxsend=BYTES] [msgs=N] [secs=S] [hold=S] [total=BYTES]
+//!              [chunk=BYTES] [pause=BYTES] [sq=N] [seed=N] [live=default|off|IDLE_S,INTERVAL_S,USER_TIMEOUT_MS]
+//! ```
+//!
+//! Stream mode (per queue pair, one thread each, all on one device): message `seq` is an RDMA
+//! Write of a patterned buffer into the server's slot `seq % window`, a Send whose header names
+//! it and whose payload is patterned too, and an RDMA Read of the slot back. The server checks
+//! both payloads byte for byte and answers with an acknowledgement Send; the client checks the
+//! Read. At most `window` messages are in flight. `hold` keeps an idle queue pair connected
+//! after its messages, to watch for the peer's disappearance.
+//!
+//! Flood mode (one queue pair): Writes of `chunk` bytes fill `total` bytes of the server's
+//! region in order, with no flow control above the queue pair's own: posts that find the send
+//! queue full are counted and retried. Then a Send asks the server to check the whole region.
+//!
+//! Standard input: `mark` notes the time a fault was applied; detection times are measured from
+//! it. `go` lets a flood that paused at `pause` bytes continue. Every work request is accounted for: each completion must arrive, in posting order.
+#![forbid(unsafe_code)]
+
+use iwarp::*;
+use iwarp_faults::pattern;
+use std::collections::{HashMap, VecDeque};
+use std::io::{BufRead, Write};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const MAGIC: &[u8; 4] = b"IWFT";
+const HDR: usize = 40;
+const KIND_MSG: u8 = 1;
+const KIND_DONE: u8 = 2;
+const KIND_ACK: u8 = 3;
+const KIND_DONE_ACK: u8 = 4;
+const WRITE_SALT: u64 = 0x5752_4954;
+const SEND_SALT: u64 = 0x5345_4e44;
+const FLOOD_SEED: u64 = 0xf100d;
+
+/// A message header: kind, sequence number (or total), write length, send payload length,
+/// write offset (or a result).
+#[derive(Debug, Clone, Copy, Default)]
+struct Hdr {
+    kind: u8,
+    seq: u64,
+    wlen: u32,
+    slen: u32,
+    off: u64,
+    extra: u64,
+}
+
+impl Hdr {
+    fn emit(&self) -> [u8; HDR] {
+        let mut b = [0u8; HDR];
+        b[..4].copy_from_slice(MAGIC);
+        b[4] = self.kind;
+        b[8..16].copy_from_slice(&self.seq.to_be_bytes());
+        b[16..20].copy_from_slice(&self.wlen.to_be_bytes());
+        b[20..24].copy_from_slice(&self.slen.to_be_bytes());
+        b[24..32].copy_from_slice(&self.off.to_be_bytes());
+        b[32..40].copy_from_slice(&self.extra.to_be_bytes());
+        b
+    }
+    fn parse(b: &[u8]) -> Option<Hdr> {
+        if b.len() < HDR || &b[..4] != MAGIC {
+            return None;
+        }
+        let u64_at = |i: usize| u64::from_be_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
+        let u32_at = |i: usize| u32::from_be_bytes(b[i..i + 4].try_into().unwrap_or([0; 4]));
+        Some(Hdr { kind: b[4], seq: u64_at(8), wlen: u32_at(16), slen: u32_at(20), off: u64_at(24), extra: u64_at(32) })
+    }
+}
+
+struct Args(HashMap<String, String>);
+
+impl Args {
+    fn parse(args: &[String]) -> Args {
+        Args(args.iter().filter_map(|a| a.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+    fn str(&self, k: &str, d: &str) -> String {
+        self.0.get(k).cloned().unwrap_or_else(|| d.to_string())
+    }
+    fn num(&self, k: &str, d: u64) -> u64 {
+        self.0.get(k).and_then(|v| v.parse().ok()).unwrap_or(d)
+    }
+    fn liveness(&self) -> Liveness {
+        match self.0.get("live").map(String::as_str) {
+            None | Some("default") => Liveness::default(),
+            Some("off") => Liveness::OFF,
+            Some(v) => {
+                let p: Vec<u64> = v.split(',').filter_map(|x| x.parse().ok()).collect();
+                let (idle, interval, ut) =
+                    (p.first().copied().unwrap_or(20), p.get(1).copied().unwrap_or(5), p.get(2).copied().unwrap_or(0));
+                Liveness {
+                    keepalive: Some(Keepalive {
+                        idle: Duration::from_secs(idle),
+                        interval: Duration::from_secs(interval),
+                        count: 3,
+                    }),
+                    user_timeout: (ut > 0).then(|| Duration::from_millis(ut)),
+                }
+            }
+        }
+    }
+}
+
+fn say(line: String) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+fn patterned(seed: u64, len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    pattern(seed, &mut v);
+    v
+}
+
+/// Bytes of `got` that differ from `want`.
+fn mismatches(got: &[u8], want: &[u8]) -> u64 {
+    got.iter().zip(want).filter(|(a, b)| a != b).count() as u64 + got.len().abs_diff(want.len()) as u64
+}
+
+fn event_name(ev: &QpEvent) -> &'static str {
+    match ev {
+        QpEvent::Established => "established",
+        QpEvent::Disconnected => "disconnected",
+        QpEvent::Error { .. } => "error",
+        QpEvent::ConnectFailed(_) => "connect_failed",
+        QpEvent::Rejected { .. } => "rejected",
+        _ => "other",
+    }
+}
+
+fn main() {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let role = argv.first().cloned().unwrap_or_default();
+    let args = Args::parse(&argv);
+    let r = match role.as_str() {
+        "server" => server(&args),
+        "client" => client(&args),
+        _ => Err("usage: iwfault-peer server|client key=value...".into()),
+    };
+    if let Err(e) = r {
+        say(format!("fatal {e}"));
+        std::process::exit(1);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server
+
+fn server(args: &Args) -> Result<(), String> {
+    let addr: SocketAddr = args.str("listen", "0.0.0.0:0").parse().map_err(|e| format!("listen: {e}"))?;
+    let region = args.num("region", 16 << 20) as usize;
+    let depth = args.num("depth", 32) as usize;
+    let live = args.liveness();
+    let dev = Device::open(DeviceConfig::default()).map_err(|e| e.to_string())?;
+    let pd = dev.alloc_pd();
+    let l = dev.listen(addr, 64).map_err(|e| e.to_string())?;
+    say(format!("listening port={}", l.local_addr().port()));
+    let mut n = 0u32;
+    loop {
+        let req = match l.get_request(Some(Duration::from_secs(3600))) {
+            Ok(r) => r,
+            Err(e) => return Err(e.to_string()),
+        };
+        n += 1;
+        let (dev, pd) = (dev.clone(), pd.clone());
+        std::thread::spawn(move || {
+            if let Err(e) = serve_one(n, &dev, &pd, req, region, depth, live) {
+                say(format!("server_conn n={n} fatal={e:?}"));
+            }
+        });
+    }
+}
+
+fn serve_one(
+    n: u32,
+    dev: &Device,
+    pd: &ProtectionDomain,
+    req: ConnectRequest,
+    region: usize,
+    depth: usize,
+    live: Liveness,
+) -> Result<(), String> {
+    let e = |e: &dyn std::fmt::Display| e.to_string();
+    let target =
+        pd.reg_mr(region, Access::LOCAL_WRITE | Access::REMOTE_WRITE | Access::REMOTE_READ).map_err(|x| e(&x))?;
+    let recv_len = HDR + (1 << 16);
+    let rbuf = pd.reg_mr(depth * recv_len, Access::LOCAL_WRITE).map_err(|x| e(&x))?;
+    let cq = dev.create_cq(4 * depth + 16).map_err(|x| e(&x))?;
+    let mut init = QpInit::new(&cq, &cq);
+    init.cap =
+        QpCap { max_send_wr: 2 * depth + 8, max_recv_wr: depth, max_send_sge: 2, max_recv_sge: 1, max_inline_data: 64 };
+    let qp = pd.create_qp(&init).map_err(|x| e(&x))?;
+    for i in 0..depth {
+        qp.post_recv(&[RecvWr::new(i as u64, &[rbuf.sge(i * recv_len, recv_len)])]).map_err(|x| e(&x))?;
+    }
+    let mut pdata = target.rkey().to_be_bytes().to_vec();
+    pdata.extend_from_slice(&target.addr().to_be_bytes());
+    let params = ConnParams {
+        private_data: pdata,
+        responder_resources: 16,
+        initiator_depth: 16,
+        liveness: live,
+        ..Default::default()
+    };
+    req.accept(&qp, &params).map_err(|x| e(&x))?;
+    say(format!("accepted n={n}"));
+    let (mut msgs, mut verified, mut bad, mut next_recv) = (0u64, 0u64, 0u64, depth as u64);
+    let mut ack_id = 0u64;
+    let mut wcs = [WorkCompletion::default(); 64];
+    let mut end = None;
+    let mut flushed = 0u64;
+    while end.is_none() {
+        let k = cq.wait(&mut wcs, Some(Duration::from_millis(100)));
+        for c in &wcs[..k] {
+            if c.status != WcStatus::Success {
+                flushed += 1;
+                continue;
+            }
+            if c.opcode != WcOpcode::Recv {
+                continue;
+            }
+            let idx = (c.wr_id % depth as u64) as usize;
+            let got = rbuf.to_vec(idx * recv_len, c.byte_len as usize).map_err(|x| e(&x))?;
+            let Some(h) = Hdr::parse(&got) else {
+                bad += got.len() as u64;
+                continue;
+            };
+            let reply = match h.kind {
+                KIND_MSG => {
+                    msgs += 1;
+                    let w = target.to_vec(h.off as usize, h.wlen as usize).map_err(|x| e(&x))?;
+                    bad += mismatches(&w, &patterned(h.seq ^ WRITE_SALT, h.wlen as usize));
+                    let body = &got[HDR..];
+                    bad += mismatches(body, &patterned(h.seq ^ SEND_SALT, h.slen as usize));
+                    verified += h.wlen as u64 + h.slen as u64;
+                    Hdr { kind: KIND_ACK, seq: h.seq, ..Hdr::default() }
+                }
+                KIND_DONE => {
+                    let total = h.seq as usize;
+                    let w = target.to_vec(0, total).map_err(|x| e(&x))?;
+                    let b = mismatches(&w, &patterned(FLOOD_SEED, total));
+                    bad += b;
+                    verified += total as u64;
+                    say(format!("flood_checked n={n} bytes={total} bad={b}"));
+                    Hdr { kind: KIND_DONE_ACK, seq: total as u64, extra: b, ..Hdr::default() }
+                }
+                _ => {
+                    bad += got.len() as u64;
+                    continue;
+                }
+            };
+            ack_id += 1;
+            let hb = reply.emit();
+            if qp.post_send(&[SendWr::send_inline(ack_id, &hb)]).is_err() {
+                end = Some("post_failed");
+            }
+            let _ = qp.post_recv(&[RecvWr::new(next_recv, &[rbuf.sge(idx * recv_len, recv_len)])]);
+            next_recv += 1;
+        }
+        while let Some(ev) = qp.poll_event() {
+            if matches!(ev, QpEvent::Disconnected | QpEvent::Error { .. }) {
+                end = Some(event_name(&ev));
+            }
+        }
+    }
+    // Collect the flushes that follow the end.
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_millis(300) {
+        let k = cq.wait(&mut wcs, Some(Duration::from_millis(50)));
+        flushed += wcs[..k].iter().filter(|c| c.status != WcStatus::Success).count() as u64;
+    }
+    say(format!(
+        "server_conn n={n} msgs={msgs} verified={verified} bad={bad} flushed={flushed} end={}",
+        end.unwrap_or("?")
+    ));
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client
+
+/// What the client's threads share.
+struct Shared {
+    /// When the test applied its fault (`mark` on standard input).
+    mark: Mutex<Option<Instant>>,
+    /// When the first queue pair died.
+    death: Mutex<Option<Instant>>,
+    /// `go` on standard input: a flood paused at `pause=BYTES` continues.
+    go: std::sync::atomic::AtomicBool,
+}
+
+fn client(args: &Args) -> Result<(), String> {
+    let shared = Arc::new(Shared { mark: Mutex::new(None), death: Mutex::new(None), go: Default::default() });
+    {
+        let shared = Arc::clone(&shared);
+        std::thread::spawn(move || {
+            for line in std::io::stdin().lock().lines() {
+                let Ok(line) = line else { break };
+                if line.trim() == "mark" {
+                    *shared.mark.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+                    say("marked".into());
+                }
+                if line.trim() == "go" {
+                    shared.go.store(true, std::sync::atomic::Ordering::Release);
+                }
+            }
+        });
+    }
+    let addrs: Vec<SocketAddr> =
+        args.str("connect", "").split(',').filter(|s| !s.is_empty()).filter_map(|s| s.parse().ok()).collect();
+    if addrs.is_empty() {
+        return Err("connect=IP:PORT[,...] needed".into());
+    }
+    let mode = args.str("mode", "stream");
+    let dev = Device::open(DeviceConfig::default()).map_err(|e| e.to_string())?;
+    let pd = dev.alloc_pd();
+    let window = args.num("window", 8) as usize;
+    let sq = args.num("sq", 4 * window as u64 + 8) as u32;
+    let live = args.liveness();
+    let mut conns = Vec::new();
+    for a in &addrs {
+        let cq = dev.create_cq(4 * sq as usize + 64).map_err(|e| e.to_string())?;
+        let mut init = QpInit::new(&cq, &cq);
+        init.cap = QpCap {
+            max_send_wr: sq as usize,
+            max_recv_wr: window + 4,
+            max_send_sge: 2,
+            max_recv_sge: 1,
+            max_inline_data: 64,
+        };
+        let qp = pd.create_qp(&init).map_err(|e| e.to_string())?;
+        conns.push((qp, cq, *a));
+    }
+    let mut ready = Vec::new();
+    for (i, (qp, cq, a)) in conns.into_iter().enumerate() {
+        let recv_len = HDR + 64;
+        let rbuf = pd.reg_mr((window + 4) * recv_len, Access::LOCAL_WRITE).map_err(|e| e.to_string())?;
+        for k in 0..window + 4 {
+            qp.post_recv(&[RecvWr::new(k as u64, &[rbuf.sge(k * recv_len, recv_len)])]).map_err(|e| e.to_string())?;
+        }
+        let params = ConnParams { responder_resources: 16, initiator_depth: 16, liveness: live, ..Default::default() };
+        qp.connect(a, &params).map_err(|e| format!("connect {a}: {e}"))?;
+        let pdata = qp.conn_info().map(|c| c.negotiated.peer_private_data).unwrap_or_default();
+        let stag = Stag(u32::from_be_bytes(pdata.get(..4).and_then(|b| b.try_into().ok()).unwrap_or([0; 4])));
+        let to = u64::from_be_bytes(pdata.get(4..12).and_then(|b| b.try_into().ok()).unwrap_or([0; 8]));
+        ready.push(Conn { i, qp, cq, rbuf, recv_len, remote: RemoteAddr { stag, to } });
+    }
+    say(format!("ready qps={}", ready.len()));
+    let started = Instant::now();
+    let mut threads = Vec::new();
+    for c in ready {
+        let (pd, shared) = (pd.clone(), Arc::clone(&shared));
+        let mode = mode.clone();
+        let cfg = Cfg {
+            window,
+            slot: args.num("slot", 256 << 10) as usize,
+            maxwrite: args.num("maxwrite", 64 << 10) as usize,
+            maxsend: (args.num("maxsend", 4096) as usize).min(1 << 16),
+            msgs: args.num("msgs", u64::MAX),
+            secs: Duration::from_secs(args.num("secs", 3600)),
+            hold: Duration::from_secs(args.num("hold", 0)),
+            total: args.num("total", 64 << 20) as usize,
+            chunk: args.num("chunk", 64 << 10) as usize,
+            seed: args.num("seed", 1),
+            pause: args.num("pause", u64::MAX) as usize,
+        };
+        threads.push(std::thread::spawn(move || {
+            let r = if mode == "flood" { flood(&c, &pd, &cfg, &shared) } else { stream(&c, &pd, &cfg, &shared) };
+            if let Err(e) = r {
+                say(format!("result qp={} fatal={e:?}", c.i));
+            }
+        }));
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+    say(format!("done secs={:.2}", started.elapsed().as_secs_f64()));
+    Ok(())
+}
+
+struct Conn {
+    i: usize,
+    qp: QueuePair,
+    cq: CompletionQueue,
+    rbuf: MemoryRegion,
+    recv_len: usize,
+    remote: RemoteAddr,
+}
+
+struct Cfg {
+    window: usize,
+    slot: usize,
+    maxwrite: usize,
+    maxsend: usize,
+    msgs: u64,
+    secs: Duration,
+    hold: Duration,
+    total: usize,
+    chunk: usize,
+    seed: u64,
+    pause: usize,
+}
+
+/// The accounting of one queue pair's work requests.
+#[derive(Default)]
+struct Ledger {
+    sq: VecDeque<u64>,
+    rq: VecDeque<u64>,
+    posted: u64,
+    completed: u64,
+    ok: u64,
+    flushed: u64,
+    failed: u64,
+    in_order: bool,
+    /// When the connection's end was first seen (failed completion or event), and the event.
+    dead: Option<Instant>,
+    event: &'static str,
+}
+
+impl Ledger {
+    fn new() -> Ledger {
+        Ledger { in_order: true, event: "none", ..Ledger::default() }
+    }
+    fn post_send(&mut self, id: u64) {
+        self.sq.push_back(id);
+        self.posted += 1;
+    }
+    fn post_recv(&mut self, id: u64) {
+        self.rq.push_back(id);
+        self.posted += 1;
+    }
+    /// Accounts for a completion; `true` if it succeeded.
+    fn complete(&mut self, c: &WorkCompletion) -> bool {
+        let q = if c.opcode == WcOpcode::Recv { &mut self.rq } else { &mut self.sq };
+        if q.pop_front() != Some(c.wr_id) {
+            self.in_order = false;
+        }
+        self.completed += 1;
+        match c.status {
+            WcStatus::Success => self.ok += 1,
+            WcStatus::WrFlush => self.flushed += 1,
+            _ => self.failed += 1,
+        }
+        if c.status != WcStatus::Success && self.dead.is_none() {
+            self.dead = Some(Instant::now());
+        }
+        c.status == WcStatus::Success
+    }
+    fn events(&mut self, qp: &QueuePair) {
+        while let Some(ev) = qp.poll_event() {
+            if matches!(ev, QpEvent::Disconnected | QpEvent::Error { .. }) {
+                if self.event == "none" {
+                    self.event = event_name(&ev);
+                }
+                self.dead.get_or_insert_with(Instant::now);
+            }
+        }
+    }
+    /// After the end: the queue pair's event follows its flushes (the driver delivers them
+    /// first), so wait for it briefly.
+    fn await_event(&mut self, qp: &QueuePair) {
+        let t = Instant::now();
+        while self.dead.is_some() && self.event == "none" && t.elapsed() < Duration::from_secs(2) {
+            if let Some(ev) = qp.next_event(Duration::from_millis(50)) {
+                if matches!(ev, QpEvent::Disconnected | QpEvent::Error { .. }) {
+                    self.event = event_name(&ev);
+                }
+            }
+        }
+    }
+    fn outstanding(&self) -> usize {
+        self.sq.len() + self.rq.len()
+    }
+    fn line(&self, shared: &Shared) -> String {
+        let mark = *shared.mark.lock().unwrap_or_else(|e| e.into_inner());
+        let detect = match (mark, self.dead) {
+            (Some(m), Some(d)) => format!("{}", d.saturating_duration_since(m).as_millis()),
+            _ => "none".into(),
+        };
+        format!(
+            "posted={} completed={} ok={} flushed={} failed={} outstanding={} in_order={} event={} detect_ms={detect}",
+            self.posted,
+            self.completed,
+            self.ok,
+            self.flushed,
+            self.failed,
+            self.outstanding(),
+            self.in_order as u8,
+            self.event
+        )
+    }
+}
+
+struct InFlight {
+    seq: u64,
+    wlen: usize,
+    pending: u8,
+}
+
+fn stream(c: &Conn, pd: &ProtectionDomain, cfg: &Cfg, shared: &Shared) -> Result<(), String> {
+    let e = |e: &dyn std::fmt::Display| e.to_string();
+    let w = cfg.window;
+    let slot = cfg.slot.max(cfg.maxwrite).max(1);
+    let src = pd.reg_mr(w * slot, Access::LOCAL_WRITE).map_err(|x| e(&x))?;
+    let sink = pd.reg_mr(w * slot, Access::LOCAL_WRITE).map_err(|x| e(&x))?;
+    let sendbuf = pd.reg_mr(w * (HDR + cfg.maxsend), Access::LOCAL_WRITE).map_err(|x| e(&x))?;
+    let mut led = Ledger::new();
+    for k in 0..w as u64 + 4 {
+        led.post_recv(k);
+    }
+    let mut next_recv = w as u64 + 4;
+    let mut rng = cfg.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(c.i as u64) | 1;
+    let mut rand = move |max: usize| -> usize {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        if max == 0 {
+            0
+        } else {
+            (rng % (max as u64 + 1)) as usize
+        }
+    };
+    let mut inflight: VecDeque<InFlight> = VecDeque::new();
+    let (mut seq, mut acked, mut after_death, mut read_ok, mut read_bad, mut bytes) =
+        (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
+    let start = Instant::now();
+    let mut idle_since: Option<Instant> = None;
+    let mut wcs = [WorkCompletion::default(); 64];
+    let mut done_dead: Option<Instant> = None;
+    loop {
+        let posting = led.dead.is_none() && seq < cfg.msgs && start.elapsed() < cfg.secs;
+        while posting && seq < cfg.msgs && inflight.len() < w {
+            let s = (seq as usize) % w;
+            let wlen = rand(cfg.maxwrite);
+            let slen = rand(cfg.maxsend);
+            src.write(s * slot, &patterned(seq ^ WRITE_SALT, wlen)).map_err(|x| e(&x))?;
+            let h = Hdr { kind: KIND_MSG, seq, wlen: wlen as u32, slen: slen as u32, off: (s * slot) as u64, extra: 0 };
+            let so = s * (HDR + cfg.maxsend);
+            sendbuf.write(so, &h.emit()).map_err(|x| e(&x))?;
+            sendbuf.write(so + HDR, &patterned(seq ^ SEND_SALT, slen)).map_err(|x| e(&x))?;
+            let remote = RemoteAddr { stag: c.remote.stag, to: c.remote.to + (s * slot) as u64 };
+            let mut wrs = Vec::with_capacity(3);
+            let mut ids = Vec::with_capacity(3);
+            if wlen > 0 {
+                wrs.push(SendWr::write(seq * 4, &[src.sge(s * slot, wlen)], remote));
+                ids.push(seq * 4);
+            }
+            wrs.push(SendWr::send(seq * 4 + 1, &[sendbuf.sge(so, HDR + slen)]));
+            ids.push(seq * 4 + 1);
+            if wlen > 0 {
+                wrs.push(SendWr::read(seq * 4 + 2, sink.sge(s * slot, wlen), remote));
+                ids.push(seq * 4 + 2);
+            }
+            match c.qp.post_send(&wrs) {
+                Ok(()) => {}
+                Err(x) => {
+                    say(format!("post_failed qp={} seq={seq} error={x}", c.i));
+                    led.dead.get_or_insert_with(Instant::now);
+                    break;
+                }
+            }
+            for id in ids {
+                led.post_send(id);
+            }
+            inflight.push_back(InFlight { seq, wlen, pending: 1 + (wlen > 0) as u8 });
+            bytes += (wlen + slen) as u64;
+            seq += 1;
+        }
+        let k = c.cq.wait(&mut wcs, Some(Duration::from_millis(5)));
+        for wc in &wcs[..k] {
+            if !led.complete(wc) {
+                continue;
+            }
+            let hit = |seq: u64, inflight: &mut VecDeque<InFlight>| {
+                inflight.iter_mut().find(|f| f.seq == seq).map(|f| {
+                    f.pending = f.pending.saturating_sub(1);
+                    (f.seq, f.wlen)
+                })
+            };
+            match wc.opcode {
+                WcOpcode::RdmaRead => {
+                    if let Some((s, wlen)) = hit(wc.wr_id / 4, &mut inflight) {
+                        let got = sink.to_vec((s as usize % w) * slot, wlen).map_err(|x| e(&x))?;
+                        match mismatches(&got, &patterned(s ^ WRITE_SALT, wlen)) {
+                            0 => read_ok += wlen as u64,
+                            b => read_bad += b,
+                        }
+                    }
+                }
+                WcOpcode::Recv => {
+                    let idx = (wc.wr_id % (w as u64 + 4)) as usize;
+                    let got = c.rbuf.to_vec(idx * c.recv_len, wc.byte_len as usize).map_err(|x| e(&x))?;
+                    if let Some(h) = Hdr::parse(&got).filter(|h| h.kind == KIND_ACK) {
+                        if hit(h.seq, &mut inflight).is_some() {
+                            acked += 1;
+                            let death = *shared.death.lock().unwrap_or_else(|e| e.into_inner());
+                            if death.is_some_and(|d| Instant::now() > d) {
+                                after_death += 1;
+                            }
+                        }
+                    }
+                    if led.dead.is_none()
+                        && c.qp
+                            .post_recv(&[RecvWr::new(next_recv, &[c.rbuf.sge(idx * c.recv_len, c.recv_len)])])
+                            .is_ok()
+                    {
+                        led.post_recv(next_recv);
+                        next_recv += 1;
+                    }
+                }
+                _ => {}
+            }
+            while inflight.front().is_some_and(|f| f.pending == 0) {
+                inflight.pop_front();
+            }
+        }
+        led.events(&c.qp);
+        if let Some(d) = led.dead {
+            let mut death = shared.death.lock().unwrap_or_else(|e| e.into_inner());
+            death.get_or_insert(d);
+            drop(death);
+            // Every posted request must complete: wait for the flushes, up to 30 s.
+            let since = *done_dead.get_or_insert_with(Instant::now);
+            if led.outstanding() == 0 || since.elapsed() > Duration::from_secs(30) {
+                break;
+            }
+            continue;
+        }
+        if !posting && inflight.is_empty() {
+            let t = *idle_since.get_or_insert_with(|| {
+                say(format!("idle qp={} msgs={seq}", c.i));
+                Instant::now()
+            });
+            if t.elapsed() >= cfg.hold {
+                break;
+            }
+        }
+    }
+    led.await_event(&c.qp);
+    say(format!(
+        "result qp={} mode=stream msgs={seq} acked={acked} after_death={after_death} bytes={bytes} read_ok={read_ok} read_bad={read_bad} secs={:.2} {}",
+        c.i,
+        start.elapsed().as_secs_f64(),
+        led.line(shared)
+    ));
+    Ok(())
+}
+
+fn flood(c: &Conn, pd: &ProtectionDomain, cfg: &Cfg, shared: &Shared) -> Result<(), String> {
+    let e = |e: &dyn std::fmt::Display| e.to_string();
+    let total = cfg.total;
+    let chunk = cfg.chunk.max(1);
+    let src = pd.reg_mr(total, Access::LOCAL_WRITE).map_err(|x| e(&x))?;
+    src.write(0, &patterned(FLOOD_SEED, total)).map_err(|x| e(&x))?;
+    let mut led = Ledger::new();
+    for k in 0..cfg.window as u64 + 4 {
+        led.post_recv(k);
+    }
+    let rss0 = util::resident_bytes().unwrap_or(0);
+    let mut rss_max = rss0;
+    let (mut off, mut id, mut qfull, mut last_sample, mut last_progress) = (0usize, 0u64, 0u64, Instant::now(), 0usize);
+    let start = Instant::now();
+    let mut wcs = [WorkCompletion::default(); 64];
+    let mut drain = |led: &mut Ledger, wait: Option<Duration>| {
+        let k = match wait {
+            Some(d) => c.cq.wait(&mut wcs, Some(d)),
+            None => c.cq.poll(&mut wcs),
+        };
+        let mut got = Vec::new();
+        for wc in &wcs[..k] {
+            led.complete(wc);
+            got.push(*wc);
+        }
+        led.events(&c.qp);
+        got
+    };
+    let mut paused = false;
+    while off < total && led.dead.is_none() && start.elapsed() < cfg.secs {
+        if off >= cfg.pause && !paused {
+            // The test applies its fault here, then says `go`.
+            paused = true;
+            say(format!("paused qp={} at={off}", c.i));
+            let t = Instant::now();
+            while !shared.go.load(std::sync::atomic::Ordering::Acquire) && t.elapsed() < Duration::from_secs(30) {
+                drain(&mut led, Some(Duration::from_millis(5)));
+            }
+        }
+        let len = chunk.min(total - off);
+        let remote = RemoteAddr { stag: c.remote.stag, to: c.remote.to + off as u64 };
+        match c.qp.post_send(&[SendWr::write(id, &[src.sge(off, len)], remote)]) {
+            Ok(()) => {
+                led.post_send(id);
+                id += 1;
+                off += len;
+                drain(&mut led, None);
+            }
+            Err(PostError::QueueFull) => {
+                qfull += 1;
+                if qfull == 1 {
+                    say(format!("queue_full qp={} at={off} outstanding={}", c.i, led.outstanding()));
+                }
+                drain(&mut led, Some(Duration::from_millis(2)));
+            }
+            Err(x) => {
+                say(format!("post_failed qp={} error={x}", c.i));
+                led.dead.get_or_insert_with(Instant::now);
+            }
+        }
+        if last_sample.elapsed() >= Duration::from_millis(50) {
+            last_sample = Instant::now();
+            rss_max = rss_max.max(util::resident_bytes().unwrap_or(0));
+        }
+        if off - last_progress >= 4 << 20 {
+            last_progress = off;
+            say(format!("progress qp={} bytes={off} queue_full={qfull}", c.i));
+        }
+    }
+    // Every Write completes; then the Send that asks the server to check the region.
+    // After the end, the receives too: everything posted must come back flushed.
+    let t = Instant::now();
+    let left = |led: &Ledger| if led.dead.is_some() { led.outstanding() } else { led.sq.len() };
+    while left(&led) > 0 && t.elapsed() < Duration::from_secs(60) {
+        drain(&mut led, Some(Duration::from_millis(10)));
+        if led.dead.is_some() && t.elapsed() > Duration::from_secs(30) {
+            break;
+        }
+    }
+    // Unchecked (the connection ended first) until the server answers.
+    let (mut verified, mut bad) = (0u64, None);
+    if led.dead.is_none() {
+        let h = Hdr { kind: KIND_DONE, seq: total as u64, ..Hdr::default() };
+        let hb = h.emit();
+        c.qp.post_send(&[SendWr::send_inline(id, &hb)]).map_err(|x| e(&x))?;
+        led.post_send(id);
+        let t = Instant::now();
+        'wait: while t.elapsed() < Duration::from_secs(60) && led.dead.is_none() {
+            for wc in drain(&mut led, Some(Duration::from_millis(10))) {
+                if wc.opcode == WcOpcode::Recv && wc.status == WcStatus::Success {
+                    let idx = (wc.wr_id % (cfg.window as u64 + 4)) as usize;
+                    let got = c.rbuf.to_vec(idx * c.recv_len, wc.byte_len as usize).map_err(|x| e(&x))?;
+                    if let Some(h) = Hdr::parse(&got).filter(|h| h.kind == KIND_DONE_ACK) {
+                        verified = h.seq;
+                        bad = Some(h.extra);
+                        break 'wait;
+                    }
+                }
+            }
+        }
+        while !led.sq.is_empty() && t.elapsed() < Duration::from_secs(60) {
+            drain(&mut led, Some(Duration::from_millis(10)));
+        }
+    }
+    led.await_event(&c.qp);
+    let rss_max = rss_max.max(util::resident_bytes().unwrap_or(0));
+    // The receives still posted are the queue pair's to flush when it closes; not counted.
+    let sends_left = led.sq.len();
+    let bad = bad.map_or("unchecked".to_string(), |b| b.to_string());
+    say(format!(
+        "result qp={} mode=flood written={off} writes={id} queue_full={qfull} rss_start={rss0} rss_max={rss_max} verified={verified} bad={bad} sends_left={sends_left} secs={:.2} {}",
+        c.i,
+        start.elapsed().as_secs_f64(),
+        led.line(shared)
+    ));
+    Ok(())
+}

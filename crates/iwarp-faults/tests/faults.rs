@@ -1,0 +1,261 @@
+//! The fault suite: peers of the stack in two network namespaces joined by a veth pair, and
+//! what happens to their connections and work requests when a peer is killed, vanishes,
+//! stops reading, or loses packets. Needs root, `ip netns` and `iptables-legacy`; skips with a
+//! message otherwise (and fails under CI, which installs them, if run as root without them).
+//!
+//! Each test prints the peers' report lines; `docs/faults.md` records a run.
+
+use iwarp_faults::{field, num, Lab, Peer, Side, ADDR_B};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+const PEER: &str = env!("CARGO_BIN_EXE_iwfault-peer");
+
+/// The tests run one at a time: detection times are measured, and the machine is small.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Dead-peer detection of the vanishing tests: keepalive after 2 s of silence, probes every
+/// 1 s, user timeout 4 s.
+const LIVE: &str = "live=2,1,4000";
+/// Bound on detection under [`LIVE`]: the user timeout, one probe interval, and slack.
+const DETECT_BOUND_MS: u64 = 4000 + 1000 + 1500;
+
+fn lab(iptables: bool, mtu: u32) -> Option<Lab> {
+    if let Some(why) = Lab::unavailable(iptables) {
+        let root_ci = std::env::var_os("CI").is_some() && !why.starts_with("not root");
+        assert!(!root_ci, "fault suite under CI: {why}");
+        eprintln!("skipping: {why}");
+        return None;
+    }
+    Some(Lab::new(mtu).expect("namespaces"))
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+fn server(lab: &Lab, port: u16, extra: &[&str]) -> Peer {
+    let listen = format!("listen={ADDR_B}:{port}");
+    let mut a = args(&["server", &listen]);
+    a.extend(args(extra));
+    let mut p = lab.spawn(Side::B, PEER, &a).expect("server");
+    p.wait_line("listening", Duration::from_secs(10)).expect("server listening");
+    p
+}
+
+fn client(lab: &Lab, ports: &[u16], extra: &[&str]) -> Peer {
+    let to: Vec<String> = ports.iter().map(|p| format!("{ADDR_B}:{p}")).collect();
+    let connect = format!("connect={}", to.join(","));
+    let mut a = args(&["client", &connect]);
+    a.extend(args(extra));
+    let mut p = lab.spawn(Side::A, PEER, &a).expect("client");
+    p.wait_line("ready", Duration::from_secs(15)).expect("client connected");
+    p
+}
+
+/// The `result qp=N` line of a client.
+fn result(lines: &[String], qp: usize) -> String {
+    let tag = format!("qp={qp}");
+    lines
+        .iter()
+        .find(|l| l.split_whitespace().any(|t| t == tag))
+        .cloned()
+        .unwrap_or_else(|| panic!("no result for {tag}"))
+}
+
+/// Every posted work request completed, in posting order.
+fn assert_accounted(line: &str) {
+    assert_eq!(num(line, "outstanding"), Some(0), "work requests never completed: {line}");
+    assert_eq!(num(line, "posted"), num(line, "completed"), "{line}");
+    assert_eq!(num(line, "in_order"), Some(1), "completions out of posting order: {line}");
+}
+
+/// A clean run: every message acknowledged, nothing failed or flushed, every byte verified.
+fn assert_clean(line: &str) {
+    assert_eq!(num(line, "failed"), Some(0), "{line}");
+    assert_eq!(num(line, "flushed"), Some(0), "{line}");
+    assert_eq!(num(line, "read_bad"), Some(0), "{line}");
+    assert_eq!(num(line, "in_order"), Some(1), "{line}");
+    assert_eq!(field(line, "event"), Some("none"), "{line}");
+    assert_eq!(num(line, "msgs"), num(line, "acked"), "{line}");
+}
+
+#[test]
+fn harness_makes_and_removes_its_namespaces_and_traffic_is_verified_at_mtu_65535() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(lab) = lab(false, 65535) else { return };
+    let (a, b) = (lab.a.clone(), lab.b.clone());
+    {
+        let mut srv = server(&lab, 7000, &[]);
+        let mut cl = client(&lab, &[7000], &["msgs=100", "maxwrite=262144", "slot=262144", "maxsend=16384"]);
+        let lines = cl.finish("result", Duration::from_secs(60));
+        let r = result(&lines, 0);
+        assert_clean(&r);
+        assert_eq!(num(&r, "msgs"), Some(100));
+        let s = srv.wait_line("server_conn", Duration::from_secs(10)).expect("server report");
+        assert_eq!(num(&s, "bad"), Some(0), "{s}");
+        assert_eq!(num(&s, "verified"), num(&r, "bytes"), "server verified every byte the client sent");
+    }
+    drop(lab);
+    let list = std::process::Command::new("ip").args(["netns", "list"]).output().expect("ip netns list");
+    let list = String::from_utf8_lossy(&list.stdout);
+    assert!(!list.contains(&a) && !list.contains(&b), "namespaces left behind: {list}");
+}
+
+#[test]
+fn peer_killed_mid_transfer_flushes_in_order_and_other_queue_pairs_continue() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(lab) = lab(false, 9000) else { return };
+    let mut victim = server(&lab, 7000, &[]);
+    let mut bystander = server(&lab, 7001, &[]);
+    // Two queue pairs on one device: one to the victim, one to the bystander; 6 s of traffic.
+    let mut cl = client(&lab, &[7000, 7001], &["secs=6", "maxwrite=262144", "slot=262144", "maxsend=8192"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let t = Instant::now();
+    victim.signal("KILL").expect("kill");
+    cl.tell("mark");
+    assert!(victim.wait_exit(Duration::from_secs(5)).is_some(), "victim still running");
+    let lines = cl.finish("result", Duration::from_secs(60));
+    eprintln!("results {:?} after the kill", t.elapsed());
+    let dead = result(&lines, 0);
+    assert_accounted(&dead);
+    assert_ne!(field(&dead, "event"), Some("none"), "no error event: {dead}");
+    assert!(num(&dead, "flushed").unwrap_or(0) + num(&dead, "failed").unwrap_or(0) >= 1, "{dead}");
+    assert_eq!(num(&dead, "read_bad"), Some(0), "{dead}");
+    let detect = num(&dead, "detect_ms").expect("detected");
+    assert!(detect <= 2000, "death noticed after {detect} ms");
+    let alive = result(&lines, 1);
+    assert_clean(&alive);
+    assert!(num(&alive, "after_death").unwrap_or(0) > 0, "the other queue pair stopped: {alive}");
+    let s = bystander.finish("server_conn", Duration::from_secs(3));
+    let s = s.first().expect("bystander report");
+    assert_eq!(num(s, "bad"), Some(0), "{s}");
+    assert_eq!(num(s, "verified"), num(&alive, "bytes"), "{s}");
+}
+
+/// Drops every packet the server sends once the client is `state` ("idle" after 20 messages,
+/// or "busy" in mid-transfer); the client must notice within [`DETECT_BOUND_MS`].
+fn vanish(busy: bool) {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(lab) = lab(true, 1500) else { return };
+    let _srv = server(&lab, 7000, &[]);
+    let extra: &[&str] =
+        if busy { &["secs=60", "maxwrite=262144", "slot=262144", LIVE] } else { &["msgs=20", "hold=60", LIVE] };
+    let mut cl = client(&lab, &[7000], extra);
+    if busy {
+        std::thread::sleep(Duration::from_millis(1000));
+    } else {
+        cl.wait_line("idle", Duration::from_secs(30)).expect("client idle");
+    }
+    let _rule = lab.blackhole(Side::B).expect("iptables");
+    cl.tell("mark");
+    let lines = cl.finish("result", Duration::from_secs(60));
+    let r = result(&lines, 0);
+    assert_accounted(&r);
+    assert_eq!(field(&r, "event"), Some("error"), "{r}");
+    assert_eq!(num(&r, "read_bad"), Some(0), "{r}");
+    let detect = num(&r, "detect_ms").expect("detected");
+    assert!(detect <= DETECT_BOUND_MS, "vanished peer noticed after {detect} ms (bound {DETECT_BOUND_MS})");
+    eprintln!(
+        "{} peer vanished: noticed after {detect} ms; dropped {:?} packets",
+        if busy { "busy" } else { "idle" },
+        lab.dropped(Side::B, "OUTPUT")
+    );
+}
+
+#[test]
+fn vanished_peer_of_an_idle_queue_pair_is_noticed_by_keepalive() {
+    vanish(false);
+}
+
+#[test]
+fn vanished_peer_of_a_busy_queue_pair_is_noticed_by_the_user_timeout() {
+    vanish(true);
+}
+
+#[test]
+fn one_percent_loss_both_ways_at_mtu_1500_loses_no_byte() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(lab) = lab(true, 1500) else { return };
+    let mut srv = server(&lab, 7000, &[]);
+    // Both directions: Writes, Sends and Read Requests one way, Read Responses and
+    // acknowledgements the other.
+    let rules = [lab.loss(Side::A, 0.01).expect("iptables"), lab.loss(Side::B, 0.01).expect("iptables")];
+    let mut cl = client(&lab, &[7000], &["msgs=150", "maxwrite=262144", "slot=262144", "maxsend=16384", "secs=120"]);
+    let lines = cl.finish("result", Duration::from_secs(150));
+    let r = result(&lines, 0);
+    assert_clean(&r);
+    assert_eq!(num(&r, "msgs"), Some(150), "{r}");
+    let dropped = (lab.dropped(Side::B, "INPUT").unwrap_or(0), lab.dropped(Side::A, "INPUT").unwrap_or(0));
+    drop(rules);
+    let s = srv.wait_line("server_conn", Duration::from_secs(10)).expect("server report");
+    assert_eq!(num(&s, "bad"), Some(0), "{s}");
+    assert_eq!(num(&s, "verified"), num(&r, "bytes"), "{s}");
+    eprintln!(
+        "1% loss: {} bytes verified at the server, {} read back; segments dropped A->B {}, B->A {}",
+        num(&s, "verified").unwrap_or(0),
+        num(&r, "read_ok").unwrap_or(0),
+        dropped.0,
+        dropped.1
+    );
+    assert!(dropped.0 > 0 && dropped.1 > 0, "a loss rule dropped nothing: {dropped:?}");
+}
+
+#[test]
+fn stopped_reader_fills_the_send_queue_then_resumes_with_no_byte_lost() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(lab) = lab(false, 1500) else { return };
+    let total = 48u64 << 20;
+    let region = format!("region={total}");
+    let mut srv = server(&lab, 7000, &[&region]);
+    let total_arg = format!("total={total}");
+    let mut cl = client(&lab, &[7000], &["mode=flood", &total_arg, "chunk=65536", "sq=64", "pause=4194304"]);
+    cl.wait_line("paused", Duration::from_secs(30)).expect("client paused");
+    srv.signal("STOP").expect("stop");
+    let stopped = Instant::now();
+    cl.tell("go");
+    let full = cl.wait_line("queue_full", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(3).saturating_sub(stopped.elapsed()));
+    srv.signal("CONT").expect("cont");
+    eprintln!("reader stopped for {:?}", stopped.elapsed());
+    let full = full.expect("posts never found the send queue full");
+    let lines = cl.finish("result", Duration::from_secs(90));
+    let r = result(&lines, 0);
+    assert_eq!(num(&r, "failed"), Some(0), "{r}");
+    assert_eq!(num(&r, "flushed"), Some(0), "{r}");
+    assert_eq!(num(&r, "in_order"), Some(1), "{r}");
+    assert_eq!(num(&r, "sends_left"), Some(0), "{r}");
+    assert_eq!(num(&r, "written"), Some(total), "{r}");
+    assert_eq!(num(&r, "verified"), Some(total), "the server checked the whole region: {r}");
+    assert_eq!(num(&r, "bad"), Some(0), "{r}");
+    assert!(num(&r, "queue_full").unwrap_or(0) > 0, "{r}");
+    let grew = num(&r, "rss_max").unwrap_or(0).saturating_sub(num(&r, "rss_start").unwrap_or(0));
+    assert!(grew < 32 << 20, "the sender's memory grew by {grew} bytes while the reader was stopped");
+    eprintln!("stopped reader: {full}; resident memory grew by {} KiB", grew >> 10);
+}
+
+#[test]
+fn reader_stopped_longer_than_the_user_timeout_is_dropped_and_everything_flushes() {
+    // The user timeout also bounds a closed receive window (Linux counts it from the first
+    // zero-window probe): a stopped reader is then a dead one. Documented in `Liveness`.
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(lab) = lab(false, 1500) else { return };
+    let total = 48u64 << 20;
+    let region = format!("region={total}");
+    let mut srv = server(&lab, 7000, &[&region]);
+    let total_arg = format!("total={total}");
+    let mut cl = client(&lab, &[7000], &["mode=flood", &total_arg, "sq=64", "pause=4194304", "live=2,1,2000"]);
+    cl.wait_line("paused", Duration::from_secs(30)).expect("client paused");
+    srv.signal("STOP").expect("stop");
+    cl.tell("mark");
+    cl.tell("go");
+    let lines = cl.finish("result", Duration::from_secs(30));
+    srv.signal("CONT").expect("cont");
+    let r = result(&lines, 0);
+    assert_accounted(&r);
+    assert_eq!(field(&r, "event"), Some("error"), "{r}");
+    assert!(num(&r, "flushed").unwrap_or(0) > 0, "{r}");
+    let detect = num(&r, "detect_ms").expect("detected");
+    assert!(detect <= 2000 + 3000, "a reader stopped past the 2 s user timeout dropped after {detect} ms");
+    eprintln!("reader stopped past the user timeout: dropped after {detect} ms");
+}
