@@ -101,8 +101,8 @@ pub use conn::{ConnInfo, Progress, QpEvent};
 pub use cq::{CompletionChannel, CompletionQueue, WcOpcode, WcStatus, WorkCompletion};
 pub use device::Device;
 pub use error::{
-    AcceptError, AccessError, CmError, ConnectError, CreateError, Error, ListenError, PostError, RangeError,
-    RegisterError, Result,
+    AcceptError, AccessError, CmError, ConnectError, CreateError, DeregisterError, Error, ListenError, PostError,
+    RangeError, RegisterError, Result,
 };
 pub use iwarp_proto::cm::{Negotiated, Role};
 pub use iwarp_proto::qp::{QpState, QpStats, RemoteAddr};
