@@ -104,7 +104,13 @@ impl RawMem {
     /// `ENOMEM` if the memory cannot be had.
     pub fn alloc(len: usize, huge: bool) -> std::io::Result<RawMem> {
         if len == 0 {
-            return Ok(RawMem { ptr: NonNull::dangling(), len: 0, backing: Backing::Empty, access: RwLock::new(()), gate: AtomicU32::new(0) });
+            return Ok(RawMem {
+                ptr: NonNull::dangling(),
+                len: 0,
+                backing: Backing::Empty,
+                access: RwLock::new(()),
+                gate: AtomicU32::new(0),
+            });
         }
         if huge {
             // (Miri has no huge pages: it checks the fallback.)
@@ -123,7 +129,13 @@ impl RawMem {
         // SAFETY: layout has a non-zero size (len > 0 checked above).
         let p = unsafe { alloc::alloc_zeroed(layout) };
         match NonNull::new(p) {
-            Some(ptr) => Ok(RawMem { ptr, len, backing: Backing::Heap(layout), access: RwLock::new(()), gate: AtomicU32::new(0) }),
+            Some(ptr) => Ok(RawMem {
+                ptr,
+                len,
+                backing: Backing::Heap(layout),
+                access: RwLock::new(()),
+                gate: AtomicU32::new(0),
+            }),
             None => Err(std::io::Error::from_raw_os_error(libc::ENOMEM)),
         }
     }
