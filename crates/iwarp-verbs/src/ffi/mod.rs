@@ -608,14 +608,21 @@ pub unsafe extern "C" fn ibv_reg_mr_iova2(
     guard(core::ptr::null_mut(), || reg(pd, buf, len, iova, access))
 }
 
-/// `ibv_dereg_mr`.
+/// `ibv_dereg_mr`: when it returns 0 the stack no longer touches the buffer, which the
+/// application may free (see `verbs::dereg_mr`).
 ///
 /// # Safety
 /// The C caller's side of the verbs contract: each pointer argument is NULL or valid for
 /// the call (handles are checked against the registry before use; see the module docs).
 #[no_mangle]
 pub unsafe extern "C" fn ibv_dereg_mr(mr: *mut ibv_mr) -> c_int {
-    guard(libc::EIO, || destroy_and_free(mr, Kind::Mr))
+    guard(libc::EIO, || {
+        ret(verbs::dereg_mr(mr as usize).map(|()| {
+            // SAFETY: just removed from the registry, so no other call reaches it any more;
+            // verbs allocates every `ibv_mr` as a `Box`.
+            unsafe { free(mr) }
+        }))
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
