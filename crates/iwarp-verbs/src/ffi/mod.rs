@@ -14,8 +14,9 @@
 //!   pointers are the C caller's undefined behaviour, exactly as with rdma-core.
 //! - **Registered memory**: `ibv_reg_mr` hands the application's buffer to
 //!   [`iwarp::ProtectionDomain::reg_mr_external`]; the verbs contract (the buffer stays
-//!   allocated until `ibv_dereg_mr` and until the work requests naming it complete) is the
-//!   one that function's `# Safety` asks for.
+//!   allocated until `ibv_dereg_mr` returns) is the one that function's `# Safety` asks for:
+//!   `ibv_dereg_mr` returns only once the stack no longer touches the buffer
+//!   ([`iwarp::MemoryRegion::deregister`]).
 // Matches use the C constants under bindgen's names (`ibv_qp_state_IBV_QPS_INIT`, ...).
 #![allow(non_upper_case_globals)]
 #![allow(unsafe_code)]
@@ -575,9 +576,9 @@ pub unsafe extern "C" fn ibv_dealloc_pd(pd: *mut ibv_pd) -> c_int {
 fn reg(pd: *mut ibv_pd, buf: *mut c_void, len: usize, iova: u64, access: u32) -> *mut ibv_mr {
     ret_ptr(verbs::reg_mr(pd, buf.cast(), len, iova, access, |p, rights| {
         // SAFETY: ibv_reg_mr's contract: the application keeps `buf..buf+len` allocated and
-        // in place until ibv_dereg_mr and until the work requests naming it complete, and
-        // does not touch bytes while the stack or a peer may (the RDMA rules); that is what
-        // reg_mr_external's # Safety asks. NULL is refused before this call.
+        // in place until ibv_dereg_mr returns (which waits until the stack is done with it),
+        // and does not touch bytes while the stack or a peer may (the RDMA rules); that is
+        // what reg_mr_external's # Safety asks. NULL is refused before this call.
         unsafe { p.reg_mr_external(buf.cast(), len, rights) }
     }))
 }
