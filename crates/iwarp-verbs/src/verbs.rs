@@ -388,6 +388,18 @@ pub(crate) fn destroy(p: Addr, kind: Kind) -> Res<()> {
     state::remove(p, kind).map(drop)
 }
 
+/// `ibv_dereg_mr`: the region leaves the registry (no new post names its keys), then is
+/// deregistered, which waits until the stack no longer touches the buffer (a placement or a
+/// send from it under way finishes; work requests still naming it fail, see
+/// [`iwarp::MemoryRegion::deregister`]): the application may free the buffer when this
+/// returns `Ok`. `EBUSY` if a system call on it was still under way after the stack's bound
+/// (the buffer must then not be freed; the `struct ibv_mr` is not freed either, and the
+/// handle is no longer valid).
+pub(crate) fn dereg_mr(p: Addr) -> Res<()> {
+    let Obj::Mr(m) = state::remove(p, Kind::Mr)? else { return Err(Errno::INVAL) };
+    m.mr.deregister().map_err(|_| Errno::BUSY)
+}
+
 /// Queues an asynchronous event of one of `ctx`'s objects for `ibv_get_async_event`. Nothing
 /// calls it yet but the tests: the stack's queue pair events come here once the connection
 /// manager (phase 2) decides which of them are the verbs' and which rdma_cm's.

@@ -889,6 +889,112 @@ fn a_queue_pair_error_reaches_the_asynchronous_queue_and_rdma_cm_sees_the_discon
     }
 }
 
+/// `ibv_dereg_mr` while the peer RDMA-Writes into the buffer in a loop: when it returns, the
+/// library no longer touches the buffer (a canary written over it stays intact while the peer
+/// keeps writing), so a C program may free it, which the test then does (`munmap`).
+#[test]
+fn ibv_dereg_mr_returns_once_a_peer_writing_in_a_loop_can_no_longer_reach_the_buffer() {
+    const LEN: usize = 1 << 20;
+    const CHUNK: usize = 128 << 10;
+    let c = cm();
+    // SAFETY: C calls with valid arguments; the target mapping is unmapped only after
+    // ibv_dereg_mr returned, the source buffer outlives its registration.
+    unsafe {
+        let pair = Pair::connect(None, None);
+        let target = libc::mmap(
+            null_mut(),
+            LEN,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        assert_ne!(target, libc::MAP_FAILED);
+        let access = ibv_access_flags_IBV_ACCESS_LOCAL_WRITE | ibv_access_flags_IBV_ACCESS_REMOTE_WRITE;
+        let tmr = (c.reg_mr)((*pair.child).pd, target, LEN, access as c_int);
+        assert!(!tmr.is_null());
+        let (raddr, rkey) = ((*tmr).addr as u64, (*tmr).rkey);
+        let mut src = vec![0xA5u8; CHUNK];
+        let smr = (c.reg_mr)((*pair.cid).pd, src.as_mut_ptr().cast(), CHUNK, 0);
+        assert!(!smr.is_null());
+
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (qp, cq, lkey, saddr) = ((*pair.cid).qp as usize, (*pair.cid).send_cq as usize, (*smr).lkey, (*smr).addr);
+        let writer = {
+            let done = std::sync::Arc::clone(&done);
+            let saddr = saddr as usize;
+            std::thread::spawn(move || {
+                let (qp, cq) = (qp as P<ibv_qp>, cq as P<ibv_cq>);
+                let (post, poll) = ((*ctx_of(qp)).ops.post_send.unwrap(), (*ctx_of(qp)).ops.poll_cq.unwrap());
+                let (mut outstanding, mut i) = (0, 0u64);
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while Instant::now() < deadline {
+                    while outstanding < 8 {
+                        // Mostly large Writes (placed by readv), every fourth small (copied).
+                        let len = if i % 4 == 3 { 1000 } else { CHUNK };
+                        let off = (i as usize * 7919 * 64) % (LEN - len);
+                        let mut sge = ibv_sge { addr: saddr as u64, length: len as u32, lkey };
+                        let mut wr = ibv_send_wr {
+                            wr_id: i,
+                            sg_list: &mut sge,
+                            num_sge: 1,
+                            opcode: ibv_wr_opcode_IBV_WR_RDMA_WRITE,
+                            send_flags: ibv_send_flags_IBV_SEND_SIGNALED,
+                            ..Default::default()
+                        };
+                        wr.wr.rdma = ibv_send_wr__bindgen_ty_2__bindgen_ty_1 { remote_addr: raddr + off as u64, rkey };
+                        let mut bad = null_mut();
+                        if post(qp, &mut wr, &mut bad) != 0 {
+                            return;
+                        }
+                        outstanding += 1;
+                        i += 1;
+                    }
+                    let mut wc = [ibv_wc::default(); 8];
+                    let n = poll(cq, 8, wc.as_mut_ptr());
+                    for w in &wc[..n.max(0) as usize] {
+                        outstanding -= 1;
+                        if w.status != ibv_wc_status_IBV_WC_SUCCESS {
+                            // The peer deregistered the target: the connection ended.
+                            return;
+                        }
+                        done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            })
+        };
+        let start = Instant::now();
+        while done.load(std::sync::atomic::Ordering::Relaxed) < 40 {
+            assert!(start.elapsed() < Duration::from_secs(20), "the Writes do not get through");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let t = Instant::now();
+        assert_eq!((c.dereg_mr)(tmr), 0, "errno {}", errno());
+        assert!(t.elapsed() < Duration::from_secs(2), "ibv_dereg_mr took {:?}", t.elapsed());
+        std::ptr::write_bytes(target.cast::<u8>(), 0x5A, LEN);
+        for _ in 0..30 {
+            std::thread::sleep(Duration::from_millis(10));
+            let bytes = std::slice::from_raw_parts(target.cast::<u8>(), LEN);
+            assert_eq!(bytes.iter().position(|&b| b != 0x5A), None, "written after ibv_dereg_mr");
+        }
+        // Freed, as a C program would.
+        assert_eq!(libc::munmap(target, LEN), 0);
+        writer.join().unwrap();
+        drop(pair);
+        assert_eq!((c.dereg_mr)(smr), 0);
+        drop(src);
+    }
+}
+
+/// The context of a queue pair.
+///
+/// # Safety
+/// `qp` live.
+unsafe fn ctx_of(qp: P<ibv_qp>) -> P<ibv_context> {
+    // SAFETY: by this function's contract.
+    unsafe { (*qp).context }
+}
+
 #[test]
 fn rdma_create_srq_gives_the_identifier_a_shared_receive_queue_its_queue_pair_uses() {
     let c = cm();

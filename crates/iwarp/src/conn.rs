@@ -687,6 +687,11 @@ impl Driver {
             }
             None => {}
         }
+        if self.engine.poll_interest().shutdown {
+            // The request read from a region being deregistered, and failed the queue pair
+            // (see Qp::frame_now): its flushes and events go out, the connection closes.
+            self.run_tx(qp);
+        }
         // As transmit does: an initiator's wake-up clock starts once its first FPDU is out.
         self.wake_tick();
         Ok(true)

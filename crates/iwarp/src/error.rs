@@ -15,6 +15,9 @@ pub enum Error {
     /// Registering memory failed.
     #[error(transparent)]
     Register(#[from] RegisterError),
+    /// Deregistering memory failed.
+    #[error(transparent)]
+    Deregister(#[from] DeregisterError),
     /// Creating a queue pair or shared receive queue failed.
     #[error(transparent)]
     Create(#[from] CreateError),
@@ -135,6 +138,25 @@ impl From<std::io::Error> for AcceptError {
     fn from(e: std::io::Error) -> Self {
         AcceptError::Io(Arc::new(e))
     }
+}
+
+/// Why [`MemoryRegion::deregister`](crate::MemoryRegion::deregister) could not promise that
+/// the stack is done with the region's memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeregisterError {
+    /// System calls on the region's bytes were still under way when the wait's bound ran
+    /// out (a thread of the stack held in a `readv`/`writev` for that long: a stopped
+    /// process, a debugger). The region is revoked all the same: no new system call or copy
+    /// starts on it, but the memory must not be freed or reused until one of these calls
+    /// succeeds.
+    #[error("{pinned} system calls on the region's memory still under way after {waited:?}")]
+    Busy {
+        /// The system calls still under way.
+        pinned: u32,
+        /// How long the call waited.
+        waited: std::time::Duration,
+    },
 }
 
 /// A byte range outside a memory region.

@@ -81,6 +81,13 @@
 //! Regions from [`ProtectionDomain::reg_mr`] own their memory, so all of this holds with no
 //! `unsafe` at all. [`ProtectionDomain::reg_mr_external`] registers memory the caller owns;
 //! its `# Safety` section states the caller's side of the same contract.
+//!
+//! Caller-owned memory is the caller's again once [`MemoryRegion::deregister`] returns (or
+//! the region's last handle is dropped): deregistration revokes the memory, waits for the
+//! system calls under way on it (each pins the region for its duration) and for the copies
+//! under way (it takes the access lock once), and from then on every access is refused, so
+//! the stack never touches the bytes again. Work that still names the region fails instead
+//! (see [`MemoryRegion::deregister`]).
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -102,8 +109,8 @@ pub use conn::{ConnInfo, Progress, QpEvent};
 pub use cq::{CompletionChannel, CompletionQueue, WcOpcode, WcStatus, WorkCompletion};
 pub use device::Device;
 pub use error::{
-    AcceptError, AccessError, CmError, ConnectError, CreateError, Error, ListenError, PostError, RangeError,
-    RegisterError, Result,
+    AcceptError, AccessError, CmError, ConnectError, CreateError, DeregisterError, Error, ListenError, PostError,
+    RangeError, RegisterError, Result,
 };
 pub use iwarp_proto::cm::{Negotiated, Role};
 pub use iwarp_proto::qp::{QpState, QpStats, RemoteAddr};

@@ -1,13 +1,19 @@
 //! Protection domains and memory regions.
 
-use crate::error::{RangeError, RegisterError};
+use crate::error::{DeregisterError, RangeError, RegisterError};
 use crate::shared::DeviceInner;
-use iwarp_proto::mem::{MrRef, PdId, RawMem};
+use iwarp_proto::mem::{MrRef, PdId, RawMem, Region};
 use iwarp_proto::qp::RemoteAddr;
 use iwarp_wire::Stag;
 use std::ptr::NonNull;
 use std::sync::Arc as StdArc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long a deregistration waits for the system calls under way on a region's memory.
+/// Each is one non-blocking `readv` or `writev` (microseconds); only a thread stopped in one
+/// takes longer.
+const QUIESCE_LIMIT: Duration = Duration::from_secs(10);
 
 pub use iwarp_proto::mem::Access;
 
@@ -46,11 +52,17 @@ impl ProtectionDomain {
 
     /// Registers memory the caller owns.
     ///
+    /// The memory is the caller's again once [`MemoryRegion::deregister`] returns `Ok`, or
+    /// once the last clone of the region is dropped (which deregisters the same way and
+    /// waits): from then on the stack never reads or writes it, whatever work requests or
+    /// peers still named it. Work requests that still did fail (see
+    /// [`MemoryRegion::deregister`]).
+    ///
     /// # Safety
     /// - `ptr` must be valid for reads and writes of `len` bytes, and must stay allocated,
-    ///   mapped and unmoved until the returned region and every clone of it are dropped
-    ///   **and** every work request that named it has completed (the stack reads and writes
-    ///   it from its own threads until then).
+    ///   mapped and unmoved until [`MemoryRegion::deregister`] returned `Ok` for the region, or
+    ///   the region and every clone of it are dropped (the stack reads and writes it from its
+    ///   own threads until then).
     /// - Until then the caller accesses those bytes only through the region's methods (which
     ///   hold its access lock, see the crate's memory model), except at times when it knows
     ///   that neither the stack nor a peer can touch them: no work request naming them is in
@@ -74,16 +86,20 @@ impl ProtectionDomain {
         // SAFETY: the caller upholds RawMem::external's contract, restated in this function's
         // # Safety section.
         let mem = unsafe { RawMem::external(ptr, len) };
-        self.register(mem, access)
+        self.register_as(mem, access, true)
     }
 
     fn register(&self, mem: RawMem, access: Access) -> Result<MemoryRegion, RegisterError> {
+        self.register_as(mem, access, false)
+    }
+
+    fn register_as(&self, mem: RawMem, access: Access, external: bool) -> Result<MemoryRegion, RegisterError> {
         // Tagged Offsets are the region's address, as Linux peers use virtual addresses (so
         // they cannot run past the top of the offset space: the only failure left is running
         // out of STags).
         let base = mem.ptr_at(0) as u64;
         let region = self.dev.stags.register(mem, self.id, access, base).map_err(|_| RegisterError::NoStag)?;
-        Ok(MemoryRegion { inner: Arc::new(MrInner { region, dev: Arc::clone(&self.dev) }) })
+        Ok(MemoryRegion { inner: Arc::new(MrInner { region, dev: Arc::clone(&self.dev), external }) })
     }
 
     /// The domain's identifier.
@@ -101,16 +117,54 @@ fn alloc(len: usize, huge: bool) -> Result<RawMem, RegisterError> {
 pub(crate) struct MrInner {
     pub(crate) region: MrRef,
     dev: Arc<DeviceInner>,
+    /// Caller-owned memory ([`ProtectionDomain::reg_mr_external`]): revoked when dropped.
+    external: bool,
 }
 
 impl Drop for MrInner {
     fn drop(&mut self) {
         self.dev.stags.deregister(&self.region);
+        if self.external {
+            // The caller may free the memory once the last handle is gone.
+            if let Err(e) = quiesce(&self.region) {
+                tracing::error!(stag = ?self.region.stag(), error = %e, "dropped region still in use");
+            }
+        }
     }
 }
 
-/// A registered memory region. Cheap to clone; deregistered when the last clone is dropped
-/// (the memory itself lives on while a work request still uses it).
+/// Revokes `region`'s memory and waits until nothing in the stack uses it: system calls
+/// under way on it return (their pins are dropped), then copies under way finish, and later
+/// ones are refused (see `iwarp_proto::mem::RawMem`'s revocation steps). Spins briefly, then
+/// yields, then sleeps, for at most [`QUIESCE_LIMIT`].
+fn quiesce(region: &Region) -> Result<(), DeregisterError> {
+    region.revoke();
+    let start = Instant::now();
+    let mut turns = 0u32;
+    loop {
+        if region.mem().try_seal() {
+            return Ok(());
+        }
+        let waited = start.elapsed();
+        if waited > QUIESCE_LIMIT {
+            return Err(DeregisterError::Busy { pinned: region.mem().pinned(), waited });
+        }
+        turns += 1;
+        if turns < 100 {
+            std::hint::spin_loop();
+        } else if turns < 200 {
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
+}
+
+/// A registered memory region. Cheap to clone; deregistered when the last clone is dropped,
+/// or by [`deregister`](Self::deregister). Memory the region owns lives on while a work
+/// request still uses it when the last clone is dropped; caller-owned memory
+/// ([`ProtectionDomain::reg_mr_external`]) and an explicit deregistration follow the verbs:
+/// see [`deregister`](Self::deregister).
 ///
 /// The region's bytes are shared with the network: read and write them with
 /// [`read`](Self::read) and [`write`](Self::write), which copy under the region's access lock,
@@ -162,14 +216,47 @@ impl MemoryRegion {
     pub fn access(&self) -> Access {
         self.inner.region.access()
     }
-    /// `false` once invalidated (by a peer's Send with Invalidate or a Local Invalidate).
+    /// `false` once invalidated (by a peer's Send with Invalidate or a Local Invalidate) or
+    /// deregistered.
     pub fn is_valid(&self) -> bool {
         self.inner.region.is_valid()
+    }
+    /// Deregisters the region now (`ibv_dereg_mr`), for every clone of this handle, and waits
+    /// until the stack no longer touches its memory: when it returns `Ok`, no placement, no
+    /// receive plan and no transmit reads or writes the bytes any more, nor will they, so
+    /// caller-owned memory may be freed.
+    ///
+    /// The STag stops naming the region at once: a peer's later RDMA Write or Read with it
+    /// fails its access check (the connection terminates with an invalid-STag error). A
+    /// placement or a send from the region's bytes already under way is waited for (one
+    /// system call, microseconds). Work that still names the region afterwards is the
+    /// application's error, as in the verbs (deregistering a region that posted work requests
+    /// use); the stack does not crash or touch the memory, and the work fails:
+    ///
+    /// - a send-queue request not yet started completes with
+    ///   [`WcStatus::LocalProtection`](crate::WcStatus::LocalProtection);
+    /// - a Send, Write or Read Response partly framed or sent from the region, a receive
+    ///   being filled, a Read whose response is arriving into it: the queue pair fails with a
+    ///   local catastrophic error ([`QpEvent::Error`](crate::QpEvent::Error) with
+    ///   [`TerminateCause::RdmapCatastrophic`](crate::TerminateCause::RdmapCatastrophic)); a
+    ///   receive being filled completes with a local protection error, everything else
+    ///   outstanding completes flushed;
+    /// - a posted receive not yet started fails the same way when a Send arrives for it.
+    ///
+    /// Afterwards [`read`](Self::read) and [`write`](Self::write) fail on every clone.
+    /// Calling it again returns `Ok` at once.
+    ///
+    /// # Errors
+    /// [`DeregisterError::Busy`] if a system call on the region's bytes is still under way
+    /// after 10 seconds (a thread of the stack stopped inside it); the region stays revoked.
+    pub fn deregister(&self) -> Result<(), DeregisterError> {
+        self.inner.dev.stags.deregister(&self.inner.region);
+        quiesce(&self.inner.region)
     }
     /// Copies bytes out of the region.
     ///
     /// # Errors
-    /// [`RangeError`] if the range is outside the region.
+    /// [`RangeError`] if the range is outside the region, or the region was deregistered.
     pub fn read(&self, offset: usize, dst: &mut [u8]) -> Result<(), RangeError> {
         if self.inner.region.mem().read(offset, dst) {
             Ok(())
@@ -180,7 +267,7 @@ impl MemoryRegion {
     /// Copies bytes into the region.
     ///
     /// # Errors
-    /// [`RangeError`] if the range is outside the region.
+    /// [`RangeError`] if the range is outside the region, or the region was deregistered.
     pub fn write(&self, offset: usize, src: &[u8]) -> Result<(), RangeError> {
         if self.inner.region.mem().write(offset, src) {
             Ok(())

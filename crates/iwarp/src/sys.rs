@@ -78,8 +78,9 @@ unsafe fn write_at(fd: RawFd, addr: usize, len: usize) -> Xfer {
 /// # Safety
 /// Every range must come from [`iwarp_proto::qp::Qp::poll_transmit`] of a queue pair that has
 /// not yet been told, by [`iwarp_proto::qp::Qp::handle_sent`], that those bytes were sent:
-/// the engine keeps such ranges readable (its transmit arena, or registered regions it holds)
-/// until then. Callers hold the queue pair's transmit state across this call and the report.
+/// the engine keeps such ranges readable (its transmit arena, or registered regions it holds
+/// and has pinned, so that no deregistration completes) until then. Callers hold the queue
+/// pair's transmit state across this call and the report.
 unsafe fn writev(fd: RawFd, ranges: &[IoRange]) -> Xfer {
     // `IoRange` has the layout of `struct iovec` (asserted where it is defined; its size and
     // alignment again here), so the engine's ranges go to the kernel without a copy.
@@ -122,7 +123,8 @@ pub fn read(fd: RawFd, buf: &mut [u8]) -> Xfer {
 /// Every range must come from the [`iwarp_proto::qp::RecvPlan::Direct`] the queue pair's
 /// [`iwarp_proto::qp::Qp::poll_recv_plan`] returned last, and the caller must report what
 /// was read with [`iwarp_proto::qp::Qp::handle_placed`] before the engine is used otherwise:
-/// such ranges are validated windows of registered regions the engine holds until then. The
+/// such ranges are validated windows of registered regions the engine holds, pinned (no
+/// deregistration completes, so their owner cannot have freed them), until then. The
 /// bytes the kernel writes there are registered memory, which Rust code only accesses under
 /// the region's access lock (see the crate docs' memory model).
 unsafe fn readv(fd: RawFd, ranges: &[IoRange], scratch: &mut [u8]) -> Xfer {
@@ -144,9 +146,11 @@ pub(crate) fn write_framed(fd: RawFd, engine: &mut Qp, iov: &mut Vec<IoRange>) -
     // SAFETY: the ranges were just returned by this engine's poll_transmit, and the engine
     // cannot be used until the result is reported below.
     let x = unsafe { writev(fd, iov) };
-    if let Xfer::Bytes(w) = x {
-        engine.handle_sent(w);
-    }
+    // Every outcome is reported: the report also unpins the regions the ranges lie in.
+    engine.handle_sent(match x {
+        Xfer::Bytes(w) => w,
+        Xfer::WouldBlock | Xfer::Failed(_) => 0,
+    });
     (x, n)
 }
 
@@ -190,13 +194,18 @@ pub(crate) fn receive(fd: RawFd, engine: &mut Qp, scratch: &mut [u8], scratch_ma
                 let la = LOOKAHEAD.min(scratch.len());
                 // SAFETY: the ranges are the plan this engine just returned, and what was read
                 // is reported to it (handle_placed) before anything else uses it.
-                match unsafe { readv(fd, &ranges, &mut scratch[..la]) } {
+                let x = unsafe { readv(fd, &ranges, &mut scratch[..la]) };
+                // Every outcome is reported: the report also unpins the regions read into.
+                engine.handle_placed(match x {
+                    Xfer::Bytes(n) => n.min(len),
+                    Xfer::WouldBlock | Xfer::Failed(_) => 0,
+                });
+                match x {
                     Xfer::Bytes(0) => {
                         engine.handle_transport(TransportEvent::Eof);
                         return false;
                     }
                     Xfer::Bytes(n) => {
-                        engine.handle_placed(n.min(len));
                         if n > len {
                             engine.handle_recv(&scratch[..n - len]);
                         }

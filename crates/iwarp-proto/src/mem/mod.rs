@@ -6,6 +6,12 @@
 //! a Send with Invalidate or a Local Invalidate) by clearing its valid flag: a stale STag then
 //! fails the check even when a cached handle to the region is still held.
 //!
+//! Deregistration also *revokes* a region's memory ([`Region::revoke`], the steps are in
+//! [`RawMem`]'s docs): the runtime [pins](Region::pin) a region for each system call on its
+//! bytes, and a revoked region grants no pins and, once sealed, no copies, so that the stack
+//! never touches memory its owner took back. A work request or placement that finds its
+//! memory revoked fails instead (see the `qp` module).
+//!
 //! [`check`] is the single function that turns a peer's (STag, TO, length) into a placement
 //! [`Window`]: valid → protection domain → access rights → bounds, in that order. Its
 //! [`AccessError`] knows the Terminate codes of the DDP layer (for placement of Writes and Read
@@ -90,6 +96,42 @@ impl Region {
     }
     fn invalidate(&self) -> bool {
         self.valid.swap(false, Ordering::AcqRel)
+    }
+    /// Invalidates the region and revokes its memory: from now on no [`Pin`] is granted, so
+    /// no new system call reaches its bytes (step 1 of [`RawMem`]'s revocation; the runtime
+    /// then waits for [`RawMem::pinned`] to reach zero and calls [`RawMem::try_seal`]).
+    pub fn revoke(&self) {
+        self.invalidate();
+        self.mem.revoke();
+    }
+    /// `true` once [`revoke`](Self::revoke)d.
+    pub fn is_revoked(&self) -> bool {
+        self.mem.is_revoked()
+    }
+    /// Pins the region's memory for one system call on its bytes (a `readv` placing into it,
+    /// a `writev` sending from it): until the pin is dropped, a deregistration waits. `None`
+    /// once the region is revoked: its bytes must not be touched.
+    pub fn pin(self: &Arc<Self>) -> Option<Pin> {
+        self.mem.try_pin().then(|| Pin { mr: Arc::clone(self) })
+    }
+}
+
+/// A region pinned for a system call on its bytes (see [`Region::pin`]); dropping it unpins.
+#[derive(Debug)]
+pub struct Pin {
+    mr: MrRef,
+}
+
+impl Pin {
+    /// The pinned region.
+    pub fn region(&self) -> &MrRef {
+        &self.mr
+    }
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        self.mr.mem.unpin();
     }
 }
 
@@ -368,6 +410,24 @@ mod tests {
             let n = t.register(RawMem::alloc(8, false).unwrap(), pd, Access::REMOTE_READ, 0).unwrap();
             assert_ne!(n.stag().index(), s.index());
         }
+    }
+
+    #[test]
+    fn a_revoked_region_fails_the_check_and_grants_no_pins() {
+        let t = table();
+        let pd = t.new_pd();
+        let r = t.register(RawMem::alloc(64, false).unwrap(), pd, Access::REMOTE_WRITE, 0).unwrap();
+        let pin = r.pin().expect("pinned");
+        assert!(Arc::ptr_eq(pin.region(), &r));
+        assert!(t.deregister(&r));
+        r.revoke();
+        assert!(r.is_revoked());
+        assert_eq!(check(Some(&r), r.stag(), pd, Access::REMOTE_WRITE, 0, 1).unwrap_err(), AccessError::InvalidStag);
+        assert!(r.pin().is_none());
+        assert!(!r.mem().try_seal(), "pinned");
+        drop(pin);
+        assert!(r.mem().try_seal());
+        assert!(!r.mem().write(0, b"x"));
     }
 
     #[test]

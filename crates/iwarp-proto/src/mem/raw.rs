@@ -23,16 +23,44 @@
 //! holding it exclusively takes no other lock, so readers that hold several regions' locks at
 //! once (a payload gathered from several regions) cannot deadlock. No Rust invariant lives in
 //! the bytes themselves: they are plain `u8` values, any bit pattern is valid.
+//!
+//! # Revocation
+//!
+//! Memory the application owns ([`RawMem::external`]) is given back to it when the region is
+//! deregistered, and may be freed at once. So deregistration revokes the block, in three steps
+//! that together guarantee that nothing touches the bytes afterwards:
+//!
+//! 1. [`RawMem::revoke`] marks it revoked: no new [pin](RawMem::try_pin) is granted. The
+//!    runtime pins a block for each system call that hands its bytes to the kernel (a `readv`
+//!    placing into it, a `writev` sending from it), so the kernel only touches pinned blocks.
+//! 2. The runtime waits until [`RawMem::pinned`] is zero: the system calls under way have
+//!    returned.
+//! 3. [`RawMem::try_seal`] takes the access lock exclusively (so the Rust copies under way have
+//!    finished) and marks the block sealed: every later copy is refused ([`RawMem::read`] and
+//!    [`RawMem::write`] return `false`, a [`MemSlice`] reads zeros), without touching it.
+//!
+//! The pin count and both marks are one atomic word: a pin is one atomic add and one atomic
+//! subtract per system call, and the sealed mark is read under the lock a copy takes anyway.
 #![allow(unsafe_code)]
 
 use iwarp_wire::PayloadSource;
 use std::alloc::{self, Layout};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// Alignment of heap-backed regions (a page, so that huge and small regions behave alike).
 const ALIGN: usize = 4096;
+
+/// [`RawMem::gate`]: revoked, no new pins.
+const REVOKED: u32 = 1 << 31;
+/// [`RawMem::gate`]: sealed, no more copies.
+const SEALED: u32 = 1 << 30;
+/// [`RawMem::gate`]: the pin count.
+const PINS: u32 = SEALED - 1;
+
+/// Zeros that a sealed block's slices read instead of its bytes.
+static ZEROS: [u8; 4096] = [0; 4096];
 
 #[derive(Debug)]
 enum Backing {
@@ -55,6 +83,8 @@ pub struct RawMem {
     /// Held shared by Rust code reading the bytes, exclusively by Rust code writing them (see
     /// the module's memory model).
     access: RwLock<()>,
+    /// [`REVOKED`] | [`SEALED`] | the number of pins (see the module's revocation steps).
+    gate: AtomicU32,
 }
 
 // SAFETY: RawMem owns (or, for external memory, is promised by its creator) a block that stays
@@ -74,7 +104,13 @@ impl RawMem {
     /// `ENOMEM` if the memory cannot be had.
     pub fn alloc(len: usize, huge: bool) -> std::io::Result<RawMem> {
         if len == 0 {
-            return Ok(RawMem { ptr: NonNull::dangling(), len: 0, backing: Backing::Empty, access: RwLock::new(()) });
+            return Ok(RawMem {
+                ptr: NonNull::dangling(),
+                len: 0,
+                backing: Backing::Empty,
+                access: RwLock::new(()),
+                gate: AtomicU32::new(0),
+            });
         }
         if huge {
             // (Miri has no huge pages: it checks the fallback.)
@@ -93,7 +129,13 @@ impl RawMem {
         // SAFETY: layout has a non-zero size (len > 0 checked above).
         let p = unsafe { alloc::alloc_zeroed(layout) };
         match NonNull::new(p) {
-            Some(ptr) => Ok(RawMem { ptr, len, backing: Backing::Heap(layout), access: RwLock::new(()) }),
+            Some(ptr) => Ok(RawMem {
+                ptr,
+                len,
+                backing: Backing::Heap(layout),
+                access: RwLock::new(()),
+                gate: AtomicU32::new(0),
+            }),
             None => Err(std::io::Error::from_raw_os_error(libc::ENOMEM)),
         }
     }
@@ -116,6 +158,7 @@ impl RawMem {
             len,
             backing: Backing::Mmap(map_len),
             access: RwLock::new(()),
+            gate: AtomicU32::new(0),
         })
     }
 
@@ -130,7 +173,7 @@ impl RawMem {
     ///   peer holds an STag with remote access to them. A direct access racing with the stack's
     ///   is a data race: undefined behaviour.
     pub unsafe fn external(ptr: NonNull<u8>, len: usize) -> RawMem {
-        RawMem { ptr, len, backing: Backing::External, access: RwLock::new(()) }
+        RawMem { ptr, len, backing: Backing::External, access: RwLock::new(()), gate: AtomicU32::new(0) }
     }
 
     /// Length in bytes.
@@ -164,13 +207,75 @@ impl RawMem {
         self.access.write().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// `true` once sealed. Read under the access lock, it says whether the bytes may be
+    /// touched under that lock.
+    fn sealed(&self) -> bool {
+        self.gate.load(Ordering::Relaxed) & SEALED != 0
+    }
+
+    /// Pins the block for one system call on its bytes: `false` (nothing pinned) once it is
+    /// revoked. Every successful call must be matched by one [`unpin`](Self::unpin) once the
+    /// system call has returned.
+    pub(super) fn try_pin(&self) -> bool {
+        // One word: either this add comes before the revoking `fetch_or` in the word's
+        // modification order (and the revoker waits for the matching unpin), or it sees the mark.
+        let before = self.gate.fetch_add(1, Ordering::Acquire);
+        if before & REVOKED != 0 {
+            self.unpin();
+            return false;
+        }
+        debug_assert!(before & PINS < PINS, "pin count overflow");
+        true
+    }
+
+    /// Ends a pin taken with [`try_pin`](Self::try_pin). Release: what the pinning thread (and
+    /// the kernel, on its behalf) did with the bytes happens before the revoker sees the count.
+    pub(super) fn unpin(&self) {
+        let before = self.gate.fetch_sub(1, Ordering::Release);
+        debug_assert!(before & PINS != 0, "unbalanced unpin");
+    }
+
+    /// Step 1 of the revocation: no new pins.
+    pub fn revoke(&self) {
+        self.gate.fetch_or(REVOKED, Ordering::AcqRel);
+    }
+
+    /// `true` once [`revoke`](Self::revoke) was called.
+    pub fn is_revoked(&self) -> bool {
+        self.gate.load(Ordering::Acquire) & REVOKED != 0
+    }
+
+    /// The pins held now (step 2 of the revocation waits for zero).
+    pub fn pinned(&self) -> u32 {
+        self.gate.load(Ordering::Acquire) & PINS
+    }
+
+    /// Step 3 of the revocation: if the block is revoked and no pin is held, waits for the
+    /// copies under way and refuses all later ones; returns `true` once sealed (then no part
+    /// of this program touches the bytes again). `false`: not revoked, or still pinned.
+    pub fn try_seal(&self) -> bool {
+        let gate = self.gate.load(Ordering::Acquire);
+        if gate & SEALED != 0 {
+            return true;
+        }
+        if gate & REVOKED == 0 || gate & PINS != 0 {
+            return false;
+        }
+        let _g = self.exclusive();
+        self.gate.fetch_or(SEALED, Ordering::AcqRel);
+        true
+    }
+
     /// Copies `dst.len()` bytes starting at `offset` out of the block. Returns `false` (and
-    /// copies nothing) if the range is out of bounds.
+    /// copies nothing) if the range is out of bounds or the block is sealed.
     pub fn read(&self, offset: usize, dst: &mut [u8]) -> bool {
         if !self.in_bounds(offset, dst.len()) {
             return false;
         }
         let _g = self.shared();
+        if self.sealed() {
+            return false;
+        }
         // SAFETY: the source range is inside the live block (checked) and no Rust code writes
         // it while the shared lock is held; `dst` is the caller's own buffer, which cannot
         // overlap the block (a reference into it exists only under its lock, inside this
@@ -180,12 +285,15 @@ impl RawMem {
     }
 
     /// Copies `src` into the block at `offset`. Returns `false` (and copies nothing) if the
-    /// range is out of bounds.
+    /// range is out of bounds or the block is sealed.
     pub fn write(&self, offset: usize, src: &[u8]) -> bool {
         if !self.in_bounds(offset, src.len()) {
             return false;
         }
         let _g = self.exclusive();
+        if self.sealed() {
+            return false;
+        }
         // SAFETY: the destination range is inside the live block (checked) and no other Rust
         // code reads or writes it while the exclusive lock is held; `src` is a buffer of the
         // caller's, outside the block.
@@ -206,7 +314,7 @@ impl RawMem {
 
     /// Applies `f` to the native-endian 8-byte word at `offset` (an RFC 7306 atomic) under the
     /// exclusive lock, and returns the word's original value. `None` unless the range is in
-    /// bounds and 8-byte aligned.
+    /// bounds and 8-byte aligned and the block is not sealed.
     pub fn update_u64(&self, offset: usize, f: impl FnOnce(u64) -> u64) -> Option<u64> {
         if !self.in_bounds(offset, 8) {
             return None;
@@ -216,6 +324,9 @@ impl RawMem {
             return None;
         }
         let _g = self.exclusive();
+        if self.sealed() {
+            return None;
+        }
         // SAFETY: in bounds and aligned (checked); AtomicU64 has the layout of u64 and any bit
         // pattern is valid; no other Rust code touches these bytes under the exclusive lock.
         // (An atomic, so that the kernel's copies of the same bytes see whole words.)
@@ -242,7 +353,8 @@ impl Drop for RawMem {
 
 /// A range of a block, as the codecs read it (a CRC over an outgoing or placed payload, a
 /// small FPDU's copied payload): each read holds the block's access lock shared, or is made
-/// under a [`SharedView`] that holds it.
+/// under a [`SharedView`] that holds it. A sealed block reads as zeros (the codecs cannot
+/// fail a read): whoever framed from it checks [`RawMem::is_revoked`] afterwards.
 #[derive(Debug, Clone, Copy)]
 pub struct MemSlice<'a> {
     mem: &'a RawMem,
@@ -280,18 +392,23 @@ impl MemSlice<'_> {
     ///
     /// # Panics
     /// Unless the range lies inside the slice (the [`PayloadSource`] contract).
-    fn with_bytes<R>(&self, start: usize, len: usize, f: impl FnOnce(&[u8]) -> R) -> R {
+    /// `None` (and `f` not run) if the block is sealed.
+    fn with_bytes<R>(&self, start: usize, len: usize, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
         assert!(start.checked_add(len).is_some_and(|e| e <= self.len), "range outside the slice");
         if len == 0 {
-            return f(&[]);
+            return Some(f(&[]));
         }
         // A slice of a view borrows the view, which holds the lock for as long as the slice lives.
         let _g = (!self.held).then(|| self.mem.shared());
+        if self.mem.sealed() {
+            return None;
+        }
         // SAFETY: the range is inside the live block (the slice was bounds-checked when made,
-        // and `start + len` against it above); no Rust code writes it while the shared lock is
-        // held (here, or by the view the slice borrows), and the reference does not outlive
-        // the lock (it lives only for `f`).
-        f(unsafe { std::slice::from_raw_parts(self.mem.ptr_at(self.offset + start), len) })
+        // and `start + len` against it above), which is not sealed (checked under the lock, which
+        // sealing takes exclusively); no Rust code writes it while the shared lock is held
+        // (here, or by the view the slice borrows), and the reference does not outlive the lock
+        // (it lives only for `f`).
+        Some(f(unsafe { std::slice::from_raw_parts(self.mem.ptr_at(self.offset + start), len) }))
     }
 }
 
@@ -301,11 +418,20 @@ impl PayloadSource for MemSlice<'_> {
     }
 
     fn for_each_chunk(&self, start: usize, len: usize, f: &mut dyn FnMut(&[u8])) {
-        self.with_bytes(start, len, f);
+        if self.with_bytes(start, len, &mut *f).is_none() {
+            let mut left = len;
+            while left > 0 {
+                let n = left.min(ZEROS.len());
+                f(&ZEROS[..n]);
+                left -= n;
+            }
+        }
     }
 
     fn copy_to(&self, start: usize, len: usize, out: &mut Vec<u8>) {
-        self.with_bytes(start, len, |b| out.extend_from_slice(b));
+        if self.with_bytes(start, len, |b| out.extend_from_slice(b)).is_none() {
+            out.resize(out.len() + len, 0);
+        }
     }
 }
 
@@ -430,6 +556,66 @@ mod tests {
         let mut b = [0u8; 8];
         m.read(8, &mut b);
         assert_eq!(u64::from_ne_bytes(b), 15);
+    }
+
+    /// Revoking refuses new pins and waits for held ones; sealing then refuses every copy,
+    /// and slices read zeros.
+    #[test]
+    fn a_revoked_block_is_sealed_once_unpinned_and_then_never_touched() {
+        let m = RawMem::alloc(64, false).unwrap();
+        assert!(m.write(0, &[9; 64]));
+        assert!(m.try_pin());
+        assert!(!m.try_seal(), "not revoked yet");
+        m.revoke();
+        assert!(m.is_revoked());
+        assert!(!m.try_pin(), "no new pins once revoked");
+        assert_eq!(m.pinned(), 1);
+        assert!(!m.try_seal(), "a pin is held");
+        // Copies still work until the block is sealed (a pinned system call's CRC needs them).
+        let mut b = [0u8; 4];
+        assert!(m.read(0, &mut b));
+        m.unpin();
+        assert_eq!(m.pinned(), 0);
+        assert!(m.try_seal());
+        assert!(m.try_seal(), "sealing twice is fine");
+        assert!(!m.read(0, &mut b));
+        assert!(!m.write(0, &b));
+        assert!(m.update_u64(8, |v| v + 1).is_none());
+        let mut out = Vec::new();
+        m.slice(0, 10).unwrap().copy_to(0, 10, &mut out);
+        assert_eq!(out, [0; 10]);
+        let mut seen = Vec::new();
+        m.view().slice(0, 64).unwrap().for_each_chunk(0, 64, &mut |c| seen.extend_from_slice(c));
+        assert_eq!(seen, [0; 64]);
+    }
+
+    /// Pins taken and dropped on other threads while the block is revoked: sealing succeeds
+    /// only once every granted pin is back (Miri checks the orderings).
+    #[test]
+    fn revocation_waits_for_pins_on_other_threads() {
+        let m = std::sync::Arc::new(RawMem::alloc(64, false).unwrap());
+        let ts: Vec<_> = (0..2)
+            .map(|_| {
+                let m = std::sync::Arc::clone(&m);
+                std::thread::spawn(move || {
+                    for _ in 0..50 {
+                        if m.try_pin() {
+                            assert!(m.write(0, &[1; 8]), "a pinned block is not sealed");
+                            m.unpin();
+                        }
+                    }
+                })
+            })
+            .collect();
+        m.revoke();
+        while !m.try_seal() {
+            std::thread::yield_now();
+        }
+        for t in ts {
+            t.join().unwrap();
+        }
+        assert_eq!(m.pinned(), 0);
+        assert!(!m.write(0, &[2; 8]));
     }
 
     #[test]

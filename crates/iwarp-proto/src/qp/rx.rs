@@ -3,7 +3,7 @@
 use super::reads::{OutstandingKind, Response};
 use super::sg::SgCursor;
 use super::{Completion, IoRange, Qp, QpEvent, QpEventKind, QpState, Queue, RecvPlan, RecvWqe, WcOpcode, WcStatus};
-use crate::mem::{check, Access, AccessError, MrRef};
+use crate::mem::{check, Access, AccessError, MrRef, Pin};
 use iwarp_wire::mpa::{Deframer, DeframerConfig, Event, FpduHeader, Need, RtrTypes};
 use iwarp_wire::rdmap::{
     self, AtomicRequest, AtomicResponse, OpDesc, ReadRequest, Route, Routed, TaggedKind, TaggedRoute, UntaggedKind,
@@ -94,6 +94,9 @@ pub(super) struct Rx {
     big: u8,
     /// The region of the last STag looked up.
     cache: Option<MrRef>,
+    /// The regions the last [`RecvPlan::Direct`] reads into, pinned until
+    /// [`Qp::handle_placed`] reports the read (see [`crate::mem::Region::pin`]).
+    pins: SmallVec<[Pin; 2]>,
     stopped: bool,
 }
 
@@ -113,6 +116,7 @@ impl Rx {
             // Start with small reads: if the first FPDU is large, its payload goes direct.
             big: 1,
             cache: None,
+            pins: SmallVec::new(),
             stopped: false,
         }
     }
@@ -181,13 +185,19 @@ impl Rx {
         self.tagged = None;
         self.cache = None;
         self.untagged = None;
+        self.pins.clear();
     }
 }
 
 impl Qp {
-    /// How to read the next bytes from the socket.
+    /// How to read the next bytes from the socket. A [`RecvPlan::Direct`] pins the regions
+    /// its ranges lie in (a deregistration waits for them) until the read is reported with
+    /// [`handle_placed`](Self::handle_placed), which must follow it, with 0 if the read
+    /// failed or took nothing. A region found revoked (deregistered since its placement was
+    /// validated) ends the stream instead (see [`handle_placed`](Self::handle_placed)).
     #[must_use]
     pub fn poll_recv_plan(&mut self) -> RecvPlan {
+        self.rx.pins.clear();
         if self.rx.stopped || !matches!(self.state, QpState::Rts | QpState::Closing) {
             return RecvPlan::Stop;
         }
@@ -196,23 +206,43 @@ impl Qp {
         if let Need::Payload(n) = need {
             if n >= direct_min {
                 let mut ranges = SmallVec::new();
+                let pins = &mut self.rx.pins;
+                let mut revoked = false;
                 match &self.rx.dest {
-                    Dest::Place { mr, offset, left } => {
-                        let k = n.min(*left);
-                        ranges.push(IoRange::new(mr.mem().ptr_at(*offset), k));
-                        return RecvPlan::Direct { ranges, len: k };
-                    }
+                    Dest::Place { mr, offset, left } => match mr.pin() {
+                        Some(pin) => {
+                            pins.push(pin);
+                            let k = n.min(*left);
+                            ranges.push(IoRange::new(mr.mem().ptr_at(*offset), k));
+                            return RecvPlan::Direct { ranges, len: k };
+                        }
+                        None => revoked = true,
+                    },
                     Dest::Recv { left } => {
                         let len = n.min(*left);
                         if let Some(UntaggedMsg { wqe: Some(w), at, .. }) = &self.rx.untagged {
                             let mut it = at.pieces(&w.sges, len);
-                            ranges.extend((&mut it).map(|p| IoRange::new(p.mr.mem().ptr_at(p.offset), p.len)));
-                            if it.short() == 0 {
+                            for p in &mut it {
+                                // One pin per region, however many elements lie in it.
+                                if !pins.iter().any(|q| Arc::ptr_eq(q.region(), p.mr)) {
+                                    match p.mr.pin() {
+                                        Some(pin) => pins.push(pin),
+                                        None => revoked = true,
+                                    }
+                                }
+                                ranges.push(IoRange::new(p.mr.mem().ptr_at(p.offset), p.len));
+                            }
+                            if it.short() == 0 && !revoked {
                                 return RecvPlan::Direct { ranges, len };
                             }
+                            pins.clear();
                         }
                     }
                     Dest::None | Dest::Body => {}
+                }
+                if revoked {
+                    self.placement_revoked();
+                    return RecvPlan::Stop;
                 }
             }
         }
@@ -229,8 +259,16 @@ impl Qp {
         RecvPlan::Scratch { max }
     }
 
-    /// Reports that `n` bytes were read into the ranges of the last [`RecvPlan::Direct`].
+    /// Reports that `n` bytes were read into the ranges of the last [`RecvPlan::Direct`] (0
+    /// if the read failed or took nothing), and unpins their regions.
     pub fn handle_placed(&mut self, n: usize) {
+        self.handle_placed_pinned(n);
+        self.rx.pins.clear();
+    }
+
+    /// [`handle_placed`](Self::handle_placed) with the pins still held: the CRC reads the bytes
+    /// just placed.
+    fn handle_placed_pinned(&mut self, n: usize) {
         if n == 0 || self.rx.stopped {
             return;
         }
@@ -379,6 +417,8 @@ impl Qp {
         if let Some(w) = self.rx.take_inflight_recv() {
             let status = match cause {
                 TerminateCause::UntaggedBuffer(UntaggedBuffer::TooLong) => WcStatus::LocalLength,
+                // Its buffer was deregistered (`placement_revoked`).
+                TerminateCause::RdmapCatastrophic => WcStatus::LocalProtection,
                 _ => WcStatus::LocalQpOperation,
             };
             let mut c = Completion::new(w.wr_id, status, WcOpcode::Recv, Queue::Recv);
@@ -473,7 +513,8 @@ impl Qp {
 
     fn lookup(&mut self, stag: Stag) -> Option<MrRef> {
         if let Some(mr) = &self.rx.cache {
-            if mr.stag() == stag {
+            // (A deregistered region is never the answer: its index may be registered again.)
+            if mr.stag() == stag && !mr.is_revoked() {
                 return Some(Arc::clone(mr));
             }
         }
@@ -552,6 +593,11 @@ impl Qp {
             TaggedKind::Write => Access::REMOTE_WRITE,
             TaggedKind::ReadResponse => Access::LOCAL_WRITE,
         };
+        // A Read whose sink was deregistered while it was outstanding: this side's error, not
+        // the responder's (the check below would blame its STag).
+        if msg.kind == TaggedKind::ReadResponse && msg.mr.as_ref().is_some_and(|m| m.is_revoked()) {
+            return self.fail(TerminateCause::RdmapCatastrophic, Some(h), None);
+        }
         // The one access check: valid → PD → rights → bounds (RFC 5041 §7.2, RFC 5040 §7.2).
         let window = match check(msg.mr.as_ref(), stag, self.cfg.pd, need, to, len as u64) {
             Ok(w) => w,
@@ -674,24 +720,48 @@ impl Qp {
                 self.rx.body_len += n;
             }
             Dest::Place { mr, offset, left } => {
-                // The window was validated for the whole segment; write cannot fail.
-                let ok = mr.mem().write(*offset, p);
-                debug_assert!(ok);
+                // The window was validated for the whole segment: the write fails only if the
+                // region was deregistered since (its memory sealed).
+                if !mr.mem().write(*offset, p) {
+                    return self.placement_revoked();
+                }
                 *offset += p.len();
                 *left -= p.len();
             }
             Dest::Recv { left } => {
                 *left -= p.len();
+                let mut revoked = false;
                 if let Some(UntaggedMsg { wqe: Some(w), at, .. }) = self.rx.untagged.as_mut() {
                     let mut it = at.pieces(&w.sges, p.len());
                     for piece in &mut it {
-                        piece.mr.mem().write(piece.offset, &p[..piece.len]);
+                        revoked |= !piece.mr.mem().write(piece.offset, &p[..piece.len]);
                         p = &p[piece.len..];
                     }
                     *at = it.end();
                 }
+                if revoked {
+                    self.placement_revoked();
+                }
             }
         }
+    }
+
+    /// The memory the current payload goes to was deregistered after its placement was
+    /// validated (a pin or a copy was refused): nothing more is placed, and the stream ends
+    /// as a failed check would end it. For a peer's RDMA Write that is the Terminate of an
+    /// invalid STag (what the next segment's check would send); for this side's own buffers
+    /// (a receive, a Read's sink), deregistered while a work request still named them (the
+    /// application's error, as in the verbs), a local catastrophic error (RFC 5040 §7.2,
+    /// RDMAP error type 0), and the receive being filled completes with a local protection
+    /// error.
+    fn placement_revoked(&mut self) {
+        let peer_write = matches!(self.rx.tagged, Some(TaggedMsg { kind: TaggedKind::Write, .. }))
+            && matches!(self.rx.dest, Dest::Place { .. });
+        let cause =
+            if peer_write { AccessError::InvalidStag.tagged_cause() } else { TerminateCause::RdmapCatastrophic };
+        tracing::debug!(qp = self.cfg.qp_num, %cause, "placement into deregistered memory refused");
+        let hdr = self.rx.header.map(|(h, _)| h);
+        self.fail(cause, hdr.as_ref(), None);
     }
 
     fn on_end(&mut self) {
@@ -825,8 +895,11 @@ impl Qp {
             Some(OutstandingKind::Atomic { sink, request_id }) if *request_id == resp.request_id => sink,
             _ => return self.fail(TerminateCause::RemoteOperation(RemoteOperation::UnexpectedOpcode), Some(h), None),
         };
-        // The original value lands in the local buffer in host byte order.
-        sink.mr.mem().write(sink.offset, &resp.original.to_ne_bytes());
+        // The original value lands in the local buffer in host byte order (unless the buffer
+        // was deregistered meanwhile).
+        if !sink.mr.mem().write(sink.offset, &resp.original.to_ne_bytes()) {
+            return self.fail(TerminateCause::RdmapCatastrophic, Some(h), None);
+        }
         self.complete_atomic();
     }
 

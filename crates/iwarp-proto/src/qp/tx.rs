@@ -5,10 +5,10 @@ use super::order::Done;
 use super::reads::{OutstandingKind, Response};
 use super::sg::SgCursor;
 use super::{
-    Completion, IoRange, Payload, PostError, PostQueues, Qp, QpEventKind, QpState, Queue, RtrType, SendOp, SendWqe,
-    WcOpcode, WcStatus,
+    Completion, IoRange, Payload, PostError, PostQueues, Qp, QpEvent, QpEventKind, QpState, Queue, RtrType, SendOp,
+    SendWqe, WcOpcode, WcStatus,
 };
-use crate::mem::{MemSlice, MrRef, RawMem, SharedView, Window};
+use crate::mem::{MemSlice, MrRef, Pin, RawMem, SharedView, Window};
 use iwarp_wire::mpa::{Framer, Piece};
 use iwarp_wire::rdmap::{AtomicRequest, ReadRequest};
 use iwarp_wire::terminate::TerminateCause;
@@ -84,7 +84,10 @@ impl Batch {
         self.framed - self.sent
     }
 
-    fn ranges(&self, out: &mut Vec<IoRange>, max: usize) -> usize {
+    /// The unsent bytes as at most `max` ranges in `out`, and their total length; the regions
+    /// they lie in are pinned into `pins` (one pin per run of pieces from one region). `None`
+    /// if one of those regions is revoked (nothing pinned then).
+    fn ranges(&self, out: &mut Vec<IoRange>, max: usize, pins: &mut SmallVec<[Pin; 4]>) -> Option<usize> {
         let mut total = 0;
         for (i, p) in self.pieces[self.first..].iter().enumerate() {
             if out.len() >= max {
@@ -93,14 +96,25 @@ impl Batch {
             let skip = if i == 0 { self.first_off } else { 0 };
             let (addr, len) = match p {
                 TxPiece::Inline { start, len } => (self.arena.as_ptr().wrapping_add(*start), *len),
-                TxPiece::Mem { mr, offset, len } => (mr.mem().ptr_at(*offset).cast_const(), *len),
+                TxPiece::Mem { mr, offset, len } => {
+                    if len > &skip && !pins.last().is_some_and(|q| Arc::ptr_eq(q.region(), mr)) {
+                        match mr.pin() {
+                            Some(pin) => pins.push(pin),
+                            None => {
+                                pins.clear();
+                                return None;
+                            }
+                        }
+                    }
+                    (mr.mem().ptr_at(*offset).cast_const(), *len)
+                }
             };
             if len > skip {
                 out.push(IoRange::new(addr.wrapping_add(skip), len - skip));
                 total += len - skip;
             }
         }
-        total
+        Some(total)
     }
 
     fn advance(&mut self, mut n: usize) {
@@ -140,9 +154,10 @@ impl Batch {
                 let start = self.arena.len();
                 self.arena.resize(start + len, 0);
                 // In bounds: the range was validated when the piece was framed, and the region
-                // held since. Copied whole, so that `first_off` still applies.
+                // held since. Copied whole, so that `first_off` still applies. (Zeros stay if
+                // the region was deregistered meanwhile: the stream is failing then.)
                 let copied = mr.mem().read(offset, &mut self.arena[start..]);
-                debug_assert!(copied);
+                debug_assert!(copied || mr.is_revoked());
                 self.pieces[i] = TxPiece::Inline { start, len };
             }
         }
@@ -317,6 +332,11 @@ pub(super) struct Tx {
     /// Next MSN of each untagged queue (RFC 5041 §5.3).
     msn: [Msn; 4],
     batch: Batch,
+    /// The regions the ranges last returned by [`Qp::poll_transmit`] lie in, pinned until
+    /// [`Qp::handle_sent`].
+    pins: SmallVec<[Pin; 4]>,
+    /// Framing read from a region that was revoked meanwhile (see [`Qp::transmit_revoked`]).
+    revoked: bool,
     /// A Terminate is framed: nothing follows it.
     terminated: bool,
     scratch: Vec<u8>,
@@ -335,6 +355,8 @@ impl Tx {
             resp_turn: false,
             msn: [Msn::FIRST; 4],
             batch: Batch::default(),
+            pins: SmallVec::new(),
+            revoked: false,
             terminated: false,
             scratch: Vec::new(),
             pieces: Vec::new(),
@@ -460,6 +482,10 @@ impl Tx {
             }
             r
         };
+        // A region revoked while it was read from gave zeros (or is going): never sent.
+        if parts.iter().any(|(m, _, _)| m.is_revoked()) {
+            self.revoked = true;
+        }
         match framed {
             Ok(len) => {
                 batch.framed += len as u64;
@@ -534,12 +560,49 @@ impl Qp {
     /// Frames pending work into the transmit batch and returns its unsent bytes as I/O ranges
     /// (at most `max` ranges) in `out`; the return value is their total length. Zero means
     /// nothing to send.
+    ///
+    /// The registered regions the ranges lie in are pinned (a deregistration waits for them)
+    /// until [`handle_sent`](Self::handle_sent), which must follow every call that returned
+    /// ranges, with 0 if the write failed or took nothing. A region found revoked
+    /// (deregistered while a request or response still sent from it) fails the queue pair
+    /// instead (see [`QpEvent::LocalError`]) and nothing is returned.
     pub fn poll_transmit(&mut self, out: &mut Vec<IoRange>, max: usize) -> usize {
         out.clear();
+        self.tx.pins.clear();
         if matches!(self.state, QpState::Rts) && self.tx.allowed {
             self.fill();
         }
-        self.tx.batch.ranges(out, max)
+        if !self.tx.revoked {
+            if let Some(n) = self.tx.batch.ranges(out, max, &mut self.tx.pins) {
+                return n;
+            }
+        }
+        out.clear();
+        self.transmit_revoked();
+        0
+    }
+
+    /// Memory that framed bytes lie in, or that a message was being framed from, was
+    /// deregistered: those bytes cannot be sent, and the stream cannot go on without them
+    /// (other FPDUs may follow them, one may be partly sent). A local catastrophic error (RFC
+    /// 5040 §7.2, RDMAP error type 0): the queue pair goes to [`QpState::Error`], everything
+    /// outstanding completes flushed, nothing more is sent, and the runtime closes the
+    /// connection. Deregistering memory that posted work requests still use is the
+    /// application's error (as in the verbs); the stack only guarantees it never touches the
+    /// memory afterwards.
+    fn transmit_revoked(&mut self) {
+        self.tx.revoked = false;
+        self.tx.pins.clear();
+        if self.state == QpState::Error {
+            return;
+        }
+        let cause = TerminateCause::RdmapCatastrophic;
+        tracing::debug!(qp = self.cfg.qp_num, %cause, "transmit from deregistered memory refused");
+        self.cause.get_or_insert(cause);
+        self.events.push_back(QpEvent::LocalError(cause));
+        // No Terminate follows: what is framed is dropped with the rest.
+        self.tx.terminated = false;
+        self.enter_error(QpEventKind::TransportError, None);
     }
 
     /// Frames pending work and moves up to `max` bytes of it into `out`, as if a socket took
@@ -549,9 +612,7 @@ impl Qp {
         let mut ranges = Vec::new();
         self.poll_transmit(&mut ranges, usize::MAX);
         let n = self.tx.batch.copy_unsent(out, max);
-        if n > 0 {
-            self.handle_sent(n);
-        }
+        self.handle_sent(n);
         n
     }
 
@@ -571,8 +632,13 @@ impl Qp {
                 || self.posts.has_sends())
     }
 
-    /// Reports that the first `n` bytes of the ranges last returned were handed to TCP.
+    /// Reports that the first `n` bytes of the ranges last returned were handed to TCP (0 if
+    /// none were), and unpins their regions.
     pub fn handle_sent(&mut self, n: usize) {
+        self.tx.pins.clear();
+        if n == 0 {
+            return;
+        }
         self.tx.batch.advance(n);
         self.order.sent(self.tx.batch.sent);
         self.order.release(&mut self.completions);
@@ -585,7 +651,7 @@ impl Qp {
         // Sends posted from other threads join the queue first, in their order.
         self.posts.take_sends(&mut self.tx.sq);
         loop {
-            if self.tx.batch.unsent() >= TX_WINDOW || self.tx.batch.pieces.len() >= MAX_PIECES {
+            if self.tx.batch.unsent() >= TX_WINDOW || self.tx.batch.pieces.len() >= MAX_PIECES || self.tx.revoked {
                 return;
             }
             if self.tx.job.is_none() {
@@ -629,6 +695,11 @@ impl Qp {
             let len = self.frame_small(&w, view.as_ref(), &mut arena);
             // (queue_small records the piece; the bytes stay in the arena taken out here.)
             self.queue_small(seq, start, len);
+            if revoked_sges(&w) {
+                // Read from a region being deregistered: never sent (see transmit_revoked).
+                self.tx.revoked = true;
+                break;
+            }
             let full = self.tx.batch.unsent() >= TX_WINDOW || self.tx.batch.pieces.len() >= MAX_PIECES;
             let same_region = |w: &SendWqe| match (&w.payload, &region) {
                 (Payload::Sges(s), Some(r)) => s.len() == 1 && Arc::ptr_eq(&s[0].mr, r),
@@ -731,7 +802,14 @@ impl Qp {
         }
         self.validate_send(w)?;
         out.clear();
-        let fpdu_len = self.frame_small(w, None, out);
+        let mut fpdu_len = self.frame_small(w, None, out);
+        if revoked_sges(w) {
+            // Read from a region being deregistered: never sent. The request fails with a local
+            // protection error (see `sent_now`), the queue pair with it (see transmit_revoked).
+            out.clear();
+            fpdu_len = 0;
+            self.transmit_revoked();
+        }
         Ok(Some(NowFramed { wr_id: w.wr_id, opcode: w.op.wc_opcode(), signaled: w.signaled, len: fpdu_len }))
     }
 
@@ -1111,6 +1189,11 @@ impl Qp {
         // The responder may not have been allowed to send yet; a Terminate always may.
         self.tx.allowed = true;
     }
+}
+
+/// `true` if a region `w` gathers from was revoked (deregistered).
+fn revoked_sges(w: &SendWqe) -> bool {
+    matches!(&w.payload, Payload::Sges(s) if s.iter().any(|s| s.mr.is_revoked()))
 }
 
 /// The RDMAP opcode of a Send work request, and the STag it invalidates (RFC 5040 §4.3).

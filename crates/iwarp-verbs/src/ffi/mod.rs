@@ -14,8 +14,9 @@
 //!   pointers are the C caller's undefined behaviour, exactly as with rdma-core.
 //! - **Registered memory**: `ibv_reg_mr` hands the application's buffer to
 //!   [`iwarp::ProtectionDomain::reg_mr_external`]; the verbs contract (the buffer stays
-//!   allocated until `ibv_dereg_mr` and until the work requests naming it complete) is the
-//!   one that function's `# Safety` asks for.
+//!   allocated until `ibv_dereg_mr` returns) is the one that function's `# Safety` asks for:
+//!   `ibv_dereg_mr` returns only once the stack no longer touches the buffer
+//!   ([`iwarp::MemoryRegion::deregister`]).
 // Matches use the C constants under bindgen's names (`ibv_qp_state_IBV_QPS_INIT`, ...).
 #![allow(non_upper_case_globals)]
 #![allow(unsafe_code)]
@@ -575,9 +576,9 @@ pub unsafe extern "C" fn ibv_dealloc_pd(pd: *mut ibv_pd) -> c_int {
 fn reg(pd: *mut ibv_pd, buf: *mut c_void, len: usize, iova: u64, access: u32) -> *mut ibv_mr {
     ret_ptr(verbs::reg_mr(pd, buf.cast(), len, iova, access, |p, rights| {
         // SAFETY: ibv_reg_mr's contract: the application keeps `buf..buf+len` allocated and
-        // in place until ibv_dereg_mr and until the work requests naming it complete, and
-        // does not touch bytes while the stack or a peer may (the RDMA rules); that is what
-        // reg_mr_external's # Safety asks. NULL is refused before this call.
+        // in place until ibv_dereg_mr returns (which waits until the stack is done with it),
+        // and does not touch bytes while the stack or a peer may (the RDMA rules); that is
+        // what reg_mr_external's # Safety asks. NULL is refused before this call.
         unsafe { p.reg_mr_external(buf.cast(), len, rights) }
     }))
 }
@@ -608,14 +609,21 @@ pub unsafe extern "C" fn ibv_reg_mr_iova2(
     guard(core::ptr::null_mut(), || reg(pd, buf, len, iova, access))
 }
 
-/// `ibv_dereg_mr`.
+/// `ibv_dereg_mr`: when it returns 0 the stack no longer touches the buffer, which the
+/// application may free (see `verbs::dereg_mr`).
 ///
 /// # Safety
 /// The C caller's side of the verbs contract: each pointer argument is NULL or valid for
 /// the call (handles are checked against the registry before use; see the module docs).
 #[no_mangle]
 pub unsafe extern "C" fn ibv_dereg_mr(mr: *mut ibv_mr) -> c_int {
-    guard(libc::EIO, || destroy_and_free(mr, Kind::Mr))
+    guard(libc::EIO, || {
+        ret(verbs::dereg_mr(mr as usize).map(|()| {
+            // SAFETY: just removed from the registry, so no other call reaches it any more;
+            // verbs allocates every `ibv_mr` as a `Box`.
+            unsafe { free(mr) }
+        }))
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
