@@ -180,6 +180,15 @@ class SplitTrailer(unittest.TestCase):
         c.crc = False
         self.assertIsNone(M.split_trailer(c, probs))
 
+    def test_a_report_line_cut_by_the_failed_completion_is_a_consequence(self):
+        # perftest's stderr complaint lands on the end of its report line (iwrun write_bw 1 B,
+        # where siw's server also failed its last control Send)
+        cut = "siw server result line unparsable: ['1', '100', '0.91', '0.56', '0.590863', 'Bad', 'wc', 'status', '2']"
+        c, probs = split_cell(WRITE_1B, extra_probs=["siw server exit 1", "siw: Bad wc status 2", cut])
+        self.assertEqual(M.documented_flake(c, probs), M.SPLIT_TRAILER)
+        c, probs = split_cell(WRITE_1B, extra_probs=["siw server result line unparsable: ['1', '100', 'x']"])
+        self.assertIsNone(M.split_trailer(c, probs))
+
     def test_only_the_consequences_of_that_fpdu_are_excused(self):
         for extra in (["conn 2: 1 FPDUs without a good CRC"], ["tshark: 1 malformed"], ["rping -V: data mismatch"],
                       ["our client exit 139"], ["ours: thread 'main' panicked at src/x.rs"],
@@ -404,6 +413,117 @@ class Flakes(unittest.TestCase):
             else:
                 p2.append("rping -V: data mismatch")
             self.assertIsNone(M.known_limitation(c2, p2), change)
+
+
+def iwrun_cell(direction="s2c", test="read_lat", size=4096, iters=100):
+    c = M.Cell("siw-default", "perftest", direction, test, size, mode="iwrun")
+    c.iters = iters
+    return c
+
+
+def sends(d, frames):
+    return [untagged(fr, d, "Send", 0, k + 1, 0, 56) for k, fr in enumerate(frames)]
+
+
+class Iwrun(unittest.TestCase):
+    def test_the_group_runs_debians_programs_under_iwrun_both_ways(self):
+        cells = [c for _n, _p, cs in M.plan(False) for c in cs if c.iwrun]
+        self.assertEqual(len(cells), 42)
+        self.assertEqual({c.direction for c in cells}, {"c2s", "s2c"})
+        self.assertEqual({c.test for c in cells}, {"rping"} | set(M.TESTS))
+        self.assertTrue(all(c.cid.endswith("/iwrun") and c.session == "siw-default" for c in cells))
+        self.assertEqual({c.size for c in cells if c.test == "write_bw"}, {1, 4096, 65536})
+        self.assertFalse([c for _n, _p, cs in M.plan(False) for c in cs if not c.iwrun and c.cid.endswith("iwrun")])
+        r = M.Runner({"iwrun": "/b/iwrun"}, None, False)
+        self.assertEqual(r.our_cmd(iwrun_cell("c2s", "write_bw", 65536, 20), host="127.0.0.1", port=5),
+                         ["/b/iwrun", "ib_write_bw", "-R", "-F", "-n", "20", "-s", "65536", "-p", "5", "127.0.0.1"])
+        self.assertEqual(r.our_cmd(iwrun_cell("s2c", "read_lat"), port=7)[:2], ["/b/iwrun", "ib_read_lat"])
+        rp = M.Cell("siw-default", "rping", "s2c", "rping", 4096, mode="iwrun")
+        self.assertEqual(r.our_cmd(rp, port=9), ["/b/iwrun", "rping", "-s", "-a", "127.0.0.1", "-p", "9", "-v",
+                                                 "-S", "4096"])
+        self.assertIn("-V", r.our_cmd(M.Cell("siw-default", "rping", "c2s", "rping", 64, mode="iwrun"),
+                                      host="127.0.0.1", port=9))
+
+    def test_perftest_is_the_credit_writer_on_both_sides(self):
+        for d in ("c2s", "s2c"):
+            self.assertEqual(M.expected_data(iwrun_cell(d, "send_bw", 4096))["s>c"], {"Write": {4: 4}})
+        self.assertEqual(M.expected_data(cell(direction="s2c", test="send_bw", size=4096))["s>c"], {"Write": {4: 3}})
+
+    def fin_race_cell(self, direction="s2c", siw_fin=600, our_fin=581, last=577):
+        c = iwrun_cell(direction)
+        siw = "c>s" if direction == "s2c" else "s>c"
+        ours, theirs = ("fin_s2c", "fin_c2s") if direction == "s2c" else ("fin_c2s", "fin_s2c")
+        c.wire_conns = [{"conn": {ours: our_fin, theirs: siw_fin}, "fpdus": sends(siw, [10, 20, last]), "msgs": {},
+                         "got": {}}, {"conn": {}, "fpdus": [], "msgs": {}, "got": {}}]
+        c.wire_problems, c.capture_drops = [], None
+        c.peer_out = " 4096  100  238.71 Bad wc status 2\n Unable to write to socket/rdma_cm\n"
+        probs = ["siw client exit 1", "siw: Bad wc status 2", "siw: Unable to write to socket/rdma_cm",
+                 "siw: Failed to close connection between server and client",
+                 "siw client result line unparsable: ['4096', '100', '0.00', '10.71', 'Bad', 'wc', 'status', '2']"]
+        return c, probs
+
+    def test_sius_fin_race_on_its_evidence(self):
+        c, probs = self.fin_race_cell()
+        self.assertEqual(M.documented_flake(c, probs), M.SIW_FIN_RACE)
+        self.assertIn("frame 577", M.fin_race(c, probs))
+        c, probs = self.fin_race_cell("c2s")
+        self.assertIsNotNone(M.fin_race(c, probs))
+        for change in ("our FIN before siw's Send", "siw closed first", "a wire problem", "our error",
+                       "no status 2", "another size", "not iwrun", "our exit"):
+            c, probs = self.fin_race_cell()
+            if change == "our FIN before siw's Send":
+                c, probs = self.fin_race_cell(our_fin=570)
+            elif change == "siw closed first":
+                c, probs = self.fin_race_cell(siw_fin=579)
+            elif change == "a wire problem":
+                c.wire_problems = ["conn 2: 1 FPDUs without a good CRC"]
+            elif change == "our error":
+                probs.append("ours: Bad wc status 2")
+            elif change == "no status 2":
+                c.peer_out = "Bad wc status 5\n"
+            elif change == "another size":
+                probs[-1] = probs[-1].replace("'4096'", "'1'")
+            elif change == "not iwrun":
+                c.mode, c.iwrun = "plain", False
+            else:
+                probs.append("our server exit 1")
+            self.assertIsNone(M.fin_race(c, probs), change)
+            self.assertIsNone(M.documented_flake(c, probs), change)
+
+    def test_data_connect_reset_under_iwrun_is_only_retried(self):
+        def race():
+            c = iwrun_cell("c2s", "write_bw", 1)
+            five = {"Send": {16: 1, 4: 2, 2: 1, 56: 1}}
+            c.wire_conns = [{"conn": {}, "fpdus": [], "msgs": {}, "got": {"c>s": dict(five), "s>c": dict(five)}}]
+            c.other_conns = [{"iwarp": False, "rst_s2c": 21}]
+            c.ours_text = "RDMA CM event error:\nEvent: RDMA_CM_EVENT_CONNECT_ERROR; error: -104.\n"
+            probs = ["our client exit 1", "siw server exit 143", "ours: RDMA CM event error:",
+                     "ours: Event: RDMA_CM_EVENT_CONNECT_ERROR; error: -104.", "ours: Failed to handle RDMA CM event.",
+                     "ours client printed no result line", "siw server printed no result line",
+                     "1 iWARP connections on the wire, expected 2"]
+            return c, probs
+        c, probs = race()
+        self.assertEqual(M.documented_flake(c, probs), M.DATA_CONNECT_RESET)
+        c, probs = race()
+        c.other_conns = [{"iwarp": False}]                              # no reset from the guest
+        self.assertIsNone(M.documented_flake(c, probs))
+        c, probs = race()
+        c.wire_conns[0]["got"]["c>s"]["Send"][56] = 2                   # six control Sends
+        self.assertIsNone(M.documented_flake(c, probs))
+        c, probs = race()
+        self.assertIsNone(M.documented_flake(c, probs + ["our client exit 139"]))
+        c, probs = race()
+        c.direction = "s2c"
+        self.assertIsNone(M.documented_flake(c, probs))
+
+    def test_stdev_nan_from_a_long_sample(self):
+        c = iwrun_cell("c2s", "send_lat", 1)
+        head = " #bytes #iterations t_min t_max t_typical t_avg t_stdev 99% 99.9%\n"
+        ok = head + " 1 100 115.01 73403.33 1996.28 4119.95 3050.13 73403.33 73403.33\n"
+        long = head + " 1 100 197.78 167286.54 1917.18 4584.50 -nan 167286.54 167286.54\n"
+        short = head + " 1 100 197.78 47286.54 1917.18 4584.50 -nan 47286.54 47286.54\n"
+        self.assertEqual(M.Runner.check_results(None, c, long, ok, "ours", "siw"), [])
+        self.assertEqual(len(M.Runner.check_results(None, c, short, ok, "ours", "siw")), 1)
 
 
 if __name__ == "__main__":
