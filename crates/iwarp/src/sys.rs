@@ -271,6 +271,12 @@ impl AsRawFd for EventFd {
     }
 }
 
+impl std::os::fd::AsFd for EventFd {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
 /// Waits until one of `fds` is readable (or has an error), or `timeout` passes.
 pub fn poll_readable(fds: &[RawFd], timeout: Option<Duration>) -> io::Result<usize> {
     let pfds: Vec<(RawFd, bool)> = fds.iter().map(|&fd| (fd, false)).collect();
