@@ -36,7 +36,8 @@ const ARM_SOLICITED: u8 = 2;
 
 #[derive(Debug)]
 pub(crate) struct ChannelInner {
-    fd: EventFd,
+    /// Shared, so that a runtime's registration can hold it open as long as it lasts.
+    fd: Arc<EventFd>,
     ready: Mutex<VecDeque<u32>>,
 }
 
@@ -59,8 +60,14 @@ pub struct CompletionChannel {
 impl CompletionChannel {
     pub(crate) fn new() -> Result<Self> {
         Ok(CompletionChannel {
-            inner: Arc::new(ChannelInner { fd: EventFd::new()?, ready: Mutex::new(VecDeque::new()) }),
+            inner: Arc::new(ChannelInner { fd: Arc::new(EventFd::new()?), ready: Mutex::new(VecDeque::new()) }),
         })
+    }
+
+    /// The descriptor, for a runtime's registration.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn eventfd(&self) -> Arc<EventFd> {
+        Arc::clone(&self.inner.fd)
     }
 
     /// The next notification, if one is queued: the id of the completion queue that fired.
@@ -248,6 +255,12 @@ impl CompletionQueue {
                 wake: EventFd::new()?,
             }),
         })
+    }
+
+    /// `true` if this queue signals `channel`.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn signals(&self, channel: &CompletionChannel) -> bool {
+        self.inner.channel.as_ref().is_some_and(|c| Arc::ptr_eq(c, &channel.inner))
     }
 
     /// This queue's id (what [`CompletionChannel::get_event`] returns).

@@ -103,6 +103,8 @@ mod setup;
 mod shared;
 mod srq;
 mod sys;
+#[cfg(feature = "tokio")]
+pub mod tokio;
 mod wr;
 
 pub use conn::{ConnInfo, Progress, QpEvent};
