@@ -51,7 +51,7 @@ pub(crate) struct ChannelInner {
 /// readable, take the queues that fired with [`try_get_event`](Self::try_get_event) (which
 /// also resets the descriptor) and poll them again. The descriptor stays readable until it
 /// is reset, so it suits edge- and level-triggered polling alike. With the `tokio` feature,
-/// `iwarp::tokio::CompletionStream` does all this.
+/// `iwarp::async_tokio::CompletionStream` does all this.
 #[derive(Debug, Clone)]
 pub struct CompletionChannel {
     inner: Arc<ChannelInner>,

@@ -103,9 +103,10 @@ mod setup;
 mod shared;
 mod srq;
 mod sys;
-#[cfg(feature = "tokio")]
-pub mod tokio;
 mod wr;
+
+#[cfg(feature = "tokio")]
+pub mod async_tokio;
 
 pub use conn::{ConnInfo, Progress, QpEvent};
 pub use cq::{CompletionChannel, CompletionQueue, WcOpcode, WcStatus, WorkCompletion};

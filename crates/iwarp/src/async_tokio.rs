@@ -55,9 +55,18 @@ impl QueuePair {
     /// # Errors
     /// As [`connect`](Self::connect): refused, rejected (with the peer's private data), timed
     /// out (the MPA timeout of `params`), MPA negotiation errors.
-    pub async fn connect_async(&self, addr: SocketAddr, params: &ConnParams) -> Result<(), ConnectError> {
-        self.connect_start(addr, params)?;
-        self.established().await
+    ///
+    /// `params` is copied: the future borrows only the queue pair.
+    pub fn connect_async(
+        &self,
+        addr: SocketAddr,
+        params: &ConnParams,
+    ) -> impl Future<Output = Result<(), ConnectError>> + Send + '_ {
+        let params = params.clone();
+        async move {
+            self.connect_start(addr, &params)?;
+            self.established().await
+        }
     }
 
     /// Resolves once connection setup has an outcome: `Ok` once established (even if closed
@@ -115,10 +124,19 @@ impl ConnectRequest {
     /// # Errors
     /// [`Error::Accept`] as [`accept`](Self::accept); [`Error::Connect`] if the connection
     /// fails before it is established.
-    pub async fn accept_async(self, qp: &QueuePair, params: &ConnParams) -> Result<()> {
-        self.accept(qp, params)?;
-        qp.established().await?;
-        Ok(())
+    ///
+    /// `params` is copied: the future borrows only the queue pair.
+    pub fn accept_async<'a>(
+        self,
+        qp: &'a QueuePair,
+        params: &ConnParams,
+    ) -> impl Future<Output = Result<()>> + Send + 'a {
+        let params = params.clone();
+        async move {
+            self.accept(qp, &params)?;
+            qp.established().await?;
+            Ok(())
+        }
     }
 }
 
@@ -295,13 +313,14 @@ impl Tracker {
     /// regions.
     fn complete(&self, mut wc: WorkCompletion) {
         let mut st = self.lock();
-        let Some(slot) = st.slots.get_mut(&wc.wr_id) else {
+        let id = wc.wr_id;
+        let Some(slot) = st.slots.get_mut(&id) else {
             tracing::debug!(wr_id = wc.wr_id, "completion of a request posted past the async queue pair");
             return;
         };
         wc.wr_id = slot.wr_id;
         if slot.abandoned {
-            let slot = st.slots.remove(&wc.wr_id);
+            let slot = st.slots.remove(&id);
             drop(st);
             drop(slot);
             return;
@@ -381,16 +400,20 @@ impl AsyncQueuePair {
     ///
     /// # Errors
     /// As [`QueuePair::connect_async`].
-    pub async fn connect(&self, addr: SocketAddr, params: &ConnParams) -> Result<(), ConnectError> {
-        self.qp.connect_async(addr, params).await
+    pub fn connect(
+        &self,
+        addr: SocketAddr,
+        params: &ConnParams,
+    ) -> impl Future<Output = Result<(), ConnectError>> + Send + '_ {
+        self.qp.connect_async(addr, params)
     }
 
     /// Accepts `req` onto this queue pair ([`ConnectRequest::accept_async`]).
     ///
     /// # Errors
     /// As [`ConnectRequest::accept_async`].
-    pub async fn accept(&self, req: ConnectRequest, params: &ConnParams) -> Result<()> {
-        req.accept_async(&self.qp, params).await
+    pub fn accept(&self, req: ConnectRequest, params: &ConnParams) -> impl Future<Output = Result<()>> + Send + '_ {
+        req.accept_async(&self.qp, params)
     }
 
     /// Posts a send work request ([`QueuePair::post_send`]): it starts at once, whether or
