@@ -215,7 +215,7 @@ async fn one_stream_takes_the_completions_of_many_queues_on_one_channel_and_lose
     let target = pd.reg_mr(4096, Access::LOCAL_WRITE | Access::REMOTE_WRITE).expect("target");
     let src = pd.reg_mr(4096, Access::LOCAL_WRITE).expect("src");
 
-    let mut stream = CompletionStream::new(&channel, &[cq_a.clone()]).expect("stream");
+    let mut stream = CompletionStream::new(&channel, std::slice::from_ref(&cq_a)).expect("stream");
     stream.add(&cq_b).expect("add");
     let other = dev.create_cq(4).expect("cq");
     assert!(stream.add(&other).is_err(), "a queue of no channel is refused");
