@@ -25,6 +25,7 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{fence, AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, TryLockError, Weak};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 /// Bytes one progress call reads from a connection before letting others run.
@@ -137,6 +138,8 @@ struct Status {
     established: bool,
     failed: Option<ConnectError>,
     closed: bool,
+    /// Tasks waiting for setup's outcome ([`Conn::poll_connected`]), woken by every report.
+    wakers: Vec<Waker>,
 }
 
 /// A queue pair's engine and connection, and what moving them needs.
@@ -327,6 +330,30 @@ impl Conn {
         }
     }
 
+    /// Setup's outcome without waiting, as [`wait_connected`](Self::wait_connected) reports
+    /// it; `Pending` registers the task to be woken by the next report (established, failed,
+    /// closed). A queue pair driven by the application ([`Progress::Poll`]) is given a turn.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn poll_connected(&self, cx: &mut Context<'_>) -> Poll<Result<(), ConnectError>> {
+        if self.progress == Progress::Poll {
+            self.progress_manual();
+        }
+        let mut st = self.status();
+        if st.established {
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(e) = &st.failed {
+            return Poll::Ready(Err(e.clone()));
+        }
+        if st.closed {
+            return Poll::Ready(Err(ConnectError::Closed));
+        }
+        if !st.wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            st.wakers.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
     /// The next event, if any.
     pub(crate) fn poll_event(&self) -> Option<QpEvent> {
         self.status().events.pop_front()
@@ -360,12 +387,17 @@ impl Conn {
 
     /// A descriptor that is readable while events are queued.
     pub(crate) fn events_fd(&self) -> RawFd {
+        self.events_eventfd().as_raw_fd()
+    }
+
+    /// The events descriptor, created on first use.
+    pub(crate) fn events_eventfd(&self) -> &EventFd {
         let fd = self.events_fd.get_or_init(|| EventFd::new().expect("eventfd"));
         // Events queued before the descriptor existed must make it readable.
         if !self.status().events.is_empty() {
             fd.notify();
         }
-        fd.as_raw_fd()
+        fd
     }
 
     /// The socket, for manual-progress waiting, and whether to wait for room to write too
@@ -532,6 +564,7 @@ impl Conn {
 
     fn report_inner(&self, r: Option<Report>, ev: Option<QpEvent>) {
         let mut st = self.status();
+        let settled = r.is_some();
         match r {
             Some(Report::Established) => st.established = true,
             Some(Report::Failed(e)) => st.failed = Some(e),
@@ -542,8 +575,12 @@ impl Conn {
         if let Some(ev) = ev {
             st.events.push_back(ev);
         }
+        let wakers = if settled { std::mem::take(&mut st.wakers) } else { Vec::new() };
         drop(st);
         self.status_cv.notify_all();
+        for w in wakers {
+            w.wake();
+        }
         if notify {
             if let Some(fd) = self.events_fd.get() {
                 fd.notify();

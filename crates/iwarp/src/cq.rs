@@ -4,7 +4,7 @@ use crate::error::Result;
 use crate::shared::DeviceInner;
 use crate::sys::EventFd;
 use std::collections::VecDeque;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -36,12 +36,22 @@ const ARM_SOLICITED: u8 = 2;
 
 #[derive(Debug)]
 pub(crate) struct ChannelInner {
-    fd: EventFd,
+    /// Shared, so that a runtime's registration can hold it open as long as it lasts.
+    fd: Arc<EventFd>,
     ready: Mutex<VecDeque<u32>>,
 }
 
 /// A completion channel: a descriptor that becomes readable when an armed completion queue gets
-/// a completion, for use with your own epoll or async runtime.
+/// a completion, for use with your own epoll or async runtime. Any number of completion
+/// queues may signal one channel ([`Device::create_cq_with_channel`](crate::Device::create_cq_with_channel)).
+///
+/// With a runtime of your own, register the descriptor ([`AsFd`]) for readability and
+/// follow the verbs' pattern: arm each queue ([`CompletionQueue::req_notify`]), poll it once
+/// more (a completion may have come before the arming), and when the descriptor becomes
+/// readable, take the queues that fired with [`try_get_event`](Self::try_get_event) (which
+/// also resets the descriptor) and poll them again. The descriptor stays readable until it
+/// is reset, so it suits edge- and level-triggered polling alike. With the `tokio` feature,
+/// `iwarp::async_tokio::CompletionStream` does all this.
 #[derive(Debug, Clone)]
 pub struct CompletionChannel {
     inner: Arc<ChannelInner>,
@@ -50,8 +60,22 @@ pub struct CompletionChannel {
 impl CompletionChannel {
     pub(crate) fn new() -> Result<Self> {
         Ok(CompletionChannel {
-            inner: Arc::new(ChannelInner { fd: EventFd::new()?, ready: Mutex::new(VecDeque::new()) }),
+            inner: Arc::new(ChannelInner { fd: Arc::new(EventFd::new()?), ready: Mutex::new(VecDeque::new()) }),
         })
+    }
+
+    /// The descriptor, for a runtime's registration.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn eventfd(&self) -> Arc<EventFd> {
+        Arc::clone(&self.inner.fd)
+    }
+
+    /// The next notification, if one is queued: the id of the completion queue that fired.
+    /// Never waits. Resets the descriptor's readability first, so a notification queued
+    /// after this call makes it readable again.
+    pub fn try_get_event(&self) -> Option<u32> {
+        self.inner.fd.drain();
+        self.inner.ready.lock().unwrap_or_else(|e| e.into_inner()).pop_front()
     }
 
     /// The next notification: the id of the completion queue that fired. Waits up to
@@ -80,8 +104,16 @@ impl CompletionChannel {
 }
 
 impl AsRawFd for CompletionChannel {
+    /// Readable while a notification is queued (see the type's docs).
     fn as_raw_fd(&self) -> RawFd {
         self.inner.fd.as_raw_fd()
+    }
+}
+
+impl AsFd for CompletionChannel {
+    /// Readable while a notification is queued (see the type's docs).
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.inner.fd.as_fd()
     }
 }
 
@@ -223,6 +255,12 @@ impl CompletionQueue {
                 wake: EventFd::new()?,
             }),
         })
+    }
+
+    /// `true` if this queue signals `channel`.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn signals(&self, channel: &CompletionChannel) -> bool {
+        self.inner.channel.as_ref().is_some_and(|c| Arc::ptr_eq(c, &channel.inner))
     }
 
     /// This queue's id (what [`CompletionChannel::get_event`] returns).

@@ -57,6 +57,26 @@
 //! # }
 //! ```
 //!
+//! # Async
+//!
+//! With the `tokio` feature, [`async_tokio`] has the async side of the API: connection
+//! setup as futures (`QueuePair::connect_async`, `Listener::next_request`,
+//! `ConnectRequest::accept_async`, `QueuePair::established`), the completions of many
+//! queues on one [`CompletionChannel`] as a `Stream` (`CompletionStream`, on tokio's
+//! `AsyncFd`), and `AsyncQueuePair`, whose every post returns a future that resolves with
+//! the request's completion. None of them blocks a runtime thread, and dropping any of them
+//! is safe: a dropped work-request future leaves the request's regions held by the queue
+//! pair until its completion is reaped, so cancellation never frees or deregisters memory
+//! the stack or the peer may still touch. `cargo run -p iwarp --features tokio --example
+//! async_write` shows it end to end.
+//!
+//! Other runtimes need no feature: [`CompletionChannel`], [`Listener`] and [`QueuePair`]
+//! (its events) implement [`AsFd`](std::os::fd::AsFd) with descriptors that are readable
+//! while something waits to be taken by the non-blocking calls
+//! ([`CompletionChannel::try_get_event`] and [`CompletionQueue::poll`],
+//! [`Listener::try_get_request`], [`QueuePair::poll_event`]); register them with the
+//! runtime's reactor. [`CompletionChannel`]'s docs give the arming order.
+//!
 //! # Memory model
 //!
 //! A registered region is shared memory: the kernel places a peer's bytes into it and sends
@@ -104,6 +124,9 @@ mod shared;
 mod srq;
 mod sys;
 mod wr;
+
+#[cfg(feature = "tokio")]
+pub mod async_tokio;
 
 pub use conn::{ConnInfo, Progress, QpEvent};
 pub use cq::{CompletionChannel, CompletionQueue, WcOpcode, WcStatus, WorkCompletion};

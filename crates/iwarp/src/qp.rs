@@ -11,7 +11,7 @@ use crate::srq::SharedReceiveQueue;
 use crate::wr::{RecvWr, SendWr};
 use iwarp_proto::qp::{Qp, QpConfig, QpState, Queue};
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -250,5 +250,12 @@ impl AsRawFd for QueuePair {
     /// A descriptor that is readable while events are queued.
     fn as_raw_fd(&self) -> RawFd {
         self.inner.events_fd()
+    }
+}
+
+impl AsFd for QueuePair {
+    /// A descriptor that is readable while events are queued (see [`AsRawFd`]).
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(self.inner.events_eventfd())
     }
 }

@@ -53,6 +53,8 @@ pub(crate) const LINGER: Duration = Duration::from_secs(5);
 /// sends in flight (a siw peer completes its last Write with an error).
 pub(crate) struct Linger {
     sock: Mutex<Option<mio::net::TcpStream>>,
+    /// Bytes still to send before our FIN ([`linger_after`]); empty once the FIN is queued.
+    out: Mutex<Vec<u8>>,
     deadline: Instant,
 }
 
@@ -60,6 +62,39 @@ impl Ready for Linger {
     fn on_ready(self: Arc<Self>, shared: &Arc<WorkerShared>, token: Token) -> bool {
         let mut guard = self.sock.lock().unwrap_or_else(|e| e.into_inner());
         let Some(sock) = guard.as_mut() else { return false };
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        if !out.is_empty() {
+            let flushed = loop {
+                match io::Write::write(sock, &out) {
+                    Ok(n) => {
+                        out.drain(..n);
+                        if out.is_empty() {
+                            break Some(true);
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    // Room comes with the writable edge (or the deadline ends it).
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        break if Instant::now() >= self.deadline { None } else { Some(false) }
+                    }
+                    Err(_) => break None,
+                }
+            };
+            match flushed {
+                Some(true) => {
+                    let _ = sock.shutdown(std::net::Shutdown::Write);
+                }
+                Some(false) => return false,
+                None => {
+                    out.clear();
+                    if let Some(mut s) = guard.take() {
+                        shared.remove(token, &mut s);
+                    }
+                    return false;
+                }
+            }
+        }
+        drop(out);
         let done = with_scratch(|buf| loop {
             match io::Read::read(sock, buf) {
                 Ok(0) => break true,
@@ -81,9 +116,24 @@ impl Ready for Linger {
 /// Hands a connection whose FIN is queued (`shutdown(Write)` done) to a worker, which drains it
 /// until the peer closes too. `reg` is the connection's registration with `worker`, if any (an
 /// application-driven queue pair has none: the socket is registered afresh).
-pub(crate) fn linger(worker: &Arc<WorkerShared>, reg: Option<Token>, mut sock: mio::net::TcpStream) {
+pub(crate) fn linger(worker: &Arc<WorkerShared>, reg: Option<Token>, sock: mio::net::TcpStream) {
+    linger_inner(worker, reg, sock, Vec::new());
+}
+
+/// As [`linger`] for a connection that still has `out` to send: the worker sends it as room
+/// comes (the registration `reg` must include writable readiness), then queues our FIN
+/// (`shutdown(Write)`) and drains as [`linger`] does, all within [`LINGER`]. With `out`
+/// empty the FIN is queued here.
+pub(crate) fn linger_after(worker: &Arc<WorkerShared>, reg: Token, sock: mio::net::TcpStream, out: Vec<u8>) {
+    if out.is_empty() {
+        let _ = sock.shutdown(std::net::Shutdown::Write);
+    }
+    linger_inner(worker, Some(reg), sock, out);
+}
+
+fn linger_inner(worker: &Arc<WorkerShared>, reg: Option<Token>, mut sock: mio::net::TcpStream, out: Vec<u8>) {
     let deadline = Instant::now() + LINGER;
-    let l = Arc::new(Linger { sock: Mutex::new(None), deadline });
+    let l = Arc::new(Linger { sock: Mutex::new(None), out: Mutex::new(out), deadline });
     let token = match reg {
         Some(t) => {
             worker.retarget(t, Entry::Owned(Arc::clone(&l) as Arc<dyn Ready>));

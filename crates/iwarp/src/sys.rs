@@ -7,6 +7,8 @@
 use iwarp_proto::qp::{IoRange, Qp, RecvPlan, TransportEvent, LOOKAHEAD};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+#[cfg(feature = "tokio")]
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Largest iovec count the kernel takes in one call.
@@ -269,6 +271,29 @@ impl AsRawFd for EventFd {
     fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
+}
+
+impl std::os::fd::AsFd for EventFd {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// Registers an eventfd with the current tokio runtime's reactor, for readability.
+///
+/// # Errors
+/// If there is no runtime, or the registration fails (the descriptor is registered already).
+///
+/// # Panics
+/// If the current runtime was built without I/O (tokio panics).
+#[cfg(feature = "tokio")]
+pub fn async_eventfd(fd: Arc<EventFd>) -> io::Result<tokio::io::unix::AsyncFd<Arc<EventFd>>> {
+    tokio::runtime::Handle::try_current().map_err(|e| io::Error::other(e.to_string()))?;
+    // SAFETY: the descriptor is the `OwnedFd` inside the `EventFd`, which stays open while any
+    // clone of the `Arc` lives, and the `AsyncFd` owns one for its whole life; an `EventFd`
+    // never replaces its descriptor, so `as_raw_fd` always returns the same one.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
 }
 
 /// Waits until one of `fds` is readable (or has an error), or `timeout` passes.

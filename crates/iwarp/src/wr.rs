@@ -94,6 +94,23 @@ impl<'a> SendWr<'a> {
         self
     }
 
+    /// The work request's identifier.
+    pub fn wr_id(&self) -> u64 {
+        self.wr_id
+    }
+
+    /// The regions its elements name (one handle per element).
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn regions(&self) -> Vec<crate::mem::MemoryRegion> {
+        self.sges.iter().map(|s| s.mr.clone()).collect()
+    }
+
+    /// The same request under another identifier, signaled.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn tracked(&self, wr_id: u64) -> Self {
+        SendWr { wr_id, signaled: true, ..self.clone() }
+    }
+
     pub(crate) fn to_proto(&self) -> SendWqe {
         let payload = match self.inline {
             Some(d) => Payload::Inline(SmallVec::from_slice(d)),
@@ -124,6 +141,12 @@ impl<'a> RecvWr<'a> {
     pub fn new(wr_id: u64, sges: &[Sge<'a>]) -> Self {
         RecvWr { wr_id, sges: SmallVec::from_slice(sges) }
     }
+    /// The regions its elements name (one handle per element).
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn regions(&self) -> Vec<crate::mem::MemoryRegion> {
+        self.sges.iter().map(|s| s.mr.clone()).collect()
+    }
+
     pub(crate) fn to_proto(&self) -> RecvWqe {
         RecvWqe { wr_id: self.wr_id, sges: self.sges.iter().map(|s| s.to_proto()).collect() }
     }

@@ -17,9 +17,10 @@ use mio::{Interest, Token};
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 pub use iwarp_proto::cm::LINUX_MAX_PRIVATE_DATA;
@@ -111,6 +112,9 @@ pub(crate) struct ListenerInner {
     local: SocketAddr,
     queue: Mutex<VecDeque<Incoming>>,
     cv: Condvar,
+    /// Tasks waiting for something to be queued ([`Listener::poll_take`]), woken by every push
+    /// and by [`Listener::close`].
+    wakers: Mutex<Vec<Waker>>,
     fd: EventFd,
     mpa: Mutex<MpaOptions>,
     shared: Option<SharedOptions>,
@@ -163,6 +167,7 @@ impl Listener {
             local,
             queue: Mutex::new(VecDeque::new()),
             cv: Condvar::new(),
+            wakers: Mutex::new(Vec::new()),
             fd: EventFd::new()?,
             mpa: Mutex::new(mpa),
             shared: match mode {
@@ -218,6 +223,7 @@ impl Listener {
         let queued: Vec<Incoming> = inner.queue.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect();
         inner.fd.drain();
         inner.cv.notify_all();
+        inner.wake_all();
         drop(queued);
     }
 
@@ -266,6 +272,39 @@ impl Listener {
         self.get_incoming(Some(Duration::ZERO)).ok()
     }
 
+    /// `true` once [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::Acquire)
+    }
+
+    /// The first queued item `want` accepts, without waiting: `Pending` registers the task to
+    /// be woken when something is queued or the listener closes. A closed listener is
+    /// [`Error::InvalidState`].
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn poll_take(&self, cx: &mut Context<'_>, want: impl Fn(&Incoming) -> bool) -> Poll<Result<Incoming>> {
+        // The waker is registered before looking, so a push between the look and the return
+        // wakes it.
+        {
+            let mut w = self.inner.wakers.lock().unwrap_or_else(|e| e.into_inner());
+            if !w.iter().any(|w| w.will_wake(cx.waker())) {
+                w.push(cx.waker().clone());
+            }
+        }
+        let mut q = self.inner.queue.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(pos) = q.iter().position(&want) {
+            let item = q.remove(pos).expect("position is in range");
+            self.inner.fd.drain();
+            if !q.is_empty() {
+                self.inner.fd.notify();
+            }
+            return Poll::Ready(Ok(item));
+        }
+        if self.is_closed() {
+            return Poll::Ready(Err(Error::InvalidState("listener closed")));
+        }
+        Poll::Pending
+    }
+
     fn take(&self, timeout: Option<Duration>, want: impl Fn(&Incoming) -> bool) -> Result<Incoming> {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut q = self.inner.queue.lock().unwrap_or_else(|e| e.into_inner());
@@ -294,6 +333,13 @@ impl AsRawFd for Listener {
     /// Readable while connection requests are queued.
     fn as_raw_fd(&self) -> RawFd {
         self.inner.fd.as_raw_fd()
+    }
+}
+
+impl AsFd for Listener {
+    /// Readable while connection requests are queued (see [`AsRawFd`]).
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.inner.fd.as_fd()
     }
 }
 
@@ -406,6 +452,14 @@ impl ListenerInner {
         drop(q);
         self.cv.notify_all();
         self.fd.notify();
+        self.wake_all();
+    }
+
+    fn wake_all(&self) {
+        let wakers = std::mem::take(&mut *self.wakers.lock().unwrap_or_else(|e| e.into_inner()));
+        for w in wakers {
+            w.wake();
+        }
     }
 }
 
@@ -672,8 +726,10 @@ impl ConnectRequest {
         Ok(())
     }
 
-    /// Rejects with `private_data` (sent in an MPA Reply with the R flag, then the connection
-    /// closes).
+    /// Rejects with `private_data`: the MPA Reply with the R flag goes out, then the connection
+    /// closes gracefully. Never waits: what the socket does not take at once (it has room for
+    /// a Reply on any fresh connection) is sent by the event loop, which then closes the
+    /// connection after the peer's FIN, as it does for a disconnected queue pair.
     ///
     /// # Errors
     /// [`AcceptError::Mpa`] if the private data is too long; [`AcceptError::Io`] if the
@@ -681,12 +737,43 @@ impl ConnectRequest {
     pub fn reject(self, private_data: &[u8]) -> Result<(), AcceptError> {
         let mut st = self.pending.state.lock().unwrap_or_else(|e| e.into_inner());
         let reply = st.cm.reject(private_data).map_err(AcceptError::Mpa)?;
-        let r = match st.sock.as_mut() {
-            Some(s) => write_all_nonblocking(s, &reply, Duration::from_secs(1)),
-            None => Err(io::Error::from(io::ErrorKind::NotConnected)),
+        if st.closed {
+            return Err(io::Error::from(io::ErrorKind::NotConnected).into());
+        }
+        let Some(mut sock) = st.sock.take() else {
+            st.close();
+            return Err(io::Error::from(io::ErrorKind::NotConnected).into());
         };
-        st.close();
-        r.map_err(AcceptError::from)
+        st.closed = true;
+        let reg = st.reg.take();
+        drop(st);
+        let written = loop {
+            match sock.write(&reply) {
+                Ok(n) => break Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(0),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        match written {
+            Ok(n) => {
+                match reg {
+                    Some((w, t)) => crate::runtime::linger_after(&w, t, sock, reply[n..].to_vec()),
+                    // (The socket and its registration are set and taken together.)
+                    None => {
+                        let _ = sock.shutdown(std::net::Shutdown::Write);
+                    }
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let _ = sock.shutdown(std::net::Shutdown::Both);
+                if let Some((w, t)) = reg {
+                    w.remove(t, &mut sock);
+                }
+                Err(e.into())
+            }
+        }
     }
 }
 
@@ -697,22 +784,4 @@ impl Drop for ConnectRequest {
             st.close();
         }
     }
-}
-
-/// Writes all of `buf` to a non-blocking socket, waiting for room up to `timeout`.
-fn write_all_nonblocking(s: &mut TcpStream, mut buf: &[u8], timeout: Duration) -> io::Result<()> {
-    let deadline = Instant::now() + timeout;
-    while !buf.is_empty() {
-        match s.write(buf) {
-            Ok(n) => buf = &buf[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if Instant::now() >= deadline {
-                    return Err(io::Error::from(io::ErrorKind::TimedOut));
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
