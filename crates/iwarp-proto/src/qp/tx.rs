@@ -23,7 +23,8 @@ const TX_WINDOW: u64 = 4 << 20;
 const MAX_PIECES: usize = 960;
 /// FPDU payloads up to this size are copied next to their header (one piece instead of three).
 const COPY_MAX: usize = 2048;
-/// Arena capacity kept across batches; larger arenas are shrunk when the batch empties.
+/// Arena capacity always kept across batches; a larger arena is kept while batches use it
+/// (see `Batch::sent`).
 const ARENA_KEEP: usize = 64 << 10;
 /// Longest fixed-size RDMAP header a job carries (the Atomic Request's), from the opcode table.
 const MAX_BODY: usize = iwarp_wire::rdmap::MAX_FIXED_BODY_LEN;
@@ -134,13 +135,21 @@ impl Batch {
             }
         }
         if self.first == self.pieces.len() {
+            // The arena grows until the batch empties, so its length now is what this batch
+            // used. A batch that used a quarter of the capacity or more keeps it (a streaming
+            // connection reuses the same memory batch after batch instead of growing it
+            // again, with a `mremap` and fresh page faults each time), up to twice the
+            // transmit window; an arena left larger than it needs after a burst shrinks to
+            // what the last batch used.
+            let (used, pieces) = (self.arena.len(), self.pieces.len());
             self.pieces.clear();
             self.arena.clear();
             self.first = 0;
             self.first_off = 0;
-            if self.arena.capacity() > ARENA_KEEP {
-                self.arena.shrink_to(ARENA_KEEP / 4);
-                self.pieces.shrink_to(64);
+            let cap = self.arena.capacity();
+            if cap > ARENA_KEEP && (used < cap / 4 || cap > 2 * TX_WINDOW as usize) {
+                self.arena.shrink_to(used.max(ARENA_KEEP / 4));
+                self.pieces.shrink_to(pieces.max(64));
             }
         }
     }
