@@ -1224,3 +1224,96 @@ fn multicast_notify_ece_and_rsockets_are_answered_as_on_an_iwarp_device() {
         (c.destroy_event_channel)(ch);
     }
 }
+
+extern "C" fn on_sigusr2(_: c_int) {}
+
+/// qperf ends each test with `SIGALRM` (a handler without `SA_RESTART`) and counts on the
+/// signal to bring its thread out of `ibv_get_cq_event` with `EINTR`, as rdma-core's `read(2)`
+/// of the channel does; a wait that retried on `EINTR` kept qperf's server blocked after its
+/// last message ("failed to receive results: timed out" on the client).
+#[test]
+fn a_signal_interrupts_a_thread_blocked_in_ibv_get_cq_event_with_eintr() {
+    let c = cm();
+    // SAFETY: C calls with valid arguments; the handler does nothing and is installed for a
+    // signal only this test sends, to its own thread.
+    unsafe {
+        let mut act: libc::sigaction = std::mem::zeroed();
+        act.sa_sigaction = on_sigusr2 as extern "C" fn(c_int) as libc::sighandler_t;
+        act.sa_flags = 0; // no SA_RESTART, as qperf
+        assert_eq!(libc::sigaction(libc::SIGUSR2, &act, null_mut()), 0);
+        let ctx = cm_context();
+        let ch = (c.create_comp_channel)(ctx);
+        let cq = (c.create_cq)(ctx, 4, null_mut(), ch, 0);
+        assert_eq!((*ctx).ops.req_notify_cq.unwrap()(cq, 0), 0);
+        let chp = ch as usize;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            tx.send(libc::pthread_self()).unwrap();
+            let (mut got, mut context) = (null_mut(), null_mut());
+            let r = (cm().get_cq_event)(chp as P<ibv_comp_channel>, &mut got, &mut context);
+            (r, errno())
+        });
+        let thread = rx.recv().unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!waiter.is_finished(), "nothing to report: the waiter sleeps");
+        let start = Instant::now();
+        while !waiter.is_finished() && start.elapsed() < Duration::from_secs(5) {
+            libc::pthread_kill(thread, libc::SIGUSR2);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(waiter.is_finished(), "the signal brought the waiter out of ibv_get_cq_event");
+        assert_eq!(waiter.join().unwrap(), (-1, libc::EINTR));
+        assert_eq!((c.destroy_cq)(cq), 0);
+        assert_eq!((c.destroy_comp_channel)(ch), 0);
+    }
+}
+
+/// qperf's `rc_rdma_write_lat` posts 1-byte Writes with Immediate with `IBV_SEND_INLINE`: the
+/// bytes are the inline copy, not the elements' (which the inline form leaves unread).
+#[test]
+fn an_inline_rdma_write_with_immediate_carries_its_bytes() {
+    let c = cm();
+    // SAFETY: C calls with valid arguments; buffers outlive their registrations.
+    unsafe {
+        let ctx = cm_context();
+        let cq = (c.create_cq)(ctx, 16, null_mut(), null_mut(), 0);
+        assert!(!cq.is_null());
+        let pair = Pair::connect(None, Some(cq));
+        let mut rbuf = [0u8; 8];
+        let rights = ibv_access_flags_IBV_ACCESS_LOCAL_WRITE | ibv_access_flags_IBV_ACCESS_REMOTE_WRITE;
+        let rmr = (c.reg_mr)((*pair.child).pd, rbuf.as_mut_ptr().cast(), 8, rights as c_int);
+        let mut sbuf = *b"inline!!";
+        recvs((*pair.child).qp, rmr, 1);
+        let mut sge = ibv_sge { addr: sbuf.as_mut_ptr() as u64, length: 8, lkey: 0 };
+        let mut wr = ibv_send_wr {
+            sg_list: &mut sge,
+            num_sge: 1,
+            opcode: ibv_wr_opcode_IBV_WR_RDMA_WRITE_WITH_IMM,
+            send_flags: ibv_send_flags_IBV_SEND_INLINE | ibv_send_flags_IBV_SEND_SIGNALED,
+            __bindgen_anon_1: ibv_send_wr__bindgen_ty_1 { imm_data: 0x1234_5678u32.to_be() },
+            wr: ibv_send_wr__bindgen_ty_2 {
+                rdma: ibv_send_wr__bindgen_ty_2__bindgen_ty_1 { remote_addr: rbuf.as_ptr() as u64, rkey: (*rmr).rkey },
+            },
+            ..Default::default()
+        };
+        let qp = (*pair.cid).qp;
+        let mut bad = null_mut();
+        assert_eq!((*(*qp).context).ops.post_send.unwrap()(qp, &mut wr, &mut bad), 0);
+        sbuf.fill(0); // inline: copied at post time
+        let poll = (*ctx).ops.poll_cq.unwrap();
+        let mut wc = [ibv_wc::default(); 2];
+        let start = Instant::now();
+        let mut n = 0;
+        while n == 0 && start.elapsed() < Duration::from_secs(10) {
+            n = poll(cq, 2, wc.as_mut_ptr());
+        }
+        assert_eq!(n, 1, "the receive completed");
+        assert_eq!(wc[0].status, ibv_wc_status_IBV_WC_SUCCESS);
+        assert_eq!(wc[0].opcode, ibv_wc_opcode_IBV_WC_RECV_RDMA_WITH_IMM);
+        assert_eq!(u32::from_be(wc[0].__bindgen_anon_1.imm_data), 0x1234_5678);
+        assert_eq!(&rbuf, b"inline!!", "the inline bytes were written");
+        drop(pair);
+        assert_eq!((c.dereg_mr)(rmr), 0);
+        assert_eq!((c.destroy_cq)(cq), 0);
+    }
+}

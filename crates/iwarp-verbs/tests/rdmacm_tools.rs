@@ -3,7 +3,8 @@
 //! connected by number), rping against this stack's `iwping` in both directions, perftest's
 //! six `-R` benchmarks at 1 B, 4 KiB, 64 KiB and 1 MiB, its two atomic benchmarks (8 bytes,
 //! fetch-and-add and compare-and-swap), each of the eight against `iwperf` in both directions,
-//! ucmatose, rdma_server/rdma_client, rdma_xserver/rdma_xclient. Programs that need what
+//! ucmatose, rdma_server/rdma_client, rdma_xserver/rdma_xclient, qperf's RC tests over
+//! rdma_cm, fio's rdma engine (RDMA Write and Read). Programs that need what
 //! iWARP or this library lacks (mckey, udaddy, rdma_xserver over XRC; rstream, riostream,
 //! udpong and rcopy, which use rsockets) must load and fail cleanly: an exit status, not a
 //! signal, with their own message and the library's. Each process has a time limit and is
@@ -527,4 +528,90 @@ fn datagram_and_multicast_programs_load_and_fail_cleanly() {
     fails_cleanly("mckey -p 0x0106", &o, &["mckey: unable to create QP: Operation not supported"]);
     let o = common::iwrun(&["udaddy", "-b", "127.0.0.1", "-p", &free_port()], LIMIT);
     fails_cleanly("udaddy", &o, &[refused, "udaddy: listen request failed: Operation not supported"]);
+}
+
+/// The first number after `=` on the line following `test:` in qperf's output.
+fn qperf_value(out: &str, test: &str) -> Option<f64> {
+    let mut lines = out.lines().skip_while(|l| l.trim() != format!("{test}:"));
+    lines.next()?;
+    let v = lines.next()?.split('=').nth(1)?;
+    v.split_whitespace().next()?.parse().ok()
+}
+
+/// qperf's RC tests over rdma_cm (`-cm1`), one client run against one server (killed by its
+/// PID afterwards: a qperf server never exits). `rc_bw`, `rc_bi_bw` are left out: they send
+/// without waiting for the peer's receives, and iWARP has no receiver-not-ready retry (see
+/// docs/verbs-abi.md). The UD test must fail cleanly.
+#[test]
+fn qperf_rc_tests_over_rdma_cm() {
+    if common::tool("qperf", "qperf").is_none() {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let port = free_port();
+    let tests = [
+        "rc_lat",
+        "rc_rdma_write_lat",
+        "rc_rdma_write_poll_lat",
+        "rc_rdma_read_lat",
+        "rc_rdma_read_bw",
+        "rc_rdma_write_bw",
+        "rc_compare_swap_mr",
+        "rc_fetch_add_mr",
+    ];
+    common::shared_library();
+    let server = spawn(&under_iwrun(&["qperf", "-lp", port.as_str()]));
+    assert!(wait_listening(&port, Duration::from_secs(20)), "qperf's server never listened");
+    let mut args = vec!["qperf", "127.0.0.1", "-lp", port.as_str(), "-cm1", "-t", "1"];
+    args.extend(tests);
+    let c = wait_bounded(spawn(&under_iwrun(&args)), LIMIT);
+    let ud = wait_bounded(spawn(&under_iwrun(&["qperf", "127.0.0.1", "-lp", port.as_str(), "ud_lat"])), LIMIT);
+    let s = wait_bounded(server, Duration::ZERO);
+    let out = text(&c);
+    assert!(c.status.success(), "qperf client {:?}:\n{out}\nserver:\n{}", c.status, text(&s));
+    for t in tests {
+        let v = qperf_value(&out, t).unwrap_or_else(|| panic!("no result for {t}:\n{out}"));
+        assert!(v > 0.0, "{t}: {v}\n{out}");
+        eprintln!("qperf {t}: {v}");
+    }
+    let ud_out = text(&ud);
+    assert_eq!(ud.status.code(), Some(1), "ud_lat fails cleanly:\n{ud_out}");
+    assert!(ud_out.contains("failed to create QP: Operation not supported"), "{ud_out}");
+}
+
+/// fio's rdma engine: the server reads (`--rw=read`, no hostname), the client writes, with
+/// RDMA Writes and with RDMA Reads (`--verb`). `--verb=send` is left out: its server posts one
+/// receive per I/O depth while the client sends ahead (receiver-not-ready, as `rc_bw`).
+#[test]
+fn fio_rdma_engine_moves_data_with_writes_and_reads() {
+    if common::tool("fio", "fio").is_none() {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    for verb in ["write", "read"] {
+        let port = free_port();
+        // The engine's options (port, verb, hostname) only after --ioengine.
+        let port_arg = format!("--port={port}");
+        let verb_arg = format!("--verb={verb}");
+        let server =
+            ["fio", "--name=server", "--ioengine=rdma", "--rw=read", "--bs=64k", "--size=4m", &port_arg, &verb_arg];
+        let mut client = server.to_vec();
+        client[1] = "--name=client";
+        client[3] = "--rw=write";
+        client.push("--hostname=127.0.0.1");
+        let (so, co) = pair(&under_iwrun(&server), &under_iwrun(&client), &port);
+        let out = text(&co);
+        assert!(co.status.success() && so.status.success(), "fio {verb}: client:\n{out}\nserver:\n{}", text(&so));
+        assert!(out.contains("err= 0"), "{out}");
+        let line = out.lines().find(|l| l.trim_start().starts_with("WRITE: bw=")).unwrap_or_else(|| panic!("{out}"));
+        assert!(line.contains("io=4096KiB"), "all 4 MiB moved: {line}");
+        let bw: f64 = line
+            .split("bw=")
+            .nth(1)
+            .and_then(|v| v.split(|c: char| !c.is_ascii_digit() && c != '.').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{line}"));
+        assert!(bw > 0.0, "{line}");
+        eprintln!("fio --verb={verb}: {line}");
+    }
 }

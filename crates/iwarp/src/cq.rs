@@ -101,6 +101,17 @@ impl CompletionChannel {
             let _ = crate::sys::poll_readable(&[self.inner.fd.as_raw_fd()], left);
         }
     }
+
+    /// The next notification if one is queued, without reading or waiting on the descriptor.
+    ///
+    /// For callers that wait on the descriptor themselves (a blocking `read(2)` of it, whose
+    /// interruption by a signal they report, as rdma-core's `ibv_get_cq_event` does): each
+    /// notification is queued before the descriptor is signalled, so after the descriptor
+    /// became readable this finds it. The descriptor may stay readable after this took the
+    /// last notification; reading it then returns at once, and the next call finds nothing.
+    pub fn try_get_event(&self) -> Option<u32> {
+        self.inner.ready.lock().unwrap_or_else(|e| e.into_inner()).pop_front()
+    }
 }
 
 impl AsRawFd for CompletionChannel {
@@ -334,6 +345,20 @@ impl CompletionQueue {
                 let _ = self.inner.cond.wait_timeout(q, wait);
                 self.inner.waiters.fetch_sub(1, Ordering::AcqRel);
             }
+        }
+    }
+
+    /// Moves the bytes of this queue's [`crate::Progress::Poll`] and
+    /// [`crate::Progress::Assisted`] queue pairs from the calling thread, as an empty
+    /// [`poll`](Self::poll) does, without taking completions: for a thread about to sleep on
+    /// the completion channel, which may find its notification this way instead of being
+    /// woken by the event loop. Never blocks (queue pairs busy in another thread are skipped).
+    pub fn drive(&self) {
+        if self.inner.has_polled.load(Ordering::Acquire) {
+            self.inner.progress_polled(None);
+        }
+        if self.inner.has_assisted.load(Ordering::Acquire) {
+            self.inner.assist();
         }
     }
 

@@ -73,6 +73,13 @@ impl<'a> SendWr<'a> {
     pub fn write_inline(wr_id: u64, data: &'a [u8], remote: RemoteAddr) -> Self {
         SendWr { inline: Some(data), ..Self::new(wr_id, SendOp::Write(remote), &[]) }
     }
+    /// Carry `data` (copied at post time) instead of the gathered elements: the inline form of
+    /// any request with a payload (a Write with Immediate, a Send with Invalidate).
+    pub fn inline_data(mut self, data: &'a [u8]) -> Self {
+        self.inline = Some(data);
+        self.sges.clear();
+        self
+    }
     /// No completion on success (errors still complete).
     pub fn unsignaled(mut self) -> Self {
         self.signaled = false;

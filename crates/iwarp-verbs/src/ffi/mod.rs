@@ -697,8 +697,10 @@ pub unsafe extern "C" fn ibv_destroy_cq(cq: *mut ibv_cq) -> c_int {
     })
 }
 
-/// `ibv_get_cq_event`: waits for a notification on the channel (or fails with `EAGAIN` if
-/// its descriptor is non-blocking and none waits).
+/// `ibv_get_cq_event`: waits for a notification on the channel, in `read(2)` of its
+/// descriptor as rdma-core does: a signal interrupts the wait with `EINTR` (unless its
+/// handler asked for `SA_RESTART`), and a non-blocking descriptor with nothing queued fails
+/// with `EAGAIN`. qperf ends each test with `SIGALRM` and expects the `EINTR`.
 ///
 /// # Safety
 /// The C caller's side of the verbs contract: each pointer argument is NULL or valid for
@@ -716,12 +718,26 @@ pub unsafe extern "C" fn ibv_get_cq_event(
             }
             let (chan, _) = state::channel(ch as usize)?;
             let fd = std::os::fd::AsRawFd::as_raw_fd(&chan.ch);
-            // SAFETY: fcntl(F_GETFL) on the channel's own descriptor reads its flags.
-            let nonblocking = unsafe { libc::fcntl(fd, libc::F_GETFL) } & libc::O_NONBLOCK != 0;
+            let mut spun = false;
             loop {
-                let timeout = nonblocking.then_some(std::time::Duration::ZERO);
-                let Some(id) = chan.ch.get_event(timeout) else {
-                    return Err(Errno::AGAIN);
+                let next = match chan.ch.try_get_event() {
+                    Some(id) => Some(id),
+                    None if !spun => {
+                        spun = true;
+                        post::spin_for_event(&chan)
+                    }
+                    None => None,
+                };
+                let Some(id) = next else {
+                    let mut v = 0u64;
+                    // SAFETY: reads at most 8 bytes into a live u64, from the channel's own
+                    // descriptor (blocking unless the application made it non-blocking).
+                    let r = unsafe { libc::read(fd, (&raw mut v).cast(), 8) };
+                    if r < 0 {
+                        let e = std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO);
+                        return Err(if e == libc::EWOULDBLOCK { Errno::AGAIN } else { Errno(e) });
+                    }
+                    continue;
                 };
                 let Some(&a) = chan.cqs.lock().unwrap_or_else(|e| e.into_inner()).get(&id) else {
                     continue; // a queue destroyed since it fired
