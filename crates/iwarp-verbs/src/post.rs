@@ -331,7 +331,7 @@ pub(crate) fn spin_for_event(chan: &state::Chan) -> Option<u32> {
         for q in &cqs {
             q.cq.drive();
         }
-        if let Some(id) = chan.ch.try_get_event() {
+        if let Some(id) = chan.ch.pop_event() {
             return Some(id);
         }
         if start.elapsed() >= spin {

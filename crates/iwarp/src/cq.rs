@@ -102,14 +102,15 @@ impl CompletionChannel {
         }
     }
 
-    /// The next notification if one is queued, without reading or waiting on the descriptor.
+    /// The next notification if one is queued, without reading or waiting on the descriptor
+    /// (unlike [`try_get_event`](Self::try_get_event), which resets its readability).
     ///
     /// For callers that wait on the descriptor themselves (a blocking `read(2)` of it, whose
     /// interruption by a signal they report, as rdma-core's `ibv_get_cq_event` does): each
     /// notification is queued before the descriptor is signalled, so after the descriptor
     /// became readable this finds it. The descriptor may stay readable after this took the
     /// last notification; reading it then returns at once, and the next call finds nothing.
-    pub fn try_get_event(&self) -> Option<u32> {
+    pub fn pop_event(&self) -> Option<u32> {
         self.inner.ready.lock().unwrap_or_else(|e| e.into_inner()).pop_front()
     }
 }

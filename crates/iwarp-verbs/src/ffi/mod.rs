@@ -720,7 +720,7 @@ pub unsafe extern "C" fn ibv_get_cq_event(
             let fd = std::os::fd::AsRawFd::as_raw_fd(&chan.ch);
             let mut spun = false;
             loop {
-                let next = match chan.ch.try_get_event() {
+                let next = match chan.ch.pop_event() {
                     Some(id) => Some(id),
                     None if !spun => {
                         spun = true;
