@@ -171,6 +171,49 @@ fn large_payload_is_placed_directly_and_sent_without_copy() {
     assert!(sb.rx_direct_bytes > (size as u64) * 99 / 100, "{sb:?}");
 }
 
+/// Segment-sized FPDUs are copied into the transmit arena and join into few pieces, so a
+/// connection whose socket never catches up (its batch never empties) used to grow the arena
+/// without end, then shrink it and fault it in again. It stays under `ARENA_MAX` (plus one
+/// FPDU), keeps its capacity from batch to batch, and every byte still arrives.
+#[test]
+fn a_streaming_connections_transmit_arena_stays_bounded_and_is_reused() {
+    let mut p = Pair::new();
+    let size = 64 << 10;
+    let src = p.mr(size, Access::empty());
+    let dst = p.mr(size, Access::REMOTE_WRITE);
+    pattern(&src, 9);
+    let (mut wire, mut max_len, mut caps) = (Vec::new(), 0, Vec::new());
+    for round in 0..4u64 {
+        // 24 MiB of Writes per round, taken 256 KiB at a time: more than the window is always
+        // framed ahead of the "socket", so the batch empties only at the end of the round.
+        let wrs: Vec<SendWqe> = (0..384)
+            .map(|i| send_wr(round * 1000 + i, SendOp::Write(remote(&dst, 0)), vec![sge(&src, 0, size)]))
+            .collect();
+        for chunk in wrs.chunks(128) {
+            p.a.post_send(chunk.iter().cloned()).unwrap();
+            loop {
+                wire.clear();
+                let n = p.a.transmit_copy(&mut wire, 256 << 10);
+                max_len = max_len.max(p.a.tx_arena().0);
+                if n == 0 {
+                    break;
+                }
+                let mut off = 0;
+                while off < wire.len() {
+                    off += p.b.receive_copy(&wire[off..]);
+                }
+            }
+            Pair::completions(&mut p.a);
+            // The batch has just emptied: its arena is kept for the next one.
+            caps.push(p.a.tx_arena().1);
+        }
+    }
+    assert_eq!(contents(&dst, 0, size), contents(&src, 0, size));
+    assert!(p.a.stats().tx_copied_bytes > 90 << 20, "segment-sized FPDUs are copied: {:?}", p.a.stats());
+    assert!(max_len <= super::tx::ARENA_MAX + 2048 && super::tx::ARENA_MAX <= 4 << 20, "arena grew to {max_len}");
+    assert!(caps.iter().all(|&c| c >= 1 << 20), "the capacity is kept from batch to batch: {caps:?}");
+}
+
 /// Receive plans: payloads shorter than `DIRECT_MIN` are copied out of the scratch read that
 /// carries their neighbours, so a stream of 4 KiB Writes takes one read, not one or two per
 /// FPDU (one `readv` each held 1–4 KiB messages at 0.8× of TCP's rate).

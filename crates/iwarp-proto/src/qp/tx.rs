@@ -21,10 +21,17 @@ use std::sync::Arc;
 const TX_WINDOW: u64 = 4 << 20;
 /// Pieces per batch before framing pauses (a `writev` takes at most 1024).
 const MAX_PIECES: usize = 960;
+/// Arena bytes per batch before framing pauses until the batch has been sent. Copied FPDUs
+/// (segment-sized ones, small messages) join into few pieces, so without this bound the
+/// arena of a connection that never empties its batch grows without end, and each time it
+/// finally empties it is reallocated and its fresh pages faulted in again.
+pub(super) const ARENA_MAX: usize = 4 << 20;
+/// Batches in a row using less than a quarter of a large arena before it is shrunk.
+const SMALL_BATCHES_BEFORE_SHRINK: u32 = 64;
 /// FPDU payloads up to this size are copied next to their header (one piece instead of three).
 const COPY_MAX: usize = 2048;
 /// Arena capacity always kept across batches; a larger arena is kept while batches use it
-/// (see `Batch::sent`).
+/// (see `Batch::advance`).
 const ARENA_KEEP: usize = 64 << 10;
 /// Longest fixed-size RDMAP header a job carries (the Atomic Request's), from the opcode table.
 const MAX_BODY: usize = iwarp_wire::rdmap::MAX_FIXED_BODY_LEN;
@@ -54,6 +61,8 @@ pub(super) struct Batch {
     framed: u64,
     /// Stream offset of the next byte to send.
     sent: u64,
+    /// Batches in a row that used less than a quarter of the arena's capacity.
+    small_batches: u32,
 }
 
 impl Batch {
@@ -83,6 +92,12 @@ impl Batch {
 
     fn unsent(&self) -> u64 {
         self.framed - self.sent
+    }
+
+    /// Framing pauses: enough is waiting for the socket, or the batch's pieces or arena are
+    /// at their bounds (they are reused once the batch has been sent).
+    fn is_full(&self) -> bool {
+        self.unsent() >= TX_WINDOW || self.pieces.len() >= MAX_PIECES || self.arena.len() >= ARENA_MAX
     }
 
     /// The unsent bytes as at most `max` ranges in `out`, and their total length; the regions
@@ -136,20 +151,21 @@ impl Batch {
         }
         if self.first == self.pieces.len() {
             // The arena grows until the batch empties, so its length now is what this batch
-            // used. A batch that used a quarter of the capacity or more keeps it (a streaming
-            // connection reuses the same memory batch after batch instead of growing it
-            // again, with a `mremap` and fresh page faults each time), up to twice the
-            // transmit window; an arena left larger than it needs after a burst shrinks to
-            // what the last batch used.
+            // used. The capacity stays while batches use a quarter of it or more now and then
+            // (a streaming connection reuses the same memory batch after batch instead of
+            // growing it again, with a `mremap` and fresh page faults each time; `ARENA_MAX`
+            // bounds it); after a run of small batches it shrinks to what the last one used.
             let (used, pieces) = (self.arena.len(), self.pieces.len());
             self.pieces.clear();
             self.arena.clear();
             self.first = 0;
             self.first_off = 0;
             let cap = self.arena.capacity();
-            if cap > ARENA_KEEP && (used < cap / 4 || cap > 2 * TX_WINDOW as usize) {
+            self.small_batches = if used < cap / 4 { self.small_batches + 1 } else { 0 };
+            if cap > ARENA_KEEP && self.small_batches >= SMALL_BATCHES_BEFORE_SHRINK {
                 self.arena.shrink_to(used.max(ARENA_KEEP / 4));
                 self.pieces.shrink_to(pieces.max(64));
+                self.small_batches = 0;
             }
         }
     }
@@ -614,6 +630,12 @@ impl Qp {
         self.enter_error(QpEventKind::TransportError, None);
     }
 
+    /// The transmit arena's length and capacity (tests of its bounds).
+    #[cfg(test)]
+    pub(super) fn tx_arena(&self) -> (usize, usize) {
+        (self.tx.batch.arena.len(), self.tx.batch.arena.capacity())
+    }
+
     /// Frames pending work and moves up to `max` bytes of it into `out`, as if a socket took
     /// them: for transports that are not a socket (in-memory pipes, benchmarks, tests).
     /// Returns the byte count.
@@ -660,7 +682,7 @@ impl Qp {
         // Sends posted from other threads join the queue first, in their order.
         self.posts.take_sends(&mut self.tx.sq);
         loop {
-            if self.tx.batch.unsent() >= TX_WINDOW || self.tx.batch.pieces.len() >= MAX_PIECES || self.tx.revoked {
+            if self.tx.batch.is_full() || self.tx.revoked {
                 return;
             }
             if self.tx.job.is_none() {
@@ -709,7 +731,7 @@ impl Qp {
                 self.tx.revoked = true;
                 break;
             }
-            let full = self.tx.batch.unsent() >= TX_WINDOW || self.tx.batch.pieces.len() >= MAX_PIECES;
+            let full = self.tx.batch.is_full();
             let same_region = |w: &SendWqe| match (&w.payload, &region) {
                 (Payload::Sges(s), Some(r)) => s.len() == 1 && Arc::ptr_eq(&s[0].mr, r),
                 _ => false,
