@@ -6,7 +6,7 @@
 //! handles share; its [`Driver`] holds the engine and the socket.
 
 use crate::cq::{CqInner, Polled, WorkCompletion};
-use crate::error::{ConnectError, PostError};
+use crate::error::{ConnectError, PostReason};
 use crate::runtime::{self, with_scratch, Entry, Ready, WorkerShared, SCRATCH_LEN};
 use crate::setup::active::{Connecting, Step};
 use crate::shared::DeviceInner;
@@ -490,7 +490,7 @@ impl Conn {
     /// Posts send work requests and starts them: one small request on an idle queue pair is
     /// framed and written at once; otherwise the requests are queued and framed by this
     /// thread if the driver is free, by its holder (after its turn) if not.
-    pub(crate) fn post_send(&self, wqes: &mut dyn Iterator<Item = SendWqe>, one: bool) -> Result<(), PostError> {
+    pub(crate) fn post_send(&self, wqes: &mut dyn Iterator<Item = SendWqe>, one: bool) -> Result<(), PostReason> {
         if one {
             if let Some(mut d) = self.try_driver() {
                 let r = match wqes.next() {
@@ -661,7 +661,11 @@ impl Driver {
     /// [`Qp::frame_now`]): framed into `now_buf` and written with one `write`, its completion
     /// pushed straight to the send queue's CQ. Returns `false` if the request or the queue
     /// pair does not qualify (nothing done: post it as usual).
-    pub(crate) fn send_now(&mut self, qp: &Conn, w: &iwarp_proto::qp::SendWqe) -> std::result::Result<bool, PostError> {
+    pub(crate) fn send_now(
+        &mut self,
+        qp: &Conn,
+        w: &iwarp_proto::qp::SendWqe,
+    ) -> std::result::Result<bool, PostReason> {
         if !self.running() || !self.ctl_out.is_empty() {
             return Ok(false);
         }

@@ -110,14 +110,14 @@ pub use cq::{CompletionChannel, CompletionQueue, WcOpcode, WcStatus, WorkComplet
 pub use device::Device;
 pub use error::{
     AcceptError, AccessError, CmError, ConnectError, CreateError, DeregisterError, Error, ListenError, PostError,
-    RangeError, RegisterError, Result,
+    PostReason, RangeError, RegisterError, Result,
 };
 pub use iwarp_proto::cm::{Negotiated, Role};
 pub use iwarp_proto::qp::{QpState, QpStats, RemoteAddr};
 pub use iwarp_wire::mpa::{RtrType, RtrTypes};
 pub use iwarp_wire::terminate::{TerminateCause, TerminateLayout};
 pub use iwarp_wire::Stag;
-pub use mem::{Access, MemoryRegion, ProtectionDomain, Sge};
+pub use mem::{Access, MemoryRegion, OwnedBuf, OwnedRegion, ProtectionDomain, RegionBytes, RegionBytesMut, Sge};
 pub use params::{ConnParams, Keepalive, Liveness, MpaOptions};
 pub use qp::{QpCap, QpInit, QueuePair};
 pub use setup::passive::{

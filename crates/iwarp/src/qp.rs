@@ -8,8 +8,9 @@ use crate::mem::ProtectionDomain;
 use crate::params::ConnParams;
 use crate::setup::active;
 use crate::srq::SharedReceiveQueue;
-use crate::wr::{RecvWr, SendWr};
+use crate::wr::{counted, failed, RecvWr, SendWr};
 use iwarp_proto::qp::{Qp, QpConfig, QpState, Queue};
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
@@ -150,9 +151,10 @@ impl QueuePair {
     /// Posts receive work requests (all or none). May be called before connecting.
     ///
     /// # Errors
-    /// [`PostError`] if one is invalid or the queue would overflow.
+    /// [`PostError`], naming the first request that is invalid or would overflow the queue.
     pub fn post_recv(&self, wrs: &[RecvWr<'_>]) -> Result<(), PostError> {
-        self.inner.posts.post_recv(wrs.iter().map(RecvWr::to_proto))
+        let taken = Cell::new(0);
+        self.inner.posts.post_recv(counted(wrs, &taken, RecvWr::to_proto)).map_err(|e| failed(&taken, e))
     }
 
     /// Posts send work requests (all or none) and starts transmitting them at once: one call
@@ -164,9 +166,13 @@ impl QueuePair {
     /// turn.
     ///
     /// # Errors
-    /// [`PostError`] if one is invalid, needs RFC 7306 the peer lacks, or the queue would overflow.
+    /// [`PostError`], naming the first request that is invalid, needs RFC 7306 the peer
+    /// lacks, is longer than its [`RemoteAddr`](crate::RemoteAddr), or would overflow the
+    /// queue.
     pub fn post_send(&self, wrs: &[SendWr<'_>]) -> Result<(), PostError> {
-        self.inner.post_send(&mut wrs.iter().map(SendWr::to_proto), wrs.len() == 1)
+        let taken = Cell::new(0);
+        let r = self.inner.post_send(&mut counted(wrs, &taken, SendWr::to_proto), wrs.len() == 1);
+        r.map_err(|e| failed(&taken, e))
     }
 
     /// Connects to `addr` and waits until the connection is established, rejected or failed
@@ -214,7 +220,7 @@ impl QueuePair {
     ///
     /// For a verbs layer that answers a post to a queue pair whose connection has ended as
     /// providers do (Linux siw completes work posted in its ERROR state at once, flushed)
-    /// rather than with [`PostError::InvalidState`]. They are delivered once the queue pair is
+    /// rather than with [`PostReason::InvalidState`](crate::PostReason::InvalidState). They are delivered once the queue pair is
     /// in [`QpState::Error`], after its own flushed work, so each queue's completions stay in
     /// posting order; and like every completion they wake waiters and fire an armed
     /// notification on the queue's channel (a flush fires a solicited-only arming too).

@@ -675,11 +675,11 @@ fn bw_client(o: &Opts, data: &Data, peer: &[Dest], size: usize, cycle: usize) ->
                 continue;
             }
             let mr = data.local(i);
-            let remote_base = RemoteAddr { stag: Stag(peer[i].rkey), to: peer[i].vaddr };
+            let remote_base = RemoteAddr::unbounded(Stag(peer[i].rkey), peer[i].vaddr);
             let mut wrs = Vec::with_capacity(n as usize);
             for k in posted[i]..posted[i] + n {
                 let off = slot_offset(size, cycle, k);
-                let remote = RemoteAddr { stag: remote_base.stag, to: remote_base.to + off as u64 };
+                let remote = RemoteAddr::unbounded(remote_base.stag, remote_base.to + off as u64);
                 let signaled = (k + 1) % cq_mod as u64 == 0 || k + 1 == iters;
                 if signaled {
                     signaled_to[i] = k + 1;
@@ -950,7 +950,7 @@ fn send_bw_server(
                     .post_send(&[SendWr::write_inline(
                         wr,
                         &v,
-                        RemoteAddr { stag: Stag(peer[i].rkey), to: peer[i].vaddr },
+                        RemoteAddr::unbounded(Stag(peer[i].rkey), peer[i].vaddr),
                     )
                     .unsignaled()])
                     .map_err(|e| format!("Couldn't post credit write: {e}"))?;
@@ -1083,12 +1083,12 @@ fn send_bw_bidir(
         for i in 0..q {
             while let Some(&v) = owed[i].front() {
                 credit_wr += 1;
-                let remote = RemoteAddr { stag: Stag(peer[i].rkey), to: peer[i].vaddr };
+                let remote = RemoteAddr::unbounded(Stag(peer[i].rkey), peer[i].vaddr);
                 match data.qps[i].post_send(&[SendWr::write_inline(credit_wr, &v.to_le_bytes(), remote).unsignaled()]) {
                     Ok(()) => {
                         owed[i].pop_front();
                     }
-                    Err(iwarp::PostError::QueueFull) => break,
+                    Err(iwarp::PostError { reason: iwarp::PostReason::QueueFull, .. }) => break,
                     Err(e) => return Err(format!("Couldn't post credit write: {e}")),
                 }
             }
@@ -1191,7 +1191,7 @@ fn wait_one(o: &Opts, data: &Data, want: WcOpcode) -> Result<(), String> {
 fn write_lat(o: &Opts, data: &Data, peer: &[Dest], size: usize, client: bool) -> Result<LatResult, String> {
     let mr = data.local(0);
     let qp = &data.qps[0];
-    let remote = RemoteAddr { stag: Stag(peer[0].rkey), to: peer[0].vaddr };
+    let remote = RemoteAddr::unbounded(Stag(peer[0].rkey), peer[0].vaddr);
     let poll_at = data.advertised_offset() + size - 1;
     let iters = o.iters;
     let mut stamps = Vec::with_capacity(iters as usize);
@@ -1240,7 +1240,7 @@ fn atomic_wr<'a>(op: AtomicOp, id: u64, sink: iwarp::Sge<'a>, remote: RemoteAddr
 fn read_lat(o: &Opts, data: &Data, peer: &[Dest], size: usize) -> Result<LatResult, String> {
     let mr = data.local(0);
     let qp = &data.qps[0];
-    let remote = RemoteAddr { stag: Stag(peer[0].rkey), to: peer[0].vaddr };
+    let remote = RemoteAddr::unbounded(Stag(peer[0].rkey), peer[0].vaddr);
     let mut stamps = Vec::with_capacity(o.iters as usize + 1);
     let clock = quanta::Clock::new();
     let start = Instant::now();
