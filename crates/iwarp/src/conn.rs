@@ -193,6 +193,25 @@ pub(crate) struct Conn {
     /// ([`QueuePair::complete_flushed`](crate::QueuePair::complete_flushed)), delivered by the
     /// driver once the engine is in error, after the engine's own flushes.
     late_flushes: Mutex<Vec<WorkCompletion>>,
+    /// The first Terminate cause that ended the connection, sent or received (sticky).
+    terminated: OnceLock<Terminated>,
+}
+
+/// Why a queue pair's connection was terminated ([`QueuePair::terminated`](crate::QueuePair::terminated)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Terminated {
+    /// The Terminate's cause.
+    pub cause: TerminateCause,
+    /// `true` if the peer sent it, `false` if this side did (a protocol error of the peer's
+    /// bytes, or a local catastrophic error).
+    pub remote: bool,
+}
+
+impl std::fmt::Display for Terminated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let by = if self.remote { "by the peer" } else { "by this side" };
+        write!(f, "terminated {by}: {}", self.cause)
+    }
 }
 
 impl std::fmt::Debug for Conn {
@@ -242,6 +261,7 @@ impl Conn {
             status_cv: Condvar::new(),
             events_fd: OnceLock::new(),
             late_flushes: Mutex::new(Vec::new()),
+            terminated: OnceLock::new(),
         })
     }
 
@@ -515,6 +535,11 @@ impl Conn {
     /// Negotiated parameters, once connected.
     pub(crate) fn info(&self) -> Option<ConnInfo> {
         self.info.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The first Terminate cause that ended the connection, if one did.
+    pub(crate) fn terminated(&self) -> Option<Terminated> {
+        self.terminated.get().copied()
     }
 
     /// The local and the peer's socket address, once connected.
@@ -820,9 +845,11 @@ impl Driver {
             match ev {
                 EngineEvent::Ready => qp.report(Report::Established, Some(QpEvent::Established)),
                 EngineEvent::LocalError(cause) => {
+                    let _ = qp.terminated.set(Terminated { cause, remote: false });
                     qp.push_event(QpEvent::Error { cause: Some(cause), remote: false, layout: None })
                 }
                 EngineEvent::RemoteTerminate { cause, layout } => {
+                    let _ = qp.terminated.set(Terminated { cause, remote: true });
                     qp.push_event(QpEvent::Error { cause: Some(cause), remote: true, layout: Some(layout) })
                 }
                 EngineEvent::PeerClosed => {}

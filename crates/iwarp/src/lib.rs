@@ -105,7 +105,7 @@ mod srq;
 mod sys;
 mod wr;
 
-pub use conn::{ConnInfo, Progress, QpEvent};
+pub use conn::{ConnInfo, Progress, QpEvent, Terminated};
 pub use cq::{CompletionChannel, CompletionQueue, WcOpcode, WcStatus, WorkCompletion};
 pub use device::Device;
 pub use error::{

@@ -1,6 +1,6 @@
 //! Queue pairs: the handle applications post work to and connect with.
 
-use crate::conn::{Conn, ConnInfo, Progress, QpEvent, KICK_DISCONNECT};
+use crate::conn::{Conn, ConnInfo, Progress, QpEvent, Terminated, KICK_DISCONNECT};
 use crate::cq::CompletionQueue;
 use crate::cq::{WcOpcode, WcStatus, WorkCompletion};
 use crate::error::{ConnectError, CreateError, PostError};
@@ -136,6 +136,15 @@ impl QueuePair {
     /// `true` if both ends announced RFC 7306 support (atomics and Immediate Data may be posted).
     pub fn supports_rfc7306(&self) -> bool {
         self.conn_info().is_some_and(|i| i.rfc7306)
+    }
+
+    /// Why the connection was terminated, once a Terminate ended it: the first cause, sent
+    /// or received (sticky). A failed work request's completion carries the cause too
+    /// ([`WorkCompletion::cause`], shown by its `Display`); this answers for the queue pair
+    /// when the completion does not (a flushed request, a failure seen later). `None` while
+    /// the connection is up, and after a close or a transport failure without a Terminate.
+    pub fn terminated(&self) -> Option<Terminated> {
+        self.inner.terminated()
     }
 
     /// The local socket address, once connected.

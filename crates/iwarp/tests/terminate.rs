@@ -697,6 +697,14 @@ fn stack_to_stack_protocol_errors_are_reported_on_both_sides() {
     );
     let e = wait_event(&p.server.qp, WAIT, |e| matches!(e, QpEvent::Error { .. }));
     assert!(matches!(e, QpEvent::Error { cause: Some(c), remote: false, layout: None } if c == cause));
+    // The completion shows its status and the cause it carries; each queue pair keeps its own.
+    assert_eq!(
+        s[0].to_string(),
+        "work request 1 (RDMA read): remote access error: terminated: RDMAP remote protection: invalid STag (layer 0, etype 1, code 0x00)"
+    );
+    assert_eq!(p.client.qp.terminated(), Some(Terminated { cause, remote: true }));
+    assert_eq!(p.server.qp.terminated(), Some(Terminated { cause, remote: false }));
+    assert_eq!(WcStatus::RemoteAccess.to_string(), "remote access error");
 
     let p = Pair::new();
     let src = p.mr(64, all_access());

@@ -428,6 +428,18 @@ pub struct Completion {
     pub cause: Option<TerminateCause>,
 }
 
+impl core::fmt::Display for Completion {
+    /// `work request <wr_id> (<opcode>): <status>`, then the Terminate cause sent or received
+    /// when the completion carries one (`: terminated: <cause>`).
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "work request {} ({}): {}", self.wr_id, self.opcode, self.status)?;
+        if let Some(cause) = &self.cause {
+            write!(f, ": terminated: {cause}")?;
+        }
+        Ok(())
+    }
+}
+
 impl Default for Completion {
     /// A successful Send's completion of work request 0 (a slot to poll into).
     fn default() -> Self {
