@@ -169,6 +169,8 @@ pub struct Opts {
     pub bidir: bool,
     /// The atomic tests' operation.
     pub atomic: AtomicOp,
+    /// Client: the local address to connect from (perftest `--bind_source_ip`; IPv4 or IPv6).
+    pub source: Option<SocketAddr>,
 }
 
 /// Where to run.
@@ -271,6 +273,7 @@ fn data_params(o: &Opts) -> ConnParams {
         // perftest's write_lat server (the MPA responder) writes first; by then several control
         // round trips have passed, so the initiator is long done with MPA.
         responder_sends_first: o.test == Test::WriteLat,
+        source: o.source,
         ..Default::default()
     }
 }
@@ -324,7 +327,7 @@ pub fn run(o: &Opts, role: Role, bound: Option<Sender<u16>>) -> Result<Outcome, 
     let pd = dev.alloc_pd();
     let client = matches!(role, Role::Client(_));
     let (mut ctrl, listener) = match role {
-        Role::Client(addr) => (Ctrl::connect(&dev, &pd, addr, &o.mpa, o.liveness)?, None),
+        Role::Client(addr) => (Ctrl::connect(&dev, &pd, addr, &o.mpa, o.liveness, o.source)?, None),
         Role::Server(addr) => {
             if !o.quiet {
                 println!("\n************************************\n* Waiting for client to connect... *\n************************************");
@@ -1404,7 +1407,7 @@ fn print_results(o: &Opts, client: bool, out: &Outcome) {
     println!("{DASHES}");
 }
 
-/// The address a server binds when given none.
+/// The address a server binds when given none (IPv4's any address, as perftest's).
 pub fn any_addr(port: u16) -> SocketAddr {
     SocketAddr::new(IpAddr::from([0, 0, 0, 0]), port)
 }
