@@ -1,6 +1,7 @@
 //! `iwping -a ::1` and `iwperf --bind ::1` over the IPv6 loopback, as rping and perftest take
 //! IPv6 addresses. Each test returns early (passing) on a host without an IPv6 loopback.
 
+#[allow(dead_code)]
 mod common;
 
 use common::wait_exit;

@@ -195,6 +195,9 @@ pub(crate) struct Conn {
     late_flushes: Mutex<Vec<WorkCompletion>>,
     /// The first Terminate cause that ended the connection, sent or received (sticky).
     terminated: OnceLock<Terminated>,
+    /// The connection's `tracing` span (`qp`, `peer` once known): connect, establishment,
+    /// teardown and errors are logged in it.
+    pub(crate) span: tracing::Span,
 }
 
 /// Why a queue pair's connection was terminated ([`QueuePair::terminated`](crate::QueuePair::terminated)).
@@ -262,6 +265,7 @@ impl Conn {
             events_fd: OnceLock::new(),
             late_flushes: Mutex::new(Vec::new()),
             terminated: OnceLock::new(),
+            span: tracing::debug_span!("qp", qp = qp_num, peer = tracing::field::Empty),
         })
     }
 
@@ -702,7 +706,7 @@ impl Driver {
             Xfer::Bytes(n) => (n, false),
             Xfer::WouldBlock => (0, false),
             Xfer::Failed(e) => {
-                tracing::debug!(qp = qp.qp_num, error = %e, "socket write failed");
+                tracing::debug!(parent: &qp.span, error = %e, "socket write failed");
                 (0, true)
             }
         };
@@ -845,15 +849,18 @@ impl Driver {
             match ev {
                 EngineEvent::Ready => qp.report(Report::Established, Some(QpEvent::Established)),
                 EngineEvent::LocalError(cause) => {
+                    tracing::debug!(parent: &qp.span, %cause, "terminating: protocol error");
                     let _ = qp.terminated.set(Terminated { cause, remote: false });
                     qp.push_event(QpEvent::Error { cause: Some(cause), remote: false, layout: None })
                 }
                 EngineEvent::RemoteTerminate { cause, layout } => {
+                    tracing::debug!(parent: &qp.span, %cause, ?layout, "terminated by the peer");
                     let _ = qp.terminated.set(Terminated { cause, remote: true });
                     qp.push_event(QpEvent::Error { cause: Some(cause), remote: true, layout: Some(layout) })
                 }
                 EngineEvent::PeerClosed => {}
                 EngineEvent::TransportError => {
+                    tracing::debug!(parent: &qp.span, "connection failed (TCP error or reset)");
                     qp.push_event(QpEvent::Error { cause: None, remote: false, layout: None })
                 }
                 EngineEvent::Flushed => {}
@@ -880,6 +887,7 @@ impl Driver {
         if !self.running() {
             return;
         }
+        tracing::debug!(parent: &qp.span, state = ?self.engine.state(), "connection closed");
         self.release_socket(&qp.dev);
         self.deliver(qp);
         qp.report(Report::Closed, Some(QpEvent::Disconnected));
@@ -900,7 +908,7 @@ impl Driver {
 
     /// Setup failed: the socket closes, and waiters and the event queue learn why.
     pub(crate) fn fail_connect(&mut self, qp: &Conn, err: ConnectError) {
-        tracing::debug!(qp = qp.qp_num, error = %err, "connect failed");
+        tracing::debug!(parent: &qp.span, error = %err, "connect failed");
         self.setup = Setup::Done;
         if let Some(mut s) = self.sock.take() {
             let _ = s.shutdown(std::net::Shutdown::Both);
@@ -922,7 +930,13 @@ impl Driver {
         let initiator = neg.role == Role::Initiator;
         *self.info.lock().unwrap_or_else(|e| e.into_inner()) = Some(ConnInfo { negotiated: neg, mss });
         if let Some(s) = &self.sock {
-            let _ = qp.addrs.set((s.local_addr().ok(), s.peer_addr().ok()));
+            let (local, peer) = (s.local_addr().ok(), s.peer_addr().ok());
+            let _ = qp.addrs.set((local, peer));
+            // The initiator recorded the address it connected to.
+            if let (false, Some(peer)) = (initiator, peer) {
+                qp.span.record("peer", tracing::field::display(peer));
+            }
+            tracing::debug!(parent: &qp.span, ?local, crc = link.crc, ird = link.ird, ord = link.ord, mss, "established");
         }
         if self.engine.establish(link).is_err() {
             return self.fail_connect(qp, ConnectError::Closed);

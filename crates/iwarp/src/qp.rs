@@ -204,7 +204,10 @@ impl QueuePair {
         if !self.inner.lock().is_idle() {
             return Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, "queue pair already connected").into());
         }
-        let (sock, connecting) = active::start(addr, params, self.inner.dev.cfg.max_rd_atomic, Instant::now())?;
+        self.inner.span.record("peer", tracing::field::display(addr));
+        tracing::debug!(parent: &self.inner.span, source = ?params.source, "connecting");
+        let (sock, connecting) = active::start(addr, params, self.inner.dev.cfg.max_rd_atomic, Instant::now())
+            .inspect_err(|e| tracing::debug!(parent: &self.inner.span, error = %e, "connect failed"))?;
         self.inner.start_connect(sock, connecting, params.wake_silent_responder)
     }
 

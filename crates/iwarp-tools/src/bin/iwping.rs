@@ -412,6 +412,7 @@ fn run_server(cli: &Arc<Cli>, dev: &Device) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let cli = Arc::new(Cli::parse());
+    iwarp_tools::init_tracing();
     DEBUG.store(cli.debug, Ordering::Relaxed);
     if !(cli.server || cli.client) {
         eprintln!("iwping: one of -s or -c is required");

@@ -403,6 +403,7 @@ fn run_tcp_bidir(cli: &Cli, size: usize, amount: tcp::Amount) -> Result<(), Stri
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    iwarp_tools::init_tracing();
     let _ = iwarp::util::raise_fd_limit();
     let r = match cli.cmd {
         Cmd::WriteBw => run_rdma(&cli, Test::WriteBw),
