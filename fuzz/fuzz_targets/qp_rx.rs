@@ -445,7 +445,7 @@ impl Harness {
     }
 
     fn post_send(&mut self, s: &SendCmd) {
-        let remote = |stag: u32, to: u64| RemoteAddr { stag: Stag(stag), to };
+        let remote = |stag: u32, to: u64| RemoteAddr::unbounded(Stag(stag), to);
         let op = match s.op {
             SendOpSel::Send => SendOp::Send,
             SendOpSel::SendWithInvalidate { stag } => SendOp::SendWithInvalidate(Stag(stag)),

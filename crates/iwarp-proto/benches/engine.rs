@@ -71,7 +71,7 @@ fn rig(len: usize, crc: bool) -> Rig {
 fn write_wr(r: &Rig, wr_id: u64, len: usize, signaled: bool) -> SendWqe {
     SendWqe {
         wr_id,
-        op: SendOp::Write(RemoteAddr { stag: r.dst.stag(), to: r.dst.base() }),
+        op: SendOp::Write(RemoteAddr::unbounded(r.dst.stag(), r.dst.base())),
         payload: Payload::Sges([Sge { mr: Arc::clone(&r.src), offset: 0, len }].into_iter().collect()),
         signaled,
         solicited: false,

@@ -164,7 +164,7 @@ fn an_atomic_result_lands_in_exactly_one_element_of_eight_bytes() {
     let m = s.mr(64, 0);
     let atomic = |sges: &[(usize, usize)]| SendWqe {
         wr_id: 7,
-        op: SendOp::FetchAdd { remote: RemoteAddr { stag: iwarp_wire::Stag(0x100), to: 0 }, add: 1 },
+        op: SendOp::FetchAdd { remote: RemoteAddr::unbounded(iwarp_wire::Stag(0x100), 0), add: 1 },
         payload: Payload::Sges(sges.iter().map(|&(offset, len)| Sge { mr: Arc::clone(&m), offset, len }).collect()),
         signaled: true,
         solicited: false,
@@ -223,7 +223,7 @@ fn a_read_flushed_by_a_disconnect_takes_no_more_of_its_response() {
     let sink = s.mr(4096, 0x11);
     let w = SendWqe {
         wr_id: 4,
-        op: SendOp::Read(RemoteAddr { stag: Stag(0x2200), to: 0x5000 }),
+        op: SendOp::Read(RemoteAddr::unbounded(Stag(0x2200), 0x5000)),
         payload: Payload::Sges(vec![Sge { mr: Arc::clone(&sink), offset: 0, len: 4096 }].into()),
         signaled: true,
         solicited: false,

@@ -146,7 +146,7 @@ proptest! {
         let recv = |wr_id, offset| RecvWqe { wr_id, sges: vec![sge(offset, 32)].into() };
         qp.post_recv([recv(1, 0), recv(2, 32)]).unwrap();
         if requester {
-            let remote = RemoteAddr { stag: Stag(0x100), to: 0 };
+            let remote = RemoteAddr::unbounded(Stag(0x100), 0);
             let wr = |wr_id, op, len| SendWqe {
                 wr_id,
                 op,

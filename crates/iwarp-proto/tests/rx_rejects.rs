@@ -275,7 +275,7 @@ fn a_read_response_longer_than_the_request_places_nothing() {
     let sink = s.mr(64, Access::LOCAL_WRITE);
     let wr = SendWqe {
         wr_id: 3,
-        op: SendOp::Read(RemoteAddr { stag: iwarp_wire::Stag(0x1234_5600), to: 0x9000 }),
+        op: SendOp::Read(RemoteAddr::unbounded(iwarp_wire::Stag(0x1234_5600), 0x9000)),
         payload: Payload::Sges(vec![Sge { mr: Arc::clone(&sink), offset: 0, len: 8 }].into()),
         signaled: true,
         solicited: false,
@@ -605,7 +605,7 @@ fn a_tagged_segment_must_carry_the_stag_and_to_its_message_expects() {
         let sink = s.mr(64, Access::LOCAL_WRITE);
         let wr = SendWqe {
             wr_id: 3,
-            op: SendOp::Read(RemoteAddr { stag: Stag(0x1234_5600), to: 0x9000 }),
+            op: SendOp::Read(RemoteAddr::unbounded(Stag(0x1234_5600), 0x9000)),
             payload: Payload::Sges(vec![Sge { mr: Arc::clone(&sink), offset: 0, len: 16 }].into()),
             signaled: true,
             solicited: false,
@@ -652,7 +652,7 @@ fn a_read_response_shorter_than_its_read_is_a_bounds_error() {
     let sink = s.mr(64, Access::LOCAL_WRITE);
     let wr = SendWqe {
         wr_id: 3,
-        op: SendOp::Read(RemoteAddr { stag: Stag(0x1234_5600), to: 0x9000 }),
+        op: SendOp::Read(RemoteAddr::unbounded(Stag(0x1234_5600), 0x9000)),
         payload: Payload::Sges(vec![Sge { mr: Arc::clone(&sink), offset: 0, len: 16 }].into()),
         signaled: true,
         solicited: false,

@@ -8,7 +8,7 @@
 
 use crate::abi::*;
 use crate::state::{self, Errno, Mr, Qp, Res};
-use iwarp::{PostError, RecvWr, RemoteAddr, SendWr, Sge, Stag, WcOpcode, WcStatus, WorkCompletion};
+use iwarp::{PostError, PostReason, RecvWr, RemoteAddr, SendWr, Sge, Stag, WcOpcode, WcStatus, WorkCompletion};
 use std::cell::Cell;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -71,10 +71,10 @@ pub(crate) const FLUSH: Errno = Errno(-libc::ESHUTDOWN);
 
 /// The errno of a refused post (what rdma-core's providers return for the same causes).
 fn post_errno(e: &PostError) -> Errno {
-    match e {
-        PostError::InvalidState(iwarp::QpState::Closing | iwarp::QpState::Terminate | iwarp::QpState::Error) => FLUSH,
-        PostError::QueueFull => Errno::NOMEM,
-        PostError::NotSupportedByPeer => Errno::NOTSUP,
+    match e.reason {
+        PostReason::InvalidState(iwarp::QpState::Closing | iwarp::QpState::Terminate | iwarp::QpState::Error) => FLUSH,
+        PostReason::QueueFull => Errno::NOMEM,
+        PostReason::NotSupportedByPeer => Errno::NOTSUP,
         _ => Errno::INVAL,
     }
 }
@@ -92,7 +92,7 @@ pub(crate) fn post_send(qp: &Qp, reqs: &[SendReq]) -> Res<()> {
     let sges: Vec<Vec<Sge<'_>>> = resolved.iter().map(Resolved::sges).collect();
     let mut wrs = Vec::with_capacity(reqs.len());
     for (r, sg) in reqs.iter().zip(&sges) {
-        let remote = RemoteAddr { stag: Stag(r.rkey), to: r.remote_addr };
+        let remote = RemoteAddr::unbounded(Stag(r.rkey), r.remote_addr);
         let inline = r.inline.as_deref();
         let one = || sg.first().copied().filter(|_| sg.len() == 1).ok_or(Errno::INVAL);
         let wr = match r.opcode {

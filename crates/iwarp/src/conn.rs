@@ -6,7 +6,7 @@
 //! handles share; its [`Driver`] holds the engine and the socket.
 
 use crate::cq::{CqInner, Polled, WorkCompletion};
-use crate::error::{ConnectError, PostError};
+use crate::error::{ConnectError, PostReason};
 use crate::runtime::{self, with_scratch, Entry, Ready, WorkerShared, SCRATCH_LEN};
 use crate::setup::active::{Connecting, Step};
 use crate::shared::DeviceInner;
@@ -196,6 +196,28 @@ pub(crate) struct Conn {
     /// ([`QueuePair::complete_flushed`](crate::QueuePair::complete_flushed)), delivered by the
     /// driver once the engine is in error, after the engine's own flushes.
     late_flushes: Mutex<Vec<WorkCompletion>>,
+    /// The first Terminate cause that ended the connection, sent or received (sticky).
+    terminated: OnceLock<Terminated>,
+    /// The connection's `tracing` span (`qp`, `peer` once known): connect, establishment,
+    /// teardown and errors are logged in it.
+    pub(crate) span: tracing::Span,
+}
+
+/// Why a queue pair's connection was terminated ([`QueuePair::terminated`](crate::QueuePair::terminated)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Terminated {
+    /// The Terminate's cause.
+    pub cause: TerminateCause,
+    /// `true` if the peer sent it, `false` if this side did (a protocol error of the peer's
+    /// bytes, or a local catastrophic error).
+    pub remote: bool,
+}
+
+impl std::fmt::Display for Terminated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let by = if self.remote { "by the peer" } else { "by this side" };
+        write!(f, "terminated {by}: {}", self.cause)
+    }
 }
 
 impl std::fmt::Debug for Conn {
@@ -245,6 +267,8 @@ impl Conn {
             status_cv: Condvar::new(),
             events_fd: OnceLock::new(),
             late_flushes: Mutex::new(Vec::new()),
+            terminated: OnceLock::new(),
+            span: tracing::debug_span!("qp", qp = qp_num, peer = tracing::field::Empty),
         })
     }
 
@@ -522,7 +546,7 @@ impl Conn {
     /// Posts send work requests and starts them: one small request on an idle queue pair is
     /// framed and written at once; otherwise the requests are queued and framed by this
     /// thread if the driver is free, by its holder (after its turn) if not.
-    pub(crate) fn post_send(&self, wqes: &mut dyn Iterator<Item = SendWqe>, one: bool) -> Result<(), PostError> {
+    pub(crate) fn post_send(&self, wqes: &mut dyn Iterator<Item = SendWqe>, one: bool) -> Result<(), PostReason> {
         if one {
             if let Some(mut d) = self.try_driver() {
                 let r = match wqes.next() {
@@ -547,6 +571,11 @@ impl Conn {
     /// Negotiated parameters, once connected.
     pub(crate) fn info(&self) -> Option<ConnInfo> {
         self.info.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The first Terminate cause that ended the connection, if one did.
+    pub(crate) fn terminated(&self) -> Option<Terminated> {
+        self.terminated.get().copied()
     }
 
     /// The local and the peer's socket address, once connected.
@@ -698,7 +727,11 @@ impl Driver {
     /// [`Qp::frame_now`]): framed into `now_buf` and written with one `write`, its completion
     /// pushed straight to the send queue's CQ. Returns `false` if the request or the queue
     /// pair does not qualify (nothing done: post it as usual).
-    pub(crate) fn send_now(&mut self, qp: &Conn, w: &iwarp_proto::qp::SendWqe) -> std::result::Result<bool, PostError> {
+    pub(crate) fn send_now(
+        &mut self,
+        qp: &Conn,
+        w: &iwarp_proto::qp::SendWqe,
+    ) -> std::result::Result<bool, PostReason> {
         if !self.running() || !self.ctl_out.is_empty() {
             return Ok(false);
         }
@@ -710,7 +743,7 @@ impl Driver {
             Xfer::Bytes(n) => (n, false),
             Xfer::WouldBlock => (0, false),
             Xfer::Failed(e) => {
-                tracing::debug!(qp = qp.qp_num, error = %e, "socket write failed");
+                tracing::debug!(parent: &qp.span, error = %e, "socket write failed");
                 (0, true)
             }
         };
@@ -853,13 +886,18 @@ impl Driver {
             match ev {
                 EngineEvent::Ready => qp.report(Report::Established, Some(QpEvent::Established)),
                 EngineEvent::LocalError(cause) => {
+                    tracing::debug!(parent: &qp.span, %cause, "terminating: protocol error");
+                    let _ = qp.terminated.set(Terminated { cause, remote: false });
                     qp.push_event(QpEvent::Error { cause: Some(cause), remote: false, layout: None })
                 }
                 EngineEvent::RemoteTerminate { cause, layout } => {
+                    tracing::debug!(parent: &qp.span, %cause, ?layout, "terminated by the peer");
+                    let _ = qp.terminated.set(Terminated { cause, remote: true });
                     qp.push_event(QpEvent::Error { cause: Some(cause), remote: true, layout: Some(layout) })
                 }
                 EngineEvent::PeerClosed => {}
                 EngineEvent::TransportError => {
+                    tracing::debug!(parent: &qp.span, "connection failed (TCP error or reset)");
                     qp.push_event(QpEvent::Error { cause: None, remote: false, layout: None })
                 }
                 EngineEvent::Flushed => {}
@@ -886,6 +924,7 @@ impl Driver {
         if !self.running() {
             return;
         }
+        tracing::debug!(parent: &qp.span, state = ?self.engine.state(), "connection closed");
         self.release_socket(&qp.dev);
         self.deliver(qp);
         qp.report(Report::Closed, Some(QpEvent::Disconnected));
@@ -906,7 +945,7 @@ impl Driver {
 
     /// Setup failed: the socket closes, and waiters and the event queue learn why.
     pub(crate) fn fail_connect(&mut self, qp: &Conn, err: ConnectError) {
-        tracing::debug!(qp = qp.qp_num, error = %err, "connect failed");
+        tracing::debug!(parent: &qp.span, error = %err, "connect failed");
         self.setup = Setup::Done;
         if let Some(mut s) = self.sock.take() {
             let _ = s.shutdown(std::net::Shutdown::Both);
@@ -928,7 +967,13 @@ impl Driver {
         let initiator = neg.role == Role::Initiator;
         *self.info.lock().unwrap_or_else(|e| e.into_inner()) = Some(ConnInfo { negotiated: neg, mss });
         if let Some(s) = &self.sock {
-            let _ = qp.addrs.set((s.local_addr().ok(), s.peer_addr().ok()));
+            let (local, peer) = (s.local_addr().ok(), s.peer_addr().ok());
+            let _ = qp.addrs.set((local, peer));
+            // The initiator recorded the address it connected to.
+            if let (false, Some(peer)) = (initiator, peer) {
+                qp.span.record("peer", tracing::field::display(peer));
+            }
+            tracing::debug!(parent: &qp.span, ?local, crc = link.crc, ird = link.ird, ord = link.ord, mss, "established");
         }
         if self.engine.establish(link).is_err() {
             return self.fail_connect(qp, ConnectError::Closed);

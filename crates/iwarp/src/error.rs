@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 pub use iwarp_proto::cm::CmError;
 pub use iwarp_proto::mem::AccessError;
-pub use iwarp_proto::qp::PostError;
+/// Why a work request was refused ([`PostError::reason`]).
+pub use iwarp_proto::qp::PostError as PostReason;
 
 /// Any error of this crate's calls, for applications that handle them alike: each call
 /// returns its own error type (below), and every one of them converts into this.
@@ -157,6 +158,25 @@ pub enum DeregisterError {
         /// How long the call waited.
         waited: std::time::Duration,
     },
+}
+
+/// Why a post was refused: which work request of the posted list failed, and why. Nothing
+/// of the list was queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("work request {index} of the posted list refused: {reason}")]
+#[non_exhaustive]
+pub struct PostError {
+    /// The failing request's index in the list (0 when the whole list is refused: a queue
+    /// pair not ready, a receive on a queue pair that uses a shared receive queue).
+    pub index: usize,
+    /// Why it was refused.
+    pub reason: PostReason,
+}
+
+impl PostError {
+    pub(crate) fn new(index: usize, reason: PostReason) -> Self {
+        PostError { index, reason }
+    }
 }
 
 /// A byte range outside a memory region.

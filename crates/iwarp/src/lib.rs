@@ -6,7 +6,8 @@
 //! RDMA hardware and no kernel module, wire-compatible with Linux siw and iWARP NICs.
 //!
 //! - Transmit is zero-copy: an FPDU's header, its payload straight from registered memory and
-//!   its pad/CRC trailer leave in one `writev`.
+//!   its pad/CRC trailer leave in one gathering `sendmsg` (with `MSG_NOSIGNAL`: the crate
+//!   changes no process-wide state such as the `SIGPIPE` disposition).
 //! - Receive places directly: a Write's or Read Response's payload is read from the socket
 //!   into the target region once the STag, protection domain, rights and bounds have been
 //!   checked; a Send's payload into the posted receive buffer.
@@ -102,12 +103,29 @@
 //! `unsafe` at all. [`ProtectionDomain::reg_mr_external`] registers memory the caller owns;
 //! its `# Safety` section states the caller's side of the same contract.
 //!
+//! [`ProtectionDomain::reg_owned`] registers a buffer the application already has
+//! (`Vec<u8>`, `Box<[u8]>`, `bytes::BytesMut` with the `bytes` feature) by moving it in,
+//! with no `unsafe`, and [`OwnedRegion::into_inner`] hands it back after deregistering.
+//! [`MemoryRegion::bytes`] and [`MemoryRegion::bytes_mut`] give a region's bytes in place,
+//! as guards that hold the access lock (shared, exclusive) for their life: the same rule,
+//! without the copy. A peer learns where to write or read from a [`RemoteAddr`] (STag,
+//! Tagged Offset, length), sent in its 16-byte encoding ([`RemoteAddr::to_bytes`]).
+//!
 //! Caller-owned memory is the caller's again once [`MemoryRegion::deregister`] returns (or
 //! the region's last handle is dropped): deregistration revokes the memory, waits for the
 //! system calls under way on it (each pins the region for its duration) and for the copies
 //! under way (it takes the access lock once), and from then on every access is refused, so
 //! the stack never touches the bytes again. Work that still names the region fails instead
 //! (see [`MemoryRegion::deregister`]).
+//!
+//! # Errors and logs
+//!
+//! Each call returns its own error type; a refused post names the request
+//! ([`PostError::index`]) and the reason. A failed work request is a [`WorkCompletion`] with
+//! a status, whose `Display` adds the Terminate cause it carries; [`QueuePair::terminated`]
+//! keeps the connection's first cause. The crate logs through `tracing`: each queue pair has
+//! a `qp` span (fields `qp`, `peer`) with debug events on connect, establishment, close,
+//! Terminates and transport failures. Addresses may be IPv4 or IPv6 throughout.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -128,19 +146,19 @@ mod wr;
 #[cfg(feature = "tokio")]
 pub mod async_tokio;
 
-pub use conn::{ConnInfo, Progress, QpEvent};
+pub use conn::{ConnInfo, Progress, QpEvent, Terminated};
 pub use cq::{CompletionChannel, CompletionQueue, WcOpcode, WcStatus, WorkCompletion};
 pub use device::Device;
 pub use error::{
     AcceptError, AccessError, CmError, ConnectError, CreateError, DeregisterError, Error, ListenError, PostError,
-    RangeError, RegisterError, Result,
+    PostReason, RangeError, RegisterError, Result,
 };
 pub use iwarp_proto::cm::{Negotiated, Role};
 pub use iwarp_proto::qp::{QpState, QpStats, RemoteAddr};
 pub use iwarp_wire::mpa::{RtrType, RtrTypes};
 pub use iwarp_wire::terminate::{TerminateCause, TerminateLayout};
 pub use iwarp_wire::Stag;
-pub use mem::{Access, MemoryRegion, ProtectionDomain, Sge};
+pub use mem::{Access, MemoryRegion, OwnedBuf, OwnedRegion, ProtectionDomain, RegionBytes, RegionBytesMut, Sge};
 pub use params::{ConnParams, Keepalive, Liveness, MpaOptions};
 pub use qp::{QpCap, QpInit, QueuePair};
 pub use setup::passive::{

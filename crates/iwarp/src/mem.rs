@@ -2,7 +2,7 @@
 
 use crate::error::{DeregisterError, RangeError, RegisterError};
 use crate::shared::DeviceInner;
-use iwarp_proto::mem::{MrRef, PdId, RawMem, Region};
+use iwarp_proto::mem::{MrRef, PdId, RawMem, ReadGuard, Region, WriteGuard};
 use iwarp_proto::qp::RemoteAddr;
 use iwarp_wire::Stag;
 use std::ptr::NonNull;
@@ -87,6 +87,32 @@ impl ProtectionDomain {
         // # Safety section.
         let mem = unsafe { RawMem::external(ptr, len) };
         self.register_as(mem, access, true)
+    }
+
+    /// Registers a buffer the caller owns and moves in (`Vec<u8>`, `Box<[u8]>`, and
+    /// `bytes::BytesMut` with the `bytes` feature), with no `unsafe`: the region covers the
+    /// buffer's `len()` bytes (not a vector's spare capacity), in place, and
+    /// [`OwnedRegion::into_inner`] gives the buffer back once the stack no longer uses it.
+    ///
+    /// ```
+    /// # use iwarp::{Access, Device, DeviceConfig};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dev = Device::open(DeviceConfig::default())?;
+    /// let pd = dev.alloc_pd();
+    /// let mr = pd.reg_owned(b"hello".to_vec(), Access::LOCAL_WRITE | Access::REMOTE_READ)?;
+    /// assert_eq!(&*mr.bytes(0, 5)?, b"hello"); // a region's bytes in place (see MemoryRegion)
+    /// mr.bytes_mut(0, 1)?[0] = b'j';
+    /// let v: Vec<u8> = mr.into_inner().map_err(|(_, e)| e)?; // deregistered, given back
+    /// assert_eq!(v, b"jello");
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// [`RegisterError::NoStag`] if no STag is free (the buffer is dropped).
+    pub fn reg_owned<B: OwnedBuf>(&self, buf: B, access: Access) -> Result<OwnedRegion<B>, RegisterError> {
+        let (mr, parts) = owned::register(buf, |mem| self.register_as(mem, access, true))?;
+        Ok(OwnedRegion { mr, parts: Some(parts) })
     }
 
     fn register(&self, mem: RawMem, access: Access) -> Result<MemoryRegion, RegisterError> {
@@ -275,6 +301,49 @@ impl MemoryRegion {
             Err(RangeError { offset, len: src.len(), region_len: self.len() })
         }
     }
+    /// The bytes `offset..offset + len` in place, without a copy: the guard dereferences to
+    /// them and holds the region's access lock shared until it is dropped (see the crate's
+    /// memory model), so the stack writes none of them meanwhile (no placement copied in, no
+    /// atomic) and deregistration waits for it.
+    ///
+    /// The kernel may still place a peer's RDMA Write, a Read Response or a Send directly
+    /// into the region while you look: as with [`read`](Self::read), bytes a peer or posted
+    /// work may be writing are indeterminate until a completion or a later message says the
+    /// write is over.
+    ///
+    /// Hold it briefly, as a copy would: while it lives the stack's copies into this region
+    /// wait for it (an event-loop thread among them). Do not wait for the stack
+    /// (a completion, a connection) and do not take another guard or call
+    /// [`write`](Self::write) on the same region while holding it.
+    ///
+    /// # Errors
+    /// [`RangeError`] if the range is outside the region, or the region was deregistered.
+    pub fn bytes(&self, offset: usize, len: usize) -> Result<RegionBytes<'_>, RangeError> {
+        match self.inner.region.mem().lock_read(offset, len) {
+            Some(g) => Ok(RegionBytes(g)),
+            None => Err(RangeError { offset, len, region_len: self.len() }),
+        }
+    }
+
+    /// The bytes `offset..offset + len` in place, writable without a copy: the guard
+    /// dereferences to them mutably and holds the region's access lock exclusively until it
+    /// is dropped, so no copy or CRC pass of the stack over the region runs meanwhile.
+    ///
+    /// What you write is sent by work requests posted after the guard is dropped. Changing
+    /// bytes that posted, uncompleted work is sending makes what it sends indeterminate
+    /// (with CRC on, the peer may see a CRC error), and the kernel may place a peer's bytes
+    /// into the region at any time, as with [`write`](Self::write). The same rules as for
+    /// [`bytes`](Self::bytes) apply to holding it.
+    ///
+    /// # Errors
+    /// [`RangeError`] if the range is outside the region, or the region was deregistered.
+    pub fn bytes_mut(&self, offset: usize, len: usize) -> Result<RegionBytesMut<'_>, RangeError> {
+        match self.inner.region.mem().lock_write(offset, len) {
+            Some(g) => Ok(RegionBytesMut(g)),
+            None => Err(RangeError { offset, len, region_len: self.len() }),
+        }
+    }
+
     /// The bytes `offset..offset + len` as a new vector.
     ///
     /// # Errors
@@ -292,9 +361,12 @@ impl MemoryRegion {
     pub fn sge_all(&self) -> Sge<'_> {
         self.sge(0, self.len())
     }
-    /// How a peer names byte `offset` of this region.
+    /// How a peer names the bytes from `offset` to the end of this region: STag, Tagged
+    /// Offset and length (at most `u32::MAX`, the longest RDMA message; 0 if `offset` is
+    /// at or past the end). Send it to the peer with [`RemoteAddr::to_bytes`].
     pub fn remote(&self, offset: u64) -> RemoteAddr {
-        RemoteAddr { stag: self.stag(), to: self.addr() + offset }
+        let left = (self.len() as u64).saturating_sub(offset);
+        RemoteAddr::new(self.stag(), self.addr() + offset, left.min(u64::from(u32::MAX)) as u32)
     }
     /// Raw address of the first byte, e.g. to hand to code that fills the buffer.
     /// Dereferencing it is `unsafe` and subject to the contract of
@@ -308,8 +380,235 @@ impl MemoryRegion {
     }
 }
 
+/// A region's bytes held readable ([`MemoryRegion::bytes`]): dereferences to `&[u8]`.
+#[derive(Debug)]
+pub struct RegionBytes<'a>(ReadGuard<'a>);
+
+impl std::ops::Deref for RegionBytes<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl AsRef<[u8]> for RegionBytes<'_> {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// A region's bytes held writable ([`MemoryRegion::bytes_mut`]): dereferences to
+/// `&mut [u8]`.
+#[derive(Debug)]
+pub struct RegionBytesMut<'a>(WriteGuard<'a>);
+
+impl std::ops::Deref for RegionBytesMut<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for RegionBytesMut<'_> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.0
+    }
+}
+
+impl AsRef<[u8]> for RegionBytesMut<'_> {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl AsMut<[u8]> for RegionBytesMut<'_> {
+    fn as_mut(&mut self) -> &mut [u8] {
+        &mut self.0
+    }
+}
+
 impl Sge<'_> {
     pub(crate) fn to_proto(self) -> iwarp_proto::qp::Sge {
         iwarp_proto::qp::Sge { mr: Arc::clone(self.mr.region()), offset: self.offset, len: self.len }
+    }
+}
+
+/// A buffer [`ProtectionDomain::reg_owned`] can register and give back: `Vec<u8>`,
+/// `Box<[u8]>`, and `bytes::BytesMut` with the `bytes` feature. Sealed: the stack relies on
+/// how each keeps its bytes (one heap block that stays put while the buffer is moved).
+pub trait OwnedBuf: owned::Sealed + Send + 'static {}
+
+impl OwnedBuf for Vec<u8> {}
+impl OwnedBuf for Box<[u8]> {}
+#[cfg(feature = "bytes")]
+impl OwnedBuf for bytes::BytesMut {}
+
+/// A memory region over a buffer the application moved in ([`ProtectionDomain::reg_owned`]).
+/// Dereferences to its [`MemoryRegion`] for everything else (posting, [`MemoryRegion::remote`],
+/// the zero-copy [`MemoryRegion::bytes`] and [`MemoryRegion::bytes_mut`]).
+///
+/// [`into_inner`](Self::into_inner) deregisters the region (for every clone of the
+/// `MemoryRegion`, which fail their accesses afterwards), waits until the stack no longer
+/// touches the memory, and returns the buffer. Dropping it does the same and drops the buffer.
+/// Posted work that still names the region then fails as [`MemoryRegion::deregister`]
+/// describes; the buffer is never freed while the stack may touch it.
+#[derive(Debug)]
+pub struct OwnedRegion<B: OwnedBuf> {
+    mr: MemoryRegion,
+    /// What rebuilds the buffer (`None` once given back).
+    parts: Option<<B as owned::Sealed>::Parts>,
+}
+
+impl<B: OwnedBuf> OwnedRegion<B> {
+    /// The region (cheap to clone; clones stop working once the buffer is given back).
+    pub fn region(&self) -> &MemoryRegion {
+        &self.mr
+    }
+
+    /// Deregisters the region and returns the buffer, with what the network and the
+    /// application wrote into it.
+    ///
+    /// # Errors
+    /// [`DeregisterError::Busy`] if a system call on the memory is still under way after 10
+    /// seconds; the region is revoked and handed back with the error, to retry or drop (a
+    /// buffer whose release never succeeds is leaked, never freed under the stack).
+    pub fn into_inner(mut self) -> Result<B, (Self, DeregisterError)> {
+        // Present until given back, and given back only here (which consumes self) or on drop.
+        let Some(parts) = self.parts.take() else { unreachable!("an owned region without its buffer") };
+        match owned::reclaim::<B>(&self.mr, parts) {
+            Ok(buf) => Ok(buf),
+            Err((parts, e)) => {
+                self.parts = Some(parts);
+                Err((self, e))
+            }
+        }
+    }
+}
+
+impl<B: OwnedBuf> std::ops::Deref for OwnedRegion<B> {
+    type Target = MemoryRegion;
+    fn deref(&self) -> &MemoryRegion {
+        &self.mr
+    }
+}
+
+impl<B: OwnedBuf> Drop for OwnedRegion<B> {
+    fn drop(&mut self) {
+        let Some(parts) = self.parts.take() else { return };
+        match owned::reclaim::<B>(&self.mr, parts) {
+            Ok(buf) => drop(buf),
+            Err((parts, e)) => {
+                // Freeing it could let the stack write freed memory: leak it instead.
+                tracing::error!(stag = ?self.mr.stag(), error = %e, "owned buffer still in use: leaked");
+                std::mem::forget(parts);
+            }
+        }
+    }
+}
+
+/// Taking the supported buffers apart into a raw block and putting them together again. The
+/// `unsafe` of owned registration lives here.
+mod owned {
+    #![allow(unsafe_code)]
+
+    use super::{DeregisterError, MemoryRegion, RawMem, RegisterError};
+    use std::mem::ManuallyDrop;
+    use std::ptr::NonNull;
+
+    /// How a buffer is taken apart and rebuilt; implemented only in this module.
+    pub trait Sealed: Sized {
+        /// What, besides the block's address and length, rebuilds the buffer.
+        type Parts: Send + Sync + std::fmt::Debug;
+        /// The buffer's bytes as a block and what rebuilds it. The block is the buffer's
+        /// `len()` initialised bytes, which stay put and which nothing else refers to until
+        /// [`rebuild`](Self::rebuild).
+        fn take_apart(self) -> (NonNull<u8>, usize, Self::Parts);
+        /// # Safety
+        /// `ptr`, `len` and `parts` come from one [`take_apart`](Self::take_apart) of this type,
+        /// used once.
+        unsafe fn rebuild(ptr: NonNull<u8>, len: usize, parts: Self::Parts) -> Self;
+    }
+
+    impl Sealed for Vec<u8> {
+        type Parts = usize;
+        fn take_apart(self) -> (NonNull<u8>, usize, usize) {
+            let mut v = ManuallyDrop::new(self);
+            // A vector's pointer is never null (dangling when it has no capacity).
+            let ptr = NonNull::new(v.as_mut_ptr()).unwrap_or(NonNull::dangling());
+            (ptr, v.len(), v.capacity())
+        }
+        unsafe fn rebuild(ptr: NonNull<u8>, len: usize, capacity: usize) -> Self {
+            // SAFETY: the pointer, length and capacity of a vector taken apart above, whose
+            // allocation nothing freed (the caller's contract).
+            unsafe { Vec::from_raw_parts(ptr.as_ptr(), len, capacity) }
+        }
+    }
+
+    impl Sealed for Box<[u8]> {
+        type Parts = ();
+        fn take_apart(self) -> (NonNull<u8>, usize, ()) {
+            let len = self.len();
+            // Box::into_raw never returns null.
+            let ptr = NonNull::new(Box::into_raw(self).cast::<u8>()).unwrap_or(NonNull::dangling());
+            (ptr, len, ())
+        }
+        unsafe fn rebuild(ptr: NonNull<u8>, len: usize, (): ()) -> Self {
+            // SAFETY: the pointer and length of a box taken apart with Box::into_raw above
+            // (the caller's contract), not freed since.
+            unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr.as_ptr(), len)) }
+        }
+    }
+
+    #[cfg(feature = "bytes")]
+    impl Sealed for bytes::BytesMut {
+        /// The buffer itself: it keeps its bytes behind a raw pointer, so moving it moves no
+        /// byte and claims no exclusive access to them.
+        type Parts = bytes::BytesMut;
+        fn take_apart(mut self) -> (NonNull<u8>, usize, bytes::BytesMut) {
+            let ptr = NonNull::new(self.as_mut_ptr()).unwrap_or(NonNull::dangling());
+            (ptr, self.len(), self)
+        }
+        unsafe fn rebuild(_ptr: NonNull<u8>, _len: usize, parts: bytes::BytesMut) -> Self {
+            parts
+        }
+    }
+
+    /// Registers `buf`'s bytes in place with `register` (which gets them as caller-owned
+    /// memory) and returns the region and what rebuilds the buffer ([`reclaim`]). If
+    /// `register` fails, the buffer is rebuilt and dropped.
+    pub(super) fn register<B: Sealed>(
+        buf: B,
+        register: impl FnOnce(RawMem) -> Result<MemoryRegion, RegisterError>,
+    ) -> Result<(MemoryRegion, B::Parts), RegisterError> {
+        let (ptr, len, parts) = buf.take_apart();
+        // SAFETY: the block is the buffer's heap memory, valid for `len` bytes and referred to
+        // by nothing else (the buffer was moved in and taken apart). It stays allocated and in
+        // place until the buffer is rebuilt, which happens only below, after the block was
+        // dropped unregistered, or in `reclaim`, after the region was deregistered (sealed: the
+        // stack never touches it again); a region that cannot be deregistered leaks it.
+        let mem = unsafe { RawMem::external(ptr, len) };
+        match register(mem) {
+            Ok(mr) => Ok((mr, parts)),
+            Err(e) => {
+                // SAFETY: from the take_apart above, used once; the block was dropped without
+                // being registered, so nothing else refers to it.
+                drop(unsafe { B::rebuild(ptr, len, parts) });
+                Err(e)
+            }
+        }
+    }
+
+    /// Deregisters a region [`register`] made and rebuilds its buffer from `parts`; gives
+    /// `parts` back if deregistration could not finish (then the buffer must stay unbuilt).
+    pub(super) fn reclaim<B: Sealed>(mr: &MemoryRegion, parts: B::Parts) -> Result<B, (B::Parts, DeregisterError)> {
+        if let Err(e) = mr.deregister() {
+            return Err((parts, e));
+        }
+        let ptr = NonNull::new(mr.as_ptr()).unwrap_or(NonNull::dangling());
+        // SAFETY: `mr` is the region `register` made over the block of one take_apart of this
+        // type (its own address and length, as registered), and `parts` that take_apart's,
+        // moved here once. Deregistration returned Ok: the memory is sealed and the stack
+        // never touches it again, whatever clones of the region remain.
+        Ok(unsafe { B::rebuild(ptr, mr.len(), parts) })
     }
 }

@@ -1,6 +1,6 @@
 //! Queue pairs: the handle applications post work to and connect with.
 
-use crate::conn::{Conn, ConnInfo, Progress, QpEvent, KICK_DISCONNECT};
+use crate::conn::{Conn, ConnInfo, Progress, QpEvent, Terminated, KICK_DISCONNECT};
 use crate::cq::CompletionQueue;
 use crate::cq::{WcOpcode, WcStatus, WorkCompletion};
 use crate::error::{ConnectError, CreateError, PostError};
@@ -8,8 +8,9 @@ use crate::mem::ProtectionDomain;
 use crate::params::ConnParams;
 use crate::setup::active;
 use crate::srq::SharedReceiveQueue;
-use crate::wr::{RecvWr, SendWr};
+use crate::wr::{counted, failed, RecvWr, SendWr};
 use iwarp_proto::qp::{Qp, QpConfig, QpState, Queue};
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::sync::Arc;
@@ -137,6 +138,15 @@ impl QueuePair {
         self.conn_info().is_some_and(|i| i.rfc7306)
     }
 
+    /// Why the connection was terminated, once a Terminate ended it: the first cause, sent
+    /// or received (sticky). A failed work request's completion carries the cause too
+    /// ([`WorkCompletion::cause`], shown by its `Display`); this answers for the queue pair
+    /// when the completion does not (a flushed request, a failure seen later). `None` while
+    /// the connection is up, and after a close or a transport failure without a Terminate.
+    pub fn terminated(&self) -> Option<Terminated> {
+        self.inner.terminated()
+    }
+
     /// The local socket address, once connected.
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.inner.addrs().0
@@ -150,9 +160,10 @@ impl QueuePair {
     /// Posts receive work requests (all or none). May be called before connecting.
     ///
     /// # Errors
-    /// [`PostError`] if one is invalid or the queue would overflow.
+    /// [`PostError`], naming the first request that is invalid or would overflow the queue.
     pub fn post_recv(&self, wrs: &[RecvWr<'_>]) -> Result<(), PostError> {
-        self.inner.posts.post_recv(wrs.iter().map(RecvWr::to_proto))
+        let taken = Cell::new(0);
+        self.inner.posts.post_recv(counted(wrs, &taken, RecvWr::to_proto)).map_err(|e| failed(&taken, e))
     }
 
     /// Posts send work requests (all or none) and starts transmitting them at once: one call
@@ -164,9 +175,13 @@ impl QueuePair {
     /// turn.
     ///
     /// # Errors
-    /// [`PostError`] if one is invalid, needs RFC 7306 the peer lacks, or the queue would overflow.
+    /// [`PostError`], naming the first request that is invalid, needs RFC 7306 the peer
+    /// lacks, is longer than its [`RemoteAddr`](crate::RemoteAddr), or would overflow the
+    /// queue.
     pub fn post_send(&self, wrs: &[SendWr<'_>]) -> Result<(), PostError> {
-        self.inner.post_send(&mut wrs.iter().map(SendWr::to_proto), wrs.len() == 1)
+        let taken = Cell::new(0);
+        let r = self.inner.post_send(&mut counted(wrs, &taken, SendWr::to_proto), wrs.len() == 1);
+        r.map_err(|e| failed(&taken, e))
     }
 
     /// Connects to `addr` and waits until the connection is established, rejected or failed
@@ -189,7 +204,10 @@ impl QueuePair {
         if !self.inner.lock().is_idle() {
             return Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, "queue pair already connected").into());
         }
-        let (sock, connecting) = active::start(addr, params, self.inner.dev.cfg.max_rd_atomic, Instant::now())?;
+        self.inner.span.record("peer", tracing::field::display(addr));
+        tracing::debug!(parent: &self.inner.span, source = ?params.source, "connecting");
+        let (sock, connecting) = active::start(addr, params, self.inner.dev.cfg.max_rd_atomic, Instant::now())
+            .inspect_err(|e| tracing::debug!(parent: &self.inner.span, error = %e, "connect failed"))?;
         self.inner.start_connect(sock, connecting, params.wake_silent_responder)
     }
 
@@ -214,7 +232,7 @@ impl QueuePair {
     ///
     /// For a verbs layer that answers a post to a queue pair whose connection has ended as
     /// providers do (Linux siw completes work posted in its ERROR state at once, flushed)
-    /// rather than with [`PostError::InvalidState`]. They are delivered once the queue pair is
+    /// rather than with [`PostReason::InvalidState`](crate::PostReason::InvalidState). They are delivered once the queue pair is
     /// in [`QpState::Error`], after its own flushed work, so each queue's completions stay in
     /// posting order; and like every completion they wake waiters and fire an armed
     /// notification on the queue's channel (a flush fires a solicited-only arming too).

@@ -95,7 +95,6 @@ impl DeviceInner {
         if cfg.workers == 0 {
             return Err(Error::InvalidArgument("a device needs at least one worker".into()));
         }
-        crate::sys::ignore_sigpipe();
         let seed = cfg.seed.unwrap_or_else(|| fastrand::u64(..));
         let workers =
             (0..cfg.workers).map(|i| Worker::spawn(i, cfg.worker_spin)).collect::<std::io::Result<Vec<_>>>()?;

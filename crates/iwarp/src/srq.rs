@@ -44,9 +44,12 @@ impl SharedReceiveQueue {
     /// Posts receive work requests (all or none).
     ///
     /// # Errors
-    /// [`PostError`] if one is invalid or the queue would overflow.
+    /// [`PostError`], naming the first request that is invalid or would overflow the queue.
     pub fn post_recv(&self, wrs: &[RecvWr<'_>]) -> Result<(), PostError> {
-        self.inner.post(self.pd, wrs.iter().map(RecvWr::to_proto))
+        let taken = std::cell::Cell::new(0);
+        self.inner
+            .post(self.pd, crate::wr::counted(wrs, &taken, RecvWr::to_proto))
+            .map_err(|e| crate::wr::failed(&taken, e))
     }
 
     /// Work requests waiting.

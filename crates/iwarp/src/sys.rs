@@ -64,18 +64,23 @@ fn retrying(mut call: impl FnMut() -> libc::c_long) -> Xfer {
 // for a feature Rust programs do not use. The kernel's calls and results are the same. Every
 // argument is passed as a machine word (`c_long`), as `syscall(2)` reads them.
 
-/// `write(2)` of `len` bytes at address `addr`.
+/// `send(2)` of `len` bytes at address `addr`, with `MSG_NOSIGNAL`: a connection the peer
+/// reset gives `EPIPE` instead of raising `SIGPIPE`, so the stack needs no process-wide
+/// signal disposition.
 ///
 /// # Safety
 /// `addr..addr + len` must be readable memory that stays valid for the call.
 unsafe fn write_at(fd: RawFd, addr: usize, len: usize) -> Xfer {
     use libc::c_long as W;
-    // SAFETY: the caller guarantees the range; SIGPIPE is ignored process-wide by the runtime
-    // at start-up, so a closed peer gives EPIPE.
-    retrying(|| unsafe { libc::syscall(libc::SYS_write, fd as W, addr as W, len as W) })
+    // SAFETY: the caller guarantees the range; the kernel only reads it. sendto(2) without an
+    // address is send(2).
+    retrying(|| unsafe {
+        libc::syscall(libc::SYS_sendto, fd as W, addr as W, len as W, libc::MSG_NOSIGNAL as W, 0 as W, 0 as W)
+    })
 }
 
-/// `writev` of engine-provided ranges (one range: `write`, whose kernel path is shorter).
+/// `sendmsg(2)` of engine-provided ranges with `MSG_NOSIGNAL` (the gathering `writev` with
+/// send flags; one range: `send`, whose kernel path is shorter).
 ///
 /// # Safety
 /// Every range must come from [`iwarp_proto::qp::Qp::poll_transmit`] of a queue pair that has
@@ -96,12 +101,19 @@ unsafe fn writev(fd: RawFd, ranges: &[IoRange]) -> Xfer {
         return unsafe { write_at(fd, one.addr(), one.len()) };
     }
     let n = ranges.len().min(IOV_MAX);
-    // SAFETY: the cast is layout-compatible (asserted above). Each range is readable for the
-    // call (the caller's contract); the kernel only reads them, at most `n` ranges.
-    retrying(|| unsafe { libc::syscall(libc::SYS_writev, fd as W, ranges.as_ptr() as W, n as W) })
+    // SAFETY: msghdr is plain data; all-zero is a valid value (no address, no control data).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    // The kernel reads the vector, never writes it: the `*mut` is only the C type's spelling.
+    msg.msg_iov = ranges.as_ptr().cast::<libc::iovec>().cast_mut();
+    msg.msg_iovlen = n as _;
+    let flags = libc::MSG_NOSIGNAL;
+    // SAFETY: the cast is layout-compatible (asserted above). `msg` lives across the call and
+    // names at most `n` ranges, each readable for the call (the caller's contract); the kernel
+    // only reads them.
+    retrying(|| unsafe { libc::syscall(libc::SYS_sendmsg, fd as W, &msg as *const libc::msghdr as W, flags as W) })
 }
 
-/// `write` of `buf` (bytes the caller framed and owns) to the socket `fd`.
+/// `send` of `buf` (bytes the caller framed and owns) to the socket `fd` (no `SIGPIPE`).
 pub fn write(fd: RawFd, buf: &[u8]) -> Xfer {
     // SAFETY: `buf` is a live buffer for the call.
     unsafe { write_at(fd, buf.as_ptr() as usize, buf.len()) }
@@ -356,12 +368,6 @@ pub fn raise_fd_limit() -> io::Result<u64> {
         }
     }
     Ok(rl.rlim_cur)
-}
-
-/// Makes writes to a closed socket return `EPIPE` instead of killing the process.
-pub fn ignore_sigpipe() {
-    // SAFETY: installing SIG_IGN for SIGPIPE has no memory effects.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
 }
 
 /// Resident set size of this process in bytes (from /proc/self/statm).

@@ -1,9 +1,11 @@
 //! Work requests: what applications post to send and receive queues.
 
+use crate::error::{PostError, PostReason};
 use crate::mem::Sge;
 use iwarp_proto::qp::{Payload, RecvWqe, RemoteAddr, SendOp, SendWqe};
 use iwarp_wire::Stag;
 use smallvec::SmallVec;
+use std::cell::Cell;
 
 /// A send work request. Build with the constructors; adjust with the flag methods.
 #[derive(Debug, Clone)]
@@ -157,4 +159,22 @@ impl<'a> RecvWr<'a> {
     pub(crate) fn to_proto(&self) -> RecvWqe {
         RecvWqe { wr_id: self.wr_id, sges: self.sges.iter().map(|s| s.to_proto()).collect() }
     }
+}
+
+/// `wrs` converted by `f`, counting in `taken` how many were taken.
+pub(crate) fn counted<'w, W, T>(
+    wrs: &'w [W],
+    taken: &'w Cell<usize>,
+    f: impl Fn(&W) -> T + 'w,
+) -> impl Iterator<Item = T> + 'w {
+    wrs.iter().map(move |w| {
+        taken.set(taken.get() + 1);
+        f(w)
+    })
+}
+
+/// The error of a post that took `taken` requests: the engine fails on the last one it took
+/// (none taken: the whole list was refused, reported as the first).
+pub(crate) fn failed(taken: &Cell<usize>, reason: PostReason) -> PostError {
+    PostError::new(taken.get().saturating_sub(1), reason)
 }

@@ -51,7 +51,10 @@ fn reject_delivers_the_private_data_to_the_initiator() {
             other => panic!("expected a Rejected event, got {other:?}"),
         }
         assert!(client.qp.conn_info().is_none());
-        assert!(matches!(client.qp.post_send(&[SendWr::send(1, &[])]), Err(PostError::InvalidState(_))));
+        assert!(matches!(
+            client.qp.post_send(&[SendWr::send(1, &[])]).map_err(|e| e.reason),
+            Err(PostReason::InvalidState(_))
+        ));
     }
 }
 
@@ -377,10 +380,13 @@ fn disconnect_in_mid_transfer_completes_or_flushes_everything() {
         for qp in [&me.qp, &peer.qp] {
             wait_event(qp, WAIT, |e| matches!(e, QpEvent::Disconnected));
             assert_eq!(qp.state(), QpState::Error);
-            assert_eq!(qp.post_send(&[SendWr::send(1, &[])]), Err(PostError::InvalidState(QpState::Error)));
             assert_eq!(
-                qp.post_recv(&[RecvWr::new(1, &[rbuf.sge(0, 8)])]),
-                Err(PostError::InvalidState(QpState::Error))
+                qp.post_send(&[SendWr::send(1, &[])]).map_err(|e| e.reason),
+                Err(PostReason::InvalidState(QpState::Error))
+            );
+            assert_eq!(
+                qp.post_recv(&[RecvWr::new(1, &[rbuf.sge(0, 8)])]).map_err(|e| e.reason),
+                Err(PostReason::InvalidState(QpState::Error))
             );
         }
         assert_no_wc(&me.scq, Duration::from_millis(20));
@@ -626,8 +632,8 @@ fn disconnecting_a_queue_pair_never_connected_flushes_its_receives() {
         assert_eq!(ch.get_event(Some(WAIT)), Some(rcq.id()), "the armed queue signalled its channel");
         assert_eq!(qp.state(), QpState::Error);
         assert!(matches!(
-            qp.post_recv(&[RecvWr::new(20, &[mr.sge(0, 8)])]),
-            Err(PostError::InvalidState(QpState::Error))
+            qp.post_recv(&[RecvWr::new(20, &[mr.sge(0, 8)])]).map_err(|e| e.reason),
+            Err(PostReason::InvalidState(QpState::Error))
         ));
         assert_no_wc(&scq, Duration::from_millis(50));
 

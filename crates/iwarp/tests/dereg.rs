@@ -108,7 +108,7 @@ fn writes_stop_at_deregistration(explicit: bool) {
                     let wr = SendWr::write(
                         posted,
                         &[src.sge(0, len)],
-                        RemoteAddr { stag: remote.stag, to: remote.to + off as u64 },
+                        RemoteAddr::unbounded(remote.stag, remote.to + off as u64),
                     );
                     if client.qp.post_send(&[wr]).is_err() {
                         return (completed, failed);

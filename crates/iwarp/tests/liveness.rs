@@ -27,7 +27,7 @@ fn reset_under(progress: Progress) {
     for i in 0..3 {
         post_recv(&end.qp, 10 + i, &sink, 0, 64);
     }
-    let remote = RemoteAddr { stag: Stag(0x1234_5600), to: 0 };
+    let remote = RemoteAddr::unbounded(Stag(0x1234_5600), 0);
     end.qp
         .post_send(&[SendWr::read(1, sink.sge(0, 128), remote), SendWr::read(2, sink.sge(128, 128), remote)])
         .unwrap();

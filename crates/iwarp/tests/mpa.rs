@@ -177,7 +177,7 @@ fn markers_on_the_wire_are_placed_and_removed_per_rfc5044() {
         .flat_map(|(i, &n)| {
             [
                 SendWr::send(2 * i as u64, &[src.sge(0, n)]),
-                SendWr::write(2 * i as u64 + 1, &[src.sge(0, n)], RemoteAddr { stag: Stag(0x100), to: 0 }),
+                SendWr::write(2 * i as u64 + 1, &[src.sge(0, n)], RemoteAddr::unbounded(Stag(0x100), 0)),
             ]
         })
         .collect();

@@ -218,7 +218,10 @@ fn send_with_invalidate_reports_and_invalidates_the_stag() {
     assert_mr_eq(&dst, 0, &data, "Send with Invalidate payload");
     assert!(!victim.is_valid() && !victim2.is_valid(), "both regions are invalid afterwards");
     // An invalidated region can no longer be a local source either.
-    assert_eq!(p.server.qp.post_send(&[SendWr::send(9, &[victim.sge(0, 8)])]), Err(PostError::LocalProtection));
+    assert_eq!(
+        p.server.qp.post_send(&[SendWr::send(9, &[victim.sge(0, 8)])]).map_err(|e| e.reason),
+        Err(PostReason::LocalProtection)
+    );
     // A Write into the invalidated STag is a protocol error at the server: DDP invalid STag.
     p.client.qp.post_send(&[SendWr::write(7, &[src.sge(0, 8)], victim.remote(0))]).unwrap();
     let e = wait_event(&p.server.qp, WAIT, |e| matches!(e, QpEvent::Error { .. }));
@@ -244,12 +247,18 @@ fn local_invalidate_makes_the_region_unusable() {
     assert!(!local.is_valid());
     assert!(other.is_valid(), "only the named region");
     // Not a source, not a sink, not a receive buffer any more.
-    assert_eq!(p.client.qp.post_send(&[SendWr::send(2, &[local.sge(0, 8)])]), Err(PostError::LocalProtection));
     assert_eq!(
-        p.client.qp.post_send(&[SendWr::read(3, local.sge(0, 8), other.remote(0))]),
-        Err(PostError::LocalProtection)
+        p.client.qp.post_send(&[SendWr::send(2, &[local.sge(0, 8)])]).map_err(|e| e.reason),
+        Err(PostReason::LocalProtection)
     );
-    assert_eq!(p.client.qp.post_recv(&[RecvWr::new(4, &[local.sge(0, 8)])]), Err(PostError::LocalProtection));
+    assert_eq!(
+        p.client.qp.post_send(&[SendWr::read(3, local.sge(0, 8), other.remote(0))]).map_err(|e| e.reason),
+        Err(PostReason::LocalProtection)
+    );
+    assert_eq!(
+        p.client.qp.post_recv(&[RecvWr::new(4, &[local.sge(0, 8)])]).map_err(|e| e.reason),
+        Err(PostReason::LocalProtection)
+    );
     // Invalidating it again fails with a local protection status, in order after a good Send.
     post_recv(&p.server.qp, 10, &other, 0, 0);
     p.client.qp.post_send(&[SendWr::send(5, &[]), SendWr::local_invalidate(6, local.stag())]).unwrap();
@@ -327,11 +336,17 @@ fn atomics_with_bad_shapes_are_refused_at_post() {
     let sink = p.mr(64, all_access());
     let ro = p.mr(64, Access::REMOTE_READ);
     let qp = &p.client.qp;
-    assert_eq!(qp.post_send(&[SendWr::fetch_add(1, sink.sge(0, 4), word.remote(0), 1)]), Err(PostError::InvalidLength));
-    assert_eq!(qp.post_send(&[SendWr::fetch_add(1, sink.sge(0, 8), word.remote(4), 1)]), Err(PostError::InvalidLength));
     assert_eq!(
-        qp.post_send(&[SendWr::compare_swap(1, ro.sge(0, 8), word.remote(0), 0, 1)]),
-        Err(PostError::LocalProtection),
+        qp.post_send(&[SendWr::fetch_add(1, sink.sge(0, 4), word.remote(0), 1)]).map_err(|e| e.reason),
+        Err(PostReason::InvalidLength)
+    );
+    assert_eq!(
+        qp.post_send(&[SendWr::fetch_add(1, sink.sge(0, 8), word.remote(4), 1)]).map_err(|e| e.reason),
+        Err(PostReason::InvalidLength)
+    );
+    assert_eq!(
+        qp.post_send(&[SendWr::compare_swap(1, ro.sge(0, 8), word.remote(0), 0, 1)]).map_err(|e| e.reason),
+        Err(PostReason::LocalProtection),
         "the sink needs local write"
     );
     // Nothing was queued: a good one completes alone.
@@ -398,12 +413,13 @@ fn rfc7306_disabled_on_either_side_refuses_atomics_and_immediates() {
                 SendWr::immediate(1, 5),
                 SendWr::write_with_imm(1, &[sink.sge(0, 8)], word.remote(0), 5),
             ] {
-                assert_eq!(qp.post_send(&[wr]), Err(PostError::NotSupportedByPeer));
+                assert_eq!(qp.post_send(&[wr]).map_err(|e| e.reason), Err(PostReason::NotSupportedByPeer));
             }
             // A refused batch queues nothing, even its good first half.
             assert_eq!(
-                qp.post_send(&[SendWr::write(2, &[sink.sge(0, 8)], word.remote(0)), SendWr::immediate(3, 5)]),
-                Err(PostError::NotSupportedByPeer)
+                qp.post_send(&[SendWr::write(2, &[sink.sge(0, 8)], word.remote(0)), SendWr::immediate(3, 5)])
+                    .map_err(|e| (e.index, e.reason)),
+                Err((1, PostReason::NotSupportedByPeer))
             );
             assert_no_wc(&end.scq, Duration::from_millis(50));
         }
@@ -481,7 +497,7 @@ fn unsignaled_runs_complete_silently_and_free_their_slots() {
     }
     // A full queue says so; nothing of the refused batch is queued.
     let too_many: Vec<SendWr<'_>> = (0..17).map(|i| SendWr::write(1000 + i, &[src.sge(0, 8)], dst.remote(0))).collect();
-    assert_eq!(p.client.qp.post_send(&too_many), Err(PostError::QueueFull));
+    assert_eq!(p.client.qp.post_send(&too_many).map_err(|e| e.reason), Err(PostReason::QueueFull));
     assert_no_wc(&p.client.scq, Duration::from_millis(50));
     // The Writes landed (checked after a Send).
     post_recv(&p.server.qp, 1, &dst, 0, 0);
@@ -516,8 +532,14 @@ fn inline_sends_and_writes_copy_at_post_time() {
         assert_mr_eq(&dst, 1000, &keep, "inline Write");
     }
     let big = vec![0u8; max + 1];
-    assert_eq!(p.client.qp.post_send(&[SendWr::send_inline(1, &big)]), Err(PostError::InlineTooLong));
-    assert_eq!(p.client.qp.post_send(&[SendWr::write_inline(1, &big, dst.remote(0))]), Err(PostError::InlineTooLong));
+    assert_eq!(
+        p.client.qp.post_send(&[SendWr::send_inline(1, &big)]).map_err(|e| e.reason),
+        Err(PostReason::InlineTooLong)
+    );
+    assert_eq!(
+        p.client.qp.post_send(&[SendWr::write_inline(1, &big, dst.remote(0))]).map_err(|e| e.reason),
+        Err(PostReason::InlineTooLong)
+    );
 }
 
 #[test]
@@ -738,32 +760,46 @@ fn post_errors_are_specific_and_queue_nothing() {
     let no_local_write = p.mr(64, Access::REMOTE_READ);
     let (c, s) = (&p.client.qp, &p.server.qp);
     let three = [mr.sge(0, 1), mr.sge(1, 1), mr.sge(2, 1)];
-    assert_eq!(c.post_send(&[SendWr::send(1, &three)]), Err(PostError::TooManySges));
-    assert_eq!(s.post_recv(&[RecvWr::new(1, &three)]), Err(PostError::TooManySges));
-    assert_eq!(c.post_send(&[SendWr::send(1, &[foreign.sge(0, 8)])]), Err(PostError::LocalProtection));
-    assert_eq!(c.post_send(&[SendWr::send(1, &[mr.sge(4090, 8)])]), Err(PostError::LocalProtection));
-    assert_eq!(s.post_recv(&[RecvWr::new(1, &[no_local_write.sge(0, 8)])]), Err(PostError::LocalProtection));
+    assert_eq!(c.post_send(&[SendWr::send(1, &three)]).map_err(|e| e.reason), Err(PostReason::TooManySges));
+    assert_eq!(s.post_recv(&[RecvWr::new(1, &three)]).map_err(|e| e.reason), Err(PostReason::TooManySges));
     assert_eq!(
-        c.post_send(&[SendWr::read(1, no_local_write.sge(0, 8), mr.remote(0))]),
-        Err(PostError::LocalProtection)
+        c.post_send(&[SendWr::send(1, &[foreign.sge(0, 8)])]).map_err(|e| e.reason),
+        Err(PostReason::LocalProtection)
     );
-    assert_eq!(c.post_send(&[SendWr::send_inline(1, &[0; 17])]), Err(PostError::InlineTooLong));
+    assert_eq!(
+        c.post_send(&[SendWr::send(1, &[mr.sge(4090, 8)])]).map_err(|e| e.reason),
+        Err(PostReason::LocalProtection)
+    );
+    assert_eq!(
+        s.post_recv(&[RecvWr::new(1, &[no_local_write.sge(0, 8)])]).map_err(|e| e.reason),
+        Err(PostReason::LocalProtection)
+    );
+    assert_eq!(
+        c.post_send(&[SendWr::read(1, no_local_write.sge(0, 8), mr.remote(0))]).map_err(|e| e.reason),
+        Err(PostReason::LocalProtection)
+    );
+    assert_eq!(c.post_send(&[SendWr::send_inline(1, &[0; 17])]).map_err(|e| e.reason), Err(PostReason::InlineTooLong));
     // Queue depth: four receives fit, a fifth does not; a batch over the limit queues nothing.
     let five: Vec<RecvWr<'_>> = (0..5).map(|i| RecvWr::new(i, &[mr.sge(0, 8)])).collect();
-    assert_eq!(s.post_recv(&five), Err(PostError::QueueFull));
+    assert_eq!(s.post_recv(&five).map_err(|e| (e.index, e.reason)), Err((4, PostReason::QueueFull)));
     s.post_recv(&five[..4]).unwrap();
-    assert_eq!(s.post_recv(&five[4..]), Err(PostError::QueueFull));
+    assert_eq!(s.post_recv(&five[4..]).map_err(|e| e.reason), Err(PostReason::QueueFull));
     // A batch with a bad last element queues nothing either.
     assert_eq!(
-        c.post_send(&[SendWr::send(10, &[mr.sge(0, 8)]), SendWr::send(11, &[foreign.sge(0, 8)])]),
-        Err(PostError::LocalProtection)
+        c.post_send(&[SendWr::send(10, &[mr.sge(0, 8)]), SendWr::send(11, &[foreign.sge(0, 8)])])
+            .map_err(|e| (e.index, e.reason)),
+        Err((1, PostReason::LocalProtection)),
+        "the error names the second request"
     );
     assert_no_wc(&p.client.scq, Duration::from_millis(50));
     assert!(p.server.rcq.is_empty());
     // An unconnected queue pair takes receives but no sends.
     let idle = End::new(dev, &p.pd, cap, Progress::Thread);
     idle.qp.post_recv(&[RecvWr::new(1, &[mr.sge(0, 8)])]).unwrap();
-    assert_eq!(idle.qp.post_send(&[SendWr::send(1, &[])]), Err(PostError::InvalidState(QpState::Idle)));
+    assert_eq!(
+        idle.qp.post_send(&[SendWr::send(1, &[])]).map_err(|e| e.reason),
+        Err(PostReason::InvalidState(QpState::Idle))
+    );
     assert_eq!(idle.qp.state(), QpState::Idle);
     assert!(idle.qp.conn_info().is_none() && !idle.qp.supports_rfc7306());
     // The pair is unharmed.

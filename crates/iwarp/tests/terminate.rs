@@ -112,7 +112,10 @@ impl Victim {
                 _ => assert_eq!(c.status, WcStatus::WrFlush, "{c:?}"),
             }
         }
-        assert_eq!(self.qp.qp.post_send(&[SendWr::send(1, &[])]), Err(PostError::InvalidState(QpState::Error)));
+        assert_eq!(
+            self.qp.qp.post_send(&[SendWr::send(1, &[])]).map_err(|e| e.reason),
+            Err(PostReason::InvalidState(QpState::Error))
+        );
         self.check_good_pair();
     }
 
@@ -422,7 +425,7 @@ fn initiator_terminates_a_bad_responder_and_flushes_its_read() {
     let mut raw = raw.join().unwrap();
     let remote = pd.reg_mr(4096, all_access()).unwrap();
     let sink = pd.reg_mr(4096, all_access()).unwrap();
-    end.qp.post_send(&[SendWr::read(7, sink.sge(0, 64), RemoteAddr { stag: Stag(0x9900), to: 0 })]).unwrap();
+    end.qp.post_send(&[SendWr::read(7, sink.sge(0, 64), RemoteAddr::unbounded(Stag(0x9900), 0))]).unwrap();
     let (f, _) = raw.read_fpdus(WAIT, |_| true);
     assert_eq!(f[0].seg.opcode, Opcode::ReadRequest);
     // Instead of a Read Response, a Write to an STag that does not exist.
@@ -499,7 +502,7 @@ fn terminate_for_our_read_completes_it_with_remote_access() {
     let mut raw = raw.join().unwrap();
     let sink = pd.reg_mr(4096, all_access()).unwrap();
     let src = pd.reg_mr(64, all_access()).unwrap();
-    let remote = RemoteAddr { stag: Stag(0x7700), to: 0x1000 };
+    let remote = RemoteAddr::unbounded(Stag(0x7700), 0x1000);
     end.qp
         .post_send(&[
             SendWr::read(1, sink.sge(0, 128), remote),
@@ -648,7 +651,7 @@ fn read_responses_that_do_not_match_the_read_terminate() {
         end.qp.connect(addr, &ConnParams::default()).unwrap();
         let mut raw = raw.join().unwrap();
         let sink = pd.reg_mr(4096, all_access()).unwrap();
-        end.qp.post_send(&[SendWr::read(1, sink.sge(64, 100), RemoteAddr { stag: Stag(0x5500), to: 0 })]).unwrap();
+        end.qp.post_send(&[SendWr::read(1, sink.sge(64, 100), RemoteAddr::unbounded(Stag(0x5500), 0))]).unwrap();
         let (f, _) = raw.read_fpdus(WAIT, |_| true);
         let rr = ReadRequest::parse(&f[0].payload).unwrap();
         assert_eq!((rr.sink_stag, rr.sink_to.0, rr.size), (sink.stag(), sink.addr() + 64, 100));
@@ -682,7 +685,7 @@ fn read_responses_that_do_not_match_the_read_terminate() {
 fn stack_to_stack_protocol_errors_are_reported_on_both_sides() {
     let p = Pair::new();
     let sink = p.mr(4096, all_access());
-    let bogus = RemoteAddr { stag: Stag::from_parts(sink.stag().index(), sink.stag().key() ^ 9), to: sink.addr() };
+    let bogus = RemoteAddr::unbounded(Stag::from_parts(sink.stag().index(), sink.stag().key() ^ 9), sink.addr());
     p.client.qp.post_send(&[SendWr::read(1, sink.sge(0, 64), bogus), SendWr::send(2, &[])]).unwrap();
     let cause = TerminateCause::RemoteProtection(RemoteProtection::InvalidStag);
     let s = p.client.send_wcs(2);
@@ -694,6 +697,14 @@ fn stack_to_stack_protocol_errors_are_reported_on_both_sides() {
     );
     let e = wait_event(&p.server.qp, WAIT, |e| matches!(e, QpEvent::Error { .. }));
     assert!(matches!(e, QpEvent::Error { cause: Some(c), remote: false, layout: None } if c == cause));
+    // The completion shows its status and the cause it carries; each queue pair keeps its own.
+    assert_eq!(
+        s[0].to_string(),
+        "work request 1 (RDMA read): remote access error: terminated: RDMAP remote protection: invalid STag (layer 0, etype 1, code 0x00)"
+    );
+    assert_eq!(p.client.qp.terminated(), Some(Terminated { cause, remote: true }));
+    assert_eq!(p.server.qp.terminated(), Some(Terminated { cause, remote: false }));
+    assert_eq!(WcStatus::RemoteAccess.to_string(), "remote access error");
 
     let p = Pair::new();
     let src = p.mr(64, all_access());
@@ -708,7 +719,10 @@ fn stack_to_stack_protocol_errors_are_reported_on_both_sides() {
     assert_eq!((s[0].wr_id, s[0].status), (1, WcStatus::Success));
     for qp in [&p.client.qp, &p.server.qp] {
         wait_event(qp, WAIT, |e| matches!(e, QpEvent::Disconnected));
-        assert!(matches!(qp.post_send(&[SendWr::send(3, &[])]), Err(PostError::InvalidState(QpState::Error))));
+        assert!(matches!(
+            qp.post_send(&[SendWr::send(3, &[])]).map_err(|e| e.reason),
+            Err(PostReason::InvalidState(QpState::Error))
+        ));
     }
 }
 

@@ -351,7 +351,7 @@ fn client(args: &Args) -> Result<(), String> {
         let pdata = qp.conn_info().map(|c| c.negotiated.peer_private_data).unwrap_or_default();
         let stag = Stag(u32::from_be_bytes(pdata.get(..4).and_then(|b| b.try_into().ok()).unwrap_or([0; 4])));
         let to = u64::from_be_bytes(pdata.get(4..12).and_then(|b| b.try_into().ok()).unwrap_or([0; 8]));
-        ready.push(Conn { i, qp, cq, rbuf, recv_len, remote: RemoteAddr { stag, to } });
+        ready.push(Conn { i, qp, cq, rbuf, recv_len, remote: RemoteAddr::unbounded(stag, to) });
     }
     say(format!("ready qps={}", ready.len()));
     let started = Instant::now();
@@ -546,7 +546,7 @@ fn stream(c: &Conn, pd: &ProtectionDomain, cfg: &Cfg, shared: &Shared) -> Result
             let so = s * (HDR + cfg.maxsend);
             sendbuf.write(so, &h.emit()).map_err(|x| e(&x))?;
             sendbuf.write(so + HDR, &patterned(seq ^ SEND_SALT, slen)).map_err(|x| e(&x))?;
-            let remote = RemoteAddr { stag: c.remote.stag, to: c.remote.to + (s * slot) as u64 };
+            let remote = RemoteAddr::unbounded(c.remote.stag, c.remote.to + (s * slot) as u64);
             let mut wrs = Vec::with_capacity(3);
             let mut ids = Vec::with_capacity(3);
             if wlen > 0 {
@@ -694,7 +694,7 @@ fn flood(c: &Conn, pd: &ProtectionDomain, cfg: &Cfg, shared: &Shared) -> Result<
             }
         }
         let len = chunk.min(total - off);
-        let remote = RemoteAddr { stag: c.remote.stag, to: c.remote.to + off as u64 };
+        let remote = RemoteAddr::unbounded(c.remote.stag, c.remote.to + off as u64);
         match c.qp.post_send(&[SendWr::write(id, &[src.sge(off, len)], remote)]) {
             Ok(()) => {
                 led.post_send(id);
@@ -702,7 +702,7 @@ fn flood(c: &Conn, pd: &ProtectionDomain, cfg: &Cfg, shared: &Shared) -> Result<
                 off += len;
                 drain(&mut led, None);
             }
-            Err(PostError::QueueFull) => {
+            Err(PostError { reason: PostReason::QueueFull, .. }) => {
                 qfull += 1;
                 if qfull == 1 {
                     say(format!("queue_full qp={} at={off} outstanding={}", c.i, led.outstanding()));

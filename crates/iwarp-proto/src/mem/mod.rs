@@ -19,7 +19,7 @@
 
 mod raw;
 
-pub use raw::{MemSlice, RawMem, SharedView};
+pub use raw::{MemSlice, RawMem, ReadGuard, SharedView, WriteGuard};
 
 use iwarp_wire::terminate::{RemoteProtection, TaggedBuffer, TerminateCause};
 use iwarp_wire::Stag;

@@ -312,6 +312,37 @@ impl RawMem {
         SharedView { mem: self, _guard: self.shared() }
     }
 
+    /// The bytes `offset..offset + len` held readable: the access lock is held shared until
+    /// the guard is dropped, so no Rust code writes them meanwhile (placements copied from
+    /// scratch, atomics and [`write`](Self::write)s wait). `None` if the range is out of
+    /// bounds or the block is sealed. Do not take the block's lock again on the same thread
+    /// while the guard lives (a waiting writer would block the second reader).
+    pub fn lock_read(&self, offset: usize, len: usize) -> Option<ReadGuard<'_>> {
+        if !self.in_bounds(offset, len) {
+            return None;
+        }
+        let guard = self.shared();
+        if self.sealed() {
+            return None;
+        }
+        Some(ReadGuard { mem: self, offset, len, _guard: guard })
+    }
+
+    /// The bytes `offset..offset + len` held writable: the access lock is held exclusively
+    /// until the guard is dropped, so no other Rust code reads or writes them meanwhile (the
+    /// stack's copies and CRC passes over the block wait). `None` if the range is out of
+    /// bounds or the block is sealed.
+    pub fn lock_write(&self, offset: usize, len: usize) -> Option<WriteGuard<'_>> {
+        if !self.in_bounds(offset, len) {
+            return None;
+        }
+        let guard = self.exclusive();
+        if self.sealed() {
+            return None;
+        }
+        Some(WriteGuard { mem: self, offset, len, _guard: guard })
+    }
+
     /// Applies `f` to the native-endian 8-byte word at `offset` (an RFC 7306 atomic) under the
     /// exclusive lock, and returns the word's original value. `None` unless the range is in
     /// bounds and 8-byte aligned and the block is not sealed.
@@ -348,6 +379,65 @@ impl Drop for RawMem {
             }
             Backing::External | Backing::Empty => {}
         }
+    }
+}
+
+/// A range of a block held readable ([`RawMem::lock_read`]): dereferences to its bytes
+/// while the block's access lock is held shared.
+#[derive(Debug)]
+pub struct ReadGuard<'a> {
+    mem: &'a RawMem,
+    offset: usize,
+    len: usize,
+    _guard: RwLockReadGuard<'a, ()>,
+}
+
+impl std::ops::Deref for ReadGuard<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        if self.len == 0 {
+            return &[];
+        }
+        // SAFETY: the range is inside the live block (checked when the guard was made) and the
+        // block is not sealed (checked under the lock, which sealing takes exclusively); the
+        // guard holds the shared lock, so no Rust code writes the bytes, and the reference
+        // borrows the guard, so it does not outlive the lock. The kernel's placements are
+        // outside the program (the module's memory model).
+        unsafe { std::slice::from_raw_parts(self.mem.ptr_at(self.offset), self.len) }
+    }
+}
+
+/// A range of a block held writable ([`RawMem::lock_write`]): dereferences to its bytes
+/// while the block's access lock is held exclusively.
+#[derive(Debug)]
+pub struct WriteGuard<'a> {
+    mem: &'a RawMem,
+    offset: usize,
+    len: usize,
+    _guard: RwLockWriteGuard<'a, ()>,
+}
+
+impl std::ops::Deref for WriteGuard<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        if self.len == 0 {
+            return &[];
+        }
+        // SAFETY: as for ReadGuard::deref; the exclusive lock excludes every other Rust access.
+        unsafe { std::slice::from_raw_parts(self.mem.ptr_at(self.offset), self.len) }
+    }
+}
+
+impl std::ops::DerefMut for WriteGuard<'_> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        if self.len == 0 {
+            return &mut [];
+        }
+        // SAFETY: the range is inside the live, unsealed block (checked when the guard was made,
+        // under the lock); the guard holds the lock exclusively, so no other Rust code reads or
+        // writes the bytes, and the reference borrows the guard mutably, so it is the only one
+        // and does not outlive the lock.
+        unsafe { std::slice::from_raw_parts_mut(self.mem.ptr_at(self.offset), self.len) }
     }
 }
 
@@ -544,6 +634,34 @@ mod tests {
         let mut b = [0u8; 64];
         assert!(m.read(0, &mut b));
         assert_eq!(b, [2; 64]);
+    }
+
+    #[test]
+    fn guards_give_the_bytes_in_place_and_hold_the_other_side_off() {
+        let m = std::sync::Arc::new(RawMem::alloc(64, false).unwrap());
+        {
+            let mut w = m.lock_write(8, 16).unwrap();
+            w.copy_from_slice(&[7; 16]);
+            w[0] = 1;
+        }
+        let r = m.lock_read(8, 16).unwrap();
+        assert_eq!(r[0], 1);
+        assert_eq!(&r[1..], &[7; 15]);
+        assert_eq!(r.as_ptr(), m.ptr_at(8).cast_const(), "no copy");
+        let w = std::sync::Arc::clone(&m);
+        let t = std::thread::spawn(move || assert!(w.write(8, &[2; 16])));
+        for _ in 0..4 {
+            assert_eq!(r[1], 7, "a writer waits for the read guard");
+            std::thread::yield_now();
+        }
+        drop(r);
+        t.join().unwrap();
+        assert_eq!(&*m.lock_read(8, 16).unwrap(), &[2; 16]);
+        assert!(m.lock_read(60, 8).is_none() && m.lock_write(usize::MAX, 2).is_none(), "bounds are checked");
+        assert!(m.lock_read(64, 0).is_some_and(|g| g.is_empty()));
+        m.revoke();
+        assert!(m.try_seal());
+        assert!(m.lock_read(0, 8).is_none() && m.lock_write(0, 8).is_none(), "a sealed block gives no guard");
     }
 
     #[test]

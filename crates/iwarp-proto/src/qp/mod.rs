@@ -301,16 +301,22 @@ impl Srq {
     ///
     /// # Errors
     /// [`PostError::QueueFull`], [`PostError::TooManySges`] or [`PostError::LocalProtection`].
+    /// The failing request is the last one taken from `wqes`.
     pub fn post(&self, pd: PdId, wqes: impl IntoIterator<Item = RecvWqe>) -> Result<(), PostError> {
-        let wqes: Vec<RecvWqe> = wqes.into_iter().collect();
-        for w in &wqes {
-            post::validate_recv(w, pd, self.max_sge)?;
-        }
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if g.queue.len() + wqes.len() > g.depth {
-            return Err(PostError::QueueFull);
+        let start = g.queue.len();
+        for w in wqes {
+            let r = match post::validate_recv(&w, pd, self.max_sge) {
+                Ok(()) if g.queue.len() >= g.depth => Err(PostError::QueueFull),
+                r => r,
+            };
+            if let Err(e) = r {
+                // Nobody took from the queue meanwhile: the lock is held throughout.
+                g.queue.truncate(start);
+                return Err(e);
+            }
+            g.queue.push_back(w);
         }
-        g.queue.extend(wqes);
         Ok(())
     }
 

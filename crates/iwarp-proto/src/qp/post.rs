@@ -72,7 +72,8 @@ impl PostQueues {
     ///
     /// # Errors
     /// [`PostError`] if any is invalid, needs RFC 7306 the peer lacks, the queue pair is not
-    /// ready to send, or the send queue would overflow.
+    /// ready to send, or the send queue would overflow. The failing request is the last one
+    /// taken from `wqes` (none for a queue pair that is not ready).
     pub fn post_send(&self, wqes: impl IntoIterator<Item = SendWqe>) -> Result<(), PostError> {
         let mut s = self.sends();
         if s.gate.state != QpState::Rts {
@@ -102,7 +103,8 @@ impl PostQueues {
     ///
     /// # Errors
     /// [`PostError`] if any is invalid, the queue pair takes receives from a shared receive
-    /// queue or is closing or in error, or the receive queue would overflow.
+    /// queue or is closing or in error, or the receive queue would overflow. The failing
+    /// request is the last one taken from `wqes` (none for the first two).
     pub fn post_recv(&self, wqes: impl IntoIterator<Item = RecvWqe>) -> Result<(), PostError> {
         if self.uses_srq {
             return Err(PostError::UsesSrq);
@@ -239,6 +241,14 @@ pub(crate) fn validate_send(cfg: &QpConfig, gate: Gate, w: &SendWqe) -> Result<(
             Err(PostError::InvalidLength)
         }
         SendOp::Immediate(_) | SendOp::LocalInvalidate(_) if len != 0 => Err(PostError::InvalidLength),
+        SendOp::Write(remote) | SendOp::WriteWithImmediate(remote, _) | SendOp::Read(remote)
+            if len > u64::from(remote.len) =>
+        {
+            Err(PostError::RemoteTooShort)
+        }
+        SendOp::FetchAdd { remote, .. } | SendOp::CompareSwap { remote, .. } if remote.len < 8 => {
+            Err(PostError::RemoteTooShort)
+        }
         _ => Ok(()),
     }
 }

@@ -123,7 +123,7 @@ fn contents(mr: &MrRef, off: usize, len: usize) -> Vec<u8> {
 }
 
 fn remote(mr: &MrRef, off: u64) -> RemoteAddr {
-    RemoteAddr { stag: mr.stag(), to: mr.base() + off }
+    RemoteAddr::unbounded(mr.stag(), mr.base() + off)
 }
 
 #[test]
@@ -509,7 +509,7 @@ fn queue_depth_and_post_errors_are_clear() {
 /// (Write with Immediate: its Immediate Data), and only they are refused without RFC 7306.
 #[test]
 fn rfc7306_operations_are_those_that_send_rfc7306_opcodes() {
-    let r = RemoteAddr { stag: Stag(0x100), to: 0 };
+    let r = RemoteAddr::unbounded(Stag(0x100), 0);
     let ops = [
         (SendOp::Send, false),
         (SendOp::SendWithInvalidate(Stag(1)), false),
@@ -897,7 +897,7 @@ fn terminate_flushes_both_sides_in_order() {
     p.a.post_recv([recv_wr(100, vec![sge(&d, 0, 64)]), recv_wr(101, vec![sge(&d, 0, 64)])]).unwrap();
     // A Read of an STag the peer never registered, then two more requests.
     p.a.post_send([
-        send_wr(1, SendOp::Read(RemoteAddr { stag: Stag(0x4242_4200), to: 0 }), vec![sge(&sink, 0, 8)]),
+        send_wr(1, SendOp::Read(RemoteAddr::unbounded(Stag(0x4242_4200), 0)), vec![sge(&sink, 0, 8)]),
         send_wr(2, SendOp::Send, vec![sge(&src, 0, 8)]),
         send_wr(3, SendOp::Send, vec![sge(&src, 0, 8)]),
     ])
@@ -1469,7 +1469,7 @@ fn read_response_longer_than_the_read_places_nothing_past_the_sink() {
     {
         let sink = p.mr(size + extra + 64, Access::LOCAL_WRITE);
         assert!(sink.mem().write(0, &vec![0xA5; sink.len()]));
-        let read = SendOp::Read(RemoteAddr { stag: Stag(0x7700), to: 0 });
+        let read = SendOp::Read(RemoteAddr::unbounded(Stag(0x7700), 0));
         let (mut peer, f) = requester(&mut p, vec![send_wr(1, read, vec![sge(&sink, 0, size)])]);
         assert_eq!(f.len(), 1);
         let rr = ReadRequest::parse(&f[0].1).unwrap();
@@ -1501,7 +1501,7 @@ fn read_responses_answer_an_outstanding_read_of_their_size() {
     // The oldest outstanding request is an atomic.
     let mut p = Pair::new();
     let res = p.mr(8, Access::LOCAL_WRITE);
-    let fa = SendOp::FetchAdd { remote: RemoteAddr { stag: Stag(0x7700), to: 0 }, add: 1 };
+    let fa = SendOp::FetchAdd { remote: RemoteAddr::unbounded(Stag(0x7700), 0), add: 1 };
     let (mut peer, _) = requester(&mut p, vec![send_wr(1, fa, vec![sge(&res, 0, 8)])]);
     let h = SegmentHeader::tagged(Opcode::ReadResponse, true, res.stag(), TaggedOffset(res.base()));
     let resp = peer.fpdu(h, &[], &[1; 8]);
@@ -1511,7 +1511,7 @@ fn read_responses_answer_an_outstanding_read_of_their_size() {
     // A zero-length Read answered with 4 bytes.
     let mut p = Pair::new();
     let sink = p.mr(64, Access::LOCAL_WRITE);
-    let read = SendOp::Read(RemoteAddr { stag: Stag(0x7700), to: 0 });
+    let read = SendOp::Read(RemoteAddr::unbounded(Stag(0x7700), 0));
     let (mut peer, f) = requester(&mut p, vec![send_wr(1, read, vec![sge(&sink, 0, 0)])]);
     let rr = ReadRequest::parse(&f[0].1).unwrap();
     assert_eq!(rr.size, 0);
@@ -1556,7 +1556,7 @@ fn atomic_responses_must_answer_the_oldest_atomic() {
         let mut p = Pair::new();
         let res = p.mr(8, Access::LOCAL_WRITE);
         assert!(res.mem().write(0, &[0xA5; 8]));
-        let remote = RemoteAddr { stag: Stag(0x7700), to: 0 };
+        let remote = RemoteAddr::unbounded(Stag(0x7700), 0);
         let wrs = match what {
             0 => vec![],
             1 => vec![send_wr(1, SendOp::FetchAdd { remote, add: 1 }, vec![sge(&res, 0, 8)])],

@@ -57,13 +57,120 @@ impl Payload {
     }
 }
 
-/// A peer's buffer, as it advertised it: STag (rkey) and Tagged Offset (address).
+/// A peer's buffer, as it advertised it: STag (rkey), Tagged Offset (address) and length.
+///
+/// The length bounds what may be posted against it: an RDMA Write or Read longer than
+/// `len` bytes, or an atomic on fewer than 8, is refused at post time
+/// ([`PostError::RemoteTooShort`]) instead of ending the connection with the peer's
+/// Terminate. [`RemoteAddr::UNBOUNDED`] (`u32::MAX`, the longest RDMA message) leaves the
+/// check to the peer, as verbs' `remote_addr`/`rkey` pairs do.
+///
+/// # Byte encoding
+///
+/// Applications advertise buffers to each other in their own messages; [`to_bytes`] and
+/// [`from_bytes`] give one fixed layout of [`ENCODED_LEN`](Self::ENCODED_LEN) = 16 bytes,
+/// big-endian like the wire (RFC 5040 §4's STag and Tagged Offset fields):
+///
+/// | bytes | field |
+/// |---|---|
+/// | 0..4 | STag |
+/// | 4..12 | Tagged Offset of the first byte |
+/// | 12..16 | length in bytes |
+///
+/// ```
+/// use iwarp_proto::qp::RemoteAddr;
+/// use iwarp_wire::Stag;
+///
+/// let a = RemoteAddr::new(Stag(0x0102_0304), 0x1122_3344_5566_7788, 4096);
+/// let b = a.to_bytes();
+/// assert_eq!(b, [1, 2, 3, 4, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0, 0, 0x10, 0]);
+/// assert_eq!(RemoteAddr::from_bytes(&b), a);
+/// ```
+///
+/// With the `serde` feature it also serializes as a struct of the three numbers
+/// (`stag`, `to`, `len`).
+///
+/// [`to_bytes`]: Self::to_bytes
+/// [`from_bytes`]: Self::from_bytes
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RemoteAddr {
     /// The peer's STag.
     pub stag: Stag,
     /// The Tagged Offset of the first byte.
     pub to: u64,
+    /// Bytes the peer exposes from `to` on ([`RemoteAddr::UNBOUNDED`]: not known).
+    pub len: u32,
+}
+
+impl RemoteAddr {
+    /// The length of [`to_bytes`](Self::to_bytes)'s encoding.
+    pub const ENCODED_LEN: usize = 16;
+    /// A length that bounds nothing: `u32::MAX`, the longest RDMA message (RFC 5040 message
+    /// lengths are 32 bits).
+    pub const UNBOUNDED: u32 = u32::MAX;
+
+    /// `len` bytes at Tagged Offset `to` of the peer's STag `stag`.
+    pub const fn new(stag: Stag, to: u64, len: u32) -> Self {
+        RemoteAddr { stag, to, len }
+    }
+
+    /// A buffer whose length is not known (verbs' `remote_addr` and `rkey`): only the peer
+    /// checks the bounds.
+    pub const fn unbounded(stag: Stag, to: u64) -> Self {
+        RemoteAddr { stag, to, len: Self::UNBOUNDED }
+    }
+
+    /// The part of this buffer from `offset` on, or `None` if `offset` is beyond its end.
+    pub fn offset_by(self, offset: u32) -> Option<Self> {
+        let len = self.len.checked_sub(offset)?;
+        Some(RemoteAddr { stag: self.stag, to: self.to.wrapping_add(u64::from(offset)), len })
+    }
+
+    /// The 16-byte encoding (see the type's docs): STag, Tagged Offset, length, big-endian.
+    pub fn to_bytes(&self) -> [u8; Self::ENCODED_LEN] {
+        let mut b = [0u8; Self::ENCODED_LEN];
+        b[0..4].copy_from_slice(&self.stag.0.to_be_bytes());
+        b[4..12].copy_from_slice(&self.to.to_be_bytes());
+        b[12..16].copy_from_slice(&self.len.to_be_bytes());
+        b
+    }
+
+    /// Decodes [`to_bytes`](Self::to_bytes)'s encoding. Every 16 bytes decode (any value is
+    /// a possible STag, offset and length); take them from a longer message with
+    /// `buf[..16].try_into()`.
+    pub fn from_bytes(b: &[u8; Self::ENCODED_LEN]) -> Self {
+        let word = |r: core::ops::Range<usize>| -> u64 { b[r].iter().fold(0, |acc, &x| (acc << 8) | u64::from(x)) };
+        RemoteAddr { stag: Stag(word(0..4) as u32), to: word(4..12), len: word(12..16) as u32 }
+    }
+}
+
+#[cfg(feature = "serde")]
+mod remote_serde {
+    use super::RemoteAddr;
+    use iwarp_wire::Stag;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    /// The serialized form: the three numbers.
+    #[derive(Serialize, Deserialize)]
+    #[serde(rename = "RemoteAddr")]
+    struct Repr {
+        stag: u32,
+        to: u64,
+        len: u32,
+    }
+
+    impl Serialize for RemoteAddr {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            Repr { stag: self.stag.0, to: self.to, len: self.len }.serialize(s)
+        }
+    }
+
+    impl<'de> Deserialize<'de> for RemoteAddr {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            let r = Repr::deserialize(d)?;
+            Ok(RemoteAddr::new(Stag(r.stag), r.to, r.len))
+        }
+    }
 }
 
 /// The operation of a send-queue work request.
@@ -195,6 +302,10 @@ pub enum PostError {
     /// The queue pair uses a shared receive queue: post there.
     #[error("queue pair uses a shared receive queue")]
     UsesSrq,
+    /// An RDMA Write or Read longer than the [`RemoteAddr`]'s length, or an atomic on a
+    /// remote buffer shorter than 8 bytes: the peer would end the connection for it.
+    #[error("longer than the remote buffer")]
+    RemoteTooShort,
     /// The connection negotiated an outbound read depth (ORD) of 0: no RDMA Read or atomic
     /// may be issued on it (ask for one with `initiator_depth` when connecting or accepting).
     #[error("RDMA Read or atomic on a connection whose negotiated ORD is 0")]
@@ -315,6 +426,18 @@ pub struct Completion {
     pub queue: Queue,
     /// For errors: the Terminate cause sent or received, if any.
     pub cause: Option<TerminateCause>,
+}
+
+impl core::fmt::Display for Completion {
+    /// `work request <wr_id> (<opcode>): <status>`, then the Terminate cause sent or received
+    /// when the completion carries one (`: terminated: <cause>`).
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "work request {} ({}): {}", self.wr_id, self.opcode, self.status)?;
+        if let Some(cause) = &self.cause {
+            write!(f, ": terminated: {cause}")?;
+        }
+        Ok(())
+    }
 }
 
 impl Default for Completion {

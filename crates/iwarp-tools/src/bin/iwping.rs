@@ -332,7 +332,7 @@ fn serve_one(cli: &Cli, dev: &Device, req: iwarp::ConnectRequest) -> Result<(), 
         debug_log!("server received sink adv");
         let len = (remote.2 as usize).min(b.rdma.len());
         wr_id += 1;
-        qp.post_send(&[SendWr::read(wr_id, b.rdma.sge(0, len), RemoteAddr { stag: Stag(remote.1), to: remote.0 })])
+        qp.post_send(&[SendWr::read(wr_id, b.rdma.sge(0, len), RemoteAddr::unbounded(Stag(remote.1), remote.0))])
             .map_err(|e| format!("post send error {e}"))?;
         match wait(&qp, &cq, &b, "server")? {
             Waited::Rdma => {}
@@ -359,7 +359,7 @@ fn serve_one(cli: &Cli, dev: &Device, req: iwarp::ConnectRequest) -> Result<(), 
         let s = cstr(&b.rdma);
         let len = (s.len() + 1).min(b.rdma.len()).min(remote.2 as usize);
         wr_id += 1;
-        qp.post_send(&[SendWr::write(wr_id, &[b.rdma.sge(0, len)], RemoteAddr { stag: Stag(remote.1), to: remote.0 })])
+        qp.post_send(&[SendWr::write(wr_id, &[b.rdma.sge(0, len)], RemoteAddr::unbounded(Stag(remote.1), remote.0))])
             .map_err(|e| format!("post send error {e}"))?;
         match wait(&qp, &cq, &b, "server")? {
             Waited::Rdma => {}
@@ -412,6 +412,7 @@ fn run_server(cli: &Arc<Cli>, dev: &Device) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let cli = Arc::new(Cli::parse());
+    iwarp_tools::init_tracing();
     DEBUG.store(cli.debug, Ordering::Relaxed);
     if !(cli.server || cli.client) {
         eprintln!("iwping: one of -s or -c is required");

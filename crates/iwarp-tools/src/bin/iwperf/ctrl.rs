@@ -120,6 +120,7 @@ impl Ctrl {
         addr: SocketAddr,
         mpa: &MpaOptions,
         liveness: Liveness,
+        source: Option<SocketAddr>,
     ) -> Result<Ctrl, String> {
         let cq = dev.create_cq(8).map_err(|e| e.to_string())?;
         let recv = pd.reg_mr(DEST_LEN, iwarp::Access::LOCAL_WRITE).map_err(|e| e.to_string())?;
@@ -128,8 +129,9 @@ impl Ctrl {
             qp.post_recv(&[RecvWr::new(0, &[recv.sge_all()])]).map_err(|e| e.to_string())?;
             Ok(qp)
         };
-        let qp = connect_retry(make, addr, &ctrl_params(mpa, liveness))
-            .map_err(|e| format!(" Unable to init the socket connection: {e}"))?;
+        let params = ConnParams { source, ..ctrl_params(mpa, liveness) };
+        let qp =
+            connect_retry(make, addr, &params).map_err(|e| format!(" Unable to init the socket connection: {e}"))?;
         Ok(Ctrl { qp, cq, recv, client: true, wr: 0, drive: None })
     }
 

@@ -137,6 +137,7 @@ fn opts(test: Test, size: usize, iters: u64, bidir: bool, cfg: &Config) -> Opts 
         atomic: rdma::AtomicOp::default(),
         worker_spin_us: cfg.worker_spin_us,
         bidir,
+        source: None,
     }
 }
 

@@ -70,6 +70,10 @@ struct Cli {
     cmd: Cmd,
     /// The server to connect to (client role).
     host: Option<String>,
+    /// Local address (IPv4 or IPv6): the server listens on it (default: any IPv4 address),
+    /// the client connects from it (perftest's `--bind_source_ip`; `--bind` for short).
+    #[arg(short = 'J', long = "bind_source_ip", visible_alias = "bind")]
+    bind: Option<String>,
     /// TCP port for all connections.
     #[arg(short = 'p', long = "port", default_value_t = 18515)]
     port: u16,
@@ -172,6 +176,14 @@ fn parse_size(s: &str) -> Result<usize, String> {
     Ok(n)
 }
 
+/// Where a server listens: `--bind_source_ip` if given, else any IPv4 address.
+fn server_addr(cli: &Cli) -> Result<SocketAddr, String> {
+    match &cli.bind {
+        Some(b) => resolve(b, cli.port),
+        None => Ok(rdma::any_addr(cli.port)),
+    }
+}
+
 fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
     (host, port).to_socket_addrs().ok().and_then(|mut a| a.next()).ok_or_else(|| format!("Couldn't resolve {host}"))
 }
@@ -220,6 +232,10 @@ fn opts(cli: &Cli, test: Test) -> Result<Opts, String> {
         worker_spin_us: cli.worker_spin_us,
         bidir: cli.bidir,
         atomic: cli.atomic_type.unwrap_or_default(),
+        source: match (&cli.host, &cli.bind) {
+            (Some(_), Some(b)) => Some(resolve(b, 0)?),
+            _ => None,
+        },
     })
 }
 
@@ -234,7 +250,7 @@ fn run_rdma(cli: &Cli, test: Test) -> Result<(), String> {
     let o = opts(cli, test)?;
     let role = match &cli.host {
         Some(h) => Role::Client(resolve(h, cli.port)?),
-        None => Role::Server(rdma::any_addr(cli.port)),
+        None => Role::Server(server_addr(cli)?),
     };
     let cpu0 = iwarp::util::cpu_time();
     let out = rdma::run(&o, role, None)?;
@@ -290,7 +306,7 @@ fn run_tcp(cli: &Cli, lat: bool) -> Result<(), String> {
     }
     match &cli.host {
         None => {
-            let l = TcpListener::bind(rdma::any_addr(cli.port)).map_err(|e| format!("bind: {e}"))?;
+            let l = TcpListener::bind(server_addr(cli)?).map_err(|e| format!("bind: {e}"))?;
             println!("\n************************************\n* Waiting for client to connect... *\n************************************");
             let s = tcp::accept_one(&l).map_err(|e| e.to_string())?;
             if lat {
@@ -358,7 +374,7 @@ fn run_tcp_bidir(cli: &Cli, size: usize, amount: tcp::Amount) -> Result<(), Stri
     let gbits = cli.report_gbits;
     let (role, r) = match &cli.host {
         None => {
-            let l = TcpListener::bind(rdma::any_addr(cli.port)).map_err(|e| format!("bind: {e}"))?;
+            let l = TcpListener::bind(server_addr(cli)?).map_err(|e| format!("bind: {e}"))?;
             println!("\n************************************\n* Waiting for client to connect... *\n************************************");
             let s = tcp::accept_one(&l).map_err(|e| e.to_string())?;
             ("server", tcp::bw_bidir_server(s).map_err(|e| e.to_string())?)
@@ -387,6 +403,7 @@ fn run_tcp_bidir(cli: &Cli, size: usize, amount: tcp::Amount) -> Result<(), Stri
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    iwarp_tools::init_tracing();
     let _ = iwarp::util::raise_fd_limit();
     let r = match cli.cmd {
         Cmd::WriteBw => run_rdma(&cli, Test::WriteBw),

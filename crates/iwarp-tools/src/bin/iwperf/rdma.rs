@@ -169,6 +169,8 @@ pub struct Opts {
     pub bidir: bool,
     /// The atomic tests' operation.
     pub atomic: AtomicOp,
+    /// Client: the local address to connect from (perftest `--bind_source_ip`; IPv4 or IPv6).
+    pub source: Option<SocketAddr>,
 }
 
 /// Where to run.
@@ -271,6 +273,7 @@ fn data_params(o: &Opts) -> ConnParams {
         // perftest's write_lat server (the MPA responder) writes first; by then several control
         // round trips have passed, so the initiator is long done with MPA.
         responder_sends_first: o.test == Test::WriteLat,
+        source: o.source,
         ..Default::default()
     }
 }
@@ -324,7 +327,7 @@ pub fn run(o: &Opts, role: Role, bound: Option<Sender<u16>>) -> Result<Outcome, 
     let pd = dev.alloc_pd();
     let client = matches!(role, Role::Client(_));
     let (mut ctrl, listener) = match role {
-        Role::Client(addr) => (Ctrl::connect(&dev, &pd, addr, &o.mpa, o.liveness)?, None),
+        Role::Client(addr) => (Ctrl::connect(&dev, &pd, addr, &o.mpa, o.liveness, o.source)?, None),
         Role::Server(addr) => {
             if !o.quiet {
                 println!("\n************************************\n* Waiting for client to connect... *\n************************************");
@@ -675,11 +678,11 @@ fn bw_client(o: &Opts, data: &Data, peer: &[Dest], size: usize, cycle: usize) ->
                 continue;
             }
             let mr = data.local(i);
-            let remote_base = RemoteAddr { stag: Stag(peer[i].rkey), to: peer[i].vaddr };
+            let remote_base = RemoteAddr::unbounded(Stag(peer[i].rkey), peer[i].vaddr);
             let mut wrs = Vec::with_capacity(n as usize);
             for k in posted[i]..posted[i] + n {
                 let off = slot_offset(size, cycle, k);
-                let remote = RemoteAddr { stag: remote_base.stag, to: remote_base.to + off as u64 };
+                let remote = RemoteAddr::unbounded(remote_base.stag, remote_base.to + off as u64);
                 let signaled = (k + 1) % cq_mod as u64 == 0 || k + 1 == iters;
                 if signaled {
                     signaled_to[i] = k + 1;
@@ -950,7 +953,7 @@ fn send_bw_server(
                     .post_send(&[SendWr::write_inline(
                         wr,
                         &v,
-                        RemoteAddr { stag: Stag(peer[i].rkey), to: peer[i].vaddr },
+                        RemoteAddr::unbounded(Stag(peer[i].rkey), peer[i].vaddr),
                     )
                     .unsignaled()])
                     .map_err(|e| format!("Couldn't post credit write: {e}"))?;
@@ -1083,12 +1086,12 @@ fn send_bw_bidir(
         for i in 0..q {
             while let Some(&v) = owed[i].front() {
                 credit_wr += 1;
-                let remote = RemoteAddr { stag: Stag(peer[i].rkey), to: peer[i].vaddr };
+                let remote = RemoteAddr::unbounded(Stag(peer[i].rkey), peer[i].vaddr);
                 match data.qps[i].post_send(&[SendWr::write_inline(credit_wr, &v.to_le_bytes(), remote).unsignaled()]) {
                     Ok(()) => {
                         owed[i].pop_front();
                     }
-                    Err(iwarp::PostError::QueueFull) => break,
+                    Err(iwarp::PostError { reason: iwarp::PostReason::QueueFull, .. }) => break,
                     Err(e) => return Err(format!("Couldn't post credit write: {e}")),
                 }
             }
@@ -1191,7 +1194,7 @@ fn wait_one(o: &Opts, data: &Data, want: WcOpcode) -> Result<(), String> {
 fn write_lat(o: &Opts, data: &Data, peer: &[Dest], size: usize, client: bool) -> Result<LatResult, String> {
     let mr = data.local(0);
     let qp = &data.qps[0];
-    let remote = RemoteAddr { stag: Stag(peer[0].rkey), to: peer[0].vaddr };
+    let remote = RemoteAddr::unbounded(Stag(peer[0].rkey), peer[0].vaddr);
     let poll_at = data.advertised_offset() + size - 1;
     let iters = o.iters;
     let mut stamps = Vec::with_capacity(iters as usize);
@@ -1240,7 +1243,7 @@ fn atomic_wr<'a>(op: AtomicOp, id: u64, sink: iwarp::Sge<'a>, remote: RemoteAddr
 fn read_lat(o: &Opts, data: &Data, peer: &[Dest], size: usize) -> Result<LatResult, String> {
     let mr = data.local(0);
     let qp = &data.qps[0];
-    let remote = RemoteAddr { stag: Stag(peer[0].rkey), to: peer[0].vaddr };
+    let remote = RemoteAddr::unbounded(Stag(peer[0].rkey), peer[0].vaddr);
     let mut stamps = Vec::with_capacity(o.iters as usize + 1);
     let clock = quanta::Clock::new();
     let start = Instant::now();
@@ -1404,7 +1407,7 @@ fn print_results(o: &Opts, client: bool, out: &Outcome) {
     println!("{DASHES}");
 }
 
-/// The address a server binds when given none.
+/// The address a server binds when given none (IPv4's any address, as perftest's).
 pub fn any_addr(port: u16) -> SocketAddr {
     SocketAddr::new(IpAddr::from([0, 0, 0, 0]), port)
 }

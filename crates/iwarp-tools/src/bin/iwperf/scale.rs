@@ -384,7 +384,7 @@ fn measure(
             let pd = q.conn_info().map(|i| i.negotiated.peer_private_data).unwrap_or_default();
             let stag = Stag(u32::from_be_bytes(pd.get(..4).and_then(|b| b.try_into().ok()).unwrap_or([0; 4])));
             let to = u64::from_be_bytes(pd.get(4..12).and_then(|b| b.try_into().ok()).unwrap_or([0; 8]));
-            RemoteAddr { stag, to }
+            RemoteAddr::unbounded(stag, to)
         })
         .collect();
     let w = write_all(&qps, &remotes, &src, &cq, cfg)?;
