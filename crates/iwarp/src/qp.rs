@@ -114,6 +114,9 @@ impl QueuePair {
             Arc::clone(&init.send_cq.inner),
             Arc::clone(&init.recv_cq.inner),
         );
+        if let Some(srq) = init.srq {
+            srq.attach(&conn);
+        }
         Ok(QueuePair { inner: conn })
     }
 
@@ -152,7 +155,9 @@ impl QueuePair {
     /// # Errors
     /// [`PostError`] if one is invalid or the queue would overflow.
     pub fn post_recv(&self, wrs: &[RecvWr<'_>]) -> Result<(), PostError> {
-        self.inner.posts.post_recv(wrs.iter().map(RecvWr::to_proto))
+        self.inner.posts.post_recv(wrs.iter().map(RecvWr::to_proto))?;
+        self.inner.recv_posted();
+        Ok(())
     }
 
     /// Posts send work requests (all or none) and starts transmitting them at once: one call
@@ -190,7 +195,7 @@ impl QueuePair {
             return Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, "queue pair already connected").into());
         }
         let (sock, connecting) = active::start(addr, params, self.inner.dev.cfg.max_rd_atomic, Instant::now())?;
-        self.inner.start_connect(sock, connecting, params.wake_silent_responder)
+        self.inner.start_connect(sock, connecting, params.wake_silent_responder, params.recv_wait)
     }
 
     /// Waits until the connection is established (the passive side after `accept`, which

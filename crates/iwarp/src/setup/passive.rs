@@ -722,7 +722,7 @@ impl ConnectRequest {
         st.closed = true;
         drop(st);
         worker.retarget(token, conn.entry());
-        d.adopt(conn, sock, (worker, token), reply, neg, params.responder_sends_first);
+        d.adopt(conn, sock, (worker, token), reply, neg, params.responder_sends_first, params.recv_wait);
         Ok(())
     }
 
