@@ -978,9 +978,7 @@ impl Driver {
         reply: Vec<u8>,
         neg: Negotiated,
         send_first: bool,
-        recv_wait: Option<Duration>,
     ) {
-        self.engine.set_recv_wait(recv_wait);
         self.sock = Some(sock);
         self.send_first = send_first;
         *qp.home() = Some((Arc::clone(&reg.0), reg.1));

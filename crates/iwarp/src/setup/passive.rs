@@ -722,7 +722,8 @@ impl ConnectRequest {
         st.closed = true;
         drop(st);
         worker.retarget(token, conn.entry());
-        d.adopt(conn, sock, (worker, token), reply, neg, params.responder_sends_first, params.recv_wait);
+        d.engine.set_recv_wait(params.recv_wait);
+        d.adopt(conn, sock, (worker, token), reply, neg, params.responder_sends_first);
         Ok(())
     }
 
