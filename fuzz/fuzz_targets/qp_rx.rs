@@ -361,7 +361,7 @@ impl Harness {
         let cap = if read_max == 0 { usize::MAX } else { read_max };
         while !data.is_empty() {
             match self.qp.poll_recv_plan() {
-                RecvPlan::Stop => break,
+                RecvPlan::Stop | RecvPlan::Wait => break,
                 RecvPlan::Scratch { max } => {
                     assert!(max > 0, "a scratch plan for no bytes");
                     let n = max.min(cap).min(data.len());

@@ -539,9 +539,10 @@ fn qperf_value(out: &str, test: &str) -> Option<f64> {
 }
 
 /// qperf's RC tests over rdma_cm (`-cm1`), one client run against one server (killed by its
-/// PID afterwards: a qperf server never exits). `rc_bw`, `rc_bi_bw` are left out: they send
-/// without waiting for the peer's receives, and iWARP has no receiver-not-ready retry (see
-/// docs/verbs-abi.md). The UD test must fail cleanly.
+/// PID afterwards: a qperf server never exits). `rc_bw` and `rc_bi_bw` send without waiting
+/// for the peer's receives (InfiniBand's receiver-not-ready retry covers them there): a Send
+/// that finds none posted waits for one (`ConnParams::recv_wait`, see docs/verbs-abi.md).
+/// The UD test must fail cleanly.
 #[test]
 fn qperf_rc_tests_over_rdma_cm() {
     if common::tool("qperf", "qperf").is_none() {
@@ -558,6 +559,8 @@ fn qperf_rc_tests_over_rdma_cm() {
         "rc_rdma_write_bw",
         "rc_compare_swap_mr",
         "rc_fetch_add_mr",
+        "rc_bw",
+        "rc_bi_bw",
     ];
     common::shared_library();
     let server = spawn(&under_iwrun(&["qperf", "-lp", port.as_str()]));
@@ -580,15 +583,16 @@ fn qperf_rc_tests_over_rdma_cm() {
 }
 
 /// fio's rdma engine: the server reads (`--rw=read`, no hostname), the client writes, with
-/// RDMA Writes and with RDMA Reads (`--verb`). `--verb=send` is left out: its server posts one
-/// receive per I/O depth while the client sends ahead (receiver-not-ready, as `rc_bw`).
+/// RDMA Writes, RDMA Reads and Sends (`--verb`). With `--verb=send` the server posts one
+/// receive per I/O depth while the client sends ahead: Sends wait for their receives
+/// (`ConnParams::recv_wait`), as qperf's `rc_bw`.
 #[test]
-fn fio_rdma_engine_moves_data_with_writes_and_reads() {
+fn fio_rdma_engine_moves_data_with_writes_reads_and_sends() {
     if common::tool("fio", "fio").is_none() {
         return;
     }
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    for verb in ["write", "read"] {
+    for verb in ["write", "read", "send"] {
         let port = free_port();
         // The engine's options (port, verb, hostname) only after --ioengine.
         let port_arg = format!("--port={port}");

@@ -298,6 +298,7 @@ impl Conn {
         mut sock: TcpStream,
         connecting: Connecting,
         wake_responder: bool,
+        recv_wait: Option<Duration>,
     ) -> Result<(), ConnectError> {
         let mut d = self.lock();
         if !d.is_idle() {
@@ -312,6 +313,7 @@ impl Conn {
         *self.home() = Some((Arc::clone(&worker), token));
         d.reg = Some((worker, token));
         d.wake_responder = wake_responder;
+        d.engine.set_recv_wait(recv_wait);
         d.setup = Setup::Connecting(connecting);
         Ok(())
     }
@@ -428,8 +430,13 @@ impl Conn {
     /// (framed bytes the socket did not take). `None` while another thread drives.
     fn wait_fd(&self) -> Option<(RawFd, bool)> {
         let d = self.try_driver()?;
-        let write = d.engine.poll_interest().unsent;
-        d.sock.as_ref().map(|s| (s.as_raw_fd(), write))
+        let interest = d.engine.poll_interest();
+        if interest.recv_wait && !interest.unsent {
+            // Unread bytes wait behind a Send with no receive: the socket stays readable,
+            // and only a post (or the wait's end, checked at each poll) changes anything.
+            return None;
+        }
+        d.sock.as_ref().map(|s| (s.as_raw_fd(), interest.unsent))
     }
 
     /// The driver, if no other thread holds it.
@@ -450,6 +457,15 @@ impl Conn {
     pub(crate) fn flush_later(&self, items: impl IntoIterator<Item = WorkCompletion>) {
         self.late_flushes.lock().unwrap_or_else(|e| e.into_inner()).extend(items);
         self.kick(KICK_TX);
+    }
+
+    /// A receive was posted for this queue pair (to it or to its shared receive queue): if
+    /// its engine waits for one ([`crate::ConnParams::recv_wait`]), the connection is read
+    /// again. Edge-triggered readiness will not announce the bytes already queued.
+    pub(crate) fn recv_posted(&self) {
+        if self.posts.take_recv_waiter() {
+            self.kick(KICK_RUN);
+        }
     }
 
     /// Leaves `work` ([`KICK_TX`], [`KICK_RUN`], [`KICK_DISCONNECT`]) for the driver: done

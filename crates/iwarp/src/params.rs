@@ -162,6 +162,18 @@ pub struct ConnParams {
     /// Dead-peer detection: TCP keepalive and `TCP_USER_TIMEOUT` on the connection's socket
     /// (see [`Liveness`] for the defaults, which notice a vanished peer within 40 s).
     pub liveness: Liveness,
+    /// How long a Send (or Immediate Data) that finds no receive posted waits for one
+    /// (default 2 s); `None` or zero terminates the connection at once, as RFC 5041 §7.2
+    /// describes (DDP untagged buffer, "no buffer available").
+    ///
+    /// iWARP has no receiver-not-ready retry, and programs written for InfiniBand (qperf's
+    /// `rc_bw`, fio's `--verb=send`) post Sends without waiting for the peer's receives. While
+    /// a message waits, this side reads nothing more of the stream, so TCP's flow control
+    /// holds the peer back; posting a receive (to the queue pair or its shared receive queue)
+    /// resumes reading. Everything behind the waiting message waits with it, RDMA Writes and
+    /// Read Responses included. A wait that runs out ends the connection with the same
+    /// Terminate as no wait. Nothing on the wire changes (see `docs/deviations.md`).
+    pub recv_wait: Option<Duration>,
 }
 
 impl Default for ConnParams {
@@ -175,9 +187,13 @@ impl Default for ConnParams {
             responder_sends_first: false,
             wake_silent_responder: true,
             liveness: Liveness::default(),
+            recv_wait: Some(DEFAULT_RECV_WAIT),
         }
     }
 }
+
+/// The default of [`ConnParams::recv_wait`].
+pub const DEFAULT_RECV_WAIT: Duration = Duration::from_secs(2);
 
 impl ConnParams {
     /// These parameters with dead-peer detection off ([`Liveness::OFF`]).

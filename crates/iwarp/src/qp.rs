@@ -115,6 +115,9 @@ impl QueuePair {
             Arc::clone(&init.send_cq.inner),
             Arc::clone(&init.recv_cq.inner),
         );
+        if let Some(srq) = init.srq {
+            srq.attach(&conn);
+        }
         Ok(QueuePair { inner: conn })
     }
 
@@ -163,7 +166,9 @@ impl QueuePair {
     /// [`PostError`], naming the first request that is invalid or would overflow the queue.
     pub fn post_recv(&self, wrs: &[RecvWr<'_>]) -> Result<(), PostError> {
         let taken = Cell::new(0);
-        self.inner.posts.post_recv(counted(wrs, &taken, RecvWr::to_proto)).map_err(|e| failed(&taken, e))
+        self.inner.posts.post_recv(counted(wrs, &taken, RecvWr::to_proto)).map_err(|e| failed(&taken, e))?;
+        self.inner.recv_posted();
+        Ok(())
     }
 
     /// Posts send work requests (all or none) and starts transmitting them at once: one call
@@ -208,7 +213,7 @@ impl QueuePair {
         tracing::debug!(parent: &self.inner.span, source = ?params.source, "connecting");
         let (sock, connecting) = active::start(addr, params, self.inner.dev.cfg.max_rd_atomic, Instant::now())
             .inspect_err(|e| tracing::debug!(parent: &self.inner.span, error = %e, "connect failed"))?;
-        self.inner.start_connect(sock, connecting, params.wake_silent_responder)
+        self.inner.start_connect(sock, connecting, params.wake_silent_responder, params.recv_wait)
     }
 
     /// Waits until the connection is established (the passive side after `accept`, which

@@ -1,11 +1,12 @@
 //! Shared receive queues.
 
+use crate::conn::Conn;
 use crate::error::{CreateError, PostError};
 use crate::mem::ProtectionDomain;
 use crate::wr::RecvWr;
 use iwarp_proto::mem::PdId;
 use iwarp_proto::qp::Srq;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
 /// Receive work requests shared by every queue pair created with it: an incoming Send on any of
 /// them takes the oldest one. Cheap to clone.
@@ -13,6 +14,8 @@ use std::sync::Arc;
 pub struct SharedReceiveQueue {
     pub(crate) inner: Arc<Srq>,
     pd: PdId,
+    /// The queue pairs taking from it, to resume one whose Send waits for a receive.
+    attached: Arc<Mutex<Vec<Weak<Conn>>>>,
 }
 
 impl ProtectionDomain {
@@ -34,7 +37,18 @@ impl SharedReceiveQueue {
         if max_sge > cfg.max_sge {
             return Err(CreateError::TooManySges { requested: max_sge, max: cfg.max_sge });
         }
-        Ok(SharedReceiveQueue { inner: Arc::new(Srq::new(depth, max_sge)), pd: pd.id })
+        Ok(SharedReceiveQueue {
+            inner: Arc::new(Srq::new(depth, max_sge)),
+            pd: pd.id,
+            attached: Arc::new(Mutex::new(Vec::new())),
+        })
+    }
+
+    /// A queue pair created with this queue.
+    pub(crate) fn attach(&self, conn: &Arc<Conn>) {
+        let mut a = self.attached.lock().unwrap_or_else(|e| e.into_inner());
+        a.retain(|c| c.strong_count() > 0);
+        a.push(Arc::downgrade(conn));
     }
 
     pub(crate) fn pd_id(&self) -> PdId {
@@ -49,7 +63,17 @@ impl SharedReceiveQueue {
         let taken = std::cell::Cell::new(0);
         self.inner
             .post(self.pd, crate::wr::counted(wrs, &taken, RecvWr::to_proto))
-            .map_err(|e| crate::wr::failed(&taken, e))
+            .map_err(|e| crate::wr::failed(&taken, e))?;
+        // A queue pair whose Send waits for a receive reads again (see
+        // `ConnParams::recv_wait`).
+        if self.inner.take_waiter() {
+            let attached: Vec<Arc<Conn>> =
+                self.attached.lock().unwrap_or_else(|e| e.into_inner()).iter().filter_map(Weak::upgrade).collect();
+            for c in attached {
+                c.recv_posted();
+            }
+        }
+        Ok(())
     }
 
     /// Work requests waiting.

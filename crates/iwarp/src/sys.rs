@@ -181,7 +181,8 @@ pub(crate) fn receive(fd: RawFd, engine: &mut Qp, scratch: &mut [u8], scratch_ma
     let mut budget = budget;
     loop {
         let r = match engine.poll_recv_plan() {
-            RecvPlan::Stop => return false,
+            // A Send waits for a receive: the stream stays unread (posting one resumes it).
+            RecvPlan::Stop | RecvPlan::Wait => return false,
             RecvPlan::Scratch { max } => {
                 let max = max.min(scratch_max).min(scratch.len());
                 match read(fd, &mut scratch[..max]) {

@@ -61,7 +61,10 @@ impl Victim {
         req.reserved_flags = if rfc7306 { 0x01 } else { 0 };
         let mut raw = RawPeer::connect_frame(listener.local_addr(), &req);
         let req = listener.get_request(Some(WAIT)).unwrap();
-        let params = ConnParams { responder_resources: ird, initiator_depth: ird, ..ConnParams::default() };
+        // A Send with no receive posted terminates at once, as RFC 5041 §7.2 describes (the
+        // receive wait, `recv_wait.rs`, would put it off).
+        let params =
+            ConnParams { responder_resources: ird, initiator_depth: ird, recv_wait: None, ..ConnParams::default() };
         req.accept(&qp.qp, &params).unwrap();
         let (crc, _, _) = raw.read_reply();
         assert!(crc);
@@ -706,7 +709,9 @@ fn stack_to_stack_protocol_errors_are_reported_on_both_sides() {
     assert_eq!(p.server.qp.terminated(), Some(Terminated { cause, remote: false }));
     assert_eq!(WcStatus::RemoteAccess.to_string(), "remote access error");
 
-    let p = Pair::new();
+    // Without the receive wait (with it, the same follows after the wait: `recv_wait.rs`).
+    let server = ConnParams { recv_wait: None, ..ConnParams::default() };
+    let p = Pair::with(PairConfig { server, ..PairConfig::default() });
     let src = p.mr(64, all_access());
     p.client.qp.post_send(&[SendWr::send(1, &[src.sge(0, 8)])]).unwrap();
     let cause = TerminateCause::UntaggedBuffer(UntaggedBuffer::NoBuffer);

@@ -216,6 +216,12 @@ pub enum RecvPlan {
     },
     /// Nothing should be read (the queue pair is terminating or finished).
     Stop,
+    /// Nothing should be read until a receive is posted: the next message needs one and none
+    /// is posted ([`Qp::set_recv_wait`]). Stop reading (TCP's flow control then holds the
+    /// peer back) and ask again once [`PostQueues::take_recv_waiter`] says a receive came
+    /// (or at [`Qp::poll_timeout`]); readiness of the socket will not announce bytes that are
+    /// already queued.
+    Wait,
 }
 
 /// What the engine wants from its driver now ([`Qp::poll_interest`]).
@@ -235,6 +241,9 @@ pub struct Interest {
     /// A timer runs: call [`Qp::handle_timeout`] after transmitting and at
     /// [`Qp::poll_timeout`].
     pub timer: bool,
+    /// A Send waits for a receive to be posted ([`RecvPlan::Wait`]): the stream is not read
+    /// meanwhile.
+    pub recv_wait: bool,
 }
 
 impl Interest {
@@ -289,12 +298,14 @@ struct SrqInner {
     queue: VecDeque<RecvWqe>,
     depth: usize,
     limit: Option<usize>,
+    /// A queue pair found the queue empty and waits for a receive ([`Srq::take_waiter`]).
+    waiter: bool,
 }
 
 impl Srq {
     /// A shared receive queue of `depth` work requests with up to `max_sge` elements each.
     pub fn new(depth: usize, max_sge: usize) -> Self {
-        Srq { inner: Mutex::new(SrqInner { queue: VecDeque::new(), depth, limit: None }), max_sge }
+        Srq { inner: Mutex::new(SrqInner { queue: VecDeque::new(), depth, limit: None, waiter: false }), max_sge }
     }
 
     /// Posts receive work requests (all or none).
@@ -325,10 +336,29 @@ impl Srq {
         self.inner.lock().unwrap_or_else(|e| e.into_inner()).limit = Some(limit);
     }
 
+    /// `true` (once) if a queue pair found this queue empty and waits for a receive since
+    /// the last call: call it after posting, and if it says so, have the attached queue pairs
+    /// whose [`PostQueues::take_recv_waiter`] is set read again.
+    pub fn take_waiter(&self) -> bool {
+        std::mem::take(&mut self.inner.lock().unwrap_or_else(|e| e.into_inner()).waiter)
+    }
+
     /// Takes the oldest work request; the flag says the armed limit was just crossed.
     pub fn take(&self) -> (Option<RecvWqe>, bool) {
+        self.take_for(None)
+    }
+
+    /// [`take`](Self::take) for a queue pair that waits if the queue is empty: then this
+    /// queue's waiter flag and `posts`' are raised under the queue's lock, so that a receive
+    /// posted next is followed by [`take_waiter`](Self::take_waiter) and
+    /// [`PostQueues::take_recv_waiter`] both saying so.
+    fn take_for(&self, posts: Option<&PostQueues>) -> (Option<RecvWqe>, bool) {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let w = g.queue.pop_front();
+        if let (None, Some(p)) = (&w, posts) {
+            g.waiter = true;
+            p.set_recv_waiter();
+        }
         let crossed = match g.limit {
             Some(l) if w.is_some() && g.queue.len() < l => {
                 g.limit = None;
@@ -518,18 +548,49 @@ impl Qp {
         self.wake = (count > 0).then_some(Wake { gap: first, next: None, left: count });
     }
 
-    /// When [`handle_timeout`](Self::handle_timeout) should next be called, if at all.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        let w = self.wake.as_ref()?;
-        if self.stats.rx_fpdus > 0 || self.state != QpState::Rts {
-            return None;
-        }
-        w.next
+    /// How long an untagged message that needs a receive (Send, Send with Invalidate or
+    /// Solicited Event, Immediate Data) waits for one when none is posted; `None` or zero
+    /// (the default) terminates at once, as RFC 5041 §7.2 describes.
+    ///
+    /// iWARP has no receiver-not-ready retry, but a receiver need not read the stream at any
+    /// pace: while it waits, the engine reads nothing from that message's FPDU on
+    /// ([`RecvPlan::Wait`]), so TCP's flow control holds the peer back, and it goes on when a
+    /// receive is posted (to the queue pair or to its shared receive queue). Tagged messages
+    /// behind the waiting one wait too (the stream is one byte sequence). If none is posted
+    /// within `wait` (counted from the first [`handle_timeout`](Self::handle_timeout) after
+    /// the wait began, which [`Interest::timer`] asks for), the connection ends as it would
+    /// have at once: a Terminate of DDP untagged buffer "no buffer available" (1/2/0x02). A
+    /// local behaviour: nothing on the wire changes.
+    pub fn set_recv_wait(&mut self, wait: Option<Duration>) {
+        self.rx.set_recv_wait(wait.filter(|w| !w.is_zero()));
     }
 
-    /// Timers: queues a due wake-up (see [`wake_silent_peer`](Self::wake_silent_peer));
-    /// returns `true` if it did, so that there is something to transmit.
+    /// When [`handle_timeout`](Self::handle_timeout) should next be called, if at all.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let held = self.rx.held_deadline();
+        let wake = self.wake.as_ref().and_then(|w| {
+            if self.stats.rx_fpdus > 0 || self.state != QpState::Rts {
+                return None;
+            }
+            w.next
+        });
+        match (held, wake) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Timers: queues a due wake-up (see [`wake_silent_peer`](Self::wake_silent_peer)), or
+    /// the Terminate of a message that waited for a receive in vain (see
+    /// [`set_recv_wait`](Self::set_recv_wait)); returns `true` if it did, so that there is
+    /// something to transmit.
     pub fn handle_timeout(&mut self, now: Instant) -> bool {
+        let expired = self.recv_wait_timeout(now);
+        self.wake_timeout(now) || expired
+    }
+
+    /// The wake-up timer of [`wake_silent_peer`](Self::wake_silent_peer).
+    fn wake_timeout(&mut self, now: Instant) -> bool {
         let Some(w) = self.wake.as_mut() else { return false };
         if self.stats.rx_fpdus > 0 || self.state != QpState::Rts || w.left == 0 {
             self.wake = None;
@@ -628,7 +689,8 @@ impl Qp {
             work: self.has_work(),
             output: self.has_output(),
             shutdown: self.wants_shutdown(),
-            timer: self.wake.is_some(),
+            timer: self.wake.is_some() || self.rx.is_held(),
+            recv_wait: self.rx.is_held(),
         }
     }
 
@@ -752,7 +814,7 @@ impl Qp {
     fn take_recv(&mut self) -> Option<RecvWqe> {
         match &self.srq {
             Some(srq) => {
-                let (w, crossed) = srq.take();
+                let (w, crossed) = srq.take_for(Some(&self.posts));
                 if crossed {
                     tracing::debug!(qp = self.cfg.qp_num, "shared receive queue below its limit");
                 }

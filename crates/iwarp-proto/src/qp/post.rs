@@ -10,7 +10,7 @@
 use super::{LinkParams, PostError, QpConfig, QpState, RecvWqe, SendOp, SendWqe};
 use crate::mem::{Access, PdId};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 /// What a send is checked against: the state and what the connection negotiated.
@@ -45,6 +45,9 @@ pub struct PostQueues {
     queued: AtomicUsize,
     /// Sends posted and not yet completed, here or in the engine (the send queue's depth).
     used: AtomicUsize,
+    /// The engine found no receive for a message and waits for one (set under the lock of
+    /// the queue it looked in; see [`PostQueues::take_recv_waiter`]).
+    recv_waiter: AtomicBool,
 }
 
 impl PostQueues {
@@ -57,6 +60,7 @@ impl PostQueues {
             recvs: Mutex::new(Recvs { queue: VecDeque::new(), state: QpState::Idle }),
             queued: AtomicUsize::new(0),
             used: AtomicUsize::new(0),
+            recv_waiter: AtomicBool::new(false),
         }
     }
 
@@ -128,6 +132,21 @@ impl PostQueues {
         Ok(())
     }
 
+    /// `true` (once) if the engine waits for a receive (a Send arrived with none posted, see
+    /// [`Qp::set_recv_wait`](super::Qp::set_recv_wait)): call it after posting a receive, to
+    /// this queue or to the shared receive queue this queue pair takes from, and if it says
+    /// so, have the driver read again (no socket readiness will announce bytes that are
+    /// already queued). The engine raises the flag under the lock of the queue it found empty,
+    /// so a receive posted after that lock is always followed by `true` here.
+    pub fn take_recv_waiter(&self) -> bool {
+        self.recv_waiter.load(Ordering::SeqCst) && self.recv_waiter.swap(false, Ordering::SeqCst)
+    }
+
+    /// Raises the flag of [`take_recv_waiter`](Self::take_recv_waiter).
+    pub(crate) fn set_recv_waiter(&self) {
+        self.recv_waiter.store(true, Ordering::SeqCst);
+    }
+
     /// The engine's state as last published (posting threads read it here).
     pub fn state(&self) -> QpState {
         self.sends().gate.state
@@ -182,9 +201,15 @@ impl PostQueues {
         self.used.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// The oldest posted receive.
+    /// The oldest posted receive; if there is none, the waiter flag is raised (under the
+    /// queue's lock; see [`take_recv_waiter`](Self::take_recv_waiter)).
     pub(crate) fn next_recv(&self) -> Option<RecvWqe> {
-        self.recvs().queue.pop_front()
+        let mut r = self.recvs();
+        let w = r.queue.pop_front();
+        if w.is_none() {
+            self.set_recv_waiter();
+        }
+        w
     }
 
     /// Every posted receive, oldest first (to be flushed).

@@ -16,6 +16,7 @@ use iwarp_wire::terminate::{
 use iwarp_wire::{Msn, Opcode, QueueNumber, Stag};
 use smallvec::SmallVec;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Payload runs at least this long are read straight into their destination; shorter ones
 /// are copied out of the scratch read that carries them with their neighbours. A read per FPDU
@@ -64,6 +65,19 @@ struct UntaggedMsg {
     at: SgCursor,
 }
 
+/// An untagged message that needs a receive and found none posted, waiting for one
+/// ([`Qp::set_recv_wait`]). Its header is [`Rx::header`]; nothing behind it is processed.
+#[derive(Debug)]
+struct Held {
+    route: UntaggedRoute,
+    /// The FPDU came whole ([`Deframer::feed_whole`]: its CRC checked, the deframer past it):
+    /// its payload is this many bytes at the front of [`Rx::stash`]. `None`: the deframer
+    /// stopped after the header, and the stash starts with the rest of the FPDU.
+    whole: Option<usize>,
+    /// When the wait ends in a Terminate; set by the first [`Qp::handle_timeout`].
+    deadline: Option<Instant>,
+}
+
 /// A tagged message in progress.
 #[derive(Debug)]
 struct TaggedMsg {
@@ -97,7 +111,16 @@ pub(super) struct Rx {
     /// The regions the last [`RecvPlan::Direct`] reads into, pinned until
     /// [`Qp::handle_placed`] reports the read (see [`crate::mem::Region::pin`]).
     pins: SmallVec<[Pin; 2]>,
+    /// Nothing more is processed: the stream failed or ended, or a message waits for a
+    /// receive ([`Rx::held`]).
     stopped: bool,
+    /// How long a message waits for a receive ([`Qp::set_recv_wait`]); `None`: not at all.
+    recv_wait: Option<Duration>,
+    /// The message waiting for a receive, if one does.
+    held: Option<Held>,
+    /// Bytes read from the stream behind the held message's header, in order, not yet
+    /// processed (at most one scratch read's worth).
+    stash: Vec<u8>,
 }
 
 impl Rx {
@@ -118,7 +141,24 @@ impl Rx {
             cache: None,
             pins: SmallVec::new(),
             stopped: false,
+            recv_wait: None,
+            held: None,
+            stash: Vec::new(),
         }
+    }
+
+    pub fn set_recv_wait(&mut self, wait: Option<Duration>) {
+        self.recv_wait = wait;
+    }
+
+    /// A message waits for a receive.
+    pub fn is_held(&self) -> bool {
+        self.held.is_some()
+    }
+
+    /// When the held message's wait ends, once its clock has started.
+    pub fn held_deadline(&self) -> Option<Instant> {
+        self.held.as_ref().and_then(|h| h.deadline)
     }
 
     /// Full operation begins with the parameters MPA settled.
@@ -186,6 +226,8 @@ impl Rx {
         self.cache = None;
         self.untagged = None;
         self.pins.clear();
+        self.held = None;
+        self.stash = Vec::new();
     }
 }
 
@@ -199,7 +241,7 @@ impl Qp {
     pub fn poll_recv_plan(&mut self) -> RecvPlan {
         self.rx.pins.clear();
         if self.rx.stopped || !matches!(self.state, QpState::Rts | QpState::Closing) {
-            return RecvPlan::Stop;
+            return self.stopped_plan();
         }
         let need = self.rx.deframer.need();
         let direct_min = if self.rx.big != 0 { DIRECT_REST_MIN } else { DIRECT_MIN };
@@ -314,7 +356,7 @@ impl Qp {
         let mut reads = 0;
         while !data.is_empty() {
             match self.poll_recv_plan() {
-                RecvPlan::Stop => break,
+                RecvPlan::Stop | RecvPlan::Wait => break,
                 RecvPlan::Scratch { max } => {
                     reads += 1;
                     let n = max.min(data.len());
@@ -351,14 +393,24 @@ impl Qp {
         }
     }
 
-    /// Processes bytes read from the socket into a scratch buffer.
+    /// Processes bytes read from the socket into a scratch buffer. All of them are taken:
+    /// bytes behind a message that waits for a receive ([`RecvPlan::Wait`]) are kept, in
+    /// order, and processed once it has one.
     pub fn handle_recv(&mut self, mut data: &[u8]) {
         while !data.is_empty() && !self.rx.stopped {
             // A whole FPDU in the buffer (small messages): header, payload and end at once.
             if let Some((n, h, payload, _)) = self.rx.deframer.feed_whole(data) {
                 data = &data[n..];
                 self.on_header(h);
-                if !payload.is_empty() && !self.rx.stopped {
+                if self.rx.stopped {
+                    if let Some(held) = self.rx.held.as_mut() {
+                        // It waits for a receive: its payload and end come when it has one.
+                        held.whole = Some(payload.len());
+                        self.rx.stash.extend_from_slice(payload);
+                    }
+                    break;
+                }
+                if !payload.is_empty() {
                     self.on_payload(payload);
                 }
                 if !self.rx.stopped {
@@ -384,12 +436,106 @@ impl Qp {
                 }
             }
         }
+        if self.rx.held.is_some() {
+            self.rx.stash.extend_from_slice(data);
+        }
+    }
+
+    /// The plan while nothing is processed: [`RecvPlan::Wait`] while a message waits for a
+    /// receive and none has come, else [`RecvPlan::Stop`]. A receive that came is taken,
+    /// and the bytes kept behind the message are processed, before the plan is made.
+    #[cold]
+    fn stopped_plan(&mut self) -> RecvPlan {
+        if self.rx.held.is_none() || !matches!(self.state, QpState::Rts | QpState::Closing) {
+            return RecvPlan::Stop;
+        }
+        if !self.resume_held() {
+            return RecvPlan::Wait;
+        }
+        self.poll_recv_plan()
+    }
+
+    /// A message waits for a receive: tries to take one for it again. If one is there, the
+    /// message goes on as if it had found it on arrival, the bytes kept behind it are
+    /// processed (another message among them may wait in turn), and it returns `true`.
+    fn resume_held(&mut self) -> bool {
+        let (Some(held), Some((h, r))) = (self.rx.held.take(), self.rx.header) else { return false };
+        self.rx.stopped = false;
+        // The same checks and the same lookup as on arrival (they passed then, and nothing
+        // they depend on has changed but the receive queue).
+        self.untagged_header(&h, r, held.route, h.payload_len());
+        if let Some(again) = self.rx.held.as_mut() {
+            // Still none: the wait goes on, with its deadline.
+            again.whole = held.whole;
+            again.deadline = held.deadline;
+            return false;
+        }
+        if self.rx.stopped {
+            // Failed (a receive too short for the message): the Terminate is queued.
+            return true;
+        }
+        tracing::trace!(qp = self.cfg.qp_num, "a receive came for the waiting message");
+        let stash = std::mem::take(&mut self.rx.stash);
+        let mut rest = &stash[..];
+        if let Some(k) = held.whole {
+            let (payload, after) = rest.split_at(k.min(rest.len()));
+            if !payload.is_empty() {
+                self.on_payload(payload);
+            }
+            if !self.rx.stopped {
+                self.on_end();
+            }
+            rest = after;
+        }
+        self.handle_recv(rest);
+        true
+    }
+
+    /// An untagged message that needs a receive found none: it waits for one if
+    /// [`Qp::set_recv_wait`] allows (in full operation only), else the Terminate of RFC 5041
+    /// §7.2. Returns without failing while it waits.
+    #[cold]
+    fn no_recv(&mut self, h: &FpduHeader, route: UntaggedRoute) {
+        if self.rx.recv_wait.is_some() && self.state == QpState::Rts {
+            if self.rx.held.is_none() {
+                tracing::debug!(qp = self.cfg.qp_num, msn = route.msn.0, "a Send waits for a receive");
+                self.rx.held = Some(Held { route, whole: None, deadline: None });
+            }
+            self.rx.stopped = true;
+            self.rx.dest = Dest::None;
+            return;
+        }
+        // RFC 5041 §7.2: no buffer for this MSN (iWARP has no receiver-not-ready retry).
+        self.fail(TerminateCause::UntaggedBuffer(UntaggedBuffer::NoBuffer), Some(h), None);
+    }
+
+    /// The receive-wait clock (see [`Qp::set_recv_wait`]): starts it, or ends a wait that
+    /// has run out with the Terminate it put off. Returns `true` if it queued one.
+    pub(super) fn recv_wait_timeout(&mut self, now: Instant) -> bool {
+        let wait = self.rx.recv_wait.unwrap_or_default();
+        let Some(held) = self.rx.held.as_mut() else { return false };
+        match held.deadline {
+            None => {
+                held.deadline = Some(now + wait);
+                false
+            }
+            Some(t) if now >= t => {
+                let hdr = self.rx.header.map(|(h, _)| h);
+                tracing::debug!(qp = self.cfg.qp_num, "no receive posted in time");
+                self.rx.held = None;
+                self.rx.stopped = false;
+                self.rx.stash = Vec::new();
+                self.fail(TerminateCause::UntaggedBuffer(UntaggedBuffer::NoBuffer), hdr.as_ref(), None);
+                true
+            }
+            Some(_) => false,
+        }
     }
 
     /// Sends a Terminate for `cause` (RFC 5040 §7.1), copying the offending headers as
     /// Figure 10 says, and goes to [`QpState::Terminate`].
     fn fail(&mut self, cause: TerminateCause, hdr: Option<&FpduHeader>, rdma_hdr: Option<[u8; 28]>) {
-        if self.rx.stopped || !matches!(self.state, QpState::Rts | QpState::Closing) {
+        if (self.rx.stopped && self.rx.held.is_none()) || !matches!(self.state, QpState::Rts | QpState::Closing) {
             return;
         }
         self.rx.stopped = true;
@@ -628,8 +774,8 @@ impl Qp {
                             return self.fail(ut(UntaggedBuffer::InvalidMo), Some(h), None);
                         }
                         let Some(wqe) = self.take_recv() else {
-                            // RFC 5041 §7.2: no buffer for this MSN (iWARP has no receiver-not-ready retry).
-                            return self.fail(ut(UntaggedBuffer::NoBuffer), Some(h), None);
+                            // Wait for one, or RFC 5041 §7.2's "no buffer" Terminate.
+                            return self.no_recv(h, u);
                         };
                         let cap = wqe.len();
                         self.rx.untagged =
@@ -662,7 +808,7 @@ impl Qp {
                     return;
                 }
                 let Some(wqe) = self.take_recv() else {
-                    return self.fail(ut(UntaggedBuffer::NoBuffer), Some(h), None);
+                    return self.no_recv(h, u);
                 };
                 self.rx.untagged =
                     Some(UntaggedMsg { msn, wqe: Some(wqe), cap: 0, received: 0, at: SgCursor::default() });

@@ -1727,3 +1727,189 @@ fn tagged_ranges_that_wrap_are_to_wrap_errors() {
     want.extend_from_slice(&rr.unwrap().to_bytes());
     assert_eq!(body, want);
 }
+
+// Receive wait (`Qp::set_recv_wait`): a Send that finds no receive posted waits for one,
+// with the stream unread behind it, instead of terminating at once.
+
+/// What a receiver that follows the plans has not yet been handed of `wire`.
+struct Inbox {
+    wire: Vec<u8>,
+    chunk: usize,
+}
+
+impl Inbox {
+    /// Hands `qp` as much as its plans take, `chunk` bytes a read at most; returns how many.
+    fn feed(&mut self, qp: &mut Qp) -> usize {
+        let mut used = 0;
+        while !self.wire.is_empty() {
+            let n = self.wire.len().min(self.chunk);
+            let k = qp.receive_copy(&self.wire[..n]);
+            self.wire.drain(..k);
+            used += k;
+            if k < n {
+                break;
+            }
+        }
+        used
+    }
+}
+
+fn waiting_pair(wait: Duration) -> Pair {
+    let mut p = Pair::new();
+    p.b.set_recv_wait(Some(wait));
+    p
+}
+
+/// Messages behind a Send with no receive posted wait with it, and go on, in order and
+/// intact, as receives are posted; the peer never hears of it.
+#[test]
+fn a_send_without_a_receive_waits_and_what_follows_it_goes_on_in_order_once_one_is_posted() {
+    // One read of everything (whole FPDUs in the buffer), odd pieces, a read per segment.
+    for chunk in [1 << 20, 7, 1000, 1460] {
+        let mut p = waiting_pair(Duration::from_secs(2));
+        let src = p.mr(256 << 10, Access::empty());
+        pattern(&src, 9);
+        let wdst = p.mr(64 << 10, Access::REMOTE_WRITE);
+        let r1 = p.mr(100, Access::LOCAL_WRITE);
+        let r2 = p.mr(100 << 10, Access::LOCAL_WRITE);
+        let r3 = p.mr(16, Access::LOCAL_WRITE);
+        let small = p.mr(64, Access::REMOTE_WRITE);
+        // Eight small Writes first: then reads are no longer cut short for large payloads,
+        // and with one read of everything the first Send arrives whole in the buffer.
+        let writes: Vec<_> =
+            (0..8u64).map(|i| send_wr(20 + i, SendOp::Write(remote(&small, i * 8)), vec![sge(&src, 0, 8)])).collect();
+        p.a.post_send(writes).unwrap();
+        // Send (100 B), Write (64 KiB), Send (100 KiB, many segments), Immediate Data.
+        p.a.post_send([
+            send_wr(1, SendOp::Send, vec![sge(&src, 0, 100)]),
+            send_wr(2, SendOp::Write(remote(&wdst, 0)), vec![sge(&src, 100, 64 << 10)]),
+            send_wr(3, SendOp::Send, vec![sge(&src, 1000, 100 << 10)]),
+            send_wr(4, SendOp::Immediate(0x1122_3344_5566_7788), vec![]),
+        ])
+        .unwrap();
+        let mut inbox = Inbox { wire: Vec::new(), chunk };
+        p.a.transmit_copy(&mut inbox.wire, usize::MAX);
+        let total = inbox.wire.len();
+
+        // Nothing posted: the first Send waits, and what follows it is not read.
+        let used = inbox.feed(&mut p.b);
+        assert!(used < total, "chunk {chunk}: {used} of {total} bytes taken");
+        assert_eq!(p.b.poll_recv_plan(), RecvPlan::Wait, "chunk {chunk}");
+        assert!(p.b.poll_interest().recv_wait && p.b.poll_interest().timer);
+        assert!(Pair::completions(&mut p.b).is_empty());
+        assert!(Pair::events(&mut p.b).iter().all(|e| !matches!(e, QpEvent::LocalError(_))));
+        assert_eq!(contents(&wdst, 0, 64 << 10), vec![0; 64 << 10], "chunk {chunk}: the Write waits too");
+        let mut back = Vec::new();
+        p.b.transmit_copy(&mut back, usize::MAX);
+        assert!(back.is_empty(), "chunk {chunk}: nothing goes back (no Terminate)");
+        // Asked again without a receive: still waiting, nothing more taken.
+        assert_eq!(inbox.feed(&mut p.b), 0);
+
+        // One receive: the first Send and the Write go through; the second Send waits.
+        p.b.post_recv([recv_wr(11, vec![sge(&r1, 0, 100)])]).unwrap();
+        assert!(p.b.posts().take_recv_waiter(), "the poster learns that the engine waits");
+        inbox.feed(&mut p.b);
+        let c = Pair::completions(&mut p.b);
+        assert_eq!(c.len(), 1, "chunk {chunk}: {c:?}");
+        assert_eq!((c[0].wr_id, c[0].status, c[0].byte_len), (11, WcStatus::Success, 100));
+        assert_eq!(contents(&r1, 0, 100), contents(&src, 0, 100));
+        assert_eq!(contents(&wdst, 0, 64 << 10), contents(&src, 100, 64 << 10), "chunk {chunk}");
+        assert_eq!(p.b.poll_recv_plan(), RecvPlan::Wait, "chunk {chunk}: the second Send waits");
+
+        // Two more: the rest, in order.
+        p.b.post_recv([recv_wr(12, vec![sge(&r2, 0, 100 << 10)]), recv_wr(13, vec![sge(&r3, 0, 16)])]).unwrap();
+        assert!(p.b.posts().take_recv_waiter());
+        inbox.feed(&mut p.b);
+        assert!(inbox.wire.is_empty(), "chunk {chunk}: everything read");
+        let c = Pair::completions(&mut p.b);
+        let got: Vec<_> = c.iter().map(|c| (c.wr_id, c.status, c.opcode, c.byte_len, c.imm_data)).collect();
+        assert_eq!(
+            got,
+            [
+                (12, WcStatus::Success, WcOpcode::Recv, 100 << 10, None),
+                (13, WcStatus::Success, WcOpcode::RecvImmediate, 0, Some(0x1122_3344_5566_7788)),
+            ],
+            "chunk {chunk}"
+        );
+        assert_eq!(contents(&r2, 0, 100 << 10), contents(&src, 1000, 100 << 10), "chunk {chunk}");
+        assert!(!p.b.poll_interest().recv_wait);
+        assert_eq!(p.b.state(), QpState::Rts);
+        assert_eq!(p.b.poll_timeout(), None);
+    }
+}
+
+/// A wait that runs out ends the connection as an immediate Terminate would have: DDP
+/// untagged buffer "no buffer available", the header copied, the local error.
+#[test]
+fn a_send_that_waits_in_vain_terminates_with_no_buffer_after_the_wait() {
+    let mut p = waiting_pair(Duration::from_secs(2));
+    let mut peer = RawPeer::new();
+    let mut input = peer.fpdu(SegmentHeader::untagged(Opcode::Send, true, Msn(1), 0), &[], b"hi");
+    input.extend(peer.fpdu(write_hdr(Stag(0x1234), 0), &[], &[5; 8]));
+    assert_eq!(p.b.receive_copy(&input), input.len());
+    assert_eq!(p.b.poll_recv_plan(), RecvPlan::Wait);
+    // The clock starts at the first timer call.
+    let t0 = Instant::now();
+    assert!(p.b.poll_interest().timer);
+    assert!(!p.b.handle_timeout(t0));
+    assert_eq!(p.b.poll_timeout(), Some(t0 + Duration::from_secs(2)));
+    assert!(!p.b.handle_timeout(t0 + Duration::from_millis(1999)));
+    assert_eq!(p.b.state(), QpState::Rts);
+    assert!(p.b.handle_timeout(t0 + Duration::from_secs(2)));
+    let mut out = Vec::new();
+    p.b.transmit_copy(&mut out, usize::MAX);
+    let frames = peer.decode(&out);
+    let (h, body) = frames.last().expect("a Terminate").clone();
+    assert_eq!(h.opcode, Opcode::Terminate);
+    let cause = TerminateCause::UntaggedBuffer(UntaggedBuffer::NoBuffer);
+    assert_eq!(TerminateMessage::parse(&body).unwrap().rfc.cause, cause);
+    // As without the wait: M and D set, segment length 20, the untagged header copied.
+    assert_eq!(&body[..6], &[0x12, 0x02, 0xC0, 0x00, 0x00, 20]);
+    assert_eq!(body.len(), 4 + 2 + 18);
+    assert_eq!(p.b.state(), QpState::Error);
+    assert!(Pair::events(&mut p.b).contains(&QpEvent::LocalError(cause)));
+    assert!(!p.b.poll_interest().recv_wait);
+    assert_eq!(p.b.poll_recv_plan(), RecvPlan::Stop);
+}
+
+/// A zero wait is no wait: the Terminate at once, as with none.
+#[test]
+fn a_zero_receive_wait_terminates_at_once() {
+    let mut p = Pair::new();
+    p.b.set_recv_wait(Some(Duration::ZERO));
+    let mut peer = RawPeer::new();
+    let input = peer.fpdu(SegmentHeader::untagged(Opcode::Send, true, Msn(1), 0), &[], b"hi");
+    let (cause, _) = terminate_for(&mut p.b, &mut peer, &input);
+    assert_eq!(cause, TerminateCause::UntaggedBuffer(UntaggedBuffer::NoBuffer));
+}
+
+/// A receive posted to the shared receive queue ends the wait too, and both flags tell the
+/// poster so.
+#[test]
+fn a_receive_posted_to_the_shared_queue_ends_the_wait() {
+    let stags = Arc::new(StagTable::new(7));
+    let pd = stags.new_pd();
+    let srq = Arc::new(Srq::new(16, 2));
+    let mut a = Qp::new(cfg(1, pd), Arc::clone(&stags), None);
+    let mut b = Qp::new(cfg(2, pd), Arc::clone(&stags), Some(Arc::clone(&srq)));
+    a.establish(link(Startup::Initiator { rtr: None })).unwrap();
+    b.establish(link(Startup::Responder { rtr: None, send_first: false })).unwrap();
+    b.set_recv_wait(Some(Duration::from_secs(1)));
+    let src = stags.register(RawMem::alloc(64, false).unwrap(), pd, Access::empty(), 0x1000).unwrap();
+    let dst = stags.register(RawMem::alloc(64, false).unwrap(), pd, Access::LOCAL_WRITE, 0x2000).unwrap();
+    pattern(&src, 1);
+    a.post_send([send_wr(1, SendOp::Send, vec![sge(&src, 0, 64)])]).unwrap();
+    let mut inbox = Inbox { wire: Vec::new(), chunk: 1 << 20 };
+    a.transmit_copy(&mut inbox.wire, usize::MAX);
+    inbox.feed(&mut b);
+    assert_eq!(b.poll_recv_plan(), RecvPlan::Wait);
+    srq.post(pd, [recv_wr(5, vec![sge(&dst, 0, 64)])]).unwrap();
+    assert!(srq.take_waiter() && b.posts().take_recv_waiter());
+    assert!(!srq.take_waiter(), "once");
+    assert!(matches!(b.poll_recv_plan(), RecvPlan::Scratch { .. }));
+    inbox.feed(&mut b);
+    assert!(inbox.wire.is_empty());
+    let c = Pair::completions(&mut b);
+    assert_eq!((c[0].wr_id, c[0].status, c[0].byte_len), (5, WcStatus::Success, 64));
+    assert_eq!(contents(&dst, 0, 64), contents(&src, 0, 64));
+}

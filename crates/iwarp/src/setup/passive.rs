@@ -722,6 +722,7 @@ impl ConnectRequest {
         st.closed = true;
         drop(st);
         worker.retarget(token, conn.entry());
+        d.engine.set_recv_wait(params.recv_wait);
         d.adopt(conn, sock, (worker, token), reply, neg, params.responder_sends_first);
         Ok(())
     }
