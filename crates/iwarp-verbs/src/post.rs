@@ -217,9 +217,10 @@ pub(crate) fn to_ibv_wc(c: &WorkCompletion) -> ibv_wc {
 /// Polls up to `out.len()` completions of a completion queue.
 ///
 /// An empty poll drives the queue's queue pairs from this thread (`Progress::Assisted`). A
-/// thread that has found its queues empty for [`SPIN_BEFORE_NAP`], polling without pause (a
-/// perftest server waiting for the final handshake while its peer writes), naps up to
-/// [`SPIN_NAP`] in each further empty poll of a queue without a completion channel, woken by
+/// thread that has found its queues empty, with no bytes to move for them, for
+/// [`SPIN_BEFORE_NAP`], polling without pause (a perftest server waiting for the final
+/// handshake while its peer writes), naps in each further empty poll of a queue without a
+/// completion channel, [`SPIN_NAP`] at first and doubling up to [`SPIN_NAP_MAX`], woken by
 /// the queue's next completion: a busy-poll loop on an idle queue would otherwise take the
 /// CPU the event loop needs to serve the peer. Queues with a channel belong to applications
 /// that sleep on it, and never nap.
@@ -229,10 +230,13 @@ pub(crate) fn poll(cq: &state::Cq, out: &mut [ibv_wc]) -> usize {
     let mut waited = false;
     while n < out.len() {
         let want = (out.len() - n).min(buf.len());
-        let mut got = cq.cq.poll(&mut buf[..want]);
-        if got == 0 && n == 0 && !waited && cq.channel.is_none() && idle_long() {
+        let (mut got, moved) = cq.cq.poll_progress(&mut buf[..want]);
+        if moved {
+            // This thread moved bytes (a transmitting poster): not idle.
+            busy();
+        } else if got == 0 && n == 0 && !waited && cq.channel.is_none() && idle_long() {
             waited = true;
-            got = cq.cq.wait(&mut buf[..want], Some(SPIN_NAP));
+            got = cq.cq.wait(&mut buf[..want], Some(next_nap()));
         }
         for (slot, c) in out[n..].iter_mut().zip(&buf[..got]) {
             *slot = to_ibv_wc(c);
@@ -253,6 +257,10 @@ pub(crate) fn poll(cq: &state::Cq, out: &mut [ibv_wc]) -> usize {
 const SPIN_BEFORE_NAP: Duration = Duration::from_micros(100);
 /// The longest an empty `ibv_poll_cq` sleeps.
 const SPIN_NAP: Duration = Duration::from_micros(200);
+/// Naps double while the run lasts, up to this: a completion ends a nap at once, so the
+/// length only bounds how late a thread polling several queues in turn sees another
+/// queue's completion, and a thread that waits long wakes less often for nothing.
+const SPIN_NAP_MAX: Duration = Duration::from_millis(2);
 /// Polls farther apart than this (per [`CHECK_EVERY`] polls) are not a busy-poll loop.
 const SPIN_GAP: Duration = Duration::from_millis(1);
 const CHECK_EVERY: u32 = 64;
@@ -265,6 +273,8 @@ struct Idle {
     began: Option<(Instant, Instant)>,
     /// The run has lasted [`SPIN_BEFORE_NAP`]: empty polls nap.
     napping: bool,
+    /// The next nap's length (from [`SPIN_NAP`], doubling up to [`SPIN_NAP_MAX`]).
+    nap: Duration,
 }
 
 thread_local! {
@@ -272,7 +282,7 @@ thread_local! {
 }
 
 impl Idle {
-    const FRESH: Idle = Idle { polls: 0, began: None, napping: false };
+    const FRESH: Idle = Idle { polls: 0, began: None, napping: false, nap: SPIN_NAP };
 
     /// Counts an empty poll, reading the clock (`now`) every [`CHECK_EVERY`] polls.
     fn step(mut self, now: impl FnOnce() -> Instant) -> Idle {
@@ -302,6 +312,17 @@ fn idle_long() -> bool {
         let s = i.get().step(Instant::now);
         i.set(s);
         s.napping
+    })
+}
+
+/// The length of this nap; the next one doubles (within [`SPIN_NAP_MAX`]).
+fn next_nap() -> Duration {
+    IDLE.with(|i| {
+        let mut s = i.get();
+        let nap = s.nap;
+        s.nap = (nap * 2).min(SPIN_NAP_MAX);
+        i.set(s);
+        nap
     })
 }
 

@@ -153,6 +153,8 @@ pub(crate) struct Driver {
     iov: Vec<IoRange>,
     /// Bytes written since the MSS was last read.
     since_mss: usize,
+    /// Bytes handed to the socket over the connection's life (a measure of progress).
+    written: u64,
     /// The FPDU of [`Driver::send_now`].
     now_buf: Vec<u8>,
     /// Passive side: may send before the initiator's first FPDU.
@@ -252,6 +254,7 @@ impl Conn {
                 ctl_out: Vec::new(),
                 iov: Vec::with_capacity(64),
                 since_mss: 0,
+                written: 0,
                 now_buf: Vec::new(),
                 send_first: false,
                 wake_responder: false,
@@ -510,20 +513,7 @@ impl Conn {
     /// driver busy in another thread gets the reading handed back ([`KICK_RUN`]).
     fn drive_from_worker(&self) -> bool {
         let more = match self.try_driver() {
-            Some(mut d) => {
-                // A turn that moved no FPDU found the bytes taken by an application thread
-                // (assisted progress), or an event with nothing behind it.
-                let moved = |d: &Driver| {
-                    let s = d.engine.stats();
-                    (s.rx_fpdus, s.tx_fpdus)
-                };
-                let before = moved(&d);
-                let more = d.run(self);
-                if self.progress == Progress::Assisted && moved(&d) == before {
-                    crate::runtime::note_deferred();
-                }
-                more
-            }
+            Some(mut d) => d.run(self),
             None => {
                 self.kicks.fetch_or(KICK_RUN, Ordering::AcqRel);
                 crate::runtime::note_deferred();
@@ -548,15 +538,19 @@ impl Conn {
     /// Drives a [`Progress::Assisted`] queue pair from an application thread that found its
     /// completion queue empty (never blocks on a busy driver). Input left beyond this turn's
     /// budget goes back to the event loop: no new edge will signal it.
-    pub(crate) fn progress_assist(&self) {
-        if let Some(mut d) = self.try_driver() {
-            let more = d.running() && d.run(self);
-            drop(d);
-            if more {
-                self.kicks.fetch_or(KICK_RUN, Ordering::AcqRel);
-            }
-            self.drain_kicks(false);
+    /// Returns `true` if the turn moved bytes (an FPDU received, or bytes written) or left
+    /// framed bytes waiting for room in the socket: this thread's next poll has work.
+    pub(crate) fn progress_assist(&self) -> bool {
+        let Some(mut d) = self.try_driver() else { return false };
+        let before = (d.engine.stats().rx_fpdus, d.written);
+        let more = d.running() && d.run(self);
+        let moved = (d.engine.stats().rx_fpdus, d.written) != before || d.engine.poll_interest().unsent;
+        drop(d);
+        if more {
+            self.kicks.fetch_or(KICK_RUN, Ordering::AcqRel);
         }
+        self.drain_kicks(false);
+        moved
     }
 
     /// Posts send work requests and starts them: one small request on an idle queue pair is
@@ -662,11 +656,12 @@ impl Drop for DriverGuard<'_> {
 }
 
 impl Polled for Conn {
-    fn progress(&self) {
+    fn progress(&self) -> bool {
         if self.progress == Progress::Assisted {
-            self.progress_assist();
+            self.progress_assist()
         } else {
             self.progress_manual();
+            false
         }
     }
     fn wait_fd(&self) -> Option<(RawFd, bool)> {
@@ -842,6 +837,7 @@ impl Driver {
 
     /// Counts `n` bytes handed to the socket; re-reads the MSS every [`MSS_RECHECK`] bytes.
     fn count_written(&mut self, n: usize) {
+        self.written += n as u64;
         self.since_mss += n;
         if self.since_mss >= MSS_RECHECK {
             self.since_mss = 0;

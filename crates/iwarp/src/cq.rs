@@ -19,8 +19,9 @@ pub type WorkCompletion = iwarp_proto::qp::Completion;
 /// ([`crate::Progress::Assisted`]): polling or waiting on a completion queue it completes on
 /// moves its bytes.
 pub(crate) trait Polled: Send + Sync {
-    /// Moves the connection's bytes if no other thread is doing so (never waits for it).
-    fn progress(&self);
+    /// Moves the connection's bytes if no other thread is doing so (never waits for it);
+    /// `true` if an assisted queue pair's turn moved some.
+    fn progress(&self) -> bool;
     /// The socket to sleep on, and whether to wait for room to write too.
     fn wait_fd(&self) -> Option<(RawFd, bool)>;
 }
@@ -202,14 +203,17 @@ impl CqInner {
         self.has_assisted.store(p.len() <= ASSIST_MAX, Ordering::Release);
     }
 
-    /// One turn of each assisted queue pair (those busy in another thread are skipped).
-    fn assist(&self) {
+    /// One turn of each assisted queue pair (those busy in another thread are skipped);
+    /// `true` if one moved bytes.
+    fn assist(&self) -> bool {
         let p = self.assisted.lock().unwrap_or_else(|e| e.into_inner());
+        let mut moved = false;
         for w in p.iter() {
             if let Some(qp) = w.upgrade() {
-                qp.progress();
+                moved |= qp.progress();
             }
         }
+        moved
     }
 
     fn pop(&self, out: &mut [WorkCompletion]) -> usize {
@@ -285,22 +289,28 @@ impl CompletionQueue {
     /// and for those created with [`crate::Progress::Assisted`] it does when the queue is
     /// empty.
     pub fn poll(&self, out: &mut [WorkCompletion]) -> usize {
+        self.poll_progress(out).0
+    }
+
+    /// [`poll`](Self::poll), and whether this call found work for a
+    /// [`crate::Progress::Assisted`] queue pair (received an FPDU, wrote to the socket, or
+    /// has framed bytes waiting for room in it): a busy-polling caller that got no completion
+    /// but has such work is not idle.
+    pub fn poll_progress(&self, out: &mut [WorkCompletion]) -> (usize, bool) {
         let n = self.inner.pop(out);
         if n > 0 {
-            return n;
+            return (n, false);
         }
         let polled = self.inner.has_polled.load(Ordering::Acquire);
         let assisted = self.inner.has_assisted.load(Ordering::Acquire);
         if !polled && !assisted {
-            return 0;
+            return (0, false);
         }
         if polled {
             self.inner.progress_polled(None);
         }
-        if assisted {
-            self.inner.assist();
-        }
-        self.inner.pop(out)
+        let moved = assisted && self.inner.assist();
+        (self.inner.pop(out), moved)
     }
 
     /// Like [`poll`](Self::poll), but waits up to `timeout` (`None`: forever) for at least one
