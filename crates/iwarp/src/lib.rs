@@ -145,6 +145,7 @@ mod wr;
 
 #[cfg(feature = "tokio")]
 pub mod async_tokio;
+pub mod testing;
 
 pub use conn::{ConnInfo, Progress, QpEvent, Terminated};
 pub use cq::{CompletionChannel, CompletionQueue, WcOpcode, WcStatus, WorkCompletion};
