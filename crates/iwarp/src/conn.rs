@@ -53,7 +53,7 @@ pub enum Progress {
     Thread,
     /// The application: the queue pair moves bytes only while the application polls or waits
     /// on its completion queues or posts to it (busy polling for the lowest latency, or
-    /// [`CompletionQueue::wait`] to sleep in the kernel). Connection setup still runs on the
+    /// [`CompletionQueue::wait`](crate::CompletionQueue::wait) to sleep in the kernel). Connection setup still runs on the
     /// event loop.
     Poll,
     /// Both: the event loop drives the queue pair as with [`Thread`](Self::Thread), and an

@@ -60,7 +60,7 @@
 //!
 //! # Async
 //!
-//! With the `tokio` feature, [`async_tokio`] has the async side of the API: connection
+//! With the `tokio` feature, [`async_tokio`](async_tokio/index.html) has the async side of the API: connection
 //! setup as futures (`QueuePair::connect_async`, `Listener::next_request`,
 //! `ConnectRequest::accept_async`, `QueuePair::established`), the completions of many
 //! queues on one [`CompletionChannel`] as a `Stream` (`CompletionStream`, on tokio's
