@@ -6,8 +6,9 @@
 use iwarp::async_tokio::AsyncQueuePair;
 use iwarp::{Access, ConnParams, Device, DeviceConfig, QpCap, RecvWr, SendWr, WcStatus};
 
+/// Runs the example (a function, so that `tests/examples.rs` can run it too).
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+pub async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dev = Device::open(DeviceConfig::default())?;
     let pd = dev.alloc_pd();
     let listener = dev.listen("127.0.0.1:0".parse()?, 16)?;

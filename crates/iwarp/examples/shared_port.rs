@@ -10,7 +10,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// Runs the example (a function, so that `tests/examples.rs` can run it too).
+pub fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dev = Device::open(DeviceConfig::default())?;
     let pd = dev.alloc_pd();
     let listener = dev.listen_shared("127.0.0.1:0".parse()?, 16, SharedOptions::default())?;

@@ -53,7 +53,7 @@ pub enum Progress {
     Thread,
     /// The application: the queue pair moves bytes only while the application polls or waits
     /// on its completion queues or posts to it (busy polling for the lowest latency, or
-    /// [`CompletionQueue::wait`] to sleep in the kernel). Connection setup still runs on the
+    /// [`CompletionQueue::wait`](crate::CompletionQueue::wait) to sleep in the kernel). Connection setup still runs on the
     /// event loop.
     Poll,
     /// Both: the event loop drives the queue pair as with [`Thread`](Self::Thread), and an
@@ -191,9 +191,9 @@ pub(crate) struct Conn {
     addrs: OnceLock<(Option<SocketAddr>, Option<SocketAddr>)>,
     status: Mutex<Status>,
     status_cv: Condvar,
-    /// Created on first use: most queue pairs never need a pollable descriptor, and 10,000
-    /// queue pairs should not cost 10,000 more descriptors.
-    events_fd: OnceLock<EventFd>,
+    /// Readable while events are queued; made with the queue pair, so that creation is the
+    /// one place its failure can surface ([`CreateError::Descriptor`](crate::CreateError)).
+    events_fd: EventFd,
     /// Flushed completions of work refused after the connection ended
     /// ([`QueuePair::complete_flushed`](crate::QueuePair::complete_flushed)), delivered by the
     /// driver once the engine is in error, after the engine's own flushes.
@@ -235,6 +235,7 @@ impl Conn {
         progress: Progress,
         send_cq: Arc<CqInner>,
         recv_cq: Arc<CqInner>,
+        events_fd: EventFd,
     ) -> Arc<Conn> {
         let qp_num = engine.config().qp_num;
         let posts = Arc::clone(engine.posts());
@@ -268,7 +269,7 @@ impl Conn {
             addrs: OnceLock::new(),
             status: Mutex::new(Status::default()),
             status_cv: Condvar::new(),
-            events_fd: OnceLock::new(),
+            events_fd,
             late_flushes: Mutex::new(Vec::new()),
             terminated: OnceLock::new(),
             span: tracing::debug_span!("qp", qp = qp_num, peer = tracing::field::Empty),
@@ -419,14 +420,9 @@ impl Conn {
         self.events_eventfd().as_raw_fd()
     }
 
-    /// The events descriptor, created on first use.
+    /// The events descriptor.
     pub(crate) fn events_eventfd(&self) -> &EventFd {
-        let fd = self.events_fd.get_or_init(|| EventFd::new().expect("eventfd"));
-        // Events queued before the descriptor existed must make it readable.
-        if !self.status().events.is_empty() {
-            fd.notify();
-        }
-        fd
+        &self.events_fd
     }
 
     /// The socket, for manual-progress waiting, and whether to wait for room to write too
@@ -621,9 +617,7 @@ impl Conn {
             w.wake();
         }
         if notify {
-            if let Some(fd) = self.events_fd.get() {
-                fd.notify();
-            }
+            self.events_fd.notify();
         }
     }
 }

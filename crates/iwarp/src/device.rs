@@ -18,7 +18,7 @@ impl Device {
     /// Starts a device with its event-loop threads.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for zero workers; [`Error::Io`] if a thread or poller cannot
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for zero workers; [`Error::Io`](crate::Error::Io) if a thread or poller cannot
     /// be created.
     pub fn open(cfg: DeviceConfig) -> Result<Device> {
         Ok(Device { inner: DeviceInner::start(cfg)? })
@@ -38,7 +38,7 @@ impl Device {
     /// completion of the queues attached to it).
     ///
     /// # Errors
-    /// [`Error::Io`] if its wake-up descriptor cannot be created.
+    /// [`Error::Io`](crate::Error::Io) if its wake-up descriptor cannot be created.
     pub fn create_cq(&self, cqe: usize) -> Result<CompletionQueue> {
         CompletionQueue::new(&self.inner, cqe, None)
     }
@@ -55,7 +55,7 @@ impl Device {
     /// A completion channel: a pollable descriptor for completion notifications.
     ///
     /// # Errors
-    /// [`Error::Io`] if the descriptor cannot be created.
+    /// [`Error::Io`](crate::Error::Io) if the descriptor cannot be created.
     pub fn create_comp_channel(&self) -> Result<CompletionChannel> {
         CompletionChannel::new()
     }

@@ -58,9 +58,16 @@
 //! # }
 //! ```
 //!
+//! Where next: [`guide`] maps rdma-core calls (`ibv_post_send`, `rdma_accept`, ...) to this
+//! API, lists what differs on iWARP, and shows what the compiler checks; [`testing`] gives a
+//! connected pair of queue pairs for your own tests; `crates/iwarp/examples` has runnable
+//! programs (`cargo run -p iwarp --example hello_write`; also `request_response`,
+//! `read_file`, `atomic_counter`, `shared_port`, and with `--features tokio` `async_echo` and
+//! `async_write`).
+//!
 //! # Async
 //!
-//! With the `tokio` feature, [`async_tokio`] has the async side of the API: connection
+//! With the `tokio` feature, [`async_tokio`](async_tokio/index.html) has the async side of the API: connection
 //! setup as futures (`QueuePair::connect_async`, `Listener::next_request`,
 //! `ConnectRequest::accept_async`, `QueuePair::established`), the completions of many
 //! queues on one [`CompletionChannel`] as a `Stream` (`CompletionStream`, on tokio's
@@ -145,6 +152,8 @@ mod wr;
 
 #[cfg(feature = "tokio")]
 pub mod async_tokio;
+pub mod guide;
+pub mod testing;
 
 pub use conn::{ConnInfo, Progress, QpEvent, Terminated};
 pub use cq::{CompletionChannel, CompletionQueue, WcOpcode, WcStatus, WorkCompletion};

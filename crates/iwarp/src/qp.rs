@@ -8,6 +8,7 @@ use crate::mem::ProtectionDomain;
 use crate::params::ConnParams;
 use crate::setup::active;
 use crate::srq::SharedReceiveQueue;
+use crate::sys::EventFd;
 use crate::wr::{counted, failed, RecvWr, SendWr};
 use iwarp_proto::qp::{Qp, QpConfig, QpState, Queue};
 use std::cell::Cell;
@@ -107,6 +108,7 @@ impl QueuePair {
             max_recv_sge: c.max_recv_sge,
             max_inline: c.max_inline_data,
         };
+        let events_fd = EventFd::new().map_err(|e| CreateError::Descriptor { errno: e.raw_os_error().unwrap_or(0) })?;
         let engine = Qp::new(cfg, Arc::clone(&dev.stags), init.srq.map(|s| Arc::clone(&s.inner)));
         let conn = Conn::new(
             Arc::clone(dev),
@@ -114,6 +116,7 @@ impl QueuePair {
             init.progress,
             Arc::clone(&init.send_cq.inner),
             Arc::clone(&init.recv_cq.inner),
+            events_fd,
         );
         if let Some(srq) = init.srq {
             srq.attach(&conn);
@@ -162,6 +165,20 @@ impl QueuePair {
 
     /// Posts receive work requests (all or none). May be called before connecting.
     ///
+    /// Each receive takes one incoming Send (or Immediate Data) message, in the order posted;
+    /// nothing goes on the wire. Its completion on the receive completion queue gives the
+    /// message's length; a message longer than the receive's scatter list fails the receive
+    /// (`WcStatus::LocalLength`) and ends the connection.
+    ///
+    /// **Post before the peer sends.** iWARP has no receiver-not-ready retry: a Send that
+    /// arrives with no receive posted (here, or on the queue pair's shared receive queue) ends
+    /// the connection with a Terminate (DDP untagged buffer error, "no buffer available",
+    /// RFC 5041 §7.2). This stack first holds such a Send for up to
+    /// [`ConnParams::recv_wait`](crate::ConnParams::recv_wait) (2 s by default), reading
+    /// nothing behind it, so a receive posted in that time still takes it; after that, or with
+    /// the wait off, the connection terminates and every outstanding work request completes
+    /// flushed. Post receives before `connect`/`accept` when the peer may send first.
+    ///
     /// # Errors
     /// [`PostError`], naming the first request that is invalid or would overflow the queue.
     pub fn post_recv(&self, wrs: &[RecvWr<'_>]) -> Result<(), PostError> {
@@ -178,6 +195,21 @@ impl QueuePair {
     /// never waits for the thread that moves the connection's bytes: if that thread is busy
     /// (reading a burst from the peer), the requests are queued and it frames them after its
     /// turn.
+    ///
+    /// On the wire: a Send becomes untagged DDP segments (RDMAP Send) that consume one of the
+    /// peer's posted receives; a Write, tagged segments placed straight into the peer's region
+    /// named by a [`RemoteAddr`](crate::RemoteAddr) (no event at the peer); a Read, one Read
+    /// Request answered by the peer's Read Responses; atomics and Immediate Data, RFC 7306
+    /// messages. The regions a request names stay held by the queue pair until it completes.
+    /// Sends and Writes complete once handed to TCP, Reads and atomics once their response
+    /// has been placed.
+    ///
+    /// A Send needs a receive posted at the peer: iWARP has no receiver-not-ready retry, so
+    /// a Send that finds none ends the connection (after the peer's
+    /// [`ConnParams::recv_wait`](crate::ConnParams::recv_wait), 2 s by default), and this
+    /// side sees its outstanding requests complete with an error status and a Terminate
+    /// ([`QueuePair::terminated`]). Failures after a request was accepted are completions
+    /// with a status, never `Err`.
     ///
     /// # Errors
     /// [`PostError`], naming the first request that is invalid, needs RFC 7306 the peer

@@ -57,6 +57,13 @@ impl SharedReceiveQueue {
 
     /// Posts receive work requests (all or none).
     ///
+    /// Every queue pair created with this queue takes its incoming Sends from here, in the
+    /// order posted; the completion goes to that queue pair's receive completion queue and
+    /// names it (`qp_num`). Keep the queue stocked: iWARP has no receiver-not-ready retry, so
+    /// a Send that finds it empty ends that queue pair's connection with a Terminate once
+    /// [`ConnParams::recv_wait`](crate::ConnParams::recv_wait) (2 s by default) has passed
+    /// (see [`QueuePair::post_recv`](crate::QueuePair::post_recv)).
+    ///
     /// # Errors
     /// [`PostError`], naming the first request that is invalid or would overflow the queue.
     pub fn post_recv(&self, wrs: &[RecvWr<'_>]) -> Result<(), PostError> {
