@@ -191,9 +191,9 @@ pub(crate) struct Conn {
     addrs: OnceLock<(Option<SocketAddr>, Option<SocketAddr>)>,
     status: Mutex<Status>,
     status_cv: Condvar,
-    /// Readable while events are queued; made with the queue pair, so that creation is the
-    /// one place its failure can surface ([`CreateError::Descriptor`](crate::CreateError)).
-    events_fd: EventFd,
+    /// Created on first use: most queue pairs never need a pollable descriptor, and 10,000
+    /// queue pairs should not cost 10,000 more descriptors.
+    events_fd: OnceLock<EventFd>,
     /// Flushed completions of work refused after the connection ended
     /// ([`QueuePair::complete_flushed`](crate::QueuePair::complete_flushed)), delivered by the
     /// driver once the engine is in error, after the engine's own flushes.
@@ -235,7 +235,6 @@ impl Conn {
         progress: Progress,
         send_cq: Arc<CqInner>,
         recv_cq: Arc<CqInner>,
-        events_fd: EventFd,
     ) -> Arc<Conn> {
         let qp_num = engine.config().qp_num;
         let posts = Arc::clone(engine.posts());
@@ -269,7 +268,7 @@ impl Conn {
             addrs: OnceLock::new(),
             status: Mutex::new(Status::default()),
             status_cv: Condvar::new(),
-            events_fd,
+            events_fd: OnceLock::new(),
             late_flushes: Mutex::new(Vec::new()),
             terminated: OnceLock::new(),
             span: tracing::debug_span!("qp", qp = qp_num, peer = tracing::field::Empty),
@@ -420,9 +419,14 @@ impl Conn {
         self.events_eventfd().as_raw_fd()
     }
 
-    /// The events descriptor.
+    /// The events descriptor, created on first use.
     pub(crate) fn events_eventfd(&self) -> &EventFd {
-        &self.events_fd
+        let fd = self.events_fd.get_or_init(|| EventFd::new().expect("eventfd"));
+        // Events queued before the descriptor existed must make it readable.
+        if !self.status().events.is_empty() {
+            fd.notify();
+        }
+        fd
     }
 
     /// The socket, for manual-progress waiting, and whether to wait for room to write too
@@ -617,7 +621,9 @@ impl Conn {
             w.wake();
         }
         if notify {
-            self.events_fd.notify();
+            if let Some(fd) = self.events_fd.get() {
+                fd.notify();
+            }
         }
     }
 }

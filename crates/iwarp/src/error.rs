@@ -103,13 +103,6 @@ pub enum CreateError {
     /// The shared receive queue belongs to another protection domain.
     #[error("shared receive queue of another protection domain")]
     SrqOfAnotherPd,
-    /// The queue pair's event descriptor (an `eventfd`, [`QueuePair`](crate::QueuePair)'s
-    /// `AsFd`) could not be made: typically the process is out of descriptors (`EMFILE`).
-    #[error("cannot create the queue pair's event descriptor: {}", std::io::Error::from_raw_os_error(*errno))]
-    Descriptor {
-        /// The OS error number.
-        errno: i32,
-    },
 }
 
 /// Why listening failed.

@@ -8,7 +8,6 @@ use crate::mem::ProtectionDomain;
 use crate::params::ConnParams;
 use crate::setup::active;
 use crate::srq::SharedReceiveQueue;
-use crate::sys::EventFd;
 use crate::wr::{counted, failed, RecvWr, SendWr};
 use iwarp_proto::qp::{Qp, QpConfig, QpState, Queue};
 use std::cell::Cell;
@@ -108,7 +107,6 @@ impl QueuePair {
             max_recv_sge: c.max_recv_sge,
             max_inline: c.max_inline_data,
         };
-        let events_fd = EventFd::new().map_err(|e| CreateError::Descriptor { errno: e.raw_os_error().unwrap_or(0) })?;
         let engine = Qp::new(cfg, Arc::clone(&dev.stags), init.srq.map(|s| Arc::clone(&s.inner)));
         let conn = Conn::new(
             Arc::clone(dev),
@@ -116,7 +114,6 @@ impl QueuePair {
             init.progress,
             Arc::clone(&init.send_cq.inner),
             Arc::clone(&init.recv_cq.inner),
-            events_fd,
         );
         if let Some(srq) = init.srq {
             srq.attach(&conn);
