@@ -543,8 +543,10 @@ impl Conn {
     pub(crate) fn progress_assist(&self) -> bool {
         let Some(mut d) = self.try_driver() else { return false };
         let before = (d.engine.stats().rx_fpdus, d.written);
-        let more = d.running() && d.run(self);
-        let moved = (d.engine.stats().rx_fpdus, d.written) != before || d.engine.poll_interest().unsent;
+        let running = d.running();
+        let more = running && d.run(self);
+        // A closed connection's leftover framed bytes are no work for the poller.
+        let moved = (d.engine.stats().rx_fpdus, d.written) != before || (running && d.engine.poll_interest().unsent);
         drop(d);
         if more {
             self.kicks.fetch_or(KICK_RUN, Ordering::AcqRel);
