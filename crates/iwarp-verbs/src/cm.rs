@@ -806,10 +806,10 @@ enum Watch {
 }
 
 impl Watch {
-    fn fd(&self) -> i32 {
+    fn fd(&self) -> std::io::Result<i32> {
         match self {
-            Watch::Listener { l, .. } => l.as_raw_fd(),
-            Watch::Qp { q, .. } => q.as_raw_fd(),
+            Watch::Listener { l, .. } => Ok(l.as_raw_fd()),
+            Watch::Qp { q, .. } => Ok(q.event_fd()?.as_raw_fd()),
         }
     }
 }
@@ -864,7 +864,7 @@ fn run(mut poll: mio::Poll) {
 fn watch(w: Watch) -> Res<usize> {
     let wt = watcher()?;
     let token = wt.next.fetch_add(1, Ordering::Relaxed);
-    let fd = w.fd();
+    let fd = w.fd().map_err(|e| os_errno(&e))?;
     lock(&wt.watches).insert(token, Arc::new(w));
     // Edge-triggered: each notification of the stack's descriptors is a new edge, and every
     // wake-up takes all that is queued.
@@ -878,7 +878,9 @@ fn watch(w: Watch) -> Res<usize> {
 fn unwatch(token: usize) {
     let Ok(wt) = watcher() else { return };
     if let Some(w) = lock(&wt.watches).remove(&token) {
-        let _ = wt.registry.deregister(&mut mio::unix::SourceFd(&w.fd()));
+        if let Ok(fd) = w.fd() {
+            let _ = wt.registry.deregister(&mut mio::unix::SourceFd(&fd));
+        }
     }
 }
 

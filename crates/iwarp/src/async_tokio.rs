@@ -23,8 +23,8 @@
 //! nothing would wake a task waiting for it; use it with the blocking calls.
 //!
 //! Other runtimes need no feature: every object with a descriptor implements
-//! [`AsFd`](std::os::fd::AsFd) ([`CompletionChannel`], [`Listener`], [`QueuePair`]'s event
-//! descriptor), each readable while something waits to be taken with the non-blocking
+//! [`AsFd`](std::os::fd::AsFd) ([`CompletionChannel`], [`Listener`]), and a queue pair's
+//! event descriptor comes from [`QueuePair::event_fd`], each readable while something waits to be taken with the non-blocking
 //! calls ([`CompletionChannel::try_get_event`] with [`CompletionQueue::poll`],
 //! [`Listener::try_get_request`], [`QueuePair::poll_event`]).
 

@@ -385,7 +385,22 @@ impl Conn {
 
     /// The next event, if any.
     pub(crate) fn poll_event(&self) -> Option<QpEvent> {
-        self.status().events.pop_front()
+        let mut st = self.status();
+        let ev = st.events.pop_front();
+        self.settle_events_fd(&st);
+        ev
+    }
+
+    /// Resets the events descriptor once the queue is empty, so it is readable only while
+    /// events are queued. (A push that races with this notifies after its push, so at worst
+    /// the descriptor is readable once with nothing queued: a spurious wake-up, never a lost
+    /// one.)
+    fn settle_events_fd(&self, st: &Status) {
+        if st.events.is_empty() {
+            if let Some(fd) = self.events_fd.get() {
+                fd.drain();
+            }
+        }
     }
 
     /// The next event, waiting up to `timeout`.
@@ -394,6 +409,7 @@ impl Conn {
         let mut st = self.status();
         loop {
             if let Some(e) = st.events.pop_front() {
+                self.settle_events_fd(&st);
                 return Some(e);
             }
             let left = deadline.checked_duration_since(Instant::now())?;
@@ -414,19 +430,22 @@ impl Conn {
         }
     }
 
-    /// A descriptor that is readable while events are queued.
-    pub(crate) fn events_fd(&self) -> RawFd {
-        self.events_eventfd().as_raw_fd()
-    }
-
-    /// The events descriptor, created on first use.
-    pub(crate) fn events_eventfd(&self) -> &EventFd {
-        let fd = self.events_fd.get_or_init(|| EventFd::new().expect("eventfd"));
+    /// The events descriptor (readable while events are queued), created on first use: the
+    /// creation fails only when the process or system is out of descriptors.
+    pub(crate) fn events_eventfd(&self) -> std::io::Result<&EventFd> {
+        let fd = match self.events_fd.get() {
+            Some(fd) => fd,
+            None => {
+                let made = EventFd::new()?;
+                // A thread that raced here first wins; `made` is then closed unused.
+                self.events_fd.get_or_init(|| made)
+            }
+        };
         // Events queued before the descriptor existed must make it readable.
         if !self.status().events.is_empty() {
             fd.notify();
         }
-        fd
+        Ok(fd)
     }
 
     /// The socket, for manual-progress waiting, and whether to wait for room to write too

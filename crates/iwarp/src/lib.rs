@@ -78,9 +78,10 @@
 //! the stack or the peer may still touch. `cargo run -p iwarp --features tokio --example
 //! async_write` shows it end to end.
 //!
-//! Other runtimes need no feature: [`CompletionChannel`], [`Listener`] and [`QueuePair`]
-//! (its events) implement [`AsFd`](std::os::fd::AsFd) with descriptors that are readable
-//! while something waits to be taken by the non-blocking calls
+//! Other runtimes need no feature: [`CompletionChannel`] and [`Listener`] implement
+//! [`AsFd`](std::os::fd::AsFd), and [`QueuePair::event_fd`] gives a queue pair's event
+//! descriptor (made on first use); each is readable while something waits to be taken by the
+//! non-blocking calls
 //! ([`CompletionChannel::try_get_event`] and [`CompletionQueue::poll`],
 //! [`Listener::try_get_request`], [`QueuePair::poll_event`]); register them with the
 //! runtime's reactor. [`CompletionChannel`]'s docs give the arming order.

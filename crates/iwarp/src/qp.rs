@@ -12,7 +12,7 @@ use crate::wr::{counted, failed, RecvWr, SendWr};
 use iwarp_proto::qp::{Qp, QpConfig, QpState, Queue};
 use std::cell::Cell;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -291,23 +291,21 @@ impl QueuePair {
         self.inner.next_event(timeout)
     }
 
+    /// A descriptor that is readable while events are queued ([`poll_event`](Self::poll_event)
+    /// returns `Some`), for an event loop of the application's own (epoll, mio, an async
+    /// runtime). Taking the last queued event makes it unreadable again.
+    ///
+    /// The descriptor is made on first use, so a process with thousands of queue pairs pays
+    /// for it only on the queue pairs it watches. That is why this is a method that can fail
+    /// (when the process or system has no descriptor left) and the queue pair does not
+    /// implement `AsFd`.
+    pub fn event_fd(&self) -> std::io::Result<BorrowedFd<'_>> {
+        Ok(std::os::fd::AsFd::as_fd(self.inner.events_eventfd()?))
+    }
+
     /// Engine counters (FPDUs, bytes placed directly or copied). A diagnostic: it waits for
     /// the thread moving the connection's bytes to finish its current turn.
     pub fn stats(&self) -> iwarp_proto::qp::QpStats {
         self.inner.lock().engine.stats()
-    }
-}
-
-impl AsRawFd for QueuePair {
-    /// A descriptor that is readable while events are queued.
-    fn as_raw_fd(&self) -> RawFd {
-        self.inner.events_fd()
-    }
-}
-
-impl AsFd for QueuePair {
-    /// A descriptor that is readable while events are queued (see [`AsRawFd`]).
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        std::os::fd::AsFd::as_fd(self.inner.events_eventfd())
     }
 }

@@ -6,14 +6,14 @@ mod common;
 
 use common::*;
 use iwarp::*;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::time::Duration;
 
 /// `true` if `fd` is readable within `timeout` (a level-triggered look through mio's epoll: a
 /// fresh registration reports a descriptor that is readable already).
-fn readable(fd: &impl AsRawFd, timeout: Duration) -> bool {
+fn readable(fd: &impl AsFd, timeout: Duration) -> bool {
     let mut poll = mio::Poll::new().expect("epoll");
-    let raw = fd.as_raw_fd();
+    let raw = fd.as_fd().as_raw_fd();
     poll.registry().register(&mut mio::unix::SourceFd(&raw), mio::Token(0), mio::Interest::READABLE).expect("register");
     let mut events = mio::Events::with_capacity(1);
     poll.poll(&mut events, Some(timeout)).expect("poll");
@@ -148,20 +148,25 @@ fn listener_and_queue_pair_descriptors_signal_requests_and_events() {
     assert!(!readable(&listener, Duration::ZERO));
     let client = End::new(&dev, &pd, QpCap::default(), Progress::Thread);
     let server = End::new(&dev, &pd, QpCap::default(), Progress::Thread);
-    assert!(!readable(&client.qp, Duration::ZERO));
+    assert!(!readable(&client.qp.event_fd().unwrap(), Duration::ZERO));
     client.qp.connect_start(listener.local_addr(), &ConnParams::default()).unwrap();
     assert!(readable(&listener, WAIT), "a queued request makes the listener readable");
     let req = listener.try_get_request().expect("a request");
     req.accept(&server.qp, &ConnParams::default()).unwrap();
-    assert!(readable(&client.qp, WAIT), "Established makes the queue pair readable");
+    assert!(readable(&client.qp.event_fd().unwrap(), WAIT), "Established makes the queue pair readable");
     assert!(matches!(client.qp.poll_event(), Some(QpEvent::Established)));
     client.qp.wait_established(WAIT).unwrap();
     server.qp.wait_established(WAIT).unwrap();
-    assert!(readable(&server.qp, WAIT));
+    assert!(readable(&server.qp.event_fd().unwrap(), WAIT));
     assert!(matches!(server.qp.poll_event(), Some(QpEvent::Established)));
     client.qp.disconnect();
-    assert!(readable(&server.qp, WAIT), "Disconnected makes it readable again");
+    assert!(readable(&server.qp.event_fd().unwrap(), WAIT), "Disconnected makes it readable again");
     assert!(matches!(next_non_established(&server.qp, WAIT), Some(QpEvent::Disconnected)));
+    // Taking every queued event makes the descriptors unreadable again (level-triggered).
+    while client.qp.poll_event().is_some() {}
+    while server.qp.poll_event().is_some() {}
+    assert!(!readable(&client.qp.event_fd().unwrap(), Duration::ZERO), "drained: not readable");
+    assert!(!readable(&server.qp.event_fd().unwrap(), Duration::ZERO), "drained: not readable");
 }
 
 /// `CompletionQueue::wait`: on an empty queue it waits out its timeout and returns 0; a
