@@ -2,8 +2,13 @@
 //!
 //! - [`block`]: the block devices a target serves and an initiator exposes (a file, memory).
 //! - [`host`]: the initiator: attaches a remote controller and exposes its namespace as a block device.
+//! - [`target`]: an NVMe-oF target serving a block device as one namespace.
+//! - [`wire`]: the RDMA transport binding's bytes: CM private data, command and response
+//!   capsules, SGL descriptors, Fabrics commands, Identify pages, controller properties.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod block;
 pub mod host;
+pub mod target;
+pub mod wire;

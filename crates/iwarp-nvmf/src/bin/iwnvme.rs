@@ -1,0 +1,167 @@
+//! `iwnvme`: NVMe over Fabrics (RDMA transport) over iWARP.
+//!
+//! ```text
+//! iwnvme target --listen 127.0.0.1:4420 --nqn nqn.2014-08.org.example:disk --file disk.img --size 1G
+//! iwnvme target --listen 127.0.0.1 --nqn nqn.2014-08.org.example:ram --mem-size 64M
+//! ```
+//!
+//! Logs go to standard error when `RUST_LOG` is set (e.g. `RUST_LOG=iwarp_nvmf=debug`).
+#![forbid(unsafe_code)]
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use iwarp::{Device, DeviceConfig};
+use iwarp_nvmf::block::{BlockDevice, FileDevice, MemDevice};
+use iwarp_nvmf::target::{CrcPolicy, Target, TargetConfig};
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// The NVMe-oF RDMA port.
+const DEFAULT_PORT: u16 = 4420;
+
+/// NVMe over Fabrics (RDMA transport) over iWARP.
+#[derive(Debug, Parser)]
+#[command(name = "iwnvme", version)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Serve a file or memory as namespace 1 of one subsystem.
+    Target(TargetArgs),
+}
+
+/// What to do about MPA CRC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum CrcArg {
+    /// Ask for CRC (on unless the initiator declines too).
+    Default,
+    /// Reject initiators that do not ask for CRC.
+    Require,
+    /// Do not ask for CRC (an initiator that asks still gets it).
+    Off,
+}
+
+#[derive(Debug, Args)]
+struct TargetArgs {
+    /// Address to listen on: IP or IP:PORT (port 4420 by default).
+    #[arg(short = 'l', long, default_value = "127.0.0.1")]
+    listen: String,
+    /// Subsystem NQN.
+    #[arg(short = 'n', long)]
+    nqn: String,
+    /// Serve this file (or block device).
+    #[arg(short = 'f', long, conflicts_with = "mem_size", required_unless_present = "mem_size")]
+    file: Option<PathBuf>,
+    /// Create or resize the file to this size (bytes; K, M, G suffixes).
+    #[arg(short = 's', long, requires = "file", value_parser = parse_size)]
+    size: Option<u64>,
+    /// Serve this many bytes of memory (K, M, G suffixes).
+    #[arg(short = 'm', long = "mem-size", value_parser = parse_size)]
+    mem_size: Option<u64>,
+    /// Allow only this host NQN (repeat for more); any host by default.
+    #[arg(long = "host")]
+    hosts: Vec<String>,
+    /// Largest queue (entries) a host may open.
+    #[arg(long = "queue-size", default_value_t = 128)]
+    queue_size: u16,
+    /// I/O queues per controller.
+    #[arg(long = "io-queues", default_value_t = 8)]
+    io_queues: u16,
+    /// MPA CRC: default, require or off.
+    #[arg(long, value_enum, default_value_t = CrcArg::Default)]
+    crc: CrcArg,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last().map(|c| c.to_ascii_uppercase()) {
+        Some('K') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('M') => (&s[..s.len() - 1], 1 << 20),
+        Some('G') => (&s[..s.len() - 1], 1 << 30),
+        Some('T') => (&s[..s.len() - 1], 1 << 40),
+        _ => (s, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("not a size: {s:?} (bytes, or with a K, M, G or T suffix)"))
+}
+
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    s.parse::<IpAddr>()
+        .map(|ip| SocketAddr::new(ip, DEFAULT_PORT))
+        .map_err(|_| format!("not an address: {s:?} (IP or IP:PORT)"))
+}
+
+fn init_tracing() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+}
+
+fn target(a: TargetArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let addr = parse_listen(&a.listen)?;
+    let device: Arc<dyn BlockDevice> = match (&a.file, a.mem_size) {
+        (Some(path), _) => match a.size {
+            Some(size) => Arc::new(FileDevice::create(path, size)?),
+            None => Arc::new(FileDevice::open(path)?),
+        },
+        (None, Some(size)) => Arc::new(MemDevice::new(usize::try_from(size)?)),
+        (None, None) => return Err("give --file or --mem-size".into()),
+    };
+    let size = device.size();
+    if size < u64::from(device.block_size()) {
+        return Err(format!("the device has {size} bytes: less than one block").into());
+    }
+    let mut config = TargetConfig::new(&a.nqn);
+    config.hosts = a.hosts;
+    config.max_queue_entries = a.queue_size;
+    config.max_io_queues = a.io_queues;
+    config.crc = match a.crc {
+        CrcArg::Default => CrcPolicy::Default,
+        CrcArg::Require => CrcPolicy::Require,
+        CrcArg::Off => CrcPolicy::Decline,
+    };
+    let dev = Device::open(DeviceConfig::default())?;
+    let listener = dev.listen(addr, 128)?;
+    let bound = listener.local_addr();
+    let handle = Target::new(config, device).serve(&dev, listener)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "iwnvme: listening on {bound} nqn {} size {size}", a.nqn)?;
+    out.flush()?;
+    drop(out);
+    // Serve until killed.
+    loop {
+        std::thread::park();
+        if handle.local_addr() != bound {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    init_tracing();
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Target(a) => target(a),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("iwnvme: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
