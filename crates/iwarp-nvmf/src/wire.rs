@@ -947,6 +947,43 @@ impl Status {
     pub fn from_field(f: u16) -> Self {
         Status { sc: (f >> 1) as u8, sct: ((f >> 9) & 0x7) as u8, dnr: f & (1 << 15) != 0 }
     }
+
+    /// The specification's name of the status (SCT and SC; DNR aside), if this codec knows
+    /// it: "LBA Out of Range", "Connect Invalid Parameters", ...
+    pub fn name(&self) -> Option<&'static str> {
+        Some(match (self.sct, self.sc) {
+            (sct::GENERIC, 0x00) => "Successful Completion",
+            (sct::GENERIC, 0x01) => "Invalid Command Opcode",
+            (sct::GENERIC, 0x02) => "Invalid Field in Command",
+            (sct::GENERIC, 0x03) => "Command ID Conflict",
+            (sct::GENERIC, 0x04) => "Data Transfer Error",
+            (sct::GENERIC, 0x05) => "Commands Aborted due to Power Loss Notification",
+            (sct::GENERIC, 0x06) => "Internal Error",
+            (sct::GENERIC, 0x07) => "Command Abort Requested",
+            (sct::GENERIC, 0x08) => "Command Aborted due to SQ Deletion",
+            (sct::GENERIC, 0x0B) => "Invalid Namespace or Format",
+            (sct::GENERIC, 0x0C) => "Command Sequence Error",
+            (sct::GENERIC, 0x0D) => "Invalid SGL Segment Descriptor",
+            (sct::GENERIC, 0x0F) => "Data SGL Length Invalid",
+            (sct::GENERIC, 0x11) => "SGL Descriptor Type Invalid",
+            (sct::GENERIC, 0x16) => "SGL Offset Invalid",
+            (sct::GENERIC, 0x1B) => "Keep Alive Timer Expired",
+            (sct::GENERIC, 0x80) => "LBA Out of Range",
+            (sct::GENERIC, 0x81) => "Capacity Exceeded",
+            (sct::GENERIC, 0x82) => "Namespace Not Ready",
+            (sct::COMMAND_SPECIFIC, 0x01) => "Invalid Queue Identifier",
+            (sct::COMMAND_SPECIFIC, 0x02) => "Invalid Queue Size",
+            (sct::COMMAND_SPECIFIC, 0x05) => "Asynchronous Event Request Limit Exceeded",
+            (sct::COMMAND_SPECIFIC, 0x09) => "Invalid Log Page",
+            (sct::COMMAND_SPECIFIC, 0x80) => "Connect Incompatible Format",
+            (sct::COMMAND_SPECIFIC, 0x81) => "Connect Controller Busy",
+            (sct::COMMAND_SPECIFIC, 0x82) => "Connect Invalid Parameters",
+            (sct::COMMAND_SPECIFIC, 0x83) => "Connect Restart Discovery",
+            (sct::COMMAND_SPECIFIC, 0x84) => "Connect Invalid Host",
+            (sct::MEDIA, 0x81) => "Unrecovered Read Error",
+            _ => return None,
+        })
+    }
 }
 
 impl fmt::Display for Status {
@@ -1457,6 +1494,15 @@ pub fn parse_ns_desc_list(p: &[u8]) -> Vec<(u8, Vec<u8>)> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn status_names_come_from_sct_and_sc_not_dnr() {
+        assert_eq!(Status::CONNECT_INVALID_PARAMETERS.name(), Some("Connect Invalid Parameters"));
+        assert_eq!(Status::LBA_OUT_OF_RANGE.name(), Some("LBA Out of Range"));
+        assert_eq!(Status::generic(0x80).name(), Some("LBA Out of Range"));
+        assert_eq!(Status::SUCCESS.name(), Some("Successful Completion"));
+        assert_eq!(Status::specific(0x7F).name(), None);
+    }
 
     #[test]
     fn cm_request_layout_is_little_endian_at_the_binding_offsets() {
