@@ -24,6 +24,7 @@ mod queue;
 
 use crate::block::{check_range, BlockDevice};
 mod cmd;
+use crate::wire::{self, property};
 use iwarp::{Device, DeviceConfig, ProtectionDomain};
 use queue::{Data, Queue, QueueConfig};
 use std::io;
@@ -33,7 +34,7 @@ use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-pub use cmd::Status;
+pub use crate::wire::Status;
 use queue::Completion;
 
 /// Admin queue depth (entries), as a Linux host uses.
@@ -141,7 +142,7 @@ pub enum HostError {
         reason: String,
     },
     /// Fabrics Connect of a queue completed with an error status.
-    #[error("queue {qid}: Fabrics Connect failed: {status}")]
+    #[error("queue {qid}: Fabrics Connect failed: {}", cmd::status_text(*status))]
     Connect {
         /// The queue.
         qid: u16,
@@ -149,7 +150,7 @@ pub enum HostError {
         status: Status,
     },
     /// An admin command of the attach sequence completed with an error status.
-    #[error("{command} failed: {status}")]
+    #[error("{command} failed: {}", cmd::status_text(*status))]
     Command {
         /// The command.
         command: &'static str,
@@ -251,9 +252,15 @@ impl Controller {
             QueueConfig { qid: 0, size: ADMIN_QUEUE_SIZE, in_capsule: 0, connect_timeout: opts.connect_timeout };
         let admin = Queue::connect(&dev, &pd, addr, &admin_cfg)?;
         let connect = |q: &Queue, cntlid: u16| -> Result<u16, HostError> {
-            let data = cmd::ConnectData::new(opts.hostid, cntlid, nqn, &opts.hostnqn).to_bytes();
+            let data = wire::ConnectData {
+                hostid: opts.hostid,
+                cntlid,
+                subnqn: nqn.to_string(),
+                hostnqn: opts.hostnqn.clone(),
+            }
+            .to_bytes();
             let sqsize = q.size() - 1;
-            let cmd = cmd::Command::connect(q.qid(), sqsize, kato_ms);
+            let cmd = cmd::connect(q.qid(), sqsize, kato_ms);
             let c = q.execute(cmd, Data::ToController(&data), timeout)?;
             if !c.status.is_success() {
                 return Err(HostError::Connect { qid: q.qid(), status: c.status });
@@ -263,7 +270,7 @@ impl Controller {
         let cntlid = connect(&admin, 0xFFFF)?;
         tracing::debug!(cntlid, "admin queue connected");
 
-        let admin_cmd = |name: &'static str, cmd: cmd::Command, data: Data<'_>| -> Result<Completion, HostError> {
+        let admin_cmd = |name: &'static str, cmd: wire::Command, data: Data<'_>| -> Result<Completion, HostError> {
             let c = admin.execute(cmd, data, timeout)?;
             if !c.status.is_success() {
                 return Err(HostError::Command { command: name, status: c.status });
@@ -271,26 +278,26 @@ impl Controller {
             Ok(c)
         };
         let get = |name, offset: u32, eight: bool| -> Result<u64, HostError> {
-            Ok(admin_cmd(name, cmd::Command::property_get(offset, eight), Data::None)?.result)
+            Ok(admin_cmd(name, cmd::property_get(offset, eight), Data::None)?.result)
         };
         let set = |name, offset: u32, value: u64| -> Result<(), HostError> {
-            admin_cmd(name, cmd::Command::property_set(offset, false, value), Data::None).map(|_| ())
+            admin_cmd(name, cmd::property_set(offset, false, value), Data::None).map(|_| ())
         };
 
         // Enable the controller and wait for CSTS.RDY (up to CAP.TO, in 500 ms units).
-        let cap = get("Property Get CAP", cmd::reg::CAP, true)?;
+        let cap = get("Property Get CAP", property::CAP, true)?;
         let mqes = (cap & 0xffff) as u16;
         let ready_timeout = Duration::from_millis(500 * ((cap >> 24) & 0xff).max(2));
         let mps_min = 4096usize << ((cap >> 48) & 0xf);
-        let cc = cmd::reg::CC_EN | cmd::reg::CC_IOSQES_64 | cmd::reg::CC_IOCQES_16;
-        set("Property Set CC", cmd::reg::CC, u64::from(cc))?;
+        let cc = property::cc::enable_value();
+        set("Property Set CC", property::CC, u64::from(cc))?;
         let start = Instant::now();
         loop {
-            let csts = get("Property Get CSTS", cmd::reg::CSTS, false)? as u32;
-            if csts & cmd::reg::CSTS_CFS != 0 {
+            let csts = get("Property Get CSTS", property::CSTS, false)? as u32;
+            if csts & property::csts::CFS != 0 {
                 return Err(HostError::Controller("controller fatal status (CSTS.CFS) while enabling".into()));
             }
-            if csts & cmd::reg::CSTS_RDY != 0 {
+            if csts & property::csts::RDY != 0 {
                 break;
             }
             if start.elapsed() > ready_timeout {
@@ -298,34 +305,30 @@ impl Controller {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        let vs = get("Property Get VS", cmd::reg::VS, false)? as u32;
+        let vs = get("Property Get VS", property::VS, false)? as u32;
 
         // Identify Controller.
         let mut idbuf = vec![0u8; 4096];
-        admin_cmd(
-            "Identify Controller",
-            cmd::Command::identify(cmd::CNS_CONTROLLER, 0),
-            Data::FromController(&mut idbuf),
-        )?;
-        let id = cmd::IdentifyController::parse(&idbuf)
+        admin_cmd("Identify Controller", cmd::identify(wire::cns::CONTROLLER, 0), Data::FromController(&mut idbuf))?;
+        let id = wire::IdentifyController::parse(&idbuf)
             .map_err(|e| HostError::Controller(format!("Identify Controller: {e}")))?;
-        if !id.keyed_sgl() {
+        if id.sgls & 3 == 0 || id.sgls & wire::sgls::KEYED == 0 {
             return Err(HostError::Controller("no keyed SGL data block support (SGLS bit 2)".into()));
         }
         let max_transfer = match id.mdts {
             0 => MAX_TRANSFER,
             m => (mps_min << u32::from(m).min(20)).min(MAX_TRANSFER),
         };
-        let in_capsule =
-            if id.in_capsule_sgl() { (id.ioccsz as usize * 16).saturating_sub(64).min(MAX_IN_CAPSULE) } else { 0 };
+        let in_capsule = if id.sgls & wire::sgls::OFFSET != 0 {
+            (id.ioccsz as usize * 16).saturating_sub(64).min(MAX_IN_CAPSULE)
+        } else {
+            0
+        };
 
         // Number of Queues (0's based on the wire).
         let want = opts.io_queues.max(1);
-        let c = admin_cmd(
-            "Set Features Number of Queues",
-            cmd::Command::set_features_num_queues(want - 1, want - 1),
-            Data::None,
-        )?;
+        let c =
+            admin_cmd("Set Features Number of Queues", cmd::set_features_num_queues(want - 1, want - 1), Data::None)?;
         let granted = ((c.result & 0xffff) as u16).min((c.result >> 16) as u16).saturating_add(1);
         let io_queues = want.min(granted);
 
@@ -336,7 +339,7 @@ impl Controller {
                 let mut list = vec![0u8; 4096];
                 admin_cmd(
                     "Identify Active Namespace List",
-                    cmd::Command::identify(cmd::CNS_ACTIVE_NS_LIST, 0),
+                    cmd::identify(wire::cns::ACTIVE_NS_LIST, 0),
                     Data::FromController(&mut list),
                 )?;
                 let first =
@@ -349,21 +352,17 @@ impl Controller {
             None => 1,
         };
         let mut nsbuf = vec![0u8; 4096];
-        admin_cmd(
-            "Identify Namespace",
-            cmd::Command::identify(cmd::CNS_NAMESPACE, nsid),
-            Data::FromController(&mut nsbuf),
-        )?;
-        let nsid_info = cmd::IdentifyNamespace::parse(&nsbuf)
+        admin_cmd("Identify Namespace", cmd::identify(wire::cns::NAMESPACE, nsid), Data::FromController(&mut nsbuf))?;
+        let nsid_info = wire::IdentifyNamespace::parse(&nsbuf)
             .map_err(|e| HostError::Controller(format!("Identify Namespace {nsid}: {e}")))?;
-        let block_size = nsid_info.block_size();
-        if nsid_info.nsze == 0 || !(512..=(1 << 16)).contains(&block_size) {
+        let block_size = 1u32.checked_shl(u32::from(nsid_info.lbads)).unwrap_or(0);
+        if nsid_info.blocks == 0 || !(512..=(1 << 16)).contains(&block_size) {
             return Err(HostError::Controller(format!(
                 "namespace {nsid}: {} blocks of {block_size} bytes is not usable",
-                nsid_info.nsze
+                nsid_info.blocks
             )));
         }
-        let ns = NamespaceInfo { nsid, blocks: nsid_info.nsze, block_size };
+        let ns = NamespaceInfo { nsid, blocks: nsid_info.blocks, block_size };
 
         // I/O queues.
         let queue_size = opts.queue_size.clamp(2, mqes.saturating_add(1).max(2));
@@ -466,19 +465,18 @@ impl CtrlInner {
 
     fn shutdown_controller(&self) -> Result<(), HostError> {
         let timeout = self.timeout.min(Duration::from_secs(5));
-        let cc = cmd::reg::CC_EN | cmd::reg::CC_IOSQES_64 | cmd::reg::CC_IOCQES_16 | cmd::reg::CC_SHN_NORMAL;
-        let c =
-            self.admin.execute(cmd::Command::property_set(cmd::reg::CC, false, u64::from(cc)), Data::None, timeout)?;
+        let cc = property::cc::enable_value() | property::cc::SHN_NORMAL;
+        let c = self.admin.execute(cmd::property_set(property::CC, false, u64::from(cc)), Data::None, timeout)?;
         if !c.status.is_success() {
             return Err(HostError::Command { command: "Property Set CC.SHN", status: c.status });
         }
         let start = Instant::now();
         loop {
-            let c = self.admin.execute(cmd::Command::property_get(cmd::reg::CSTS, false), Data::None, timeout)?;
+            let c = self.admin.execute(cmd::property_get(property::CSTS, false), Data::None, timeout)?;
             if !c.status.is_success() {
                 return Err(HostError::Command { command: "Property Get CSTS", status: c.status });
             }
-            if (c.result as u32) & cmd::reg::CSTS_SHST_MASK == cmd::reg::CSTS_SHST_COMPLETE {
+            if (c.result as u32) & property::csts::SHST_MASK == property::csts::SHST_COMPLETE {
                 return Ok(());
             }
             if start.elapsed() > timeout {
@@ -518,9 +516,9 @@ fn keep_alive(ctrl: Weak<CtrlInner>, period: Duration, stop: Arc<StopFlag>) {
             }
         }
         let Some(ctrl) = ctrl.upgrade() else { return };
-        match ctrl.admin.execute(cmd::Command::keep_alive(), Data::None, ctrl.timeout) {
+        match ctrl.admin.execute(cmd::keep_alive(), Data::None, ctrl.timeout) {
             Ok(c) if c.status.is_success() => tracing::trace!("keep alive"),
-            Ok(c) => tracing::warn!(status = %c.status, "Keep Alive failed"),
+            Ok(c) => tracing::warn!(status = %cmd::status_text(c.status), "Keep Alive failed"),
             Err(e) => {
                 tracing::warn!(error = %e, "Keep Alive failed");
                 if ctrl.admin.is_dead() {
@@ -587,7 +585,7 @@ impl Namespace {
                 let Some((i, piece)) = pieces.next() else { break };
                 let off = offset + (i * chunk) as u64;
                 let q = Arc::clone(self.ctrl.next_io_queue());
-                let cmd = cmd::Command::read(self.ctrl.ns.nsid, off / bs, (piece.len() as u64 / bs) as u16 - 1);
+                let cmd = cmd::read(self.ctrl.ns.nsid, off / bs, (piece.len() as u64 / bs) as u16 - 1);
                 match q.submit(cmd, Data::FromControllerLen(piece.len()), self.ctrl.timeout) {
                     Ok(t) => pending.push_back((t, piece)),
                     Err(e) => {
@@ -628,7 +626,7 @@ impl Namespace {
                 let Some((i, piece)) = pieces.next() else { break };
                 let off = offset + (i * chunk) as u64;
                 let q = Arc::clone(self.ctrl.next_io_queue());
-                let cmd = cmd::Command::write(self.ctrl.ns.nsid, off / bs, (piece.len() as u64 / bs) as u16 - 1);
+                let cmd = cmd::write(self.ctrl.ns.nsid, off / bs, (piece.len() as u64 / bs) as u16 - 1);
                 match q.submit(cmd, Data::ToController(piece), self.ctrl.timeout) {
                     Ok(t) => pending.push_back(t),
                     Err(e) => {
@@ -668,8 +666,9 @@ fn status_to_io(c: Completion) -> io::Result<Completion> {
     if c.status.is_success() {
         return Ok(c);
     }
-    let kind = if c.status.is_lba_out_of_range() { io::ErrorKind::InvalidInput } else { io::ErrorKind::Other };
-    Err(io::Error::new(kind, format!("NVMe command failed: {}", c.status)))
+    let lba_out_of_range = c.status.sct == wire::sct::GENERIC && c.status.sc == Status::LBA_OUT_OF_RANGE.sc;
+    let kind = if lba_out_of_range { io::ErrorKind::InvalidInput } else { io::ErrorKind::Other };
+    Err(io::Error::new(kind, format!("NVMe command failed: {}", cmd::status_text(c.status))))
 }
 
 impl BlockDevice for Namespace {
@@ -726,7 +725,7 @@ impl BlockDevice for Namespace {
             return Ok(());
         }
         let q = self.ctrl.next_io_queue();
-        q.execute(cmd::Command::flush(self.ctrl.ns.nsid), Data::None, self.ctrl.timeout).and_then(status_to_io)?;
+        q.execute(cmd::flush(self.ctrl.ns.nsid), Data::None, self.ctrl.timeout).and_then(status_to_io)?;
         Ok(())
     }
 
@@ -750,12 +749,8 @@ impl BlockDevice for Namespace {
         while left > 0 {
             let n = left.min(1 << 16);
             let q = self.ctrl.next_io_queue();
-            q.execute(
-                cmd::Command::write_zeroes(self.ctrl.ns.nsid, lba, (n - 1) as u16),
-                Data::None,
-                self.ctrl.timeout,
-            )
-            .and_then(status_to_io)?;
+            q.execute(cmd::write_zeroes(self.ctrl.ns.nsid, lba, (n - 1) as u16), Data::None, self.ctrl.timeout)
+                .and_then(status_to_io)?;
             lba += n;
             left -= n;
         }

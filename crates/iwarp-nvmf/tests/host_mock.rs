@@ -92,7 +92,7 @@ fn wrong_nqn_is_rejected_with_the_connect_status() {
     let err = Controller::connect(t.addr, "nqn.2026-12.io.example:nope", &opts()).unwrap_err();
     match &err {
         HostError::Connect { qid: 0, status } => {
-            assert_eq!((status.sct(), status.sc()), (1, 0x82));
+            assert_eq!((status.sct, status.sc), (1, 0x82));
         }
         other => panic!("unexpected error {other:?}"),
     }

@@ -2,7 +2,7 @@
 //! response buffers, the commands in flight by command identifier, and the thread that
 //! matches completions to them.
 
-use super::cmd::{Command, Cqe, Status};
+use crate::wire::{self, Command, Sgl, Status};
 use iwarp::{
     Access, CompletionQueue, ConnParams, Device, MemoryRegion, OwnedRegion, ProtectionDomain, QpCap, QpEvent, QpInit,
     QueuePair, RecvWr, SendWr, Stag, WcStatus, WorkCompletion,
@@ -19,7 +19,7 @@ const TAG_SEND: u64 = 1 << 32;
 const TAG_RECV: u64 = 2 << 32;
 const INDEX: u64 = 0xffff_ffff;
 /// Bytes of a completion (NVMe-oF RDMA: IORCSZ 1, no in-capsule response data).
-const CQE_LEN: usize = 16;
+const CQE_LEN: usize = wire::CQE_LEN;
 
 /// How a queue is set up.
 #[derive(Debug, Clone)]
@@ -121,7 +121,7 @@ struct Inflight {
     stag: Option<Stag>,
     from_controller: bool,
     sent: bool,
-    response: Option<Cqe>,
+    response: Option<wire::Completion>,
     error: Option<io::Error>,
 }
 
@@ -224,10 +224,9 @@ impl Queue {
         }
 
         // NVMe-oF RDMA CM request: recfmt 0, qid, hrqsize, hsqsize (0's based).
-        let mut pdata = vec![0u8; 32];
-        pdata[2..4].copy_from_slice(&cfg.qid.to_le_bytes());
-        pdata[4..6].copy_from_slice(&size.to_le_bytes());
-        pdata[6..8].copy_from_slice(&(size - 1).to_le_bytes());
+        let pdata = wire::CmRequest { recfmt: wire::RECFMT, qid: cfg.qid, hrqsize: size, hsqsize: size - 1 }
+            .to_bytes()
+            .to_vec();
         let mut params =
             ConnParams { private_data: pdata, responder_resources: 16, initiator_depth: 0, ..ConnParams::default() };
         params.mpa.timeout = cfg.connect_timeout;
@@ -341,18 +340,25 @@ impl Queue {
                 .map_err(|e| io::Error::other(format!("queue {}: registering a data buffer: {e}", s.qid)))
         };
         match data {
-            Data::None => cmd.set_keyed_sgl(0, 0, 0, false),
+            Data::None => cmd.set_sgl(&Sgl::none()),
             // Fabrics commands (Connect) always use a keyed SGL, which every target reads.
-            Data::ToController(bytes) if !bytes.is_empty() && bytes.len() <= s.in_capsule && opcode != 0x7f => {
+            Data::ToController(bytes)
+                if !bytes.is_empty() && bytes.len() <= s.in_capsule && opcode != wire::FABRICS_OPCODE =>
+            {
                 s.capsules.write(base + 64, bytes).map_err(|e| release(io::Error::other(e.to_string())))?;
-                cmd.set_in_capsule_sgl(bytes.len() as u32);
+                cmd.set_sgl(&Sgl::InCapsule { offset: 0, length: bytes.len() as u32 });
                 in_capsule = bytes.len();
             }
             Data::ToController(bytes) => {
                 let mut v = s.pool.get();
                 v.extend_from_slice(bytes);
                 let r = register(v, Access::LOCAL_WRITE | Access::REMOTE_READ).map_err(release)?;
-                cmd.set_keyed_sgl(r.addr(), bytes.len() as u32, r.rkey(), true);
+                cmd.set_sgl(&Sgl::Keyed {
+                    addr: r.addr(),
+                    length: bytes.len() as u32,
+                    key: r.rkey(),
+                    invalidate: true,
+                });
                 region = Some(r);
             }
             Data::FromController(buf) => {
@@ -366,12 +372,12 @@ impl Queue {
                 let mut v = s.pool.get();
                 v.resize(len, 0);
                 let r = register(v, Access::LOCAL_WRITE | Access::REMOTE_WRITE).map_err(release)?;
-                cmd.set_keyed_sgl(r.addr(), len as u32, r.rkey(), true);
+                cmd.set_sgl(&Sgl::Keyed { addr: r.addr(), length: len as u32, key: r.rkey(), invalidate: true });
                 region = Some(r);
                 from_controller = true;
             }
         }
-        s.capsules.write(base, &cmd.0).map_err(|e| release(io::Error::other(e.to_string())))?;
+        s.capsules.write(base, cmd.as_bytes()).map_err(|e| release(io::Error::other(e.to_string())))?;
         let cell = Arc::new(Cell::default());
         let stag = region.as_ref().map(|r| r.stag());
         {
@@ -475,7 +481,7 @@ impl Shared {
                 self.fail_all(&format!("a response of {} bytes, {CQE_LEN} expected", wc.byte_len));
                 return;
             }
-            let cqe = Cqe::parse(&raw);
+            let Ok(cqe) = wire::Completion::parse(&raw) else { return };
             let slot = usize::from(cqe.cid);
             {
                 let mut st = lock(&self.state);
@@ -539,7 +545,7 @@ impl Shared {
         let r = match (f.error, f.response) {
             (Some(e), _) => Err(e),
             (None, Some(cqe)) => {
-                Ok(Completion { status: cqe.status, result: cqe.result, data, pool: Some(Arc::clone(&self.pool)) })
+                Ok(Completion { status: cqe.status(), result: cqe.result, data, pool: Some(Arc::clone(&self.pool)) })
             }
             (None, None) => Err(io::Error::other("command finished without a response")),
         };
@@ -585,23 +591,10 @@ fn take_finished(st: &mut State, idx: usize, out: &mut Vec<Inflight>) {
 
 /// The NVMe-oF RDMA CM reject's status, named.
 fn reject_reason(pd: &[u8]) -> String {
-    if pd.len() < 4 {
-        return format!("{} bytes of private data", pd.len());
+    match wire::CmReject::parse(pd) {
+        Ok(r) => format!("{:?} ({})", r.status, u16::from(r.status)),
+        Err(_) => format!("{} bytes of private data", pd.len()),
     }
-    let status = u16::from_le_bytes([pd[2], pd[3]]);
-    let name = match status {
-        1 => "invalid private data length",
-        2 => "invalid record format",
-        3 => "invalid queue ID",
-        4 => "invalid host submission queue size",
-        5 => "invalid host receive queue size",
-        6 => "no resources",
-        7 => "invalid IRD",
-        8 => "invalid ORD",
-        9 => "invalid controller ID",
-        _ => "unknown status",
-    };
-    format!("{name} ({status})")
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
