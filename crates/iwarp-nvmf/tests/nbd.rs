@@ -617,11 +617,13 @@ fn device_errors_are_eio_and_a_full_device_is_enospc() {
 fn read_only_export_refuses_writes_with_eperm() {
     let mem = Arc::new(MemDevice::new(1 << 20));
     mem.write_at(b"kept", 0).unwrap();
-    let (h, _dir) = serve(mem, NbdConfig { read_only: true, ..NbdConfig::default() }, "ro");
+    let config = NbdConfig { read_only: true, multi_conn: false, ..NbdConfig::default() };
+    let (h, _dir) = serve(mem, config, "ro");
     let mut c = Client::connect(&socket_of(&h));
     c.hello(FLAG_C_FIXED_NEWSTYLE);
     let (_, flags) = c.go("");
     assert_eq!(flags & FLAG_READ_ONLY, FLAG_READ_ONLY);
+    assert_eq!(flags & FLAG_CAN_MULTI_CONN, 0, "multi-conn not advertised when turned off");
     assert_eq!(c.write(0, 0, b"lost"), EPERM);
     assert_eq!(c.command(0, CMD_TRIM, 0, 4), EPERM);
     assert_eq!(c.command(0, CMD_WRITE_ZEROES, 0, 4), EPERM);
@@ -789,6 +791,22 @@ fn configurations_breaking_the_rules_are_refused() {
 }
 
 #[test]
+fn a_listener_given_by_the_caller_is_served_and_its_socket_file_left() {
+    let dir = scratch("given");
+    let path = dir.join("given.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let server = NbdServer::new(Arc::new(MemDevice::new(1 << 20)), NbdConfig::default()).unwrap();
+    let h = server.serve_unix(listener).unwrap();
+    assert_eq!(h.address(), &ListenAddr::Unix(path.clone()));
+    let mut c = Client::open(&path);
+    assert_eq!(c.write(0, 0, b"given"), 0);
+    assert_eq!(c.read(0, 5).unwrap(), b"given");
+    h.stop();
+    assert!(c.closed());
+    assert!(path.exists(), "the caller's socket file stays");
+}
+
+#[test]
 fn min_block_size_is_advertised_and_enforced() {
     let config = NbdConfig { min_block_size: 512, ..NbdConfig::default() };
     let (h, _dir) = serve(Arc::new(MemDevice::new(1 << 20)), config, "align");
@@ -853,6 +871,12 @@ fn qemu_img_info_shows_the_size() {
     assert!(out.contains("\"virtual-size\": 25165824"), "{out}");
     let out = run(&qemu_img, &["info", &h.address().uri("")]);
     assert!(out.contains("25165824 bytes"), "{out}");
+    // and over TCP on loopback
+    let server = NbdServer::new(Arc::new(MemDevice::new(3 << 20)), NbdConfig::default()).unwrap();
+    let tcp = server.listen_tcp(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).unwrap();
+    let out = run(&qemu_img, &["info", "--output=json", &tcp.address().uri("")]);
+    assert!(out.contains("\"virtual-size\": 3145728"), "{out}");
+    tcp.stop();
 }
 
 #[test]

@@ -334,7 +334,11 @@ fn export_info(shared: &Shared) -> ExportInfo {
     if c.multi_conn {
         flags |= proto::FLAG_CAN_MULTI_CONN;
     }
-    let preferred = shared.device.block_size().max(4096).max(c.min_block_size).min(c.max_payload);
+    // a power of two, at least 4096 and the minimum, at most the maximum payload
+    let mut preferred = shared.device.block_size().max(4096).max(c.min_block_size).next_power_of_two();
+    while preferred > c.max_payload {
+        preferred /= 2;
+    }
     ExportInfo {
         name: c.export_name.clone(),
         description: c.description.clone(),
@@ -479,7 +483,8 @@ impl NbdHandle {
     /// Stops accepting clients and closes the listener (removing a socket file it created),
     /// then ends every connection: each stops reading requests and answers those it has read,
     /// for up to [`NbdConfig::stop_grace`]; sockets still open after that are closed outright.
-    /// Returns once every thread of this listener has ended.
+    /// Returns once every thread of this listener has ended (a device call that never returns
+    /// keeps its connection, and so this, waiting).
     pub fn stop(mut self) {
         self.shutdown();
     }
