@@ -73,18 +73,23 @@ struct Conn {
 }
 
 impl Conn {
-    /// Writes one simple reply (and the read data after it). A failed write breaks the
-    /// connection: the socket is shut down so the reader stops too.
-    fn reply(&self, handle: u64, error: u32, data: &[u8]) {
+    /// Writes one simple reply without payload.
+    fn reply(&self, handle: u64, error: u32) {
+        self.send(handle, error, vec![0u8; SIMPLE_REPLY_LEN]);
+    }
+
+    /// Writes a simple reply whose header space (the first [`SIMPLE_REPLY_LEN`] bytes of
+    /// `message`) is filled here, in one write. A failed write breaks the connection: the
+    /// socket is shut down so the reader stops too.
+    fn send(&self, handle: u64, error: u32, mut message: Vec<u8>) {
         if self.broken.load(Ordering::Acquire) {
             return;
         }
-        let mut head = [0u8; SIMPLE_REPLY_LEN];
-        head[0..4].copy_from_slice(&SIMPLE_REPLY_MAGIC.to_be_bytes());
-        head[4..8].copy_from_slice(&error.to_be_bytes());
-        head[8..16].copy_from_slice(&handle.to_be_bytes());
+        message[0..4].copy_from_slice(&SIMPLE_REPLY_MAGIC.to_be_bytes());
+        message[4..8].copy_from_slice(&error.to_be_bytes());
+        message[8..16].copy_from_slice(&handle.to_be_bytes());
         let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let sent = w.write_all(&head).and_then(|()| w.write_all(data)).and_then(|()| w.flush());
+        let sent = w.write_all(&message).and_then(|()| w.flush());
         drop(w);
         if let Err(e) = sent {
             tracing::debug!(conn = self.id, error = %e, "nbd: reply not sent; closing");
@@ -96,10 +101,11 @@ impl Conn {
     fn run(&self, job: Job) {
         match job {
             Job::Read { handle, offset, len } => {
-                let mut buf = vec![0u8; len];
-                match self.device.read_at(&mut buf, offset) {
-                    Ok(()) => self.reply(handle, 0, &buf),
-                    Err(e) => self.reply(handle, self.device_error("read", &e), &[]),
+                // the reply header and the data, read in place after it
+                let mut message = vec![0u8; SIMPLE_REPLY_LEN + len];
+                match self.device.read_at(&mut message[SIMPLE_REPLY_LEN..], offset) {
+                    Ok(()) => self.send(handle, 0, message),
+                    Err(e) => self.reply(handle, self.device_error("read", &e)),
                 }
                 self.budget.release(len + REQUEST_OVERHEAD);
             }
@@ -109,15 +115,15 @@ impl Conn {
                     self.device.write_at(&data, offset).and_then(|()| if fua { self.device.flush() } else { Ok(()) });
                 drop(data);
                 match done {
-                    Ok(()) => self.reply(handle, 0, &[]),
-                    Err(e) => self.reply(handle, self.device_error("write", &e), &[]),
+                    Ok(()) => self.reply(handle, 0),
+                    Err(e) => self.reply(handle, self.device_error("write", &e)),
                 }
                 self.budget.release(len + REQUEST_OVERHEAD);
             }
             Job::Flush { handle } => {
                 match self.device.flush() {
-                    Ok(()) => self.reply(handle, 0, &[]),
-                    Err(e) => self.reply(handle, self.device_error("flush", &e), &[]),
+                    Ok(()) => self.reply(handle, 0),
+                    Err(e) => self.reply(handle, self.device_error("flush", &e)),
                 }
                 self.budget.release(REQUEST_OVERHEAD);
             }
@@ -125,8 +131,8 @@ impl Conn {
                 let done =
                     self.device.write_zeroes(offset, len).and_then(|()| if fua { self.device.flush() } else { Ok(()) });
                 match done {
-                    Ok(()) => self.reply(handle, 0, &[]),
-                    Err(e) => self.reply(handle, self.device_error("write zeroes", &e), &[]),
+                    Ok(()) => self.reply(handle, 0),
+                    Err(e) => self.reply(handle, self.device_error("write zeroes", &e)),
                 }
                 self.budget.release(REQUEST_OVERHEAD);
             }
@@ -248,7 +254,7 @@ fn read_requests(conn: &Conn, reader: &mut Sock, tx: &mpsc::Sender<Job>, limits:
                 if discard(reader, u64::from(req.len)).is_err() {
                     return End::Broken;
                 }
-                conn.reply(req.handle, error, &[]);
+                conn.reply(req.handle, error);
                 continue;
             }
             let len = req.len as usize;
@@ -265,7 +271,7 @@ fn read_requests(conn: &Conn, reader: &mut Sock, tx: &mpsc::Sender<Job>, limits:
             continue;
         }
         if let Err(error) = refused {
-            conn.reply(req.handle, error, &[]);
+            conn.reply(req.handle, error);
             continue;
         }
         let fua = req.flags & CMD_FLAG_FUA != 0;
@@ -285,7 +291,7 @@ fn read_requests(conn: &Conn, reader: &mut Sock, tx: &mpsc::Sender<Job>, limits:
             CMD_TRIM => {
                 // Trim is a hint that the data is no longer needed; the device has no discard,
                 // so it is checked and acknowledged without touching anything.
-                conn.reply(req.handle, 0, &[]);
+                conn.reply(req.handle, 0);
                 continue;
             }
             _ => unreachable!("check refuses unknown commands"),
