@@ -397,12 +397,21 @@ fn list_names_the_export_and_refuses_data() {
 }
 
 #[test]
-fn unknown_options_structured_replies_and_tls_are_unsupported_and_the_session_goes_on() {
+fn unknown_options_tls_and_metadata_contexts_are_unsupported_and_the_session_goes_on() {
     let (h, _dir) = serve(Arc::new(MemDevice::new(1 << 20)), NbdConfig::default(), "unsup");
     let mut c = Client::connect(&socket_of(&h));
     c.hello(FLAG_C_FIXED_NEWSTYLE);
-    for (option, data) in [(0x1234u32, &b"some data"[..]), (OPT_STRUCTURED_REPLY, b""), (OPT_STARTTLS, b""), (10, b"")]
-    {
+    let mut query = 0u32.to_be_bytes().to_vec();
+    query.extend_from_slice(&1u32.to_be_bytes());
+    query.extend_from_slice(&16u32.to_be_bytes());
+    query.extend_from_slice(b"base:allocation!");
+    for (option, data) in [
+        (0x1234u32, &b"some data"[..]),
+        (OPT_STARTTLS, b""),
+        (OPT_LIST_META_CONTEXT, &query),
+        (OPT_SET_META_CONTEXT, &query),
+        (11, b""),
+    ] {
         c.option(option, data);
         let r = c.opt_reply();
         assert_eq!((r.option, r.kind), (option, REP_ERR_UNSUP), "option {option}");
@@ -648,6 +657,69 @@ fn a_slow_request_does_not_hold_up_later_ones() {
     let (e, second) = c.reply();
     assert_eq!((e, second), (0, 1));
     assert_eq!(c.bytes(4096), pattern(8192, 4)[..4096]);
+}
+
+/// A structured reply chunk: (flags, type, handle, payload).
+fn chunk<S: Read + Write>(c: &mut Client<S>) -> (u16, u16, u64, Vec<u8>) {
+    assert_eq!(c.u32(), STRUCTURED_REPLY_MAGIC);
+    let flags = c.u16();
+    let kind = c.u16();
+    let handle = c.u64();
+    let len = c.u32() as usize;
+    (flags, kind, handle, c.bytes(len))
+}
+
+#[test]
+fn structured_replies_carry_reads_as_one_data_chunk_and_errors_as_error_chunks() {
+    let probe = Arc::new(Probe::new(1 << 20));
+    probe.mem().write_at(&pattern(8192, 5), 4096).unwrap();
+    let (h, _dir) = serve(probe.clone(), NbdConfig::default(), "structured");
+    let mut c = Client::connect(&socket_of(&h));
+    c.hello(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES);
+    let (_, flags) = c.go("");
+    assert_eq!(flags & FLAG_SEND_DF, 0, "no \"don't fragment\" without structured replies");
+    drop(c);
+
+    let mut c = Client::connect(&socket_of(&h));
+    c.hello(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES);
+    c.option(OPT_STRUCTURED_REPLY, b"x");
+    assert_eq!(c.opt_reply().kind, REP_ERR_INVALID, "the option takes no data");
+    c.option(OPT_STRUCTURED_REPLY, b"");
+    let r = c.opt_reply();
+    assert_eq!((r.option, r.kind), (OPT_STRUCTURED_REPLY, REP_ACK));
+    let (_, flags) = c.go("");
+    assert_eq!(flags & FLAG_SEND_DF, FLAG_SEND_DF);
+
+    // a read: one OFFSET_DATA chunk, flagged done, with the offset before the data
+    c.request(CMD_FLAG_DF, CMD_READ, 11, 4096, 8192);
+    let (flags, kind, handle, payload) = chunk(&mut c);
+    assert_eq!((flags, kind, handle), (REPLY_FLAG_DONE, REPLY_TYPE_OFFSET_DATA, 11));
+    assert_eq!(u64::from_be_bytes(payload[0..8].try_into().unwrap()), 4096);
+    assert_eq!(&payload[8..], &pattern(8192, 5)[..]);
+
+    // a zero-length read: a NONE chunk
+    c.request(0, CMD_READ, 12, 0, 0);
+    assert_eq!(chunk(&mut c), (REPLY_FLAG_DONE, REPLY_TYPE_NONE, 12, vec![]));
+
+    // refused and failed reads: an ERROR chunk with the error and a message
+    for (fail, offset, len, error) in [(false, 1 << 20, 512, EINVAL), (true, 0, 512, EIO)] {
+        probe.fail.store(fail, Ordering::SeqCst);
+        c.request(0, CMD_READ, 13, offset, len);
+        let (flags, kind, handle, payload) = chunk(&mut c);
+        assert_eq!((flags, kind, handle), (REPLY_FLAG_DONE, REPLY_TYPE_ERROR, 13));
+        assert_eq!(u32::from_be_bytes(payload[0..4].try_into().unwrap()), error);
+        let text_len = u16::from_be_bytes([payload[4], payload[5]]) as usize;
+        assert_eq!(payload.len(), 6 + text_len);
+        assert!(std::str::from_utf8(&payload[6..]).is_ok());
+    }
+    probe.fail.store(false, Ordering::SeqCst);
+
+    // commands without payload keep simple replies
+    assert_eq!(c.write(0, 0, b"simple"), 0);
+    assert_eq!(c.command(0, CMD_FLUSH, 0, 0), 0);
+    assert_eq!(c.command(CMD_FLAG_DF, CMD_WRITE_ZEROES, 0, 6), EINVAL, "DF belongs to reads");
+    c.disconnect();
+    assert!(c.closed());
 }
 
 /// Eight 64 KiB reads sent at once to a device that takes 100 ms per read: how many reach it
@@ -916,6 +988,7 @@ fn nbdinfo_reports_size_and_capabilities() {
         assert!(out.contains(line), "missing {line:?} in\n{out}");
     }
     assert!(out.contains("can_multi_conn: true"), "{out}");
+    assert!(out.contains("using structured packets"), "{out}");
     assert!(out.contains("block_size_maximum: 33554432"), "{out}");
     let list = run(&nbdinfo, &["--list", &h.address().uri("")]);
     assert!(list.contains("export=\"vol\"") && list.contains("remote namespace"), "{list}");

@@ -35,8 +35,9 @@ impl ExportInfo {
 /// How the handshake ended.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Outcome {
-    /// The client chose the export: the transmission phase starts.
-    Transmission,
+    /// The client chose the export: the transmission phase starts, with structured replies
+    /// if the client asked for them.
+    Transmission { structured: bool },
     /// The client aborted, or broke the protocol: close the connection.
     Close(&'static str),
 }
@@ -56,8 +57,12 @@ pub(crate) fn negotiate<S: Read + Write>(s: &mut S, export: &ExportInfo) -> io::
         return Ok(Outcome::Close("unknown client flags"));
     }
     let no_zeroes = client_flags & FLAG_C_NO_ZEROES != 0;
+    let mut structured = false;
 
     loop {
+        // NBD_CMD_FLAG_DF is offered once structured replies are on (a read is always one
+        // content chunk)
+        let flags = if structured { export.flags | FLAG_SEND_DF } else { export.flags };
         let mut head = [0u8; 16];
         s.read_exact(&mut head)?;
         let magic = u64::from_be_bytes(head[0..8].try_into().expect("8 bytes"));
@@ -88,12 +93,12 @@ pub(crate) fn negotiate<S: Read + Write>(s: &mut S, export: &ExportInfo) -> io::
                 }
                 let mut out = Vec::with_capacity(134);
                 out.extend_from_slice(&export.size.to_be_bytes());
-                out.extend_from_slice(&export.flags.to_be_bytes());
+                out.extend_from_slice(&flags.to_be_bytes());
                 if !no_zeroes {
                     out.extend_from_slice(&[0u8; 124]);
                 }
                 s.write_all(&out)?;
-                return Ok(Outcome::Transmission);
+                return Ok(Outcome::Transmission { structured });
             }
             OPT_ABORT => {
                 // The client may already have closed its end: the reply is a courtesy.
@@ -124,13 +129,23 @@ pub(crate) fn negotiate<S: Read + Write>(s: &mut S, export: &ExportInfo) -> io::
                         continue;
                     }
                 };
-                send_info(s, option, export, &requests)?;
+                send_info(s, option, export, flags, &requests)?;
                 reply(s, option, REP_ACK, &[])?;
                 if option == OPT_GO {
-                    return Ok(Outcome::Transmission);
+                    return Ok(Outcome::Transmission { structured });
                 }
             }
-            OPT_STRUCTURED_REPLY => reply(s, option, REP_ERR_UNSUP, b"simple replies only")?,
+            OPT_STRUCTURED_REPLY => {
+                if data.is_empty() {
+                    structured = true;
+                    reply(s, option, REP_ACK, &[])?;
+                } else {
+                    reply(s, option, REP_ERR_INVALID, b"NBD_OPT_STRUCTURED_REPLY takes no data")?;
+                }
+            }
+            OPT_LIST_META_CONTEXT | OPT_SET_META_CONTEXT => {
+                reply(s, option, REP_ERR_UNSUP, b"no metadata contexts")?;
+            }
             OPT_STARTTLS => reply(s, option, REP_ERR_UNSUP, b"no TLS")?,
             _ => reply(s, option, REP_ERR_UNSUP, b"unknown option")?,
         }
@@ -159,11 +174,11 @@ fn parse_info_request(data: &[u8]) -> Result<(&[u8], Vec<u16>), &'static str> {
 
 /// The `NBD_REP_INFO` replies: the export (always), the block sizes (always: they are this
 /// server's constraints whether asked for or not), and the name and description if asked for.
-fn send_info<S: Write>(s: &mut S, option: u32, export: &ExportInfo, requests: &[u16]) -> io::Result<()> {
+fn send_info<S: Write>(s: &mut S, option: u32, export: &ExportInfo, flags: u16, requests: &[u16]) -> io::Result<()> {
     let mut info = Vec::with_capacity(12);
     info.extend_from_slice(&INFO_EXPORT.to_be_bytes());
     info.extend_from_slice(&export.size.to_be_bytes());
-    info.extend_from_slice(&export.flags.to_be_bytes());
+    info.extend_from_slice(&flags.to_be_bytes());
     reply(s, option, REP_INFO, &info)?;
 
     let mut sizes = Vec::with_capacity(14);

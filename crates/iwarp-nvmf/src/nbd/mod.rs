@@ -7,18 +7,22 @@
 //! - The fixed newstyle handshake (`NBD_FLAG_FIXED_NEWSTYLE`, `NBD_FLAG_NO_ZEROES`), with the
 //!   options `NBD_OPT_EXPORT_NAME`, `NBD_OPT_ABORT`, `NBD_OPT_LIST`, `NBD_OPT_INFO` and
 //!   `NBD_OPT_GO` (answering `NBD_INFO_EXPORT` and `NBD_INFO_BLOCK_SIZE` always,
-//!   `NBD_INFO_NAME` and `NBD_INFO_DESCRIPTION` when asked). Every other option, structured
-//!   replies and TLS included, is answered `NBD_REP_ERR_UNSUP`: replies are simple replies.
-//!   An export name other than the configured one (or the empty default name) is answered
-//!   `NBD_REP_ERR_UNKNOWN` (or, after `NBD_OPT_EXPORT_NAME`, which cannot fail, by closing).
+//!   `NBD_INFO_NAME` and `NBD_INFO_DESCRIPTION` when asked), and `NBD_OPT_STRUCTURED_REPLY`.
+//!   Every other option, TLS and metadata contexts included, is answered
+//!   `NBD_REP_ERR_UNSUP`. An export name other than the configured one (or the empty
+//!   default name) is answered `NBD_REP_ERR_UNKNOWN` (or, after `NBD_OPT_EXPORT_NAME`,
+//!   which cannot fail, by closing).
 //!   Option data is bounded: up to 16 KiB is parsed, up to 1 MiB is skipped and refused
 //!   with `NBD_REP_ERR_INVALID`, and a longer length closes the connection unread.
 //! - The transmission phase: `NBD_CMD_READ`, `WRITE` (with `NBD_CMD_FLAG_FUA`: a device
 //!   flush before the reply), `DISC`, `FLUSH`, `TRIM` and `WRITE_ZEROES`. Trim is a hint
 //!   the device has no use for: it is checked (range, read-only) and acknowledged without
 //!   touching data, which the protocol allows (the client may assume nothing about trimmed
-//!   contents). Requests past the end are refused with `EINVAL` (`ENOSPC` for writes and
-//!   write zeroes), reads and writes longer than [`NbdConfig::max_payload`] with `EINVAL`
+//!   contents). With structured replies a read is answered by one chunk (its data, or an
+//!   error with a message; `NBD_CMD_FLAG_DF` is offered and holds by construction); every
+//!   other command keeps simple replies. Requests past the end are refused with `EINVAL`
+//!   (`ENOSPC` for writes and write zeroes), reads and writes longer than
+//!   [`NbdConfig::max_payload`] with `EINVAL`
 //!   (a refused write's payload is skipped without being kept), unknown commands and flags
 //!   with `EINVAL`, writes to a read-only export with `EPERM`; device errors become `EIO`
 //!   (`ENOSPC` for a full device). A request with a bad magic closes the connection.
@@ -424,8 +428,8 @@ fn serve_client(shared: &Arc<Shared>, id: u64, sock: Sock) {
         }
     };
     let export = export_info(shared);
-    match handshake::negotiate(&mut hs, &export) {
-        Ok(Outcome::Transmission) => {}
+    let structured = match handshake::negotiate(&mut hs, &export) {
+        Ok(Outcome::Transmission { structured }) => structured,
         Ok(Outcome::Close(why)) => {
             tracing::debug!(conn = id, why, "nbd: handshake ended");
             let _ = sock.shutdown(Shutdown::Both);
@@ -436,7 +440,7 @@ fn serve_client(shared: &Arc<Shared>, id: u64, sock: Sock) {
             let _ = sock.shutdown(Shutdown::Both);
             return;
         }
-    }
+    };
     drop(hs);
     let c = &shared.config;
     let limits = Limits {
@@ -445,6 +449,7 @@ fn serve_client(shared: &Arc<Shared>, id: u64, sock: Sock) {
         max_in_flight: c.max_in_flight,
         min_block: c.min_block_size,
         read_only: c.read_only,
+        structured,
     };
     match transmission::serve(id, sock, Arc::clone(&shared.device), limits) {
         Ok(end) => tracing::debug!(conn = id, ?end, "nbd: client left"),

@@ -1,5 +1,5 @@
 //! Wire values of the NBD protocol that this server speaks: the fixed newstyle handshake, its
-//! options and option replies, and the transmission phase with simple replies.
+//! options and option replies, and the transmission phase with simple and structured replies.
 //!
 //! Every number on the wire is big-endian (network byte order).
 
@@ -14,6 +14,8 @@ pub const OPTION_REPLY_MAGIC: u64 = 0x0003_e889_0455_65a9;
 pub const REQUEST_MAGIC: u32 = 0x2560_9513;
 /// Magic of a simple reply.
 pub const SIMPLE_REPLY_MAGIC: u32 = 0x6744_6698;
+/// Magic of a structured reply chunk.
+pub const STRUCTURED_REPLY_MAGIC: u32 = 0x668e_33ef;
 
 /// Handshake flag: the server speaks fixed newstyle.
 pub const FLAG_FIXED_NEWSTYLE: u16 = 1 << 0;
@@ -38,6 +40,8 @@ pub const FLAG_ROTATIONAL: u16 = 1 << 4;
 pub const FLAG_SEND_TRIM: u16 = 1 << 5;
 /// Transmission flag: `NBD_CMD_WRITE_ZEROES` (and `NBD_CMD_FLAG_NO_HOLE`) is supported.
 pub const FLAG_SEND_WRITE_ZEROES: u16 = 1 << 6;
+/// Transmission flag: `NBD_CMD_FLAG_DF` is supported on reads (only with structured replies).
+pub const FLAG_SEND_DF: u16 = 1 << 7;
 /// Transmission flag: flushes and FUA writes are visible on every connection to the export.
 pub const FLAG_CAN_MULTI_CONN: u16 = 1 << 8;
 
@@ -53,8 +57,12 @@ pub const OPT_STARTTLS: u32 = 5;
 pub const OPT_INFO: u32 = 6;
 /// Option: describe an export and enter transmission.
 pub const OPT_GO: u32 = 7;
-/// Option: use structured replies (not supported here: simple replies only).
+/// Option: use structured replies.
 pub const OPT_STRUCTURED_REPLY: u32 = 8;
+/// Option: list metadata contexts (none here: answered `NBD_REP_ERR_UNSUP`).
+pub const OPT_LIST_META_CONTEXT: u32 = 9;
+/// Option: select metadata contexts (none here: answered `NBD_REP_ERR_UNSUP`).
+pub const OPT_SET_META_CONTEXT: u32 = 10;
 
 /// Option reply: the option succeeded (or a list ended).
 pub const REP_ACK: u32 = 1;
@@ -99,6 +107,17 @@ pub const CMD_WRITE_ZEROES: u16 = 6;
 pub const CMD_FLAG_FUA: u16 = 1 << 0;
 /// Command flag (write zeroes): the area must stay allocated.
 pub const CMD_FLAG_NO_HOLE: u16 = 1 << 1;
+/// Command flag (read, structured replies): at most one content chunk.
+pub const CMD_FLAG_DF: u16 = 1 << 2;
+
+/// Structured reply flag: the last chunk of a reply.
+pub const REPLY_FLAG_DONE: u16 = 1 << 0;
+/// Structured reply chunk: nothing more (success unless an error chunk came before).
+pub const REPLY_TYPE_NONE: u16 = 0;
+/// Structured reply chunk: an offset and the data read there.
+pub const REPLY_TYPE_OFFSET_DATA: u16 = 1;
+/// Structured reply chunk: an error value and a message.
+pub const REPLY_TYPE_ERROR: u16 = 0x8001;
 
 /// Error: operation not permitted (writes to a read-only export).
 pub const EPERM: u32 = 1;
@@ -115,3 +134,5 @@ pub const ESHUTDOWN: u32 = 108;
 pub const REQUEST_LEN: usize = 28;
 /// Length of a simple reply header.
 pub const SIMPLE_REPLY_LEN: usize = 16;
+/// Length of a structured reply chunk header.
+pub const STRUCTURED_REPLY_LEN: usize = 20;

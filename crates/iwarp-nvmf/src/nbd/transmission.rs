@@ -1,6 +1,12 @@
 //! The transmission phase of one connection: a reader loop that checks each request and
-//! queues it to a small pool of workers, which call the device and write simple replies
-//! (in completion order, matched by handle) under a lock.
+//! queues it to a small pool of workers, which call the device and write the replies (in
+//! completion order, matched by handle) under a lock.
+//!
+//! Replies are simple replies, except reads once structured replies are negotiated: then a
+//! read is answered by one chunk, `NBD_REPLY_TYPE_OFFSET_DATA` with the whole range (or
+//! `NBD_REPLY_TYPE_NONE` for a zero-length read), or `NBD_REPLY_TYPE_ERROR`, each flagged
+//! `NBD_REPLY_FLAG_DONE`. Other commands carry no payload and keep simple replies, which the
+//! protocol allows.
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
@@ -26,6 +32,8 @@ pub(crate) struct Limits {
     pub max_in_flight: usize,
     pub min_block: u32,
     pub read_only: bool,
+    /// Structured replies were negotiated.
+    pub structured: bool,
 }
 
 /// Bytes of requests read but not yet answered; the reader waits while the budget is spent.
@@ -70,24 +78,61 @@ struct Conn {
     control: Sock,
     budget: Budget,
     broken: AtomicBool,
+    structured: bool,
 }
 
 impl Conn {
-    /// Writes one simple reply without payload.
-    fn reply(&self, handle: u64, error: u32) {
-        self.send(handle, error, vec![0u8; SIMPLE_REPLY_LEN]);
+    /// Answers a request without payload: a simple reply, or for a read with structured
+    /// replies an error chunk (a success without data is a `NBD_REPLY_TYPE_NONE` chunk).
+    fn reply(&self, kind: u16, handle: u64, error: u32) {
+        if !(self.structured && kind == CMD_READ) {
+            let mut m = vec![0u8; SIMPLE_REPLY_LEN];
+            m[0..4].copy_from_slice(&SIMPLE_REPLY_MAGIC.to_be_bytes());
+            m[4..8].copy_from_slice(&error.to_be_bytes());
+            m[8..16].copy_from_slice(&handle.to_be_bytes());
+            return self.send(m);
+        }
+        if error == 0 {
+            let mut m = vec![0u8; STRUCTURED_REPLY_LEN];
+            chunk_header(&mut m, REPLY_TYPE_NONE, handle, 0);
+            return self.send(m);
+        }
+        let text = error_text(error).as_bytes();
+        let mut m = vec![0u8; STRUCTURED_REPLY_LEN + 6 + text.len()];
+        chunk_header(&mut m, REPLY_TYPE_ERROR, handle, 6 + text.len() as u32);
+        m[20..24].copy_from_slice(&error.to_be_bytes());
+        m[24..26].copy_from_slice(&(text.len() as u16).to_be_bytes());
+        m[26..].copy_from_slice(text);
+        self.send(m);
     }
 
-    /// Writes a simple reply whose header space (the first [`SIMPLE_REPLY_LEN`] bytes of
-    /// `message`) is filled here, in one write. A failed write breaks the connection: the
-    /// socket is shut down so the reader stops too.
-    fn send(&self, handle: u64, error: u32, mut message: Vec<u8>) {
+    /// Answers a successful read of `len` bytes at `offset`: the message is built around the
+    /// data, read in place after the header.
+    fn read(&self, handle: u64, offset: u64, len: usize) -> io::Result<()> {
+        if len == 0 {
+            self.reply(CMD_READ, handle, 0);
+            return Ok(());
+        }
+        let head = if self.structured { STRUCTURED_REPLY_LEN + 8 } else { SIMPLE_REPLY_LEN };
+        let mut m = vec![0u8; head + len];
+        self.device.read_at(&mut m[head..], offset)?;
+        if self.structured {
+            chunk_header(&mut m, REPLY_TYPE_OFFSET_DATA, handle, 8 + len as u32);
+            m[20..28].copy_from_slice(&offset.to_be_bytes());
+        } else {
+            m[0..4].copy_from_slice(&SIMPLE_REPLY_MAGIC.to_be_bytes());
+            m[8..16].copy_from_slice(&handle.to_be_bytes());
+        }
+        self.send(m);
+        Ok(())
+    }
+
+    /// Writes one complete reply message. A failed write breaks the connection: the socket is
+    /// shut down so the reader stops too.
+    fn send(&self, message: Vec<u8>) {
         if self.broken.load(Ordering::Acquire) {
             return;
         }
-        message[0..4].copy_from_slice(&SIMPLE_REPLY_MAGIC.to_be_bytes());
-        message[4..8].copy_from_slice(&error.to_be_bytes());
-        message[8..16].copy_from_slice(&handle.to_be_bytes());
         let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let sent = w.write_all(&message).and_then(|()| w.flush());
         drop(w);
@@ -101,11 +146,8 @@ impl Conn {
     fn run(&self, job: Job) {
         match job {
             Job::Read { handle, offset, len } => {
-                // the reply header and the data, read in place after it
-                let mut message = vec![0u8; SIMPLE_REPLY_LEN + len];
-                match self.device.read_at(&mut message[SIMPLE_REPLY_LEN..], offset) {
-                    Ok(()) => self.send(handle, 0, message),
-                    Err(e) => self.reply(handle, self.device_error("read", &e)),
+                if let Err(e) = self.read(handle, offset, len) {
+                    self.reply(CMD_READ, handle, self.device_error("read", &e));
                 }
                 self.budget.release(len + REQUEST_OVERHEAD);
             }
@@ -115,15 +157,15 @@ impl Conn {
                     self.device.write_at(&data, offset).and_then(|()| if fua { self.device.flush() } else { Ok(()) });
                 drop(data);
                 match done {
-                    Ok(()) => self.reply(handle, 0),
-                    Err(e) => self.reply(handle, self.device_error("write", &e)),
+                    Ok(()) => self.reply(CMD_WRITE, handle, 0),
+                    Err(e) => self.reply(CMD_WRITE, handle, self.device_error("write", &e)),
                 }
                 self.budget.release(len + REQUEST_OVERHEAD);
             }
             Job::Flush { handle } => {
                 match self.device.flush() {
-                    Ok(()) => self.reply(handle, 0),
-                    Err(e) => self.reply(handle, self.device_error("flush", &e)),
+                    Ok(()) => self.reply(CMD_FLUSH, handle, 0),
+                    Err(e) => self.reply(CMD_FLUSH, handle, self.device_error("flush", &e)),
                 }
                 self.budget.release(REQUEST_OVERHEAD);
             }
@@ -131,8 +173,8 @@ impl Conn {
                 let done =
                     self.device.write_zeroes(offset, len).and_then(|()| if fua { self.device.flush() } else { Ok(()) });
                 match done {
-                    Ok(()) => self.reply(handle, 0),
-                    Err(e) => self.reply(handle, self.device_error("write zeroes", &e)),
+                    Ok(()) => self.reply(CMD_WRITE_ZEROES, handle, 0),
+                    Err(e) => self.reply(CMD_WRITE_ZEROES, handle, self.device_error("write zeroes", &e)),
                 }
                 self.budget.release(REQUEST_OVERHEAD);
             }
@@ -144,6 +186,26 @@ impl Conn {
     fn device_error(&self, what: &str, e: &io::Error) -> u32 {
         tracing::warn!(conn = self.id, error = %e, "nbd: device {what} failed");
         nbd_error_of(e)
+    }
+}
+
+/// Fills a structured reply chunk header (flagged done: every reply here is one chunk).
+fn chunk_header(m: &mut [u8], kind: u16, handle: u64, len: u32) {
+    m[0..4].copy_from_slice(&STRUCTURED_REPLY_MAGIC.to_be_bytes());
+    m[4..6].copy_from_slice(&REPLY_FLAG_DONE.to_be_bytes());
+    m[6..8].copy_from_slice(&kind.to_be_bytes());
+    m[8..16].copy_from_slice(&handle.to_be_bytes());
+    m[16..20].copy_from_slice(&len.to_be_bytes());
+}
+
+/// The message of an error chunk.
+fn error_text(error: u32) -> &'static str {
+    match error {
+        EINVAL => "invalid request: flags, length, alignment or range",
+        EPERM => "read-only export",
+        ENOSPC => "no space: past the end of the export, or the device is full",
+        EIO => "the device failed",
+        _ => "error",
     }
 }
 
@@ -192,6 +254,7 @@ pub(crate) fn serve(id: u64, sock: Sock, device: Arc<dyn BlockDevice>, limits: L
         writer: Mutex::new(sock),
         budget: Budget { used: Mutex::new(0), freed: Condvar::new(), limit: limits.max_in_flight },
         broken: AtomicBool::new(false),
+        structured: limits.structured,
     });
     let (tx, rx) = mpsc::channel::<Job>();
     let rx = Arc::new(Mutex::new(rx));
@@ -254,7 +317,7 @@ fn read_requests(conn: &Conn, reader: &mut Sock, tx: &mpsc::Sender<Job>, limits:
                 if discard(reader, u64::from(req.len)).is_err() {
                     return End::Broken;
                 }
-                conn.reply(req.handle, error);
+                conn.reply(req.kind, req.handle, error);
                 continue;
             }
             let len = req.len as usize;
@@ -271,7 +334,7 @@ fn read_requests(conn: &Conn, reader: &mut Sock, tx: &mpsc::Sender<Job>, limits:
             continue;
         }
         if let Err(error) = refused {
-            conn.reply(req.handle, error);
+            conn.reply(req.kind, req.handle, error);
             continue;
         }
         let fua = req.flags & CMD_FLAG_FUA != 0;
@@ -291,7 +354,7 @@ fn read_requests(conn: &Conn, reader: &mut Sock, tx: &mpsc::Sender<Job>, limits:
             CMD_TRIM => {
                 // Trim is a hint that the data is no longer needed; the device has no discard,
                 // so it is checked and acknowledged without touching anything.
-                conn.reply(req.handle, 0);
+                conn.reply(CMD_TRIM, req.handle, 0);
                 continue;
             }
             _ => unreachable!("check refuses unknown commands"),
@@ -305,6 +368,8 @@ fn read_requests(conn: &Conn, reader: &mut Sock, tx: &mpsc::Sender<Job>, limits:
 /// The error a request is refused with before it reaches the device, if any.
 fn check(size: u64, req: &Request, limits: Limits) -> Result<(), u32> {
     let allowed_flags = match req.kind {
+        // a read is always one content chunk: "don't fragment" holds by construction
+        CMD_READ if limits.structured => CMD_FLAG_FUA | CMD_FLAG_DF,
         CMD_READ | CMD_WRITE | CMD_FLUSH | CMD_TRIM => CMD_FLAG_FUA,
         CMD_WRITE_ZEROES => CMD_FLAG_FUA | CMD_FLAG_NO_HOLE,
         _ => return Err(EINVAL),
@@ -338,8 +403,14 @@ fn check(size: u64, req: &Request, limits: Limits) -> Result<(), u32> {
 mod tests {
     use super::*;
 
-    const LIMITS: Limits =
-        Limits { workers: 1, max_payload: 4096, max_in_flight: 1 << 20, min_block: 1, read_only: false };
+    const LIMITS: Limits = Limits {
+        workers: 1,
+        max_payload: 4096,
+        max_in_flight: 1 << 20,
+        min_block: 1,
+        read_only: false,
+        structured: false,
+    };
 
     fn req(kind: u16, flags: u16, offset: u64, len: u32) -> Request {
         Request { flags, kind, handle: 0, offset, len }
@@ -355,6 +426,11 @@ mod tests {
         assert_eq!(check(8192, &req(99, 0, 0, 0), LIMITS), Err(EINVAL));
         assert_eq!(check(8192, &req(CMD_READ, 1 << 7, 0, 512), LIMITS), Err(EINVAL));
         assert_eq!(check(8192, &req(CMD_WRITE, CMD_FLAG_NO_HOLE, 0, 512), LIMITS), Err(EINVAL));
+        // "don't fragment" only on reads, only with structured replies
+        assert_eq!(check(8192, &req(CMD_READ, CMD_FLAG_DF, 0, 512), LIMITS), Err(EINVAL));
+        let structured = Limits { structured: true, ..LIMITS };
+        assert_eq!(check(8192, &req(CMD_READ, CMD_FLAG_DF, 0, 512), structured), Ok(()));
+        assert_eq!(check(8192, &req(CMD_WRITE, CMD_FLAG_DF, 0, 512), structured), Err(EINVAL));
         // payload above the maximum (write zeroes has none)
         assert_eq!(check(1 << 30, &req(CMD_READ, 0, 0, 4097), LIMITS), Err(EINVAL));
         assert_eq!(check(1 << 30, &req(CMD_WRITE, 0, 0, 4097), LIMITS), Err(EINVAL));
