@@ -486,6 +486,22 @@ fn oversized_option_is_skipped_and_refused_and_a_huge_one_closes() {
 }
 
 #[test]
+fn a_silent_client_is_dropped_after_the_handshake_timeout_but_an_idle_one_stays() {
+    let config = NbdConfig { handshake_timeout: Some(Duration::from_millis(300)), ..NbdConfig::default() };
+    let (h, _dir) = serve(Arc::new(MemDevice::new(1 << 20)), config, "timeout");
+    let mut silent = Client::connect(&socket_of(&h));
+    silent.greeting();
+    let started = Instant::now();
+    assert!(silent.closed());
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // in transmission an idle client is not timed out
+    let mut idle = Client::open(&socket_of(&h));
+    thread::sleep(Duration::from_millis(700));
+    assert_eq!(idle.read(0, 4).unwrap(), [0; 4]);
+}
+
+#[test]
 fn unknown_client_flags_and_bad_option_magic_close() {
     let (h, _dir) = serve(Arc::new(MemDevice::new(1 << 20)), NbdConfig::default(), "badflags");
     let mut c = Client::connect(&socket_of(&h));
@@ -849,6 +865,7 @@ fn configurations_breaking_the_rules_are_refused() {
         NbdConfig { min_block_size: 1 << 17, ..NbdConfig::default() },
         NbdConfig { max_payload: 1000, ..NbdConfig::default() },
         NbdConfig { max_in_flight: 1 << 20, ..NbdConfig::default() },
+        NbdConfig { handshake_timeout: Some(Duration::ZERO), ..NbdConfig::default() },
         NbdConfig { export_name: "a\0b".into(), ..NbdConfig::default() },
         NbdConfig { export_name: "x".repeat(4097), ..NbdConfig::default() },
     ];
@@ -964,7 +981,8 @@ fn qemu_img_convert_writes_a_random_image_and_reads_it_back() {
     let uri = h.address().uri("disk");
     let input = dir.join("in.img");
     let output = dir.join("out.img");
-    run(&qemu_img, &["convert", "-n", "-f", "raw", "-O", "raw", input.to_str().unwrap(), &uri]);
+    // eight coroutines, writes out of order: several requests in flight on the connection
+    run(&qemu_img, &["convert", "-n", "-m", "8", "-W", "-f", "raw", "-O", "raw", input.to_str().unwrap(), &uri]);
     let mut direct = vec![0u8; size];
     mem.read_at(&mut direct, 0).unwrap();
     assert!(direct == image, "the export holds the image");

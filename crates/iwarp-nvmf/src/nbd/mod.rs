@@ -105,6 +105,10 @@ pub struct NbdConfig {
     /// it are refused with `EINVAL`): 1 for devices that accept any byte range, the device's
     /// block size for devices that cannot read-modify-write. A power of two, at most 65536.
     pub min_block_size: u32,
+    /// How long a client may take over each read of the handshake (a client that connects
+    /// and says nothing is dropped after this); `None`: no limit. The transmission phase has
+    /// no timeout: an idle client may stay connected.
+    pub handshake_timeout: Option<Duration>,
     /// How long [`NbdHandle::stop`] lets connections finish the requests they have read
     /// before it closes their sockets outright.
     pub stop_grace: Duration,
@@ -121,6 +125,7 @@ impl Default for NbdConfig {
             max_payload: 32 << 20,
             max_in_flight: 64 << 20,
             min_block_size: 1,
+            handshake_timeout: Some(Duration::from_secs(30)),
             stop_grace: Duration::from_secs(5),
         }
     }
@@ -145,6 +150,9 @@ impl NbdConfig {
         }
         if self.max_in_flight < self.max_payload as usize {
             return Err(NbdError::Config("max_in_flight must be at least max_payload"));
+        }
+        if self.handshake_timeout == Some(Duration::ZERO) {
+            return Err(NbdError::Config("handshake_timeout must not be zero (None: no limit)"));
         }
         Ok(())
     }
@@ -192,6 +200,13 @@ impl Sock {
             Sock::Tcp(s) => Sock::Tcp(s.try_clone()?),
             Sock::Unix(s) => Sock::Unix(s.try_clone()?),
         })
+    }
+
+    pub(crate) fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        match self {
+            Sock::Tcp(s) => s.set_read_timeout(timeout),
+            Sock::Unix(s) => s.set_read_timeout(timeout),
+        }
     }
 
     pub(crate) fn shutdown(&self, how: Shutdown) -> io::Result<()> {
@@ -428,6 +443,10 @@ fn serve_client(shared: &Arc<Shared>, id: u64, sock: Sock) {
         }
     };
     let export = export_info(shared);
+    let timeout = shared.config.handshake_timeout;
+    if let Err(e) = sock.set_read_timeout(timeout) {
+        tracing::warn!(conn = id, error = %e, "nbd: cannot set the handshake timeout");
+    }
     let structured = match handshake::negotiate(&mut hs, &export) {
         Ok(Outcome::Transmission { structured }) => structured,
         Ok(Outcome::Close(why)) => {
@@ -442,6 +461,13 @@ fn serve_client(shared: &Arc<Shared>, id: u64, sock: Sock) {
         }
     };
     drop(hs);
+    if timeout.is_some() {
+        if let Err(e) = sock.set_read_timeout(None) {
+            tracing::warn!(conn = id, error = %e, "nbd: cannot clear the handshake timeout");
+            let _ = sock.shutdown(Shutdown::Both);
+            return;
+        }
+    }
     let c = &shared.config;
     let limits = Limits {
         workers: c.workers,
