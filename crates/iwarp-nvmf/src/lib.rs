@@ -2,6 +2,8 @@
 //!
 //! - [`block`]: the block devices a target serves and an initiator exposes (a file, memory).
 //! - [`host`]: the initiator: attaches a remote controller and exposes its namespace as a block device.
+//! - [`nbd`]: an NBD server that hands a block device (an attached remote namespace) to
+//!   standard tools (`qemu-img`, `nbdinfo`, `nbdcopy`, the kernel's NBD client).
 //! - [`target`]: an NVMe-oF target serving a block device as one namespace.
 //! - [`wire`]: the RDMA transport binding's bytes: CM private data, command and response
 //!   capsules, SGL descriptors, Fabrics commands, Identify pages, controller properties.
@@ -10,5 +12,6 @@
 
 pub mod block;
 pub mod host;
+pub mod nbd;
 pub mod target;
 pub mod wire;
