@@ -3,6 +3,8 @@
 //! ```text
 //! iwnvme target --listen 127.0.0.1:4420 --nqn nqn.2014-08.org.example:disk --file disk.img --size 1G
 //! iwnvme target --listen 127.0.0.1 --nqn nqn.2014-08.org.example:ram --mem-size 64M
+//! iwnvme connect 127.0.0.1:4420 --nqn nqn.2014-08.org.example:disk --nbd-socket /tmp/disk.sock
+//! qemu-img info "nbd+unix:///?socket=/tmp/disk.sock"
 //! ```
 //!
 //! Logs go to standard error when `RUST_LOG` is set (e.g. `RUST_LOG=iwarp_nvmf=debug`).
@@ -11,6 +13,8 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use iwarp::{Device, DeviceConfig};
 use iwarp_nvmf::block::{BlockDevice, FileDevice, MemDevice};
+use iwarp_nvmf::host::{Controller, HostOptions};
+use iwarp_nvmf::nbd::{NbdConfig, NbdServer};
 use iwarp_nvmf::target::{CrcPolicy, Target, TargetConfig};
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
@@ -33,6 +37,38 @@ struct Cli {
 enum Cmd {
     /// Serve a file or memory as namespace 1 of one subsystem.
     Target(TargetArgs),
+    /// Attach a remote namespace and serve it to NBD clients (qemu-img, nbdcopy, nbd-client).
+    Connect(ConnectArgs),
+}
+
+#[derive(Debug, Args)]
+struct ConnectArgs {
+    /// The target's address: IP:PORT (or IP, port 4420).
+    addr: String,
+    /// Subsystem NQN.
+    #[arg(short = 'n', long)]
+    nqn: String,
+    /// Serve the namespace on this Unix socket.
+    #[arg(long = "nbd-socket", conflicts_with = "nbd_listen", required_unless_present = "nbd_listen")]
+    nbd_socket: Option<PathBuf>,
+    /// Serve the namespace on this TCP address.
+    #[arg(long = "nbd-listen")]
+    nbd_listen: Option<SocketAddr>,
+    /// I/O queues to ask for.
+    #[arg(long, default_value_t = 4)]
+    queues: u16,
+    /// Entries of each I/O queue.
+    #[arg(long = "queue-size", default_value_t = 128)]
+    queue_size: u16,
+    /// This host's NQN (a UUID-based one by default).
+    #[arg(long)]
+    hostnqn: Option<String>,
+    /// Keep-alive timeout in seconds (Keep Alive every half of it; 0: none).
+    #[arg(long = "keep-alive-tmo", default_value_t = 5)]
+    keep_alive_tmo: u64,
+    /// Seconds a command may take before it fails.
+    #[arg(long = "io-timeout", default_value_t = 30)]
+    io_timeout: u64,
 }
 
 /// What to do about MPA CRC.
@@ -151,11 +187,46 @@ fn target(a: TargetArgs) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+fn connect(a: ConnectArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let addr = parse_listen(&a.addr)?;
+    let mut opts = HostOptions {
+        io_queues: a.queues.max(1),
+        queue_size: a.queue_size,
+        kato: std::time::Duration::from_secs(a.keep_alive_tmo),
+        command_timeout: std::time::Duration::from_secs(a.io_timeout.max(1)),
+        ..HostOptions::default()
+    };
+    if let Some(h) = a.hostnqn {
+        opts.hostnqn = h;
+    }
+    let ctrl = Controller::connect(addr, &a.nqn, &opts)?;
+    let ns = ctrl.namespace();
+    let (nsid, size, block_size) = (ns.info().nsid, ns.size(), ns.block_size());
+    // Clients that honour the block size send whole blocks (no read-modify-write here).
+    let config = NbdConfig { min_block_size: block_size, ..NbdConfig::default() };
+    let server = NbdServer::new(Arc::new(ns), config)?;
+    let handle = match (&a.nbd_socket, a.nbd_listen) {
+        (Some(path), _) => server.listen_unix(path)?,
+        (None, Some(tcp)) => server.listen_tcp(tcp)?,
+        (None, None) => return Err("give --nbd-socket or --nbd-listen".into()),
+    };
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "iwnvme: namespace {nsid} of {}, {size} bytes, served on {}", a.nqn, handle.address())?;
+    out.flush()?;
+    drop(out);
+    // Serve until killed (the target sees the connections close). The handles live as long.
+    let _serving = (handle, ctrl);
+    loop {
+        std::thread::park();
+    }
+}
+
 fn main() -> ExitCode {
     init_tracing();
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Target(a) => target(a),
+        Cmd::Connect(a) => connect(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
