@@ -26,7 +26,7 @@ use crate::block::{check_range, BlockDevice};
 mod cmd;
 use crate::wire::{self, property};
 use iwarp::{Device, DeviceConfig, ProtectionDomain};
-use queue::{Data, Queue, QueueConfig};
+use queue::{Data, Queue, QueueConfig, Ticket};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -41,6 +41,8 @@ use queue::Completion;
 const ADMIN_QUEUE_SIZE: u16 = 32;
 /// The largest transfer one command carries, whatever the controller's MDTS allows.
 const MAX_TRANSFER: usize = 1 << 20;
+/// How long an Asynchronous Event Request may be held (it is never waited for).
+const AER_HOLD: Duration = Duration::from_secs(365 * 24 * 3600);
 /// The most in-capsule data a write carries, whatever the controller's IOCCSZ allows.
 const MAX_IN_CAPSULE: usize = 8192;
 
@@ -213,6 +215,8 @@ struct CtrlInner {
     timeout: Duration,
     shut: AtomicBool,
     keepalive: Mutex<Option<(Arc<StopFlag>, JoinHandle<()>)>>,
+    /// The Asynchronous Event Request held at the controller.
+    aer: Mutex<Option<Ticket>>,
     /// Serializes the read-modify-write of unaligned writes.
     rmw: Mutex<()>,
     _pd: ProtectionDomain,
@@ -231,6 +235,8 @@ pub struct NamespaceInfo {
     pub blocks: u64,
     /// Logical block size in bytes (from the LBA format in use).
     pub block_size: u32,
+    /// The namespace's UUID, if its identification descriptors have one.
+    pub uuid: Option<[u8; 16]>,
 }
 
 impl Controller {
@@ -291,6 +297,10 @@ impl Controller {
         let mps_min = 4096usize << ((cap >> 48) & 0xf);
         let cc = property::cc::enable_value();
         set("Property Set CC", property::CC, u64::from(cc))?;
+        let cc_now = get("Property Get CC", property::CC, false)? as u32;
+        if !property::cc::enabled(cc_now) {
+            return Err(HostError::Controller(format!("CC reads {cc_now:#x} after enabling")));
+        }
         let start = Instant::now();
         loop {
             let csts = get("Property Get CSTS", property::CSTS, false)? as u32;
@@ -325,6 +335,14 @@ impl Controller {
             0
         };
 
+        // The SMART / health log, as a Linux host reads it; a failure is only worth a warning.
+        let mut smart = vec![0u8; 512];
+        match admin.execute(cmd::get_log_page(wire::log_page::SMART, 512), Data::FromController(&mut smart), timeout) {
+            Ok(c) if c.status.is_success() => tracing::debug!(critical_warning = smart[0], "SMART log"),
+            Ok(c) => tracing::warn!(status = %cmd::status_text(c.status), "Get Log Page SMART failed"),
+            Err(e) => return Err(e.into()),
+        }
+
         // Number of Queues (0's based on the wire).
         let want = opts.io_queues.max(1);
         let c =
@@ -342,15 +360,28 @@ impl Controller {
                     cmd::identify(wire::cns::ACTIVE_NS_LIST, 0),
                     Data::FromController(&mut list),
                 )?;
-                let first =
-                    list.chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).next().unwrap_or(0);
-                if first == 0 {
-                    return Err(HostError::Controller("no active namespace".into()));
+                match wire::parse_active_ns_list(&list).first() {
+                    Some(&first) => first,
+                    None => return Err(HostError::Controller("no active namespace".into())),
                 }
-                first
             }
             None => 1,
         };
+        // The Namespace Identification Descriptor list (VS 1.3 and later): a Linux host skips
+        // a namespace whose list it cannot read, and so does this one.
+        let mut uuid = None;
+        if vs >= 0x0001_0300 {
+            let mut descs = vec![0u8; 4096];
+            admin_cmd(
+                "Identify Namespace Identification Descriptor list",
+                cmd::identify(wire::cns::NS_DESC_LIST, nsid),
+                Data::FromController(&mut descs),
+            )?;
+            uuid = wire::parse_ns_desc_list(&descs)
+                .into_iter()
+                .find(|(t, v)| *t == wire::nidt::UUID && v.len() == 16)
+                .and_then(|(_, v)| <[u8; 16]>::try_from(v).ok());
+        }
         let mut nsbuf = vec![0u8; 4096];
         admin_cmd("Identify Namespace", cmd::identify(wire::cns::NAMESPACE, nsid), Data::FromController(&mut nsbuf))?;
         let nsid_info = wire::IdentifyNamespace::parse(&nsbuf)
@@ -362,7 +393,7 @@ impl Controller {
                 nsid_info.blocks
             )));
         }
-        let ns = NamespaceInfo { nsid, blocks: nsid_info.blocks, block_size };
+        let ns = NamespaceInfo { nsid, blocks: nsid_info.blocks, block_size, uuid };
 
         // I/O queues.
         let queue_size = opts.queue_size.clamp(2, mqes.saturating_add(1).max(2));
@@ -399,10 +430,12 @@ impl Controller {
             timeout,
             shut: AtomicBool::new(false),
             keepalive: Mutex::new(None),
+            aer: Mutex::new(None),
             rmw: Mutex::new(()),
             _pd: pd,
             _dev: dev,
         });
+        inner.arm_aer();
         if !opts.kato.is_zero() {
             let stop = Arc::new((Mutex::new(false), Condvar::new()));
             let weak = Arc::downgrade(&inner);
@@ -486,6 +519,44 @@ impl CtrlInner {
         }
     }
 
+    /// Submits an Asynchronous Event Request for the controller to hold (and complete when
+    /// it has an event to report).
+    fn arm_aer(&self) {
+        match self.admin.submit(cmd::async_event_request(), Data::None, AER_HOLD) {
+            Ok(t) => *lock(&self.aer) = Some(t),
+            Err(e) => tracing::debug!(error = %e, "Asynchronous Event Request not submitted"),
+        }
+    }
+
+    /// Logs a completed Asynchronous Event Request and submits the next one (not after an
+    /// error status: the controller does not want them).
+    fn check_aer(&self) {
+        let done = {
+            let mut aer = lock(&self.aer);
+            match aer.as_ref().and_then(Ticket::try_take) {
+                Some(r) => {
+                    *aer = None;
+                    r
+                }
+                None => return,
+            }
+        };
+        match done {
+            Ok(c) if c.status.is_success() => {
+                let dw0 = c.result as u32;
+                tracing::info!(
+                    event_type = dw0 & 7,
+                    event_info = (dw0 >> 8) & 0xff,
+                    log_page = (dw0 >> 16) & 0xff,
+                    "asynchronous event"
+                );
+                self.arm_aer();
+            }
+            Ok(c) => tracing::debug!(status = %cmd::status_text(c.status), "Asynchronous Event Request refused"),
+            Err(e) => tracing::debug!(error = %e, "Asynchronous Event Request failed"),
+        }
+    }
+
     fn next_io_queue(&self) -> &Arc<Queue> {
         let i = self.next_queue.fetch_add(1, Ordering::Relaxed);
         &self.io[i % self.io.len()]
@@ -516,6 +587,7 @@ fn keep_alive(ctrl: Weak<CtrlInner>, period: Duration, stop: Arc<StopFlag>) {
             }
         }
         let Some(ctrl) = ctrl.upgrade() else { return };
+        ctrl.check_aer();
         match ctrl.admin.execute(cmd::keep_alive(), Data::None, ctrl.timeout) {
             Ok(c) if c.status.is_success() => tracing::trace!("keep alive"),
             Ok(c) => tracing::warn!(status = %cmd::status_text(c.status), "Keep Alive failed"),
@@ -575,7 +647,7 @@ impl Namespace {
     fn read_blocks(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         self.live()?;
         let bs = u64::from(self.ctrl.ns.block_size);
-        let chunk = self.ctrl.info.max_transfer;
+        let chunk = self.chunk();
         let mut pending = std::collections::VecDeque::new();
         let window = self.window();
         let mut first_err = None;
@@ -616,7 +688,7 @@ impl Namespace {
     fn write_blocks(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.live()?;
         let bs = u64::from(self.ctrl.ns.block_size);
-        let chunk = self.ctrl.info.max_transfer;
+        let chunk = self.chunk();
         let mut pending = std::collections::VecDeque::new();
         let window = self.window();
         let mut first_err = None;
@@ -645,6 +717,12 @@ impl Namespace {
             }
         }
         first_err.map_or(Ok(()), Err)
+    }
+
+    /// Bytes of one command: the largest transfer, in whole blocks (at least one).
+    fn chunk(&self) -> usize {
+        let bs = self.ctrl.ns.block_size as usize;
+        (self.ctrl.info.max_transfer / bs).clamp(1, 1 << 16) * bs
     }
 
     /// Commands one call keeps in flight: every I/O queue's depth.

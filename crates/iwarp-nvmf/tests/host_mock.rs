@@ -49,6 +49,7 @@ fn attach_reads_identify_and_moves_data_both_ways() {
     let ns = ctrl.namespace();
     assert_eq!(ns.size(), 4 << 20);
     assert_eq!(ns.block_size(), 512);
+    assert_eq!(ns.info().uuid, Some(mock::MOCK_UUID));
 
     // A write larger than MDTS (split, keyed), a small one (in-capsule), read back.
     let big = pattern(1, 300 << 10);

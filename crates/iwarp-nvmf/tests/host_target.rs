@@ -199,3 +199,18 @@ fn io_fails_instead_of_hanging_when_the_target_goes_away() {
     drop(ctrl);
     assert!(t0.elapsed() < Duration::from_secs(6), "shutdown against a gone target took {:?}", t0.elapsed());
 }
+
+#[test]
+fn keep_alive_holds_the_controller_past_its_timeout() {
+    let (handle, _disk, _dev) = serve(1 << 20);
+    let o = HostOptions { kato: Duration::from_secs(1), ..opts(1) };
+    let ctrl = Controller::connect(handle.local_addr(), NQN, &o).unwrap();
+    let ns = ctrl.namespace();
+    // Idle for well over the keep-alive timeout: only Keep Alive keeps the controller.
+    std::thread::sleep(Duration::from_millis(2500));
+    ns.write_at(&[3u8; 512], 512).unwrap();
+    let mut back = [0u8; 512];
+    ns.read_at(&mut back, 512).unwrap();
+    assert_eq!(back, [3u8; 512]);
+    ctrl.disconnect().unwrap();
+}

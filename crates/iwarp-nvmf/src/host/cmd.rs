@@ -40,6 +40,21 @@ pub(crate) fn set_features_num_queues(nsqr: u16, ncqr: u16) -> Command {
     c
 }
 
+/// Get Log Page `lid` for every namespace, `len` bytes (a multiple of 4).
+pub(crate) fn get_log_page(lid: u8, len: u32) -> Command {
+    let mut c = Command::new(admin_opcode::GET_LOG_PAGE, 0);
+    c.set_nsid(0xFFFF_FFFF);
+    let numd = len / 4 - 1;
+    c.set_cdw(10, u32::from(lid) | (numd & 0xFFFF) << 16);
+    c.set_cdw(11, numd >> 16);
+    c
+}
+
+/// Asynchronous Event Request.
+pub(crate) fn async_event_request() -> Command {
+    Command::new(admin_opcode::ASYNC_EVENT_REQUEST, 0)
+}
+
 /// Keep Alive.
 pub(crate) fn keep_alive() -> Command {
     Command::new(admin_opcode::KEEP_ALIVE, 0)

@@ -160,6 +160,11 @@ pub(crate) struct Ticket {
 }
 
 impl Ticket {
+    /// The command's completion if it has come, without waiting (the deadline aside).
+    pub(crate) fn try_take(&self) -> Option<io::Result<Completion>> {
+        lock(&self.cell.done).take()
+    }
+
     /// Waits for the command's completion, up to its deadline.
     ///
     /// # Errors

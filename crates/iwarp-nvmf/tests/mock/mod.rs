@@ -15,6 +15,7 @@ use std::time::Duration;
 
 pub const ICD: usize = 4096;
 pub const MDTS: u8 = 5; // 128 KiB
+pub const MOCK_UUID: [u8; 16] = *b"mock-namespace-1";
 
 /// Knobs and observations shared with the test.
 #[derive(Default)]
@@ -368,6 +369,7 @@ fn handle(c: &mut Conn, capsule: &[u8]) {
                         buf[1796..1800].copy_from_slice(&1u32.to_le_bytes());
                     }
                     0x02 => buf[0..4].copy_from_slice(&1u32.to_le_bytes()),
+                    0x03 => buf.copy_from_slice(&iwarp_nvmf::wire::ns_desc_list(&MOCK_UUID, &[7; 16])[..]),
                     0x00 => {
                         buf[0..8].copy_from_slice(&disk_blocks.to_le_bytes());
                         buf[8..16].copy_from_slice(&disk_blocks.to_le_bytes());
@@ -385,6 +387,8 @@ fn handle(c: &mut Conn, capsule: &[u8]) {
                 c.respond(cid, ok, 0, inval(&sgl))
             }
             0x09 => c.respond(cid, ok, 0x0003_0003, None), // 4 queues each
+            0x0c => {}                                     // Asynchronous Event Request: held, never completed
+            0x02 => c.respond(cid, ok, 0, None),           // Get Log Page (nothing written)
             0x18 => {
                 c.ctx.script.keep_alives.fetch_add(1, Ordering::Relaxed);
                 c.respond(cid, ok, 0, None)
