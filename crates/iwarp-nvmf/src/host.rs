@@ -1,29 +1,41 @@
 //! The initiator (NVMe-oF host): attaches a remote controller over the RDMA transport and
 //! exposes its namespace as a [`BlockDevice`].
 //!
-//! [`Controller::connect`] follows the attach sequence of a Linux host: an admin queue
-//! (a connection whose private data names queue 0), Fabrics Connect with its 1,024 bytes of
-//! data in a keyed SGL the target reads, Property Get CAP, Property Set CC.EN and polling
-//! CSTS.RDY, Property Get VS, Identify Controller (keyed SGLs required; MDTS and IOCCSZ
-//! honoured), Set Features Number of Queues, the active namespace list and Identify
-//! Namespace, then one connection per I/O queue with its own Fabrics Connect, and a thread
-//! sending Keep Alive every half keep-alive timeout. [`Controller::disconnect`] (or dropping
-//! the controller and every [`Namespace`]) shuts the controller down with CC.SHN, waits for
-//! CSTS.SHST, and closes the queues.
+//! [`Controller::connect`] follows the attach sequence of a Linux host:
+//!
+//! 1. the admin queue: a connection whose private data names queue 0 (32 entries), then
+//!    Fabrics Connect with its 1,024 bytes of data (host identifier, controller 0xFFFF,
+//!    subsystem and host NQNs) in a keyed SGL the target RDMA-Reads;
+//! 2. Property Get CAP, Property Set CC (enable), Property Get CC, polling CSTS until RDY
+//!    (within CAP.TO), Property Get VS;
+//! 3. Identify Controller (keyed SGLs required; MDTS bounds each command, IOCCSZ the
+//!    in-capsule data), the SMART log (a failure is only a warning), Set Features Number of
+//!    Queues;
+//! 4. the namespace: the active namespace list (VS 1.1 on), its Namespace Identification
+//!    Descriptor list (VS 1.3 on; the namespace is refused if that fails), Identify
+//!    Namespace (size, LBA format);
+//! 5. one connection per I/O queue with its own Fabrics Connect (qid, the controller id);
+//! 6. an Asynchronous Event Request held at the controller, and a thread sending Keep Alive
+//!    every half keep-alive timeout (it also logs and re-arms completed event requests).
+//!
+//! [`Controller::disconnect`] (or dropping the controller and every [`Namespace`]) shuts
+//! the controller down with CC.SHN, waits for CSTS.SHST, and closes the queues.
 //!
 //! Each queue is one queue pair with a completion thread that matches responses to
 //! commands by command identifier. Data moves through keyed SGLs over buffers registered
 //! for the one command (a fresh STag each time, as a fast registration would give); a
 //! response that arrives as a Send with Invalidate must invalidate that STag. Writes that
-//! fit the target's in-capsule data size travel in the command capsule on I/O queues.
+//! fit the target's in-capsule data size travel in the command capsule on I/O queues
+//! (Fabrics commands always use a keyed SGL).
 //!
-//! Not done: Asynchronous Event Requests, reconnection after a failure, metadata and
-//! protection information, namespaces other than the one attached.
+//! Not done: reconnection or controller reset after a failure or a timed-out command (the
+//! command fails, and a failed queue fails every later command), metadata and protection
+//! information, namespaces other than the one attached, Identify CNS 6.
 
+mod cmd;
 mod queue;
 
 use crate::block::{check_range, BlockDevice};
-mod cmd;
 use crate::wire::{self, property};
 use iwarp::{Device, DeviceConfig, ProtectionDomain};
 use queue::{Data, Queue, QueueConfig, Ticket};

@@ -468,8 +468,15 @@ impl Shared {
     fn handle(&self, wc: &WorkCompletion) {
         let idx = (wc.wr_id & INDEX) as usize;
         if wc.status != WcStatus::Success {
-            if wc.status != WcStatus::WrFlush || lock(&self.state).dead.is_none() {
-                self.fail_all(&format!("transport error: {wc}"));
+            if lock(&self.state).dead.is_none() {
+                // Flushed work means the connection ended (closed or terminated); anything
+                // else is the transport's own error.
+                let why = match (wc.status, self.qp.terminated()) {
+                    (WcStatus::WrFlush, Some(t)) => format!("connection terminated: {}", t.cause),
+                    (WcStatus::WrFlush, None) => "connection closed".to_string(),
+                    _ => format!("transport error: {wc}"),
+                };
+                self.fail_all(&why);
             }
             return;
         }
