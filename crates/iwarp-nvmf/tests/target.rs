@@ -593,3 +593,16 @@ fn many_commands_in_flight_at_once_complete() {
         assert_eq!(got, pattern(len, i as u8), "write {i}");
     }
 }
+
+#[test]
+fn crc_can_be_declined_unless_the_host_asks() {
+    let mut cfg = small_config();
+    cfg.crc = iwarp_nvmf::target::CrcPolicy::Decline;
+    let (_t, _h, addr, _mem, _d) = start_target(cfg, SIZE);
+    let mut q = connect_raw(addr, &cm_request(0, 31), false).unwrap();
+    assert!(!q.qp.conn_info().unwrap().crc);
+    assert_ne!(q.admin_setup(0), 0);
+    // RFC 5044 §4.4: CRC is off only if both sides decline it.
+    let q = connect_raw(addr, &cm_request(0, 31), true).unwrap();
+    assert!(q.qp.conn_info().unwrap().crc);
+}
