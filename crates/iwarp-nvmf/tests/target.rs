@@ -680,3 +680,30 @@ fn a_write_whose_data_cannot_be_read_tears_the_queue_down() {
     mem.read_at(&mut got, 0).unwrap();
     assert!(got.iter().all(|&b| b == 0), "nothing was written");
 }
+
+#[test]
+fn stopping_the_target_disconnects_its_queues_and_stops_listening() {
+    let (_t, handle, addr, _mem, _d) = start_target(small_config(), SIZE);
+    let (admin, io, _) = session(addr);
+    handle.stop();
+    assert!(admin.wait_closed(Duration::from_secs(3)));
+    assert!(io.wait_closed(Duration::from_secs(3)));
+    assert!(connect_raw(addr, &cm_request(0, 31), true).is_err());
+}
+
+#[test]
+fn unusable_configurations_are_refused() {
+    let dev = iwarp::Device::open(iwarp::DeviceConfig::default()).unwrap();
+    for change in [
+        (|c: &mut iwarp_nvmf::target::TargetConfig| c.max_queue_entries = 1) as fn(&mut _),
+        |c| c.max_queue_entries = 2000,
+        |c| c.mdts = 0,
+        |c| c.mdts = 13,
+    ] {
+        let mut cfg = small_config();
+        change(&mut cfg);
+        let listener = dev.listen("127.0.0.1:0".parse().unwrap(), 4).unwrap();
+        let t = iwarp_nvmf::target::Target::new(cfg, std::sync::Arc::new(iwarp_nvmf::block::MemDevice::new(4096)));
+        assert!(matches!(t.serve(&dev, listener), Err(iwarp_nvmf::target::TargetError::Config(_))));
+    }
+}
