@@ -705,7 +705,7 @@ pub struct Connect {
     pub qid: u16,
     /// Submission queue size, 0-based.
     pub sqsize: u16,
-    /// Connect attributes (bit 2: priority class; others reserved here).
+    /// Connect attributes (bits 1:0 priority class, bit 2 SQ flow control disable).
     pub cattr: u8,
     /// Keep-alive timeout in milliseconds (0: none).
     pub kato: u32,
@@ -899,7 +899,9 @@ impl Status {
     /// SGL Offset Invalid.
     pub const SGL_OFFSET_INVALID: Status = Status::generic(0x16).dnr();
     /// Keep Alive Timer Expired.
-    pub const KEEP_ALIVE_EXPIRED: Status = Status::generic(0x1B);
+    pub const KEEP_ALIVE_EXPIRED: Status = Status::generic(0x19);
+    /// Keep Alive Timeout Invalid.
+    pub const KEEP_ALIVE_INVALID: Status = Status::generic(0x1A).dnr();
     /// LBA Out of Range (NVM command set).
     pub const LBA_OUT_OF_RANGE: Status = Status::generic(0x80).dnr();
     /// Namespace Not Ready (NVM command set).
@@ -1664,6 +1666,10 @@ mod tests {
         // Fabrics Connect Invalid Host: SCT 1, SC 0x84, as Linux's 0x184 shifted left by one.
         assert_eq!(Status::CONNECT_INVALID_HOST.to_field() & 0x7FFF, 0x184 << 1);
         assert_eq!(Status::COMMAND_SEQUENCE_ERROR.to_field() & 0x7FFF, 0x0C << 1);
+        assert_eq!(Status::KEEP_ALIVE_EXPIRED.sc, 0x19);
+        assert_eq!((Status::SGL_OFFSET_INVALID.sc, Status::SGL_DESCRIPTOR_TYPE_INVALID.sc), (0x16, 0x11));
+        assert_eq!((Status::DATA_SGL_LENGTH_INVALID.sc, Status::NAMESPACE_NOT_READY.sc), (0x0F, 0x82));
+        assert_eq!(Status::CONNECT_INVALID_PARAMETERS.to_field() & 0x7FFF, 0x182 << 1);
         assert!(Status::SUCCESS.is_success());
         assert!(!Status::INVALID_FIELD.is_success());
     }

@@ -593,3 +593,117 @@ fn many_commands_in_flight_at_once_complete() {
         assert_eq!(got, pattern(len, i as u8), "write {i}");
     }
 }
+
+#[test]
+fn crc_can_be_declined_unless_the_host_asks() {
+    let mut cfg = small_config();
+    cfg.crc = iwarp_nvmf::target::CrcPolicy::Decline;
+    let (_t, _h, addr, _mem, _d) = start_target(cfg, SIZE);
+    let mut q = connect_raw(addr, &cm_request(0, 31), false).unwrap();
+    assert!(!q.qp.conn_info().unwrap().crc);
+    assert_ne!(q.admin_setup(0), 0);
+    // RFC 5044 §4.4: CRC is off only if both sides decline it.
+    let q = connect_raw(addr, &cm_request(0, 31), true).unwrap();
+    assert!(q.qp.conn_info().unwrap().crc);
+}
+
+#[test]
+fn connect_with_unusable_data_descriptors_is_refused() {
+    let (target, _h, addr, _mem, _d) = start_target(small_config(), SIZE);
+    let mut admin = HostQueue::connect(addr, 0, 31);
+    let k = wire::Connect { recfmt: 0, qid: 0, sqsize: 31, cattr: 0, kato: 0 };
+    // A plain address SGL has no meaning on RDMA.
+    let cid = admin.cid();
+    let cmd = wire::Fabrics::Connect(k).to_command(cid, &Sgl::Address { addr: 0, length: 1024 });
+    assert_eq!(admin.exec(&cmd).status(), Status::SGL_DESCRIPTOR_TYPE_INVALID);
+    // In-capsule data of the wrong length, or missing from the capsule.
+    let data =
+        wire::ConnectData { hostid: [1; 16], cntlid: CNTLID_DYNAMIC, subnqn: NQN.into(), hostnqn: HOSTNQN.into() };
+    let cid = admin.cid();
+    let cmd = wire::Fabrics::Connect(k).to_command(cid, &Sgl::InCapsule { offset: 0, length: 512 });
+    assert_eq!(admin.exec_with(&cmd, &data.to_bytes()[..512]).status(), Status::DATA_SGL_LENGTH_INVALID);
+    let cid = admin.cid();
+    let cmd = wire::Fabrics::Connect(k).to_command(cid, &Sgl::InCapsule { offset: 0, length: 1024 });
+    assert_eq!(admin.exec_with(&cmd, &data.to_bytes()[..100]).status(), Status::DATA_SGL_LENGTH_INVALID);
+    // A subsystem NQN that is not UTF-8.
+    let mut raw = data.to_bytes();
+    raw[256] = 0xFF;
+    let cid = admin.cid();
+    let cmd = wire::Fabrics::Connect(k).to_command(cid, &Sgl::InCapsule { offset: 0, length: 1024 });
+    let r = admin.exec_with(&cmd, &raw);
+    assert_eq!(r.status(), Status::CONNECT_INVALID_PARAMETERS);
+    assert_eq!(r.cqe.dw0() as u64, wire::connect_invalid_param_result(true, 256));
+    assert_eq!(target.controllers(), 0);
+}
+
+#[test]
+fn io_after_a_controller_reset_and_odd_namespaces_and_log_lengths_fail() {
+    let (_t, _h, addr, _mem, _d) = start_target(small_config(), SIZE);
+    let (mut admin, mut io, _) = session(addr);
+    // Flush of another namespace.
+    let cid = io.cid();
+    let mut cmd = Command::new(io_opcode::FLUSH, cid);
+    cmd.set_nsid(2);
+    assert_eq!(io.exec(&cmd).status(), Status::INVALID_NAMESPACE);
+    // A log page longer than the largest transfer.
+    let mut cmd = Command::new(admin_opcode::GET_LOG_PAGE, admin.cid());
+    cmd.set_cdw(10, u32::from(log_page::ERROR) | (0xFFFF << 16));
+    cmd.set_cdw(11, 0xFFFF);
+    assert_eq!(admin.exec(&cmd).status(), Status::INVALID_FIELD);
+    // CC.EN cleared: the controller is no longer ready and I/O is out of sequence.
+    assert_eq!(admin.prop_set(property::CC, 0).status(), Status::SUCCESS);
+    assert!(!property::csts::ready(admin.prop_get(PropertySize::Four, property::CSTS).cqe.dw0()));
+    let cid = io.cid();
+    let buf = io.data(BS);
+    let cmd = Command::rw(io_opcode::READ, cid, 1, 0, 0, &HostQueue::keyed(&buf, BS, false));
+    assert_eq!(io.exec(&cmd).status(), Status::COMMAND_SEQUENCE_ERROR);
+}
+
+#[test]
+fn a_write_whose_data_cannot_be_read_tears_the_queue_down() {
+    let (_t, _h, addr, mem, _d) = start_target(small_config(), SIZE);
+    let (_admin, mut io, _) = session(addr);
+    // A key the host never registered: the target's RDMA Read fails.
+    let cid = io.cid();
+    let cmd = Command::rw(
+        io_opcode::WRITE,
+        cid,
+        1,
+        0,
+        0,
+        &Sgl::Keyed { addr: 0x1000, length: BS as u32, key: 0x00DE_AD00, invalidate: false },
+    );
+    io.send(&cmd, &[]);
+    assert!(io.recv_within(Duration::from_millis(500)).is_none());
+    assert!(io.wait_closed(Duration::from_secs(3)));
+    let mut got = vec![1u8; BS];
+    mem.read_at(&mut got, 0).unwrap();
+    assert!(got.iter().all(|&b| b == 0), "nothing was written");
+}
+
+#[test]
+fn stopping_the_target_disconnects_its_queues_and_stops_listening() {
+    let (_t, handle, addr, _mem, _d) = start_target(small_config(), SIZE);
+    let (admin, io, _) = session(addr);
+    handle.stop();
+    assert!(admin.wait_closed(Duration::from_secs(3)));
+    assert!(io.wait_closed(Duration::from_secs(3)));
+    assert!(connect_raw(addr, &cm_request(0, 31), true).is_err());
+}
+
+#[test]
+fn unusable_configurations_are_refused() {
+    let dev = iwarp::Device::open(iwarp::DeviceConfig::default()).unwrap();
+    for change in [
+        (|c: &mut iwarp_nvmf::target::TargetConfig| c.max_queue_entries = 1) as fn(&mut _),
+        |c| c.max_queue_entries = 2000,
+        |c| c.mdts = 0,
+        |c| c.mdts = 13,
+    ] {
+        let mut cfg = small_config();
+        change(&mut cfg);
+        let listener = dev.listen("127.0.0.1:0".parse().unwrap(), 4).unwrap();
+        let t = iwarp_nvmf::target::Target::new(cfg, std::sync::Arc::new(iwarp_nvmf::block::MemDevice::new(4096)));
+        assert!(matches!(t.serve(&dev, listener), Err(iwarp_nvmf::target::TargetError::Config(_))));
+    }
+}

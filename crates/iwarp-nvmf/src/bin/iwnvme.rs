@@ -172,19 +172,15 @@ fn target(a: TargetArgs) -> Result<(), Box<dyn std::error::Error>> {
     let dev = Device::open(DeviceConfig::default())?;
     let listener = dev.listen(addr, 128)?;
     let bound = listener.local_addr();
-    let handle = Target::new(config, device).serve(&dev, listener)?;
+    let _handle = Target::new(config, device).serve(&dev, listener)?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "iwnvme: listening on {bound} nqn {} size {size}", a.nqn)?;
     out.flush()?;
     drop(out);
-    // Serve until killed.
+    // Serve until killed (the handle stops the target only when dropped).
     loop {
         std::thread::park();
-        if handle.local_addr() != bound {
-            break;
-        }
     }
-    Ok(())
 }
 
 fn connect(a: ConnectArgs) -> Result<(), Box<dyn std::error::Error>> {

@@ -321,7 +321,9 @@ impl Queue {
         if self.bufs.len() >= self.max_bufs {
             return None;
         }
-        match self.pd.reg_owned(vec![0u8; self.buf_len], Access::LOCAL_WRITE | Access::REMOTE_WRITE) {
+        // Local write only: this stack places Read Responses into a sink with LOCAL_WRITE (a
+        // kernel siw sink would need REMOTE_WRITE too), and no peer ever addresses these buffers.
+        match self.pd.reg_owned(vec![0u8; self.buf_len], Access::LOCAL_WRITE) {
             Ok(r) => {
                 self.bufs.push(r);
                 Some(self.bufs.len() - 1)
