@@ -969,7 +969,8 @@ impl Status {
             (sct::GENERIC, 0x0F) => "Data SGL Length Invalid",
             (sct::GENERIC, 0x11) => "SGL Descriptor Type Invalid",
             (sct::GENERIC, 0x16) => "SGL Offset Invalid",
-            (sct::GENERIC, 0x1B) => "Keep Alive Timer Expired",
+            (sct::GENERIC, 0x19) => "Keep Alive Timer Expired",
+            (sct::GENERIC, 0x1A) => "Keep Alive Timeout Invalid",
             (sct::GENERIC, 0x80) => "LBA Out of Range",
             (sct::GENERIC, 0x81) => "Capacity Exceeded",
             (sct::GENERIC, 0x82) => "Namespace Not Ready",
@@ -1503,6 +1504,8 @@ mod tests {
         assert_eq!(Status::LBA_OUT_OF_RANGE.name(), Some("LBA Out of Range"));
         assert_eq!(Status::generic(0x80).name(), Some("LBA Out of Range"));
         assert_eq!(Status::SUCCESS.name(), Some("Successful Completion"));
+        assert_eq!(Status::KEEP_ALIVE_EXPIRED.name(), Some("Keep Alive Timer Expired"));
+        assert_eq!(Status::KEEP_ALIVE_INVALID.name(), Some("Keep Alive Timeout Invalid"));
         assert_eq!(Status::specific(0x7F).name(), None);
     }
 
