@@ -178,3 +178,47 @@ fn reads_fail_instead_of_hanging_when_the_target_process_is_killed() {
     drop(ctrl);
     assert!(t0.elapsed() < Duration::from_secs(6), "shutdown took {:?}", t0.elapsed());
 }
+
+#[test]
+fn iwnvme_connect_serves_over_tcp_too() {
+    let Some(qemu_img) = tool("qemu-img", "qemu-utils") else { return };
+    let (_target, addr) = target("8M");
+    // A port the host picked a moment ago (loopback: nothing else takes it in between).
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let nbd = format!("127.0.0.1:{port}");
+    let (_host, line) = start(&["connect", &addr, "--nqn", NQN, "--nbd-listen", &nbd, "--queues", "2"]);
+    assert_eq!(line, format!("iwnvme: namespace 1 of {NQN}, {} bytes, served on {nbd}", 8 << 20));
+    let info = run(&qemu_img, &["info", "--output=json", &format!("nbd://{nbd}")]);
+    assert!(info.contains(&format!("\"virtual-size\": {}", 8 << 20)), "{info}");
+}
+
+#[test]
+fn iwnvme_connect_to_a_wrong_nqn_exits_with_the_connect_status() {
+    let (_target, addr) = target("1M");
+    let dir = std::env::temp_dir().join(format!("iwnvme-connect-nqn-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("ns.sock");
+    let child = Command::new(env!("CARGO_BIN_EXE_iwnvme"))
+        .args(["connect", &addr, "--nqn", "nqn.2026-12.io.example:nobody", "--nbd-socket", sock.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut p = Proc(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = p.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "iwnvme connect did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    use std::io::Read;
+    p.0.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(!status.success());
+    assert!(err.contains("Fabrics Connect failed: Connect Invalid Parameters"), "{err}");
+    assert!(!sock.exists(), "no socket is served after a failed attach");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
