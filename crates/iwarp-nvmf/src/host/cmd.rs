@@ -89,3 +89,49 @@ pub(crate) fn status_text(s: wire::Status) -> String {
         None => format!("unknown status ({s})"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{cns, log_page, Status};
+
+    #[test]
+    fn fabrics_commands_decode_as_the_target_reads_them() {
+        let c = connect(3, 127, 5000);
+        assert_eq!(
+            Fabrics::parse(&c).unwrap(),
+            Fabrics::Connect(wire::Connect { recfmt: 0, qid: 3, sqsize: 127, cattr: 0, kato: 5000 })
+        );
+        assert_eq!(
+            Fabrics::parse(&property_get(0x1c, false)).unwrap(),
+            Fabrics::PropertyGet { size: PropertySize::Four, offset: 0x1c }
+        );
+        assert_eq!(
+            Fabrics::parse(&property_set(0x14, false, 0x46_0001)).unwrap(),
+            Fabrics::PropertySet { size: PropertySize::Four, offset: 0x14, value: 0x46_0001 }
+        );
+        assert_eq!(c.psdt(), 1, "SGLs for data");
+    }
+
+    #[test]
+    fn admin_and_io_commands_carry_their_fields() {
+        let c = identify(cns::NS_DESC_LIST, 1);
+        assert_eq!((c.opcode(), c.nsid(), c.cns()), (admin_opcode::IDENTIFY, 1, cns::NS_DESC_LIST));
+        let c = set_features_num_queues(3, 5);
+        assert_eq!((c.fid(), c.cdw(11)), (feature::NUMBER_OF_QUEUES, 3 | 5 << 16));
+        let c = get_log_page(log_page::SMART, 512);
+        assert_eq!((c.lid(), c.log_page_len(), c.nsid()), (log_page::SMART, 512, 0xFFFF_FFFF));
+        let c = write(1, 0x1_0000_0002, 7);
+        assert_eq!((c.opcode(), c.nsid(), c.slba(), c.nlb()), (io_opcode::WRITE, 1, 0x1_0000_0002, 7));
+        assert_eq!(read(1, 9, 0).opcode(), io_opcode::READ);
+        assert_eq!(flush(1).nsid(), 1);
+        assert_eq!(keep_alive().opcode(), admin_opcode::KEEP_ALIVE);
+        assert_eq!(async_event_request().opcode(), admin_opcode::ASYNC_EVENT_REQUEST);
+    }
+
+    #[test]
+    fn status_text_names_the_status_and_keeps_the_codes() {
+        assert_eq!(status_text(Status::LBA_OUT_OF_RANGE), "LBA Out of Range (sct 0x0 sc 0x80 dnr)");
+        assert_eq!(status_text(Status::specific(0x7e)), "unknown status (sct 0x1 sc 0x7e)");
+    }
+}
