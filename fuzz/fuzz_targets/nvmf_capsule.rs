@@ -3,7 +3,10 @@
 //! decodes re-encodes to the same bytes.
 #![no_main]
 
-use iwarp_nvmf::wire::{CmRequest, Command, Completion, ConnectData, Fabrics, Sgl, SGL_LEN};
+use iwarp_nvmf::wire::{
+    parse_active_ns_list, parse_ns_desc_list, CmAccept, CmReject, CmRequest, Command, Completion, ConnectData, Fabrics,
+    IdentifyController, IdentifyNamespace, Sgl, SGL_LEN,
+};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -39,4 +42,12 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(d) = ConnectData::parse(data) {
         assert_eq!(ConnectData::parse(&d.to_bytes()), Ok(d));
     }
+    if let Ok(a) = CmAccept::parse(data) {
+        assert_eq!(CmAccept::parse(&a.to_bytes()), Ok(a));
+    }
+    if let Ok(j) = CmReject::parse(data) {
+        assert_eq!(j.to_bytes()[..], data[..4]);
+    }
+    let _ = (IdentifyController::parse(data), IdentifyNamespace::parse(data));
+    let _ = (parse_ns_desc_list(data), parse_active_ns_list(data));
 });
