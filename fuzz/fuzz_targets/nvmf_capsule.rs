@@ -3,7 +3,10 @@
 //! decodes re-encodes to the same bytes.
 #![no_main]
 
-use iwarp_nvmf::wire::{CmRequest, Command, Completion, ConnectData, Fabrics, Sgl, SGL_LEN};
+use iwarp_nvmf::wire::{
+    parse_active_ns_list, parse_ns_desc_list, CmAccept, CmReject, CmRequest, Command, Completion, ConnectData, Fabrics,
+    IdentifyController, IdentifyNamespace, Sgl, SGL_LEN,
+};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -14,8 +17,13 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(again, sgl);
             let mut raw = [0u8; SGL_LEN];
             raw.copy_from_slice(&data[24..40]);
-            if !matches!(sgl, Sgl::Keyed { .. }) {
-                assert_eq!(sgl.to_bytes(), raw);
+            let out = sgl.to_bytes();
+            if matches!(sgl, Sgl::Keyed { .. }) {
+                // Every byte of a keyed descriptor has a meaning.
+                assert_eq!(out, raw);
+            } else {
+                // A data block descriptor's bytes 12..15 are reserved.
+                assert_eq!((&out[..12], out[15]), (&raw[..12], raw[15]));
             }
         }
         if let Ok(f) = Fabrics::parse(&c) {
@@ -34,4 +42,12 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(d) = ConnectData::parse(data) {
         assert_eq!(ConnectData::parse(&d.to_bytes()), Ok(d));
     }
+    if let Ok(a) = CmAccept::parse(data) {
+        assert_eq!(CmAccept::parse(&a.to_bytes()), Ok(a));
+    }
+    if let Ok(j) = CmReject::parse(data) {
+        assert_eq!(j.to_bytes()[..], data[..4]);
+    }
+    let _ = (IdentifyController::parse(data), IdentifyNamespace::parse(data));
+    let _ = (parse_ns_desc_list(data), parse_active_ns_list(data));
 });

@@ -808,16 +808,18 @@ pub struct ConnectData {
     pub hostnqn: String,
 }
 
+/// An NQN field: UTF-8 ending with a NUL inside the field (NVMe-oF: NQNs are null-terminated).
 fn nqn_field(b: &[u8]) -> Result<String, WireError> {
-    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    let end = b.iter().position(|&c| c == 0).ok_or(WireError::Field("nqn"))?;
     core::str::from_utf8(&b[..end]).map(str::to_owned).map_err(|_| WireError::Field("nqn"))
 }
 
 impl ConnectData {
-    /// Decodes the 1024 bytes; NQNs end at the first NUL (or fill the field).
+    /// Decodes the 1024 bytes; NQNs end at the first NUL, which must be inside their field.
     ///
     /// # Errors
-    /// [`WireError::Truncated`] below 1024 bytes; [`WireError::Field`] for an NQN that is not UTF-8.
+    /// [`WireError::Truncated`] below 1024 bytes; [`WireError::Field`] for an NQN that is not
+    /// UTF-8 or has no terminating NUL.
     pub fn parse(b: &[u8]) -> Result<Self, WireError> {
         check(b, CONNECT_DATA_LEN)?;
         let mut hostid = [0u8; 16];
@@ -1645,6 +1647,12 @@ mod tests {
         let mut bad = b;
         bad[256] = 0xFF;
         assert_eq!(ConnectData::parse(&bad), Err(WireError::Field("nqn")));
+        // An NQN filling its field leaves no room for the NUL.
+        let mut full = b;
+        full[512..768].fill(b'a');
+        assert_eq!(ConnectData::parse(&full), Err(WireError::Field("nqn")));
+        let long = ConnectData { hostnqn: "a".repeat(300), ..d.clone() };
+        assert_eq!(ConnectData::parse(&long.to_bytes()).unwrap().hostnqn.len(), 255);
     }
 
     #[test]
