@@ -707,3 +707,17 @@ fn unusable_configurations_are_refused() {
         assert!(matches!(t.serve(&dev, listener), Err(iwarp_nvmf::target::TargetError::Config(_))));
     }
 }
+
+#[test]
+fn a_queue_without_connect_in_time_is_disconnected() {
+    let mut cfg = small_config();
+    cfg.connect_timeout = Duration::from_millis(300);
+    let (_t, _h, addr, _mem, _d) = start_target(cfg, SIZE);
+    let idle = HostQueue::connect(addr, 0, 31);
+    let mut busy = HostQueue::connect(addr, 0, 31);
+    assert_ne!(busy.admin_setup(0), 0);
+    assert!(idle.wait_closed(Duration::from_secs(3)));
+    // A connected queue stays.
+    let cmd = Command::new(admin_opcode::KEEP_ALIVE, busy.cid());
+    assert_eq!(busy.exec(&cmd).status(), Status::SUCCESS);
+}

@@ -73,6 +73,9 @@ pub struct TargetConfig {
     pub crc: CrcPolicy,
     /// The queue threads' wake-up period (keep-alive checks, stop requests).
     pub tick: Duration,
+    /// How long a connected queue may go without a successful Fabrics Connect before it is
+    /// disconnected.
+    pub connect_timeout: Duration,
 }
 
 impl TargetConfig {
@@ -90,6 +93,7 @@ impl TargetConfig {
             aerl: 3,
             crc: CrcPolicy::Default,
             tick: Duration::from_millis(20),
+            connect_timeout: Duration::from_secs(10),
         }
     }
 

@@ -142,6 +142,7 @@ impl Queue {
     pub fn run(mut self, stop: &AtomicBool) {
         let mut wcs = [WorkCompletion::default(); 32];
         let tick = self.sub.config.tick;
+        let connect_by = Instant::now() + self.sub.config.connect_timeout;
         while !self.closing {
             if stop.load(Ordering::Acquire) {
                 break;
@@ -161,6 +162,10 @@ impl Queue {
                         self.closing = true;
                     }
                 }
+            }
+            if self.ctrl.is_none() && Instant::now() > connect_by {
+                tracing::info!(qid = self.qid, "no Connect in time: queue torn down");
+                self.closing = true;
             }
             if let Some(c) = &self.ctrl {
                 if c.is_dead() {
