@@ -643,6 +643,28 @@ impl Command {
         c
     }
 
+    /// Get Log Page of log `lid` for `len` bytes (a multiple of 4, at least 4) into `sgl`:
+    /// NUMD (0-based dwords) split into NUMDL (cdw10 bits 31:16) and NUMDU (cdw11 bits 15:0).
+    pub fn get_log_page(cid: u16, nsid: u32, lid: u8, len: u32, sgl: &Sgl) -> Self {
+        let numd = (len / 4).saturating_sub(1);
+        let mut c = Command::new(admin_opcode::GET_LOG_PAGE, cid);
+        c.set_nsid(nsid);
+        c.set_cdw(10, u32::from(lid) | (numd & 0xFFFF) << 16);
+        c.set_cdw(11, numd >> 16);
+        c.set_sgl(sgl);
+        c
+    }
+
+    /// Set Features (`set`) or Get Features of feature `fid`, with `cdw11` (the value for Set).
+    pub fn features(set: bool, cid: u16, fid: u8, cdw11: u32) -> Self {
+        let op = if set { admin_opcode::SET_FEATURES } else { admin_opcode::GET_FEATURES };
+        let mut c = Command::new(op, cid);
+        c.set_cdw(10, u32::from(fid));
+        c.set_cdw(11, cdw11);
+        c.set_sgl(&Sgl::none());
+        c
+    }
+
     /// Identify's CNS (cdw10 bits 7:0).
     pub fn cns(&self) -> u8 {
         self.bytes[40]
@@ -1755,6 +1777,12 @@ mod tests {
         c.set_cdw(10, u32::from(log_page::SMART) | (127 << 16));
         assert_eq!(c.lid(), 2);
         assert_eq!(c.log_page_len(), 512);
+        let c = Command::get_log_page(3, 0xFFFF_FFFF, log_page::ERROR, 4 << 18, &Sgl::none());
+        assert_eq!((c.lid(), c.log_page_len(), c.nsid()), (1, 4 << 18, 0xFFFF_FFFF));
+        assert_eq!((c.cdw(10) >> 16, c.cdw(11)), (0xFFFF, 3));
+        let f = Command::features(true, 4, feature::NUMBER_OF_QUEUES, 0x0003_0003);
+        assert_eq!((f.opcode(), f.fid(), f.cdw(11)), (admin_opcode::SET_FEATURES, 7, 0x0003_0003));
+        assert_eq!(Command::features(false, 4, feature::KEEP_ALIVE_TIMER, 0).opcode(), admin_opcode::GET_FEATURES);
     }
 
     fn arb_sgl() -> impl Strategy<Value = Sgl> {

@@ -93,6 +93,14 @@ fn iwnvme_target_serves_a_file_it_sizes() {
 }
 
 #[test]
+fn iwnvme_target_without_crc_serves_a_host_that_declines_it() {
+    let t = spawn(&["--listen", "127.0.0.1:0", "--nqn", NQN, "--mem-size", "64K", "--no-crc"]);
+    let mut q = connect_raw(t.addr, &cm_request(0, 31), false).unwrap();
+    assert!(!q.qp.conn_info().unwrap().crc);
+    assert_ne!(q.admin_setup(0), 0);
+}
+
+#[test]
 fn iwnvme_target_refuses_bad_arguments() {
     for args in [
         &["--nqn", NQN][..],
@@ -100,6 +108,7 @@ fn iwnvme_target_refuses_bad_arguments() {
         &["--nqn", NQN, "--mem-size", "1M", "--file", "/nonexistent/x"][..],
         &["--nqn", NQN, "--mem-size", "100"][..],
         &["--listen", "nowhere", "--nqn", NQN, "--mem-size", "1M"][..],
+        &["--nqn", NQN, "--mem-size", "1M", "--crc", "require", "--no-crc"][..],
     ] {
         let out = Proc::new(env!("CARGO_BIN_EXE_iwnvme")).arg("target").args(args).output().unwrap();
         assert!(!out.status.success(), "{args:?} accepted");

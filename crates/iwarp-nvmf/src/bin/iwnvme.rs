@@ -111,6 +111,9 @@ struct TargetArgs {
     /// MPA CRC: default, require or off.
     #[arg(long, value_enum, default_value_t = CrcArg::Default)]
     crc: CrcArg,
+    /// Do not ask for CRC32c (as `--crc off`; CRC is still used if the initiator asks).
+    #[arg(long = "no-crc", conflicts_with = "crc")]
+    no_crc: bool,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -164,7 +167,7 @@ fn target(a: TargetArgs) -> Result<(), Box<dyn std::error::Error>> {
     config.hosts = a.hosts;
     config.max_queue_entries = a.queue_size;
     config.max_io_queues = a.io_queues;
-    config.crc = match a.crc {
+    config.crc = match if a.no_crc { CrcArg::Off } else { a.crc } {
         CrcArg::Default => CrcPolicy::Default,
         CrcArg::Require => CrcPolicy::Require,
         CrcArg::Off => CrcPolicy::Decline,
