@@ -16,7 +16,10 @@ if [ $((NVMF_OFFSET % MIB)) != 0 ] || [ $((NVMF_LENGTH % MIB)) != 0 ]; then
     exit 2
 fi
 cp "$NVMF_PATTERN" "${NVMF_WORK:-/tmp}/pattern.bin"
-exec "$(dirname "$0")/../siw-peer" run --timeout 200 --modules nvme-rdma \
+# the same MPA CRC setting as the target's guest (NVMF_CRC=on|off, from interop/nvmf --crc)
+CRC=
+[ "${NVMF_CRC:-off}" = on ] && CRC="--siw-param mpa_crc_required=Y"
+exec "$(dirname "$0")/../siw-peer" run --timeout 200 --modules nvme-rdma $CRC \
     --put "${NVMF_WORK:-/tmp}/pattern.bin" -- "
 NQN='$NVMF_NQN'
 exec 3<> /dev/nvme-fabrics
