@@ -288,6 +288,56 @@ class KernelTargetVerdict(unittest.TestCase):
                          ["no MPA Reply from the guest (peer closed)"])
 
 
+def pcap(packets, link=1):
+    """A little-endian pcap of IPv4/TCP packets [(sport, dport, payload)]."""
+    import struct
+    out = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, link)
+    for sp, dp, pay in packets:
+        tcp = struct.pack(">HHIIBBHHH", sp, dp, 1, 1, 8 << 4, 0x18, 65535, 0, 0) + b"\x01\x01\x08\x0a" + bytes(8)
+        ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp) + len(pay), 0, 0, 64, 6, 0, bytes(4), bytes(4))
+        l2 = bytes(12) + b"\x08\x00" if link == 1 else bytes(14) + b"\x08\x00"
+        frame = l2 + ip + tcp + pay
+        out += struct.pack("<IIII", 0, 0, len(frame), len(frame)) + frame
+    return out
+
+
+def mpa(kind, flags, pd=b""):
+    key = b"MPA ID Req Frame" if kind == "Request" else b"MPA ID Rep Frame"
+    import struct
+    return key + struct.pack(">BBH", flags, 2, len(pd)) + pd
+
+
+class MpaCapture(unittest.TestCase):
+    def test_mpa_frames_are_found_with_their_flags(self):
+        for link in (1, 113):
+            data = pcap([(40000, 4420, mpa("Request", 0x50, bytes(36))), (4420, 40000, mpa("Reply", 0x50, bytes(36))),
+                         (40000, 4420, b"\x00\x52" + bytes(80)), (40001, 4420, mpa("Request", 0x10))], link)
+            self.assertEqual(N.mpa_frames(data), [("Request", 0x50, 40000, 4420), ("Reply", 0x50, 4420, 40000),
+                                                  ("Request", 0x10, 40001, 4420)], link)
+        self.assertEqual(N.mpa_frames(b""), [])
+        self.assertEqual(N.mpa_frames(pcap([(1, 2, b"MPA ID Rep Fr")])), [])
+
+    def test_the_replies_must_have_the_crc_asked_for(self):
+        on = [("Request", 0x50, 1, 4420), ("Reply", 0x50, 4420, 1)]
+        off = [("Request", 0x10, 1, 4420), ("Reply", 0x10, 4420, 1)]
+        self.assertIsNone(N.mpa_crc_problem(on, True))
+        self.assertIsNone(N.mpa_crc_problem(off, False))
+        self.assertIn("1 of 1 MPA Replies have CRC off, --crc on", N.mpa_crc_problem(off, True))
+        self.assertIn("have CRC on, --crc off", N.mpa_crc_problem(on, False))
+        self.assertEqual(N.mpa_crc_problem(on[:1], True), "no MPA Reply in the guest's capture")
+        self.assertEqual(N.mpa_summary(on + off), "2 Requests (1 with C), 2 Replies (1 with C)")
+        self.assertEqual(N.mpa_summary([]), "no MPA frames captured")
+
+    def test_a_target_run_whose_initiator_did_not_ask_for_crc_fails_under_crc_on(self):
+        r = N.parse_results(GOOD_TARGET)
+        off = [("Request", 0x10, 1, 4420), ("Reply", 0x10, 4420, 1)]
+        ok, why = N.verdict_kernel_target(r, 0, [], initiator_rc=0, controllers=1, crc=True, mpa=off)
+        self.assertFalse(ok)
+        self.assertIn("the initiator must ask for CRC", why[0])
+        self.assertEqual(N.verdict_kernel_target(r, 0, [], initiator_rc=0, controllers=1, crc=False, mpa=off),
+                         (True, []))
+
+
 class GuestScripts(unittest.TestCase):
     def test_the_host_script_targets_the_host_or_the_guest_itself(self):
         s = N.kernel_host_script(24420, "nqn.a'b", connect_opts="nr_io_queues=1")
