@@ -178,7 +178,7 @@ class KernelHostVerdict(unittest.TestCase):
     def test_a_guest_that_never_ran_fails(self):
         ok, why = self.verdict("siw-peer: guest produced no exit status\n", rc=125)
         self.assertFalse(ok)
-        self.assertIn("the guest never reached the connect step", why)
+        self.assertIn("no result for the connect step (the guest stopped in it or before)", why)
         self.assertIn("guest exit status 125", why)
 
     def test_a_guest_cut_short_after_connect_fails(self):
