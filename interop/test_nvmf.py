@@ -76,6 +76,9 @@ class Parsing(unittest.TestCase):
         self.assertIsNone(N.target_cmd_file("iwnvme target --memory 64M"))
         self.assertIsNone(N.target_cmd_file("iwnvme target --file"))
         self.assertIsNone(N.target_cmd_file("unbalanced 'quote"))
+        f = N.target_cmd_file("iwnvme target --listen $NVMF_ADDR:$NVMF_PORT --file ${TMPDIR}/d$NVMF_PORT.img")
+        self.assertEqual(N.expand_vars(f, {"TMPDIR": "/tmp", "NVMF_PORT": "4420"}), "/tmp/d4420.img")
+        self.assertIsNone(N.expand_vars(None, {}))
 
     def test_the_nvme_cm_request_is_32_little_endian_bytes(self):
         h = N.nvme_cm_request_hex()
