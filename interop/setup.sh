@@ -18,6 +18,8 @@
 #   kmod cpio                modinfo/depmod and cpio (the tool brings its own copies
 #                            from the .debs, installed here for manual inspection)
 #   tshark                   decoding the captures (its setuid question is pre-answered)
+#   qemu-utils               qemu-img: interop/nvmf nbd-check writes and reads a pattern
+#                            through an NBD export (a Recommends of qemu-system-x86 only)
 #   debconf                  debconf-set-selections
 set -eu
 
@@ -37,7 +39,7 @@ fi
 apt-get install -y -q --no-install-recommends \
     -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
     qemu-system-x86 gcc-12 make libelf1 libssl3 xz-utils tar dpkg apt \
-    diffutils findutils gzip libc-bin python3 kmod cpio tshark debconf \
+    diffutils findutils gzip libc-bin python3 kmod cpio tshark debconf qemu-utils \
     </dev/null
 
 echo "setup.sh: host packages installed"

@@ -1,0 +1,364 @@
+#!/usr/bin/env python3
+"""Tests of interop/nvmf's own parsing and verdicts, on made-up guest outputs and dmesg lines:
+a run passes only on complete evidence, and every kind of failure names itself. Needs no guest:
+`python3 interop/test_nvmf.py` (run by .ci/run's interop stage with test_matrix.py)."""
+
+import importlib.machinery
+import importlib.util
+import os
+import tempfile
+import unittest
+
+HERE = os.path.dirname(os.path.realpath(__file__))
+_loader = importlib.machinery.SourceFileLoader("nvmf", os.path.join(HERE, "nvmf"))
+_spec = importlib.util.spec_from_loader("nvmf", _loader)
+N = importlib.util.module_from_spec(_spec)
+_loader.exec_module(N)
+
+SHA_A = "a" * 64
+SHA_B = "b" * 64
+SHA_C = "c" * 64
+
+GOOD_HOST = """== siw parameters: mpa_crc_required=Y
+RESULT connect OK instance=0,cntlid=1, /dev/nvme0n1 67108864 bytes (0.39 s)
+== namespace: 67108864 bytes, logical block 512 bytes
+PATTERN pattern16 49283072 16777216 %s
+RESULT write16 OK 16 MiB at 49283072, oflag=direct (1.44 s)
+RESULT read16 OK iflag=direct (1.18 s)
+RESULT compare16 OK sha256 %s
+PATTERN small4k 66060288 4096 %s
+RESULT small4k OK 4096 bytes at 66060288 written and read back (O_DIRECT)
+PATTERN small512 66068480 512 %s
+RESULT small512 OK 512 bytes at 66068480 written and read back (O_DIRECT)
+RESULT mkfs OK ext2 of 48128 KiB (3.87 s)
+RESULT fs-write OK 2 files copied, synced, unmounted
+RESULT fs-read OK remounted, both files match
+RESULT delete OK controller nvme0 gone (0.26 s)
+== summary: 0 failed step(s)
+""" % (SHA_A, SHA_A, SHA_B, SHA_C)
+
+GOOD_DMESG = """[    7.025682] siw: loading out-of-tree module taints kernel.
+[    7.026808] siw: module verification failed: signature and/or required key missing - tainting kernel
+[   11.398256] nvmet: creating nvm controller 1 for subsystem nqn.2024-01.io.test:ram0 for NQN nqn.2014-08.org.nvmexpress:uuid:2121728f.
+[   11.460436] nvme nvme0: creating 2 I/O queues.
+[   11.545159] nvme nvme0: mapped 2/0/0 default/read/poll queues.
+[   11.561318] nvme nvme0: new ctrl: NQN "nqn.2024-01.io.test:ram0", addr 10.0.2.15:4420
+[   23.106201] EXT4-fs (nvme0n1): mounting ext2 file system using the ext4 subsystem
+[   23.166542] EXT4-fs (nvme0n1): mounted filesystem without journal. Quota mode: none.
+[   24.153920] EXT4-fs (nvme0n1): unmounting filesystem.
+[   25.595690] nvme nvme0: Removing ctrl: NQN "nqn.2024-01.io.test:ram0"
+"""
+
+
+def all_ok(patterns):
+    return [(n, True, "ok") for n in sorted(patterns)]
+
+
+class Parsing(unittest.TestCase):
+    def test_results_and_patterns_are_read_from_noisy_output(self):
+        r = N.parse_results(GOOD_HOST + "RESULT small512 SKIP the namespace's logical block is 4096 bytes\n"
+                            "  RESULT with leading blanks OK\nRESULTS foo OK\n")
+        self.assertEqual(r[0], ("connect", "OK", "instance=0,cntlid=1, /dev/nvme0n1 67108864 bytes (0.39 s)"))
+        self.assertIn(("small512", "SKIP", "the namespace's logical block is 4096 bytes"), r)
+        self.assertNotIn("RESULTS", [s for s, _st, _d in r])
+        p = N.parse_patterns(GOOD_HOST)
+        self.assertEqual(p["pattern16"], (49283072, 16777216, SHA_A))
+        self.assertEqual(set(p), {"pattern16", "small4k", "small512"})
+        self.assertEqual(N.parse_patterns(GOOD_HOST, "BACKING"), {})
+
+    def test_a_pattern_line_with_a_short_hash_is_not_a_pattern(self):
+        self.assertEqual(N.parse_patterns("PATTERN x 0 4096 abcd\n"), {})
+
+    def test_the_backing_file_comes_from_the_target_command(self):
+        self.assertEqual(N.target_cmd_file("target/release/iwnvme target --listen 127.0.0.1:4420 --nqn q "
+                                           "--file /tmp/disk.img --size 64M"), "/tmp/disk.img")
+        self.assertEqual(N.target_cmd_file("iwnvme target --file='/tmp/a b.img'"), "/tmp/a b.img")
+        self.assertIsNone(N.target_cmd_file("iwnvme target --memory 64M"))
+        self.assertIsNone(N.target_cmd_file("iwnvme target --file"))
+        self.assertIsNone(N.target_cmd_file("unbalanced 'quote"))
+        f = N.target_cmd_file("iwnvme target --listen $NVMF_ADDR:$NVMF_PORT --file ${TMPDIR}/d$NVMF_PORT.img")
+        self.assertEqual(N.expand_vars(f, {"TMPDIR": "/tmp", "NVMF_PORT": "4420"}), "/tmp/d4420.img")
+        self.assertIsNone(N.expand_vars(None, {}))
+
+    def test_the_nvme_cm_request_is_32_little_endian_bytes(self):
+        h = N.nvme_cm_request_hex()
+        self.assertEqual(len(h), 64)
+        self.assertEqual(h[:16], "0000000020001f00")
+        self.assertEqual(N.nvme_cm_request_hex(qid=1, hrqsize=128, hsqsize=127)[:16], "0000010080007f00")
+
+    def test_controllers_are_counted_for_the_subsystem_only(self):
+        d = GOOD_DMESG + "[ 12.0] nvmet: creating nvm controller 2 for subsystem nqn.other for NQN h.\n"
+        self.assertEqual(N.controllers_created(d, "nqn.2024-01.io.test:ram0"), 1)
+        self.assertEqual(N.controllers_created(d, "nqn.2024-01.io.test:ram"), 0)
+
+
+class Dmesg(unittest.TestCase):
+    def test_a_clean_run_has_no_problems(self):
+        self.assertEqual(N.dmesg_problems(GOOD_DMESG), [])
+
+    def test_errors_of_every_layer_are_caught(self):
+        bad = ["[ 74.7] nvme nvme0: I/O 0 QID 0 timeout",
+               "[ 74.7] nvme nvme0: Connect command failed, error wo/DNR bit: 881",
+               "[ 11.4] nvme nvme0: rdma connection establishment failed (-111)",
+               "[ 30.1] nvme nvme0: Reconnecting in 10 seconds...",
+               "[ 30.1] nvme_rdma: Bogus remote invalidation for rkey 0x1234",
+               "[ 30.2] siw0: QP[2]: terminate: layer 1, type 3, code 0",
+               "[ 30.3] blk_update_request: I/O error, dev nvme0n1, sector 0 op 0x1:(WRITE)",
+               "[ 30.4] Buffer I/O error on dev nvme0n1, logical block 0, lost async page write",
+               "[ 30.5] EXT4-fs error (device nvme0n1): ext4_find_entry:1658: inode #2: comm ls: reading "
+               "directory lblock 0",
+               "[ 30.6] WARNING: CPU: 1 PID: 42 at drivers/infiniband/sw/siw/siw_qp.c:123 siw_qp_modify",
+               "[ 30.7] Call Trace:",
+               "[ 30.8] BUG: kernel NULL pointer dereference, address: 0000000000000000",
+               "[ 30.9] nvmet_rdma: received IB QP event: QP fatal error (1)",
+               "[ 31.0] iw_cm: cm_id 000000001234 rejected"]
+        got = N.dmesg_problems(GOOD_DMESG + "\n".join(bad) + "\n")
+        self.assertEqual(got, [b.strip() for b in bad])
+
+    def test_allowed_lines_are_not_problems(self):
+        d = GOOD_DMESG + "[ 9.0] nvmet_rdma: disconnect received\n"
+        self.assertEqual(len(N.dmesg_problems(d)), 1)
+        self.assertEqual(N.dmesg_problems(d, [r"nvmet_rdma: disconnect"]), [])
+
+
+class Backing(unittest.TestCase):
+    def test_the_backing_file_is_read_at_the_guests_offsets(self):
+        with tempfile.NamedTemporaryFile() as f:
+            data = os.urandom(16384)
+            f.write(data)
+            f.flush()
+            import hashlib
+            want = hashlib.sha256(data[4096:8192]).hexdigest()
+            pats = {"p": (4096, 4096, want), "wrong": (0, 4096, want), "short": (12288, 8192, want)}
+            got = {n: (ok, d) for n, ok, d in N.backing_check(pats, lambda o, n: N.file_sha256(f.name, o, n))}
+            self.assertTrue(got["p"][0])
+            self.assertFalse(got["wrong"][0])
+            self.assertIn("the guest wrote", got["wrong"][1])
+            self.assertFalse(got["short"][0])
+            self.assertIn("only 4096 of 8192", got["short"][1])
+
+    def test_an_unreadable_backing_file_fails(self):
+        pats = {"p": (0, 512, SHA_A)}
+        r = N.backing_check(pats, lambda o, n: N.file_sha256("/nonexistent/disk.img", o, n))
+        self.assertFalse(r[0][1])
+        self.assertIn("cannot read", r[0][2])
+
+    def test_loopback_reports_are_matched_by_place(self):
+        reported = N.parse_patterns(GOOD_HOST.replace("PATTERN", "BACKING"), "BACKING")
+        r = N.backing_check(N.parse_patterns(GOOD_HOST), N.reported_reader(reported))
+        self.assertTrue(all(ok for _n, ok, _d in r))
+        reported["small4k"] = (66060288, 4096, SHA_A)
+        r = dict((n, ok) for n, ok, _d in N.backing_check(N.parse_patterns(GOOD_HOST), N.reported_reader(reported)))
+        self.assertFalse(r["small4k"])
+        del reported["small512"]
+        r = N.backing_check(N.parse_patterns(GOOD_HOST), N.reported_reader(reported))
+        self.assertIn("reported nothing", [d for n, _ok, d in r if n == "small512"][0])
+
+
+class KernelHostVerdict(unittest.TestCase):
+    def verdict(self, out=GOOD_HOST, rc=0, dmesg=GOOD_DMESG, backing=None, target_problem=None, skipped=None):
+        res, pats = N.parse_results(out), N.parse_patterns(out)
+        return N.verdict_kernel_host(res, rc, pats, all_ok(pats) if backing is None else backing,
+                                     N.dmesg_problems(dmesg), target_problem, skipped)
+
+    def test_a_complete_clean_run_passes(self):
+        self.assertEqual(self.verdict(), (True, []))
+
+    def test_a_skipped_512_byte_write_on_a_4k_namespace_passes(self):
+        out = GOOD_HOST.replace("PATTERN small512 66068480 512 %s\n" % SHA_C, "").replace(
+            "RESULT small512 OK 512 bytes at 66068480 written and read back (O_DIRECT)",
+            "RESULT small512 SKIP the namespace's logical block is 4096 bytes")
+        self.assertEqual(self.verdict(out), (True, []))
+
+    def test_a_refused_connect_fails_with_the_reason(self):
+        out = "RESULT connect FAIL write to /dev/nvme-fabrics failed: Connection refused (0.15 s)\n"
+        d = GOOD_DMESG + "[ 11.4] nvme nvme0: rdma connection establishment failed (-111)\n"
+        ok, why = self.verdict(out, rc=1, dmesg=d)
+        self.assertFalse(ok)
+        self.assertIn("Connection refused", why[0])
+        self.assertTrue(any("establishment failed" in w for w in why))
+
+    def test_a_guest_that_never_ran_fails(self):
+        ok, why = self.verdict("siw-peer: guest produced no exit status\n", rc=125)
+        self.assertFalse(ok)
+        self.assertIn("no result for the connect step (the guest stopped in it or before)", why)
+        self.assertIn("guest exit status 125", why)
+
+    def test_a_guest_cut_short_after_connect_fails(self):
+        out = GOOD_HOST.split("RESULT mkfs")[0]
+        ok, why = self.verdict(out, rc=124)
+        self.assertFalse(ok)
+        self.assertTrue(any("missing: mkfs fs-write fs-read delete" in w for w in why), why)
+
+    def test_a_failed_step_fails(self):
+        out = GOOD_HOST.replace("RESULT compare16 OK sha256 %s" % SHA_A, "RESULT compare16 FAIL /tmp/pat /tmp/back "
+                                "differ: char 4097, line 1")
+        ok, why = self.verdict(out, rc=1)
+        self.assertFalse(ok)
+        self.assertEqual(why, ["guest step compare16 failed: /tmp/pat /tmp/back differ: char 4097, line 1"])
+
+    def test_a_backing_mismatch_fails_even_if_the_guest_read_its_data_back(self):
+        ok, why = self.verdict(backing=[("pattern16", False, "backing file at 0: sha256 x, the guest wrote y"),
+                                        ("small4k", True, "")])
+        self.assertFalse(ok)
+        self.assertIn("backing pattern16", why[0])
+
+    def test_a_backing_check_is_required_unless_skipped_with_a_reason(self):
+        ok, why = self.verdict(backing=[])
+        self.assertEqual((ok, why), (False, ["no backing check"]))
+        self.assertEqual(self.verdict(backing=[], skipped="no --backing")[0], True)
+
+    def test_a_dmesg_error_fails_a_run_whose_steps_all_passed(self):
+        ok, why = self.verdict(dmesg=GOOD_DMESG + "[ 20.0] nvme nvme0: I/O 12 QID 1 timeout, reset controller\n")
+        self.assertFalse(ok)
+        self.assertEqual(why, ["dmesg: [ 20.0] nvme nvme0: I/O 12 QID 1 timeout, reset controller"])
+
+    def test_many_dmesg_errors_are_summarised(self):
+        d = GOOD_DMESG + "".join("[ %d.0] nvme nvme0: I/O %d QID 1 timeout\n" % (i, i) for i in range(9))
+        ok, why = self.verdict(dmesg=d)
+        self.assertEqual(len(why), 6)
+        self.assertEqual(why[-1], "dmesg: 4 more error lines")
+
+    def test_a_target_that_died_fails(self):
+        ok, why = self.verdict(target_problem="the target command exited during the run (status -11)")
+        self.assertEqual((ok, why), (False, ["the target command exited during the run (status -11)"]))
+
+    def test_a_too_small_namespace_fails_by_its_size(self):
+        out = ("RESULT connect OK instance=0,cntlid=1, /dev/nvme0n1 16777216 bytes (0.3 s)\n"
+               "RESULT size FAIL namespace of 16777216 bytes, this test needs 41943040\n"
+               "RESULT delete OK controller nvme0 gone (0.2 s)\n")
+        ok, why = self.verdict(out, rc=1, backing=[])
+        self.assertFalse(ok)
+        self.assertEqual(why, ["guest step size failed: namespace of 16777216 bytes, this test needs 41943040"])
+
+
+PROBE_ACCEPT = """connect 127.0.0.1:24430
+-> MPA Request rev=2 flags=0x50 [C(crc)|H(enhanced,RFC6581)] pd_len=36
+<- MPA Reply key='MPA ID Rep Frame' rev=2 flags=0x50 [C(crc)|H(enhanced,RFC6581)] pd_len=36
+   private data IRD/ORD: 0x0010 0x0010  IRD=16 ORD=16
+   remaining private data: 0000200000000000000000000000000000000000000000000000000000000000
+=> ACCEPT (CRC on)
+closing after 1.0s
+"""
+
+GOOD_TARGET = """RESULT target OK subsystem q, namespace 1 = /dev/ram0, nvmet-rdma port 1 on 10.0.2.15:4420 (0.08 s)
+RESULT ramdisk-pattern16 OK /dev/ram0 holds 16777216 bytes at 8388608, sha256 %s
+RESULT target-teardown OK
+== summary: 0 failed step(s)
+""" % SHA_A
+
+
+class KernelTargetVerdict(unittest.TestCase):
+    def test_an_initiator_run_passes_on_its_status_the_ramdisk_and_a_controller(self):
+        r = N.parse_results(GOOD_TARGET)
+        self.assertEqual(N.verdict_kernel_target(r, 0, [], initiator_rc=0, controllers=1), (True, []))
+        ok, why = N.verdict_kernel_target(r, 0, [], initiator_rc=1, controllers=1)
+        self.assertEqual(why, ["initiator command exit status 1"])
+        ok, why = N.verdict_kernel_target(r, 0, [], initiator_rc=0, controllers=0)
+        self.assertFalse(ok)
+        self.assertIn("created no controller", why[0])
+
+    def test_a_ramdisk_without_the_pattern_fails(self):
+        out = GOOD_TARGET.replace("RESULT ramdisk-pattern16 OK /dev/ram0 holds 16777216 bytes at 8388608, sha256 %s"
+                                  % SHA_A, "RESULT ramdisk-pattern16 FAIL /dev/ram0 at 8388608: sha256 %s, want %s"
+                                  % (SHA_B, SHA_A))
+        ok, why = N.verdict_kernel_target(N.parse_results(out), 1, [], initiator_rc=0, controllers=1)
+        self.assertFalse(ok)
+        self.assertEqual(len(why), 1)
+        self.assertIn("ramdisk-pattern16 failed", why[0])
+
+    def test_a_guest_that_checked_nothing_fails(self):
+        out = "RESULT target OK x\nRESULT host-done FAIL no word from the host within 300 s\n"
+        ok, why = N.verdict_kernel_target(N.parse_results(out), 1, [], initiator_rc=0, controllers=1)
+        self.assertFalse(ok)
+        self.assertIn("the guest checked no pattern on its RAM disk", why)
+
+    def test_a_target_that_never_came_up_fails(self):
+        ok, why = N.verdict_kernel_target([], 125, [], initiator_rc=0, controllers=0)
+        self.assertIn("the guest target never came up", why)
+
+    def test_the_port_path_check_wants_an_accepting_reply_with_the_crc_asked_for(self):
+        r = N.parse_results("RESULT target OK x\nRESULT target-teardown OK\n")
+        self.assertEqual(N.verdict_kernel_target(r, 0, [], probe=PROBE_ACCEPT, expect_pattern=False, crc=True),
+                         (True, []))
+        ok, why = N.verdict_kernel_target(r, 0, [], probe=PROBE_ACCEPT, expect_pattern=False, crc=False)
+        self.assertEqual(why, ["MPA Reply has CRC on, wanted off"])
+        rej = PROBE_ACCEPT.replace("=> ACCEPT", "=> REJECT")
+        self.assertEqual(N.verdict_kernel_target(r, 0, [], probe=rej, expect_pattern=False)[1],
+                         ["the guest rejected the MPA Request"])
+        none = "connect 127.0.0.1:24430\n<- no MPA reply: peer closed\n"
+        self.assertEqual(N.verdict_kernel_target(r, 0, [], probe=none, expect_pattern=False)[1],
+                         ["no MPA Reply from the guest (peer closed)"])
+
+
+def pcap(packets, link=1):
+    """A little-endian pcap of IPv4/TCP packets [(sport, dport, payload)]."""
+    import struct
+    out = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, link)
+    for sp, dp, pay in packets:
+        tcp = struct.pack(">HHIIBBHHH", sp, dp, 1, 1, 8 << 4, 0x18, 65535, 0, 0) + b"\x01\x01\x08\x0a" + bytes(8)
+        ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp) + len(pay), 0, 0, 64, 6, 0, bytes(4), bytes(4))
+        l2 = bytes(12) + b"\x08\x00" if link == 1 else bytes(14) + b"\x08\x00"
+        frame = l2 + ip + tcp + pay
+        out += struct.pack("<IIII", 0, 0, len(frame), len(frame)) + frame
+    return out
+
+
+def mpa(kind, flags, pd=b""):
+    key = b"MPA ID Req Frame" if kind == "Request" else b"MPA ID Rep Frame"
+    import struct
+    return key + struct.pack(">BBH", flags, 2, len(pd)) + pd
+
+
+class MpaCapture(unittest.TestCase):
+    def test_mpa_frames_are_found_with_their_flags(self):
+        for link in (1, 113):
+            data = pcap([(40000, 4420, mpa("Request", 0x50, bytes(36))), (4420, 40000, mpa("Reply", 0x50, bytes(36))),
+                         (40000, 4420, b"\x00\x52" + bytes(80)), (40001, 4420, mpa("Request", 0x10))], link)
+            self.assertEqual(N.mpa_frames(data), [("Request", 0x50, 40000, 4420), ("Reply", 0x50, 4420, 40000),
+                                                  ("Request", 0x10, 40001, 4420)], link)
+        self.assertEqual(N.mpa_frames(b""), [])
+        self.assertEqual(N.mpa_frames(pcap([(1, 2, b"MPA ID Rep Fr")])), [])
+
+    def test_the_replies_must_have_the_crc_asked_for(self):
+        on = [("Request", 0x50, 1, 4420), ("Reply", 0x50, 4420, 1)]
+        off = [("Request", 0x10, 1, 4420), ("Reply", 0x10, 4420, 1)]
+        self.assertIsNone(N.mpa_crc_problem(on, True))
+        self.assertIsNone(N.mpa_crc_problem(off, False))
+        self.assertIn("1 of 1 MPA Replies have CRC off, --crc on", N.mpa_crc_problem(off, True))
+        self.assertIn("have CRC on, --crc off", N.mpa_crc_problem(on, False))
+        self.assertEqual(N.mpa_crc_problem(on[:1], True), "no MPA Reply in the guest's capture")
+        self.assertEqual(N.mpa_summary(on + off), "2 Requests (1 with C), 2 Replies (1 with C)")
+        self.assertEqual(N.mpa_summary([]), "no MPA frames captured")
+
+    def test_a_target_run_whose_initiator_did_not_ask_for_crc_fails_under_crc_on(self):
+        r = N.parse_results(GOOD_TARGET)
+        off = [("Request", 0x10, 1, 4420), ("Reply", 0x10, 4420, 1)]
+        ok, why = N.verdict_kernel_target(r, 0, [], initiator_rc=0, controllers=1, crc=True, mpa=off)
+        self.assertFalse(ok)
+        self.assertIn("the initiator must ask for CRC", why[0])
+        self.assertEqual(N.verdict_kernel_target(r, 0, [], initiator_rc=0, controllers=1, crc=False, mpa=off),
+                         (True, []))
+
+
+class GuestScripts(unittest.TestCase):
+    def test_the_host_script_targets_the_host_or_the_guest_itself(self):
+        s = N.kernel_host_script(24420, "nqn.a'b", connect_opts="nr_io_queues=1")
+        self.assertIn("TRADDR=10.0.2.2\nTRSVCID=24420\n", s)
+        self.assertIn("NQN='nqn.a'\"'\"'b'", s)
+        self.assertIn("CONNECT_OPTS=',nr_io_queues=1'", s)
+        self.assertNotIn("@", s.replace("@MIN", "").replace("user@", ""))
+        self.assertNotIn("loopback-target", s)
+        lb = N.kernel_host_script(24420, "q", loopback=True)
+        self.assertIn("TRADDR=10.0.2.15\nTRSVCID=4420\n", lb)
+        self.assertIn("loopback-target", lb)
+        self.assertIn("BACKING", lb)
+
+    def test_the_target_script_waits_as_long_as_asked(self):
+        s = N.kernel_target_script("q", 300)
+        self.assertIn("WAIT_S=300\n", s)
+        self.assertIn("/host/host-done", s)
+
+
+if __name__ == "__main__":
+    unittest.main()
