@@ -78,6 +78,8 @@ pub struct HostOptions {
     pub connect_timeout: Duration,
     /// The namespace to attach (`None`: the first active one).
     pub nsid: Option<u32>,
+    /// Ask for MPA CRC32c on every queue's connection (the target may still insist on it).
+    pub crc: bool,
 }
 
 impl Default for HostOptions {
@@ -91,6 +93,7 @@ impl Default for HostOptions {
             command_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             nsid: None,
+            crc: true,
         }
     }
 }
@@ -266,8 +269,13 @@ impl Controller {
         let timeout = opts.command_timeout;
         let kato_ms = u32::try_from(opts.kato.as_millis()).unwrap_or(u32::MAX);
 
-        let admin_cfg =
-            QueueConfig { qid: 0, size: ADMIN_QUEUE_SIZE, in_capsule: 0, connect_timeout: opts.connect_timeout };
+        let admin_cfg = QueueConfig {
+            qid: 0,
+            size: ADMIN_QUEUE_SIZE,
+            in_capsule: 0,
+            connect_timeout: opts.connect_timeout,
+            crc: opts.crc,
+        };
         let admin = Queue::connect(&dev, &pd, addr, &admin_cfg)?;
         let connect = |q: &Queue, cntlid: u16| -> Result<u16, HostError> {
             let data = wire::ConnectData {
@@ -411,7 +419,8 @@ impl Controller {
         let queue_size = opts.queue_size.clamp(2, mqes.saturating_add(1).max(2));
         let mut io = Vec::new();
         for qid in 1..=io_queues {
-            let cfg = QueueConfig { qid, size: queue_size, in_capsule, connect_timeout: opts.connect_timeout };
+            let cfg =
+                QueueConfig { qid, size: queue_size, in_capsule, connect_timeout: opts.connect_timeout, crc: opts.crc };
             let q = Queue::connect(&dev, &pd, addr, &cfg)?;
             connect(&q, cntlid)?;
             io.push(Arc::new(q));

@@ -214,3 +214,28 @@ fn keep_alive_holds_the_controller_past_its_timeout() {
     assert_eq!(back, [3u8; 512]);
     ctrl.disconnect().unwrap();
 }
+
+/// `HostOptions::crc = false` asks for no CRC: a target that requires CRC refuses the admin
+/// queue's connection, one that declines it accepts, and one asked for CRC accepts too.
+#[test]
+fn the_host_asks_for_crc_only_when_told_to() {
+    use iwarp_nvmf::target::CrcPolicy;
+    let serve_with = |crc: CrcPolicy| {
+        let dev = Device::open(DeviceConfig::default()).unwrap();
+        let listener = dev.listen("127.0.0.1:0".parse().unwrap(), 8).unwrap();
+        let mut config = TargetConfig::new(NQN);
+        config.crc = crc;
+        let handle = Target::new(config, Arc::new(MemDevice::new(1 << 20))).serve(&dev, listener).unwrap();
+        (handle, dev)
+    };
+    let no_crc = HostOptions { crc: false, io_queues: 1, ..opts(1) };
+    let (strict, _d1) = serve_with(CrcPolicy::Require);
+    assert!(Controller::connect(strict.local_addr(), NQN, &no_crc).is_err(), "a CRC-requiring target refused us");
+    let ctrl = Controller::connect(strict.local_addr(), NQN, &opts(1)).expect("asking for CRC satisfies it");
+    ctrl.disconnect();
+    let (lax, _d2) = serve_with(CrcPolicy::Decline);
+    let ctrl = Controller::connect(lax.local_addr(), NQN, &no_crc).expect("no CRC either way");
+    let mut buf = vec![0u8; 4096];
+    ctrl.namespace().read_at(&mut buf, 0).unwrap();
+    ctrl.disconnect();
+}

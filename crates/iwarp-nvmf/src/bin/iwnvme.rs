@@ -69,6 +69,9 @@ struct ConnectArgs {
     /// Seconds a command may take before it fails.
     #[arg(long = "io-timeout", default_value_t = 30)]
     io_timeout: u64,
+    /// Do not ask for MPA CRC32c (it is still used if the target insists).
+    #[arg(long = "no-crc")]
+    no_crc: bool,
 }
 
 /// What to do about MPA CRC.
@@ -193,6 +196,7 @@ fn connect(a: ConnectArgs) -> Result<(), Box<dyn std::error::Error>> {
         queue_size: a.queue_size,
         kato: std::time::Duration::from_secs(a.keep_alive_tmo),
         command_timeout: std::time::Duration::from_secs(a.io_timeout.max(1)),
+        crc: !a.no_crc,
         ..HostOptions::default()
     };
     if let Some(h) = a.hostnqn {

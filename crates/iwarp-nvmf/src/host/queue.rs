@@ -32,6 +32,8 @@ pub(crate) struct QueueConfig {
     pub in_capsule: usize,
     /// How long the connection's setup may take.
     pub connect_timeout: Duration,
+    /// Ask for MPA CRC.
+    pub crc: bool,
 }
 
 /// A command's data.
@@ -235,6 +237,7 @@ impl Queue {
         let mut params =
             ConnParams { private_data: pdata, responder_resources: 16, initiator_depth: 0, ..ConnParams::default() };
         params.mpa.timeout = cfg.connect_timeout;
+        params.mpa.crc = cfg.crc;
         qp.connect(addr, &params).map_err(|e| match e {
             iwarp::ConnectError::Rejected { private_data } => {
                 HostError::Rejected { qid: cfg.qid, reason: reject_reason(&private_data) }
