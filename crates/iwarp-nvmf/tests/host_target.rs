@@ -232,10 +232,10 @@ fn the_host_asks_for_crc_only_when_told_to() {
     let (strict, _d1) = serve_with(CrcPolicy::Require);
     assert!(Controller::connect(strict.local_addr(), NQN, &no_crc).is_err(), "a CRC-requiring target refused us");
     let ctrl = Controller::connect(strict.local_addr(), NQN, &opts(1)).expect("asking for CRC satisfies it");
-    ctrl.disconnect();
-    let (lax, _d2) = serve_with(CrcPolicy::Decline);
+    ctrl.disconnect().expect("clean shutdown");
+    let (lax, _d2) = serve_with(CrcPolicy::Follow);
     let ctrl = Controller::connect(lax.local_addr(), NQN, &no_crc).expect("no CRC either way");
     let mut buf = vec![0u8; 4096];
     ctrl.namespace().read_at(&mut buf, 0).unwrap();
-    ctrl.disconnect();
+    ctrl.disconnect().expect("clean shutdown");
 }

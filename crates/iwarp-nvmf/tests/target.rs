@@ -597,12 +597,32 @@ fn many_commands_in_flight_at_once_complete() {
 #[test]
 fn crc_can_be_declined_unless_the_host_asks() {
     let mut cfg = small_config();
-    cfg.crc = iwarp_nvmf::target::CrcPolicy::Decline;
+    cfg.crc = iwarp_nvmf::target::CrcPolicy::Follow;
     let (_t, _h, addr, _mem, _d) = start_target(cfg, SIZE);
     let mut q = connect_raw(addr, &cm_request(0, 31), false).unwrap();
     assert!(!q.qp.conn_info().unwrap().crc);
     assert_ne!(q.admin_setup(0), 0);
     // RFC 5044 §4.4: CRC is off only if both sides decline it.
+    let q = connect_raw(addr, &cm_request(0, 31), true).unwrap();
+    assert!(q.qp.conn_info().unwrap().crc);
+}
+
+#[test]
+fn crc_is_on_for_every_connection_when_the_target_asks() {
+    let mut cfg = small_config();
+    cfg.crc = iwarp_nvmf::target::CrcPolicy::Ask;
+    let (_t, _h, addr, _mem, _d) = start_target(cfg, SIZE);
+    let mut q = connect_raw(addr, &cm_request(0, 31), false).unwrap();
+    assert!(q.qp.conn_info().unwrap().crc, "a host that declines still gets CRC from a target that asks");
+    assert_ne!(q.admin_setup(0), 0);
+}
+
+#[test]
+fn the_default_follows_the_host_on_crc() {
+    let (_t, _h, addr, _mem, _d) = start_target(small_config(), SIZE);
+    assert_eq!(iwarp_nvmf::target::TargetConfig::new("nqn.x").crc, iwarp_nvmf::target::CrcPolicy::Follow);
+    let q = connect_raw(addr, &cm_request(0, 31), false).unwrap();
+    assert!(!q.qp.conn_info().unwrap().crc);
     let q = connect_raw(addr, &cm_request(0, 31), true).unwrap();
     assert!(q.qp.conn_info().unwrap().crc);
 }

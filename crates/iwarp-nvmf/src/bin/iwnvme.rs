@@ -77,12 +77,13 @@ struct ConnectArgs {
 /// What to do about MPA CRC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum CrcArg {
-    /// Ask for CRC (on unless the initiator declines too).
-    Default,
+    /// CRC exactly when the initiator asks for it (the target does not ask).
+    #[value(alias = "off")]
+    Follow,
+    /// Ask for CRC: on for every connection.
+    Ask,
     /// Reject initiators that do not ask for CRC.
     Require,
-    /// Do not ask for CRC (an initiator that asks still gets it).
-    Off,
 }
 
 #[derive(Debug, Args)]
@@ -112,9 +113,9 @@ struct TargetArgs {
     #[arg(long = "io-queues", default_value_t = 8)]
     io_queues: u16,
     /// MPA CRC: default, require or off.
-    #[arg(long, value_enum, default_value_t = CrcArg::Default)]
+    #[arg(long, value_enum, default_value_t = CrcArg::Follow)]
     crc: CrcArg,
-    /// Do not ask for CRC32c (as `--crc off`; CRC is still used if the initiator asks).
+    /// Do not ask for CRC32c: CRC exactly when the initiator asks (as `--crc follow`, the default).
     #[arg(long = "no-crc", conflicts_with = "crc")]
     no_crc: bool,
 }
@@ -170,10 +171,10 @@ fn target(a: TargetArgs) -> Result<(), Box<dyn std::error::Error>> {
     config.hosts = a.hosts;
     config.max_queue_entries = a.queue_size;
     config.max_io_queues = a.io_queues;
-    config.crc = match if a.no_crc { CrcArg::Off } else { a.crc } {
-        CrcArg::Default => CrcPolicy::Default,
+    config.crc = match if a.no_crc { CrcArg::Follow } else { a.crc } {
+        CrcArg::Follow => CrcPolicy::Follow,
+        CrcArg::Ask => CrcPolicy::Ask,
         CrcArg::Require => CrcPolicy::Require,
-        CrcArg::Off => CrcPolicy::Decline,
     };
     let dev = Device::open(DeviceConfig::default())?;
     let listener = dev.listen(addr, 128)?;

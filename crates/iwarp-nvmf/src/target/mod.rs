@@ -41,13 +41,17 @@ use std::time::Duration;
 /// How the target treats MPA CRC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CrcPolicy {
-    /// The stack's default: ask for CRC (it is on unless both sides decline).
+    /// CRC exactly when the initiator asks for it (the target does not ask itself, so RFC
+    /// 5044 §4.4 leaves the choice to the initiator), as Linux's target over siw does. The
+    /// default: some peers mis-check the CRC of FPDUs that a path re-segmented (Linux siw's
+    /// split-trailer bug, docs/interop.md), and a target that forced CRC on a host that did not
+    /// ask for it would expose that host to it.
     #[default]
-    Default,
+    Follow,
+    /// Ask for CRC: it is on for every connection.
+    Ask,
     /// Reject a connection whose initiator does not ask for CRC.
     Require,
-    /// Do not ask for CRC (it is still on if the initiator asks: RFC 5044 §4.4).
-    Decline,
 }
 
 /// Target settings.
@@ -91,7 +95,7 @@ impl TargetConfig {
             in_capsule_data: 4096,
             mdts: 5,
             aerl: 3,
-            crc: CrcPolicy::Default,
+            crc: CrcPolicy::Follow,
             tick: Duration::from_millis(20),
             connect_timeout: Duration::from_secs(10),
         }
@@ -278,9 +282,8 @@ fn accept_loop(
             }
         };
         let mut params = ConnParams { initiator_depth: q.ord, ..ConnParams::default() };
-        if sub.config.crc == CrcPolicy::Decline {
-            params.mpa.crc = false;
-        }
+        // Not asking leaves CRC on exactly when the initiator asked.
+        params.mpa.crc = sub.config.crc != CrcPolicy::Follow;
         match queue::Queue::create(&sub, &dev, q) {
             Ok(queue) => {
                 let params = ConnParams { private_data: queue.accept_data().to_vec(), ..params };
