@@ -274,9 +274,11 @@ fn run(mut poll: Poll, shared: &Arc<WorkerShared>, spin: std::time::Duration) {
         for ev in events.iter() {
             if ev.token() != WAKER {
                 handled += 1;
+                READ_CLOSED.with(|c| c.set(ev.is_read_closed() || ev.is_error()));
                 dispatch(shared, ev.token().0, &mut ready);
             }
         }
+        READ_CLOSED.with(|c| c.set(false));
         // Spin on after activity, but not after events that only found their queue pairs
         // driven by an application thread (assisted progress): that thread serves them.
         if !spin.is_zero() && handled > DEFERRED.with(Cell::get) {
@@ -311,6 +313,15 @@ thread_local! {
     /// Events of this event-loop turn whose handler found its queue pair's driver held by
     /// another thread ([`note_deferred`]).
     static DEFERRED: Cell<usize> = const { Cell::new(0) };
+    /// Whether the event being dispatched reports the peer's end of stream or an error
+    /// ([`read_closed`]).
+    static READ_CLOSED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// For a handler on the event loop: the readiness event it is called for says the peer
+/// closed its side (`EPOLLRDHUP`) or the socket has an error. `false` elsewhere.
+pub(crate) fn read_closed() -> bool {
+    READ_CLOSED.with(Cell::get)
 }
 
 /// Called by a handler on the event loop that left its work to the thread holding the

@@ -668,3 +668,45 @@ fn completions_flushed_by_the_caller_follow_the_queue_pairs_own() {
     let got: Vec<(u64, WcStatus)> = wait_wcs(&cq, 2, WAIT).iter().map(|w| (w.wr_id, w.status)).collect();
     assert_eq!(got, [(1, WcStatus::WrFlush), (2, WcStatus::WrFlush)]);
 }
+
+/// A peer's last FPDU and its FIN arriving together, before the event loop reads (an idle
+/// loop wakes after both are queued): the short read of the FPDU must not end the turn with
+/// the end of stream unread, for no new readiness edge follows it. Each of many rounds must
+/// see the Send and then the disconnection at once (it used to wait for a timer, seconds).
+#[test]
+fn a_last_fpdu_and_fin_arriving_together_are_both_taken() {
+    init_log();
+    let dev = device();
+    let pd = dev.alloc_pd();
+    let listener = dev.listen(any_port(), 4).unwrap();
+    let rb = pd.reg_mr(4096, all_access()).unwrap();
+    for round in 0..20 {
+        let progress = if round % 2 == 0 { Progress::Thread } else { Progress::Assisted };
+        let server = End::new(&dev, &pd, QpCap::default(), progress);
+        post_recv(&server.qp, 1, &rb, 0, 4096);
+        let mut raw =
+            RawPeer::connect_request(listener.local_addr(), iwarp_wire::mpa::EnhancedParams::client_server(1, 1));
+        listener.get_request(Some(WAIT)).unwrap().accept(&server.qp, &ConnParams::default()).unwrap();
+        raw.read_reply();
+        server.qp.wait_established(WAIT).unwrap();
+        // Let the event loop go idle (past its spin after activity), then FPDU and FIN.
+        std::thread::sleep(Duration::from_millis(20));
+        let fpdu = raw.fpdu(
+            iwarp_wire::SegmentHeader::untagged(iwarp_wire::Opcode::Send, true, iwarp_wire::Msn(1), 0),
+            &[],
+            b"last words",
+        );
+        raw.sock.write_all(&fpdu).unwrap();
+        raw.sock.shutdown(std::net::Shutdown::Write).unwrap();
+        let t0 = Instant::now();
+        let wc = server.recv_wcs(1);
+        assert_eq!(wc[0].status, WcStatus::Success, "round {round} ({progress:?})");
+        let ev = next_non_established(&server.qp, Duration::from_secs(5));
+        let took = t0.elapsed();
+        assert!(
+            matches!(ev, Some(QpEvent::Disconnected | QpEvent::Error { .. })),
+            "round {round} ({progress:?}): {ev:?}"
+        );
+        assert!(took < Duration::from_secs(1), "round {round} ({progress:?}): end of stream seen after {took:?}");
+    }
+}
