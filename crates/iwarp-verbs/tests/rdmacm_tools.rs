@@ -543,14 +543,12 @@ fn qperf_value(out: &str, test: &str) -> Option<f64> {
 /// for the peer's receives (InfiniBand's receiver-not-ready retry covers them there): a Send
 /// that finds none posted waits for one (`ConnParams::recv_wait`, see docs/verbs-abi.md).
 /// The UD test must fail cleanly.
-/// Ignored by default: about one run in three of the whole list (debug build, loaded
-/// machine) ends with qperf's per-test server child blocked in `rdma_get_cm_event`, waiting
-/// for the `RDMA_CM_EVENT_DISCONNECTED` that `cm_close` expects after the client's
-/// `rdma_disconnect`, so the client's next test times out ("failed to receive RDMA CM TCP
-/// IPv4 server port"). Each test alone, and the first five in a row, passed 8 of 8. The cause
-/// is not found (docs/verbs-abi.md, "What is next"); run it with
-/// `cargo test -p iwarp-verbs --test rdmacm_tools -- --ignored qperf`.
-#[ignore = "a lost DISCONNECTED on the passive side now and then; see the doc comment"]
+/// qperf's server serves one test at a time and its per-test child waits for
+/// `RDMA_CM_EVENT_DISCONNECTED` after the client's `rdma_disconnect`: a server that noticed
+/// the client's FIN late (it arrived with the last FPDU, and the event loop stopped at the
+/// short read) held the next test back until the client timed out ("failed to receive RDMA CM
+/// TCP IPv4 server port"), about one run in three (tests/cm.rs,
+/// `a_last_fpdu_and_fin_arriving_together_are_both_taken`).
 #[test]
 fn qperf_rc_tests_over_rdma_cm() {
     if common::tool("qperf", "qperf").is_none() {
