@@ -214,6 +214,19 @@ impl Lab {
         self.rule(side, "OUTPUT", &["-j", "DROP"])
     }
 
+    /// Answers every TCP segment that arrives in namespace `side` for local port `port` with an
+    /// RST to its sender (`iptables-legacy -A INPUT -p tcp --dport PORT -j REJECT --reject-with
+    /// tcp-reset`): the sender's connection is reset as if by the other end, while the socket
+    /// in `side` hears nothing more from it. [`Lab::dropped`]`(side, "INPUT")` counts the
+    /// segments answered.
+    ///
+    /// # Errors
+    /// As [`rule`](Self::rule).
+    pub fn reset_to_sender(&self, side: Side, port: u16) -> Result<Rule, String> {
+        let p = port.to_string();
+        self.rule(side, "INPUT", &["-p", "tcp", "--dport", &p, "-j", "REJECT", "--reject-with", "tcp-reset"])
+    }
+
     /// Packets matched by the first rule of `side`'s chain `chain` (`iptables-legacy -L -v -x`):
     /// for the harness's rules, the packets dropped.
     pub fn dropped(&self, side: Side, chain: &str) -> Option<u64> {
@@ -335,6 +348,52 @@ impl Peer {
                 Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return None,
             }
         }
+    }
+
+    /// Waits up to `timeout` until `n` output lines starting with `prefix` have been seen;
+    /// returns how many were (fewer on timeout). The counted lines are not echoed (there may
+    /// be thousands); [`seen`](Self::seen) returns them.
+    pub fn wait_count(&mut self, prefix: &str, n: usize, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let seen = self.seen.iter().filter(|l| l.starts_with(prefix)).count();
+            if seen >= n {
+                return seen;
+            }
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else { return seen };
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    if !l.starts_with(prefix) {
+                        eprintln!("  [{}] {l}", self.name);
+                    }
+                    self.seen.push(l);
+                }
+                Err(_) => return seen,
+            }
+        }
+    }
+
+    /// The output lines seen so far that start with `prefix` (without waiting).
+    pub fn seen(&self, prefix: &str) -> Vec<String> {
+        self.seen.iter().filter(|l| l.starts_with(prefix)).cloned().collect()
+    }
+
+    /// Open file descriptors of the process (`/proc/PID/fd`).
+    pub fn fd_count(&self) -> Option<usize> {
+        Some(std::fs::read_dir(format!("/proc/{}/fd", self.pid())).ok()?.count())
+    }
+
+    /// Resident memory of the process in bytes (`VmRSS` of `/proc/PID/status`).
+    pub fn rss(&self) -> Option<u64> {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+        Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+    }
+
+    /// Threads of the process (`Threads` of `/proc/PID/status`).
+    pub fn threads(&self) -> Option<u64> {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        s.lines().find(|l| l.starts_with("Threads:"))?.split_whitespace().nth(1)?.parse().ok()
     }
 
     /// Every output line that starts with `prefix`, waiting for the process to end (up to

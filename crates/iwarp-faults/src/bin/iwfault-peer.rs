@@ -2,11 +2,22 @@
 //! and reports, line by line on standard output, what happened to every work request.
 //!
 //! ```text
-//! iwfault-peer server listen=IP:PORT [region=BYTES] [depth=N] [live=...]
+//! iwfault-peer server listen=IP:PORT [region=BYTES] [depth=N] [live=...] [mpa_timeout=MS] [backlog=N]
 //! iwfault-peer client connect=IP:PORT[,IP:PORT...] [mode=stream|flood] [window=N] [slot=BYTES]
 //!              [maxwrite=BYTES] [maxsend=BYTES] [msgs=N] [secs=S] [hold=S] [total=BYTES]
 //!              [chunk=BYTES] [pause=BYTES] [sq=N] [seed=N] [live=default|off|IDLE_S,INTERVAL_S,USER_TIMEOUT_MS]
+//! iwfault-peer storm connect=IP:PORT [count=N] [secs=S] [threads=T] [full_every=K] [silent_every=M] [watch=S]
+//! iwfault-peer reset connect=IP:PORT [count=N] [msgs=M] [pause_at=K]
+//! iwfault-peer hostile connect=IP:PORT attack=crc|window|msn|terminate [region=BYTES] [msgs=N]
 //! ```
+//!
+//! The server reports each connection's end (`server_conn`) with the accounting of its work
+//! requests, and the Terminate cause of a protocol error (`server_terminate`).
+//!
+//! `storm`, `reset` and `hostile` are hand-driven initiators (MPA and FPDUs by hand over a
+//! plain socket, with the wire codecs): a connection storm against a listener, connections
+//! reset (`SO_LINGER` 0) with work in flight, and a peer that breaks the protocol on a live
+//! connection. See their functions.
 //!
 //! Stream mode (per queue pair, one thread each, all on one device): message `seq` is an RDMA
 //! Write of a patterned buffer into the server's slot `seq % window`, a Send whose header names
@@ -25,9 +36,13 @@
 
 use iwarp::*;
 use iwarp_faults::pattern;
+use iwarp_wire::mpa::rr::HEADER_LEN;
+use iwarp_wire::mpa::{Deframer, DeframerConfig, EnhancedParams, Event, FrameKind, FrameRepr, Framer};
+use iwarp_wire::terminate::TerminateRepr;
+use iwarp_wire::{Msn, Opcode, SegmentHeader, TaggedOffset};
 use std::collections::{HashMap, VecDeque};
-use std::io::{BufRead, Write};
-use std::net::SocketAddr;
+use std::io::{BufRead, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -143,7 +158,10 @@ fn main() {
     let r = match role.as_str() {
         "server" => server(&args),
         "client" => client(&args),
-        _ => Err("usage: iwfault-peer server|client key=value...".into()),
+        "storm" => storm(&args),
+        "reset" => resets(&args),
+        "hostile" => hostile(&args),
+        _ => Err("usage: iwfault-peer server|client|storm|reset|hostile key=value...".into()),
     };
     if let Err(e) = r {
         say(format!("fatal {e}"));
@@ -159,9 +177,11 @@ fn server(args: &Args) -> Result<(), String> {
     let region = args.num("region", 16 << 20) as usize;
     let depth = args.num("depth", 32) as usize;
     let live = args.liveness();
-    let dev = Device::open(DeviceConfig::default()).map_err(|e| e.to_string())?;
+    let cfg =
+        DeviceConfig { mpa_timeout: Duration::from_millis(args.num("mpa_timeout", 10_000)), ..Default::default() };
+    let dev = Device::open(cfg).map_err(|e| e.to_string())?;
     let pd = dev.alloc_pd();
-    let l = dev.listen(addr, 64).map_err(|e| e.to_string())?;
+    let l = dev.listen(addr, args.num("backlog", 64) as u32).map_err(|e| e.to_string())?;
     say(format!("listening port={}", l.local_addr().port()));
     let mut n = 0u32;
     loop {
@@ -198,8 +218,10 @@ fn serve_one(
     init.cap =
         QpCap { max_send_wr: 2 * depth + 8, max_recv_wr: depth, max_send_sge: 2, max_recv_sge: 1, max_inline_data: 64 };
     let qp = pd.create_qp(&init).map_err(|x| e(&x))?;
+    let mut led = Ledger::new();
     for i in 0..depth {
         qp.post_recv(&[RecvWr::new(i as u64, &[rbuf.sge(i * recv_len, recv_len)])]).map_err(|x| e(&x))?;
+        led.post_recv(i as u64);
     }
     let mut pdata = target.rkey().to_be_bytes().to_vec();
     pdata.extend_from_slice(&target.addr().to_be_bytes());
@@ -216,15 +238,10 @@ fn serve_one(
     let mut ack_id = 0u64;
     let mut wcs = [WorkCompletion::default(); 64];
     let mut end = None;
-    let mut flushed = 0u64;
     while end.is_none() {
         let k = cq.wait(&mut wcs, Some(Duration::from_millis(100)));
         for c in &wcs[..k] {
-            if c.status != WcStatus::Success {
-                flushed += 1;
-                continue;
-            }
-            if c.opcode != WcOpcode::Recv {
+            if !led.complete(c) || c.opcode != WcOpcode::Recv {
                 continue;
             }
             let idx = (c.wr_id % depth as u64) as usize;
@@ -259,26 +276,44 @@ fn serve_one(
             };
             ack_id += 1;
             let hb = reply.emit();
-            if qp.post_send(&[SendWr::send_inline(ack_id, &hb)]).is_err() {
-                end = Some("post_failed");
+            match qp.post_send(&[SendWr::send_inline(ack_id, &hb)]) {
+                Ok(()) => led.post_send(ack_id),
+                Err(_) => end = Some("post_failed"),
             }
-            let _ = qp.post_recv(&[RecvWr::new(next_recv, &[rbuf.sge(idx * recv_len, recv_len)])]);
+            if qp.post_recv(&[RecvWr::new(next_recv, &[rbuf.sge(idx * recv_len, recv_len)])]).is_ok() {
+                led.post_recv(next_recv);
+            }
             next_recv += 1;
         }
         while let Some(ev) = qp.poll_event() {
             if matches!(ev, QpEvent::Disconnected | QpEvent::Error { .. }) {
                 end = Some(event_name(&ev));
+                if let QpEvent::Error { cause: Some(c), remote, .. } = ev {
+                    let code = c.code();
+                    say(format!(
+                        "server_terminate n={n} remote={} layer={} etype={} ecode={}",
+                        remote as u8, code.layer, code.etype, code.ecode
+                    ));
+                }
             }
         }
     }
-    // Collect the flushes that follow the end.
+    // Every posted request completes after the end (flushed): wait for them, up to 5 s.
     let t = Instant::now();
-    while t.elapsed() < Duration::from_millis(300) {
+    while led.outstanding() > 0 && t.elapsed() < Duration::from_secs(5) {
         let k = cq.wait(&mut wcs, Some(Duration::from_millis(50)));
-        flushed += wcs[..k].iter().filter(|c| c.status != WcStatus::Success).count() as u64;
+        for c in &wcs[..k] {
+            led.complete(c);
+        }
     }
     say(format!(
-        "server_conn n={n} msgs={msgs} verified={verified} bad={bad} flushed={flushed} end={}",
+        "server_conn n={n} msgs={msgs} verified={verified} bad={bad} flushed={} failed={} posted={} completed={} outstanding={} in_order={} end={}",
+        led.flushed,
+        led.failed,
+        led.posted,
+        led.completed,
+        led.outstanding(),
+        led.in_order as u8,
         end.unwrap_or("?")
     ));
     Ok(())
@@ -769,5 +804,444 @@ fn flood(c: &Conn, pd: &ProtectionDomain, cfg: &Cfg, shared: &Shared) -> Result<
         start.elapsed().as_secs_f64(),
         led.line(shared)
     ));
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hand-driven initiators: MPA by hand over a plain socket, FPDUs built with the wire codecs.
+
+/// An initiator that speaks MPA and DDP/RDMAP by hand (no queue pair of its own): it moves the
+/// stream mode's messages (a tagged Write and a Send naming it) to a server, and can send what
+/// no well-behaved peer would.
+struct Raw {
+    sock: TcpStream,
+    framer: Framer,
+    deframer: Deframer,
+    /// The server's region, from its private data.
+    stag: Stag,
+    to: u64,
+    /// The next Send's MSN (queue 0 starts at 1).
+    msn: u32,
+    /// The FPDU being received: its opcode and payload so far.
+    cur: Option<RxFpdu>,
+}
+
+/// A received FPDU: its opcode (if its header parsed) and payload.
+type RxFpdu = (Option<Opcode>, Vec<u8>);
+
+/// The MPA Request the raw initiators send: revision 2, CRC, IRD/ORD 4, no RTR.
+fn mpa_request() -> Result<Vec<u8>, String> {
+    FrameRepr::enhanced(FrameKind::Request, EnhancedParams::client_server(4, 4), b"iwfault-raw")
+        .to_vec()
+        .map_err(|e| format!("request: {e}"))
+}
+
+impl Raw {
+    /// Connects, exchanges the MPA Request and Reply (each step waiting up to `wait`).
+    fn connect(addr: SocketAddr, wait: Duration) -> Result<Raw, String> {
+        let mut sock = TcpStream::connect_timeout(&addr, wait).map_err(|e| format!("connect: {e}"))?;
+        sock.set_nodelay(true).map_err(|e| e.to_string())?;
+        sock.set_read_timeout(Some(Duration::from_millis(50))).map_err(|e| e.to_string())?;
+        sock.write_all(&mpa_request()?).map_err(|e| format!("send request: {e}"))?;
+        let deadline = Instant::now() + wait;
+        let mut buf = vec![0u8; HEADER_LEN];
+        read_exact_by(&mut sock, &mut buf, deadline)?;
+        let pd_len = u16::from_be_bytes([buf[18], buf[19]]) as usize;
+        buf.resize(HEADER_LEN + pd_len, 0);
+        read_exact_by(&mut sock, &mut buf[HEADER_LEN..], deadline)?;
+        let (rep, _) =
+            FrameRepr::parse(&buf, FrameKind::Reply).map_err(|e| format!("reply: {e}"))?.ok_or("reply: incomplete")?;
+        if rep.reject {
+            return Err("rejected".into());
+        }
+        let pd = rep.private_data;
+        let stag = Stag(u32::from_be_bytes(pd.get(..4).and_then(|b| b.try_into().ok()).unwrap_or([0; 4])));
+        let to = u64::from_be_bytes(pd.get(4..12).and_then(|b| b.try_into().ok()).unwrap_or([0; 8]));
+        // RFC 5044 §4.4: CRC unless both sides declined it; this side asked for it.
+        Ok(Raw {
+            sock,
+            framer: Framer::new(true, false),
+            deframer: Deframer::new(DeframerConfig { crc: true, markers: false, max_ulpdu: u16::MAX }),
+            stag,
+            to,
+            msn: 1,
+            cur: None,
+        })
+    }
+
+    /// One FPDU of `seg` and `payload`.
+    fn fpdu(&mut self, seg: SegmentHeader, payload: &[u8]) -> Result<Vec<u8>, String> {
+        let (b, n) = seg.to_bytes();
+        let mut out = Vec::new();
+        self.framer.frame_to_vec(&b[..n], &[payload], &mut out).map_err(|e| format!("frame: {e}"))?;
+        Ok(out)
+    }
+
+    /// Message `seq` of stream mode: a tagged Write of `wlen` patterned bytes at `off` in the
+    /// server's region and a Send naming it with `slen` patterned bytes.
+    fn message(&mut self, seq: u64, wlen: usize, slen: usize, off: u64) -> Result<Vec<u8>, String> {
+        let mut out = Vec::new();
+        if wlen > 0 {
+            let seg = SegmentHeader::tagged(Opcode::Write, true, self.stag, TaggedOffset(self.to + off));
+            out.extend(self.fpdu(seg, &patterned(seq ^ WRITE_SALT, wlen))?);
+        }
+        let h = Hdr { kind: KIND_MSG, seq, wlen: wlen as u32, slen: slen as u32, off, extra: 0 };
+        let mut body = h.emit().to_vec();
+        body.extend(patterned(seq ^ SEND_SALT, slen));
+        let seg = SegmentHeader::untagged(Opcode::Send, true, Msn(self.msn), 0);
+        self.msn += 1;
+        out.extend(self.fpdu(seg, &body)?);
+        Ok(out)
+    }
+
+    fn send(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.sock.write_all(bytes).map_err(|e| format!("send: {e}"))
+    }
+
+    /// Reads FPDUs until `want` have arrived, the stream ends (or is reset, or carries an FPDU
+    /// that does not deframe), or `wait` passes; returns them (opcode, payload) and whether
+    /// the stream ended.
+    fn read_fpdus(&mut self, want: usize, wait: Duration) -> (Vec<RxFpdu>, bool) {
+        let deadline = Instant::now() + wait;
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 16 << 10];
+        while out.len() < want && Instant::now() < deadline {
+            let n = match self.sock.read(&mut buf) {
+                Ok(0) => return (out, true),
+                Ok(n) => n,
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => return (out, true),
+            };
+            let mut rest = &buf[..n];
+            while !rest.is_empty() {
+                let Ok((used, ev)) = self.deframer.feed(rest) else { return (out, true) };
+                match ev {
+                    Event::Header(h) => self.cur = Some((h.segment().ok().map(|s| s.opcode), Vec::new())),
+                    Event::Payload(p) => {
+                        if let Some(c) = self.cur.as_mut() {
+                            c.1.extend_from_slice(p);
+                        }
+                    }
+                    Event::End(_) => out.extend(self.cur.take()),
+                    Event::None => {}
+                }
+                if used == 0 {
+                    break;
+                }
+                rest = &rest[used..];
+            }
+        }
+        (out, false)
+    }
+
+    /// Reads the server's acknowledgements until `n` have arrived (or `wait` passes).
+    fn acks(&mut self, n: usize, wait: Duration) -> usize {
+        let (f, _) = self.read_fpdus(n, wait);
+        f.iter()
+            .filter(|(op, p)| *op == Some(Opcode::Send) && Hdr::parse(p).is_some_and(|h| h.kind == KIND_ACK))
+            .count()
+    }
+
+    /// Closes with an RST (`SO_LINGER` 0), as the kernel does for a process that dies with
+    /// bytes unread.
+    fn reset(self) {
+        let _ = socket2::SockRef::from(&self.sock).set_linger(Some(Duration::ZERO));
+    }
+}
+
+fn read_exact_by(sock: &mut TcpStream, mut buf: &mut [u8], deadline: Instant) -> Result<(), String> {
+    while !buf.is_empty() {
+        if Instant::now() >= deadline {
+            return Err("timed out reading the MPA Reply".into());
+        }
+        match sock.read(buf) {
+            Ok(0) => return Err("closed during the MPA exchange".into()),
+            Ok(n) => buf = &mut buf[n..],
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => return Err(format!("reading the MPA Reply: {e}")),
+        }
+    }
+    Ok(())
+}
+
+fn target(args: &Args) -> Result<SocketAddr, String> {
+    args.str("connect", "").parse().map_err(|e| format!("connect=IP:PORT: {e}"))
+}
+
+/// Waits for `go` on standard input (up to `wait`).
+fn wait_go(wait: Duration) -> bool {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if line.trim() == "go" && tx.send(()).is_err() {
+                break;
+            }
+        }
+    });
+    rx.recv_timeout(wait).is_ok()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Storm
+
+/// How a storm connection behaves.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum StormKind {
+    /// TCP connect, then close at once.
+    Abandon,
+    /// Half an MPA Request, then close.
+    Partial,
+    /// Half an MPA Request, then silence (held open until the listener gives up on it).
+    Silent,
+    /// The whole MPA exchange (the server accepts onto a queue pair), then close.
+    Full,
+}
+
+fn storm_kind(i: u64, full_every: u64, silent_every: u64) -> StormKind {
+    if silent_every > 0 && i % silent_every == silent_every / 2 {
+        StormKind::Silent
+    } else if full_every > 0 && i.is_multiple_of(full_every) {
+        StormKind::Full
+    } else if i % 2 == 1 {
+        StormKind::Partial
+    } else {
+        StormKind::Abandon
+    }
+}
+
+/// `storm connect=IP:PORT count=N secs=S threads=T full_every=K silent_every=M watch=S`:
+/// `count` connections as fast as `threads` threads make them (for at most `secs`): every
+/// `full_every`-th completes the MPA exchange then closes, every `silent_every`-th sends half
+/// a Request then stays silent, the rest alternate between closing at once and closing after
+/// half a Request. Then watches the silent ones (up to `watch` seconds) for the listener to
+/// close them.
+fn storm(args: &Args) -> Result<(), String> {
+    let addr = target(args)?;
+    let count = args.num("count", 5000);
+    let secs = Duration::from_secs(args.num("secs", 30));
+    let threads = args.num("threads", 4).max(1);
+    let full_every = args.num("full_every", 10);
+    let silent_every = args.num("silent_every", 50);
+    let watch = Duration::from_secs(args.num("watch", 10));
+    let req = mpa_request()?;
+    let half = req.len() / 2;
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let held: Arc<Mutex<Vec<(TcpStream, Instant)>>> = Arc::default();
+    let start = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..threads {
+        let (next, held, req) = (Arc::clone(&next), Arc::clone(&held), req.clone());
+        workers.push(std::thread::spawn(move || {
+            // Per kind: made, failed.
+            let mut tally: HashMap<&'static str, (u64, u64)> = HashMap::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= count || start.elapsed() >= secs {
+                    break;
+                }
+                let kind = storm_kind(i, full_every, silent_every);
+                let r: Result<(), String> = (|| {
+                    match kind {
+                        StormKind::Full => {
+                            Raw::connect(addr, Duration::from_secs(5))?;
+                        }
+                        _ => {
+                            let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+                                .map_err(|e| format!("connect: {e}"))?;
+                            if kind != StormKind::Abandon {
+                                s.write_all(&req[..half]).map_err(|e| format!("send: {e}"))?;
+                            }
+                            if kind == StormKind::Silent {
+                                s.set_nonblocking(true).map_err(|e| e.to_string())?;
+                                held.lock().unwrap_or_else(|e| e.into_inner()).push((s, Instant::now()));
+                            }
+                        }
+                    }
+                    Ok(())
+                })();
+                let name = match kind {
+                    StormKind::Abandon => "abandon",
+                    StormKind::Partial => "partial",
+                    StormKind::Silent => "silent",
+                    StormKind::Full => "full",
+                };
+                let t = tally.entry(name).or_default();
+                t.0 += 1;
+                if let Err(e) = r {
+                    if t.1 == 0 {
+                        say(format!("storm_error kind={name} error={e}"));
+                    }
+                    t.1 += 1;
+                }
+            }
+            tally
+        }));
+    }
+    let mut total: HashMap<&'static str, (u64, u64)> = HashMap::new();
+    for w in workers {
+        for (k, (n, f)) in w.join().unwrap_or_default() {
+            let t = total.entry(k).or_default();
+            t.0 += n;
+            t.1 += f;
+        }
+    }
+    let took = start.elapsed().as_secs_f64();
+    let made: u64 = total.values().map(|t| t.0).sum();
+    let failed: u64 = total.values().map(|t| t.1).sum();
+    let get = |k: &str| total.get(k).copied().unwrap_or_default();
+    say(format!(
+        "storm connections={made} failed={failed} full={} full_failed={} partial={} abandon={} silent={} secs={took:.2} rate={:.0}",
+        get("full").0,
+        get("full").1,
+        get("partial").0,
+        get("abandon").0,
+        get("silent").0,
+        made as f64 / took.max(1e-9)
+    ));
+    // The silent ones: each must be closed by the listener (end of stream or reset).
+    let mut held = std::mem::take(&mut *held.lock().unwrap_or_else(|e| e.into_inner()));
+    let n = held.len();
+    let mut closed_ms: Vec<u128> = Vec::new();
+    let t = Instant::now();
+    while !held.is_empty() && t.elapsed() < watch {
+        held.retain_mut(|(s, opened)| {
+            let mut b = [0u8; 64];
+            match s.read(&mut b) {
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted) => true,
+                Ok(k) if k > 0 => true,
+                _ => {
+                    closed_ms.push(opened.elapsed().as_millis());
+                    false
+                }
+            }
+        });
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    say(format!(
+        "silent held={n} closed={} open={} min_close_ms={} max_close_ms={}",
+        closed_ms.len(),
+        held.len(),
+        closed_ms.iter().min().copied().unwrap_or(0),
+        closed_ms.iter().max().copied().unwrap_or(0)
+    ));
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Resets
+
+/// `reset connect=IP:PORT count=N msgs=M pause_at=K`: `count` times, a connection that moves
+/// `msgs` messages (acknowledged), sends one more and is reset at once (`SO_LINGER` 0): to the
+/// server, a peer that died with work in flight. After `pause_at` connections it waits for `go`
+/// on standard input (the test samples the server there).
+fn resets(args: &Args) -> Result<(), String> {
+    let addr = target(args)?;
+    let count = args.num("count", 1000);
+    let msgs = args.num("msgs", 3);
+    let pause_at = args.num("pause_at", u64::MAX);
+    let start = Instant::now();
+    let (mut acked, mut errors) = (0u64, 0u64);
+    for i in 1..=count {
+        let r: Result<usize, String> = (|| {
+            let mut raw = Raw::connect(addr, Duration::from_secs(5))?;
+            let mut bytes = Vec::new();
+            for k in 0..msgs {
+                let seq = i * 1000 + k;
+                bytes.extend(raw.message(
+                    seq,
+                    512 + (seq % 7) as usize * 512,
+                    64 + (seq % 5) as usize * 200,
+                    k * 4096,
+                )?);
+            }
+            raw.send(&bytes)?;
+            let got = raw.acks(msgs as usize, Duration::from_secs(5));
+            let last = raw.message(i * 1000 + msgs, 1024, 256, msgs * 4096)?;
+            raw.send(&last)?;
+            raw.reset();
+            Ok(got)
+        })();
+        match r {
+            Ok(n) => acked += n as u64,
+            Err(e) => {
+                if errors == 0 {
+                    say(format!("reset_error n={i} error={e}"));
+                }
+                errors += 1;
+            }
+        }
+        if i % 100 == 0 {
+            say(format!("progress n={i} acked={acked} errors={errors} secs={:.2}", start.elapsed().as_secs_f64()));
+        }
+        if i == pause_at {
+            say(format!("paused n={i}"));
+            if !wait_go(Duration::from_secs(60)) {
+                return Err("no go".into());
+            }
+        }
+    }
+    say(format!("reset_done n={count} acked={acked} errors={errors} secs={:.2}", start.elapsed().as_secs_f64()));
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile
+
+/// `hostile connect=IP:PORT attack=crc|window|msn|terminate region=BYTES msgs=N`: `msgs` good
+/// messages (acknowledged), then the attack, then reads until the connection ends and reports
+/// the Terminate the server sent (layer, error type, code).
+fn hostile(args: &Args) -> Result<(), String> {
+    let addr = target(args)?;
+    let attack = args.str("attack", "crc");
+    let region = args.num("region", 16 << 20);
+    let msgs = args.num("msgs", 5);
+    let mut raw = Raw::connect(addr, Duration::from_secs(5))?;
+    let mut bytes = Vec::new();
+    for k in 0..msgs {
+        bytes.extend(raw.message(k, 1000 + k as usize * 100, 300, k * 4096)?);
+    }
+    raw.send(&bytes)?;
+    let acked = raw.acks(msgs as usize, Duration::from_secs(5));
+    let bad = match attack.as_str() {
+        // A Send whose CRC is wrong.
+        "crc" => {
+            let mut f = raw.message(msgs, 0, 100, 0)?;
+            let n = f.len();
+            f[n - 1] ^= 0xff;
+            f
+        }
+        // A tagged Write that runs 4 bytes past the end of the advertised region.
+        "window" => {
+            let seg = SegmentHeader::tagged(Opcode::Write, true, raw.stag, TaggedOffset(raw.to + region - 4));
+            raw.fpdu(seg, &[0xa5; 8])?
+        }
+        // A Send with an MSN ahead of the receives posted.
+        "msn" => {
+            let seg = SegmentHeader::untagged(Opcode::Send, true, Msn(raw.msn + 1000), 0);
+            raw.fpdu(seg, &Hdr { kind: KIND_MSG, ..Hdr::default() }.emit())?
+        }
+        // A Terminate of our own (RDMAP, local catastrophic).
+        "terminate" => {
+            let t = TerminateRepr::bare(TerminateCause::RdmapCatastrophic);
+            let mut body = vec![0u8; t.buffer_len()];
+            t.emit(&mut body).map_err(|e| format!("terminate: {e}"))?;
+            raw.fpdu(SegmentHeader::untagged(Opcode::Terminate, true, Msn(1), 0), &body)?
+        }
+        a => return Err(format!("unknown attack {a}")),
+    };
+    raw.send(&bad)?;
+    let (fpdus, eof) = raw.read_fpdus(usize::MAX, Duration::from_secs(10));
+    let term = fpdus.iter().find(|(op, _)| *op == Some(Opcode::Terminate));
+    let code = match term {
+        Some((_, p)) if p.len() >= 2 => format!("terminate=1 layer={} etype={} ecode={}", p[0] >> 4, p[0] & 0xf, p[1]),
+        _ => "terminate=0".into(),
+    };
+    say(format!("hostile attack={attack} msgs={msgs} acked={acked} {code} eof={}", eof as u8));
     Ok(())
 }
