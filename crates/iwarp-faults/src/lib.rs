@@ -160,7 +160,7 @@ impl Lab {
                 }
             }
         });
-        Ok(Peer { name, child, stdin, lines, seen: Vec::new() })
+        Ok(Peer { name, child, stdin, lines, seen: Vec::new(), quiet: Vec::new() })
     }
 
     /// Adds an `iptables-legacy` rule to `chain` in namespace `side` (e.g. `OUTPUT`,
@@ -304,12 +304,28 @@ pub struct Peer {
     stdin: Option<ChildStdin>,
     lines: Receiver<String>,
     seen: Vec<String>,
+    /// Prefixes of lines not echoed to standard error.
+    quiet: Vec<String>,
 }
 
 impl Peer {
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Stops echoing output lines that start with `prefix` (a server's thousands of
+    /// per-connection lines); they are still collected.
+    pub fn quiet(&mut self, prefix: &str) {
+        self.quiet.push(prefix.to_string());
+    }
+
+    /// Echoes a line to standard error unless it is quiet; keeps it.
+    fn keep(&mut self, l: String) {
+        if !self.quiet.iter().any(|q| l.starts_with(q.as_str())) {
+            eprintln!("  [{}] {l}", self.name);
+        }
+        self.seen.push(l);
     }
 
     /// Sends a signal by name (`KILL`, `STOP`, `CONT`) to this process only.
@@ -339,9 +355,9 @@ impl Peer {
             let left = deadline.checked_duration_since(Instant::now())?;
             match self.lines.recv_timeout(left) {
                 Ok(l) => {
-                    eprintln!("  [{}] {l}", self.name);
-                    self.seen.push(l.clone());
-                    if l.starts_with(prefix) {
+                    let hit = l.starts_with(prefix);
+                    self.keep(l.clone());
+                    if hit {
                         return Some(l);
                     }
                 }
@@ -351,8 +367,7 @@ impl Peer {
     }
 
     /// Waits up to `timeout` until `n` output lines starting with `prefix` have been seen;
-    /// returns how many were (fewer on timeout). The counted lines are not echoed (there may
-    /// be thousands); [`seen`](Self::seen) returns them.
+    /// returns how many were (fewer on timeout).
     pub fn wait_count(&mut self, prefix: &str, n: usize, timeout: Duration) -> usize {
         let deadline = Instant::now() + timeout;
         loop {
@@ -362,12 +377,7 @@ impl Peer {
             }
             let Some(left) = deadline.checked_duration_since(Instant::now()) else { return seen };
             match self.lines.recv_timeout(left) {
-                Ok(l) => {
-                    if !l.starts_with(prefix) {
-                        eprintln!("  [{}] {l}", self.name);
-                    }
-                    self.seen.push(l);
-                }
+                Ok(l) => self.keep(l),
                 Err(_) => return seen,
             }
         }
@@ -402,10 +412,7 @@ impl Peer {
         let deadline = Instant::now() + timeout;
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
             match self.lines.recv_timeout(left) {
-                Ok(l) => {
-                    eprintln!("  [{}] {l}", self.name);
-                    self.seen.push(l);
-                }
+                Ok(l) => self.keep(l),
                 Err(_) => break,
             }
         }

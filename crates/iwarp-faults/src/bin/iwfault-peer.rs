@@ -31,7 +31,7 @@
 //! queue full are counted and retried. Then a Send asks the server to check the whole region.
 //!
 //! Standard input: `mark` notes the time a fault was applied; detection times are measured from
-//! it. `go` lets a flood that paused at `pause` bytes continue. Every work request is accounted for: each completion must arrive, in posting order.
+//! it. `go` lets a flood that paused at `pause` bytes continue; `stop` ends stream mode's posting. Every work request is accounted for: each completion must arrive, in posting order.
 #![forbid(unsafe_code)]
 
 use iwarp::*;
@@ -238,7 +238,11 @@ fn serve_one(
     let mut ack_id = 0u64;
     let mut wcs = [WorkCompletion::default(); 64];
     let mut end = None;
+    let mut refused: Option<Instant> = None;
     while end.is_none() {
+        if refused.is_some_and(|t| t.elapsed() > Duration::from_secs(5)) {
+            end = Some("post_failed");
+        }
         let k = cq.wait(&mut wcs, Some(Duration::from_millis(100)));
         for c in &wcs[..k] {
             if !led.complete(c) || c.opcode != WcOpcode::Recv {
@@ -278,7 +282,10 @@ fn serve_one(
             let hb = reply.emit();
             match qp.post_send(&[SendWr::send_inline(ack_id, &hb)]) {
                 Ok(()) => led.post_send(ack_id),
-                Err(_) => end = Some("post_failed"),
+                // The queue pair ended under us: its event follows.
+                Err(_) => {
+                    refused.get_or_insert_with(Instant::now);
+                }
             }
             if qp.post_recv(&[RecvWr::new(next_recv, &[rbuf.sge(idx * recv_len, recv_len)])]).is_ok() {
                 led.post_recv(next_recv);
@@ -287,7 +294,9 @@ fn serve_one(
         }
         while let Some(ev) = qp.poll_event() {
             if matches!(ev, QpEvent::Disconnected | QpEvent::Error { .. }) {
-                end = Some(event_name(&ev));
+                // The first end counts: an error is followed by `Disconnected` once the
+                // socket closes.
+                end.get_or_insert(event_name(&ev));
                 if let QpEvent::Error { cause: Some(c), remote, .. } = ev {
                     let code = c.code();
                     say(format!(
@@ -330,10 +339,18 @@ struct Shared {
     death: Mutex<Option<Instant>>,
     /// `go` on standard input: a flood paused at `pause=BYTES` continues.
     go: std::sync::atomic::AtomicBool,
+    /// `stop` on standard input: stream mode posts no more messages (and ends once the last
+    /// is answered).
+    stop: std::sync::atomic::AtomicBool,
 }
 
 fn client(args: &Args) -> Result<(), String> {
-    let shared = Arc::new(Shared { mark: Mutex::new(None), death: Mutex::new(None), go: Default::default() });
+    let shared = Arc::new(Shared {
+        mark: Mutex::new(None),
+        death: Mutex::new(None),
+        go: Default::default(),
+        stop: Default::default(),
+    });
     {
         let shared = Arc::clone(&shared);
         std::thread::spawn(move || {
@@ -345,6 +362,9 @@ fn client(args: &Args) -> Result<(), String> {
                 }
                 if line.trim() == "go" {
                     shared.go.store(true, std::sync::atomic::Ordering::Release);
+                }
+                if line.trim() == "stop" {
+                    shared.stop.store(true, std::sync::atomic::Ordering::Release);
                 }
             }
         });
@@ -571,7 +591,10 @@ fn stream(c: &Conn, pd: &ProtectionDomain, cfg: &Cfg, shared: &Shared) -> Result
     let mut wcs = [WorkCompletion::default(); 64];
     let mut done_dead: Option<Instant> = None;
     loop {
-        let posting = led.dead.is_none() && seq < cfg.msgs && start.elapsed() < cfg.secs;
+        let posting = led.dead.is_none()
+            && seq < cfg.msgs
+            && start.elapsed() < cfg.secs
+            && !shared.stop.load(std::sync::atomic::Ordering::Acquire);
         while posting && seq < cfg.msgs && inflight.len() < w {
             let s = (seq as usize) % w;
             let wlen = rand(cfg.maxwrite);

@@ -1,0 +1,79 @@
+//! A thousand peer deaths: one long-lived server process whose peers, one after another, move
+//! data and die with work in flight, and what that leaves behind in it. Needs root and
+//! `ip netns`.
+//!
+//! The dying peers are connections of one process (`iwfault-peer reset`) that speaks MPA and
+//! DDP/RDMAP by hand and ends each connection with an RST (`SO_LINGER` 0), which is what the
+//! server sees of a peer process killed with bytes unread: a thousand SIGKILLed processes
+//! would cost about as many `ip netns exec` starts and device setups for the same view.
+
+mod common;
+
+use common::*;
+use iwarp_faults::{field, num};
+use std::time::{Duration, Instant};
+
+/// Resident memory the server may gain between the 100th and the 1,000th death.
+const RSS_BOUND: u64 = 2 << 20;
+
+#[test]
+fn a_thousand_peers_reset_with_work_in_flight_leave_no_descriptor_thread_or_memory_behind() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(lab) = lab(false, 1500) else { return };
+    let mut srv = server(&lab, 7000, &["region=65536", "depth=16"]);
+    srv.quiet("accepted");
+    srv.quiet("server_conn");
+    let fds0 = srv.fd_count().expect("server fds");
+    let start = Instant::now();
+    let mut peers = initiator(&lab, "reset", 7000, &["count=1000", "msgs=3", "pause_at=100"]);
+    peers.wait_line("paused", Duration::from_secs(60)).expect("100 deaths");
+    assert_eq!(srv.wait_count("server_conn", 100, Duration::from_secs(20)), 100);
+    let settled = |srv: &mut iwarp_faults::Peer, bound: usize| {
+        let t = Instant::now();
+        let mut fds = srv.fd_count().unwrap_or(usize::MAX);
+        while fds > bound && t.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(50));
+            fds = srv.fd_count().unwrap_or(usize::MAX);
+        }
+        fds
+    };
+    let fds100 = settled(&mut srv, fds0);
+    let (rss100, threads100) = (srv.rss().unwrap_or(0), srv.threads().unwrap_or(0));
+    peers.tell("go");
+    let done = peers.wait_line("reset_done", Duration::from_secs(180)).expect("1000 deaths");
+    assert_eq!(srv.wait_count("server_conn", 1000, Duration::from_secs(30)), 1000);
+    let fds1000 = settled(&mut srv, fds100);
+    let (rss1000, threads1000) = (srv.rss().unwrap_or(u64::MAX), srv.threads().unwrap_or(0));
+    let took = start.elapsed();
+    assert_eq!(num(&done, "errors"), Some(0), "{done}");
+    assert_eq!(num(&done, "acked"), Some(3000), "every message before the reset was answered: {done}");
+    // Every connection: its messages verified, then reset, every work request still posted
+    // flushed, in posting order.
+    let conns = srv.seen("server_conn");
+    for s in &conns {
+        assert_eq!(num(s, "bad"), Some(0), "{s}");
+        assert!(num(s, "msgs").unwrap_or(0) >= 3, "{s}");
+        assert_eq!(field(s, "end"), Some("error"), "a reset is an error: {s}");
+        assert_eq!(num(s, "outstanding"), Some(0), "{s}");
+        assert_eq!(num(s, "posted"), num(s, "completed"), "{s}");
+        assert_eq!(num(s, "in_order"), Some(1), "{s}");
+        assert!(num(s, "flushed").unwrap_or(0) >= 1, "the receives still posted were not flushed: {s}");
+    }
+    let flushed: u64 = conns.iter().filter_map(|s| num(s, "flushed")).sum();
+    let verified: u64 = conns.iter().filter_map(|s| num(s, "verified")).sum();
+    assert!(
+        fds100 <= fds0 && fds1000 <= fds0,
+        "server descriptors: {fds0} at start, {fds100} after 100 deaths, {fds1000} after 1000"
+    );
+    assert_eq!(threads1000, threads100, "server threads: {threads100} after 100 deaths, {threads1000} after 1000");
+    let grew = rss1000.saturating_sub(rss100);
+    assert!(grew <= RSS_BOUND, "server memory grew by {grew} bytes between the 100th and the 1000th death");
+    eprintln!(
+        "1000 deaths in {took:?}: {done}\n  server descriptors {fds0} at start, {fds100} after 100, {fds1000} after 1000; \
+         threads {threads100} / {threads1000}; resident {} KiB after 100, {} KiB after 1000 (+{} KiB)\n  \
+         {verified} bytes verified, {flushed} work requests flushed",
+        rss100 >> 10,
+        rss1000 >> 10,
+        grew >> 10
+    );
+}
