@@ -9,6 +9,9 @@
 //! iwfault-peer storm connect=IP:PORT [count=N] [secs=S] [threads=T] [full_every=K] [silent_every=M] [watch=S]
 //! iwfault-peer reset connect=IP:PORT [count=N] [msgs=M] [pause_at=K]
 //! iwfault-peer hostile connect=IP:PORT attack=crc|window|msn|terminate [region=BYTES] [msgs=N]
+//! iwfault-peer relay listen=IP:PORT to=IP:PORT [delay_us=N] [buffer=BYTES]
+//! iwfault-peer sink listen=IP:PORT [pings=N]
+//! iwfault-peer source connect=IP:PORT [total=BYTES] [pings=N]
 //! ```
 //!
 //! The server reports each connection's end (`server_conn`) with the accounting of its work
@@ -17,7 +20,9 @@
 //! `storm`, `reset` and `hostile` are hand-driven initiators (MPA and FPDUs by hand over a
 //! plain socket, with the wire codecs): a connection storm against a listener, connections
 //! reset (`SO_LINGER` 0) with work in flight, and a peer that breaks the protocol on a live
-//! connection. See their functions.
+//! connection. See their functions. `relay` is a user-space TCP relay that holds every byte
+//! for a one-way delay in each direction, with a bounded buffer; `sink` and `source` measure
+//! plain TCP through it.
 //!
 //! Stream mode (per queue pair, one thread each, all on one device): message `seq` is an RDMA
 //! Write of a patterned buffer into the server's slot `seq % window`, a Send whose header names
@@ -161,7 +166,10 @@ fn main() {
         "storm" => storm(&args),
         "reset" => resets(&args),
         "hostile" => hostile(&args),
-        _ => Err("usage: iwfault-peer server|client|storm|reset|hostile key=value...".into()),
+        "relay" => relay(&args),
+        "sink" => sink(&args),
+        "source" => source(&args),
+        _ => Err("usage: iwfault-peer server|client|storm|reset|hostile|relay|sink|source key=value...".into()),
     };
     if let Err(e) = r {
         say(format!("fatal {e}"));
@@ -266,12 +274,15 @@ fn serve_one(
                 }
                 KIND_DONE => {
                     let total = h.seq as usize;
+                    let t = Instant::now();
                     let w = target.to_vec(0, total).map_err(|x| e(&x))?;
                     let b = mismatches(&w, &patterned(FLOOD_SEED, total));
                     bad += b;
                     verified += total as u64;
-                    say(format!("flood_checked n={n} bytes={total} bad={b}"));
-                    Hdr { kind: KIND_DONE_ACK, seq: total as u64, extra: b, ..Hdr::default() }
+                    let check_us = t.elapsed().as_micros() as u64;
+                    say(format!("flood_checked n={n} bytes={total} bad={b} check_us={check_us}"));
+                    // The check's time goes back in `off`: the client takes it out of its timing.
+                    Hdr { kind: KIND_DONE_ACK, seq: total as u64, extra: b, off: check_us, ..Hdr::default() }
                 }
                 _ => {
                     bad += got.len() as u64;
@@ -791,8 +802,13 @@ fn flood(c: &Conn, pd: &ProtectionDomain, cfg: &Cfg, shared: &Shared) -> Result<
             break;
         }
     }
+    // When the last Write completed: the transfer's time, before the server's check.
+    let write_secs = start.elapsed().as_secs_f64();
     // Unchecked (the connection ended first) until the server answers.
     let (mut verified, mut bad) = (0u64, None);
+    // From the first Write to the server's answer to the final Send (which follows every Write
+    // on the stream, so all were placed), less the server's check.
+    let mut transfer_secs = 0.0;
     if led.dead.is_none() {
         let h = Hdr { kind: KIND_DONE, seq: total as u64, ..Hdr::default() };
         let hb = h.emit();
@@ -807,6 +823,7 @@ fn flood(c: &Conn, pd: &ProtectionDomain, cfg: &Cfg, shared: &Shared) -> Result<
                     if let Some(h) = Hdr::parse(&got).filter(|h| h.kind == KIND_DONE_ACK) {
                         verified = h.seq;
                         bad = Some(h.extra);
+                        transfer_secs = start.elapsed().as_secs_f64() - h.off as f64 / 1e6;
                         break 'wait;
                     }
                 }
@@ -822,7 +839,7 @@ fn flood(c: &Conn, pd: &ProtectionDomain, cfg: &Cfg, shared: &Shared) -> Result<
     let sends_left = led.sq.len();
     let bad = bad.map_or("unchecked".to_string(), |b| b.to_string());
     say(format!(
-        "result qp={} mode=flood written={off} writes={id} queue_full={qfull} rss_start={rss0} rss_max={rss_max} verified={verified} bad={bad} sends_left={sends_left} secs={:.2} {}",
+        "result qp={} mode=flood written={off} writes={id} queue_full={qfull} rss_start={rss0} rss_max={rss_max} verified={verified} bad={bad} sends_left={sends_left} write_secs={write_secs:.3} transfer_secs={transfer_secs:.3} secs={:.2} {}",
         c.i,
         start.elapsed().as_secs_f64(),
         led.line(shared)
@@ -1266,5 +1283,201 @@ fn hostile(args: &Args) -> Result<(), String> {
         _ => "terminate=0".into(),
     };
     say(format!("hostile attack={attack} msgs={msgs} acked={acked} {code} eof={}", eof as u8));
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Delay relay
+
+/// One direction of a relay: chunks read and when, at most `buffer` bytes held.
+struct Line {
+    q: Mutex<LineState>,
+    cv: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct LineState {
+    chunks: VecDeque<(Instant, Vec<u8>)>,
+    bytes: usize,
+    eof: bool,
+    /// Bytes carried, and the sum of the time they were held (for the mean delay).
+    carried: u64,
+    held_us: u64,
+    n: u64,
+}
+
+/// Carries `from` to `to` with every chunk held `delay` after it was read; reading stops while
+/// `buffer` bytes are held (the relay's window).
+fn pipe(mut from: TcpStream, mut to: TcpStream, delay: Duration, buffer: usize, tag: String) {
+    let line = Arc::new(Line { q: Mutex::new(LineState::default()), cv: std::sync::Condvar::new() });
+    let writer = {
+        let line = Arc::clone(&line);
+        std::thread::spawn(move || loop {
+            let mut st = line.q.lock().unwrap_or_else(|e| e.into_inner());
+            while st.chunks.is_empty() && !st.eof {
+                st = line.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+            }
+            let Some((t, chunk)) = st.chunks.pop_front() else {
+                let _ = to.shutdown(std::net::Shutdown::Write);
+                return;
+            };
+            drop(st);
+            let due = t + delay;
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+            let held = t.elapsed();
+            let ok = to.write_all(&chunk).is_ok();
+            let mut st = line.q.lock().unwrap_or_else(|e| e.into_inner());
+            st.bytes -= chunk.len();
+            st.carried += chunk.len() as u64;
+            st.held_us += held.as_micros() as u64;
+            st.n += 1;
+            line.cv.notify_all();
+            if !ok {
+                st.eof = true;
+                return;
+            }
+        })
+    };
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        {
+            let mut st = line.q.lock().unwrap_or_else(|e| e.into_inner());
+            while st.bytes >= buffer && !st.eof {
+                st = line.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+            }
+            if st.eof {
+                break;
+            }
+        }
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => 0,
+            Ok(n) => n,
+        };
+        let mut st = line.q.lock().unwrap_or_else(|e| e.into_inner());
+        if n == 0 {
+            st.eof = true;
+            line.cv.notify_all();
+            break;
+        }
+        st.chunks.push_back((Instant::now(), buf[..n].to_vec()));
+        st.bytes += n;
+        line.cv.notify_all();
+    }
+    let _ = writer.join();
+    let st = line.q.lock().unwrap_or_else(|e| e.into_inner());
+    say(format!(
+        "relayed dir={tag} bytes={} chunks={} mean_delay_us={}",
+        st.carried,
+        st.n,
+        st.held_us.checked_div(st.n).unwrap_or(0)
+    ));
+}
+
+/// `relay listen=IP:PORT to=IP:PORT delay_us=N buffer=BYTES`: every connection to `listen` is
+/// carried to `to`, each direction delayed by `delay_us` (a round trip through the relay gains
+/// twice that), holding at most `buffer` bytes per direction.
+fn relay(args: &Args) -> Result<(), String> {
+    let listen: SocketAddr = args.str("listen", "").parse().map_err(|e| format!("listen: {e}"))?;
+    let to: SocketAddr = args.str("to", "").parse().map_err(|e| format!("to: {e}"))?;
+    let delay = Duration::from_micros(args.num("delay_us", 500));
+    let buffer = args.num("buffer", 4 << 20) as usize;
+    let l = std::net::TcpListener::bind(listen).map_err(|e| format!("bind: {e}"))?;
+    say(format!("listening port={}", listen.port()));
+    for (k, down) in l.incoming().enumerate() {
+        let Ok(down) = down else { continue };
+        let up = match TcpStream::connect(to) {
+            Ok(u) => u,
+            Err(e) => {
+                say(format!("relay_error connect={e}"));
+                continue;
+            }
+        };
+        for s in [&down, &up] {
+            let _ = s.set_nodelay(true);
+        }
+        let (d2, u2) = match (down.try_clone(), up.try_clone()) {
+            (Ok(d), Ok(u)) => (d, u),
+            _ => continue,
+        };
+        std::thread::spawn(move || pipe(down, up, delay, buffer, format!("{k}up")));
+        std::thread::spawn(move || pipe(u2, d2, delay, buffer, format!("{k}down")));
+    }
+    Ok(())
+}
+
+/// `sink listen=IP:PORT pings=N`: for each connection, echoes its first `pings` bytes one at a
+/// time, then reads to end of stream and answers with the count of bytes read (8 bytes).
+fn sink(args: &Args) -> Result<(), String> {
+    let listen: SocketAddr = args.str("listen", "").parse().map_err(|e| format!("listen: {e}"))?;
+    let pings = args.num("pings", 0);
+    let l = std::net::TcpListener::bind(listen).map_err(|e| format!("bind: {e}"))?;
+    say(format!("listening port={}", listen.port()));
+    for s in l.incoming() {
+        let Ok(mut s) = s else { continue };
+        std::thread::spawn(move || {
+            let _ = s.set_nodelay(true);
+            let mut one = [0u8; 1];
+            for _ in 0..pings {
+                if s.read_exact(&mut one).is_err() || s.write_all(&one).is_err() {
+                    return;
+                }
+            }
+            let mut buf = vec![0u8; 256 << 10];
+            let mut n = 0u64;
+            loop {
+                match s.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(k) => n += k as u64,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => return,
+                }
+            }
+            let _ = s.write_all(&n.to_be_bytes());
+        });
+    }
+    Ok(())
+}
+
+/// `source connect=IP:PORT total=BYTES pings=N`: `pings` one-byte round trips (their median
+/// time is the path's round trip), then `total` bytes, timed until the sink has counted them.
+fn source(args: &Args) -> Result<(), String> {
+    let addr = target(args)?;
+    let total = args.num("total", 32 << 20);
+    let pings = args.num("pings", 0);
+    let e = |e: std::io::Error| e.to_string();
+    let mut s = TcpStream::connect(addr).map_err(e)?;
+    s.set_nodelay(true).map_err(e)?;
+    let mut rtts = Vec::new();
+    let mut one = [0u8; 1];
+    for k in 0..pings {
+        let t = Instant::now();
+        s.write_all(&[k as u8]).map_err(e)?;
+        s.read_exact(&mut one).map_err(e)?;
+        rtts.push(t.elapsed().as_micros() as u64);
+    }
+    rtts.sort_unstable();
+    let buf = patterned(7, 256 << 10);
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while sent < total {
+        let k = (total - sent).min(buf.len() as u64) as usize;
+        s.write_all(&buf[..k]).map_err(e)?;
+        sent += k as u64;
+    }
+    s.shutdown(std::net::Shutdown::Write).map_err(e)?;
+    let mut count = [0u8; 8];
+    s.read_exact(&mut count).map_err(e)?;
+    let secs = start.elapsed().as_secs_f64();
+    say(format!(
+        "source bytes={} counted={} secs={secs:.3} mb_per_s={:.1} rtt_us_min={} rtt_us_median={}",
+        sent,
+        u64::from_be_bytes(count),
+        sent as f64 / secs / 1e6,
+        rtts.first().copied().unwrap_or(0),
+        rtts.get(rtts.len() / 2).copied().unwrap_or(0)
+    ));
     Ok(())
 }
