@@ -227,6 +227,27 @@ impl Lab {
         self.rule(side, "INPUT", &["-p", "tcp", "--dport", &p, "-j", "REJECT", "--reject-with", "tcp-reset"])
     }
 
+    /// Destroys every TCP connection of namespace `side` in its kernel (`ss -K state
+    /// connected`; each sends one RST, which a [`blackhole`](Self::blackhole) drops): with a
+    /// killed process, what a host crash leaves of its connections, nothing.
+    ///
+    /// # Errors
+    /// The failing command and its output.
+    pub fn forget_tcp(&self, side: Side) -> Result<(), String> {
+        run(Command::new("ip").args(["netns", "exec", self.ns(side), "ss", "-tK", "state", "connected"])).map(|_| ())
+    }
+
+    /// The TCP sockets of namespace `side`, one per line, other than listeners: state, local
+    /// address, peer address (`ss -tan`).
+    pub fn tcp_sockets(&self, side: Side) -> Vec<String> {
+        let out = run(Command::new("ip").args(["netns", "exec", self.ns(side), "ss", "-tanH"])).unwrap_or_default();
+        out.lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .filter(|f| f.len() >= 5 && f[0] != "LISTEN")
+            .map(|f| format!("{} {} {}", f[0], f[3], f[4]))
+            .collect()
+    }
+
     /// Packets matched by the first rule of `side`'s chain `chain` (`iptables-legacy -L -v -x`):
     /// for the harness's rules, the packets dropped.
     pub fn dropped(&self, side: Side, chain: &str) -> Option<u64> {

@@ -49,43 +49,78 @@ fn rst_injected_mid_stream_ends_only_that_queue_pair_with_everything_flushed_in_
     eprintln!("RST injected: noticed after {detect} ms, {answered} segments answered with an RST");
 }
 
-#[test]
-fn half_open_connection_after_a_server_restart_is_reset_by_the_next_segment_and_the_new_server_serves() {
+/// The server's host crashes and restarts while the client waits for answers (`busy`:
+/// `false`; its every byte acknowledged, its next segment a keepalive probe) or while the
+/// client's bytes wait for the stopped server's window to open (`busy`; its next segment a
+/// window probe, backing off exponentially from the moment the window closed).
+fn half_open(busy: bool) {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let Some(lab) = lab(true, 1500) else { return };
-    let mut old = server(&lab, 7000, &[]);
-    // No keepalive and no user timeout: only the RST can end the connection.
-    let mut cl = client(&lab, &[7000], &["secs=60", "maxwrite=65536", "slot=65536", "live=off"]);
-    std::thread::sleep(Duration::from_millis(1000));
-    // The server's host "crashes": nothing it sends gets out (so neither its FIN nor its RST
-    // reaches the client), the process dies, and a new server starts on the same port.
+    let total = 48u64 << 20;
+    let region = format!("region={total}");
+    let mut old = server(&lab, 7000, &[&region]);
+    let total_arg = format!("total={total}");
+    let (mut cl, stopped) = if busy {
+        // A flood of Writes, with no keepalive and no user timeout: only an RST can end it.
+        let mut cl = client(&lab, &[7000], &["mode=flood", &total_arg, "sq=64", "pause=4194304", "live=off"]);
+        cl.wait_line("paused", Duration::from_secs(30)).expect("client paused");
+        // The server stops reading; the flood fills both socket buffers and the send queue.
+        old.signal("STOP").expect("stop");
+        let stopped = Instant::now();
+        cl.tell("go");
+        cl.wait_line("queue_full", Duration::from_secs(10)).expect("the flood never filled the send queue");
+        (cl, stopped)
+    } else {
+        // Keepalive after 2 s of silence, probes every 2 s, no user timeout: three unanswered
+        // probes (8 s of silence) would end the connection, an RST ends it at once. Traffic
+        // stops after 20 messages: every byte acknowledged, nothing to retransmit.
+        let mut cl = client(&lab, &[7000], &["msgs=20", "hold=60", "live=2,2,0"]);
+        cl.wait_line("idle", Duration::from_secs(30)).expect("client idle");
+        (cl, Instant::now())
+    };
+    // The server's host "crashes": nothing it sends gets out, the process dies, its kernel
+    // forgets the connection (its FIN or RST dropped on the way), and a new server starts on
+    // the same port: half-open, the client's side still established.
+    let silence = Instant::now();
     let blackhole = lab.blackhole(Side::B).expect("iptables");
-    let outage = Instant::now();
     old.signal("KILL").expect("kill");
     assert!(old.wait_exit(Duration::from_secs(5)).is_some(), "old server still running");
+    lab.forget_tcp(Side::B).expect("ss -K");
+    let left = lab.tcp_sockets(Side::B);
+    assert!(left.is_empty(), "the server's side of the connection outlived the crash: {left:?}");
     let mut new = server(&lab, 7000, &[]);
-    // The client is still retransmitting into the void: half-open.
     std::thread::sleep(Duration::from_millis(1500));
     assert!(cl.seen("result").is_empty(), "the client noticed before the restart was visible");
-    let outage = outage.elapsed();
-    let t = Instant::now();
+    assert_eq!(lab.tcp_sockets(Side::A).len(), 1, "the client's side is still established: half-open");
+    let before = silence.elapsed();
+    let since_stop = stopped.elapsed();
     drop(blackhole);
     cl.tell("mark");
     let lines = cl.finish("result", Duration::from_secs(30));
     let r = result(&lines, 0);
+    let ended = silence.elapsed();
     assert_accounted(&r);
     assert_eq!(field(&r, "event"), Some("error"), "{r}");
     assert!(num(&r, "flushed").unwrap_or(0) >= 1, "{r}");
-    assert_eq!(num(&r, "read_bad"), Some(0), "{r}");
     let detect = num(&r, "detect_ms").expect("detected");
-    // The client's next retransmission meets the restarted host, which answers with an RST.
-    // Retransmissions back off exponentially from the start of the outage, so the next one
-    // comes at most about one outage (plus the minimum RTO, 200 ms) after the path is back.
-    let bound = outage.as_millis() as u64 + 2000;
-    assert!(detect <= bound, "the half-open connection ended {detect} ms after the path came back (bound {bound})");
+    // The client's next probe meets the restarted host, whose listener answers a segment of
+    // no connection it knows with an RST.
+    if busy {
+        // Window probes back off exponentially from the closing of the window (after the stop,
+        // before the crash): the next comes at most about as long after the path is back as
+        // the server had been stopped, plus the minimum RTO and slack.
+        let bound = since_stop.as_millis() as u64 + 1000;
+        assert!(detect <= bound, "the half-open connection ended {detect} ms after the path came back (bound {bound})");
+    } else {
+        assert_eq!(num(&r, "read_bad"), Some(0), "{r}");
+        // At most one 2 s keepalive interval away; well before keepalive would have given up
+        // (8 s of silence).
+        assert!(detect <= 2000 + 1500, "the half-open connection ended {detect} ms after the path came back");
+        assert!(ended < Duration::from_secs(8), "ended by keepalive's timeout, not by an RST: {ended:?} of silence");
+    }
     eprintln!(
-        "half-open: outage {outage:?}; reset {detect} ms after the path came back ({:?} to the result line)",
-        t.elapsed()
+        "half-open ({}): path back after {before:?}; reset {detect} ms later",
+        if busy { "window probe" } else { "keepalive probe" }
     );
     // The restarted server serves a new connection.
     let mut again = client(&lab, &[7000], &["msgs=30"]);
@@ -97,4 +132,14 @@ fn half_open_connection_after_a_server_restart_is_reset_by_the_next_segment_and_
     assert_eq!(num(&s, "bad"), Some(0), "{s}");
     assert_eq!(num(&s, "verified"), num(&r, "bytes"), "{s}");
     assert_eq!(num(&s, "n"), Some(1), "the stale connection reached the new server: {s}");
+}
+
+#[test]
+fn half_open_connection_waiting_for_answers_is_reset_by_its_next_keepalive_probe_and_the_new_server_serves() {
+    half_open(false);
+}
+
+#[test]
+fn half_open_connection_with_bytes_queued_is_reset_by_its_next_window_probe_and_the_new_server_serves() {
+    half_open(true);
 }
