@@ -1039,6 +1039,11 @@ enum StormKind {
     Partial,
     /// Half an MPA Request, then silence (held open until the listener gives up on it).
     Silent,
+    /// The whole MPA Request, then close without waiting for the Reply: the listener queues
+    /// a request whose peer is gone.
+    Request,
+    /// TCP connect, then reset (`SO_LINGER` 0).
+    Reset,
     /// The whole MPA exchange (the server accepts onto a queue pair), then close.
     Full,
 }
@@ -1048,18 +1053,21 @@ fn storm_kind(i: u64, full_every: u64, silent_every: u64) -> StormKind {
         StormKind::Silent
     } else if full_every > 0 && i.is_multiple_of(full_every) {
         StormKind::Full
-    } else if i % 2 == 1 {
-        StormKind::Partial
     } else {
-        StormKind::Abandon
+        match i % 4 {
+            1 => StormKind::Partial,
+            2 => StormKind::Request,
+            3 => StormKind::Reset,
+            _ => StormKind::Abandon,
+        }
     }
 }
 
 /// `storm connect=IP:PORT count=N secs=S threads=T full_every=K silent_every=M watch=S`:
 /// `count` connections as fast as `threads` threads make them (for at most `secs`): every
 /// `full_every`-th completes the MPA exchange then closes, every `silent_every`-th sends half
-/// a Request then stays silent, the rest alternate between closing at once and closing after
-/// half a Request. Then watches the silent ones (up to `watch` seconds) for the listener to
+/// a Request then stays silent, the rest take turns closing at once, closing after half a
+/// Request, closing after the whole Request (before the Reply), and resetting at once. Then watches the silent ones (up to `watch` seconds) for the listener to
 /// close them.
 fn storm(args: &Args) -> Result<(), String> {
     let addr = target(args)?;
@@ -1094,8 +1102,17 @@ fn storm(args: &Args) -> Result<(), String> {
                         _ => {
                             let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
                                 .map_err(|e| format!("connect: {e}"))?;
-                            if kind != StormKind::Abandon {
-                                s.write_all(&req[..half]).map_err(|e| format!("send: {e}"))?;
+                            match kind {
+                                StormKind::Partial | StormKind::Silent => {
+                                    s.write_all(&req[..half]).map_err(|e| format!("send: {e}"))?
+                                }
+                                StormKind::Request => s.write_all(&req).map_err(|e| format!("send: {e}"))?,
+                                StormKind::Reset => {
+                                    socket2::SockRef::from(&s)
+                                        .set_linger(Some(Duration::ZERO))
+                                        .map_err(|e| format!("linger: {e}"))?;
+                                }
+                                _ => {}
                             }
                             if kind == StormKind::Silent {
                                 s.set_nonblocking(true).map_err(|e| e.to_string())?;
@@ -1107,6 +1124,8 @@ fn storm(args: &Args) -> Result<(), String> {
                 })();
                 let name = match kind {
                     StormKind::Abandon => "abandon",
+                    StormKind::Request => "request",
+                    StormKind::Reset => "reset",
                     StormKind::Partial => "partial",
                     StormKind::Silent => "silent",
                     StormKind::Full => "full",
@@ -1136,10 +1155,12 @@ fn storm(args: &Args) -> Result<(), String> {
     let failed: u64 = total.values().map(|t| t.1).sum();
     let get = |k: &str| total.get(k).copied().unwrap_or_default();
     say(format!(
-        "storm connections={made} failed={failed} full={} full_failed={} partial={} abandon={} silent={} secs={took:.2} rate={:.0}",
+        "storm connections={made} failed={failed} full={} full_failed={} partial={} request={} reset={} abandon={} silent={} secs={took:.2} rate={:.0}",
         get("full").0,
         get("full").1,
         get("partial").0,
+        get("request").0,
+        get("reset").0,
         get("abandon").0,
         get("silent").0,
         made as f64 / took.max(1e-9)
