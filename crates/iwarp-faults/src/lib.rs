@@ -1,6 +1,7 @@
 //! The fault harness: a topology of two network namespaces joined by a veth pair, processes of
 //! the stack (`iwfault-peer`) run inside them, and the faults applied to them — a peer killed or
-//! stopped, a peer whose packets all vanish, random loss of the segments one namespace sends.
+//! stopped, a peer whose packets all vanish, random loss of the segments one namespace sends,
+//! RSTs injected into a connection, a host whose kernel forgets its connections.
 //!
 //! Everything the harness makes is removed when its guard drops, on success or panic:
 //! [`Peer`]s are killed and reaped, [`Rule`]s deleted, the [`Lab`]'s namespaces (and the veth
@@ -8,7 +9,8 @@
 //! benchmarking range), so no traffic leaves the host.
 //!
 //! It needs root and `ip netns`; loss and vanishing need `iptables-legacy` (this kernel has no
-//! netem), and loss `ethtool` (to turn segmentation offload off). [`Lab::unavailable`] says why a test cannot run.
+//! netem), and loss `ethtool` (to turn segmentation offload off); [`Lab::forget_tcp`] needs `ss`
+//! and a kernel that destroys sockets on request (`CONFIG_INET_DIAG_DESTROY`). [`Lab::unavailable`] says why a test cannot run.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
