@@ -35,6 +35,10 @@ fn storm_of_5000_connections_leaves_the_listener_serving_and_no_descriptor_behin
     let t = Instant::now();
     let mut during = client(&lab, &[7000], &["msgs=20", "maxwrite=65536", "slot=65536"]);
     let during_ready = t.elapsed();
+    assert!(
+        storm.wait_line("storm ", Duration::ZERO).is_none(),
+        "the storm was over before the connection made during it"
+    );
     let fds_peak = srv.fd_count().unwrap_or(0);
     let r = result(&during.finish("result", Duration::from_secs(30)), 0);
     assert_clean(&r);
