@@ -46,6 +46,9 @@ fn hostile_peers_terminate_only_their_own_queue_pair_while_others_keep_verified_
         reports.push(h.wait_line("hostile", Duration::from_secs(20)).expect("hostile report"));
         std::thread::sleep(Duration::from_millis(300));
     }
+    // Traffic goes on after the last attack.
+    good.tell("mark");
+    std::thread::sleep(Duration::from_millis(300));
     good.tell("stop");
     let lines = good.finish("result", Duration::from_secs(30));
     for (line, (attack, want)) in reports.iter().zip(ATTACKS) {
@@ -91,6 +94,7 @@ fn hostile_peers_terminate_only_their_own_queue_pair_while_others_keep_verified_
     for qp in [0, 1] {
         let r = result(&lines, qp);
         assert_clean(&r);
+        assert!(num(&r, "after_mark").unwrap_or(0) > 0, "no traffic after the attacks: {r}");
         let s = by_n(qp as u64 + 1);
         assert_eq!(num(&s, "bad"), Some(0), "{s}");
         assert_eq!(num(&s, "verified"), num(&r, "bytes"), "{s}");

@@ -44,6 +44,7 @@ fn storm_of_5000_connections_leaves_the_listener_serving_and_no_descriptor_behin
     assert_clean(&r);
     assert_eq!(num(&r, "msgs"), Some(20), "{r}");
     let line = storm.wait_line("storm ", Duration::from_secs(60)).expect("storm report");
+    stream.tell("mark");
     assert_eq!(num(&line, "connections"), Some(5000), "{line}");
     assert_eq!(num(&line, "failed"), Some(0), "{line}");
     let secs: f64 = iwarp_faults::field(&line, "secs").and_then(|s| s.parse().ok()).unwrap_or(f64::MAX);
@@ -95,6 +96,7 @@ fn storm_of_5000_connections_leaves_the_listener_serving_and_no_descriptor_behin
     stream.tell("stop");
     let r = result(&stream.finish("result", Duration::from_secs(30)), 0);
     assert_clean(&r);
+    assert!(num(&r, "after_mark").unwrap_or(0) > 0, "the stream stopped with the storm: {r}");
     let s = srv.wait_count("server_conn", conns, Duration::from_secs(10));
     assert_eq!(s, conns);
     let last = srv.seen("server_conn").pop().unwrap_or_default();

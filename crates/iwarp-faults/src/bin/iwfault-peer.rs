@@ -597,6 +597,8 @@ fn stream(c: &Conn, pd: &ProtectionDomain, cfg: &Cfg, shared: &Shared) -> Result
     let mut inflight: VecDeque<InFlight> = VecDeque::new();
     let (mut seq, mut acked, mut after_death, mut read_ok, mut read_bad, mut bytes) =
         (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
+    // Messages answered after the test's `mark`.
+    let mut after_mark = 0u64;
     let start = Instant::now();
     let mut idle_since: Option<Instant> = None;
     let mut wcs = [WorkCompletion::default(); 64];
@@ -674,6 +676,10 @@ fn stream(c: &Conn, pd: &ProtectionDomain, cfg: &Cfg, shared: &Shared) -> Result
                             if death.is_some_and(|d| Instant::now() > d) {
                                 after_death += 1;
                             }
+                            let mark = *shared.mark.lock().unwrap_or_else(|e| e.into_inner());
+                            if mark.is_some_and(|m| Instant::now() > m) {
+                                after_mark += 1;
+                            }
                         }
                     }
                     if led.dead.is_none()
@@ -715,7 +721,7 @@ fn stream(c: &Conn, pd: &ProtectionDomain, cfg: &Cfg, shared: &Shared) -> Result
     }
     led.await_event(&c.qp);
     say(format!(
-        "result qp={} mode=stream msgs={seq} acked={acked} after_death={after_death} bytes={bytes} read_ok={read_ok} read_bad={read_bad} secs={:.2} {}",
+        "result qp={} mode=stream msgs={seq} acked={acked} after_death={after_death} after_mark={after_mark} bytes={bytes} read_ok={read_ok} read_bad={read_bad} secs={:.2} {}",
         c.i,
         start.elapsed().as_secs_f64(),
         led.line(shared)
