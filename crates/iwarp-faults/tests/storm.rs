@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use iwarp_faults::num;
+use iwarp_faults::{num, Side, ADDR_B};
 use std::time::{Duration, Instant};
 
 /// The server's MPA Request timeout in this test.
@@ -108,4 +108,44 @@ fn storm_of_5000_connections_leaves_the_listener_serving_and_no_descriptor_behin
         num(&r, "msgs").unwrap_or(0),
         num(&r, "bytes").unwrap_or(0)
     );
+}
+
+#[test]
+fn listener_out_of_descriptors_takes_the_queued_connections_once_descriptors_are_back() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(lab) = lab(false, 1500) else { return };
+    // A server allowed 64 descriptors (`prlimit` sets the limit, then executes the server in
+    // place); 100 connections that each send half an MPA Request and stay silent. The server
+    // runs out of descriptors part way: the rest wait in the kernel's accept queue. When the
+    // MPA timeout closes the first ones, descriptors come back and no new connection arrives:
+    // the listener must go back for the queued ones by itself.
+    let timeout = format!("mpa_timeout={MPA_TIMEOUT_MS}");
+    let listen = format!("listen={ADDR_B}:7000");
+    let a = args(&["--nofile=64:64", PEER, "server", &listen, &timeout, "backlog=256"]);
+    let mut srv = lab.spawn(Side::B, "prlimit", &a).expect("server");
+    srv.wait_line("listening", Duration::from_secs(10)).expect("server listening");
+    let watch = format!("watch={}", 5 * MPA_TIMEOUT_MS / 1000);
+    let mut storm =
+        initiator(&lab, "storm", 7000, &["count=100", "threads=1", "full_every=0", "silent_every=1", &watch]);
+    let line = storm.wait_line("storm ", Duration::from_secs(30)).expect("storm report");
+    assert_eq!(num(&line, "failed"), Some(0), "{line}");
+    // The most descriptors the server holds over the next second.
+    let t = Instant::now();
+    let mut full = 0;
+    while t.elapsed() < Duration::from_secs(1) {
+        full = full.max(srv.fd_count().unwrap_or(0));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let silent = storm.wait_line("silent ", Duration::from_secs(30)).expect("silent report");
+    assert_eq!(num(&silent, "held"), Some(100), "{silent}");
+    assert!(full >= 63, "the server never ran out of descriptors ({full} open)");
+    // Every connection was taken and timed out, the queued ones one MPA timeout or more later.
+    assert_eq!(num(&silent, "open"), Some(0), "connections left in the accept queue: {silent}");
+    let max = num(&silent, "max_close_ms").unwrap_or(0);
+    assert!(max >= 2 * MPA_TIMEOUT_MS - 100, "nothing waited for descriptors: {silent}");
+    // And the listener serves a real connection.
+    let mut cl = client(&lab, &[7000], &["msgs=20"]);
+    let r = result(&cl.finish("result", Duration::from_secs(30)), 0);
+    assert_clean(&r);
+    eprintln!("out of descriptors: {line}\n  {silent}\n  server descriptors at the storm's end: {full}");
 }

@@ -7,7 +7,7 @@
 //!              [maxwrite=BYTES] [maxsend=BYTES] [msgs=N] [secs=S] [hold=S] [total=BYTES]
 //!              [chunk=BYTES] [pause=BYTES] [sq=N] [seed=N] [live=default|off|IDLE_S,INTERVAL_S,USER_TIMEOUT_MS]
 //! iwfault-peer storm connect=IP:PORT [count=N] [secs=S] [threads=T] [full_every=K] [silent_every=M] [watch=S]
-//! iwfault-peer reset connect=IP:PORT [count=N] [msgs=M] [pause_at=K]
+//! iwfault-peer reset connect=IP:PORT [count=N] [msgs=M] [pause_at=K] [batch=B]
 //! iwfault-peer hostile connect=IP:PORT attack=crc|window|msn|terminate [region=BYTES] [msgs=N]
 //! iwfault-peer relay listen=IP:PORT to=IP:PORT [delay_us=N] [buffer=BYTES]
 //! iwfault-peer sink listen=IP:PORT [pings=N]
@@ -1203,19 +1203,25 @@ fn storm(args: &Args) -> Result<(), String> {
 // ---------------------------------------------------------------------------------------------
 // Resets
 
-/// `reset connect=IP:PORT count=N msgs=M pause_at=K`: `count` times, a connection that moves
-/// `msgs` messages (acknowledged), sends one more and is reset at once (`SO_LINGER` 0): to the
-/// server, a peer that died with work in flight. After `pause_at` connections it waits for `go`
-/// on standard input (the test samples the server there).
+/// `reset connect=IP:PORT count=N msgs=M pause_at=K batch=B`: `count` connections that each
+/// move `msgs` messages (acknowledged), send one more and are reset (`SO_LINGER` 0): to the
+/// server, a peer that died with work in flight. They die `batch` at a time: each batch is
+/// held open until its last connection has moved its messages, then all of it is reset at
+/// once (the last, partial batch at the end). After the `pause_at`-th connection (and its
+/// batch's death, if it completed one) it waits for `go` on standard input (the test samples
+/// the server there, or changes something while connections are held).
 fn resets(args: &Args) -> Result<(), String> {
     let addr = target(args)?;
     let count = args.num("count", 1000);
     let msgs = args.num("msgs", 3);
     let pause_at = args.num("pause_at", u64::MAX);
+    let batch = args.num("batch", 1).max(1) as usize;
     let start = Instant::now();
     let (mut acked, mut errors) = (0u64, 0u64);
+    // Connections of the batch, with their last message's sequence number.
+    let mut held: Vec<(Raw, u64)> = Vec::new();
     for i in 1..=count {
-        let r: Result<usize, String> = (|| {
+        let r: Result<(Raw, usize), String> = (|| {
             let mut raw = Raw::connect(addr, Duration::from_secs(5))?;
             let mut bytes = Vec::new();
             for k in 0..msgs {
@@ -1229,13 +1235,13 @@ fn resets(args: &Args) -> Result<(), String> {
             }
             raw.send(&bytes)?;
             let got = raw.acks(msgs as usize, Duration::from_secs(5));
-            let last = raw.message(i * 1000 + msgs, 1024, 256, msgs * 4096)?;
-            raw.send(&last)?;
-            raw.reset();
-            Ok(got)
+            Ok((raw, got))
         })();
         match r {
-            Ok(n) => acked += n as u64,
+            Ok((raw, n)) => {
+                acked += n as u64;
+                held.push((raw, i * 1000 + msgs));
+            }
             Err(e) => {
                 if errors == 0 {
                     say(format!("reset_error n={i} error={e}"));
@@ -1243,18 +1249,34 @@ fn resets(args: &Args) -> Result<(), String> {
                 errors += 1;
             }
         }
-        if i % 100 == 0 {
-            say(format!("progress n={i} acked={acked} errors={errors} secs={:.2}", start.elapsed().as_secs_f64()));
+        if held.len() >= batch {
+            die(&mut held, msgs);
         }
         if i == pause_at {
-            say(format!("paused n={i}"));
+            say(format!("paused n={i} held={}", held.len()));
             if !wait_go(Duration::from_secs(60)) {
                 return Err("no go".into());
             }
         }
+        if i % 100 == 0 {
+            say(format!("progress n={i} acked={acked} errors={errors} secs={:.2}", start.elapsed().as_secs_f64()));
+        }
     }
+    die(&mut held, msgs);
     say(format!("reset_done n={count} acked={acked} errors={errors} secs={:.2}", start.elapsed().as_secs_f64()));
     Ok(())
+}
+
+/// A batch dies: one more message on each connection, then every one reset at once.
+fn die(held: &mut Vec<(Raw, u64)>, msgs: u64) {
+    for (raw, seq) in held.iter_mut() {
+        if let Ok(last) = raw.message(*seq, 1024, 256, msgs * 4096) {
+            let _ = raw.send(&last);
+        }
+    }
+    for (raw, _) in held.drain(..) {
+        raw.reset();
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
