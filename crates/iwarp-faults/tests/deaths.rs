@@ -83,3 +83,45 @@ fn a_thousand_peers_reset_with_work_in_flight_leave_no_descriptor_thread_or_memo
         grew >> 10
     );
 }
+
+#[test]
+fn five_hundred_peers_reset_at_once_leave_every_request_flushed_and_no_descriptor_behind() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(lab) = lab(false, 1500) else { return };
+    let mut srv = server(&lab, 7000, &["region=65536", "depth=16", "backlog=512"]);
+    srv.quiet("accepted");
+    srv.quiet("server_conn");
+    let (fds0, threads0) = (srv.fd_count().expect("server fds"), srv.threads().expect("server threads"));
+    // 500 connections, each with its messages answered, held open together (the peer pauses
+    // with all of them established), then all reset at once.
+    let mut peers = initiator(&lab, "reset", 7000, &["count=500", "msgs=3", "batch=1000", "pause_at=500"]);
+    let paused = peers.wait_line("paused", Duration::from_secs(60)).expect("500 connections");
+    assert_eq!(num(&paused, "held"), Some(500), "{paused}");
+    let (fds_held, threads_held) = (srv.fd_count().unwrap_or(0), srv.threads().unwrap_or(0));
+    let t = Instant::now();
+    peers.tell("go");
+    let done = peers.wait_line("reset_done", Duration::from_secs(30)).expect("reset");
+    assert_eq!(num(&done, "errors"), Some(0), "{done}");
+    assert_eq!(num(&done, "acked"), Some(1500), "{done}");
+    assert_eq!(srv.wait_count("server_conn", 500, Duration::from_secs(30)), 500);
+    let reported = t.elapsed();
+    for s in srv.seen("server_conn") {
+        assert_eq!(num(&s, "bad"), Some(0), "{s}");
+        assert_eq!(field(&s, "end"), Some("error"), "a reset is an error: {s}");
+        assert_eq!(num(&s, "outstanding"), Some(0), "{s}");
+        assert_eq!(num(&s, "in_order"), Some(1), "{s}");
+    }
+    let t2 = Instant::now();
+    let (mut fds, mut threads) = (usize::MAX, u64::MAX);
+    while (fds > fds0 || threads > threads0) && t2.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+        (fds, threads) = (srv.fd_count().unwrap_or(usize::MAX), srv.threads().unwrap_or(u64::MAX));
+    }
+    assert!(
+        fds <= fds0 && threads <= threads0,
+        "server: {fds0} descriptors and {threads0} threads at start, {fds} and {threads} after"
+    );
+    eprintln!(
+        "500 at once: server held {fds_held} descriptors and {threads_held} threads; all 500 ends reported {reported:?} after the resets; back to {fds} descriptors and {threads} threads"
+    );
+}
