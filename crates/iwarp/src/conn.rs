@@ -23,7 +23,7 @@ use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{fence, AtomicU8, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, TryLockError, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -184,6 +184,10 @@ pub(crate) struct Conn {
     pub(crate) posts: Arc<PostQueues>,
     /// Work left for the driver's holder by threads that found it busy ([`KICK_TX`], ...).
     kicks: AtomicU8,
+    /// The event loop saw the peer close its sending half (or the socket fail): reads go on
+    /// past short ones, up to the end of the stream, since no further event will come for it
+    /// (sticky: a read cut short by its budget resumes without the event).
+    read_closed: AtomicBool,
     /// The worker and token this connection is registered under, to hand it the reading a
     /// busy driver could not do.
     home: Mutex<Option<(Arc<WorkerShared>, Token)>>,
@@ -263,6 +267,7 @@ impl Conn {
             }),
             posts,
             kicks: AtomicU8::new(0),
+            read_closed: AtomicBool::new(false),
             home: Mutex::new(None),
             info,
             addrs: OnceLock::new(),
@@ -692,6 +697,9 @@ impl Polled for Conn {
 
 impl Ready for Conn {
     fn on_ready(self: Arc<Self>, _: &Arc<WorkerShared>, _: Token) -> bool {
+        if crate::runtime::read_closed() {
+            self.read_closed.store(true, Ordering::Release);
+        }
         self.drive_from_worker()
     }
 }
@@ -737,7 +745,7 @@ impl Driver {
         if !self.running() {
             return false;
         }
-        let more = self.receive();
+        let more = self.receive(qp.read_closed.load(Ordering::Acquire));
         self.run_tx(qp);
         if self.engine.poll_interest().shutdown {
             self.close(qp);
@@ -885,11 +893,14 @@ impl Driver {
     /// short read (the socket was empty at that moment), which saves the system call that
     /// would only return `EAGAIN`: an application polling a queue pair polls again anyway, and
     /// for the event loop Linux signals every later arrival on an edge-triggered registration
-    /// (each wake-up of the socket queues the event again), so nothing is left unread.
-    fn receive(&mut self) -> bool {
+    /// (each wake-up of the socket queues the event again), so nothing is left unread. Except
+    /// the end of the stream when it came with the last bytes (one segment, one wake-up, one
+    /// event): `to_end` (the event said the peer's sending half is closed) reads on past short
+    /// reads until the end or `EAGAIN`.
+    fn receive(&mut self, to_end: bool) -> bool {
         let Some(sock) = self.sock.as_ref() else { return false };
         let fd = sock.as_raw_fd();
-        with_scratch(|scratch| sys::receive(fd, &mut self.engine, scratch, SCRATCH_LEN, RX_BUDGET))
+        with_scratch(|scratch| sys::receive(fd, &mut self.engine, scratch, SCRATCH_LEN, RX_BUDGET, to_end))
     }
 
     fn deliver(&mut self, qp: &Conn) {

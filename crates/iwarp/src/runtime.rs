@@ -274,7 +274,9 @@ fn run(mut poll: Poll, shared: &Arc<WorkerShared>, spin: std::time::Duration) {
         for ev in events.iter() {
             if ev.token() != WAKER {
                 handled += 1;
+                READ_CLOSED.with(|c| c.set(ev.is_read_closed() || ev.is_error()));
                 dispatch(shared, ev.token().0, &mut ready);
+                READ_CLOSED.with(|c| c.set(false));
             }
         }
         // Spin on after activity, but not after events that only found their queue pairs
@@ -311,6 +313,19 @@ thread_local! {
     /// Events of this event-loop turn whose handler found its queue pair's driver held by
     /// another thread ([`note_deferred`]).
     static DEFERRED: Cell<usize> = const { Cell::new(0) };
+}
+
+thread_local! {
+    /// Set while the event loop dispatches an event that says the peer's sending half is
+    /// closed (or the socket failed): what is queued in the socket, its end included, will
+    /// get no further event, so the handler must read up to the end.
+    static READ_CLOSED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// `true` while the event being dispatched on this thread says the peer closed its sending
+/// half or the socket failed (`EPOLLRDHUP`, `EPOLLHUP`, `EPOLLERR`).
+pub(crate) fn read_closed() -> bool {
+    READ_CLOSED.with(Cell::get)
 }
 
 /// Called by a handler on the event loop that left its work to the thread holding the

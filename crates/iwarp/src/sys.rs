@@ -176,8 +176,17 @@ pub(crate) fn write_framed(fd: RawFd, engine: &mut Qp, iov: &mut Vec<IoRange>) -
 /// It stops at the first short read (the socket was empty at that moment), which saves the
 /// system call that would only return `EAGAIN`: an application polling a queue pair polls
 /// again anyway, and for the event loop Linux signals every later arrival on an
-/// edge-triggered registration, so nothing is left unread.
-pub(crate) fn receive(fd: RawFd, engine: &mut Qp, scratch: &mut [u8], scratch_max: usize, budget: usize) -> bool {
+/// edge-triggered registration, so nothing is left unread. But an end of stream that arrived
+/// with the last bytes gets no event of its own: with `to_end` (the peer's sending half is
+/// known closed) it reads on until the end (or `EAGAIN`).
+pub(crate) fn receive(
+    fd: RawFd,
+    engine: &mut Qp,
+    scratch: &mut [u8],
+    scratch_max: usize,
+    budget: usize,
+    to_end: bool,
+) -> bool {
     let mut budget = budget;
     loop {
         let r = match engine.poll_recv_plan() {
@@ -192,7 +201,7 @@ pub(crate) fn receive(fd: RawFd, engine: &mut Qp, scratch: &mut [u8], scratch_ma
                     }
                     Xfer::Bytes(n) => {
                         engine.handle_recv(&scratch[..n]);
-                        if n < max {
+                        if n < max && !to_end {
                             return false;
                         }
                         n
@@ -224,7 +233,7 @@ pub(crate) fn receive(fd: RawFd, engine: &mut Qp, scratch: &mut [u8], scratch_ma
                         if n > len {
                             engine.handle_recv(&scratch[..n - len]);
                         }
-                        if n < len + la {
+                        if n < len + la && !to_end {
                             return false;
                         }
                         n
