@@ -8,7 +8,7 @@
 //!              [chunk=BYTES] [pause=BYTES] [sq=N] [seed=N] [live=default|off|IDLE_S,INTERVAL_S,USER_TIMEOUT_MS]
 //! iwfault-peer storm connect=IP:PORT [count=N] [secs=S] [threads=T] [full_every=K] [silent_every=M] [watch=S]
 //! iwfault-peer reset connect=IP:PORT [count=N] [msgs=M] [pause_at=K] [batch=B]
-//! iwfault-peer hostile connect=IP:PORT attack=crc|window|msn|terminate [region=BYTES] [msgs=N]
+//! iwfault-peer hostile connect=IP:PORT attack=crc|window|msn|terminate|truncate [region=BYTES] [msgs=N] [wait=S]
 //! iwfault-peer relay listen=IP:PORT to=IP:PORT [delay_us=N] [buffer=BYTES]
 //! iwfault-peer sink listen=IP:PORT [pings=N]
 //! iwfault-peer source connect=IP:PORT [total=BYTES] [pings=N]
@@ -1282,9 +1282,10 @@ fn die(held: &mut Vec<(Raw, u64)>, msgs: u64) {
 // ---------------------------------------------------------------------------------------------
 // Hostile
 
-/// `hostile connect=IP:PORT attack=crc|window|msn|terminate region=BYTES msgs=N`: `msgs` good
-/// messages (acknowledged), then the attack, then reads until the connection ends and reports
-/// the Terminate the server sent (layer, error type, code).
+/// `hostile connect=IP:PORT attack=crc|window|msn|terminate|truncate region=BYTES msgs=N`: `msgs` good
+/// messages (acknowledged), then the attack, then reads until the connection ends (up to
+/// `wait` seconds, 10 by default) and reports the Terminate the server sent (layer, error
+/// type, code).
 fn hostile(args: &Args) -> Result<(), String> {
     let addr = target(args)?;
     let attack = args.str("attack", "crc");
@@ -1322,10 +1323,17 @@ fn hostile(args: &Args) -> Result<(), String> {
             t.emit(&mut body).map_err(|e| format!("terminate: {e}"))?;
             raw.fpdu(SegmentHeader::untagged(Opcode::Terminate, true, Msn(1), 0), &body)?
         }
+        // Half a Send, then the end of the stream (a FIN inside an FPDU).
+        "truncate" => {
+            let f = raw.message(msgs, 0, 500, 0)?;
+            raw.send(&f[..f.len() / 2])?;
+            raw.sock.shutdown(std::net::Shutdown::Write).map_err(|e| format!("shutdown: {e}"))?;
+            Vec::new()
+        }
         a => return Err(format!("unknown attack {a}")),
     };
     raw.send(&bad)?;
-    let (fpdus, eof) = raw.read_fpdus(usize::MAX, Duration::from_secs(10));
+    let (fpdus, eof) = raw.read_fpdus(usize::MAX, Duration::from_secs(args.num("wait", 10)));
     let term = fpdus.iter().find(|(op, _)| *op == Some(Opcode::Terminate));
     let code = match term {
         Some((_, p)) if p.len() >= 2 => format!("terminate=1 layer={} etype={} ecode={}", p[0] >> 4, p[0] & 0xf, p[1]),
