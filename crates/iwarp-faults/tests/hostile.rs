@@ -120,3 +120,22 @@ fn hostile_peers_terminate_only_their_own_queue_pair_while_others_keep_verified_
     }
     eprintln!("hostile: {reports:#?}\n  the good queue pairs: {verified} bytes verified at the server, no error");
 }
+
+#[test]
+fn a_message_dribbled_one_byte_per_segment_is_placed_verified_and_answered() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(lab) = lab(false, 1500) else { return };
+    let region = format!("region={REGION}");
+    let mut srv = server(&lab, 7000, &[&region]);
+    // After 5 messages, a Write and a Send one byte per segment, 1 ms apart: every FPDU
+    // header, payload and CRC arrives in pieces, each its own readiness event.
+    let mut h = initiator(&lab, "hostile", 7000, &["attack=dribble", &region, "msgs=5"]);
+    let line = h.wait_line("hostile", Duration::from_secs(30)).expect("dribble report");
+    assert_eq!(num(&line, "acked"), Some(6), "{line}");
+    let s = srv.wait_line("server_conn", Duration::from_secs(10)).expect("server report");
+    assert_eq!(num(&s, "msgs"), Some(6), "{s}");
+    assert_eq!(num(&s, "bad"), Some(0), "{s}");
+    assert_eq!(field(&s, "end"), Some("disconnected"), "{s}");
+    assert_eq!(num(&s, "outstanding"), Some(0), "{s}");
+    eprintln!("dribble: {line}\n  {s}");
+}

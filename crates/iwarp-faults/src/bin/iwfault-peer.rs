@@ -8,7 +8,7 @@
 //!              [chunk=BYTES] [pause=BYTES] [sq=N] [seed=N] [live=default|off|IDLE_S,INTERVAL_S,USER_TIMEOUT_MS]
 //! iwfault-peer storm connect=IP:PORT [count=N] [secs=S] [threads=T] [full_every=K] [silent_every=M] [watch=S]
 //! iwfault-peer reset connect=IP:PORT [count=N] [msgs=M] [pause_at=K] [batch=B]
-//! iwfault-peer hostile connect=IP:PORT attack=crc|window|msn|terminate|truncate [region=BYTES] [msgs=N] [wait=S]
+//! iwfault-peer hostile connect=IP:PORT attack=crc|window|msn|terminate|truncate|dribble [region=BYTES] [msgs=N] [wait=S]
 //! iwfault-peer relay listen=IP:PORT to=IP:PORT [delay_us=N] [buffer=BYTES]
 //! iwfault-peer sink listen=IP:PORT [pings=N]
 //! iwfault-peer source connect=IP:PORT [total=BYTES] [pings=N]
@@ -1282,7 +1282,7 @@ fn die(held: &mut Vec<(Raw, u64)>, msgs: u64) {
 // ---------------------------------------------------------------------------------------------
 // Hostile
 
-/// `hostile connect=IP:PORT attack=crc|window|msn|terminate|truncate region=BYTES msgs=N`: `msgs` good
+/// `hostile connect=IP:PORT attack=crc|window|msn|terminate|truncate|dribble region=BYTES msgs=N`: `msgs` good
 /// messages (acknowledged), then the attack, then reads until the connection ends (up to
 /// `wait` seconds, 10 by default) and reports the Terminate the server sent (layer, error
 /// type, code).
@@ -1329,6 +1329,18 @@ fn hostile(args: &Args) -> Result<(), String> {
             raw.send(&f[..f.len() / 2])?;
             raw.sock.shutdown(std::net::Shutdown::Write).map_err(|e| format!("shutdown: {e}"))?;
             Vec::new()
+        }
+        // Not an attack: a good message (Write and Send) one byte per segment, 1 ms apart;
+        // its answer is counted, then the connection closes cleanly.
+        "dribble" => {
+            let m = raw.message(msgs, 1000, 300, msgs * 4096)?;
+            for b in &m {
+                raw.send(std::slice::from_ref(b))?;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let got = raw.acks(1, Duration::from_secs(5));
+            say(format!("hostile attack=dribble msgs={msgs} acked={} bytes={}", acked + got, m.len()));
+            return Ok(());
         }
         a => return Err(format!("unknown attack {a}")),
     };
