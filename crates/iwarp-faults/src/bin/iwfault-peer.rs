@@ -9,7 +9,7 @@
 //! iwfault-peer storm connect=IP:PORT [count=N] [secs=S] [threads=T] [full_every=K] [silent_every=M] [watch=S]
 //! iwfault-peer reset connect=IP:PORT [count=N] [msgs=M] [pause_at=K] [batch=B]
 //! iwfault-peer hostile connect=IP:PORT attack=crc|window|msn|terminate|truncate|dribble [region=BYTES] [msgs=N] [wait=S]
-//! iwfault-peer relay listen=IP:PORT to=IP:PORT [delay_us=N] [buffer=BYTES]
+//! iwfault-peer relay listen=IP:PORT to=IP:PORT [delay_us=N] [jitter_us=J] [buffer=BYTES]
 //! iwfault-peer sink listen=IP:PORT [pings=N]
 //! iwfault-peer source connect=IP:PORT [total=BYTES] [pings=N]
 //! ```
@@ -1375,12 +1375,15 @@ struct LineState {
     n: u64,
 }
 
-/// Carries `from` to `to` with every chunk held `delay` after it was read; reading stops while
-/// `buffer` bytes are held (the relay's window).
-fn pipe(mut from: TcpStream, mut to: TcpStream, delay: Duration, buffer: usize, tag: String) {
+/// Carries `from` to `to` with every chunk held `delay` after it was read, give or take up to
+/// `jitter` (uniformly; never before an earlier chunk: the stream keeps its order); reading
+/// stops while `buffer` bytes are held (the relay's window).
+fn pipe(mut from: TcpStream, mut to: TcpStream, delay: Duration, jitter: Duration, buffer: usize, tag: String) {
     let line = Arc::new(Line { q: Mutex::new(LineState::default()), cv: std::sync::Condvar::new() });
     let writer = {
         let line = Arc::clone(&line);
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ tag.len() as u64;
+        let mut last_due: Option<Instant> = None;
         std::thread::spawn(move || loop {
             let mut st = line.q.lock().unwrap_or_else(|e| e.into_inner());
             while st.chunks.is_empty() && !st.eof {
@@ -1391,7 +1394,15 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, delay: Duration, buffer: usize, 
                 return;
             };
             drop(st);
-            let due = t + delay;
+            // delay - jitter + uniform(0..=2 jitter), not before the previous chunk.
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let j = jitter.as_micros() as u64;
+            let hold =
+                (delay + Duration::from_micros(if j > 0 { rng % (2 * j + 1) } else { 0 })).saturating_sub(jitter);
+            let due = last_due.map_or(t + hold, |l| l.max(t + hold));
+            last_due = Some(due);
             let now = Instant::now();
             if due > now {
                 std::thread::sleep(due - now);
@@ -1445,13 +1456,15 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, delay: Duration, buffer: usize, 
     ));
 }
 
-/// `relay listen=IP:PORT to=IP:PORT delay_us=N buffer=BYTES`: every connection to `listen` is
-/// carried to `to`, each direction delayed by `delay_us` (a round trip through the relay gains
-/// twice that), holding at most `buffer` bytes per direction.
+/// `relay listen=IP:PORT to=IP:PORT delay_us=N jitter_us=J buffer=BYTES`: every connection to
+/// `listen` is carried to `to`, each direction delayed by `delay_us` give or take `jitter_us`
+/// (a round trip through the relay gains twice that), holding at most `buffer` bytes per
+/// direction.
 fn relay(args: &Args) -> Result<(), String> {
     let listen: SocketAddr = args.str("listen", "").parse().map_err(|e| format!("listen: {e}"))?;
     let to: SocketAddr = args.str("to", "").parse().map_err(|e| format!("to: {e}"))?;
     let delay = Duration::from_micros(args.num("delay_us", 500));
+    let jitter = Duration::from_micros(args.num("jitter_us", 0)).min(delay);
     let buffer = args.num("buffer", 4 << 20) as usize;
     let l = std::net::TcpListener::bind(listen).map_err(|e| format!("bind: {e}"))?;
     say(format!("listening port={}", listen.port()));
@@ -1471,8 +1484,8 @@ fn relay(args: &Args) -> Result<(), String> {
             (Ok(d), Ok(u)) => (d, u),
             _ => continue,
         };
-        std::thread::spawn(move || pipe(down, up, delay, buffer, format!("{k}up")));
-        std::thread::spawn(move || pipe(u2, d2, delay, buffer, format!("{k}down")));
+        std::thread::spawn(move || pipe(down, up, delay, jitter, buffer, format!("{k}up")));
+        std::thread::spawn(move || pipe(u2, d2, delay, jitter, buffer, format!("{k}down")));
     }
     Ok(())
 }
@@ -1541,12 +1554,15 @@ fn source(args: &Args) -> Result<(), String> {
     s.read_exact(&mut count).map_err(e)?;
     let secs = start.elapsed().as_secs_f64();
     say(format!(
-        "source bytes={} counted={} secs={secs:.3} mb_per_s={:.1} rtt_us_min={} rtt_us_median={}",
+        "source bytes={} counted={} secs={secs:.3} mb_per_s={:.1} rtt_us_min={} rtt_us_p10={} rtt_us_median={} rtt_us_p90={} rtt_us_max={}",
         sent,
         u64::from_be_bytes(count),
         sent as f64 / secs / 1e6,
         rtts.first().copied().unwrap_or(0),
-        rtts.get(rtts.len() / 2).copied().unwrap_or(0)
+        rtts.get(rtts.len() / 10).copied().unwrap_or(0),
+        rtts.get(rtts.len() / 2).copied().unwrap_or(0),
+        rtts.get(rtts.len() * 9 / 10).copied().unwrap_or(0),
+        rtts.last().copied().unwrap_or(0)
     ));
     Ok(())
 }
