@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 fn rst_injected_mid_stream_ends_only_that_queue_pair_with_everything_flushed_in_order() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let Some(lab) = lab(true, 9000) else { return };
-    let mut victim = server(&lab, 7000, &[]);
+    // The victim's server learns of the end only when a segment of its own reaches the
+    // client: keepalive after 2 s makes sure one does if it has nothing else to send.
+    let mut victim = server(&lab, 7000, &[LIVE]);
     let mut bystander = server(&lab, 7001, &[]);
     let mut cl = client(&lab, &[7000, 7001], &["secs=5", "maxwrite=262144", "slot=262144", "maxsend=8192"]);
     std::thread::sleep(Duration::from_millis(1500));
@@ -22,9 +24,12 @@ fn rst_injected_mid_stream_ends_only_that_queue_pair_with_everything_flushed_in_
     // Every segment the client sends to port 7000 is answered by an RST from the server's
     // namespace; the server's socket hears nothing more.
     let rule = lab.reset_to_sender(Side::B, 7000).expect("iptables");
-    let lines = cl.finish("result", Duration::from_secs(60));
+    cl.wait_line("result qp=0", Duration::from_secs(30)).expect("the victim queue pair ended");
+    // The rule also drops the RSTs the client's kernel sends back for the server's segments
+    // (they arrive for port 7000): out of the way once the client is reset.
     let answered = lab.dropped(Side::B, "INPUT").unwrap_or(0);
     drop(rule);
+    let lines = cl.finish("result", Duration::from_secs(60));
     let dead = result(&lines, 0);
     assert_accounted(&dead);
     assert_eq!(field(&dead, "event"), Some("error"), "an RST is an error, not a close: {dead}");

@@ -56,7 +56,10 @@ fn storm_of_5000_connections_leaves_the_listener_serving_and_no_descriptor_behin
     assert_eq!(num(&silent, "open"), Some(0), "{silent}");
     let (min, max) = (num(&silent, "min_close_ms").unwrap_or(0), num(&silent, "max_close_ms").unwrap_or(u64::MAX));
     assert!(min >= MPA_TIMEOUT_MS - 100, "a silent connection was closed before the MPA timeout: {silent}");
-    assert!(max <= MPA_TIMEOUT_MS + 3000, "a silent connection outlived the MPA timeout: {silent}");
+    // The timeout runs from the server's accept, which may lag the connect by up to the
+    // storm's length when the machine is busy.
+    let bound = MPA_TIMEOUT_MS + (secs * 1000.0) as u64 + 3000;
+    assert!(max <= bound, "a silent connection outlived the MPA timeout (bound {bound} ms): {silent}");
     // A real connection after the storm.
     let t = Instant::now();
     let mut after = client(&lab, &[7000], &["msgs=20", "maxwrite=65536", "slot=65536"]);
