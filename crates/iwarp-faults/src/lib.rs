@@ -1,6 +1,7 @@
 //! The fault harness: a topology of two network namespaces joined by a veth pair, processes of
 //! the stack (`iwfault-peer`) run inside them, and the faults applied to them — a peer killed or
-//! stopped, a peer whose packets all vanish, random loss of the segments one namespace sends.
+//! stopped, a peer whose packets all vanish, random loss of the segments one namespace sends,
+//! RSTs injected into a connection, a host whose kernel forgets its connections.
 //!
 //! Everything the harness makes is removed when its guard drops, on success or panic:
 //! [`Peer`]s are killed and reaped, [`Rule`]s deleted, the [`Lab`]'s namespaces (and the veth
@@ -8,7 +9,8 @@
 //! benchmarking range), so no traffic leaves the host.
 //!
 //! It needs root and `ip netns`; loss and vanishing need `iptables-legacy` (this kernel has no
-//! netem), and loss `ethtool` (to turn segmentation offload off). [`Lab::unavailable`] says why a test cannot run.
+//! netem), and loss `ethtool` (to turn segmentation offload off); [`Lab::forget_tcp`] needs `ss`
+//! and a kernel that destroys sockets on request (`CONFIG_INET_DIAG_DESTROY`). [`Lab::unavailable`] says why a test cannot run.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -160,7 +162,7 @@ impl Lab {
                 }
             }
         });
-        Ok(Peer { name, child, stdin, lines, seen: Vec::new() })
+        Ok(Peer { name, child, stdin, lines, seen: Vec::new(), quiet: Vec::new() })
     }
 
     /// Adds an `iptables-legacy` rule to `chain` in namespace `side` (e.g. `OUTPUT`,
@@ -212,6 +214,40 @@ impl Lab {
     /// As [`rule`](Self::rule).
     pub fn blackhole(&self, side: Side) -> Result<Rule, String> {
         self.rule(side, "OUTPUT", &["-j", "DROP"])
+    }
+
+    /// Answers every TCP segment that arrives in namespace `side` for local port `port` with an
+    /// RST to its sender (`iptables-legacy -A INPUT -p tcp --dport PORT -j REJECT --reject-with
+    /// tcp-reset`): the sender's connection is reset as if by the other end, while the socket
+    /// in `side` hears nothing more from it. [`Lab::dropped`]`(side, "INPUT")` counts the
+    /// segments answered.
+    ///
+    /// # Errors
+    /// As [`rule`](Self::rule).
+    pub fn reset_to_sender(&self, side: Side, port: u16) -> Result<Rule, String> {
+        let p = port.to_string();
+        self.rule(side, "INPUT", &["-p", "tcp", "--dport", &p, "-j", "REJECT", "--reject-with", "tcp-reset"])
+    }
+
+    /// Destroys every TCP connection of namespace `side` in its kernel (`ss -K state
+    /// connected`; each sends one RST, which a [`blackhole`](Self::blackhole) drops): with a
+    /// killed process, what a host crash leaves of its connections, nothing.
+    ///
+    /// # Errors
+    /// The failing command and its output.
+    pub fn forget_tcp(&self, side: Side) -> Result<(), String> {
+        run(Command::new("ip").args(["netns", "exec", self.ns(side), "ss", "-tK", "state", "connected"])).map(|_| ())
+    }
+
+    /// The TCP sockets of namespace `side`, one per line, other than listeners: state, local
+    /// address, peer address (`ss -tan`).
+    pub fn tcp_sockets(&self, side: Side) -> Vec<String> {
+        let out = run(Command::new("ip").args(["netns", "exec", self.ns(side), "ss", "-tanH"])).unwrap_or_default();
+        out.lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .filter(|f| f.len() >= 5 && f[0] != "LISTEN")
+            .map(|f| format!("{} {} {}", f[0], f[3], f[4]))
+            .collect()
     }
 
     /// Packets matched by the first rule of `side`'s chain `chain` (`iptables-legacy -L -v -x`):
@@ -291,12 +327,28 @@ pub struct Peer {
     stdin: Option<ChildStdin>,
     lines: Receiver<String>,
     seen: Vec<String>,
+    /// Prefixes of lines not echoed to standard error.
+    quiet: Vec<String>,
 }
 
 impl Peer {
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Stops echoing output lines that start with `prefix` (a server's thousands of
+    /// per-connection lines); they are still collected.
+    pub fn quiet(&mut self, prefix: &str) {
+        self.quiet.push(prefix.to_string());
+    }
+
+    /// Echoes a line to standard error unless it is quiet; keeps it.
+    fn keep(&mut self, l: String) {
+        if !self.quiet.iter().any(|q| l.starts_with(q.as_str())) {
+            eprintln!("  [{}] {l}", self.name);
+        }
+        self.seen.push(l);
     }
 
     /// Sends a signal by name (`KILL`, `STOP`, `CONT`) to this process only.
@@ -326,9 +378,9 @@ impl Peer {
             let left = deadline.checked_duration_since(Instant::now())?;
             match self.lines.recv_timeout(left) {
                 Ok(l) => {
-                    eprintln!("  [{}] {l}", self.name);
-                    self.seen.push(l.clone());
-                    if l.starts_with(prefix) {
+                    let hit = l.starts_with(prefix);
+                    self.keep(l.clone());
+                    if hit {
                         return Some(l);
                     }
                 }
@@ -337,16 +389,53 @@ impl Peer {
         }
     }
 
+    /// Waits up to `timeout` until `n` output lines starting with `prefix` have been seen;
+    /// returns how many were (fewer on timeout).
+    pub fn wait_count(&mut self, prefix: &str, n: usize, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let seen = self.seen.iter().filter(|l| l.starts_with(prefix)).count();
+            if seen >= n {
+                return seen;
+            }
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else { return seen };
+            match self.lines.recv_timeout(left) {
+                Ok(l) => self.keep(l),
+                Err(_) => return seen,
+            }
+        }
+    }
+
+    /// The output lines seen so far that start with `prefix` (without waiting).
+    pub fn seen(&self, prefix: &str) -> Vec<String> {
+        self.seen.iter().filter(|l| l.starts_with(prefix)).cloned().collect()
+    }
+
+    /// Open file descriptors of the process (`/proc/PID/fd`).
+    pub fn fd_count(&self) -> Option<usize> {
+        Some(std::fs::read_dir(format!("/proc/{}/fd", self.pid())).ok()?.count())
+    }
+
+    /// Resident memory of the process in bytes (`VmRSS` of `/proc/PID/status`).
+    pub fn rss(&self) -> Option<u64> {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+        Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+    }
+
+    /// Threads of the process (`Threads` of `/proc/PID/status`).
+    pub fn threads(&self) -> Option<u64> {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        s.lines().find(|l| l.starts_with("Threads:"))?.split_whitespace().nth(1)?.parse().ok()
+    }
+
     /// Every output line that starts with `prefix`, waiting for the process to end (up to
     /// `timeout`).
     pub fn finish(&mut self, prefix: &str, timeout: Duration) -> Vec<String> {
         let deadline = Instant::now() + timeout;
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
             match self.lines.recv_timeout(left) {
-                Ok(l) => {
-                    eprintln!("  [{}] {l}", self.name);
-                    self.seen.push(l);
-                }
+                Ok(l) => self.keep(l),
                 Err(_) => break,
             }
         }

@@ -2,11 +2,27 @@
 //! and reports, line by line on standard output, what happened to every work request.
 //!
 //! ```text
-//! iwfault-peer server listen=IP:PORT [region=BYTES] [depth=N] [live=...]
+//! iwfault-peer server listen=IP:PORT [region=BYTES] [depth=N] [live=...] [mpa_timeout=MS] [backlog=N]
 //! iwfault-peer client connect=IP:PORT[,IP:PORT...] [mode=stream|flood] [window=N] [slot=BYTES]
 //!              [maxwrite=BYTES] [maxsend=BYTES] [msgs=N] [secs=S] [hold=S] [total=BYTES]
 //!              [chunk=BYTES] [pause=BYTES] [sq=N] [seed=N] [live=default|off|IDLE_S,INTERVAL_S,USER_TIMEOUT_MS]
+//! iwfault-peer storm connect=IP:PORT [count=N] [secs=S] [threads=T] [full_every=K] [silent_every=M] [watch=S]
+//! iwfault-peer reset connect=IP:PORT [count=N] [msgs=M] [pause_at=K] [batch=B]
+//! iwfault-peer hostile connect=IP:PORT attack=crc|window|msn|terminate|truncate|dribble [region=BYTES] [msgs=N] [wait=S]
+//! iwfault-peer relay listen=IP:PORT to=IP:PORT [delay_us=N] [jitter_us=J] [buffer=BYTES]
+//! iwfault-peer sink listen=IP:PORT [pings=N]
+//! iwfault-peer source connect=IP:PORT [total=BYTES] [pings=N]
 //! ```
+//!
+//! The server reports each connection's end (`server_conn`) with the accounting of its work
+//! requests, and the Terminate cause of a protocol error (`server_terminate`).
+//!
+//! `storm`, `reset` and `hostile` are hand-driven initiators (MPA and FPDUs by hand over a
+//! plain socket, with the wire codecs): a connection storm against a listener, connections
+//! reset (`SO_LINGER` 0) with work in flight, and a peer that breaks the protocol on a live
+//! connection. See their functions. `relay` is a user-space TCP relay that holds every byte
+//! for a one-way delay in each direction, with a bounded buffer; `sink` and `source` measure
+//! plain TCP through it.
 //!
 //! Stream mode (per queue pair, one thread each, all on one device): message `seq` is an RDMA
 //! Write of a patterned buffer into the server's slot `seq % window`, a Send whose header names
@@ -20,14 +36,18 @@
 //! queue full are counted and retried. Then a Send asks the server to check the whole region.
 //!
 //! Standard input: `mark` notes the time a fault was applied; detection times are measured from
-//! it. `go` lets a flood that paused at `pause` bytes continue. Every work request is accounted for: each completion must arrive, in posting order.
+//! it. `go` lets a flood that paused at `pause` bytes continue; `stop` ends stream mode's posting. Every work request is accounted for: each completion must arrive, in posting order.
 #![forbid(unsafe_code)]
 
 use iwarp::*;
 use iwarp_faults::pattern;
+use iwarp_wire::mpa::rr::HEADER_LEN;
+use iwarp_wire::mpa::{Deframer, DeframerConfig, EnhancedParams, Event, FrameKind, FrameRepr, Framer};
+use iwarp_wire::terminate::TerminateRepr;
+use iwarp_wire::{Msn, Opcode, SegmentHeader, TaggedOffset};
 use std::collections::{HashMap, VecDeque};
-use std::io::{BufRead, Write};
-use std::net::SocketAddr;
+use std::io::{BufRead, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -143,7 +163,13 @@ fn main() {
     let r = match role.as_str() {
         "server" => server(&args),
         "client" => client(&args),
-        _ => Err("usage: iwfault-peer server|client key=value...".into()),
+        "storm" => storm(&args),
+        "reset" => resets(&args),
+        "hostile" => hostile(&args),
+        "relay" => relay(&args),
+        "sink" => sink(&args),
+        "source" => source(&args),
+        _ => Err("usage: iwfault-peer server|client|storm|reset|hostile|relay|sink|source key=value...".into()),
     };
     if let Err(e) = r {
         say(format!("fatal {e}"));
@@ -159,9 +185,11 @@ fn server(args: &Args) -> Result<(), String> {
     let region = args.num("region", 16 << 20) as usize;
     let depth = args.num("depth", 32) as usize;
     let live = args.liveness();
-    let dev = Device::open(DeviceConfig::default()).map_err(|e| e.to_string())?;
+    let cfg =
+        DeviceConfig { mpa_timeout: Duration::from_millis(args.num("mpa_timeout", 10_000)), ..Default::default() };
+    let dev = Device::open(cfg).map_err(|e| e.to_string())?;
     let pd = dev.alloc_pd();
-    let l = dev.listen(addr, 64).map_err(|e| e.to_string())?;
+    let l = dev.listen(addr, args.num("backlog", 64) as u32).map_err(|e| e.to_string())?;
     say(format!("listening port={}", l.local_addr().port()));
     let mut n = 0u32;
     loop {
@@ -198,8 +226,10 @@ fn serve_one(
     init.cap =
         QpCap { max_send_wr: 2 * depth + 8, max_recv_wr: depth, max_send_sge: 2, max_recv_sge: 1, max_inline_data: 64 };
     let qp = pd.create_qp(&init).map_err(|x| e(&x))?;
+    let mut led = Ledger::new();
     for i in 0..depth {
         qp.post_recv(&[RecvWr::new(i as u64, &[rbuf.sge(i * recv_len, recv_len)])]).map_err(|x| e(&x))?;
+        led.post_recv(i as u64);
     }
     let mut pdata = target.rkey().to_be_bytes().to_vec();
     pdata.extend_from_slice(&target.addr().to_be_bytes());
@@ -216,15 +246,14 @@ fn serve_one(
     let mut ack_id = 0u64;
     let mut wcs = [WorkCompletion::default(); 64];
     let mut end = None;
-    let mut flushed = 0u64;
+    let mut refused: Option<Instant> = None;
     while end.is_none() {
+        if refused.is_some_and(|t| t.elapsed() > Duration::from_secs(5)) {
+            end = Some("post_failed");
+        }
         let k = cq.wait(&mut wcs, Some(Duration::from_millis(100)));
         for c in &wcs[..k] {
-            if c.status != WcStatus::Success {
-                flushed += 1;
-                continue;
-            }
-            if c.opcode != WcOpcode::Recv {
+            if !led.complete(c) || c.opcode != WcOpcode::Recv {
                 continue;
             }
             let idx = (c.wr_id % depth as u64) as usize;
@@ -245,12 +274,15 @@ fn serve_one(
                 }
                 KIND_DONE => {
                     let total = h.seq as usize;
+                    let t = Instant::now();
                     let w = target.to_vec(0, total).map_err(|x| e(&x))?;
                     let b = mismatches(&w, &patterned(FLOOD_SEED, total));
                     bad += b;
                     verified += total as u64;
-                    say(format!("flood_checked n={n} bytes={total} bad={b}"));
-                    Hdr { kind: KIND_DONE_ACK, seq: total as u64, extra: b, ..Hdr::default() }
+                    let check_us = t.elapsed().as_micros() as u64;
+                    say(format!("flood_checked n={n} bytes={total} bad={b} check_us={check_us}"));
+                    // The check's time goes back in `off`: the client takes it out of its timing.
+                    Hdr { kind: KIND_DONE_ACK, seq: total as u64, extra: b, off: check_us, ..Hdr::default() }
                 }
                 _ => {
                     bad += got.len() as u64;
@@ -259,26 +291,49 @@ fn serve_one(
             };
             ack_id += 1;
             let hb = reply.emit();
-            if qp.post_send(&[SendWr::send_inline(ack_id, &hb)]).is_err() {
-                end = Some("post_failed");
+            match qp.post_send(&[SendWr::send_inline(ack_id, &hb)]) {
+                Ok(()) => led.post_send(ack_id),
+                // The queue pair ended under us: its event follows.
+                Err(_) => {
+                    refused.get_or_insert_with(Instant::now);
+                }
             }
-            let _ = qp.post_recv(&[RecvWr::new(next_recv, &[rbuf.sge(idx * recv_len, recv_len)])]);
+            if qp.post_recv(&[RecvWr::new(next_recv, &[rbuf.sge(idx * recv_len, recv_len)])]).is_ok() {
+                led.post_recv(next_recv);
+            }
             next_recv += 1;
         }
         while let Some(ev) = qp.poll_event() {
             if matches!(ev, QpEvent::Disconnected | QpEvent::Error { .. }) {
-                end = Some(event_name(&ev));
+                // The first end counts: an error is followed by `Disconnected` once the
+                // socket closes.
+                end.get_or_insert(event_name(&ev));
+                if let QpEvent::Error { cause: Some(c), remote, .. } = ev {
+                    let code = c.code();
+                    say(format!(
+                        "server_terminate n={n} remote={} layer={} etype={} ecode={}",
+                        remote as u8, code.layer, code.etype, code.ecode
+                    ));
+                }
             }
         }
     }
-    // Collect the flushes that follow the end.
+    // Every posted request completes after the end (flushed): wait for them, up to 5 s.
     let t = Instant::now();
-    while t.elapsed() < Duration::from_millis(300) {
+    while led.outstanding() > 0 && t.elapsed() < Duration::from_secs(5) {
         let k = cq.wait(&mut wcs, Some(Duration::from_millis(50)));
-        flushed += wcs[..k].iter().filter(|c| c.status != WcStatus::Success).count() as u64;
+        for c in &wcs[..k] {
+            led.complete(c);
+        }
     }
     say(format!(
-        "server_conn n={n} msgs={msgs} verified={verified} bad={bad} flushed={flushed} end={}",
+        "server_conn n={n} msgs={msgs} verified={verified} bad={bad} flushed={} failed={} posted={} completed={} outstanding={} in_order={} end={}",
+        led.flushed,
+        led.failed,
+        led.posted,
+        led.completed,
+        led.outstanding(),
+        led.in_order as u8,
         end.unwrap_or("?")
     ));
     Ok(())
@@ -295,10 +350,18 @@ struct Shared {
     death: Mutex<Option<Instant>>,
     /// `go` on standard input: a flood paused at `pause=BYTES` continues.
     go: std::sync::atomic::AtomicBool,
+    /// `stop` on standard input: stream mode posts no more messages (and ends once the last
+    /// is answered).
+    stop: std::sync::atomic::AtomicBool,
 }
 
 fn client(args: &Args) -> Result<(), String> {
-    let shared = Arc::new(Shared { mark: Mutex::new(None), death: Mutex::new(None), go: Default::default() });
+    let shared = Arc::new(Shared {
+        mark: Mutex::new(None),
+        death: Mutex::new(None),
+        go: Default::default(),
+        stop: Default::default(),
+    });
     {
         let shared = Arc::clone(&shared);
         std::thread::spawn(move || {
@@ -310,6 +373,9 @@ fn client(args: &Args) -> Result<(), String> {
                 }
                 if line.trim() == "go" {
                     shared.go.store(true, std::sync::atomic::Ordering::Release);
+                }
+                if line.trim() == "stop" {
+                    shared.stop.store(true, std::sync::atomic::Ordering::Release);
                 }
             }
         });
@@ -531,12 +597,17 @@ fn stream(c: &Conn, pd: &ProtectionDomain, cfg: &Cfg, shared: &Shared) -> Result
     let mut inflight: VecDeque<InFlight> = VecDeque::new();
     let (mut seq, mut acked, mut after_death, mut read_ok, mut read_bad, mut bytes) =
         (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
+    // Messages answered after the test's `mark`.
+    let mut after_mark = 0u64;
     let start = Instant::now();
     let mut idle_since: Option<Instant> = None;
     let mut wcs = [WorkCompletion::default(); 64];
     let mut done_dead: Option<Instant> = None;
     loop {
-        let posting = led.dead.is_none() && seq < cfg.msgs && start.elapsed() < cfg.secs;
+        let posting = led.dead.is_none()
+            && seq < cfg.msgs
+            && start.elapsed() < cfg.secs
+            && !shared.stop.load(std::sync::atomic::Ordering::Acquire);
         while posting && seq < cfg.msgs && inflight.len() < w {
             let s = (seq as usize) % w;
             let wlen = rand(cfg.maxwrite);
@@ -605,6 +676,10 @@ fn stream(c: &Conn, pd: &ProtectionDomain, cfg: &Cfg, shared: &Shared) -> Result
                             if death.is_some_and(|d| Instant::now() > d) {
                                 after_death += 1;
                             }
+                            let mark = *shared.mark.lock().unwrap_or_else(|e| e.into_inner());
+                            if mark.is_some_and(|m| Instant::now() > m) {
+                                after_mark += 1;
+                            }
                         }
                     }
                     if led.dead.is_none()
@@ -646,7 +721,7 @@ fn stream(c: &Conn, pd: &ProtectionDomain, cfg: &Cfg, shared: &Shared) -> Result
     }
     led.await_event(&c.qp);
     say(format!(
-        "result qp={} mode=stream msgs={seq} acked={acked} after_death={after_death} bytes={bytes} read_ok={read_ok} read_bad={read_bad} secs={:.2} {}",
+        "result qp={} mode=stream msgs={seq} acked={acked} after_death={after_death} after_mark={after_mark} bytes={bytes} read_ok={read_ok} read_bad={read_bad} secs={:.2} {}",
         c.i,
         start.elapsed().as_secs_f64(),
         led.line(shared)
@@ -733,8 +808,13 @@ fn flood(c: &Conn, pd: &ProtectionDomain, cfg: &Cfg, shared: &Shared) -> Result<
             break;
         }
     }
+    // When the last Write completed: the transfer's time, before the server's check.
+    let write_secs = start.elapsed().as_secs_f64();
     // Unchecked (the connection ended first) until the server answers.
     let (mut verified, mut bad) = (0u64, None);
+    // From the first Write to the server's answer to the final Send (which follows every Write
+    // on the stream, so all were placed), less the server's check.
+    let mut transfer_secs = 0.0;
     if led.dead.is_none() {
         let h = Hdr { kind: KIND_DONE, seq: total as u64, ..Hdr::default() };
         let hb = h.emit();
@@ -749,6 +829,7 @@ fn flood(c: &Conn, pd: &ProtectionDomain, cfg: &Cfg, shared: &Shared) -> Result<
                     if let Some(h) = Hdr::parse(&got).filter(|h| h.kind == KIND_DONE_ACK) {
                         verified = h.seq;
                         bad = Some(h.extra);
+                        transfer_secs = start.elapsed().as_secs_f64() - h.off as f64 / 1e6;
                         break 'wait;
                     }
                 }
@@ -764,10 +845,724 @@ fn flood(c: &Conn, pd: &ProtectionDomain, cfg: &Cfg, shared: &Shared) -> Result<
     let sends_left = led.sq.len();
     let bad = bad.map_or("unchecked".to_string(), |b| b.to_string());
     say(format!(
-        "result qp={} mode=flood written={off} writes={id} queue_full={qfull} rss_start={rss0} rss_max={rss_max} verified={verified} bad={bad} sends_left={sends_left} secs={:.2} {}",
+        "result qp={} mode=flood written={off} writes={id} queue_full={qfull} rss_start={rss0} rss_max={rss_max} verified={verified} bad={bad} sends_left={sends_left} write_secs={write_secs:.3} transfer_secs={transfer_secs:.3} secs={:.2} {}",
         c.i,
         start.elapsed().as_secs_f64(),
         led.line(shared)
+    ));
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hand-driven initiators: MPA by hand over a plain socket, FPDUs built with the wire codecs.
+
+/// An initiator that speaks MPA and DDP/RDMAP by hand (no queue pair of its own): it moves the
+/// stream mode's messages (a tagged Write and a Send naming it) to a server, and can send what
+/// no well-behaved peer would.
+struct Raw {
+    sock: TcpStream,
+    framer: Framer,
+    deframer: Deframer,
+    /// The server's region, from its private data.
+    stag: Stag,
+    to: u64,
+    /// The next Send's MSN (queue 0 starts at 1).
+    msn: u32,
+    /// The FPDU being received: its opcode and payload so far.
+    cur: Option<RxFpdu>,
+}
+
+/// A received FPDU: its opcode (if its header parsed) and payload.
+type RxFpdu = (Option<Opcode>, Vec<u8>);
+
+/// The MPA Request the raw initiators send: revision 2, CRC, IRD/ORD 4, no RTR.
+fn mpa_request() -> Result<Vec<u8>, String> {
+    FrameRepr::enhanced(FrameKind::Request, EnhancedParams::client_server(4, 4), b"iwfault-raw")
+        .to_vec()
+        .map_err(|e| format!("request: {e}"))
+}
+
+impl Raw {
+    /// Connects, exchanges the MPA Request and Reply (each step waiting up to `wait`).
+    fn connect(addr: SocketAddr, wait: Duration) -> Result<Raw, String> {
+        let mut sock = TcpStream::connect_timeout(&addr, wait).map_err(|e| format!("connect: {e}"))?;
+        sock.set_nodelay(true).map_err(|e| e.to_string())?;
+        sock.set_read_timeout(Some(Duration::from_millis(50))).map_err(|e| e.to_string())?;
+        sock.write_all(&mpa_request()?).map_err(|e| format!("send request: {e}"))?;
+        let deadline = Instant::now() + wait;
+        let mut buf = vec![0u8; HEADER_LEN];
+        read_exact_by(&mut sock, &mut buf, deadline)?;
+        let pd_len = u16::from_be_bytes([buf[18], buf[19]]) as usize;
+        buf.resize(HEADER_LEN + pd_len, 0);
+        read_exact_by(&mut sock, &mut buf[HEADER_LEN..], deadline)?;
+        let (rep, _) =
+            FrameRepr::parse(&buf, FrameKind::Reply).map_err(|e| format!("reply: {e}"))?.ok_or("reply: incomplete")?;
+        if rep.reject {
+            return Err("rejected".into());
+        }
+        let pd = rep.private_data;
+        let stag = Stag(u32::from_be_bytes(pd.get(..4).and_then(|b| b.try_into().ok()).unwrap_or([0; 4])));
+        let to = u64::from_be_bytes(pd.get(4..12).and_then(|b| b.try_into().ok()).unwrap_or([0; 8]));
+        // RFC 5044 §4.4: CRC unless both sides declined it; this side asked for it.
+        Ok(Raw {
+            sock,
+            framer: Framer::new(true, false),
+            deframer: Deframer::new(DeframerConfig { crc: true, markers: false, max_ulpdu: u16::MAX }),
+            stag,
+            to,
+            msn: 1,
+            cur: None,
+        })
+    }
+
+    /// One FPDU of `seg` and `payload`.
+    fn fpdu(&mut self, seg: SegmentHeader, payload: &[u8]) -> Result<Vec<u8>, String> {
+        let (b, n) = seg.to_bytes();
+        let mut out = Vec::new();
+        self.framer.frame_to_vec(&b[..n], &[payload], &mut out).map_err(|e| format!("frame: {e}"))?;
+        Ok(out)
+    }
+
+    /// Message `seq` of stream mode: a tagged Write of `wlen` patterned bytes at `off` in the
+    /// server's region and a Send naming it with `slen` patterned bytes.
+    fn message(&mut self, seq: u64, wlen: usize, slen: usize, off: u64) -> Result<Vec<u8>, String> {
+        let mut out = Vec::new();
+        if wlen > 0 {
+            let seg = SegmentHeader::tagged(Opcode::Write, true, self.stag, TaggedOffset(self.to + off));
+            out.extend(self.fpdu(seg, &patterned(seq ^ WRITE_SALT, wlen))?);
+        }
+        let h = Hdr { kind: KIND_MSG, seq, wlen: wlen as u32, slen: slen as u32, off, extra: 0 };
+        let mut body = h.emit().to_vec();
+        body.extend(patterned(seq ^ SEND_SALT, slen));
+        let seg = SegmentHeader::untagged(Opcode::Send, true, Msn(self.msn), 0);
+        self.msn += 1;
+        out.extend(self.fpdu(seg, &body)?);
+        Ok(out)
+    }
+
+    fn send(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.sock.write_all(bytes).map_err(|e| format!("send: {e}"))
+    }
+
+    /// Reads FPDUs until `want` have arrived, the stream ends (or is reset, or carries an FPDU
+    /// that does not deframe), or `wait` passes; returns them (opcode, payload) and whether
+    /// the stream ended.
+    fn read_fpdus(&mut self, want: usize, wait: Duration) -> (Vec<RxFpdu>, bool) {
+        let deadline = Instant::now() + wait;
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 16 << 10];
+        while out.len() < want && Instant::now() < deadline {
+            let n = match self.sock.read(&mut buf) {
+                Ok(0) => return (out, true),
+                Ok(n) => n,
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => return (out, true),
+            };
+            let mut rest = &buf[..n];
+            while !rest.is_empty() {
+                let Ok((used, ev)) = self.deframer.feed(rest) else { return (out, true) };
+                match ev {
+                    Event::Header(h) => self.cur = Some((h.segment().ok().map(|s| s.opcode), Vec::new())),
+                    Event::Payload(p) => {
+                        if let Some(c) = self.cur.as_mut() {
+                            c.1.extend_from_slice(p);
+                        }
+                    }
+                    Event::End(_) => out.extend(self.cur.take()),
+                    Event::None => {}
+                }
+                if used == 0 {
+                    break;
+                }
+                rest = &rest[used..];
+            }
+        }
+        (out, false)
+    }
+
+    /// Reads the server's acknowledgements until `n` have arrived (or `wait` passes).
+    fn acks(&mut self, n: usize, wait: Duration) -> usize {
+        let (f, _) = self.read_fpdus(n, wait);
+        f.iter()
+            .filter(|(op, p)| *op == Some(Opcode::Send) && Hdr::parse(p).is_some_and(|h| h.kind == KIND_ACK))
+            .count()
+    }
+
+    /// Closes with an RST (`SO_LINGER` 0), as the kernel does for a process that dies with
+    /// bytes unread.
+    fn reset(self) {
+        let _ = socket2::SockRef::from(&self.sock).set_linger(Some(Duration::ZERO));
+    }
+}
+
+fn read_exact_by(sock: &mut TcpStream, mut buf: &mut [u8], deadline: Instant) -> Result<(), String> {
+    while !buf.is_empty() {
+        if Instant::now() >= deadline {
+            return Err("timed out reading the MPA Reply".into());
+        }
+        match sock.read(buf) {
+            Ok(0) => return Err("closed during the MPA exchange".into()),
+            Ok(n) => buf = &mut buf[n..],
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => return Err(format!("reading the MPA Reply: {e}")),
+        }
+    }
+    Ok(())
+}
+
+fn target(args: &Args) -> Result<SocketAddr, String> {
+    args.str("connect", "").parse().map_err(|e| format!("connect=IP:PORT: {e}"))
+}
+
+/// Waits for `go` on standard input (up to `wait`).
+fn wait_go(wait: Duration) -> bool {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if line.trim() == "go" && tx.send(()).is_err() {
+                break;
+            }
+        }
+    });
+    rx.recv_timeout(wait).is_ok()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Storm
+
+/// How a storm connection behaves.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum StormKind {
+    /// TCP connect, then close at once.
+    Abandon,
+    /// Half an MPA Request, then close.
+    Partial,
+    /// Half an MPA Request, then silence (held open until the listener gives up on it).
+    Silent,
+    /// The whole MPA Request, then close without waiting for the Reply: the listener queues
+    /// a request whose peer is gone.
+    Request,
+    /// TCP connect, then reset (`SO_LINGER` 0).
+    Reset,
+    /// The whole MPA exchange (the server accepts onto a queue pair), then close.
+    Full,
+}
+
+fn storm_kind(i: u64, full_every: u64, silent_every: u64) -> StormKind {
+    if silent_every > 0 && i % silent_every == silent_every / 2 {
+        StormKind::Silent
+    } else if full_every > 0 && i.is_multiple_of(full_every) {
+        StormKind::Full
+    } else {
+        match i % 4 {
+            1 => StormKind::Partial,
+            2 => StormKind::Request,
+            3 => StormKind::Reset,
+            _ => StormKind::Abandon,
+        }
+    }
+}
+
+/// `storm connect=IP:PORT count=N secs=S threads=T full_every=K silent_every=M watch=S`:
+/// `count` connections as fast as `threads` threads make them (for at most `secs`): every
+/// `full_every`-th completes the MPA exchange then closes, every `silent_every`-th sends half
+/// a Request then stays silent, the rest take turns closing at once, closing after half a
+/// Request, closing after the whole Request (before the Reply), and resetting at once. Then watches the silent ones (up to `watch` seconds) for the listener to
+/// close them.
+fn storm(args: &Args) -> Result<(), String> {
+    let addr = target(args)?;
+    let count = args.num("count", 5000);
+    let secs = Duration::from_secs(args.num("secs", 30));
+    let threads = args.num("threads", 4).max(1);
+    let full_every = args.num("full_every", 10);
+    let silent_every = args.num("silent_every", 50);
+    let watch = Duration::from_secs(args.num("watch", 10));
+    let req = mpa_request()?;
+    let half = req.len() / 2;
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let held: Arc<Mutex<Vec<(TcpStream, Instant)>>> = Arc::default();
+    let start = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..threads {
+        let (next, held, req) = (Arc::clone(&next), Arc::clone(&held), req.clone());
+        workers.push(std::thread::spawn(move || {
+            // Per kind: made, failed.
+            let mut tally: HashMap<&'static str, (u64, u64)> = HashMap::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= count || start.elapsed() >= secs {
+                    break;
+                }
+                let kind = storm_kind(i, full_every, silent_every);
+                let r: Result<(), String> = (|| {
+                    match kind {
+                        StormKind::Full => {
+                            Raw::connect(addr, Duration::from_secs(5))?;
+                        }
+                        _ => {
+                            let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+                                .map_err(|e| format!("connect: {e}"))?;
+                            match kind {
+                                StormKind::Partial | StormKind::Silent => {
+                                    s.write_all(&req[..half]).map_err(|e| format!("send: {e}"))?
+                                }
+                                StormKind::Request => s.write_all(&req).map_err(|e| format!("send: {e}"))?,
+                                StormKind::Reset => {
+                                    socket2::SockRef::from(&s)
+                                        .set_linger(Some(Duration::ZERO))
+                                        .map_err(|e| format!("linger: {e}"))?;
+                                }
+                                _ => {}
+                            }
+                            if kind == StormKind::Silent {
+                                s.set_nonblocking(true).map_err(|e| e.to_string())?;
+                                held.lock().unwrap_or_else(|e| e.into_inner()).push((s, Instant::now()));
+                            }
+                        }
+                    }
+                    Ok(())
+                })();
+                let name = match kind {
+                    StormKind::Abandon => "abandon",
+                    StormKind::Request => "request",
+                    StormKind::Reset => "reset",
+                    StormKind::Partial => "partial",
+                    StormKind::Silent => "silent",
+                    StormKind::Full => "full",
+                };
+                let t = tally.entry(name).or_default();
+                t.0 += 1;
+                if let Err(e) = r {
+                    if t.1 == 0 {
+                        say(format!("storm_error kind={name} error={e}"));
+                    }
+                    t.1 += 1;
+                }
+            }
+            tally
+        }));
+    }
+    let mut total: HashMap<&'static str, (u64, u64)> = HashMap::new();
+    for w in workers {
+        for (k, (n, f)) in w.join().unwrap_or_default() {
+            let t = total.entry(k).or_default();
+            t.0 += n;
+            t.1 += f;
+        }
+    }
+    let took = start.elapsed().as_secs_f64();
+    let made: u64 = total.values().map(|t| t.0).sum();
+    let failed: u64 = total.values().map(|t| t.1).sum();
+    let get = |k: &str| total.get(k).copied().unwrap_or_default();
+    say(format!(
+        "storm connections={made} failed={failed} full={} full_failed={} partial={} request={} reset={} abandon={} silent={} secs={took:.2} rate={:.0}",
+        get("full").0,
+        get("full").1,
+        get("partial").0,
+        get("request").0,
+        get("reset").0,
+        get("abandon").0,
+        get("silent").0,
+        made as f64 / took.max(1e-9)
+    ));
+    // The silent ones: each must be closed by the listener (end of stream or reset).
+    let mut held = std::mem::take(&mut *held.lock().unwrap_or_else(|e| e.into_inner()));
+    let n = held.len();
+    let mut closed_ms: Vec<u128> = Vec::new();
+    let t = Instant::now();
+    while !held.is_empty() && t.elapsed() < watch {
+        held.retain_mut(|(s, opened)| {
+            let mut b = [0u8; 64];
+            match s.read(&mut b) {
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted) => true,
+                Ok(k) if k > 0 => true,
+                _ => {
+                    closed_ms.push(opened.elapsed().as_millis());
+                    false
+                }
+            }
+        });
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    say(format!(
+        "silent held={n} closed={} open={} min_close_ms={} max_close_ms={}",
+        closed_ms.len(),
+        held.len(),
+        closed_ms.iter().min().copied().unwrap_or(0),
+        closed_ms.iter().max().copied().unwrap_or(0)
+    ));
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Resets
+
+/// `reset connect=IP:PORT count=N msgs=M pause_at=K batch=B`: `count` connections that each
+/// move `msgs` messages (acknowledged), send one more and are reset (`SO_LINGER` 0): to the
+/// server, a peer that died with work in flight. They die `batch` at a time: each batch is
+/// held open until its last connection has moved its messages, then all of it is reset at
+/// once (the last, partial batch at the end). After the `pause_at`-th connection (and its
+/// batch's death, if it completed one) it waits for `go` on standard input (the test samples
+/// the server there, or changes something while connections are held).
+fn resets(args: &Args) -> Result<(), String> {
+    let addr = target(args)?;
+    let count = args.num("count", 1000);
+    let msgs = args.num("msgs", 3);
+    let pause_at = args.num("pause_at", u64::MAX);
+    let batch = args.num("batch", 1).max(1) as usize;
+    let start = Instant::now();
+    let (mut acked, mut errors) = (0u64, 0u64);
+    // Connections of the batch, with their last message's sequence number.
+    let mut held: Vec<(Raw, u64)> = Vec::new();
+    for i in 1..=count {
+        let r: Result<(Raw, usize), String> = (|| {
+            let mut raw = Raw::connect(addr, Duration::from_secs(5))?;
+            let mut bytes = Vec::new();
+            for k in 0..msgs {
+                let seq = i * 1000 + k;
+                bytes.extend(raw.message(
+                    seq,
+                    512 + (seq % 7) as usize * 512,
+                    64 + (seq % 5) as usize * 200,
+                    k * 4096,
+                )?);
+            }
+            raw.send(&bytes)?;
+            let got = raw.acks(msgs as usize, Duration::from_secs(5));
+            Ok((raw, got))
+        })();
+        match r {
+            Ok((raw, n)) => {
+                acked += n as u64;
+                held.push((raw, i * 1000 + msgs));
+            }
+            Err(e) => {
+                if errors == 0 {
+                    say(format!("reset_error n={i} error={e}"));
+                }
+                errors += 1;
+            }
+        }
+        if held.len() >= batch {
+            die(&mut held, msgs);
+        }
+        if i == pause_at {
+            say(format!("paused n={i} held={}", held.len()));
+            if !wait_go(Duration::from_secs(60)) {
+                return Err("no go".into());
+            }
+        }
+        if i % 100 == 0 {
+            say(format!("progress n={i} acked={acked} errors={errors} secs={:.2}", start.elapsed().as_secs_f64()));
+        }
+    }
+    die(&mut held, msgs);
+    say(format!("reset_done n={count} acked={acked} errors={errors} secs={:.2}", start.elapsed().as_secs_f64()));
+    Ok(())
+}
+
+/// A batch dies: one more message on each connection, then every one reset at once.
+fn die(held: &mut Vec<(Raw, u64)>, msgs: u64) {
+    for (raw, seq) in held.iter_mut() {
+        if let Ok(last) = raw.message(*seq, 1024, 256, msgs * 4096) {
+            let _ = raw.send(&last);
+        }
+    }
+    for (raw, _) in held.drain(..) {
+        raw.reset();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile
+
+/// `hostile connect=IP:PORT attack=crc|window|msn|terminate|truncate|dribble region=BYTES msgs=N`: `msgs` good
+/// messages (acknowledged), then the attack, then reads until the connection ends (up to
+/// `wait` seconds, 10 by default) and reports the Terminate the server sent (layer, error
+/// type, code).
+fn hostile(args: &Args) -> Result<(), String> {
+    let addr = target(args)?;
+    let attack = args.str("attack", "crc");
+    let region = args.num("region", 16 << 20);
+    let msgs = args.num("msgs", 5);
+    let mut raw = Raw::connect(addr, Duration::from_secs(5))?;
+    let mut bytes = Vec::new();
+    for k in 0..msgs {
+        bytes.extend(raw.message(k, 1000 + k as usize * 100, 300, k * 4096)?);
+    }
+    raw.send(&bytes)?;
+    let acked = raw.acks(msgs as usize, Duration::from_secs(5));
+    let bad = match attack.as_str() {
+        // A Send whose CRC is wrong.
+        "crc" => {
+            let mut f = raw.message(msgs, 0, 100, 0)?;
+            let n = f.len();
+            f[n - 1] ^= 0xff;
+            f
+        }
+        // A tagged Write that runs 4 bytes past the end of the advertised region.
+        "window" => {
+            let seg = SegmentHeader::tagged(Opcode::Write, true, raw.stag, TaggedOffset(raw.to + region - 4));
+            raw.fpdu(seg, &[0xa5; 8])?
+        }
+        // A Send with an MSN ahead of the receives posted.
+        "msn" => {
+            let seg = SegmentHeader::untagged(Opcode::Send, true, Msn(raw.msn + 1000), 0);
+            raw.fpdu(seg, &Hdr { kind: KIND_MSG, ..Hdr::default() }.emit())?
+        }
+        // A Terminate of our own (RDMAP, local catastrophic).
+        "terminate" => {
+            let t = TerminateRepr::bare(TerminateCause::RdmapCatastrophic);
+            let mut body = vec![0u8; t.buffer_len()];
+            t.emit(&mut body).map_err(|e| format!("terminate: {e}"))?;
+            raw.fpdu(SegmentHeader::untagged(Opcode::Terminate, true, Msn(1), 0), &body)?
+        }
+        // Half a Send, then the end of the stream (a FIN inside an FPDU).
+        "truncate" => {
+            let f = raw.message(msgs, 0, 500, 0)?;
+            raw.send(&f[..f.len() / 2])?;
+            raw.sock.shutdown(std::net::Shutdown::Write).map_err(|e| format!("shutdown: {e}"))?;
+            Vec::new()
+        }
+        // Not an attack: a good message (Write and Send) one byte per segment, 1 ms apart;
+        // its answer is counted, then the connection closes cleanly.
+        "dribble" => {
+            let m = raw.message(msgs, 1000, 300, msgs * 4096)?;
+            for b in &m {
+                raw.send(std::slice::from_ref(b))?;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let got = raw.acks(1, Duration::from_secs(5));
+            say(format!("hostile attack=dribble msgs={msgs} acked={} bytes={}", acked + got, m.len()));
+            return Ok(());
+        }
+        a => return Err(format!("unknown attack {a}")),
+    };
+    raw.send(&bad)?;
+    let (fpdus, eof) = raw.read_fpdus(usize::MAX, Duration::from_secs(args.num("wait", 10)));
+    let term = fpdus.iter().find(|(op, _)| *op == Some(Opcode::Terminate));
+    let code = match term {
+        Some((_, p)) if p.len() >= 2 => format!("terminate=1 layer={} etype={} ecode={}", p[0] >> 4, p[0] & 0xf, p[1]),
+        _ => "terminate=0".into(),
+    };
+    say(format!("hostile attack={attack} msgs={msgs} acked={acked} {code} eof={}", eof as u8));
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Delay relay
+
+/// One direction of a relay: chunks read and when, at most `buffer` bytes held.
+struct Line {
+    q: Mutex<LineState>,
+    cv: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct LineState {
+    chunks: VecDeque<(Instant, Vec<u8>)>,
+    bytes: usize,
+    eof: bool,
+    /// Bytes carried, and the sum of the time they were held (for the mean delay).
+    carried: u64,
+    held_us: u64,
+    n: u64,
+}
+
+/// Carries `from` to `to` with every chunk held `delay` after it was read, give or take up to
+/// `jitter` (uniformly; never before an earlier chunk: the stream keeps its order); reading
+/// stops while `buffer` bytes are held (the relay's window).
+fn pipe(mut from: TcpStream, mut to: TcpStream, delay: Duration, jitter: Duration, buffer: usize, tag: String) {
+    let line = Arc::new(Line { q: Mutex::new(LineState::default()), cv: std::sync::Condvar::new() });
+    let writer = {
+        let line = Arc::clone(&line);
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ tag.len() as u64;
+        let mut last_due: Option<Instant> = None;
+        std::thread::spawn(move || loop {
+            let mut st = line.q.lock().unwrap_or_else(|e| e.into_inner());
+            while st.chunks.is_empty() && !st.eof {
+                st = line.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+            }
+            let Some((t, chunk)) = st.chunks.pop_front() else {
+                let _ = to.shutdown(std::net::Shutdown::Write);
+                return;
+            };
+            drop(st);
+            // delay - jitter + uniform(0..=2 jitter), not before the previous chunk.
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let j = jitter.as_micros() as u64;
+            let hold =
+                (delay + Duration::from_micros(if j > 0 { rng % (2 * j + 1) } else { 0 })).saturating_sub(jitter);
+            let due = last_due.map_or(t + hold, |l| l.max(t + hold));
+            last_due = Some(due);
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+            let held = t.elapsed();
+            let ok = to.write_all(&chunk).is_ok();
+            let mut st = line.q.lock().unwrap_or_else(|e| e.into_inner());
+            st.bytes -= chunk.len();
+            st.carried += chunk.len() as u64;
+            st.held_us += held.as_micros() as u64;
+            st.n += 1;
+            line.cv.notify_all();
+            if !ok {
+                st.eof = true;
+                return;
+            }
+        })
+    };
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        {
+            let mut st = line.q.lock().unwrap_or_else(|e| e.into_inner());
+            while st.bytes >= buffer && !st.eof {
+                st = line.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+            }
+            if st.eof {
+                break;
+            }
+        }
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => 0,
+            Ok(n) => n,
+        };
+        let mut st = line.q.lock().unwrap_or_else(|e| e.into_inner());
+        if n == 0 {
+            st.eof = true;
+            line.cv.notify_all();
+            break;
+        }
+        st.chunks.push_back((Instant::now(), buf[..n].to_vec()));
+        st.bytes += n;
+        line.cv.notify_all();
+    }
+    let _ = writer.join();
+    let st = line.q.lock().unwrap_or_else(|e| e.into_inner());
+    say(format!(
+        "relayed dir={tag} bytes={} chunks={} mean_delay_us={}",
+        st.carried,
+        st.n,
+        st.held_us.checked_div(st.n).unwrap_or(0)
+    ));
+}
+
+/// `relay listen=IP:PORT to=IP:PORT delay_us=N jitter_us=J buffer=BYTES`: every connection to
+/// `listen` is carried to `to`, each direction delayed by `delay_us` give or take `jitter_us`
+/// (a round trip through the relay gains twice that), holding at most `buffer` bytes per
+/// direction.
+fn relay(args: &Args) -> Result<(), String> {
+    let listen: SocketAddr = args.str("listen", "").parse().map_err(|e| format!("listen: {e}"))?;
+    let to: SocketAddr = args.str("to", "").parse().map_err(|e| format!("to: {e}"))?;
+    let delay = Duration::from_micros(args.num("delay_us", 500));
+    let jitter = Duration::from_micros(args.num("jitter_us", 0)).min(delay);
+    let buffer = args.num("buffer", 4 << 20) as usize;
+    let l = std::net::TcpListener::bind(listen).map_err(|e| format!("bind: {e}"))?;
+    say(format!("listening port={}", listen.port()));
+    for (k, down) in l.incoming().enumerate() {
+        let Ok(down) = down else { continue };
+        let up = match TcpStream::connect(to) {
+            Ok(u) => u,
+            Err(e) => {
+                say(format!("relay_error connect={e}"));
+                continue;
+            }
+        };
+        for s in [&down, &up] {
+            let _ = s.set_nodelay(true);
+        }
+        let (d2, u2) = match (down.try_clone(), up.try_clone()) {
+            (Ok(d), Ok(u)) => (d, u),
+            _ => continue,
+        };
+        std::thread::spawn(move || pipe(down, up, delay, jitter, buffer, format!("{k}up")));
+        std::thread::spawn(move || pipe(u2, d2, delay, jitter, buffer, format!("{k}down")));
+    }
+    Ok(())
+}
+
+/// `sink listen=IP:PORT pings=N`: for each connection, echoes its first `pings` bytes one at a
+/// time, then reads to end of stream and answers with the count of bytes read (8 bytes).
+fn sink(args: &Args) -> Result<(), String> {
+    let listen: SocketAddr = args.str("listen", "").parse().map_err(|e| format!("listen: {e}"))?;
+    let pings = args.num("pings", 0);
+    let l = std::net::TcpListener::bind(listen).map_err(|e| format!("bind: {e}"))?;
+    say(format!("listening port={}", listen.port()));
+    for s in l.incoming() {
+        let Ok(mut s) = s else { continue };
+        std::thread::spawn(move || {
+            let _ = s.set_nodelay(true);
+            let mut one = [0u8; 1];
+            for _ in 0..pings {
+                if s.read_exact(&mut one).is_err() || s.write_all(&one).is_err() {
+                    return;
+                }
+            }
+            let mut buf = vec![0u8; 256 << 10];
+            let mut n = 0u64;
+            loop {
+                match s.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(k) => n += k as u64,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => return,
+                }
+            }
+            let _ = s.write_all(&n.to_be_bytes());
+        });
+    }
+    Ok(())
+}
+
+/// `source connect=IP:PORT total=BYTES pings=N`: `pings` one-byte round trips (their median
+/// time is the path's round trip), then `total` bytes, timed until the sink has counted them.
+fn source(args: &Args) -> Result<(), String> {
+    let addr = target(args)?;
+    let total = args.num("total", 32 << 20);
+    let pings = args.num("pings", 0);
+    let e = |e: std::io::Error| e.to_string();
+    let mut s = TcpStream::connect(addr).map_err(e)?;
+    s.set_nodelay(true).map_err(e)?;
+    let mut rtts = Vec::new();
+    let mut one = [0u8; 1];
+    for k in 0..pings {
+        let t = Instant::now();
+        s.write_all(&[k as u8]).map_err(e)?;
+        s.read_exact(&mut one).map_err(e)?;
+        rtts.push(t.elapsed().as_micros() as u64);
+    }
+    rtts.sort_unstable();
+    let buf = patterned(7, 256 << 10);
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while sent < total {
+        let k = (total - sent).min(buf.len() as u64) as usize;
+        s.write_all(&buf[..k]).map_err(e)?;
+        sent += k as u64;
+    }
+    s.shutdown(std::net::Shutdown::Write).map_err(e)?;
+    let mut count = [0u8; 8];
+    s.read_exact(&mut count).map_err(e)?;
+    let secs = start.elapsed().as_secs_f64();
+    say(format!(
+        "source bytes={} counted={} secs={secs:.3} mb_per_s={:.1} rtt_us_min={} rtt_us_p10={} rtt_us_median={} rtt_us_p90={} rtt_us_max={}",
+        sent,
+        u64::from_be_bytes(count),
+        sent as f64 / secs / 1e6,
+        rtts.first().copied().unwrap_or(0),
+        rtts.get(rtts.len() / 10).copied().unwrap_or(0),
+        rtts.get(rtts.len() / 2).copied().unwrap_or(0),
+        rtts.get(rtts.len() * 9 / 10).copied().unwrap_or(0),
+        rtts.last().copied().unwrap_or(0)
     ));
     Ok(())
 }

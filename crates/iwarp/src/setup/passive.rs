@@ -120,6 +120,8 @@ pub(crate) struct ListenerInner {
     shared: Option<SharedOptions>,
     /// [`Listener::close`] was called: nothing more is queued.
     closed: AtomicBool,
+    /// The last `accept` failed (warned once per run of failures).
+    accept_failing: AtomicBool,
 }
 
 /// Listens for iWARP connection requests (and, on a shared port, plain TCP connections).
@@ -175,6 +177,7 @@ impl Listener {
                 ListenMode::Shared(o) => Some(o),
             },
             closed: AtomicBool::new(false),
+            accept_failing: AtomicBool::new(false),
         });
         let worker = Arc::clone(&dev.pick_worker().shared);
         let token =
@@ -353,11 +356,19 @@ impl Drop for ListenerInner {
 }
 
 impl Ready for ListenerInner {
-    fn on_ready(self: Arc<Self>, _: &Arc<WorkerShared>, _: Token) -> bool {
-        self.accept_all();
+    fn on_ready(self: Arc<Self>, worker: &Arc<WorkerShared>, token: Token) -> bool {
+        if !self.accept_all() {
+            // Readiness is edge-triggered: connections left in the kernel's queue would wait
+            // for the next one to arrive. Try again shortly.
+            worker.add_timer(Instant::now() + ACCEPT_RETRY, token);
+        }
         false
     }
 }
+
+/// How soon a listener tries again after `accept` failed for want of resources (descriptors,
+/// memory).
+const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 
 impl Ready for PendingConn {
     fn on_ready(self: Arc<Self>, _: &Arc<WorkerShared>, _: Token) -> bool {
@@ -367,27 +378,35 @@ impl Ready for PendingConn {
 }
 
 impl ListenerInner {
-    /// Accepts every pending TCP connection; each starts waiting for its MPA Request.
-    fn accept_all(self: Arc<Self>) {
+    /// Accepts every pending TCP connection; each starts waiting for its MPA Request. `false`
+    /// if `accept` failed with connections possibly still queued (out of descriptors or
+    /// memory): the caller tries again later.
+    fn accept_all(self: Arc<Self>) -> bool {
         loop {
             let r = {
                 let g = self.sock.lock().unwrap_or_else(|e| e.into_inner());
                 match g.as_ref() {
                     Some(s) => s.accept(),
-                    None => return,
+                    None => return true,
                 }
             };
             match r {
                 Ok((stream, peer)) => {
+                    self.accept_failing.store(false, Ordering::Relaxed);
                     if let Err(e) = self.start_pending(stream, peer) {
                         tracing::warn!(error = %e, "dropping an accepted connection");
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                // A connection reset while queued: the next one may be fine.
+                Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => {}
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    return;
+                    // EMFILE, ENFILE, ENOBUFS, ENOMEM: the connection stays queued in the
+                    // kernel until this process has the resources to take it.
+                    if !self.accept_failing.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(error = %e, "accept failed; retrying until it succeeds");
+                    }
+                    return false;
                 }
             }
         }
