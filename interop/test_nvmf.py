@@ -429,6 +429,21 @@ class SplitTrailerE1(unittest.TestCase):
         excuse, _ = N.e1_evidence(E1_DMESG, e1_fpdus(), "s>c", ["tcpdump dropped 3 packets"], [])
         self.assertIsNone(excuse)
 
+    def test_our_stream_may_end_inside_an_fpdu_only_where_siw_dropped_the_connection(self):
+        cut = {"type": "problem", "connection": 2, "frame": 20, "dir": "s>c",
+               "message": "the capture ends inside an FPDU (started at stream byte 935372)"}
+        conns = {2: {"connection": 2, "fin_c2s": 22, "rst_c2s": 23}, 3: {"connection": 3}}
+        excuse, lines = N.e1_evidence(E1_DMESG, e1_fpdus(), "s>c", [cut], [], conns=conns)
+        self.assertIsNotNone(excuse)
+        self.assertTrue(any("siw dropped that connection (FIN frame 22, RST frame 23)" in x for x in lines))
+        for bad_cut, bad_conns in ((dict(cut, connection=3), {2: conns[2], 3: {"fin_c2s": 22}}),  # another one
+                                   (dict(cut, frame=15), conns),                  # before the bad FPDU ended
+                                   (cut, {2: {"fin_s2c": 22}}),                   # siw did not close it
+                                   (cut, None)):
+            excuse, lines = N.e1_evidence(E1_DMESG, e1_fpdus(), "s>c", [bad_cut], [], conns=bad_conns)
+            self.assertIsNone(excuse, (bad_cut, bad_conns))
+            self.assertIn("capture incomplete: conn", lines[-1])
+
     def test_no_crc_error_no_evidence(self):
         self.assertEqual(N.e1_evidence(GOOD_DMESG, e1_fpdus(), "s>c", [], []), (None, []))
 
@@ -442,13 +457,16 @@ class SplitTrailerE1(unittest.TestCase):
         js = "\n".join(N.json.dumps(r) for r in [{"type": "connection", "connection": 1}] + e1_fpdus() +
                        [{"type": "problem", "connection": 1, "dir": "s>c", "message": "TCP data missing after "
                                                                                      "stream byte 5; decoding stops"},
-                        {"type": "problem", "connection": 1, "dir": "s>c", "message": "reserved bits set"}])
+                        {"type": "problem", "connection": 1, "dir": "s>c", "message": "reserved bits set"},
+                        {"type": "problem", "connection": 1, "dir": "s>c", "frame": 7,
+                         "message": "the capture ends inside an FPDU (started at stream byte 5)"}])
         conns, fs, probs = N.iwdump_parse(js + "\nnot json\n", "x\n  !! s>c frame 9: 12 bytes in 1 runs were not "
                                                                "captured (snap length)\n")
         self.assertEqual(list(conns), [1])
         self.assertEqual(len(fs), 4)
-        self.assertEqual(len(probs), 2)
+        self.assertEqual(len(probs), 3)
         self.assertIn("TCP data missing", probs[0])
+        self.assertEqual(probs[1]["frame"], 7)
 
 
 class E1Retry(unittest.TestCase):
