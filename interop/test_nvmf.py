@@ -494,7 +494,8 @@ class E1Retry(unittest.TestCase):
         self.assertIn("first run: E1 one; retry: E1 two", last)
 
     def test_anything_else_fails(self):
-        rc, last = self.run_with([N.outcome(False, ["x"], "", "E1 one"), N.outcome(False, ["guest step read16 failed"])])
+        rc, last = self.run_with([N.outcome(False, ["x"], "", "E1 one"),
+                                  N.outcome(False, ["guest step read16 failed"])])
         self.assertEqual(rc, 1)
         self.assertIn("FAIL: retry after E1 (E1 one) failed: guest step read16 failed", last)
         rc, last = self.run_with([N.outcome(False, ["dmesg: siw: crc error"])])
