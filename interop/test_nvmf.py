@@ -341,6 +341,167 @@ class MpaCapture(unittest.TestCase):
                          (True, []))
 
 
+# siw's split-trailer bug (E1) as seen in a real kernel-host run (dmesg, our Write's CRC),
+# with made-up neighbours: our Write's trailer (no pad) split after 3 bytes reads as 16f02b68
+# when the previous FPDU's CRC ended in 16.
+E1_DMESG = GOOD_DMESG.replace("[   23.106201]", """[   19.572789] siw: crc error. in: 16f02b68, own 68f02bdf, op 0
+[   19.583200] nvme nvme0: RECV for CQE 0x000000002e11bd73 failed with status WR flushed (5)
+[   19.583430] nvme nvme0: starting error recovery
+[   19.593994] nvme0n1: I/O Cmd(0x2) @ LBA 3554, 256 blocks, I/O Error (sct 0x3 / sc 0x71) 
+[   19.594106] I/O error, dev nvme0n1, sector 3554 op 0x0:(READ) flags 0x80700 phys_seg 3 prio class 2
+[   19.613974] nvme nvme0: Reconnecting in 10 seconds...
+[   29.709113] nvme nvme0: creating 2 I/O queues.
+[   29.779205] nvme nvme0: Successfully reconnected (1 attempts)
+[   23.106201]""")
+
+
+def fpdu(frame, crc_wire, opcode="Write", ulpdu_len=4094, d="s>c", conn=2, crc="good"):
+    return {"type": "fpdu", "connection": conn, "frame": frame, "last_frame": frame + 2, "dir": d,
+            "opcode": opcode, "ulpdu_len": ulpdu_len, "crc": crc, "crc_wire": crc_wire, "trailer_frame": frame + 2,
+            "trailer_head": 8}
+
+
+def e1_fpdus(**kw):
+    return [fpdu(10, "11111111", "Send", 22, d="c>s"), fpdu(11, "0a0b0c16"), fpdu(14, "df2bf068", **kw),
+            fpdu(17, "12345678", "Send", 22)]
+
+
+class SplitTrailerE1(unittest.TestCase):
+    def test_a_matching_reading_is_excused(self):
+        excuse, lines = N.e1_evidence(E1_DMESG, e1_fpdus(), "s>c", [], [])
+        self.assertIn("siw split-trailer CRC bug (E1", excuse)
+        self.assertIn("our Write FPDU (conn 2, frames 14-16, CRC df2bf068 good by iwdump)", excuse)
+        self.assertIn("split after 3 of 4 bytes reads as 16f02b68", excuse)
+        self.assertTrue(any("matches our Write FPDU conn 2 frames 14-16" in x for x in lines))
+        self.assertTrue(lines[-1].startswith("E1: "))
+
+    def test_the_previous_fpdu_is_the_one_before_on_the_same_connection_and_direction(self):
+        fs = e1_fpdus()
+        fs.insert(2, fpdu(12, "0a0b0c99", conn=3))       # another queue: not what siw had seen
+        fs.insert(2, fpdu(13, "0a0b0c98", d="c>s"))      # the other direction
+        self.assertIsNotNone(N.e1_evidence(E1_DMESG, fs, "s>c", [], [])[0])
+        fs = e1_fpdus()
+        fs[1]["crc_wire"] = "0a0b0c17"
+        self.assertIsNone(N.e1_evidence(E1_DMESG, fs, "s>c", [], [])[0])
+
+    def test_a_reading_no_fpdu_of_ours_gives_is_refused(self):
+        excuse, lines = N.e1_evidence(E1_DMESG.replace("in: 16f02b68", "in: 16f02b69"), e1_fpdus(), "s>c", [], [])
+        self.assertIsNone(excuse)
+        self.assertIn("no FPDU we sent reads as 16f02b69", lines[-1])
+
+    def test_another_opcode_is_refused(self):
+        self.assertIsNone(N.e1_evidence(E1_DMESG.replace("op 0", "op 3"), e1_fpdus(), "s>c", [], [])[0])
+
+    def test_a_bad_crc_by_iwdump_is_refused(self):
+        excuse, lines = N.e1_evidence(E1_DMESG, e1_fpdus(crc="bad"), "s>c", [], [])
+        self.assertIsNone(excuse)
+        fs = e1_fpdus()
+        fs[-1]["crc"] = "bad"                             # any FPDU of ours: our CRC would be wrong
+        excuse, lines = N.e1_evidence(E1_DMESG, fs, "s>c", [], [])
+        self.assertIsNone(excuse)
+        self.assertIn("our Send FPDU conn 2 frame 17 has CRC bad by iwdump", lines[-1])
+
+    def test_an_extra_unrelated_dmesg_error_is_refused(self):
+        for extra in ("[   20.1] nvme nvme0: I/O tag 3 (1003) opcode 0x1 (I/O Cmd) QID 1 timeout",
+                      "[   20.1] EXT4-fs error (device nvme0n1): ext4_find_entry:1", "[   20.1] Call Trace:",
+                      "[   20.1] nvme0n1: I/O Cmd(0x1) @ LBA 1, 8 blocks, I/O Error (sct 0x3 / sc 0x71) DNR ",
+                      "[   20.1] nvme nvme0: RECV for CQE 0x00000000aa failed with status local protection error (4)"):
+            dm = E1_DMESG.replace("[   19.613974]", extra + "\n[   19.613974]")
+            excuse, lines = N.e1_evidence(dm, e1_fpdus(), "s>c", [], [])
+            self.assertIsNone(excuse, extra)
+            self.assertIn("dmesg line not part of the recovery", lines[-1])
+
+    def test_recovery_before_the_crc_error_or_without_a_reconnect_is_refused(self):
+        dm = E1_DMESG.replace("[   19.572789] siw: crc error", "[   19.5] nvme nvme0: starting error recovery\n"
+                                                                  "[   19.572789] siw: crc error")
+        self.assertIsNone(N.e1_evidence(dm, e1_fpdus(), "s>c", [], [])[0])
+        dm = E1_DMESG.replace("[   29.779205] nvme nvme0: Successfully reconnected (1 attempts)\n", "")
+        excuse, lines = N.e1_evidence(dm, e1_fpdus(), "s>c", [], [])
+        self.assertIsNone(excuse)
+        self.assertIn("no successful reconnect", lines[-1])
+
+    def test_a_failed_data_check_is_refused(self):
+        excuse, lines = N.e1_evidence(E1_DMESG, e1_fpdus(), "s>c", [], ["backing pattern16: sha256 differs"])
+        self.assertIsNone(excuse)
+        self.assertIn("run problem: backing pattern16", lines[-1])
+
+    def test_an_incomplete_capture_is_refused(self):
+        excuse, _ = N.e1_evidence(E1_DMESG, e1_fpdus(), "s>c", ["tcpdump dropped 3 packets"], [])
+        self.assertIsNone(excuse)
+
+    def test_our_stream_may_end_inside_an_fpdu_only_where_siw_dropped_the_connection(self):
+        cut = {"type": "problem", "connection": 2, "frame": 20, "dir": "s>c",
+               "message": "the capture ends inside an FPDU (started at stream byte 935372)"}
+        conns = {2: {"connection": 2, "fin_c2s": 22, "rst_c2s": 23}, 3: {"connection": 3}}
+        excuse, lines = N.e1_evidence(E1_DMESG, e1_fpdus(), "s>c", [cut], [], conns=conns)
+        self.assertIsNotNone(excuse)
+        self.assertTrue(any("siw dropped that connection (FIN frame 22, RST frame 23)" in x for x in lines))
+        for bad_cut, bad_conns in ((dict(cut, connection=3), {2: conns[2], 3: {"fin_c2s": 22}}),  # another one
+                                   (dict(cut, frame=15), conns),                  # before the bad FPDU ended
+                                   (cut, {2: {"fin_s2c": 22}}),                   # siw did not close it
+                                   (cut, None)):
+            excuse, lines = N.e1_evidence(E1_DMESG, e1_fpdus(), "s>c", [bad_cut], [], conns=bad_conns)
+            self.assertIsNone(excuse, (bad_cut, bad_conns))
+            self.assertIn("capture incomplete: conn", lines[-1])
+
+    def test_no_crc_error_no_evidence(self):
+        self.assertEqual(N.e1_evidence(GOOD_DMESG, e1_fpdus(), "s>c", [], []), (None, []))
+
+    def test_kernel_target_allows_nothing_but_the_crc_error(self):
+        only = "\n".join(x for x in E1_DMESG.splitlines() if "nvme" not in x or "siw" in x)
+        fs = [dict(f, dir="c>s" if f["dir"] == "s>c" else "s>c") for f in e1_fpdus()]
+        self.assertIsNotNone(N.e1_evidence(only, fs, "c>s", [], [], (), N.KERNEL_TARGET_RECOVERY, False)[0])
+        self.assertIsNone(N.e1_evidence(E1_DMESG, fs, "c>s", [], [], (), N.KERNEL_TARGET_RECOVERY, False)[0])
+
+    def test_iwdump_output_is_read(self):
+        js = "\n".join(N.json.dumps(r) for r in [{"type": "connection", "connection": 1}] + e1_fpdus() +
+                       [{"type": "problem", "connection": 1, "dir": "s>c", "message": "TCP data missing after "
+                                                                                     "stream byte 5; decoding stops"},
+                        {"type": "problem", "connection": 1, "dir": "s>c", "message": "reserved bits set"},
+                        {"type": "problem", "connection": 1, "dir": "s>c", "frame": 7,
+                         "message": "the capture ends inside an FPDU (started at stream byte 5)"}])
+        conns, fs, probs = N.iwdump_parse(js + "\nnot json\n", "x\n  !! s>c frame 9: 12 bytes in 1 runs were not "
+                                                               "captured (snap length)\n")
+        self.assertEqual(list(conns), [1])
+        self.assertEqual(len(fs), 4)
+        self.assertEqual(len(probs), 3)
+        self.assertIn("TCP data missing", probs[0])
+        self.assertEqual(probs[1]["frame"], 7)
+
+
+class E1Retry(unittest.TestCase):
+    def run_with(self, outcomes):
+        runs = iter(outcomes)
+        a = N.argparse.Namespace(port=1, port_was_free=False)
+        log = []
+        old = N.log
+        N.log = log.append
+        try:
+            rc = N.with_e1_retry("kernel-host", a, lambda _a: next(runs))
+        finally:
+            N.log = old
+        return rc, log[-1]
+
+    def test_a_clean_retry_passes_naming_the_first_run(self):
+        rc, last = self.run_with([N.outcome(False, ["dmesg: x"], "", "E1 here"), N.outcome(True, [], " (ok)")])
+        self.assertEqual(rc, 0)
+        self.assertEqual(last, "NVMF kernel-host PASS (ok) (on a retry; the first run failed by E1: E1 here)")
+
+    def test_e1_twice_is_known(self):
+        rc, last = self.run_with([N.outcome(False, ["x"], "", "E1 one"), N.outcome(False, ["y"], "", "E1 two")])
+        self.assertEqual(rc, 0)
+        self.assertTrue(last.startswith("NVMF kernel-host KNOWN: siw bug E1"), last)
+        self.assertIn("first run: E1 one; retry: E1 two", last)
+
+    def test_anything_else_fails(self):
+        rc, last = self.run_with([N.outcome(False, ["x"], "", "E1 one"),
+                                  N.outcome(False, ["guest step read16 failed"])])
+        self.assertEqual(rc, 1)
+        self.assertIn("FAIL: retry after E1 (E1 one) failed: guest step read16 failed", last)
+        rc, last = self.run_with([N.outcome(False, ["dmesg: siw: crc error"])])
+        self.assertEqual((rc, last), (1, "NVMF kernel-host FAIL: dmesg: siw: crc error"))
+
+
 class GuestScripts(unittest.TestCase):
     def test_the_host_script_targets_the_host_or_the_guest_itself(self):
         s = N.kernel_host_script(24420, "nqn.a'b", connect_opts="nr_io_queues=1")
