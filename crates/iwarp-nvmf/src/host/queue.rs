@@ -263,7 +263,7 @@ impl Queue {
         });
         let s = Arc::clone(&shared);
         let reaper = std::thread::Builder::new()
-            .name(format!("nvmf-q{}", cfg.qid))
+            .name(format!("nvmf-hq{}", cfg.qid))
             .spawn(move || s.run())
             .map_err(HostError::Io)?;
         Ok(Queue { shared, size, depth, reaper: Mutex::new(Some(reaper)) })

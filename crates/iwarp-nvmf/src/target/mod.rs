@@ -290,7 +290,7 @@ fn accept_loop(
                 }
                 tracing::debug!(%peer, qid = q.qid, entries = q.entries, "queue accepted");
                 let st = Arc::clone(&stop);
-                match std::thread::Builder::new().name(format!("nvmf-q{}", q.qid)).spawn(move || queue.run(&st)) {
+                match std::thread::Builder::new().name(format!("nvmf-tq{}", q.qid)).spawn(move || queue.run(&st)) {
                     Ok(t) => {
                         let mut ts = threads.lock().unwrap_or_else(|e| e.into_inner());
                         ts.retain(|t| !t.is_finished());
