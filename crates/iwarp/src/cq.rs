@@ -179,7 +179,13 @@ impl CqInner {
         }
         if self.waiters.load(Ordering::Acquire) > 0 {
             self.cond.notify_all();
-            self.wake.notify();
+            // Only a waiter of a queue with Progress::Poll queue pairs sleeps in poll(2) on the
+            // wake-up descriptor (`wait`); the others sleep on the condition variable, and a
+            // write to the descriptor would be a system call per completion for nothing.
+            // `has_polled` is set before any waiter can choose poll(2).
+            if self.has_polled.load(Ordering::Acquire) {
+                self.wake.notify();
+            }
         }
         if fire && self.armed.swap(ARM_NONE, Ordering::AcqRel) != ARM_NONE {
             if let Some(ch) = &self.channel {
