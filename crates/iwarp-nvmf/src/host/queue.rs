@@ -459,12 +459,17 @@ impl Queue {
                 len: data_len,
                 stag,
                 from_controller,
-                sent: false,
+                // The capsule's Send is unsignaled (see below): a response means it was sent.
+                sent: true,
                 response: None,
                 error: None,
             });
         }
-        let wr = SendWr::send(TAG_SEND | idx as u64, &[s.capsules.sge(base, 64 + in_capsule)]);
+        // Unsignaled: the controller answers only after receiving the whole capsule, so its
+        // response shows that the capsule's bytes were sent and its slot may be reused; a
+        // completion per capsule would only wake the completion thread once more per command.
+        // A Send that fails still completes (with its error), failing the queue.
+        let wr = SendWr::send(TAG_SEND | idx as u64, &[s.capsules.sge(base, 64 + in_capsule)]).unsignaled();
         if let Err(e) = s.qp.post_send(&[wr]) {
             let mut st = lock(&s.state);
             st.slots[idx] = None;
