@@ -230,6 +230,10 @@ pub fn run(dev: &Arc<dyn BlockDevice>, w: &Workload, cfg: &RunConfig) -> io::Res
     start.wait();
     let t0 = Instant::now();
     std::thread::sleep(cfg.duration);
+    // CPU before the workers stop and exit (a thread that ended has no entry any more).
+    let elapsed = t0.elapsed().as_secs_f64();
+    let proc = (iwarp::util::cpu_time() - proc0).as_secs_f64();
+    let cpu1 = thread_cpu();
     stop.store(true, Ordering::Relaxed);
     let mut hist = Histogram::new();
     let mut first_err = None;
@@ -240,9 +244,8 @@ pub fn run(dev: &Arc<dyn BlockDevice>, w: &Workload, cfg: &RunConfig) -> io::Res
             first_err.get_or_insert(e);
         }
     }
-    let elapsed = t0.elapsed().as_secs_f64();
-    let proc = (iwarp::util::cpu_time() - proc0).as_secs_f64();
-    let cpu1 = thread_cpu();
+    // Requests in flight at the snapshot (at most one per thread) still count.
+    let elapsed = elapsed.max(1e-9);
     if let Some(e) = first_err {
         return Err(e);
     }
