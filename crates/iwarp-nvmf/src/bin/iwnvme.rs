@@ -79,6 +79,9 @@ struct BenchArgs {
     /// The in-process target's largest transfer, as a power of two of 4 KiB (8: 1 MiB).
     #[arg(long, default_value_t = 8)]
     mdts: u8,
+    /// Threads serving the in-process target's queues.
+    #[arg(long = "target-threads", default_value_t = 2)]
+    target_threads: usize,
     /// Seed of the random offsets.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -166,6 +169,9 @@ struct TargetArgs {
     /// I/O queues per controller.
     #[arg(long = "io-queues", default_value_t = 8)]
     io_queues: u16,
+    /// Threads serving the queues (each serves many).
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
     /// MPA CRC: default, require or off.
     #[arg(long, value_enum, default_value_t = CrcArg::Default)]
     crc: CrcArg,
@@ -225,6 +231,7 @@ fn target(a: TargetArgs) -> Result<(), Box<dyn std::error::Error>> {
     config.hosts = a.hosts;
     config.max_queue_entries = a.queue_size;
     config.max_io_queues = a.io_queues;
+    config.threads = a.threads.max(1);
     config.crc = match if a.no_crc { CrcArg::Off } else { a.crc } {
         CrcArg::Default => CrcPolicy::Default,
         CrcArg::Require => CrcPolicy::Require,
@@ -297,6 +304,7 @@ fn bench(a: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
             let Some(device) = backing.clone() else { return Err("give --file or --mem-size".into()) };
             let mut config = TargetConfig::new(&a.nqn);
             config.mdts = a.mdts;
+            config.threads = a.target_threads.max(1);
             config.max_queue_entries = a.queue_size.max(32);
             if a.no_crc {
                 config.crc = CrcPolicy::Decline;
