@@ -1,6 +1,6 @@
 //! NVMe over Fabrics (RDMA transport binding) over iWARP.
 //!
-//! - [`bench`]: a block I/O benchmark (sequential and random reads and writes at a queue
+//! - [`bench`](mod@bench): a block I/O benchmark (sequential and random reads and writes at a queue
 //!   depth) for any block device, the `iwnvme bench` subcommand's engine.
 //! - [`block`]: the block devices a target serves and an initiator exposes (a file, memory).
 //! - [`host`]: the initiator: attaches a remote controller and exposes its namespace as a block device.
