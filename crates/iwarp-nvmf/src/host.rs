@@ -22,9 +22,10 @@
 //! the controller down with CC.SHN, waits for CSTS.SHST, and closes the queues.
 //!
 //! Each queue is one queue pair with a completion thread that matches responses to
-//! commands by command identifier. Data moves through keyed SGLs over buffers registered
-//! for the one command (a fresh STag each time, as a fast registration would give); a
-//! response that arrives as a Send with Invalidate must invalidate that STag. Writes that
+//! commands by command identifier. Data moves through keyed SGLs over buffers each queue
+//! registers once and rekeys per command ([`iwarp::MemoryRegion::rekey`]: a fresh STag each
+//! time, as a fast registration gives); a response that arrives as a Send with Invalidate
+//! must invalidate that STag, and a buffer is invalid whenever no command holds it. Writes that
 //! fit the target's in-capsule data size travel in the command capsule on I/O queues
 //! (Fabrics commands always use a keyed SGL).
 //!

@@ -1,5 +1,7 @@
 //! NVMe over Fabrics (RDMA transport binding) over iWARP.
 //!
+//! - [`bench`](mod@bench): a block I/O benchmark (sequential and random reads and writes at a queue
+//!   depth) for any block device, the `iwnvme bench` subcommand's engine.
 //! - [`block`]: the block devices a target serves and an initiator exposes (a file, memory).
 //! - [`host`]: the initiator: attaches a remote controller and exposes its namespace as a block device.
 //! - [`nbd`]: an NBD server that hands a block device (an attached remote namespace) to
@@ -10,6 +12,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod block;
 pub mod host;
 pub mod nbd;

@@ -154,3 +154,33 @@ fn target_gone_fails_io_instead_of_hanging() {
     drop(ctrl); // the last handle: shutdown against a dead target must not hang
     assert!(t0.elapsed() < Duration::from_secs(3), "shutdown took {:?}", t0.elapsed());
 }
+
+/// Data buffers are registered once and rekeyed per command: successive reads name a new
+/// STag each, all of one registered buffer (one index); a target that writes to an earlier
+/// command's STag is refused by the host's stack (Terminate, invalid STag) and the command
+/// fails with the connection.
+#[test]
+fn each_read_names_a_fresh_stag_of_one_reused_buffer_and_a_late_write_to_an_old_stag_is_refused() {
+    let t = MockTarget::start(NQN, 4 << 20);
+    let ctrl = Controller::connect(t.addr, NQN, &HostOptions { io_queues: 1, ..opts() }).unwrap();
+    let ns = ctrl.namespace();
+    let mut buf = vec![0u8; 64 << 10];
+    for i in 0..20u64 {
+        ns.read_at(&mut buf, i * (64 << 10)).unwrap();
+    }
+    let sgls = t.script.read_sgls.lock().unwrap().clone();
+    assert_eq!(sgls.len(), 20);
+    let stags: std::collections::HashSet<u32> = sgls.iter().map(|r| r.stag.0).collect();
+    assert_eq!(stags.len(), 20, "a fresh STag per command");
+    let indexes: std::collections::HashSet<u32> = sgls.iter().map(|r| r.stag.index()).collect();
+    assert_eq!(indexes.len(), 1, "one registered buffer, rekeyed");
+    for w in sgls.windows(2) {
+        assert_eq!(w[1].stag.key(), w[0].stag.key().wrapping_add(1));
+    }
+
+    t.script.late_write.store(true, Ordering::Release);
+    let e = ns.read_at(&mut buf, 0).unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::NotConnected, "{e}");
+    assert!(e.to_string().contains("invalid STag"), "{e}");
+    assert!(t.script.violations.lock().unwrap().is_empty(), "{:?}", t.script.violations.lock().unwrap());
+}

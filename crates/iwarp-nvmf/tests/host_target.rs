@@ -239,3 +239,53 @@ fn the_host_asks_for_crc_only_when_told_to() {
     ctrl.namespace().read_at(&mut buf, 0).unwrap();
     ctrl.disconnect().expect("clean shutdown");
 }
+
+/// One queue thread serves every queue: two controllers of four I/O queues each move data
+/// at once; one disconnects (its queues torn down on the shared thread) and the other keeps
+/// working.
+#[test]
+fn one_thread_serves_two_controllers_and_one_leaving_does_not_disturb_the_other() {
+    let dev = Device::open(DeviceConfig::default()).unwrap();
+    let listener = dev.listen("127.0.0.1:0".parse().unwrap(), 64).unwrap();
+    let disk = Arc::new(MemDevice::new(4 << 20));
+    let config = TargetConfig { threads: 1, ..TargetConfig::new(NQN) };
+    let target = Target::new(config, disk.clone());
+    let handle = target.serve(&dev, listener).unwrap();
+    let a = Controller::connect(handle.local_addr(), NQN, &opts(4)).unwrap();
+    let b = Controller::connect(handle.local_addr(), NQN, &opts(4)).unwrap();
+    assert_eq!(target.controllers(), 2);
+    let (na, nb) = (a.namespace(), b.namespace());
+    let writers: Vec<_> = [(na.clone(), 0u64), (nb.clone(), 2 << 20)]
+        .into_iter()
+        .map(|(ns, base)| {
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 64 << 10];
+                for i in 0..32u64 {
+                    block_pattern(base + i, 1, &mut buf);
+                    ns.write_at(&buf, base + i * (64 << 10) % (2 << 20)).unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    let mut back = vec![0u8; 64 << 10];
+    let mut want = vec![0u8; 64 << 10];
+    nb.read_at(&mut back, 0).unwrap();
+    block_pattern(0, 1, &mut want);
+    assert_eq!(back, want, "b reads what a wrote");
+
+    a.disconnect().unwrap();
+    drop((a, na));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while target.controllers() > 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(target.controllers(), 1);
+    for i in 0..16u64 {
+        nb.read_at(&mut back, (2 << 20) + i * (64 << 10)).unwrap();
+        block_pattern((2 << 20) + i, 1, &mut want);
+        assert_eq!(back, want, "extent {i}");
+    }
+}

@@ -115,3 +115,23 @@ fn iwnvme_target_refuses_bad_arguments() {
         assert!(out.stdout.is_empty(), "{args:?} printed {:?}", String::from_utf8_lossy(&out.stdout));
     }
 }
+
+#[test]
+fn bench_reports_every_workload_over_nvmf_and_raw_as_json() {
+    let out = Proc::new(env!("CARGO_BIN_EXE_iwnvme"))
+        .args(["bench", "--mem-size", "8M", "--seconds", "0.05", "--queues", "1", "--json"])
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("iwnvme runs");
+    assert!(out.status.success(), "exit status {:?}", out.status);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    let rows = doc["rows"].as_array().expect("rows");
+    // 8 workloads (seq 1 MiB and random 4 KiB, write and read, depth 1 and 32) on both devices.
+    assert_eq!(rows.len(), 16);
+    for r in rows {
+        let name = r["name"].as_str().unwrap();
+        assert!(r["median"]["iops"].as_f64().unwrap() > 0.0, "{name} on {}", r["device"]);
+        assert!(r["median"]["p99_us"].as_f64().unwrap() >= r["median"]["p50_us"].as_f64().unwrap());
+    }
+    assert!(rows.iter().any(|r| r["name"] == "rand-read-4K-qd32" && r["device"] == "nvmf"));
+}

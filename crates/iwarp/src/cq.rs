@@ -40,6 +40,30 @@ pub(crate) struct ChannelInner {
     /// Shared, so that a runtime's registration can hold it open as long as it lasts.
     fd: Arc<EventFd>,
     ready: Mutex<VecDeque<u32>>,
+    /// `get_event` callers sleeping on `cond` (registered under `ready`'s lock).
+    waiters: AtomicUsize,
+    cond: Condvar,
+    /// Set once the descriptor was handed out (`AsFd`, `AsRawFd`, a runtime's
+    /// registration): from then on every notification also signals it. Until then
+    /// `get_event` waits on `cond` and nothing writes or reads the descriptor, which saves a
+    /// notification and a reset (two system calls) per wake-up.
+    exported: AtomicBool,
+}
+
+impl ChannelInner {
+    /// Queues `id`'s notification and wakes whoever waits: `get_event` callers, and the
+    /// descriptor once handed out.
+    fn signal(&self, id: u32) {
+        self.ready.lock().unwrap_or_else(|e| e.into_inner()).push_back(id);
+        // After the push's unlock: a waiter that found the queue empty registered itself
+        // under the lock before sleeping, so it is counted here.
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            self.cond.notify_all();
+        }
+        if self.exported.load(Ordering::Acquire) {
+            self.fd.notify();
+        }
+    }
 }
 
 /// A completion channel: a descriptor that becomes readable when an armed completion queue gets
@@ -61,13 +85,20 @@ pub struct CompletionChannel {
 impl CompletionChannel {
     pub(crate) fn new() -> Result<Self> {
         Ok(CompletionChannel {
-            inner: Arc::new(ChannelInner { fd: Arc::new(EventFd::new()?), ready: Mutex::new(VecDeque::new()) }),
+            inner: Arc::new(ChannelInner {
+                fd: Arc::new(EventFd::new()?),
+                ready: Mutex::new(VecDeque::new()),
+                waiters: AtomicUsize::new(0),
+                cond: Condvar::new(),
+                exported: AtomicBool::new(false),
+            }),
         })
     }
 
     /// The descriptor, for a runtime's registration.
     #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     pub(crate) fn eventfd(&self) -> Arc<EventFd> {
+        self.export();
         Arc::clone(&self.inner.fd)
     }
 
@@ -75,13 +106,18 @@ impl CompletionChannel {
     /// Never waits. Resets the descriptor's readability first, so a notification queued
     /// after this call makes it readable again.
     pub fn try_get_event(&self) -> Option<u32> {
-        self.inner.fd.drain();
+        if self.inner.exported.load(Ordering::Acquire) {
+            self.inner.fd.drain();
+        }
         self.inner.ready.lock().unwrap_or_else(|e| e.into_inner()).pop_front()
     }
 
     /// The next notification: the id of the completion queue that fired. Waits up to
     /// `timeout` (`None`: forever).
     pub fn get_event(&self, timeout: Option<Duration>) -> Option<u32> {
+        if !self.inner.exported.load(Ordering::Acquire) {
+            return self.get_event_in_process(timeout);
+        }
         // The clock is read only when there is nothing to return (as in `CompletionQueue::wait`).
         let mut deadline: Option<Option<Instant>> = None;
         loop {
@@ -103,6 +139,33 @@ impl CompletionChannel {
         }
     }
 
+    /// `get_event` while the descriptor was never handed out: sleeps on the condition
+    /// variable (the descriptor is neither signalled nor reset). A descriptor handed out
+    /// meanwhile is signalled as well from then on, and this still wakes.
+    fn get_event_in_process(&self, timeout: Option<Duration>) -> Option<u32> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut ready = self.inner.ready.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(id) = ready.pop_front() {
+                return Some(id);
+            }
+            let left = match deadline {
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(l) if !l.is_zero() => l,
+                    _ => return None,
+                },
+                None => Duration::from_secs(3600),
+            };
+            self.inner.waiters.fetch_add(1, Ordering::SeqCst);
+            ready = self.inner.cond.wait_timeout(ready, left).unwrap_or_else(|e| e.into_inner()).0;
+            self.inner.waiters.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    fn export(&self) {
+        self.inner.exported.store(true, Ordering::Release);
+    }
+
     /// The next notification if one is queued, without reading or waiting on the descriptor
     /// (unlike [`try_get_event`](Self::try_get_event), which resets its readability).
     ///
@@ -119,6 +182,7 @@ impl CompletionChannel {
 impl AsRawFd for CompletionChannel {
     /// Readable while a notification is queued (see the type's docs).
     fn as_raw_fd(&self) -> RawFd {
+        self.export();
         self.inner.fd.as_raw_fd()
     }
 }
@@ -126,6 +190,7 @@ impl AsRawFd for CompletionChannel {
 impl AsFd for CompletionChannel {
     /// Readable while a notification is queued (see the type's docs).
     fn as_fd(&self) -> BorrowedFd<'_> {
+        self.export();
         self.inner.fd.as_fd()
     }
 }
@@ -179,12 +244,17 @@ impl CqInner {
         }
         if self.waiters.load(Ordering::Acquire) > 0 {
             self.cond.notify_all();
-            self.wake.notify();
+            // Only a waiter of a queue with Progress::Poll queue pairs sleeps in poll(2) on the
+            // wake-up descriptor (`wait`); the others sleep on the condition variable, and a
+            // write to the descriptor would be a system call per completion for nothing.
+            // `has_polled` is set before any waiter can choose poll(2).
+            if self.has_polled.load(Ordering::Acquire) {
+                self.wake.notify();
+            }
         }
         if fire && self.armed.swap(ARM_NONE, Ordering::AcqRel) != ARM_NONE {
             if let Some(ch) = &self.channel {
-                ch.ready.lock().unwrap_or_else(|e| e.into_inner()).push_back(self.id);
-                ch.fd.notify();
+                ch.signal(self.id);
             }
         }
     }

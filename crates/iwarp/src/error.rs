@@ -19,6 +19,9 @@ pub enum Error {
     /// Deregistering memory failed.
     #[error(transparent)]
     Deregister(#[from] DeregisterError),
+    /// Rekeying a memory region was refused.
+    #[error(transparent)]
+    Rekey(#[from] iwarp_proto::mem::RekeyError),
     /// Creating a queue pair or shared receive queue failed.
     #[error(transparent)]
     Create(#[from] CreateError),

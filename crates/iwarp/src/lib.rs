@@ -168,7 +168,9 @@ pub use iwarp_proto::qp::{QpState, QpStats, RemoteAddr};
 pub use iwarp_wire::mpa::{RtrType, RtrTypes};
 pub use iwarp_wire::terminate::{TerminateCause, TerminateLayout};
 pub use iwarp_wire::Stag;
-pub use mem::{Access, MemoryRegion, OwnedBuf, OwnedRegion, ProtectionDomain, RegionBytes, RegionBytesMut, Sge};
+pub use mem::{
+    Access, MemoryRegion, OwnedBuf, OwnedRegion, ProtectionDomain, RegionBytes, RegionBytesMut, RekeyError, Sge,
+};
 pub use params::{ConnParams, Keepalive, Liveness, MpaOptions, DEFAULT_RECV_WAIT};
 pub use qp::{QpCap, QpInit, QueuePair};
 pub use setup::passive::{

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 /// takes longer.
 const QUIESCE_LIMIT: Duration = Duration::from_secs(10);
 
-pub use iwarp_proto::mem::Access;
+pub use iwarp_proto::mem::{Access, RekeyError};
 
 /// A protection domain: regions and queue pairs of one domain may only be used together
 /// (RFC 5041 §8.2). Cheap to clone.
@@ -247,6 +247,53 @@ impl MemoryRegion {
     pub fn is_valid(&self) -> bool {
         self.inner.region.is_valid()
     }
+    /// Invalidates the region now, as a Local Invalidate work request would once executed:
+    /// its STag stops passing peers' access checks (a later RDMA Write, Read or Send with
+    /// Invalidate naming it terminates the connection as for any invalid STag). The memory
+    /// stays registered and readable and writable through [`read`](Self::read) and
+    /// [`write`](Self::write); [`rekey`](Self::rekey) makes it usable again under a new STag.
+    /// Returns `false` if it was already invalid (or deregistered).
+    pub fn invalidate(&self) -> bool {
+        self.inner.dev.stags.invalidate_region(&self.inner.region)
+    }
+
+    /// Validates an invalidated region again under a new STag and returns it: the same index
+    /// with the next 8-bit key, as a fast-register work request (`IBV_WR_REG_MR`) does on
+    /// RDMA hardware. A region that a peer's Send with Invalidate (or
+    /// [`invalidate`](Self::invalidate)) invalidated can so be handed out for the next
+    /// operation without registering memory again.
+    ///
+    /// The old STag stays stale: a peer's late access with it fails its access check and the
+    /// connection terminates (RFC 5040/5041 Terminate, invalid STag), and a Send with
+    /// Invalidate naming it invalidates nothing. Only after 255 further rekeys does a key
+    /// repeat. Rekeying only an invalid region means that nothing that was given the old
+    /// STag can reach the memory any more; which local work requests still name the region
+    /// through [`Sge`]s (they hold the region itself, not its STag) is the application's to
+    /// track, as with any reuse of a buffer.
+    ///
+    /// ```
+    /// # use iwarp::{Access, Device, DeviceConfig, RekeyError};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dev = Device::open(DeviceConfig::default())?;
+    /// let pd = dev.alloc_pd();
+    /// let mr = pd.reg_mr(4096, Access::LOCAL_WRITE | Access::REMOTE_WRITE)?;
+    /// let old = mr.stag();
+    /// assert_eq!(mr.rekey(), Err(RekeyError::Valid));
+    /// assert!(mr.invalidate()); // or a peer's Send with Invalidate
+    /// let new = mr.rekey()?;
+    /// assert_eq!((new.index(), new.key()), (old.index(), old.key().wrapping_add(1)));
+    /// assert!(mr.is_valid() && mr.stag() == new);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// [`RekeyError::Valid`] if the region is still valid (invalidate it first);
+    /// [`RekeyError::Deregistered`] once deregistered.
+    pub fn rekey(&self) -> Result<Stag, RekeyError> {
+        self.inner.dev.stags.rekey(&self.inner.region)
+    }
+
     /// Deregisters the region now (`ibv_dereg_mr`), for every clone of this handle, and waits
     /// until the stack no longer touches its memory: when it returns `Ok`, no placement, no
     /// receive plan and no transmit reads or writes the bytes any more, nor will they, so

@@ -206,3 +206,53 @@ fn wait_times_out_when_empty_and_returns_completions_without_waiting() {
     assert_eq!(wc[0].wr_id, 8);
     t.join().unwrap();
 }
+
+/// A channel whose descriptor was never handed out: `get_event` sleeps without the descriptor
+/// (woken by the next armed completion from another thread, or timing out), and once the
+/// descriptor is handed out, later notifications make it readable as well.
+#[test]
+fn a_channel_waited_on_in_process_wakes_without_its_descriptor_until_it_is_handed_out() {
+    let p = Pair::new();
+    let ch = p.dev.create_comp_channel().unwrap();
+    let cq = p.dev.create_cq_with_channel(64, &ch).unwrap();
+    let mut init = QpInit::new(&cq, &cq);
+    init.cap.max_recv_wr = 64;
+    let server = p.pd.create_qp(&init).unwrap();
+    let listener = p.dev.listen(any_port(), 4).unwrap();
+    let client = End::new(&p.dev, &p.pd, QpCap::default(), Progress::Thread);
+    let l = listener.clone();
+    let s2 = server.clone();
+    let t = std::thread::spawn(move || l.get_request(Some(WAIT)).unwrap().accept(&s2, &ConnParams::default()));
+    client.qp.connect(listener.local_addr(), &ConnParams::default()).unwrap();
+    t.join().unwrap().unwrap();
+    let rb = p.mr(4096, all_access());
+    for i in 0..8 {
+        post_recv(&server, i, &rb, 0, 64);
+    }
+    let mut wc = [WorkCompletion::default(); 8];
+    let start = std::time::Instant::now();
+    assert_eq!(ch.get_event(Some(Duration::from_millis(30))), None);
+    assert!(start.elapsed() >= Duration::from_millis(30), "waited out its timeout");
+
+    // Woken from the sleep by a completion another thread's Send causes.
+    for round in 0..3u64 {
+        cq.req_notify(false);
+        let qp = client.qp.clone();
+        let sender = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            qp.post_send(&[SendWr::send(round, &[])]).unwrap();
+        });
+        assert_eq!(ch.get_event(Some(WAIT)), Some(cq.id()), "round {round}");
+        sender.join().unwrap();
+        assert_eq!(cq.wait(&mut wc, Some(WAIT)), 1);
+        assert_eq!(ch.try_get_event(), None, "one notification per arming");
+    }
+
+    // Handed out: the next notification makes the descriptor readable too.
+    assert!(!readable(&ch, Duration::ZERO));
+    cq.req_notify(false);
+    client.qp.post_send(&[SendWr::send(9, &[])]).unwrap();
+    assert!(readable(&ch, WAIT));
+    assert_eq!(ch.get_event(Some(WAIT)), Some(cq.id()));
+    assert_eq!(cq.wait(&mut wc, Some(WAIT)), 1);
+}

@@ -5,6 +5,8 @@
 //! iwnvme target --listen 127.0.0.1 --nqn nqn.2014-08.org.example:ram --mem-size 64M
 //! iwnvme connect 127.0.0.1:4420 --nqn nqn.2014-08.org.example:disk --nbd-socket /tmp/disk.sock
 //! qemu-img info "nbd+unix:///?socket=/tmp/disk.sock"
+//! iwnvme bench --mem-size 256M --seconds 5 --runs 3
+//! iwnvme bench --file /tmp/bench.img --size 1G --json
 //! ```
 //!
 //! Logs go to standard error when `RUST_LOG` is set (e.g. `RUST_LOG=iwarp_nvmf=debug`).
@@ -39,6 +41,65 @@ enum Cmd {
     Target(TargetArgs),
     /// Attach a remote namespace and serve it to NBD clients (qemu-img, nbdcopy, nbd-client).
     Connect(ConnectArgs),
+    /// Measure sequential 1 MiB and random 4 KiB reads and writes at queue depths 1 and 32
+    /// through an attached namespace, next to the same workloads on the backing file or memory.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+struct BenchArgs {
+    /// Serve this many bytes of memory from a target in this process (K, M, G suffixes).
+    #[arg(short = 'm', long = "mem-size", value_parser = parse_size, conflicts_with = "file")]
+    mem_size: Option<u64>,
+    /// Serve this file from a target in this process (the raw baseline uses it too).
+    #[arg(short = 'f', long)]
+    file: Option<PathBuf>,
+    /// Create or resize the file to this size (bytes; K, M, G suffixes).
+    #[arg(short = 's', long, requires = "file", value_parser = parse_size)]
+    size: Option<u64>,
+    /// Attach a running target at IP:PORT instead (raw baseline only with --file, the same
+    /// backing file).
+    #[arg(long)]
+    connect: Option<String>,
+    /// Subsystem NQN (for --connect; the in-process target uses it too).
+    #[arg(short = 'n', long, default_value = "nqn.2014-08.org.example:bench")]
+    nqn: String,
+    /// Seconds each workload runs.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// Runs of every workload (medians and spreads are reported).
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
+    /// I/O queues the host asks for.
+    #[arg(long, default_value_t = 2)]
+    queues: u16,
+    /// Entries of each I/O queue.
+    #[arg(long = "queue-size", default_value_t = 128)]
+    queue_size: u16,
+    /// The in-process target's largest transfer, as a power of two of 4 KiB (8: 1 MiB).
+    #[arg(long, default_value_t = 8)]
+    mdts: u8,
+    /// Threads serving the in-process target's queues.
+    #[arg(long = "target-threads", default_value_t = 2)]
+    target_threads: usize,
+    /// Seed of the random offsets.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Only these workloads (comma-separated names such as rand-read-4K-qd32).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Skip the raw backing-file baseline.
+    #[arg(long = "no-raw")]
+    no_raw: bool,
+    /// Do not check what reads return.
+    #[arg(long = "no-verify")]
+    no_verify: bool,
+    /// Do not ask for MPA CRC (in-process target and host).
+    #[arg(long = "no-crc")]
+    no_crc: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -112,6 +173,9 @@ struct TargetArgs {
     /// I/O queues per controller.
     #[arg(long = "io-queues", default_value_t = 8)]
     io_queues: u16,
+    /// Threads serving the queues (each serves many).
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
     /// MPA CRC: default, require or off.
     #[arg(long, value_enum, default_value_t = CrcArg::Follow)]
     crc: CrcArg,
@@ -171,6 +235,7 @@ fn target(a: TargetArgs) -> Result<(), Box<dyn std::error::Error>> {
     config.hosts = a.hosts;
     config.max_queue_entries = a.queue_size;
     config.max_io_queues = a.io_queues;
+    config.threads = a.threads.max(1);
     config.crc = match if a.no_crc { CrcArg::Follow } else { a.crc } {
         CrcArg::Follow => CrcPolicy::Follow,
         CrcArg::Ask => CrcPolicy::Ask,
@@ -225,12 +290,102 @@ fn connect(a: ConnectArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
 }
 
+fn bench(a: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
+    use iwarp_nvmf::bench::{self, Row, RunConfig, Workload};
+    let backing: Option<Arc<dyn BlockDevice>> = match (&a.file, a.mem_size) {
+        (Some(path), _) => Some(match a.size {
+            Some(size) => Arc::new(FileDevice::create(path, size)?),
+            None => Arc::new(FileDevice::open(path)?),
+        }),
+        (None, Some(size)) => Some(Arc::new(MemDevice::new(usize::try_from(size)?))),
+        (None, None) if a.connect.is_some() => None,
+        (None, None) => Some(Arc::new(MemDevice::new(256 << 20))),
+    };
+    let dev = Device::open(DeviceConfig::default())?;
+    // A target in this process unless --connect names one.
+    let (addr, _target) = match &a.connect {
+        Some(c) => (parse_listen(c)?, None),
+        None => {
+            let Some(device) = backing.clone() else { return Err("give --file or --mem-size".into()) };
+            let mut config = TargetConfig::new(&a.nqn);
+            config.mdts = a.mdts;
+            config.threads = a.target_threads.max(1);
+            config.max_queue_entries = a.queue_size.max(32);
+            // The target follows the host on CRC (its default); the host asks unless --no-crc.
+            let listener = dev.listen("127.0.0.1:0".parse()?, 128)?;
+            let handle = Target::new(config, device).serve(&dev, listener)?;
+            (handle.local_addr(), Some(handle))
+        }
+    };
+    let opts =
+        HostOptions { io_queues: a.queues.max(1), queue_size: a.queue_size, crc: !a.no_crc, ..HostOptions::default() };
+    let ctrl = Controller::connect(addr, &a.nqn, &opts)?;
+    let ns: Arc<dyn BlockDevice> = Arc::new(ctrl.namespace());
+    let raw = if a.no_raw { None } else { backing };
+    let cfg = RunConfig { duration: std::time::Duration::from_secs_f64(a.seconds), seed: a.seed, verify: !a.no_verify };
+    let workloads: Vec<Workload> =
+        Workload::standard().into_iter().filter(|w| a.only.is_empty() || a.only.contains(&w.name())).collect();
+    if workloads.is_empty() {
+        return Err("no workload selected".into());
+    }
+    let reads = workloads.iter().any(|w| w.op == bench::Op::Read);
+    if reads && !a.no_verify {
+        // Reads check the stamps every write leaves: write them all once.
+        bench::prefill(ns.as_ref())?;
+    }
+    let mut rows = Vec::new();
+    for w in &workloads {
+        let mut nvmf = Vec::new();
+        let mut base = Vec::new();
+        for _ in 0..a.runs.max(1) {
+            // Alternate, so that drift in the machine's load hits both alike.
+            if let Some(r) = &raw {
+                base.push(bench::run(r, w, &cfg).map_err(|e| format!("{} on the raw device: {e}", w.name()))?);
+            }
+            nvmf.push(bench::run(&ns, w, &cfg).map_err(|e| format!("{} over NVMe-oF: {e}", w.name()))?);
+            if !a.json {
+                eprint!(".");
+            }
+        }
+        rows.push(Row::new(*w, "nvmf", nvmf));
+        if raw.is_some() {
+            rows.push(Row::new(*w, "raw", base));
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        let doc = serde_json::json!({
+            "seconds": a.seconds,
+            "runs": a.runs.max(1),
+            "queues": a.queues,
+            "queue_size": a.queue_size,
+            "device_size": ns.size(),
+            "backing": match (&a.file, a.mem_size, &a.connect) {
+                (Some(p), _, _) => format!("file {}", p.display()),
+                (None, Some(_), _) | (None, None, None) => "memory".to_string(),
+                (None, None, Some(_)) => "remote".to_string(),
+            },
+            "loadavg": load.trim(),
+            "rows": rows,
+        });
+        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+    } else {
+        eprintln!();
+        write!(out, "{}", bench::table(&rows))?;
+    }
+    drop(out);
+    ctrl.disconnect()?;
+    Ok(())
+}
+
 fn main() -> ExitCode {
     init_tracing();
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Target(a) => target(a),
         Cmd::Connect(a) => connect(a),
+        Cmd::Bench(a) => bench(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,6 +1,13 @@
 //! One queue (admin or I/O) of an attached controller: a queue pair, its command capsules and
 //! response buffers, the commands in flight by command identifier, and the thread that
 //! matches completions to them.
+//!
+//! Data buffers are registered once and kept per queue ([`Buffers`]): a command takes an
+//! idle one and rekeys it ([`iwarp::MemoryRegion::rekey`]: the same region under the next
+//! STag key, as a fast registration gives), so its keyed SGL names an STag no earlier
+//! command used. The target's Send with Invalidate invalidates it; a buffer whose response
+//! came as a plain Send is invalidated here when the command finishes. An idle buffer is
+//! therefore always invalid, and a late access with an earlier command's STag is refused.
 
 use crate::wire::{self, Command, Sgl, Status};
 use iwarp::{
@@ -56,46 +63,90 @@ pub(crate) struct Completion {
     pub(crate) status: Status,
     /// Command-specific result (dwords 0 and 1).
     pub(crate) result: u64,
-    /// Data the controller sent (commands with data from the controller).
-    data: Option<Vec<u8>>,
-    pool: Option<Arc<Pool>>,
+    /// Data the controller sent (commands with data from the controller): the buffer and
+    /// the bytes of it the command named, held until the completion is dropped.
+    data: Option<(Buffer, usize)>,
+    pool: Option<Arc<Buffers>>,
 }
 
 impl Completion {
     /// Copies the data the controller sent into `out` (as much as both hold).
     pub(crate) fn copy_data_to(&self, out: &mut [u8]) {
-        if let Some(d) = &self.data {
-            let n = d.len().min(out.len());
-            out[..n].copy_from_slice(&d[..n]);
+        if let Some((b, len)) = &self.data {
+            let n = (*len).min(out.len());
+            if let Err(e) = b.read(0, &mut out[..n]) {
+                tracing::error!(error = %e, "reading a data buffer");
+            }
         }
     }
 }
 
 impl Drop for Completion {
     fn drop(&mut self) {
-        if let (Some(d), Some(p)) = (self.data.take(), &self.pool) {
-            p.put(d);
+        if let (Some((b, _)), Some(p)) = (self.data.take(), &self.pool) {
+            p.put(b);
         }
     }
 }
 
-/// Data buffers kept for reuse, so that a command does not allocate (and fault in) its
-/// buffer each time.
+/// A registered data buffer.
+type Buffer = OwnedRegion<Vec<u8>>;
+
+/// Registered data buffers kept for reuse: RDMA Write sinks (data from the controller) and
+/// RDMA Read sources (data to it). Each command takes one, rekeyed; idle ones are invalid.
 #[derive(Debug)]
-struct Pool {
-    bufs: Mutex<Vec<Vec<u8>>>,
+struct Buffers {
+    pd: ProtectionDomain,
+    sinks: Mutex<Vec<Buffer>>,
+    sources: Mutex<Vec<Buffer>>,
+    /// Idle buffers kept of each kind.
     max: usize,
+    /// Registrations made (a measure of how well reuse works).
+    registered: std::sync::atomic::AtomicU64,
 }
 
-impl Pool {
-    fn get(&self) -> Vec<u8> {
-        lock(&self.bufs).pop().unwrap_or_default()
+impl Buffers {
+    fn list(&self, from_controller: bool) -> &Mutex<Vec<Buffer>> {
+        if from_controller {
+            &self.sinks
+        } else {
+            &self.sources
+        }
     }
-    fn put(&self, mut v: Vec<u8>) {
-        let mut b = lock(&self.bufs);
-        if b.len() < self.max {
-            v.clear();
-            b.push(v);
+
+    /// A buffer of at least `len` bytes, valid under an STag no earlier command named: an
+    /// idle one rekeyed, or a new registration.
+    fn get(&self, len: usize, from_controller: bool) -> Result<Buffer, iwarp::RegisterError> {
+        let idle = {
+            let mut l = lock(self.list(from_controller));
+            let i = l.iter().rposition(|b| b.len() >= len);
+            i.map(|i| l.swap_remove(i))
+        };
+        if let Some(b) = idle {
+            // Idle buffers are invalid (see `put`), so a rekey succeeds; if it did not, the
+            // buffer is dropped (deregistered) and a fresh one registered.
+            if b.rekey().is_ok() {
+                return Ok(b);
+            }
+        }
+        let access = if from_controller {
+            Access::LOCAL_WRITE | Access::REMOTE_WRITE
+        } else {
+            Access::LOCAL_WRITE | Access::REMOTE_READ
+        };
+        self.registered.fetch_add(1, Ordering::Relaxed);
+        // Whole pages, so that a buffer fits the next commands of about the same size.
+        self.pd.reg_owned(vec![0u8; len.max(1).next_multiple_of(4096)], access)
+    }
+
+    /// Takes back a buffer whose command finished: invalidated (if the target's response did
+    /// not invalidate it), then kept or, past the limit, deregistered.
+    fn put(&self, b: Buffer) {
+        b.invalidate();
+        let kind = b.access().contains(Access::REMOTE_WRITE);
+        let mut l = lock(self.list(kind));
+        if l.len() < self.max {
+            l.push(b);
         }
     }
 }
@@ -118,7 +169,9 @@ impl Cell {
 #[derive(Debug)]
 struct Inflight {
     cell: Arc<Cell>,
-    region: Option<OwnedRegion<Vec<u8>>>,
+    region: Option<Buffer>,
+    /// Bytes of the region the command named.
+    len: usize,
     /// The STag the command's keyed SGL named.
     stag: Option<Stag>,
     from_controller: bool,
@@ -139,7 +192,6 @@ struct Shared {
     qid: u16,
     qp: QueuePair,
     cq: CompletionQueue,
-    pd: ProtectionDomain,
     capsules: MemoryRegion,
     capsule_len: usize,
     responses: MemoryRegion,
@@ -148,7 +200,7 @@ struct Shared {
     /// Signalled when a slot is freed or the queue dies.
     freed: Condvar,
     closing: AtomicBool,
-    pool: Arc<Pool>,
+    pool: Arc<Buffers>,
 }
 
 /// A command submitted and not yet waited for.
@@ -250,7 +302,6 @@ impl Queue {
             qid: cfg.qid,
             qp,
             cq,
-            pd: pd.clone(),
             capsules,
             capsule_len,
             responses,
@@ -262,11 +313,17 @@ impl Queue {
             }),
             freed: Condvar::new(),
             closing: AtomicBool::new(false),
-            pool: Arc::new(Pool { bufs: Mutex::new(Vec::new()), max: depth.min(64) }),
+            pool: Arc::new(Buffers {
+                pd: pd.clone(),
+                sinks: Mutex::new(Vec::new()),
+                sources: Mutex::new(Vec::new()),
+                max: depth.min(64),
+                registered: std::sync::atomic::AtomicU64::new(0),
+            }),
         });
         let s = Arc::clone(&shared);
         let reaper = std::thread::Builder::new()
-            .name(format!("nvmf-q{}", cfg.qid))
+            .name(format!("nvmf-hq{}", cfg.qid))
             .spawn(move || s.run())
             .map_err(HostError::Io)?;
         Ok(Queue { shared, size, depth, reaper: Mutex::new(Some(reaper)) })
@@ -342,9 +399,11 @@ impl Queue {
         let base = idx * s.capsule_len;
         let mut in_capsule = 0;
         let mut region = None;
+        let mut data_len = 0;
         let mut from_controller = false;
-        let register = |v: Vec<u8>, access: Access| {
-            s.pd.reg_owned(v, access)
+        let buffer = |len: usize, from_controller: bool| {
+            s.pool
+                .get(len, from_controller)
                 .map_err(|e| io::Error::other(format!("queue {}: registering a data buffer: {e}", s.qid)))
         };
         match data {
@@ -358,9 +417,12 @@ impl Queue {
                 in_capsule = bytes.len();
             }
             Data::ToController(bytes) => {
-                let mut v = s.pool.get();
-                v.extend_from_slice(bytes);
-                let r = register(v, Access::LOCAL_WRITE | Access::REMOTE_READ).map_err(release)?;
+                let r = buffer(bytes.len(), false).map_err(release)?;
+                if let Err(e) = r.write(0, bytes) {
+                    s.pool.put(r);
+                    return Err(release(io::Error::other(e.to_string())));
+                }
+                data_len = bytes.len();
                 cmd.set_sgl(&Sgl::Keyed {
                     addr: r.addr(),
                     length: bytes.len() as u32,
@@ -377,9 +439,8 @@ impl Queue {
                 ))))
             }
             Data::FromControllerLen(len) => {
-                let mut v = s.pool.get();
-                v.resize(len, 0);
-                let r = register(v, Access::LOCAL_WRITE | Access::REMOTE_WRITE).map_err(release)?;
+                let r = buffer(len, true).map_err(release)?;
+                data_len = len;
                 cmd.set_sgl(&Sgl::Keyed { addr: r.addr(), length: len as u32, key: r.rkey(), invalidate: true });
                 region = Some(r);
                 from_controller = true;
@@ -398,14 +459,20 @@ impl Queue {
             st.slots[idx] = Some(Inflight {
                 cell: Arc::clone(&cell),
                 region,
+                len: data_len,
                 stag,
                 from_controller,
-                sent: false,
+                // The capsule's Send is unsignaled (see below): a response means it was sent.
+                sent: true,
                 response: None,
                 error: None,
             });
         }
-        let wr = SendWr::send(TAG_SEND | idx as u64, &[s.capsules.sge(base, 64 + in_capsule)]);
+        // Unsignaled: the controller answers only after receiving the whole capsule, so its
+        // response shows that the capsule's bytes were sent and its slot may be reused; a
+        // completion per capsule would only wake the completion thread once more per command.
+        // A Send that fails still completes (with its error), failing the queue.
+        let wr = SendWr::send(TAG_SEND | idx as u64, &[s.capsules.sge(base, 64 + in_capsule)]).unsignaled();
         if let Err(e) = s.qp.post_send(&[wr]) {
             let mut st = lock(&s.state);
             st.slots[idx] = None;
@@ -542,17 +609,10 @@ impl Shared {
 
     /// Hands a finished command's result to its waiter.
     fn finish(&self, f: Inflight) {
-        let data = f.region.map(|r| match r.into_inner() {
-            Ok(v) => Some(v),
-            Err((_, e)) => {
-                tracing::error!(qid = self.qid, error = %e, "data buffer still in use");
-                None
-            }
-        });
-        let data = match (data.flatten(), f.from_controller) {
-            (Some(v), true) => Some(v),
-            (Some(v), false) => {
-                self.pool.put(v);
+        let data = match (f.region, f.from_controller) {
+            (Some(r), true) if f.error.is_none() => Some((r, f.len)),
+            (Some(r), _) => {
+                self.pool.put(r);
                 None
             }
             (None, _) => None,

@@ -1,7 +1,10 @@
 //! An NVMe over Fabrics target (RDMA transport) serving one namespace from a [`BlockDevice`].
 //!
 //! One subsystem (one NQN) with one namespace (NSID 1). Each queue, the admin queue (qid 0)
-//! and every I/O queue, is its own queue pair, served by its own thread. Controllers are
+//! and every I/O queue, is its own queue pair. A small pool of threads
+//! ([`TargetConfig::threads`]) serves them all: each thread waits on one completion channel
+//! that its queues' completion queues notify, and serves the queues that fired; a new queue
+//! goes to the threads in turn. Controllers are
 //! dynamic: the admin Connect asks for controller id 0xFFFF and gets a new one; I/O queue
 //! Connects name it.
 //!
@@ -31,12 +34,14 @@ mod queue;
 use crate::block::BlockDevice;
 use crate::wire::{CmReject, CmRequest, RejectStatus};
 use ctrl::Subsystem;
-use iwarp::{ConnParams, Device, Listener};
+use iwarp::{CompletionChannel, ConnParams, Device, Listener, WorkCompletion};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How the target treats MPA CRC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -77,6 +82,8 @@ pub struct TargetConfig {
     pub crc: CrcPolicy,
     /// The queue threads' wake-up period (keep-alive checks, stop requests).
     pub tick: Duration,
+    /// Threads serving the queues (each serves many; at least 1).
+    pub threads: usize,
     /// How long a connected queue may go without a successful Fabrics Connect before it is
     /// disconnected.
     pub connect_timeout: Duration,
@@ -97,6 +104,7 @@ impl TargetConfig {
             aerl: 3,
             crc: CrcPolicy::Follow,
             tick: Duration::from_millis(20),
+            threads: 2,
             connect_timeout: Duration::from_secs(10),
         }
     }
@@ -156,11 +164,23 @@ impl Target {
         }
         let stop = Arc::new(AtomicBool::new(false));
         let threads = Arc::new(Mutex::new(Vec::new()));
+        let mut workers = Vec::new();
+        for i in 0..c.threads.max(1) {
+            let channel =
+                dev.create_comp_channel().map_err(|e| TargetError::Thread(std::io::Error::other(e.to_string())))?;
+            let (tx, rx) = mpsc::channel();
+            let (ch, st, tick) = (channel.clone(), Arc::clone(&stop), c.tick);
+            let t = std::thread::Builder::new()
+                .name(format!("nvmf-t{i}"))
+                .spawn(move || serve_queues(&rx, &ch, &st, tick))?;
+            threads.lock().unwrap_or_else(|e| e.into_inner()).push(t);
+            workers.push(Worker { channel, queues: tx });
+        }
         let addr = listener.local_addr();
-        let (sub, dev, st, th) = (Arc::clone(&self.sub), dev.clone(), Arc::clone(&stop), Arc::clone(&threads));
+        let (sub, dev, st) = (Arc::clone(&self.sub), dev.clone(), Arc::clone(&stop));
         let acceptor = std::thread::Builder::new()
             .name("nvmf-accept".into())
-            .spawn(move || accept_loop(sub, dev, listener, st, th))?;
+            .spawn(move || accept_loop(sub, dev, listener, st, workers))?;
         Ok(TargetHandle { stop, acceptor: Some(acceptor), threads, addr })
     }
 
@@ -247,13 +267,83 @@ pub(crate) fn check_request(
     Ok(QueueRequest { qid: req.qid, entries: req.hsqsize + 1, ord })
 }
 
-fn accept_loop(
-    sub: Arc<Subsystem>,
-    dev: Device,
-    listener: Listener,
-    stop: Arc<AtomicBool>,
-    threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
-) {
+/// A queue-serving thread, as the acceptor sees it.
+struct Worker {
+    /// The channel its queues' completion queues notify.
+    channel: CompletionChannel,
+    /// Where new queues go.
+    queues: mpsc::Sender<queue::Queue>,
+}
+
+/// A queue-serving thread: serves the queues whose completion queues notify `channel`, checks
+/// them every `tick`, tears down those that end; until `stop` (or until the acceptor is gone
+/// and no queue is left).
+fn serve_queues(new: &mpsc::Receiver<queue::Queue>, channel: &CompletionChannel, stop: &AtomicBool, tick: Duration) {
+    let mut queues: HashMap<u32, queue::Queue> = HashMap::new();
+    let mut closing: Vec<(queue::Queue, Instant)> = Vec::new();
+    let mut wcs = [WorkCompletion::default(); 32];
+    let mut next_tick = Instant::now() + tick;
+    let mut acceptor_gone = false;
+    loop {
+        loop {
+            match new.try_recv() {
+                Ok(mut q) => {
+                    // Anything that arrived before it was here (its notification may have gone).
+                    q.service(&mut wcs);
+                    queues.insert(q.cq_id(), q);
+                }
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    acceptor_gone = true;
+                    break;
+                }
+            }
+        }
+        if stop.load(Ordering::Acquire) {
+            closing.extend(queues.drain().map(|(_, mut q)| {
+                q.start_teardown();
+                (q, Instant::now())
+            }));
+            while !closing.is_empty() {
+                closing.retain_mut(|(q, since)| !q.settled(*since, &mut wcs));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            return;
+        }
+        if acceptor_gone && queues.is_empty() && closing.is_empty() {
+            return;
+        }
+        let wait = next_tick.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+        if let Some(first) = channel.get_event(Some(wait)) {
+            let mut id = Some(first);
+            while let Some(i) = id {
+                if let Some(q) = queues.get_mut(&i) {
+                    q.service(&mut wcs);
+                }
+                id = channel.pop_event();
+            }
+        }
+        let now = Instant::now();
+        if now >= next_tick {
+            next_tick = now + tick;
+            for q in queues.values_mut() {
+                q.service(&mut wcs);
+                q.housekeeping();
+            }
+            closing.retain_mut(|(q, since)| !q.settled(*since, &mut wcs));
+        }
+        let ended: Vec<u32> = queues.iter().filter(|(_, q)| q.is_closing()).map(|(&id, _)| id).collect();
+        for id in ended {
+            if let Some(mut q) = queues.remove(&id) {
+                q.start_teardown();
+                closing.push((q, now));
+            }
+        }
+    }
+}
+
+fn accept_loop(sub: Arc<Subsystem>, dev: Device, listener: Listener, stop: Arc<AtomicBool>, workers: Vec<Worker>) {
+    let mut next = 0usize;
     while !stop.load(Ordering::Acquire) {
         let req = match listener.get_request(Some(sub.config.tick.max(Duration::from_millis(10)))) {
             Ok(r) => r,
@@ -284,7 +374,9 @@ fn accept_loop(
         let mut params = ConnParams { initiator_depth: q.ord, ..ConnParams::default() };
         // Not asking leaves CRC on exactly when the initiator asked.
         params.mpa.crc = sub.config.crc != CrcPolicy::Follow;
-        match queue::Queue::create(&sub, &dev, q) {
+        let worker = &workers[next % workers.len()];
+        next = next.wrapping_add(1);
+        match queue::Queue::create(&sub, &dev, q, &worker.channel) {
             Ok(queue) => {
                 let params = ConnParams { private_data: queue.accept_data().to_vec(), ..params };
                 if let Err(e) = req.accept(queue.qp(), &params) {
@@ -292,14 +384,8 @@ fn accept_loop(
                     continue;
                 }
                 tracing::debug!(%peer, qid = q.qid, entries = q.entries, "queue accepted");
-                let st = Arc::clone(&stop);
-                match std::thread::Builder::new().name(format!("nvmf-q{}", q.qid)).spawn(move || queue.run(&st)) {
-                    Ok(t) => {
-                        let mut ts = threads.lock().unwrap_or_else(|e| e.into_inner());
-                        ts.retain(|t| !t.is_finished());
-                        ts.push(t);
-                    }
-                    Err(e) => tracing::warn!("cannot start a queue thread: {e}"),
+                if worker.queues.send(queue).is_err() {
+                    tracing::warn!(%peer, "the queue threads are gone");
                 }
             }
             Err(e) => {

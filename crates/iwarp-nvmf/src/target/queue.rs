@@ -15,11 +15,11 @@ use crate::wire::{
     CNTLID_DYNAMIC, CONNECT_DATA_LEN, IDENTIFY_LEN, SQE_LEN,
 };
 use iwarp::{
-    Access, CompletionQueue, Device, MemoryRegion, OwnedRegion, ProtectionDomain, QpCap, QpEvent, QpInit, QueuePair,
-    RecvWr, RemoteAddr, SendWr, Stag, WcOpcode, WcStatus, WorkCompletion,
+    Access, CompletionChannel, CompletionQueue, Device, MemoryRegion, OwnedRegion, ProtectionDomain, QpCap, QpEvent,
+    QpInit, QueuePair, RecvWr, RemoteAddr, SendWr, Stag, WcOpcode, WcStatus, WorkCompletion,
 };
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -76,11 +76,21 @@ pub(crate) struct Queue {
     outstanding: usize,
     sqhd: u16,
     closing: bool,
+    /// A queue without a successful Fabrics Connect by then is torn down.
+    connect_by: Instant,
 }
 
 impl Queue {
     /// Creates the queue pair and posts its receives (before the accept, as iWARP needs).
-    pub fn create(sub: &Arc<Subsystem>, dev: &Device, q: QueueRequest) -> Result<Queue, iwarp::Error> {
+    ///
+    /// Its completion queue signals `channel`, and is armed: the first command's completion
+    /// notifies it.
+    pub fn create(
+        sub: &Arc<Subsystem>,
+        dev: &Device,
+        q: QueueRequest,
+        channel: &CompletionChannel,
+    ) -> Result<Queue, iwarp::Error> {
         let entries = usize::from(q.entries);
         // One receive more than the queue's size: a host that overruns its queue is caught by
         // the count, not by the transport.
@@ -88,7 +98,8 @@ impl Queue {
         let slot_len = SQE_LEN + if q.qid == 0 { CONNECT_DATA_LEN } else { sub.config.in_capsule_data as usize };
         let max_bufs = entries + 4;
         let pd = dev.alloc_pd();
-        let cq = dev.create_cq(slots + 3 * max_bufs + 8)?;
+        let cq = dev.create_cq_with_channel(slots + 3 * max_bufs + 8, channel)?;
+        cq.req_notify(false);
         let cap = QpCap {
             max_send_wr: 3 * max_bufs + 8,
             max_recv_wr: slots,
@@ -127,6 +138,7 @@ impl Queue {
             outstanding: 0,
             sqhd: 0,
             closing: false,
+            connect_by: Instant::now() + sub.config.connect_timeout,
         })
     }
 
@@ -138,53 +150,76 @@ impl Queue {
         &self.accept
     }
 
-    /// Serves the queue until the host disconnects, the controller ends, or `stop` is set.
-    pub fn run(mut self, stop: &AtomicBool) {
-        let mut wcs = [WorkCompletion::default(); 32];
-        let tick = self.sub.config.tick;
-        let connect_by = Instant::now() + self.sub.config.connect_timeout;
+    /// The completion queue's id (what its channel's notifications name).
+    pub fn cq_id(&self) -> u32 {
+        self.cq.id()
+    }
+
+    /// `true` once the queue must end (the host disconnected, the controller ended, a
+    /// protocol error): take it out of service and [`start_teardown`](Self::start_teardown).
+    pub fn is_closing(&self) -> bool {
+        self.closing
+    }
+
+    /// Handles every completion queued, then re-arms the completion queue's notification and
+    /// handles what came meanwhile (so that none is left without a notification). Call when
+    /// the channel names this queue.
+    pub fn service(&mut self, wcs: &mut [WorkCompletion]) {
+        let mut armed = false;
         while !self.closing {
-            if stop.load(Ordering::Acquire) {
-                break;
+            let mut n = self.cq.poll(wcs);
+            if n == 0 {
+                if armed {
+                    break;
+                }
+                self.cq.req_notify(false);
+                armed = true;
+                n = self.cq.poll(wcs);
+                if n == 0 {
+                    break;
+                }
             }
-            let n = self.cq.wait(&mut wcs, Some(tick));
             for wc in &wcs[..n] {
                 self.handle_wc(wc);
                 if self.closing {
                     break;
                 }
             }
-            while let Some(ev) = self.qp.poll_event() {
-                match ev {
-                    QpEvent::Established => {}
-                    other => {
-                        tracing::debug!(qid = self.qid, "queue pair event {other:?}");
-                        self.closing = true;
-                    }
-                }
-            }
-            if self.ctrl.is_none() && Instant::now() > connect_by {
-                tracing::info!(qid = self.qid, "no Connect in time: queue torn down");
-                self.closing = true;
-            }
-            if let Some(c) = &self.ctrl {
-                if c.is_dead() {
-                    tracing::debug!(qid = self.qid, cntlid = c.cntlid, "controller ended");
-                    self.closing = true;
-                } else if self.qid == 0 && c.keep_alive_expired(Instant::now()) {
-                    tracing::info!(
-                        cntlid = c.cntlid,
-                        kato_ms = c.kato_ms(),
-                        "keep-alive timeout: controller torn down"
-                    );
+        }
+    }
+
+    /// What a queue checks now and then: connection events, the Connect deadline, its
+    /// controller's end and (admin queue) keep-alive expiry.
+    pub fn housekeeping(&mut self) {
+        while let Some(ev) = self.qp.poll_event() {
+            match ev {
+                QpEvent::Established => {}
+                other => {
+                    tracing::debug!(qid = self.qid, "queue pair event {other:?}");
                     self.closing = true;
                 }
             }
         }
-        self.teardown();
+        if self.ctrl.is_none() && Instant::now() > self.connect_by {
+            tracing::info!(qid = self.qid, "no Connect in time: queue torn down");
+            self.closing = true;
+        }
+        if let Some(c) = &self.ctrl {
+            if c.is_dead() {
+                tracing::debug!(qid = self.qid, cntlid = c.cntlid, "controller ended");
+                self.closing = true;
+            } else if self.qid == 0 && c.keep_alive_expired(Instant::now()) {
+                tracing::info!(cntlid = c.cntlid, kato_ms = c.kato_ms(), "keep-alive timeout: controller torn down");
+                self.closing = true;
+            }
+        }
     }
 
-    fn teardown(&mut self) {
+    /// Disconnects and detaches the queue from its controller (an admin queue ends the
+    /// controller). Keep the queue until [`settled`](Self::settled), so that the disconnect's
+    /// work completes before the regions go.
+    pub fn start_teardown(&mut self) {
+        self.closing = true;
         self.qp.disconnect();
         if let Some(c) = self.ctrl.take() {
             if self.qid == 0 {
@@ -193,14 +228,14 @@ impl Queue {
                 c.queues.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.qid);
             }
         }
-        // Let the disconnect's work settle before the regions go.
-        let mut wcs = [WorkCompletion::default(); 32];
-        let deadline = Instant::now() + std::time::Duration::from_millis(200);
-        while Instant::now() < deadline {
-            if self.cq.wait(&mut wcs, Some(std::time::Duration::from_millis(20))) == 0 {
-                break;
-            }
-        }
+    }
+
+    /// After [`start_teardown`](Self::start_teardown): takes completions (discarding them);
+    /// `true` once none came for a while after `since`, or 200 ms passed.
+    pub fn settled(&mut self, since: Instant, wcs: &mut [WorkCompletion]) -> bool {
+        let n = self.cq.poll(wcs);
+        let waited = since.elapsed();
+        waited > std::time::Duration::from_millis(200) || (n == 0 && waited > std::time::Duration::from_millis(20))
     }
 
     fn fatal(&mut self, why: &str) {

@@ -33,6 +33,11 @@ pub struct Script {
     pub shutdown: AtomicBool,
     /// What the target found wrong.
     pub violations: Mutex<Vec<String>>,
+    /// The keyed SGL of every I/O read, in arrival order.
+    pub read_sgls: Mutex<Vec<RemoteAddr>>,
+    /// Before answering a read, RDMA-Write its data to the previous read's buffer too, as
+    /// a target with a stale STag would.
+    pub late_write: AtomicBool,
 }
 
 pub struct MockTarget {
@@ -413,6 +418,15 @@ fn handle(c: &mut Conn, capsule: &[u8]) {
                 c.violation(format!("read of {len} bytes with an SGL of {}", remote.len));
             }
             let data = c.ctx.disk.lock().unwrap()[start..start + len].to_vec();
+            let previous = {
+                let mut sgls = c.ctx.script.read_sgls.lock().unwrap();
+                let p = sgls.last().copied();
+                sgls.push(remote);
+                p
+            };
+            if let Some(p) = previous.filter(|_| c.ctx.script.late_write.load(Ordering::Acquire)) {
+                let _ = c.push(&data, p);
+            }
             if !c.push(&data, remote) {
                 return;
             }

@@ -6,6 +6,12 @@
 //! a Send with Invalidate or a Local Invalidate) by clearing its valid flag: a stale STag then
 //! fails the check even when a cached handle to the region is still held.
 //!
+//! An invalidated (not deregistered) region can be validated again under a new STag with
+//! [`StagTable::rekey`]: same index, the next 8-bit key, as a fast-register work request
+//! does on RDMA hardware. The STag and the valid flag are one atomic word, so a check sees
+//! either the old STag invalid or the new one valid, never the old one valid again: a late
+//! access with the old STag fails as after an invalidation.
+//!
 //! Deregistration also *revokes* a region's memory ([`Region::revoke`], the steps are in
 //! [`RawMem`]'s docs): the runtime [pins](Region::pin) a region for each system call on its
 //! bytes, and a revoked region grants no pins and, once sealed, no copies, so that the stack
@@ -24,7 +30,7 @@ pub use raw::{MemSlice, RawMem, ReadGuard, SharedView, WriteGuard};
 use iwarp_wire::terminate::{RemoteProtection, TaggedBuffer, TerminateCause};
 use iwarp_wire::Stag;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 bitflags::bitflags! {
@@ -51,12 +57,18 @@ pub struct PdId(pub u32);
 #[derive(Debug)]
 pub struct Region {
     mem: RawMem,
-    stag: Stag,
+    /// The STag (low 32 bits), [`VALID`] and [`DEREGISTERED`]: one word, so that the STag
+    /// and its validity change together (see [`StagTable::rekey`]).
+    state: AtomicU64,
     pd: PdId,
     access: Access,
     base: u64,
-    valid: AtomicBool,
 }
+
+/// [`Region::state`]: the STag passes the check.
+const VALID: u64 = 1 << 32;
+/// [`Region::state`]: deregistered; never valid again.
+const DEREGISTERED: u64 = 1 << 33;
 
 /// A shared handle to a region. Holding one keeps the memory alive.
 pub type MrRef = Arc<Region>;
@@ -64,7 +76,7 @@ pub type MrRef = Arc<Region>;
 impl Region {
     /// The STag (local key and remote key alike).
     pub fn stag(&self) -> Stag {
-        self.stag
+        Stag(self.state.load(Ordering::Acquire) as u32)
     }
     /// The protection domain.
     pub fn pd(&self) -> PdId {
@@ -88,14 +100,24 @@ impl Region {
     }
     /// `false` once deregistered or invalidated.
     pub fn is_valid(&self) -> bool {
-        self.valid.load(Ordering::Acquire)
+        self.state.load(Ordering::Acquire) & VALID != 0
+    }
+    /// `true` if `stag` names this region and the region is valid (one atomic read).
+    fn is_valid_as(&self, stag: Stag) -> bool {
+        (self.state.load(Ordering::Acquire) & !DEREGISTERED) == (u64::from(stag.0) | VALID)
     }
     /// The memory.
     pub fn mem(&self) -> &RawMem {
         &self.mem
     }
+    /// Invalidates the region whatever its STag; `true` if it was valid.
     fn invalidate(&self) -> bool {
-        self.valid.swap(false, Ordering::AcqRel)
+        self.state.fetch_and(!VALID, Ordering::AcqRel) & VALID != 0
+    }
+    /// Invalidates the region if `stag` is its STag and it is valid.
+    fn invalidate_as(&self, stag: Stag) -> bool {
+        let valid = u64::from(stag.0) | VALID;
+        self.state.compare_exchange(valid, u64::from(stag.0), Ordering::AcqRel, Ordering::Acquire).is_ok()
     }
     /// Invalidates the region and revokes its memory: from now on no [`Pin`] is granted, so
     /// no new system call reaches its bytes (step 1 of [`RawMem`]'s revocation; the runtime
@@ -201,7 +223,7 @@ impl AccessError {
 /// The first check that fails.
 pub fn check(mr: Option<&MrRef>, stag: Stag, pd: PdId, need: Access, to: u64, len: u64) -> Result<Window, AccessError> {
     let mr = match mr {
-        Some(mr) if mr.stag == stag && mr.is_valid() => mr,
+        Some(mr) if mr.is_valid_as(stag) => mr,
         _ => return Err(AccessError::InvalidStag),
     };
     if mr.pd != pd {
@@ -255,6 +277,18 @@ pub enum RegisterError {
     },
 }
 
+/// Why [`StagTable::rekey`] refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RekeyError {
+    /// The region is still valid under its current STag.
+    #[error("the region is still valid: invalidate it before rekeying")]
+    Valid,
+    /// The region was deregistered.
+    #[error("the region was deregistered")]
+    Deregistered,
+}
+
 impl StagTable {
     /// An empty table whose random choices (first index, keys) come from `seed`.
     pub fn new(seed: u64) -> Self {
@@ -296,7 +330,7 @@ impl StagTable {
         let key = alloc.rng.u8(..);
         // Index ≥ 1, so the STag is never 0.
         let stag = Stag::from_parts(index, key);
-        let region = Arc::new(Region { mem, stag, pd, access, base, valid: AtomicBool::new(true) });
+        let region = Arc::new(Region { mem, state: AtomicU64::new(u64::from(stag.0) | VALID), pd, access, base });
         map.insert(index, Arc::clone(&region));
         Ok(region)
     }
@@ -305,16 +339,19 @@ impl StagTable {
     /// region may still be invalid (use [`check`]).
     pub fn lookup(&self, stag: Stag) -> Option<MrRef> {
         let map = self.map.read().unwrap_or_else(|e| e.into_inner());
-        map.get(&stag.index()).filter(|r| r.stag == stag).cloned()
+        map.get(&stag.index()).filter(|r| r.stag() == stag).cloned()
     }
 
     /// Invalidates and removes a region. Returns `false` if it was already gone.
     pub fn deregister(&self, mr: &MrRef) -> bool {
+        // Invalid and never valid again (a rekey is refused from now on).
+        mr.state.fetch_or(DEREGISTERED, Ordering::AcqRel);
         mr.invalidate();
+        let index = mr.stag().index();
         let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
-        match map.get(&mr.stag.index()) {
+        match map.get(&index) {
             Some(r) if Arc::ptr_eq(r, mr) => {
-                map.remove(&mr.stag.index());
+                map.remove(&index);
                 true
             }
             _ => false,
@@ -332,10 +369,43 @@ impl StagTable {
         if mr.pd != pd {
             return Err(AccessError::ProtectionDomain);
         }
-        if !mr.invalidate() {
+        // Only the STag asked for: a region rekeyed meanwhile stays valid under its new one.
+        if !mr.invalidate_as(stag) {
             return Err(AccessError::InvalidStag);
         }
         Ok(())
+    }
+
+    /// Invalidates `mr` locally, whatever its STag (a Local Invalidate done at once).
+    /// Returns `false` if it was not valid.
+    pub fn invalidate_region(&self, mr: &MrRef) -> bool {
+        mr.invalidate()
+    }
+
+    /// Validates an invalidated region again under a new STag: the same index with the next
+    /// 8-bit key (wrapping), as a fast-register work request does on RDMA hardware. The old
+    /// STag keeps failing [`check`] and [`lookup`](Self::lookup) (it is 255 rekeys before a key
+    /// repeats). Returns the new STag.
+    ///
+    /// # Errors
+    /// [`RekeyError::Valid`] if the region is valid (invalidate it first, so that nothing can
+    /// still be using the old STag); [`RekeyError::Deregistered`] once deregistered.
+    pub fn rekey(&self, mr: &MrRef) -> Result<Stag, RekeyError> {
+        let mut cur = mr.state.load(Ordering::Acquire);
+        loop {
+            if cur & DEREGISTERED != 0 || mr.is_revoked() {
+                return Err(RekeyError::Deregistered);
+            }
+            if cur & VALID != 0 {
+                return Err(RekeyError::Valid);
+            }
+            let old = Stag(cur as u32);
+            let stag = Stag::from_parts(old.index(), old.key().wrapping_add(1));
+            match mr.state.compare_exchange(cur, u64::from(stag.0) | VALID, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return Ok(stag),
+                Err(now) => cur = now,
+            }
+        }
     }
 
     /// Number of registered regions.
@@ -438,6 +508,40 @@ mod tests {
         assert_eq!(t.invalidate(r.stag(), PdId(999)), Err(AccessError::ProtectionDomain));
         assert_eq!(t.invalidate(r.stag(), pd), Ok(()));
         assert_eq!(t.invalidate(r.stag(), pd), Err(AccessError::InvalidStag));
+        assert!(!r.is_valid());
+    }
+
+    #[test]
+    fn rekey_validates_an_invalidated_region_under_the_next_key_only() {
+        let t = table();
+        let pd = t.new_pd();
+        let r = t.register(RawMem::alloc(64, false).unwrap(), pd, Access::REMOTE_WRITE, 0).unwrap();
+        let old = r.stag();
+        assert_eq!(t.rekey(&r), Err(RekeyError::Valid));
+        assert_eq!(t.invalidate(old, pd), Ok(()));
+        let new = t.rekey(&r).unwrap();
+        assert_eq!((new.index(), new.key()), (old.index(), old.key().wrapping_add(1)));
+        assert_eq!(r.stag(), new);
+        assert!(r.is_valid());
+        // The old STag is stale: the check, the lookup and an invalidation by it all fail.
+        assert_eq!(check(Some(&r), old, pd, Access::REMOTE_WRITE, 0, 1).unwrap_err(), AccessError::InvalidStag);
+        assert!(t.lookup(old).is_none());
+        assert_eq!(t.invalidate(old, pd), Err(AccessError::InvalidStag));
+        assert!(r.is_valid(), "an invalidation with the old STag leaves the new one valid");
+        assert_eq!(check(Some(&r), new, pd, Access::REMOTE_WRITE, 0, 1).unwrap().len, 1);
+        assert!(Arc::ptr_eq(&t.lookup(new).unwrap(), &r));
+        // Local invalidation, then 255 more rekeys before the first key comes back.
+        let mut keys = std::collections::HashSet::from([old.key(), new.key()]);
+        for _ in 0..254 {
+            assert!(t.invalidate_region(&r));
+            assert!(!t.invalidate_region(&r));
+            assert!(keys.insert(t.rekey(&r).unwrap().key()));
+        }
+        assert!(t.invalidate_region(&r));
+        assert_eq!(t.rekey(&r).unwrap(), old);
+        // Never once deregistered.
+        assert!(t.deregister(&r));
+        assert_eq!(t.rekey(&r), Err(RekeyError::Deregistered));
         assert!(!r.is_valid());
     }
 
