@@ -176,7 +176,7 @@ struct TargetArgs {
     /// Threads serving the queues (each serves many).
     #[arg(long, default_value_t = 2)]
     threads: usize,
-    /// MPA CRC: default, require or off.
+    /// MPA CRC: follow the initiator (the default), ask for it, or require it.
     #[arg(long, value_enum, default_value_t = CrcArg::Follow)]
     crc: CrcArg,
     /// Do not ask for CRC32c: CRC exactly when the initiator asks (as `--crc follow`, the default).
