@@ -502,6 +502,141 @@ class E1Retry(unittest.TestCase):
         self.assertEqual((rc, last), (1, "NVMF kernel-host FAIL: dmesg: siw: crc error"))
 
 
+def ts_frame(n, length, body=""):
+    """One frame of tshark's -O iwarp_mpa output (made up, in tshark 4.0's layout)."""
+    return ("Frame %d: %d bytes on wire (%d bits), %d bytes captured (%d bits)\n"
+            "Ethernet II, Src: 00:00:00_00:00:00 (00:00:00:00:00:00), Dst: 00:00:00_00:00:00 (00:00:00:00:00:00)\n"
+            "Internet Protocol Version 4, Src: 127.0.0.1, Dst: 127.0.0.1\n"
+            "Transmission Control Protocol, Src Port: 59298, Dst Port: 55533, Seq: 1, Ack: 1, Len: %d\n%s\n"
+            % (n, length + 66, 8 * (length + 66), length + 66, 8 * (length + 66), length, body))
+
+
+def ts_fpdu(ulpdu, crc=None, good=True, data=None):
+    t = "iWARP Marker Protocol data unit Aligned framing\n    FPDU\n        ULPDU length: %d bytes\n" % ulpdu
+    if crc:
+        t += "        CRC check: 0x%s (%s)\n" % (crc, "Good CRC32" if good else "Bad CRC32, should be 0x00000000")
+    t += "iWARP Direct Data Placement and Remote Direct Memory Access Protocol\n"
+    if data:
+        t += "Data (%d bytes)\n" % data
+    return t
+
+
+TS_MPA = "iWARP Marker Protocol data unit Aligned framing\n    MPA Request Frame\n"
+TS_EXPERT = """
+Warns (2)
+=============
+   Frequency      Group           Protocol  Summary
+           1    Request          IWARP_MPA  Res field is NOT set to zero as required by RFC 5044
+           1   Sequence                TCP  D-SACK Sequence
+
+Chats (1)
+=============
+   Frequency      Group           Protocol  Summary
+           1   Sequence                TCP  Connection establish request (SYN): server port 55533
+"""
+
+
+def ts_output(crc=True, bad=False, malformed=False, undecoded=False, error=False):
+    c = (lambda x: x) if crc else (lambda x: None)
+    out = ts_frame(1, 0) + ts_frame(4, 28, TS_MPA) + ts_frame(5, 28, TS_MPA.replace("Request", "Reply"))
+    out += ts_frame(8, 88, ts_fpdu(82, c("bd35a20d"), data=64))
+    out += ts_frame(9, 1452)      # the first segment of frame 10's FPDU
+    out += ts_frame(10, 4, "[2 Reassembled TCP Segments (1456 bytes): #9(1452), #10(4)]\n" +
+                    ts_fpdu(1450, c("b1efc005"), good=not bad, data=1436))
+    out += ts_frame(11, 52, ts_fpdu(46, c("5b32b64d")) + ("[Malformed Packet: IWARP_MPA]\n" if malformed else ""))
+    if undecoded:
+        out += ts_frame(12, 40, "Data (40 bytes)\n")
+    out += ts_frame(13, 0)
+    expert = TS_EXPERT
+    if error:
+        expert = "\nErrors (1)\n=============\n   Frequency      Group           Protocol  Summary\n" \
+                 "           1  Malformed          IWARP_MPA  Malformed Packet (Exception occurred)\n" + expert
+    return out + expert
+
+
+def iw_fpdus(frames, crc="good"):
+    return [{"type": "fpdu", "last_frame": f, "crc": crc, "crc_wire": "00000000"} for f in frames]
+
+
+class Tshark(unittest.TestCase):
+    """tshark's reading of our side's capture: every FPDU iwdump finds decoded as iWARP, CRC
+    good when on, no malformed frame, no dissector error."""
+
+    def verdict(self, text, crc_on, frames=(8, 10, 11), retrans=(), iw_crc="good"):
+        t = N.tshark_iwarp.parse(text)
+        return N.tshark_verdict(t, crc_on, iw_fpdus(frames, iw_crc if crc_on else "off"), set(retrans))
+
+    def test_parse(self):
+        t = N.tshark_iwarp.parse(ts_output())
+        self.assertEqual(t["fpdu_frames"], [8, 10, 11])
+        self.assertEqual([f for f, _ in t["good"]], [8, 10, 11])
+        self.assertEqual(t["bad"], [])
+        self.assertEqual(t["mpa_frames"], 5)
+        self.assertEqual(t["undecoded"], [])      # frame 9 is in frame 10's reassembly
+        self.assertEqual([s for s, _ in t["expert"]], ["Warns", "Warns", "Chats"])
+
+    def test_clean_crc_on(self):
+        probs, notes, summ = self.verdict(ts_output(), True)
+        self.assertEqual(probs, [])
+        self.assertEqual(summ, "tshark: 3 FPDUs (iwdump 3), CRC good 3, bad 0, malformed 0, undecoded 0, errors 0")
+        self.assertEqual(len(notes), 1)
+        self.assertIn("D-SACK", notes[0])         # the MPA Res/Rev warnings are expected, not noted
+
+    def test_clean_crc_off(self):
+        probs, _n, summ = self.verdict(ts_output(crc=False), False)
+        self.assertEqual(probs, [])
+        self.assertIn("CRC off (0 checks)", summ)
+
+    def test_bad_crc(self):
+        probs, _n, summ = self.verdict(ts_output(bad=True), True)
+        self.assertEqual(probs, ["tshark: 1 bad CRCs (first in frame 10)"])
+        self.assertIn("CRC good 2, bad 1", summ)
+
+    def test_crc_missing_when_on(self):
+        probs, _n, _s = self.verdict(ts_output(crc=False), True)
+        self.assertEqual(probs, ["tshark: 0 CRC checks for 3 FPDUs"])
+
+    def test_crc_checked_when_off(self):
+        probs, _n, _s = self.verdict(ts_output(), False)
+        self.assertEqual(probs, ["tshark: 3 CRC checks with CRC off"])
+
+    def test_malformed_and_error(self):
+        probs, _n, summ = self.verdict(ts_output(malformed=True, error=True), True)
+        self.assertEqual(probs, ["tshark: 1 malformed (first in frame 11)",
+                                 "tshark error: 1 Malformed IWARP_MPA Malformed Packet (Exception occurred)"])
+        self.assertIn("malformed 1, undecoded 0, errors 1", summ)
+
+    def test_undecoded_payload(self):
+        probs, _n, _s = self.verdict(ts_output(undecoded=True), True)
+        self.assertEqual(probs, ["tshark: 1 frames with TCP payload not decoded as iWARP (first: frame 12)"])
+        # a retransmission is not dissected again: not counted
+        probs, _n, _s = self.verdict(ts_output(undecoded=True), True, retrans=[12])
+        self.assertEqual(probs, [])
+
+    def test_segment_outside_any_reassembly(self):
+        text = ts_output().replace("#9(1452), ", "")
+        probs, _n, _s = self.verdict(text, True)
+        self.assertEqual(probs, ["tshark: 1 frames with TCP payload not decoded as iWARP (first: frame 9)"])
+
+    def test_fpdus_differ_from_iwdump(self):
+        probs, _n, summ = self.verdict(ts_output(), True, frames=(8, 10, 11, 14))
+        self.assertEqual(probs, ["tshark: 3 FPDUs, iwdump 4 (they differ first at frame 14)"])
+        self.assertIn("(iwdump 4)", summ)
+        # FPDUs the capture does not hold whole are iwdump's only
+        t = N.tshark_iwarp.parse(ts_output())
+        fp = iw_fpdus((8, 10, 11)) + iw_fpdus((14,), crc="not_captured")
+        self.assertEqual(N.tshark_verdict(t, True, fp)[0], [])
+
+    def test_failures(self):
+        probs, _n, summ = N.tshark_verdict(None, True, [], problem="tshark failed (exit 2): no such file")
+        self.assertEqual(probs, ["tshark failed (exit 2): no such file"])
+        self.assertTrue(summ.startswith("tshark: failed"))
+        t = N.tshark_iwarp.parse(ts_output())
+        probs, _n, summ = N.tshark_verdict(t, True, None)
+        self.assertEqual(probs, ["tshark: no iwdump reading to compare with"])
+        self.assertIn("(iwdump ?)", summ)
+
+
 class GuestScripts(unittest.TestCase):
     def test_the_host_script_targets_the_host_or_the_guest_itself(self):
         s = N.kernel_host_script(24420, "nqn.a'b", connect_opts="nr_io_queues=1")
