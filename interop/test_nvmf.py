@@ -637,6 +637,45 @@ class Tshark(unittest.TestCase):
         self.assertIn("(iwdump ?)", summ)
 
 
+class Bench(unittest.TestCase):
+    """--bench: the guest's BENCH lines and their summary."""
+
+    OUT = """RESULT delete OK controller nvme0 gone
+BENCH seq-read 1 67108864 1 4.00
+BENCH seq-write 1 67108864 1 8.00
+BENCH rand-read-4k 1 524288 128 2.56
+BENCH seq-read 2 67108864 1 3.20
+BENCH seq-write 2 67108864 1 6.40
+BENCH rand-read-4k 2 524288 128 1.28
+BENCH seq-read 3 67108864 1 6.40
+BENCH seq-write 3 67108864 1 8.00
+BENCH rand-read-4k 3 524288 128 2.56
+BENCH bad line
+"""
+
+    def test_parse(self):
+        b = N.parse_bench(self.OUT)
+        self.assertEqual(list(b), ["seq-read", "seq-write", "rand-read-4k"])
+        self.assertEqual(b["seq-read"], [(67108864, 1, 4.0), (67108864, 1, 3.2), (67108864, 1, 6.4)])
+
+    def test_summary(self):
+        lines = N.bench_summary(N.parse_bench(self.OUT))
+        self.assertEqual(lines[0], "bench seq-read: 16.78 20.97 10.49 MB/s, median 16.78, spread 63% "
+                                   "(3 runs of 67108864 bytes)")
+        self.assertEqual(lines[1], "bench seq-write: 8.39 10.49 8.39 MB/s, median 8.39, spread 25% "
+                                   "(3 runs of 67108864 bytes)")
+        self.assertEqual(lines[2], "bench rand-read-4k: 0.20 0.41 0.20 MB/s, median 0.20, spread 100%; "
+                                   "50 100 50 IOPS, median 50 (3 runs of 524288 bytes)")
+        self.assertEqual(N.median([3, 1, 2, 4]), 2.5)
+        self.assertEqual(N.bench_summary({}), [])
+
+    def test_script(self):
+        self.assertNotIn("BENCH", N.kernel_host_script(4420, "nqn.x"))
+        sc = N.kernel_host_script(4420, "nqn.x", bench=3, bench_mib=32, bench_rand=0)
+        self.assertIn("BMIB=32; RUNS=3; RANDN=0", sc)
+        self.assertNotIn("@", sc.replace("$@", ""))
+
+
 class GuestScripts(unittest.TestCase):
     def test_the_host_script_targets_the_host_or_the_guest_itself(self):
         s = N.kernel_host_script(24420, "nqn.a'b", connect_opts="nr_io_queues=1")
