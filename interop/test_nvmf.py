@@ -554,8 +554,12 @@ def ts_output(crc=True, bad=False, malformed=False, undecoded=False, error=False
     return out + expert
 
 
+TS_LENS = {8: 82, 10: 1450, 11: 46}
+
+
 def iw_fpdus(frames, crc="good"):
-    return [{"type": "fpdu", "last_frame": f, "crc": crc, "crc_wire": "00000000"} for f in frames]
+    return [{"type": "fpdu", "last_frame": f, "crc": crc, "crc_wire": "00000000", "ulpdu_len": TS_LENS.get(f, 100)}
+            for f in frames]
 
 
 class Tshark(unittest.TestCase):
@@ -569,6 +573,7 @@ class Tshark(unittest.TestCase):
     def test_parse(self):
         t = N.tshark_iwarp.parse(ts_output())
         self.assertEqual(t["fpdu_frames"], [8, 10, 11])
+        self.assertEqual(t["fpdu_lens"], [82, 1450, 46])
         self.assertEqual([f for f, _ in t["good"]], [8, 10, 11])
         self.assertEqual(t["bad"], [])
         self.assertEqual(t["mpa_frames"], 5)
@@ -620,12 +625,21 @@ class Tshark(unittest.TestCase):
 
     def test_fpdus_differ_from_iwdump(self):
         probs, _n, summ = self.verdict(ts_output(), True, frames=(8, 10, 11, 14))
-        self.assertEqual(probs, ["tshark: 3 FPDUs, iwdump 4 (they differ first at frame 14)"])
+        self.assertEqual(probs, ["tshark: 3 FPDUs, iwdump 4 (ULPDU lengths differ; frames differ first at 14)"])
         self.assertIn("(iwdump 4)", summ)
         # FPDUs the capture does not hold whole are iwdump's only
         t = N.tshark_iwarp.parse(ts_output())
         fp = iw_fpdus((8, 10, 11)) + iw_fpdus((14,), crc="not_captured")
         self.assertEqual(N.tshark_verdict(t, True, fp)[0], [])
+        # the same FPDUs, one shown in another frame (its segments captured out of order): a note
+        fp = iw_fpdus((8, 11)) + [dict(iw_fpdus((9,))[0], ulpdu_len=1450)]
+        probs, notes, _s = N.tshark_verdict(t, True, fp)
+        self.assertEqual(probs, [])
+        self.assertIn("tshark shows FPDUs in 2 frames other than iwdump's (segments captured out of order)", notes)
+        # the same count, another length: a problem
+        fp = iw_fpdus((8, 11)) + [dict(iw_fpdus((10,))[0], ulpdu_len=1446)]
+        self.assertEqual(N.tshark_verdict(t, True, fp)[0],
+                         ["tshark: 3 FPDUs, iwdump 3 (ULPDU lengths differ; frames differ first at ?)"])
 
     def test_failures(self):
         probs, _n, summ = N.tshark_verdict(None, True, [], problem="tshark failed (exit 2): no such file")

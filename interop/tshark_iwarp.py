@@ -24,15 +24,19 @@ UNSEEN_SEGMENT = re.compile(r"Previous segment\(s\) not captured|ACKed segment t
 EXPERT_HEAD = re.compile(r"^(Errors|Warns|Notes|Chats|Comments) \((\d+)\)$")
 
 
-def tshark_cmd(pcap):
-    return ["tshark", "--disable-heuristic", "rpcrdma_iwarp", "-o", "tcp.try_heuristic_first:TRUE",
-            "-X", "lua_script:" + MPA_SHORT_HEAD, "-r", pcap, "-O", "iwarp_mpa", "-z", "expert"]
+def tshark_cmd(pcap, out_of_order=False):
+    """out_of_order: let TCP reassemble segments that the capture holds out of order (a capture on
+    the host's loopback may record a stream's segments in another order than they were sent:
+    without it, the MPA dissector loses those FPDUs)."""
+    return ["tshark", "--disable-heuristic", "rpcrdma_iwarp", "-o", "tcp.try_heuristic_first:TRUE"] + \
+        (["-o", "tcp.reassemble_out_of_order:TRUE"] if out_of_order else []) + \
+        ["-X", "lua_script:" + MPA_SHORT_HEAD, "-r", pcap, "-O", "iwarp_mpa", "-z", "expert"]
 
 
-def run(pcap, timeout=None):
+def run(pcap, timeout=None, out_of_order=False):
     """tshark's verbose MPA tree and expert info of pcap -> (stdout, problem or None)."""
     try:
-        r = subprocess.run(tshark_cmd(pcap), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        r = subprocess.run(tshark_cmd(pcap, out_of_order), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            universal_newlines=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return "", "tshark timed out after %s s" % timeout
@@ -49,6 +53,7 @@ def run(pcap, timeout=None):
 def parse(text):
     """tshark's output (run) -> dict:
     fpdu_frames  [frame] per FPDU (its ULPDU length line: the frame that completes it)
+    fpdu_lens    [ULPDU length] per FPDU, in the same order
     good, bad    [(frame, crc hex)] per CRC check, by verdict
     malformed    [frame] with a [Malformed Packet] mark
     undecoded    [frame] whose TCP payload no iWARP dissector took: Data without MPA in the frame,
@@ -56,7 +61,7 @@ def parse(text):
                  retransmissions, which tshark does not dissect again: see retransmissions)
     mpa_frames   number of MPA frames (Request/Reply and FPDUs)
     expert       [(section, line)] of the expert info at the end ("Errors", "Warns", ...)"""
-    out = {"fpdu_frames": [], "good": [], "bad": [], "malformed": [], "undecoded": [], "mpa_frames": 0,
+    out = {"fpdu_frames": [], "fpdu_lens": [], "good": [], "bad": [], "malformed": [], "undecoded": [], "mpa_frames": 0,
            "expert": []}
     frame = 0
     payload, mpa, data, reassembled = {}, set(), set(), set()
@@ -81,8 +86,10 @@ def parse(text):
         m = re.match(r"^\[\d+ Reassembled TCP Segments \(\d+ bytes\): (.*)\]$", line)
         if m:
             reassembled.update((frame, int(x)) for x in re.findall(r"#(\d+)\(\d+\)", m.group(1)))
-        if re.match(r"^\s+ULPDU length:", line):
+        m = re.match(r"^\s+ULPDU length: (\d+)", line)
+        if m:
             out["fpdu_frames"].append(frame)
+            out["fpdu_lens"].append(int(m.group(1)))
         m = re.match(r"^\s+CRC check: 0x([0-9a-f]{8})", line)
         if m:
             (out["good"] if "(Good CRC32)" in line else out["bad"]).append((frame, m.group(1)))
