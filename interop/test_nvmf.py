@@ -502,6 +502,194 @@ class E1Retry(unittest.TestCase):
         self.assertEqual((rc, last), (1, "NVMF kernel-host FAIL: dmesg: siw: crc error"))
 
 
+def ts_frame(n, length, body=""):
+    """One frame of tshark's -O iwarp_mpa output (made up, in tshark 4.0's layout)."""
+    return ("Frame %d: %d bytes on wire (%d bits), %d bytes captured (%d bits)\n"
+            "Ethernet II, Src: 00:00:00_00:00:00 (00:00:00:00:00:00), Dst: 00:00:00_00:00:00 (00:00:00:00:00:00)\n"
+            "Internet Protocol Version 4, Src: 127.0.0.1, Dst: 127.0.0.1\n"
+            "Transmission Control Protocol, Src Port: 59298, Dst Port: 55533, Seq: 1, Ack: 1, Len: %d\n%s\n"
+            % (n, length + 66, 8 * (length + 66), length + 66, 8 * (length + 66), length, body))
+
+
+def ts_fpdu(ulpdu, crc=None, good=True, data=None):
+    t = "iWARP Marker Protocol data unit Aligned framing\n    FPDU\n        ULPDU length: %d bytes\n" % ulpdu
+    if crc:
+        t += "        CRC check: 0x%s (%s)\n" % (crc, "Good CRC32" if good else "Bad CRC32, should be 0x00000000")
+    t += "iWARP Direct Data Placement and Remote Direct Memory Access Protocol\n"
+    if data:
+        t += "Data (%d bytes)\n" % data
+    return t
+
+
+TS_MPA = "iWARP Marker Protocol data unit Aligned framing\n    MPA Request Frame\n"
+TS_EXPERT = """
+Warns (2)
+=============
+   Frequency      Group           Protocol  Summary
+           1    Request          IWARP_MPA  Res field is NOT set to zero as required by RFC 5044
+           1   Sequence                TCP  D-SACK Sequence
+
+Chats (1)
+=============
+   Frequency      Group           Protocol  Summary
+           1   Sequence                TCP  Connection establish request (SYN): server port 55533
+"""
+
+
+def ts_output(crc=True, bad=False, malformed=False, undecoded=False, error=False):
+    c = (lambda x: x) if crc else (lambda x: None)
+    out = ts_frame(1, 0) + ts_frame(4, 28, TS_MPA) + ts_frame(5, 28, TS_MPA.replace("Request", "Reply"))
+    out += ts_frame(8, 88, ts_fpdu(82, c("bd35a20d"), data=64))
+    out += ts_frame(9, 1452)      # the first segment of frame 10's FPDU
+    out += ts_frame(10, 4, "[2 Reassembled TCP Segments (1456 bytes): #9(1452), #10(4)]\n" +
+                    ts_fpdu(1450, c("b1efc005"), good=not bad, data=1436))
+    out += ts_frame(11, 52, ts_fpdu(46, c("5b32b64d")) + ("[Malformed Packet: IWARP_MPA]\n" if malformed else ""))
+    if undecoded:
+        out += ts_frame(12, 40, "Data (40 bytes)\n")
+    out += ts_frame(13, 0)
+    expert = TS_EXPERT
+    if error:
+        expert = "\nErrors (1)\n=============\n   Frequency      Group           Protocol  Summary\n" \
+                 "           1  Malformed          IWARP_MPA  Malformed Packet (Exception occurred)\n" + expert
+    return out + expert
+
+
+TS_LENS = {8: 82, 10: 1450, 11: 46}
+
+
+def iw_fpdus(frames, crc="good"):
+    return [{"type": "fpdu", "last_frame": f, "crc": crc, "crc_wire": "00000000", "ulpdu_len": TS_LENS.get(f, 100)}
+            for f in frames]
+
+
+class Tshark(unittest.TestCase):
+    """tshark's reading of our side's capture: every FPDU iwdump finds decoded as iWARP, CRC
+    good when on, no malformed frame, no dissector error."""
+
+    def verdict(self, text, crc_on, frames=(8, 10, 11), retrans=(), iw_crc="good"):
+        t = N.tshark_iwarp.parse(text)
+        return N.tshark_verdict(t, crc_on, iw_fpdus(frames, iw_crc if crc_on else "off"), set(retrans))
+
+    def test_parse(self):
+        t = N.tshark_iwarp.parse(ts_output())
+        self.assertEqual(t["fpdu_frames"], [8, 10, 11])
+        self.assertEqual(t["fpdu_lens"], [82, 1450, 46])
+        self.assertEqual([f for f, _ in t["good"]], [8, 10, 11])
+        self.assertEqual(t["bad"], [])
+        self.assertEqual(t["mpa_frames"], 5)
+        self.assertEqual(t["undecoded"], [])      # frame 9 is in frame 10's reassembly
+        self.assertEqual([s for s, _ in t["expert"]], ["Warns", "Warns", "Chats"])
+
+    def test_clean_crc_on(self):
+        probs, notes, summ = self.verdict(ts_output(), True)
+        self.assertEqual(probs, [])
+        self.assertEqual(summ, "tshark: 3 FPDUs (iwdump 3), CRC good 3, bad 0, malformed 0, undecoded 0, errors 0")
+        self.assertEqual(len(notes), 1)
+        self.assertIn("D-SACK", notes[0])         # the MPA Res/Rev warnings are expected, not noted
+
+    def test_clean_crc_off(self):
+        probs, _n, summ = self.verdict(ts_output(crc=False), False)
+        self.assertEqual(probs, [])
+        self.assertIn("CRC off (0 checks)", summ)
+
+    def test_bad_crc(self):
+        probs, _n, summ = self.verdict(ts_output(bad=True), True)
+        self.assertEqual(probs, ["tshark: 1 bad CRCs (first in frame 10)"])
+        self.assertIn("CRC good 2, bad 1", summ)
+
+    def test_crc_missing_when_on(self):
+        probs, _n, _s = self.verdict(ts_output(crc=False), True)
+        self.assertEqual(probs, ["tshark: 0 CRC checks for 3 FPDUs"])
+
+    def test_crc_checked_when_off(self):
+        probs, _n, _s = self.verdict(ts_output(), False)
+        self.assertEqual(probs, ["tshark: 3 CRC checks with CRC off"])
+
+    def test_malformed_and_error(self):
+        probs, _n, summ = self.verdict(ts_output(malformed=True, error=True), True)
+        self.assertEqual(probs, ["tshark: 1 malformed (first in frame 11)",
+                                 "tshark error: 1 Malformed IWARP_MPA Malformed Packet (Exception occurred)"])
+        self.assertIn("malformed 1, undecoded 0, errors 1", summ)
+
+    def test_undecoded_payload(self):
+        probs, _n, _s = self.verdict(ts_output(undecoded=True), True)
+        self.assertEqual(probs, ["tshark: 1 frames with TCP payload not decoded as iWARP (first: frame 12)"])
+        # a retransmission is not dissected again: not counted
+        probs, _n, _s = self.verdict(ts_output(undecoded=True), True, retrans=[12])
+        self.assertEqual(probs, [])
+
+    def test_segment_outside_any_reassembly(self):
+        text = ts_output().replace("#9(1452), ", "")
+        probs, _n, _s = self.verdict(text, True)
+        self.assertEqual(probs, ["tshark: 1 frames with TCP payload not decoded as iWARP (first: frame 9)"])
+
+    def test_fpdus_differ_from_iwdump(self):
+        probs, _n, summ = self.verdict(ts_output(), True, frames=(8, 10, 11, 14))
+        self.assertEqual(probs, ["tshark: 3 FPDUs, iwdump 4 (ULPDU lengths differ; frames differ first at 14)"])
+        self.assertIn("(iwdump 4)", summ)
+        # FPDUs the capture does not hold whole are iwdump's only
+        t = N.tshark_iwarp.parse(ts_output())
+        fp = iw_fpdus((8, 10, 11)) + iw_fpdus((14,), crc="not_captured")
+        self.assertEqual(N.tshark_verdict(t, True, fp)[0], [])
+        # the same FPDUs, one shown in another frame (its segments captured out of order): a note
+        fp = iw_fpdus((8, 11)) + [dict(iw_fpdus((9,))[0], ulpdu_len=1450)]
+        probs, notes, _s = N.tshark_verdict(t, True, fp)
+        self.assertEqual(probs, [])
+        self.assertIn("tshark shows FPDUs in 2 frames other than iwdump's (segments captured out of order)", notes)
+        # the same count, another length: a problem
+        fp = iw_fpdus((8, 11)) + [dict(iw_fpdus((10,))[0], ulpdu_len=1446)]
+        self.assertEqual(N.tshark_verdict(t, True, fp)[0],
+                         ["tshark: 3 FPDUs, iwdump 3 (ULPDU lengths differ; frames differ first at ?)"])
+
+    def test_failures(self):
+        probs, _n, summ = N.tshark_verdict(None, True, [], problem="tshark failed (exit 2): no such file")
+        self.assertEqual(probs, ["tshark failed (exit 2): no such file"])
+        self.assertTrue(summ.startswith("tshark: failed"))
+        t = N.tshark_iwarp.parse(ts_output())
+        probs, _n, summ = N.tshark_verdict(t, True, None)
+        self.assertEqual(probs, ["tshark: no iwdump reading to compare with"])
+        self.assertIn("(iwdump ?)", summ)
+
+
+class Bench(unittest.TestCase):
+    """--bench: the guest's BENCH lines and their summary."""
+
+    OUT = """RESULT delete OK controller nvme0 gone
+BENCH seq-read 1 67108864 1 4.00
+BENCH seq-write 1 67108864 1 8.00
+BENCH rand-read-4k 1 524288 128 2.56
+BENCH seq-read 2 67108864 1 3.20
+BENCH seq-write 2 67108864 1 6.40
+BENCH rand-read-4k 2 524288 128 1.28
+BENCH seq-read 3 67108864 1 6.40
+BENCH seq-write 3 67108864 1 8.00
+BENCH rand-read-4k 3 524288 128 2.56
+BENCH bad line
+"""
+
+    def test_parse(self):
+        b = N.parse_bench(self.OUT)
+        self.assertEqual(list(b), ["seq-read", "seq-write", "rand-read-4k"])
+        self.assertEqual(b["seq-read"], [(67108864, 1, 4.0), (67108864, 1, 3.2), (67108864, 1, 6.4)])
+
+    def test_summary(self):
+        lines = N.bench_summary(N.parse_bench(self.OUT))
+        self.assertEqual(lines[0], "bench seq-read: 16.78 20.97 10.49 MB/s, median 16.78, spread 63% "
+                                   "(3 runs of 67108864 bytes)")
+        self.assertEqual(lines[1], "bench seq-write: 8.39 10.49 8.39 MB/s, median 8.39, spread 25% "
+                                   "(3 runs of 67108864 bytes)")
+        self.assertEqual(lines[2], "bench rand-read-4k: 0.20 0.41 0.20 MB/s, median 0.20, spread 100%; "
+                                   "50 100 50 IOPS, median 50 (3 runs of 524288 bytes)")
+        self.assertEqual(N.median([3, 1, 2, 4]), 2.5)
+        self.assertEqual(N.bench_summary({}), [])
+
+    def test_script(self):
+        self.assertNotIn("BENCH", N.kernel_host_script(4420, "nqn.x"))
+        sc = N.kernel_host_script(4420, "nqn.x", bench=3, bench_mib=32, bench_rand=0)
+        self.assertIn("BMIB=32; RUNS=3; RANDN=0", sc)
+        self.assertNotIn("@", sc.replace("$@", ""))
+
+
 class GuestScripts(unittest.TestCase):
     def test_the_host_script_targets_the_host_or_the_guest_itself(self):
         s = N.kernel_host_script(24420, "nqn.a'b", connect_opts="nr_io_queues=1")
