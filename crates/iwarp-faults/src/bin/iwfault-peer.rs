@@ -11,7 +11,7 @@
 //! iwfault-peer hostile connect=IP:PORT attack=crc|window|msn|terminate|truncate|dribble [region=BYTES] [msgs=N] [wait=S]
 //! iwfault-peer relay listen=IP:PORT to=IP:PORT [delay_us=N] [jitter_us=J] [buffer=BYTES]
 //! iwfault-peer sink listen=IP:PORT [pings=N]
-//! iwfault-peer source connect=IP:PORT [total=BYTES] [pings=N]
+//! iwfault-peer source connect=IP:PORT [total=BYTES] [pings=N] [secs=S]
 //! ```
 //!
 //! The server reports each connection's end (`server_conn`) with the accounting of its work
@@ -32,8 +32,9 @@
 //! after its messages, to watch for the peer's disappearance.
 //!
 //! Flood mode (one queue pair): Writes of `chunk` bytes fill `total` bytes of the server's
-//! region in order, with no flow control above the queue pair's own: posts that find the send
-//! queue full are counted and retried. Then a Send asks the server to check the whole region.
+//! region in order (or stop when `secs` runs out), with no flow control above the queue
+//! pair's own: posts that find the send queue full are counted and retried. Then a Send asks
+//! the server to check every byte written.
 //!
 //! Standard input: `mark` notes the time a fault was applied; detection times are measured from
 //! it. `go` lets a flood that paused at `pause` bytes continue; `stop` ends stream mode's posting. Every work request is accounted for: each completion must arrive, in posting order.
@@ -816,7 +817,8 @@ fn flood(c: &Conn, pd: &ProtectionDomain, cfg: &Cfg, shared: &Shared) -> Result<
     // on the stream, so all were placed), less the server's check.
     let mut transfer_secs = 0.0;
     if led.dead.is_none() {
-        let h = Hdr { kind: KIND_DONE, seq: total as u64, ..Hdr::default() };
+        // The bytes written: all of `total`, or fewer if `secs` ran out first.
+        let h = Hdr { kind: KIND_DONE, seq: off as u64, ..Hdr::default() };
         let hb = h.emit();
         c.qp.post_send(&[SendWr::send_inline(id, &hb)]).map_err(|x| e(&x))?;
         led.post_send(id);
@@ -1523,12 +1525,17 @@ fn sink(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
-/// `source connect=IP:PORT total=BYTES pings=N`: `pings` one-byte round trips (their median
-/// time is the path's round trip), then `total` bytes, timed until the sink has counted them.
+/// `source connect=IP:PORT total=BYTES pings=N secs=S`: `pings` one-byte round trips (their
+/// median time is the path's round trip), then `total` bytes (or as many as it can send in `S`
+/// seconds, if given), timed until the sink has counted them.
 fn source(args: &Args) -> Result<(), String> {
     let addr = target(args)?;
     let total = args.num("total", 32 << 20);
     let pings = args.num("pings", 0);
+    let limit = match args.num("secs", 0) {
+        0 => Duration::MAX,
+        s => Duration::from_secs(s),
+    };
     let e = |e: std::io::Error| e.to_string();
     let mut s = TcpStream::connect(addr).map_err(e)?;
     s.set_nodelay(true).map_err(e)?;
@@ -1544,7 +1551,7 @@ fn source(args: &Args) -> Result<(), String> {
     let buf = patterned(7, 256 << 10);
     let start = Instant::now();
     let mut sent = 0u64;
-    while sent < total {
+    while sent < total && start.elapsed() < limit {
         let k = (total - sent).min(buf.len() as u64) as usize;
         s.write_all(&buf[..k]).map_err(e)?;
         sent += k as u64;
