@@ -6,6 +6,7 @@
 //! iwfault-peer client connect=IP:PORT[,IP:PORT...] [mode=stream|flood] [window=N] [slot=BYTES]
 //!              [maxwrite=BYTES] [maxsend=BYTES] [msgs=N] [secs=S] [hold=S] [total=BYTES]
 //!              [chunk=BYTES] [pause=BYTES] [sq=N] [seed=N] [live=default|off|IDLE_S,INTERVAL_S,USER_TIMEOUT_MS]
+//!              [sizes=uniform|log] [atomics=0|1] [tick=S]
 //! iwfault-peer storm connect=IP:PORT [count=N] [secs=S] [threads=T] [full_every=K] [silent_every=M] [watch=S]
 //! iwfault-peer reset connect=IP:PORT [count=N] [msgs=M] [pause_at=K] [batch=B]
 //! iwfault-peer hostile connect=IP:PORT attack=crc|window|msn|terminate|truncate|dribble [region=BYTES] [msgs=N] [wait=S]
@@ -29,7 +30,12 @@
 //! it and whose payload is patterned too, and an RDMA Read of the slot back. The server checks
 //! both payloads byte for byte and answers with an acknowledgement Send; the client checks the
 //! Read. At most `window` messages are in flight. `hold` keeps an idle queue pair connected
-//! after its messages, to watch for the peer's disappearance.
+//! after its messages, to watch for the peer's disappearance. `atomics=1` adds a fetch-and-add
+//! and a compare-and-swap per message on two words after the server's slots (every original
+//! checked against the value the earlier atomics left; every 4th compare-and-swap compares
+//! with a wrong value), and at the end asks the server to check both words. `sizes=log`
+//! spreads the Writes' and Sends' sizes evenly over the powers of two up to their maxima (the
+//! first Write 1 byte, the second `maxwrite`). `tick=S` reports progress every S seconds.
 //!
 //! Flood mode (one queue pair): Writes of `chunk` bytes fill `total` bytes of the server's
 //! region in order (or stop when `secs` runs out), with no flow control above the queue
@@ -458,6 +464,7 @@ fn client(args: &Args) -> Result<(), String> {
             pause: args.num("pause", u64::MAX) as usize,
             log_sizes: args.str("sizes", "uniform") == "log",
             atomics: args.num("atomics", 0) != 0,
+            tick: Duration::from_secs(args.num("tick", 0)),
         };
         threads.push(std::thread::spawn(move || {
             let r = if mode == "flood" { flood(&c, &pd, &cfg, &shared) } else { stream(&c, &pd, &cfg, &shared) };
@@ -499,6 +506,8 @@ struct Cfg {
     log_sizes: bool,
     /// A fetch-and-add and a compare-and-swap per message on two words after the slots.
     atomics: bool,
+    /// Stream mode reports its progress (`tick`) this often (zero: never).
+    tick: Duration,
 }
 
 /// The accounting of one queue pair's work requests.
@@ -669,7 +678,17 @@ fn stream(c: &Conn, pd: &ProtectionDomain, cfg: &Cfg, shared: &Shared) -> Result
     let mut idle_since: Option<Instant> = None;
     let mut wcs = [WorkCompletion::default(); 64];
     let mut done_dead: Option<Instant> = None;
+    let mut last_tick = Instant::now();
     loop {
+        if !cfg.tick.is_zero() && last_tick.elapsed() >= cfg.tick {
+            last_tick += cfg.tick;
+            say(format!(
+                "tick qp={} secs={:.2} acked={acked} bytes={bytes} read_ok={read_ok} bad={read_bad} atomic_bad={atom_bad} failed={}",
+                c.i,
+                start.elapsed().as_secs_f64(),
+                led.failed + led.flushed
+            ));
+        }
         let posting = led.dead.is_none()
             && seq < cfg.msgs
             && start.elapsed() < cfg.secs
