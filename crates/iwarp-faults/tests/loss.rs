@@ -8,7 +8,7 @@
 //! The verdict is the data and the accounting: every byte correct, every work request
 //! completed successfully and in order. The rates are only loosely checked (the stack at least
 //! 5% of TCP's): a debug build on a shared machine is far from TCP, and the bound catches a
-//! stall (a connection that stops for retransmission timeouts), not a slowdown.
+//! stall (a connection that stops for seconds), not a slowdown.
 
 mod common;
 

@@ -47,8 +47,9 @@ fn soak_of_the_mixed_workload_keeps_its_rate_descriptors_and_memory() {
             "maxsend=65536",
             "sizes=log",
             "atomics=1",
-            // A second more than the intervals, so that the last tick comes before the end.
-            &format!("secs={}", secs + 1),
+            // One interval more than measured: the last sample is taken while every queue
+            // pair still runs, not as the peers tear down.
+            &format!("secs={}", (secs / tick + 1) * tick),
             &format!("tick={tick}"),
         ],
     );
