@@ -6,12 +6,13 @@
 //! iwfault-peer client connect=IP:PORT[,IP:PORT...] [mode=stream|flood] [window=N] [slot=BYTES]
 //!              [maxwrite=BYTES] [maxsend=BYTES] [msgs=N] [secs=S] [hold=S] [total=BYTES]
 //!              [chunk=BYTES] [pause=BYTES] [sq=N] [seed=N] [live=default|off|IDLE_S,INTERVAL_S,USER_TIMEOUT_MS]
+//!              [sizes=uniform|log] [atomics=0|1] [tick=S]
 //! iwfault-peer storm connect=IP:PORT [count=N] [secs=S] [threads=T] [full_every=K] [silent_every=M] [watch=S]
 //! iwfault-peer reset connect=IP:PORT [count=N] [msgs=M] [pause_at=K] [batch=B]
 //! iwfault-peer hostile connect=IP:PORT attack=crc|window|msn|terminate|truncate|dribble [region=BYTES] [msgs=N] [wait=S]
 //! iwfault-peer relay listen=IP:PORT to=IP:PORT [delay_us=N] [jitter_us=J] [buffer=BYTES]
 //! iwfault-peer sink listen=IP:PORT [pings=N]
-//! iwfault-peer source connect=IP:PORT [total=BYTES] [pings=N]
+//! iwfault-peer source connect=IP:PORT [total=BYTES] [pings=N] [secs=S]
 //! ```
 //!
 //! The server reports each connection's end (`server_conn`) with the accounting of its work
@@ -29,11 +30,17 @@
 //! it and whose payload is patterned too, and an RDMA Read of the slot back. The server checks
 //! both payloads byte for byte and answers with an acknowledgement Send; the client checks the
 //! Read. At most `window` messages are in flight. `hold` keeps an idle queue pair connected
-//! after its messages, to watch for the peer's disappearance.
+//! after its messages, to watch for the peer's disappearance. `atomics=1` adds a fetch-and-add
+//! and a compare-and-swap per message on two words after the server's slots (every original
+//! checked against the value the earlier atomics left; every 4th compare-and-swap compares
+//! with a wrong value), and at the end asks the server to check both words. `sizes=log`
+//! spreads the Writes' and Sends' sizes evenly over the powers of two up to their maxima (the
+//! first Write 1 byte, the second `maxwrite`). `tick=S` reports progress every S seconds.
 //!
 //! Flood mode (one queue pair): Writes of `chunk` bytes fill `total` bytes of the server's
-//! region in order, with no flow control above the queue pair's own: posts that find the send
-//! queue full are counted and retried. Then a Send asks the server to check the whole region.
+//! region in order (or stop when `secs` runs out), with no flow control above the queue
+//! pair's own: posts that find the send queue full are counted and retried. Then a Send asks
+//! the server to check every byte written.
 //!
 //! Standard input: `mark` notes the time a fault was applied; detection times are measured from
 //! it. `go` lets a flood that paused at `pause` bytes continue; `stop` ends stream mode's posting. Every work request is accounted for: each completion must arrive, in posting order.
@@ -57,6 +64,11 @@ const KIND_MSG: u8 = 1;
 const KIND_DONE: u8 = 2;
 const KIND_ACK: u8 = 3;
 const KIND_DONE_ACK: u8 = 4;
+/// Asks the server to check the atomics' two words (`off`: their offset; `seq`: the
+/// fetch-and-add word's expected value; `extra`: the compare-and-swap word's).
+const KIND_ATOMIC_CHECK: u8 = 5;
+/// The answer: `extra` is the number of words that differ (0, 1 or 2).
+const KIND_ATOMIC_ACK: u8 = 6;
 const WRITE_SALT: u64 = 0x5752_4954;
 const SEND_SALT: u64 = 0x5345_4e44;
 const FLOOD_SEED: u64 = 0xf100d;
@@ -217,8 +229,9 @@ fn serve_one(
     live: Liveness,
 ) -> Result<(), String> {
     let e = |e: &dyn std::fmt::Display| e.to_string();
-    let target =
-        pd.reg_mr(region, Access::LOCAL_WRITE | Access::REMOTE_WRITE | Access::REMOTE_READ).map_err(|x| e(&x))?;
+    let target = pd
+        .reg_mr(region, Access::LOCAL_WRITE | Access::REMOTE_WRITE | Access::REMOTE_READ | Access::REMOTE_ATOMIC)
+        .map_err(|x| e(&x))?;
     let recv_len = HDR + (1 << 16);
     let rbuf = pd.reg_mr(depth * recv_len, Access::LOCAL_WRITE).map_err(|x| e(&x))?;
     let cq = dev.create_cq(4 * depth + 16).map_err(|x| e(&x))?;
@@ -283,6 +296,18 @@ fn serve_one(
                     say(format!("flood_checked n={n} bytes={total} bad={b} check_us={check_us}"));
                     // The check's time goes back in `off`: the client takes it out of its timing.
                     Hdr { kind: KIND_DONE_ACK, seq: total as u64, extra: b, off: check_us, ..Hdr::default() }
+                }
+                KIND_ATOMIC_CHECK => {
+                    let w = target.to_vec(h.off as usize, 16).map_err(|x| e(&x))?;
+                    let word = |i: usize| u64::from_ne_bytes(w[i..i + 8].try_into().unwrap_or([0; 8]));
+                    let (fa, cas) = (word(0), word(8));
+                    let b = (fa != h.seq) as u64 + (cas != h.extra) as u64;
+                    bad += b;
+                    say(format!(
+                        "server_atomics n={n} fetch_add={fa} want={} compare_swap={cas} want={} bad={b}",
+                        h.seq, h.extra
+                    ));
+                    Hdr { kind: KIND_ATOMIC_ACK, extra: b, ..Hdr::default() }
                 }
                 _ => {
                     bad += got.len() as u64;
@@ -437,6 +462,9 @@ fn client(args: &Args) -> Result<(), String> {
             chunk: args.num("chunk", 64 << 10) as usize,
             seed: args.num("seed", 1),
             pause: args.num("pause", u64::MAX) as usize,
+            log_sizes: args.str("sizes", "uniform") == "log",
+            atomics: args.num("atomics", 0) != 0,
+            tick: Duration::from_secs(args.num("tick", 0)),
         };
         threads.push(std::thread::spawn(move || {
             let r = if mode == "flood" { flood(&c, &pd, &cfg, &shared) } else { stream(&c, &pd, &cfg, &shared) };
@@ -473,6 +501,13 @@ struct Cfg {
     chunk: usize,
     seed: u64,
     pause: usize,
+    /// Sizes spread evenly over the powers of two up to the maximum (1 B to `maxwrite`), the
+    /// first message's Write 1 byte and the second's `maxwrite`; otherwise uniform.
+    log_sizes: bool,
+    /// A fetch-and-add and a compare-and-swap per message on two words after the slots.
+    atomics: bool,
+    /// Stream mode reports its progress (`tick`) this often (zero: never).
+    tick: Duration,
 }
 
 /// The accounting of one queue pair's work requests.
@@ -569,6 +604,30 @@ struct InFlight {
     seq: u64,
     wlen: usize,
     pending: u8,
+    /// The originals the message's fetch-and-add and compare-and-swap must return.
+    fa_want: u64,
+    cas_want: u64,
+}
+
+/// The fetch-and-add operand of message `seq`: large, so that the sum wraps.
+fn fa_add(seq: u64) -> u64 {
+    seq.wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+/// A size from 1 to `max`: a power of two `2^k` (k uniform up to `max`'s), then uniform in
+/// `2^(k-1)+1 ..= 2^k` (capped at `max`).
+fn log_size(max: usize, r: usize) -> usize {
+    if max <= 1 {
+        return max;
+    }
+    let bits = (usize::BITS - max.leading_zeros()) as usize;
+    let k = r % bits;
+    let hi = (1usize << k).min(max);
+    let lo = (1usize << k) / 2 + 1;
+    if hi <= lo {
+        return hi;
+    }
+    lo + (r / bits) % (hi - lo + 1)
 }
 
 fn stream(c: &Conn, pd: &ProtectionDomain, cfg: &Cfg, shared: &Shared) -> Result<(), String> {
@@ -578,18 +637,34 @@ fn stream(c: &Conn, pd: &ProtectionDomain, cfg: &Cfg, shared: &Shared) -> Result
     let src = pd.reg_mr(w * slot, Access::LOCAL_WRITE).map_err(|x| e(&x))?;
     let sink = pd.reg_mr(w * slot, Access::LOCAL_WRITE).map_err(|x| e(&x))?;
     let sendbuf = pd.reg_mr(w * (HDR + cfg.maxsend), Access::LOCAL_WRITE).map_err(|x| e(&x))?;
+    // The atomics' results, 16 bytes a slot; their two words follow the server's slots.
+    let atom = pd.reg_mr(w * 16, Access::LOCAL_WRITE).map_err(|x| e(&x))?;
+    let words = (w * slot) as u64;
+    if cfg.atomics && !c.qp.supports_rfc7306() {
+        return Err("atomics asked for, but RFC 7306 was not negotiated".into());
+    }
+    // The words' values once every atomic posted so far has run (both start at 0: the
+    // server's region is zeroed), and the atomics' counts and wrong originals.
+    let (mut fa_now, mut cas_now) = (0u64, 0u64);
+    let (mut fas, mut cass, mut cas_swapped, mut atom_bad) = (0u64, 0u64, 0u64, 0u64);
+    // The server's check of the words: asked (`Some(None)`), answered (`Some(Some(bad))`).
+    let mut atom_check: Option<Option<u64>> = None;
+    let (mut wmin, mut wmax, mut writes, mut reads, mut sends) = (usize::MAX, 0usize, 0u64, 0u64, 0u64);
     let mut led = Ledger::new();
     for k in 0..w as u64 + 4 {
         led.post_recv(k);
     }
     let mut next_recv = w as u64 + 4;
     let mut rng = cfg.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(c.i as u64) | 1;
+    let log = cfg.log_sizes;
     let mut rand = move |max: usize| -> usize {
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
         if max == 0 {
             0
+        } else if log {
+            log_size(max, (rng >> 1) as usize)
         } else {
             (rng % (max as u64 + 1)) as usize
         }
@@ -603,14 +678,28 @@ fn stream(c: &Conn, pd: &ProtectionDomain, cfg: &Cfg, shared: &Shared) -> Result
     let mut idle_since: Option<Instant> = None;
     let mut wcs = [WorkCompletion::default(); 64];
     let mut done_dead: Option<Instant> = None;
+    let mut last_tick = Instant::now();
     loop {
+        if !cfg.tick.is_zero() && last_tick.elapsed() >= cfg.tick {
+            last_tick += cfg.tick;
+            say(format!(
+                "tick qp={} secs={:.2} acked={acked} bytes={bytes} read_ok={read_ok} bad={read_bad} atomic_bad={atom_bad} failed={}",
+                c.i,
+                start.elapsed().as_secs_f64(),
+                led.failed + led.flushed
+            ));
+        }
         let posting = led.dead.is_none()
             && seq < cfg.msgs
             && start.elapsed() < cfg.secs
             && !shared.stop.load(std::sync::atomic::Ordering::Acquire);
         while posting && seq < cfg.msgs && inflight.len() < w {
             let s = (seq as usize) % w;
-            let wlen = rand(cfg.maxwrite);
+            let wlen = match (log, seq) {
+                (true, 0) => 1.min(cfg.maxwrite),
+                (true, 1) => cfg.maxwrite,
+                _ => rand(cfg.maxwrite),
+            };
             let slen = rand(cfg.maxsend);
             src.write(s * slot, &patterned(seq ^ WRITE_SALT, wlen)).map_err(|x| e(&x))?;
             let h = Hdr { kind: KIND_MSG, seq, wlen: wlen as u32, slen: slen as u32, off: (s * slot) as u64, extra: 0 };
@@ -618,17 +707,36 @@ fn stream(c: &Conn, pd: &ProtectionDomain, cfg: &Cfg, shared: &Shared) -> Result
             sendbuf.write(so, &h.emit()).map_err(|x| e(&x))?;
             sendbuf.write(so + HDR, &patterned(seq ^ SEND_SALT, slen)).map_err(|x| e(&x))?;
             let remote = RemoteAddr::unbounded(c.remote.stag, c.remote.to + (s * slot) as u64);
-            let mut wrs = Vec::with_capacity(3);
-            let mut ids = Vec::with_capacity(3);
+            let mut wrs = Vec::with_capacity(5);
+            let mut ids = Vec::with_capacity(5);
             if wlen > 0 {
-                wrs.push(SendWr::write(seq * 4, &[src.sge(s * slot, wlen)], remote));
-                ids.push(seq * 4);
+                wrs.push(SendWr::write(seq * 8, &[src.sge(s * slot, wlen)], remote));
+                ids.push(seq * 8);
             }
-            wrs.push(SendWr::send(seq * 4 + 1, &[sendbuf.sge(so, HDR + slen)]));
-            ids.push(seq * 4 + 1);
+            wrs.push(SendWr::send(seq * 8 + 1, &[sendbuf.sge(so, HDR + slen)]));
+            ids.push(seq * 8 + 1);
             if wlen > 0 {
-                wrs.push(SendWr::read(seq * 4 + 2, sink.sge(s * slot, wlen), remote));
-                ids.push(seq * 4 + 2);
+                wrs.push(SendWr::read(seq * 8 + 2, sink.sge(s * slot, wlen), remote));
+                ids.push(seq * 8 + 2);
+            }
+            // One requester's atomics run in the order posted: each must return the word as
+            // the atomics before it left it. Every 4th compare-and-swap compares with a wrong
+            // value and must leave the word alone.
+            let (fa_want, cas_want) = (fa_now, cas_now);
+            let (mut fa_next, mut cas_next) = (fa_now, cas_now);
+            if cfg.atomics {
+                let fa_at = RemoteAddr::unbounded(c.remote.stag, c.remote.to + words);
+                let cas_at = RemoteAddr::unbounded(c.remote.stag, c.remote.to + words + 8);
+                wrs.push(SendWr::fetch_add(seq * 8 + 3, atom.sge(s * 16, 8), fa_at, fa_add(seq)));
+                ids.push(seq * 8 + 3);
+                let swap = seq.wrapping_add(1).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                let compare = if seq % 4 == 3 { cas_now ^ 1 } else { cas_now };
+                wrs.push(SendWr::compare_swap(seq * 8 + 4, atom.sge(s * 16 + 8, 8), cas_at, compare, swap));
+                ids.push(seq * 8 + 4);
+                fa_next = fa_now.wrapping_add(fa_add(seq));
+                if compare == cas_now {
+                    cas_next = swap;
+                }
             }
             match c.qp.post_send(&wrs) {
                 Ok(()) => {}
@@ -641,8 +749,27 @@ fn stream(c: &Conn, pd: &ProtectionDomain, cfg: &Cfg, shared: &Shared) -> Result
             for id in ids {
                 led.post_send(id);
             }
-            inflight.push_back(InFlight { seq, wlen, pending: 1 + (wlen > 0) as u8 });
+            inflight.push_back(InFlight {
+                seq,
+                wlen,
+                pending: 1 + (wlen > 0) as u8 + 2 * cfg.atomics as u8,
+                fa_want,
+                cas_want,
+            });
+            if cfg.atomics {
+                (fa_now, cas_now) = (fa_next, cas_next);
+                fas += 1;
+                cass += 1;
+                cas_swapped += (cas_next != cas_want) as u64;
+            }
             bytes += (wlen + slen) as u64;
+            sends += 1;
+            if wlen > 0 {
+                writes += 1;
+                reads += 1;
+                wmin = wmin.min(wlen);
+                wmax = wmax.max(wlen);
+            }
             seq += 1;
         }
         let k = c.cq.wait(&mut wcs, Some(Duration::from_millis(5)));
@@ -653,12 +780,25 @@ fn stream(c: &Conn, pd: &ProtectionDomain, cfg: &Cfg, shared: &Shared) -> Result
             let hit = |seq: u64, inflight: &mut VecDeque<InFlight>| {
                 inflight.iter_mut().find(|f| f.seq == seq).map(|f| {
                     f.pending = f.pending.saturating_sub(1);
-                    (f.seq, f.wlen)
+                    (f.seq, f.wlen, f.fa_want, f.cas_want)
                 })
             };
             match wc.opcode {
+                WcOpcode::FetchAdd | WcOpcode::CompareSwap => {
+                    if let Some((s, _, fa_want, cas_want)) = hit(wc.wr_id / 8, &mut inflight) {
+                        let (off, want) = if wc.opcode == WcOpcode::FetchAdd {
+                            ((s as usize % w) * 16, fa_want)
+                        } else {
+                            ((s as usize % w) * 16 + 8, cas_want)
+                        };
+                        let got = atom.to_vec(off, 8).map_err(|x| e(&x))?;
+                        if u64::from_ne_bytes(got.try_into().unwrap_or([0; 8])) != want || wc.byte_len != 8 {
+                            atom_bad += 1;
+                        }
+                    }
+                }
                 WcOpcode::RdmaRead => {
-                    if let Some((s, wlen)) = hit(wc.wr_id / 4, &mut inflight) {
+                    if let Some((s, wlen, _, _)) = hit(wc.wr_id / 8, &mut inflight) {
                         let got = sink.to_vec((s as usize % w) * slot, wlen).map_err(|x| e(&x))?;
                         match mismatches(&got, &patterned(s ^ WRITE_SALT, wlen)) {
                             0 => read_ok += wlen as u64,
@@ -669,6 +809,9 @@ fn stream(c: &Conn, pd: &ProtectionDomain, cfg: &Cfg, shared: &Shared) -> Result
                 WcOpcode::Recv => {
                     let idx = (wc.wr_id % (w as u64 + 4)) as usize;
                     let got = c.rbuf.to_vec(idx * c.recv_len, wc.byte_len as usize).map_err(|x| e(&x))?;
+                    if let Some(h) = Hdr::parse(&got).filter(|h| h.kind == KIND_ATOMIC_ACK) {
+                        atom_check = Some(Some(h.extra));
+                    }
                     if let Some(h) = Hdr::parse(&got).filter(|h| h.kind == KIND_ACK) {
                         if hit(h.seq, &mut inflight).is_some() {
                             acked += 1;
@@ -709,7 +852,20 @@ fn stream(c: &Conn, pd: &ProtectionDomain, cfg: &Cfg, shared: &Shared) -> Result
             }
             continue;
         }
-        if !posting && inflight.is_empty() {
+        if !posting && inflight.is_empty() && cfg.atomics && atom_check.is_none() {
+            // Every atomic has run: the server checks the two words' values.
+            let h = Hdr { kind: KIND_ATOMIC_CHECK, seq: fa_now, off: words, extra: cas_now, ..Hdr::default() };
+            let hb = h.emit();
+            match c.qp.post_send(&[SendWr::send_inline(seq * 8 + 5, &hb)]) {
+                Ok(()) => led.post_send(seq * 8 + 5),
+                Err(_) => {
+                    led.dead.get_or_insert_with(Instant::now);
+                }
+            }
+            atom_check = Some(None);
+        }
+        let checked = !cfg.atomics || matches!(atom_check, Some(Some(_)));
+        if !posting && inflight.is_empty() && checked {
             let t = *idle_since.get_or_insert_with(|| {
                 say(format!("idle qp={} msgs={seq}", c.i));
                 Instant::now()
@@ -720,9 +876,18 @@ fn stream(c: &Conn, pd: &ProtectionDomain, cfg: &Cfg, shared: &Shared) -> Result
         }
     }
     led.await_event(&c.qp);
+    let atomics = match (cfg.atomics, atom_check) {
+        (false, _) => String::new(),
+        (true, check) => format!(
+            " fetch_adds={fas} compare_swaps={cass} swapped={cas_swapped} atomic_bad={atom_bad} words_checked={} words_bad={}",
+            check.flatten().is_some() as u8,
+            check.flatten().map_or("none".to_string(), |b| b.to_string())
+        ),
+    };
     say(format!(
-        "result qp={} mode=stream msgs={seq} acked={acked} after_death={after_death} after_mark={after_mark} bytes={bytes} read_ok={read_ok} read_bad={read_bad} secs={:.2} {}",
+        "result qp={} mode=stream msgs={seq} acked={acked} after_death={after_death} after_mark={after_mark} bytes={bytes} read_ok={read_ok} read_bad={read_bad} writes={writes} reads={reads} sends={sends} wmin={} wmax={wmax}{atomics} secs={:.2} {}",
         c.i,
+        if wmin == usize::MAX { 0 } else { wmin },
         start.elapsed().as_secs_f64(),
         led.line(shared)
     ));
@@ -816,7 +981,8 @@ fn flood(c: &Conn, pd: &ProtectionDomain, cfg: &Cfg, shared: &Shared) -> Result<
     // on the stream, so all were placed), less the server's check.
     let mut transfer_secs = 0.0;
     if led.dead.is_none() {
-        let h = Hdr { kind: KIND_DONE, seq: total as u64, ..Hdr::default() };
+        // The bytes written: all of `total`, or fewer if `secs` ran out first.
+        let h = Hdr { kind: KIND_DONE, seq: off as u64, ..Hdr::default() };
         let hb = h.emit();
         c.qp.post_send(&[SendWr::send_inline(id, &hb)]).map_err(|x| e(&x))?;
         led.post_send(id);
@@ -1523,12 +1689,17 @@ fn sink(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
-/// `source connect=IP:PORT total=BYTES pings=N`: `pings` one-byte round trips (their median
-/// time is the path's round trip), then `total` bytes, timed until the sink has counted them.
+/// `source connect=IP:PORT total=BYTES pings=N secs=S`: `pings` one-byte round trips (their
+/// median time is the path's round trip), then `total` bytes (or as many as it can send in `S`
+/// seconds, if given), timed until the sink has counted them.
 fn source(args: &Args) -> Result<(), String> {
     let addr = target(args)?;
     let total = args.num("total", 32 << 20);
     let pings = args.num("pings", 0);
+    let limit = match args.num("secs", 0) {
+        0 => Duration::MAX,
+        s => Duration::from_secs(s),
+    };
     let e = |e: std::io::Error| e.to_string();
     let mut s = TcpStream::connect(addr).map_err(e)?;
     s.set_nodelay(true).map_err(e)?;
@@ -1544,7 +1715,7 @@ fn source(args: &Args) -> Result<(), String> {
     let buf = patterned(7, 256 << 10);
     let start = Instant::now();
     let mut sent = 0u64;
-    while sent < total {
+    while sent < total && start.elapsed() < limit {
         let k = (total - sent).min(buf.len() as u64) as usize;
         s.write_all(&buf[..k]).map_err(e)?;
         sent += k as u64;
