@@ -89,6 +89,12 @@ pub enum QpEvent {
         /// For a received Terminate, which bit layout it used.
         layout: Option<TerminateLayout>,
     },
+    /// This queue pair took a receive from its shared receive queue that left fewer work
+    /// requests there than the limit armed with
+    /// [`SharedReceiveQueue::arm_limit`](crate::SharedReceiveQueue::arm_limit); the limit is
+    /// disarmed (it reads 0) until armed again. It comes once, from whichever queue pair took
+    /// that receive.
+    SrqLimitReached,
 }
 
 /// An established connection's parameters: what the MPA exchange settled (the fields of
@@ -944,6 +950,7 @@ impl Driver {
                     qp.push_event(QpEvent::Error { cause: None, remote: false, layout: None })
                 }
                 EngineEvent::Flushed => {}
+                EngineEvent::SrqLimitReached => qp.push_event(QpEvent::SrqLimitReached),
             }
         }
         self.deliver_late_flushes(qp);

@@ -83,6 +83,38 @@ impl SharedReceiveQueue {
         Ok(())
     }
 
+    /// Arms the limit: once a queue pair takes a receive that leaves fewer than `limit` work
+    /// requests queued, that queue pair reports
+    /// [`QpEvent::SrqLimitReached`](crate::QpEvent::SrqLimitReached) (once) and the limit is
+    /// disarmed ([`limit`](Self::limit) reads 0). Arming it again re-arms it; 0 disarms it.
+    /// A limit armed while fewer are queued is reported at the next receive taken.
+    ///
+    /// # Errors
+    /// [`CreateError::QueueTooDeep`] if `limit` exceeds the queue's depth.
+    pub fn arm_limit(&self, limit: usize) -> Result<(), CreateError> {
+        let depth = self.inner.depth();
+        if limit > depth {
+            return Err(CreateError::QueueTooDeep { requested: limit, max: depth });
+        }
+        self.inner.set_limit(limit);
+        Ok(())
+    }
+
+    /// The armed limit, 0 if none is armed (never armed, disarmed, or reached since).
+    pub fn limit(&self) -> usize {
+        self.inner.limit()
+    }
+
+    /// The most work requests it holds (the depth it was created with).
+    pub fn depth(&self) -> usize {
+        self.inner.depth()
+    }
+
+    /// The most scatter/gather elements of a work request.
+    pub fn max_sge(&self) -> usize {
+        self.inner.max_sge()
+    }
+
     /// Work requests waiting.
     pub fn len(&self) -> usize {
         self.inner.len()

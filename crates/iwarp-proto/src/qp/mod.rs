@@ -284,6 +284,9 @@ pub enum QpEvent {
     TransportError,
     /// The queue pair reached the error state; every outstanding work request has completed.
     Flushed,
+    /// This queue pair took a receive from its shared receive queue that left fewer work
+    /// requests there than the armed limit ([`Srq::set_limit`]); the limit is now disarmed.
+    SrqLimitReached,
 }
 
 /// A shared receive queue: receive work requests any attached queue pair may consume.
@@ -331,9 +334,25 @@ impl Srq {
         Ok(())
     }
 
-    /// Arms the limit event: [`Srq::take`] reports when the queue falls below `limit`.
+    /// Arms the limit event: [`Srq::take`] reports when the queue falls below `limit`; 0
+    /// disarms it.
     pub fn set_limit(&self, limit: usize) {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).limit = Some(limit);
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).limit = (limit > 0).then_some(limit);
+    }
+
+    /// The armed limit, 0 if none is armed (never armed, disarmed, or reached since).
+    pub fn limit(&self) -> usize {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).limit.unwrap_or(0)
+    }
+
+    /// The most work requests it holds.
+    pub fn depth(&self) -> usize {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).depth
+    }
+
+    /// The most scatter/gather elements of a work request.
+    pub fn max_sge(&self) -> usize {
+        self.max_sge
     }
 
     /// `true` (once) if a queue pair found this queue empty and waits for a receive since
@@ -817,6 +836,7 @@ impl Qp {
                 let (w, crossed) = srq.take_for(Some(&self.posts));
                 if crossed {
                     tracing::debug!(qp = self.cfg.qp_num, "shared receive queue below its limit");
+                    self.events.push_back(QpEvent::SrqLimitReached);
                 }
                 w
             }
