@@ -975,13 +975,29 @@ fn qp_error_event(cause: Option<iwarp::TerminateCause>) -> u32 {
 }
 
 fn on_qp_event(qp_addr: Addr, q: &QueuePair, ev: QpEvent) {
-    if let QpEvent::Error { cause, .. } = &ev {
-        // Errors are the verbs' asynchronous events, whoever connected the queue pair.
-        if let Ok((_, ctx)) = state::qp(qp_addr) {
-            let _ = crate::verbs::post_async_event(
-                ctx,
-                AsyncEvent { event_type: qp_error_event(*cause), element: qp_addr },
-            );
+    // Errors and the shared receive queue's events are the verbs' asynchronous events,
+    // whoever connected the queue pair.
+    if let Ok((qp, ctx)) = state::qp(qp_addr) {
+        let post = |event_type, element| {
+            let _ = crate::verbs::post_async_event(ctx, AsyncEvent { event_type, element });
+        };
+        match &ev {
+            QpEvent::Error { cause, .. } => post(qp_error_event(*cause), qp_addr),
+            QpEvent::SrqLimitReached => {
+                if let Some(srq) = qp.srq {
+                    post(ibv_event_type_IBV_EVENT_SRQ_LIMIT_REACHED, srq);
+                }
+                return;
+            }
+            _ => {}
+        }
+        // The queue pair is in error and its work flushed: it takes no more receives from
+        // its shared receive queue (once, whether it ended with an error or a disconnect).
+        if matches!(ev, QpEvent::Error { .. } | QpEvent::Disconnected)
+            && qp.srq.is_some()
+            && !qp.last_wqe.swap(true, Ordering::AcqRel)
+        {
+            post(ibv_event_type_IBV_EVENT_QP_LAST_WQE_REACHED, qp_addr);
         }
     }
     let Some(id_addr) = qp_owner(qp_addr) else { return };

@@ -100,6 +100,10 @@ pub(crate) struct Qp {
     pub(crate) sq_sig_all: bool,
     pub(crate) cap: iwarp::QpCap,
     pub(crate) uses_srq: bool,
+    /// The `struct ibv_srq` it takes its receives from, if any.
+    pub(crate) srq: Option<Addr>,
+    /// `IBV_EVENT_QP_LAST_WQE_REACHED` was queued (it comes once).
+    pub(crate) last_wqe: std::sync::atomic::AtomicBool,
     /// `enum ibv_qp_state` as set through `ibv_modify_qp`, and the access flags.
     pub(crate) verbs: Mutex<QpVerbs>,
 }

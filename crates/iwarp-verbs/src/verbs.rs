@@ -271,7 +271,9 @@ pub(crate) fn create_qp(req: &QpRequest) -> Res<(*mut ibv_qp, ibv_qp_cap)> {
     let watched = qp.clone();
     let uses_srq = srq.is_some();
     let verbs = Mutex::new(QpVerbs { state: ibv_qp_state_IBV_QPS_RESET, access: 0 });
-    state::insert(addr(p), Obj::Qp(Arc::new(Qp { qp, sq_sig_all: req.sq_sig_all, cap, uses_srq, verbs })), c, &parents);
+    let srq_addr = (!req.srq.is_null()).then(|| addr(req.srq));
+    let q = Qp { qp, sq_sig_all: req.sq_sig_all, cap, uses_srq, srq: srq_addr, last_wqe: Default::default(), verbs };
+    state::insert(addr(p), Obj::Qp(Arc::new(q)), c, &parents);
     // Its errors become asynchronous events, its connection's events rdma_cm's.
     crate::cm::watch_qp(addr(p), watched);
     Ok((p, out))
@@ -283,6 +285,27 @@ pub(crate) fn create_srq(pd: *mut ibv_pd, srq_context: *mut libc::c_void, attr: 
     let s = Box::into_raw(Box::new(ibv_srq { context: ctx_ptr(c), srq_context, pd, ..Default::default() }));
     state::insert(addr(s), Obj::Srq(Arc::new(Srq { srq })), c, &[addr(pd)]);
     Ok(s)
+}
+
+/// `ibv_modify_srq`: `IBV_SRQ_LIMIT` arms the limit (0 disarms it; above the queue's
+/// depth is `EINVAL`); `IBV_SRQ_MAX_WR` (resizing) is `EINVAL`, as on a device without
+/// `IBV_DEVICE_SRQ_RESIZE`, and so is any other bit.
+pub(crate) fn modify_srq(srq: Addr, attr: &ibv_srq_attr, mask: u32) -> Res<()> {
+    let (s, _) = state::srq(srq)?;
+    if mask & !ibv_srq_attr_mask_IBV_SRQ_LIMIT != 0 {
+        return Err(Errno::INVAL);
+    }
+    if mask & ibv_srq_attr_mask_IBV_SRQ_LIMIT != 0 {
+        s.srq.arm_limit(attr.srq_limit as usize).map_err(|_| Errno::INVAL)?;
+    }
+    Ok(())
+}
+
+/// `ibv_query_srq`: the depth, elements per request and armed limit (0 once reached).
+pub(crate) fn query_srq(srq: Addr) -> Res<ibv_srq_attr> {
+    let (s, _) = state::srq(srq)?;
+    let n = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+    Ok(ibv_srq_attr { max_wr: n(s.srq.depth()), max_sge: n(s.srq.max_sge()), srq_limit: n(s.srq.limit()) })
 }
 
 /// Applies `ibv_modify_qp`. Returns the new `enum ibv_qp_state` (for the C structure's
@@ -400,10 +423,7 @@ pub(crate) fn dereg_mr(p: Addr) -> Res<()> {
     m.mr.deregister().map_err(|_| Errno::BUSY)
 }
 
-/// Queues an asynchronous event of one of `ctx`'s objects for `ibv_get_async_event`. Nothing
-/// calls it yet but the tests: the stack's queue pair events come here once the connection
-/// manager (phase 2) decides which of them are the verbs' and which rdma_cm's.
-#[cfg_attr(not(test), allow(dead_code))]
+/// Queues an asynchronous event of one of `ctx`'s objects for `ibv_get_async_event`.
 pub(crate) fn post_async_event(ctx: Addr, ev: state::AsyncEvent) -> Res<()> {
     let (c, _) = state::context(ctx)?;
     c.push_event(ev);

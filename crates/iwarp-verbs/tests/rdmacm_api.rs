@@ -815,9 +815,54 @@ fn cm_context() -> P<ibv_context> {
     }
 }
 
+/// Held by the tests that take events from the asynchronous queue of librdmacm's context
+/// (one for the whole process), so that none takes another's.
+fn async_events() -> std::sync::MutexGuard<'static, ()> {
+    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Takes asynchronous events of `ctx` for up to `limit`, acknowledging each, until one has
+/// `kind` and `element` (compared as an address); returns whether it came. Events of other
+/// objects (other tests') are passed over; with `others`, events of `element` of other types
+/// are collected there.
+///
+/// # Safety
+/// `ctx` live.
+unsafe fn async_event(ctx: P<ibv_context>, kind: u32, element: usize, limit: Duration, others: &mut Vec<u32>) -> bool {
+    let c = cm();
+    // SAFETY: by this function's contract.
+    unsafe {
+        libc::fcntl((*ctx).async_fd, libc::F_SETFL, libc::O_NONBLOCK);
+        let start = Instant::now();
+        loop {
+            let left = limit.saturating_sub(start.elapsed());
+            if left.is_zero() || !readable((*ctx).async_fd, left.min(Duration::from_millis(50))) {
+                if start.elapsed() >= limit {
+                    return false;
+                }
+                continue;
+            }
+            let mut ev = ibv_async_event::default();
+            if (c.get_async_event)(ctx, &mut ev) != 0 {
+                continue;
+            }
+            let (k, e) = (ev.event_type, ev.element.qp as usize);
+            (c.ack_async_event)(&mut ev);
+            if e == element {
+                if k == kind {
+                    return true;
+                }
+                others.push(k);
+            }
+        }
+    }
+}
+
 #[test]
 fn a_queue_pair_error_reaches_the_asynchronous_queue_and_rdma_cm_sees_the_disconnection() {
     let c = cm();
+    let _one = async_events();
     // SAFETY: C calls with valid arguments; buffers outlive their registrations.
     unsafe {
         let pair = Pair::connect(None, None);
@@ -841,17 +886,20 @@ fn a_queue_pair_error_reaches_the_asynchronous_queue_and_rdma_cm_sees_the_discon
         let mut seen = Vec::new();
         libc::fcntl((*ctx).async_fd, libc::F_SETFL, libc::O_NONBLOCK);
         let start = Instant::now();
+        let qps = [(*pair.cid).qp as usize, (*pair.child).qp as usize];
         while seen.len() < 2 && start.elapsed() < Duration::from_secs(10) {
             if !readable((*ctx).async_fd, Duration::from_millis(100)) {
                 continue;
             }
             let mut ev = ibv_async_event::default();
             if (c.get_async_event)(ctx, &mut ev) == 0 {
-                seen.push((ev.element.qp as usize, ev.event_type));
+                // The context is every test's: other tests' queue pairs report here too.
+                if qps.contains(&(ev.element.qp as usize)) {
+                    seen.push((ev.element.qp as usize, ev.event_type));
+                }
                 (c.ack_async_event)(&mut ev);
             }
         }
-        let qps = [(*pair.cid).qp as usize, (*pair.child).qp as usize];
         assert_eq!(seen.len(), 2, "an error event for each queue pair: {seen:?}");
         for (qp, kind) in &seen {
             assert!(qps.contains(qp), "{seen:?}");
@@ -1315,5 +1363,241 @@ fn an_inline_rdma_write_with_immediate_carries_its_bytes() {
         drop(pair);
         assert_eq!((c.dereg_mr)(rmr), 0);
         assert_eq!((c.destroy_cq)(cq), 0);
+    }
+}
+
+/// `ibv_modify_srq` and `ibv_query_srq`, by their C prototypes.
+type ModifySrq = unsafe extern "C" fn(P<ibv_srq>, P<ibv_srq_attr>, c_int) -> c_int;
+type QuerySrq = unsafe extern "C" fn(P<ibv_srq>, P<ibv_srq_attr>) -> c_int;
+
+fn srq_calls() -> (ModifySrq, QuerySrq) {
+    let l = lib();
+    // SAFETY: the C prototypes of the symbols in rdma-core 44's verbs.h.
+    unsafe { (l.func("ibv_modify_srq", "IBVERBS_1.1"), l.func("ibv_query_srq", "IBVERBS_1.1")) }
+}
+
+/// A connected pair whose passive side's queue pair takes its receives from a shared
+/// receive queue of `depth` (made with `rdma_create_srq`), with `posted` receives of 8 bytes
+/// of `rmr` posted to it before the connection is accepted.
+struct SrqPair {
+    sch: P<rdma_event_channel>,
+    cch: P<rdma_event_channel>,
+    l: P<rdma_cm_id>,
+    cid: P<rdma_cm_id>,
+    child: P<rdma_cm_id>,
+    srq: P<ibv_srq>,
+    rbuf: Box<[u8; 64]>,
+    rmr: P<ibv_mr>,
+    sbuf: Box<[u8; 8]>,
+    smr: P<ibv_mr>,
+}
+
+impl SrqPair {
+    /// Connects; `before_accept` runs on the shared receive queue before the accept.
+    fn connect(depth: u32, before_accept: impl FnOnce(&SrqPair)) -> SrqPair {
+        let c = cm();
+        let l = lib();
+        // SAFETY: the C prototype of rdma_create_srq in rdma-core 44's rdma_cma.h.
+        let create_srq: unsafe extern "C" fn(P<rdma_cm_id>, P<ibv_pd>, P<ibv_srq_init_attr>) -> c_int =
+            unsafe { l.func("rdma_create_srq", "RDMACM_1.0") };
+        // SAFETY: C calls with valid arguments; the buffers are boxed and outlive their
+        // registrations.
+        unsafe {
+            let sch = (c.create_event_channel)();
+            let cch = (c.create_event_channel)();
+            let (lid, port) = listener(sch, "127.0.0.1");
+            let cid = resolved(cch, "127.0.0.1", port);
+            let mut attr = qp_attr();
+            assert_eq!((c.create_qp)(cid, null_mut(), &mut attr), 0);
+            assert_eq!((c.connect)(cid, null_mut()), 0);
+            let (ev, ..) = expect(sch, rdma_cm_event_type_RDMA_CM_EVENT_CONNECT_REQUEST);
+            let child = (*ev).id;
+            ack(ev);
+            let mut sattr = ibv_srq_init_attr {
+                srq_context: null_mut(),
+                attr: ibv_srq_attr { max_wr: depth, max_sge: 1, srq_limit: 0 },
+            };
+            assert_eq!(create_srq(child, null_mut(), &mut sattr), 0, "rdma_create_srq: errno {}", errno());
+            let mut attr = qp_attr();
+            assert_eq!((c.create_qp)(child, null_mut(), &mut attr), 0);
+            let mut rbuf = Box::new([0u8; 64]);
+            let rmr =
+                (c.reg_mr)((*child).pd, rbuf.as_mut_ptr().cast(), 64, ibv_access_flags_IBV_ACCESS_LOCAL_WRITE as c_int);
+            let mut sbuf = Box::new(*b"to a srq");
+            let smr = (c.reg_mr)((*cid).pd, sbuf.as_mut_ptr().cast(), 8, 0);
+            let p = SrqPair { sch, cch, l: lid, cid, child, srq: (*child).srq, rbuf, rmr, sbuf, smr };
+            before_accept(&p);
+            assert_eq!((c.accept)(child, null_mut()), 0);
+            let (ev, ..) = expect(cch, rdma_cm_event_type_RDMA_CM_EVENT_ESTABLISHED);
+            ack(ev);
+            let (ev, ..) = expect(sch, rdma_cm_event_type_RDMA_CM_EVENT_ESTABLISHED);
+            ack(ev);
+            p
+        }
+    }
+
+    /// Posts `n` receives to the shared receive queue.
+    fn post(&self, n: u64) {
+        // SAFETY: a live queue and region of this pair.
+        unsafe {
+            for i in 0..n {
+                let mut sge =
+                    ibv_sge { addr: (*self.rmr).addr as u64 + 8 * (i % 8), length: 8, lkey: (*self.rmr).lkey };
+                let mut wr = ibv_recv_wr { wr_id: i, sg_list: &mut sge, num_sge: 1, ..Default::default() };
+                let mut bad = null_mut();
+                assert_eq!((*(*self.child).verbs).ops.post_srq_recv.unwrap()(self.srq, &mut wr, &mut bad), 0);
+            }
+        }
+    }
+
+    /// One Send from the client, waited for until the server's receive completes.
+    fn send_one(&self) {
+        // SAFETY: live queue pairs and queues of this pair.
+        unsafe {
+            send((*self.cid).qp, self.smr, 0);
+            let ctx = (*self.child).verbs;
+            let mut wc = [ibv_wc::default(); 1];
+            let start = Instant::now();
+            let mut got = 0;
+            while got == 0 && start.elapsed() < Duration::from_secs(10) {
+                got = (*ctx).ops.poll_cq.unwrap()((*self.child).recv_cq, 1, wc.as_mut_ptr());
+            }
+            assert_eq!(got, 1, "the Send was received");
+            assert_eq!(wc[0].status, ibv_wc_status_IBV_WC_SUCCESS);
+        }
+    }
+
+    /// `ibv_query_srq`'s limit.
+    fn limit(&self) -> u32 {
+        let mut a = ibv_srq_attr::default();
+        // SAFETY: a live queue.
+        assert_eq!(unsafe { (srq_calls().1)(self.srq, &mut a) }, 0);
+        a.srq_limit
+    }
+
+    /// `ibv_modify_srq` with `IBV_SRQ_LIMIT`.
+    fn arm(&self, limit: u32) -> c_int {
+        let mut a = ibv_srq_attr { srq_limit: limit, ..Default::default() };
+        // SAFETY: a live queue.
+        unsafe { (srq_calls().0)(self.srq, &mut a, ibv_srq_attr_mask_IBV_SRQ_LIMIT as c_int) }
+    }
+}
+
+impl Drop for SrqPair {
+    fn drop(&mut self) {
+        let c = cm();
+        let l = lib();
+        // SAFETY: the objects this pair made, destroyed once.
+        unsafe {
+            let destroy_srq: unsafe extern "C" fn(P<rdma_cm_id>) = l.func("rdma_destroy_srq", "RDMACM_1.0");
+            (c.disconnect)(self.cid);
+            (c.destroy_qp)(self.cid);
+            (c.destroy_qp)(self.child);
+            destroy_srq(self.child);
+            (c.dereg_mr)(self.rmr);
+            (c.dereg_mr)(self.smr);
+            for id in [self.cid, self.child, self.l] {
+                (c.destroy_id)(id);
+            }
+            (c.destroy_event_channel)(self.sch);
+            (c.destroy_event_channel)(self.cch);
+        }
+        let _ = (&self.rbuf, &self.sbuf);
+    }
+}
+
+#[test]
+fn a_shared_receive_queue_below_its_limit_reports_it_once_and_disarms() {
+    let _one = async_events();
+    let (modify, query) = srq_calls();
+    let p = SrqPair::connect(8, |p| {
+        // SAFETY: a live queue; C calls with valid arguments.
+        unsafe {
+            let mut a = ibv_srq_attr::default();
+            assert_eq!(query(p.srq, &mut a), 0);
+            assert_eq!((a.max_wr, a.max_sge, a.srq_limit), (8, 1, 0), "created unarmed");
+            assert_eq!(p.arm(9), libc::EINVAL, "a limit above max_wr");
+            assert_eq!(p.limit(), 0, "a refused limit arms nothing");
+            let mut resize = ibv_srq_attr { max_wr: 16, ..Default::default() };
+            assert_eq!(
+                modify(p.srq, &mut resize, ibv_srq_attr_mask_IBV_SRQ_MAX_WR as c_int),
+                libc::EINVAL,
+                "no resizing"
+            );
+            assert_eq!(modify(null_mut(), &mut resize, ibv_srq_attr_mask_IBV_SRQ_LIMIT as c_int), libc::EINVAL);
+            assert_eq!(query(p.srq, null_mut()), libc::EINVAL);
+        }
+        p.post(6);
+        assert_eq!(p.arm(4), 0);
+        assert_eq!(p.limit(), 4, "armed");
+    });
+    // SAFETY: the pair's live context.
+    let ctx = unsafe { (*p.child).verbs };
+    let srq = p.srq as usize;
+    let mut others = Vec::new();
+    let reached = ibv_event_type_IBV_EVENT_SRQ_LIMIT_REACHED;
+    let short = Duration::from_millis(200);
+    // 6 -> 5 -> 4: at the limit, not below it.
+    p.send_one();
+    p.send_one();
+    // SAFETY: a live context.
+    assert!(!unsafe { async_event(ctx, reached, srq, short, &mut others) }, "not below the limit yet");
+    assert_eq!(p.limit(), 4, "still armed");
+    // 4 -> 3: below.
+    p.send_one();
+    // SAFETY: a live context.
+    assert!(unsafe { async_event(ctx, reached, srq, Duration::from_secs(10), &mut others) }, "the limit event");
+    assert_eq!(p.limit(), 0, "disarmed once reached");
+    // 3 -> 2 -> 1: nothing more.
+    p.send_one();
+    p.send_one();
+    // SAFETY: a live context.
+    assert!(!unsafe { async_event(ctx, reached, srq, short, &mut others) }, "it comes once");
+    // Armed again (above the count): the next receive taken reports it.
+    p.post(3);
+    assert_eq!(p.arm(5), 0);
+    assert_eq!(p.limit(), 5);
+    p.send_one();
+    // SAFETY: a live context.
+    assert!(unsafe { async_event(ctx, reached, srq, Duration::from_secs(10), &mut others) }, "re-armed");
+    assert_eq!(p.limit(), 0);
+    // 0 disarms.
+    assert_eq!(p.arm(2), 0);
+    assert_eq!(p.arm(0), 0);
+    assert_eq!(p.limit(), 0);
+    p.send_one();
+    // SAFETY: a live context.
+    assert!(!unsafe { async_event(ctx, reached, srq, short, &mut others) }, "disarmed with 0");
+    assert!(others.is_empty(), "no other event of the queue: {others:?}");
+}
+
+#[test]
+fn a_queue_pair_on_a_shared_receive_queue_reports_its_last_wqe_when_its_connection_ends() {
+    let _one = async_events();
+    let c = cm();
+    let p = SrqPair::connect(8, |p| p.post(2));
+    p.send_one();
+    // SAFETY: live objects of the pair.
+    unsafe {
+        let ctx = (*p.child).verbs;
+        let qp = (*p.child).qp as usize;
+        let last = ibv_event_type_IBV_EVENT_QP_LAST_WQE_REACHED;
+        let mut others = Vec::new();
+        assert!(!async_event(ctx, last, qp, Duration::from_millis(100), &mut others), "not while connected");
+        // The client's queue pair takes no receives from a shared queue: it never reports it.
+        let client_qp = (*p.cid).qp as usize;
+        assert_eq!((c.disconnect)(p.cid), 0);
+        let (ev, ..) = expect(p.cch, rdma_cm_event_type_RDMA_CM_EVENT_DISCONNECTED);
+        ack(ev);
+        let (ev, ..) = expect(p.sch, rdma_cm_event_type_RDMA_CM_EVENT_DISCONNECTED);
+        ack(ev);
+        assert!(async_event(ctx, last, qp, Duration::from_secs(10), &mut others), "last WQE of the server's QP");
+        // The receive left in the shared queue stays there for other queue pairs.
+        let mut wc = [ibv_wc::default(); 2];
+        assert_eq!((*ctx).ops.poll_cq.unwrap()((*p.child).recv_cq, 2, wc.as_mut_ptr()), 0, "nothing flushed from it");
+        assert!(!async_event(ctx, last, qp, Duration::from_millis(200), &mut others), "it comes once");
+        let mut client_events = Vec::new();
+        assert!(!async_event(ctx, last, client_qp, Duration::from_millis(100), &mut client_events));
+        assert!(others.is_empty() && client_events.is_empty(), "{others:?} {client_events:?}");
     }
 }

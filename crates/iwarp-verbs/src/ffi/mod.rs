@@ -818,6 +818,41 @@ pub unsafe extern "C" fn ibv_destroy_srq(srq: *mut ibv_srq) -> c_int {
     guard(libc::EIO, || destroy_and_free(srq, Kind::Srq))
 }
 
+/// `ibv_modify_srq`: only `IBV_SRQ_LIMIT` (see `verbs::modify_srq`); returns an errno.
+///
+/// # Safety
+/// The C caller's side of the verbs contract: each pointer argument is NULL or valid for
+/// the call (handles are checked against the registry before use; see the module docs).
+#[no_mangle]
+pub unsafe extern "C" fn ibv_modify_srq(srq: *mut ibv_srq, attr: *mut ibv_srq_attr, mask: c_int) -> c_int {
+    guard(libc::EIO, || {
+        ret((|| {
+            // SAFETY: the caller's input argument.
+            let a = unsafe { input(attr) }?;
+            verbs::modify_srq(srq as usize, &a, mask as u32)
+        })())
+    })
+}
+
+/// `ibv_query_srq`: returns an errno.
+///
+/// # Safety
+/// The C caller's side of the verbs contract: each pointer argument is NULL or valid for
+/// the call (handles are checked against the registry before use; see the module docs).
+#[no_mangle]
+pub unsafe extern "C" fn ibv_query_srq(srq: *mut ibv_srq, attr: *mut ibv_srq_attr) -> c_int {
+    guard(libc::EIO, || {
+        ret((|| {
+            if attr.is_null() {
+                return Err(Errno::INVAL);
+            }
+            let a = verbs::query_srq(srq as usize)?;
+            // SAFETY: the caller's output argument, checked not NULL above.
+            unsafe { out(attr, a) }
+        })())
+    })
+}
+
 pub(crate) fn create_qp(req: QpRequest, cap_out: *mut ibv_qp_cap) -> Res<*mut ibv_qp> {
     let (qp, cap) = verbs::create_qp(&req)?;
     // SAFETY: `cap_out` points into the caller's init attributes (read just before).
