@@ -950,8 +950,10 @@ impl Driver {
                     qp.push_event(QpEvent::Error { cause: None, remote: false, layout: None })
                 }
                 EngineEvent::Flushed => {}
-                EngineEvent::SrqLimitReached => qp.push_event(QpEvent::SrqLimitReached),
             }
+        }
+        if self.engine.take_srq_limit_reached() {
+            qp.push_event(QpEvent::SrqLimitReached);
         }
         self.deliver_late_flushes(qp);
     }

@@ -233,7 +233,8 @@ pub struct Interest {
     /// Work is queued that [`Qp::poll_transmit`] would frame (it may be held back, e.g. by
     /// the outbound read depth, until a response arrives).
     pub work: bool,
-    /// [`Qp::poll_completion`] or [`Qp::poll_event`] has something.
+    /// [`Qp::poll_completion`] or [`Qp::poll_event`] has something, or
+    /// [`Qp::take_srq_limit_reached`] would say `true`.
     pub output: bool,
     /// Shut the socket down: a disconnect or Terminate has drained, or the queue pair is in
     /// error.
@@ -284,9 +285,6 @@ pub enum QpEvent {
     TransportError,
     /// The queue pair reached the error state; every outstanding work request has completed.
     Flushed,
-    /// This queue pair took a receive from its shared receive queue that left fewer work
-    /// requests there than the armed limit ([`Srq::set_limit`]); the limit is now disarmed.
-    SrqLimitReached,
 }
 
 /// A shared receive queue: receive work requests any attached queue pair may consume.
@@ -465,6 +463,9 @@ pub struct Qp {
     posts: Arc<PostQueues>,
     completions: VecDeque<Completion>,
     events: VecDeque<QpEvent>,
+    /// A receive this queue pair took from its shared receive queue left fewer there than the
+    /// armed limit ([`Qp::take_srq_limit_reached`]).
+    srq_limit_reached: bool,
     stats: QpStats,
     /// Initiator: nudges for a responder that has sent nothing yet (see [`Qp::wake_silent_peer`]).
     wake: Option<Wake>,
@@ -491,6 +492,7 @@ impl Qp {
             posts,
             completions: VecDeque::new(),
             events: VecDeque::new(),
+            srq_limit_reached: false,
             stats: QpStats::default(),
             wake: None,
             cause: None,
@@ -695,9 +697,9 @@ impl Qp {
     }
 
     /// `true` if [`poll_completion`](Self::poll_completion) or [`poll_event`](Self::poll_event)
-    /// has something.
+    /// has something, or [`take_srq_limit_reached`](Self::take_srq_limit_reached) would say so.
     fn has_output(&self) -> bool {
-        !self.completions.is_empty() || !self.events.is_empty()
+        !self.completions.is_empty() || !self.events.is_empty() || self.srq_limit_reached
     }
 
     /// What the engine wants from its driver now (see [`Interest`]).
@@ -717,6 +719,14 @@ impl Qp {
     #[must_use]
     pub fn poll_event(&mut self) -> Option<QpEvent> {
         self.events.pop_front()
+    }
+
+    /// `true` (once) if a receive this queue pair took from its shared receive queue left
+    /// fewer work requests there than the limit armed with [`Srq::set_limit`] (which that
+    /// disarmed) since the last call.
+    #[must_use]
+    pub fn take_srq_limit_reached(&mut self) -> bool {
+        std::mem::take(&mut self.srq_limit_reached)
     }
 
     /// `true` once the socket should be shut down: a disconnect or Terminate has drained, or
@@ -836,7 +846,7 @@ impl Qp {
                 let (w, crossed) = srq.take_for(Some(&self.posts));
                 if crossed {
                     tracing::debug!(qp = self.cfg.qp_num, "shared receive queue below its limit");
-                    self.events.push_back(QpEvent::SrqLimitReached);
+                    self.srq_limit_reached = true;
                 }
                 w
             }

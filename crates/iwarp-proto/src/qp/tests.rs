@@ -1913,3 +1913,39 @@ fn a_receive_posted_to_the_shared_queue_ends_the_wait() {
     assert_eq!((c[0].wr_id, c[0].status, c[0].byte_len), (5, WcStatus::Success, 64));
     assert_eq!(contents(&dst, 0, 64), contents(&src, 0, 64));
 }
+
+/// The shared receive queue's limit: the queue pair whose receive leaves fewer queued than
+/// the armed limit reports it once (as output), and the limit disarms.
+#[test]
+fn the_queue_pair_that_crosses_the_shared_queue_limit_reports_it_once() {
+    let stags = Arc::new(StagTable::new(7));
+    let pd = stags.new_pd();
+    let srq = Arc::new(Srq::new(4, 1));
+    let mut a = Qp::new(cfg(1, pd), Arc::clone(&stags), None);
+    let mut b = Qp::new(cfg(2, pd), Arc::clone(&stags), Some(Arc::clone(&srq)));
+    a.establish(link(Startup::Initiator { rtr: None })).unwrap();
+    b.establish(link(Startup::Responder { rtr: None, send_first: false })).unwrap();
+    let src = stags.register(RawMem::alloc(8, false).unwrap(), pd, Access::empty(), 0x1000).unwrap();
+    let dst = stags.register(RawMem::alloc(32, false).unwrap(), pd, Access::LOCAL_WRITE, 0x2000).unwrap();
+    srq.post(pd, (0..3).map(|i| recv_wr(i, vec![sge(&dst, i as usize * 8, 8)]))).unwrap();
+    assert_eq!(srq.limit(), 0);
+    srq.set_limit(2);
+    assert_eq!((srq.limit(), srq.depth(), srq.max_sge()), (2, 4, 1));
+    let mut inbox = Inbox { wire: Vec::new(), chunk: 1 << 20 };
+    let mut one = |a: &mut Qp, b: &mut Qp, id: u64| {
+        a.post_send([send_wr(id, SendOp::Send, vec![sge(&src, 0, 8)])]).unwrap();
+        a.transmit_copy(&mut inbox.wire, usize::MAX);
+        inbox.feed(b);
+    };
+    one(&mut a, &mut b, 1);
+    assert!(!b.take_srq_limit_reached(), "3 -> 2: at the limit");
+    assert_eq!(srq.limit(), 2);
+    one(&mut a, &mut b, 2);
+    assert!(b.poll_interest().output);
+    assert!(b.take_srq_limit_reached(), "2 -> 1: below it");
+    assert!(!b.take_srq_limit_reached(), "once");
+    assert_eq!(srq.limit(), 0, "disarmed");
+    one(&mut a, &mut b, 3);
+    assert!(!b.take_srq_limit_reached(), "disarmed: nothing");
+    assert_eq!(Pair::completions(&mut b).len(), 3);
+}
