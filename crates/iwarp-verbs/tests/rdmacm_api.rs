@@ -3,8 +3,9 @@
 //! connection over IPv4 and IPv6 loopback (address and route resolution, a request with
 //! private data and IRD/ORD, ESTABLISHED, DISCONNECTED on both sides), a rejection with
 //! private data, teardown with events not acknowledged, queue pair errors reaching the verbs'
-//! asynchronous queue, completion channels woken by the peer's work (solicited-only arming),
-//! and misuse answered with errno.
+//! asynchronous queue, a shared receive queue's limit event and a queue pair's last-WQE event
+//! there, completion channels woken by the peer's work (solicited-only arming), and misuse
+//! answered with errno.
 #![allow(unsafe_code, non_upper_case_globals)]
 
 mod common;
