@@ -667,78 +667,71 @@ impl Namespace {
 
     /// Reads whole blocks: `buf.len()` and `offset` are multiples of the block size.
     fn read_blocks(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.live()?;
-        let bs = u64::from(self.ctrl.ns.block_size);
-        let chunk = self.chunk();
-        let mut pending = std::collections::VecDeque::new();
-        let window = self.window();
-        let mut first_err = None;
-        let mut pieces = buf.chunks_mut(chunk).enumerate();
-        loop {
-            while pending.len() < window {
-                let Some((i, piece)) = pieces.next() else { break };
-                let off = offset + (i * chunk) as u64;
-                let q = Arc::clone(self.ctrl.next_io_queue());
-                let cmd = cmd::read(self.ctrl.ns.nsid, off / bs, (piece.len() as u64 / bs) as u16 - 1);
-                match q.submit(cmd, Data::FromControllerLen(piece.len()), self.ctrl.timeout) {
-                    Ok(t) => pending.push_back((t, piece)),
-                    Err(e) => {
-                        first_err.get_or_insert(e);
-                        break;
-                    }
-                }
-            }
-            let Some((t, piece)) = pending.pop_front() else { break };
-            match t.wait().and_then(status_to_io) {
-                Ok(c) => c.copy_data_to(piece),
-                Err(e) => {
-                    first_err.get_or_insert(e);
-                }
-            }
-            if first_err.is_some() {
-                // Collect what is in flight, issue nothing more.
-                for (t, _) in pending.drain(..) {
-                    let _ = t.wait();
-                }
-                break;
-            }
-        }
-        first_err.map_or(Ok(()), Err)
+        let (nsid, bs) = (self.ctrl.ns.nsid, u64::from(self.ctrl.ns.block_size));
+        self.pipeline(
+            offset,
+            buf.chunks_mut(self.chunk()),
+            |q, off, piece: &&mut [u8]| {
+                let cmd = cmd::read(nsid, off / bs, (piece.len() as u64 / bs) as u16 - 1);
+                q.submit(cmd, Data::FromControllerLen(piece.len()), self.ctrl.timeout)
+            },
+            |c, piece| c.copy_data_to(piece),
+        )
     }
 
     /// Writes whole blocks: `buf.len()` and `offset` are multiples of the block size.
     fn write_blocks(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        let (nsid, bs) = (self.ctrl.ns.nsid, u64::from(self.ctrl.ns.block_size));
+        self.pipeline(
+            offset,
+            buf.chunks(self.chunk()),
+            |q, off, piece: &&[u8]| {
+                let cmd = cmd::write(nsid, off / bs, (piece.len() as u64 / bs) as u16 - 1);
+                q.submit(cmd, Data::ToController(piece), self.ctrl.timeout)
+            },
+            |_, _| {},
+        )
+    }
+
+    /// Issues one command per piece of one [`chunk`](Self::chunk) (the pieces lie end to end
+    /// from `offset`), round robin over the I/O queues with up to [`window`](Self::window) in
+    /// flight, and hands each successful completion with its piece to `done`, in order. After
+    /// the first failure nothing more is issued; what is in flight is collected, and that
+    /// failure returned.
+    fn pipeline<P>(
+        &self,
+        offset: u64,
+        pieces: impl Iterator<Item = P>,
+        submit: impl Fn(&Queue, u64, &P) -> io::Result<queue::Ticket>,
+        mut done: impl FnMut(Completion, P),
+    ) -> io::Result<()> {
         self.live()?;
-        let bs = u64::from(self.ctrl.ns.block_size);
-        let chunk = self.chunk();
+        let (chunk, window) = (self.chunk() as u64, self.window());
         let mut pending = std::collections::VecDeque::new();
-        let window = self.window();
-        let mut first_err = None;
-        let mut pieces = buf.chunks(chunk).enumerate();
+        let mut pieces = pieces.enumerate();
         loop {
             while pending.len() < window {
                 let Some((i, piece)) = pieces.next() else { break };
-                let off = offset + (i * chunk) as u64;
                 let q = Arc::clone(self.ctrl.next_io_queue());
-                let cmd = cmd::write(self.ctrl.ns.nsid, off / bs, (piece.len() as u64 / bs) as u16 - 1);
-                match q.submit(cmd, Data::ToController(piece), self.ctrl.timeout) {
-                    Ok(t) => pending.push_back(t),
-                    Err(e) => {
-                        first_err.get_or_insert(e);
-                        break;
-                    }
+                match submit(&q, offset + i as u64 * chunk, &piece) {
+                    Ok(t) => pending.push_back((t, piece)),
+                    Err(e) => return Self::drain(pending, e),
                 }
             }
-            let Some(t) = pending.pop_front() else { break };
-            if let Err(e) = t.wait().and_then(status_to_io) {
-                first_err.get_or_insert(e);
-                for t in pending.drain(..) {
-                    let _ = t.wait();
-                }
-                break;
+            let Some((t, piece)) = pending.pop_front() else { return Ok(()) };
+            match t.wait().and_then(status_to_io) {
+                Ok(c) => done(c, piece),
+                Err(e) => return Self::drain(pending, e),
             }
         }
-        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Collects the commands still in flight after `err`, and returns it.
+    fn drain<P>(pending: std::collections::VecDeque<(queue::Ticket, P)>, err: io::Error) -> io::Result<()> {
+        for (t, _) in pending {
+            let _ = t.wait();
+        }
+        Err(err)
     }
 
     /// Bytes of one command: the largest transfer, in whole blocks (at least one).
