@@ -14,22 +14,8 @@ fn connection_queued_while_out_of_descriptors_is_accepted_once_descriptors_are_b
     let dev = device();
     let listener = dev.listen(any_port(), 16).expect("listen");
 
-    // A low limit, so filling it is cheap; then take every descriptor left but one.
-    let mut old = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit/setrlimit write/read a live rlimit struct.
-    unsafe { assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut old), 0) };
-    let low = libc::rlimit { rlim_cur: 512.min(old.rlim_max), rlim_max: old.rlim_max };
-    // SAFETY: as above.
-    unsafe { assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &low), 0) };
-    let mut fillers = Vec::new();
-    let exhausted = loop {
-        match File::open("/dev/null") {
-            Ok(f) => fillers.push(f),
-            Err(e) => break e,
-        }
-        assert!(fillers.len() <= 512, "the limit did not apply");
-    };
-    assert_eq!(exhausted.raw_os_error(), Some(libc::EMFILE));
+    // A low limit, so filling it is cheap; then take every descriptor left.
+    let (mut fillers, old) = exhaust_descriptors();
     // The one left is the client's socket; the listener's accept then finds none.
     fillers.pop();
     let raw = RawPeer::connect_request(listener.local_addr(), EnhancedParams::client_server(4, 4));
@@ -39,8 +25,7 @@ fn connection_queued_while_out_of_descriptors_is_accepted_once_descriptors_are_b
 
     // Descriptors back; no other connection comes to wake the listener.
     drop(fillers);
-    // SAFETY: restores the limit read above.
-    unsafe { assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &old), 0) };
+    restore_descriptors(old);
     let req = listener.get_request(Some(Duration::from_secs(3))).expect("the queued connection is accepted");
     assert_eq!(Some(req.peer_addr()), raw.sock.local_addr().ok());
 }

@@ -542,3 +542,31 @@ impl RawPeer {
         false
     }
 }
+
+/// Lowers this process's descriptor limit to 512 (cheap to fill) and opens `/dev/null` until
+/// no descriptor is left (EMFILE checked). Returns the files holding them and the old limit
+/// for [`restore_descriptors`]. Only for a test binary of its own: the limit is per process.
+pub fn exhaust_descriptors() -> (Vec<std::fs::File>, libc::rlimit) {
+    let mut old = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit write/read a live rlimit struct.
+    unsafe { assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut old), 0) };
+    let low = libc::rlimit { rlim_cur: 512.min(old.rlim_max), rlim_max: old.rlim_max };
+    // SAFETY: as above.
+    unsafe { assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &low), 0) };
+    let mut fillers = Vec::new();
+    let exhausted = loop {
+        match std::fs::File::open("/dev/null") {
+            Ok(f) => fillers.push(f),
+            Err(e) => break e,
+        }
+        assert!(fillers.len() <= 512, "the limit did not apply");
+    };
+    assert_eq!(exhausted.raw_os_error(), Some(libc::EMFILE));
+    (fillers, old)
+}
+
+/// Restores the limit [`exhaust_descriptors`] lowered.
+pub fn restore_descriptors(old: libc::rlimit) {
+    // SAFETY: reads a live rlimit struct.
+    unsafe { assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &old), 0) };
+}
