@@ -160,7 +160,8 @@ impl Ctrl {
 
     /// From now on, keep the queue pairs of `cq` (created with [`iwarp::Progress::Poll`])
     /// moving while waiting for control messages. Their successful completions are dropped
-    /// (the data phase has consumed all it waits for); an error completion fails the wait.
+    /// (the data phase has consumed all it waits for), and so are flushed ones (the peer ended
+    /// its data connection); any other error completion fails the wait.
     pub fn drive(&mut self, cq: &CompletionQueue, events: bool) {
         self.drive = Some(Drive { cq: cq.clone(), events });
     }
@@ -170,10 +171,16 @@ impl Ctrl {
         let Some(d) = &self.drive else { return Ok(()) };
         let mut wc = [WorkCompletion::default(); 16];
         let n = if d.events { d.cq.wait(&mut wc, Some(Duration::from_millis(1))) } else { d.cq.poll(&mut wc) };
-        match wc[..n].iter().find(|c| c.status != WcStatus::Success) {
-            Some(c) => {
-                Err(format!(" Completion with error on a data connection: status {:?} (qp {})", c.status, c.qp_num))
-            }
+        // A flushed work request only says the connection has ended: the peer may end its data
+        // connection as soon as it has sent its last control message, and that FIN can reach us
+        // first (two TCP connections, no order between them). What is left to flush then is an
+        // unsignalled credit Write not yet on the wire: the data phase has already waited for
+        // every completion it needs, so a lost credit is harmless. Other errors are not.
+        match wc[..n].iter().find(|c| c.status != WcStatus::Success && c.status != WcStatus::WrFlush) {
+            Some(c) => Err(format!(
+                " Completion with error on a data connection: status {:?} (qp {}, {:?} wr {})",
+                c.status, c.qp_num, c.opcode, c.wr_id
+            )),
             None => Ok(()),
         }
     }
