@@ -102,6 +102,9 @@ impl Lab {
         if iptables && !runs("ethtool", &["--version"]) {
             return Some("`ethtool` is unavailable (install ethtool)".into());
         }
+        if iptables && !runs("tcpdump", &["--version"]) {
+            return Some("`tcpdump` is unavailable (install tcpdump)".into());
+        }
         None
     }
 
@@ -187,24 +190,56 @@ impl Lab {
     /// # Errors
     /// As [`rule`](Self::rule), or the `ethtool` command and its output.
     pub fn loss(&self, from: Side, probability: f64) -> Result<Rule, String> {
-        let dev = match from {
-            Side::A => "iwfa",
-            Side::B => "iwfb",
-        };
-        run(Command::new("ip").args([
-            "netns",
-            "exec",
-            self.ns(from),
-            "ethtool",
-            "-K",
-            dev,
-            "tso",
-            "off",
-            "gso",
-            "off",
-        ]))?;
+        self.cut_segments(from)?;
         let p = format!("{probability}");
         self.rule(from.other(), "INPUT", &["-m", "statistic", "--mode", "random", "--probability", &p, "-j", "DROP"])
+    }
+
+    /// Turns segmentation offload off on `side`'s veth: the kernel cuts each segment itself when
+    /// it transmits, so the other side, and a capture on this veth, see the segments as a NIC
+    /// would put them on the wire.
+    ///
+    /// # Errors
+    /// The `ethtool` command and its output.
+    pub fn cut_segments(&self, side: Side) -> Result<(), String> {
+        let args = ["netns", "exec", self.ns(side), "ethtool", "-K", veth(side), "tso", "off", "gso", "off"];
+        run(Command::new("ip").args(args)).map(|_| ())
+    }
+
+    /// Starts `tcpdump` on `side`'s veth, writing every TCP frame whole to `path`; returns
+    /// once it listens. [`Sniffer::stop`] (or drop) ends it.
+    ///
+    /// # Errors
+    /// If `tcpdump` cannot be started or does not report listening within 10 s.
+    pub fn sniff(&self, side: Side, path: &std::path::Path) -> Result<Sniffer, String> {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", self.ns(side), "tcpdump", "-i", veth(side), "-s", "0", "-U", "-w"])
+            .arg(path)
+            .arg("tcp")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("tcpdump: {e}"))?;
+        let stderr = child.stderr.take().ok_or("no stderr")?;
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut sniffer = Sniffer { child, lines: rx };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match sniffer.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(l) if l.contains("listening on") => return Ok(sniffer),
+                Ok(_) => {}
+                Err(_) => {
+                    sniffer.stop();
+                    return Err("tcpdump did not start listening within 10 s".into());
+                }
+            }
+        }
     }
 
     /// Drops every packet leaving namespace `side`: its peers see it vanish, with no FIN and no
@@ -294,6 +329,51 @@ impl Side {
             Side::A => Side::B,
             Side::B => Side::A,
         }
+    }
+}
+
+/// The veth of `side`.
+fn veth(side: Side) -> &'static str {
+    match side {
+        Side::A => "iwfa",
+        Side::B => "iwfb",
+    }
+}
+
+/// A `tcpdump` in one of the lab's namespaces; stopped (by its process id) on drop.
+#[derive(Debug)]
+pub struct Sniffer {
+    child: Child,
+    lines: Receiver<String>,
+}
+
+impl Sniffer {
+    /// Stops the capture (SIGINT, so that it writes out what it holds; SIGKILL after 5 s)
+    /// and returns what `tcpdump` said at its end (its packet counts).
+    pub fn stop(&mut self) -> Vec<String> {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while self.child.try_wait().ok().flatten().is_none() {
+                if Instant::now() > deadline {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let mut said = Vec::new();
+        while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(200)) {
+            said.push(l);
+        }
+        said
+    }
+}
+
+impl Drop for Sniffer {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 

@@ -39,6 +39,11 @@ pub struct MpaArgs {
     /// them; siw and hardware never do).
     #[arg(long = "no-large-fpdus")]
     pub no_large_fpdus: bool,
+    /// Do not align segment-sized FPDUs to TCP segments (hand them to the socket in as few
+    /// calls as possible, as before alignment existed; the kernel may then split an FPDU
+    /// across two segments).
+    #[arg(long = "no-align")]
+    pub no_align: bool,
     /// Seconds to wait for the peer's MPA frame.
     #[arg(long = "mpa-timeout", default_value_t = 10)]
     pub mpa_timeout: u64,
@@ -60,6 +65,7 @@ impl MpaArgs {
             peer_to_peer: p2p,
             rfc7306: !self.no_rfc7306,
             large_fpdus: !self.no_large_fpdus,
+            align_fpdus: !self.no_align,
             timeout: Duration::from_secs(self.mpa_timeout),
         }
     }

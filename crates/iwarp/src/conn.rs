@@ -165,6 +165,10 @@ pub(crate) struct Driver {
     now_buf: Vec<u8>,
     /// Passive side: may send before the initiator's first FPDU.
     send_first: bool,
+    /// Align segment-sized FPDUs to TCP segments ([`crate::MpaOptions::align_fpdus`]).
+    align: bool,
+    /// The send calls of an aligned transmit (see [`sys::write_framed`]).
+    calls: Vec<(usize, bool)>,
     /// Active side: wake a silent responder ([`crate::ConnParams::wake_silent_responder`]).
     wake_responder: bool,
     /// The wake-up timer last handed to the worker.
@@ -267,6 +271,8 @@ impl Conn {
                 written: 0,
                 now_buf: Vec::new(),
                 send_first: false,
+                align: false,
+                calls: Vec::new(),
                 wake_responder: false,
                 wake_timer: None,
                 info: Arc::clone(&info),
@@ -313,6 +319,7 @@ impl Conn {
         connecting: Connecting,
         wake_responder: bool,
         recv_wait: Option<Duration>,
+        align: bool,
     ) -> Result<(), ConnectError> {
         let mut d = self.lock();
         if !d.is_idle() {
@@ -327,6 +334,7 @@ impl Conn {
         *self.home() = Some((Arc::clone(&worker), token));
         d.reg = Some((worker, token));
         d.wake_responder = wake_responder;
+        d.align = align;
         d.engine.set_recv_wait(recv_wait);
         d.setup = Setup::Connecting(connecting);
         Ok(())
@@ -834,7 +842,18 @@ impl Driver {
     fn write_out(&mut self) {
         if let Some(sock) = self.sock.as_mut() {
             if !self.ctl_out.is_empty() {
-                match sock.write(&self.ctl_out) {
+                // Ahead of aligned FPDUs, the MPA frame ends its segment (the first FPDU must
+                // not join it).
+                let r = if self.align {
+                    match sys::write_marked(sock.as_raw_fd(), &self.ctl_out) {
+                        Xfer::Bytes(n) => Ok(n),
+                        Xfer::WouldBlock => Err(io::ErrorKind::WouldBlock.into()),
+                        Xfer::Failed(e) => Err(e),
+                    }
+                } else {
+                    sock.write(&self.ctl_out)
+                };
+                match r {
                     Ok(n) => {
                         self.ctl_out.drain(..n);
                     }
@@ -848,7 +867,7 @@ impl Driver {
             if pending && self.ctl_out.is_empty() && matches!(self.setup, Setup::Done) {
                 let fd = sock.as_raw_fd();
                 loop {
-                    match sys::write_framed(fd, &mut self.engine, &mut self.iov) {
+                    match sys::write_framed(fd, &mut self.engine, &mut self.iov, &mut self.calls) {
                         (_, 0) => break,
                         (Xfer::Bytes(w), n) => {
                             self.count_written(w);
@@ -1027,8 +1046,12 @@ impl Driver {
             }
             tracing::debug!(parent: &qp.span, ?local, crc = link.crc, ird = link.ird, ord = link.ord, mss, "established");
         }
+        let large = link.large_fpdus;
         if self.engine.establish(link).is_err() {
             return self.fail_connect(qp, ConnectError::Closed);
+        }
+        if self.align && !large {
+            self.engine.align_to_segments(mss);
         }
         if initiator && self.wake_responder {
             self.engine.wake_silent_peer(WAKE_FIRST, WAKE_COUNT);
@@ -1048,6 +1071,12 @@ impl Driver {
             }
         }
         self.run_tx(qp);
+    }
+
+    /// Align segment-sized FPDUs to TCP segments once established
+    /// ([`crate::MpaOptions::align_fpdus`]); set before [`adopt`](Self::adopt).
+    pub(crate) fn set_align(&mut self, on: bool) {
+        self.align = on;
     }
 
     /// Passive side: adopt an accepted socket whose Reply is `reply`.

@@ -25,6 +25,14 @@ pub struct MpaOptions {
     /// read straight into place and sent without a copy at any MTU, as over loopback. See
     /// `docs/deviations.md`.
     pub large_fpdus: bool,
+    /// Keep each FPDU within one TCP segment (default on), as RFC 5044 §4 asks of senders,
+    /// whenever FPDUs are segment-sized (the peer is not this stack, or `large_fpdus` is off):
+    /// FPDUs are handed to the socket in send calls marked `MSG_EOR`, cut where the next FPDU
+    /// would cross a segment boundary, so that the kernel never joins two calls in one
+    /// segment. Linux siw misreads an FPDU whose CRC arrives split across two segments; a
+    /// peer behind a middlebox that re-segments the stream (QEMU's user-mode network) gains
+    /// nothing. Costs a system call per run of whole segments. See `docs/deviations.md`.
+    pub align_fpdus: bool,
     /// How long to wait for the peer's MPA frame.
     pub timeout: Duration,
 }
@@ -38,6 +46,7 @@ impl Default for MpaOptions {
             peer_to_peer: None,
             rfc7306: true,
             large_fpdus: true,
+            align_fpdus: true,
             timeout: Duration::from_secs(10),
         }
     }

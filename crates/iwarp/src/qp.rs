@@ -242,7 +242,13 @@ impl QueuePair {
         tracing::debug!(parent: &self.inner.span, source = ?params.source, "connecting");
         let (sock, connecting) = active::start(addr, params, self.inner.dev.cfg.max_rd_atomic, Instant::now())
             .inspect_err(|e| tracing::debug!(parent: &self.inner.span, error = %e, "connect failed"))?;
-        self.inner.start_connect(sock, connecting, params.wake_silent_responder, params.recv_wait)
+        self.inner.start_connect(
+            sock,
+            connecting,
+            params.wake_silent_responder,
+            params.recv_wait,
+            params.mpa.align_fpdus,
+        )
     }
 
     /// Waits until the connection is established (the passive side after `accept`, which

@@ -119,6 +119,16 @@ pub fn write(fd: RawFd, buf: &[u8]) -> Xfer {
     unsafe { write_at(fd, buf.as_ptr() as usize, buf.len()) }
 }
 
+/// `send` of `buf` with `MSG_EOR`: the kernel starts whatever is sent next in a new segment
+/// (MPA frames ahead of segment-aligned FPDUs).
+pub fn write_marked(fd: RawFd, buf: &[u8]) -> Xfer {
+    use libc::c_long as W;
+    let (ptr, len) = (buf.as_ptr() as W, buf.len() as W);
+    let flags = (libc::MSG_NOSIGNAL | libc::MSG_EOR) as W;
+    // SAFETY: `buf` is a live buffer for the call; the kernel only reads it.
+    retrying(|| unsafe { libc::syscall(libc::SYS_sendto, fd as W, ptr, len, flags, 0 as W, 0 as W) })
+}
+
 /// A non-blocking read of the socket `fd` into `buf`.
 pub fn read(fd: RawFd, buf: &mut [u8]) -> Xfer {
     use libc::c_long as W;
@@ -149,17 +159,86 @@ unsafe fn readv(fd: RawFd, ranges: &[IoRange], scratch: &mut [u8]) -> Xfer {
     retrying(|| unsafe { libc::syscall(libc::SYS_readv, fd as W, iov.as_ptr() as W, iov.len() as W) })
 }
 
+/// Hands `ranges` to the socket as the send calls `calls` plan (`(length, end)`, see
+/// [`Qp::transmit_calls`]): one `sendmsg` each, with `MSG_EOR` where a call ends its
+/// segment grid, so that the kernel starts the next call in a new segment. Stops at the
+/// first call taken in part (its rest must join it before anything else is sent).
+///
+/// TCP keeps the calls' segments on the grid as long as it cuts segments only where the MSS
+/// says; it cuts elsewhere at the edge of a receive window that is not a multiple of the MSS
+/// (seen at the start of a connection) and when SACK options shrink the MSS, and the rest of
+/// that call is then off the grid (see `docs/deviations.md`).
+///
+/// # Safety
+/// As [`writev`]: the ranges come from the engine's `poll_transmit`, not yet reported.
+unsafe fn send_calls(fd: RawFd, ranges: &[IoRange], calls: &[(usize, bool)]) -> Xfer {
+    use libc::c_long as W;
+    let mut iov: smallvec::SmallVec<[libc::iovec; 16]> = smallvec::SmallVec::new();
+    let (mut ri, mut roff, mut total) = (0usize, 0usize, 0usize);
+    for &(len, end) in calls {
+        iov.clear();
+        let mut need = len;
+        while need > 0 && ri < ranges.len() {
+            let r = &ranges[ri];
+            let take = (r.len() - roff).min(need);
+            iov.push(libc::iovec { iov_base: (r.addr() + roff) as *mut libc::c_void, iov_len: take });
+            (need, roff) = (need - take, roff + take);
+            if roff == r.len() {
+                (ri, roff) = (ri + 1, 0);
+            }
+        }
+        let want = len - need;
+        if want == 0 {
+            break;
+        }
+        // SAFETY: msghdr is plain data; all-zero is a valid value.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = iov.as_mut_ptr();
+        msg.msg_iovlen = iov.len() as _;
+        let flags = libc::MSG_NOSIGNAL | if end && need == 0 { libc::MSG_EOR } else { 0 };
+        // SAFETY: every iovec lies inside one of `ranges` (readable for the call, the
+        // caller's contract); `msg` and `iov` live across the call; the kernel only reads.
+        let x = retrying(|| unsafe {
+            libc::syscall(libc::SYS_sendmsg, fd as W, &msg as *const libc::msghdr as W, flags as W)
+        });
+        match x {
+            Xfer::Bytes(w) => {
+                total += w;
+                if w < want {
+                    break;
+                }
+            }
+            // What went before is sent: report it; the failure shows again on the next call.
+            _ if total > 0 => break,
+            other => return other,
+        }
+    }
+    Xfer::Bytes(total)
+}
+
 /// One `writev` of what `engine` has framed (at most `IOV_MAX - 1` ranges), reported back to
-/// it. Returns what the call did and how many bytes were offered (0: nothing to send, no call
-/// made).
-pub(crate) fn write_framed(fd: RawFd, engine: &mut Qp, iov: &mut Vec<IoRange>) -> (Xfer, usize) {
+/// it; when the engine aligns FPDUs to segments, the send calls it plans instead. Returns
+/// what the call did and how many bytes were offered (0: nothing to send, no call made).
+pub(crate) fn write_framed(
+    fd: RawFd,
+    engine: &mut Qp,
+    iov: &mut Vec<IoRange>,
+    calls: &mut Vec<(usize, bool)>,
+) -> (Xfer, usize) {
     let n = engine.poll_transmit(iov, IOV_MAX - 1);
     if n == 0 {
         return (Xfer::Bytes(0), 0);
     }
-    // SAFETY: the ranges were just returned by this engine's poll_transmit, and the engine
-    // cannot be used until the result is reported below.
-    let x = unsafe { writev(fd, iov) };
+    let x = if engine.is_aligned() {
+        engine.transmit_calls(n, calls);
+        // SAFETY: the ranges were just returned by this engine's poll_transmit, and the
+        // engine is not used (but to plan the calls) until the result is reported below.
+        unsafe { send_calls(fd, iov, calls) }
+    } else {
+        // SAFETY: the ranges were just returned by this engine's poll_transmit, and the engine
+        // cannot be used until the result is reported below.
+        unsafe { writev(fd, iov) }
+    };
     // Every outcome is reported: the report also unpins the regions the ranges lie in.
     engine.handle_sent(match x {
         Xfer::Bytes(w) => w,

@@ -3,10 +3,11 @@
 //!
 //! ```text
 //! iwfault-peer server listen=IP:PORT [region=BYTES] [depth=N] [live=...] [mpa_timeout=MS] [backlog=N]
+//!              [mpa=large|segment|unaligned]
 //! iwfault-peer client connect=IP:PORT[,IP:PORT...] [mode=stream|flood] [window=N] [slot=BYTES]
 //!              [maxwrite=BYTES] [maxsend=BYTES] [msgs=N] [secs=S] [hold=S] [total=BYTES]
 //!              [chunk=BYTES] [pause=BYTES] [sq=N] [seed=N] [live=default|off|IDLE_S,INTERVAL_S,USER_TIMEOUT_MS]
-//!              [sizes=uniform|log] [atomics=0|1] [tick=S]
+//!              [sizes=uniform|log] [atomics=0|1] [tick=S] [mpa=large|segment|unaligned]
 //! iwfault-peer storm connect=IP:PORT [count=N] [secs=S] [threads=T] [full_every=K] [silent_every=M] [watch=S]
 //! iwfault-peer reset connect=IP:PORT [count=N] [msgs=M] [pause_at=K] [batch=B]
 //! iwfault-peer hostile connect=IP:PORT attack=crc|window|msn|terminate|truncate|dribble [region=BYTES] [msgs=N] [wait=S]
@@ -119,6 +120,17 @@ impl Args {
     fn num(&self, k: &str, d: u64) -> u64 {
         self.0.get(k).and_then(|v| v.parse().ok()).unwrap_or(d)
     }
+    /// `mpa=large` (default: FPDUs larger than the MSS when the peer agrees), `segment`
+    /// (segment-sized FPDUs, aligned to segments, as with siw) or `unaligned` (segment-sized,
+    /// handed to the socket in as few calls as possible).
+    fn mpa(&self) -> MpaOptions {
+        match self.str("mpa", "large").as_str() {
+            "segment" => MpaOptions { large_fpdus: false, ..Default::default() },
+            "unaligned" => MpaOptions { large_fpdus: false, align_fpdus: false, ..Default::default() },
+            _ => MpaOptions::default(),
+        }
+    }
+
     fn liveness(&self) -> Liveness {
         match self.0.get("live").map(String::as_str) {
             None | Some("default") => Liveness::default(),
@@ -210,15 +222,16 @@ fn server(args: &Args) -> Result<(), String> {
             Err(e) => return Err(e.to_string()),
         };
         n += 1;
-        let (dev, pd) = (dev.clone(), pd.clone());
+        let (dev, pd, mpa) = (dev.clone(), pd.clone(), args.mpa());
         std::thread::spawn(move || {
-            if let Err(e) = serve_one(n, &dev, &pd, req, region, depth, live) {
+            if let Err(e) = serve_one(n, &dev, &pd, req, region, depth, live, &mpa) {
                 say(format!("server_conn n={n} fatal={e:?}"));
             }
         });
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn serve_one(
     n: u32,
     dev: &Device,
@@ -227,6 +240,7 @@ fn serve_one(
     region: usize,
     depth: usize,
     live: Liveness,
+    mpa: &MpaOptions,
 ) -> Result<(), String> {
     let e = |e: &dyn std::fmt::Display| e.to_string();
     let target = pd
@@ -251,6 +265,7 @@ fn serve_one(
         responder_resources: 16,
         initiator_depth: 16,
         liveness: live,
+        mpa: mpa.clone(),
         ..Default::default()
     };
     req.accept(&qp, &params).map_err(|x| e(&x))?;
@@ -437,7 +452,13 @@ fn client(args: &Args) -> Result<(), String> {
         for k in 0..window + 4 {
             qp.post_recv(&[RecvWr::new(k as u64, &[rbuf.sge(k * recv_len, recv_len)])]).map_err(|e| e.to_string())?;
         }
-        let params = ConnParams { responder_resources: 16, initiator_depth: 16, liveness: live, ..Default::default() };
+        let params = ConnParams {
+            responder_resources: 16,
+            initiator_depth: 16,
+            liveness: live,
+            mpa: args.mpa(),
+            ..Default::default()
+        };
         qp.connect(a, &params).map_err(|e| format!("connect {a}: {e}"))?;
         let pdata = qp.conn_info().map(|c| c.negotiated.peer_private_data).unwrap_or_default();
         let stag = Stag(u32::from_be_bytes(pdata.get(..4).and_then(|b| b.try_into().ok()).unwrap_or([0; 4])));

@@ -644,6 +644,9 @@ impl Qp {
         }
         let markers = self.link.is_some_and(|l| l.send_markers);
         let mulpdu = self.tx.set_mulpdu(iwarp_wire::mpa::mulpdu(mss, markers));
+        if self.tx.seg() != 0 {
+            self.tx.set_seg(mss);
+        }
         if let Some(l) = self.link.as_mut() {
             l.mulpdu = mulpdu;
         }

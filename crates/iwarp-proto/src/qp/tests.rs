@@ -1949,3 +1949,103 @@ fn the_queue_pair_that_crosses_the_shared_queue_limit_reports_it_once() {
     assert!(!b.take_srq_limit_reached(), "disarmed: nothing");
     assert_eq!(Pair::completions(&mut b).len(), 3);
 }
+
+/// FPDU alignment (RFC 5044 §4): with `align_to_segments`, the send calls `transmit_calls`
+/// plans, handed to a model of the kernel (a call marked at its end starts a new segment;
+/// within a call, segments are cut every MSS bytes from its start; a call taken in part goes
+/// on where it stopped), never cut an FPDU, however much each "send" takes; the bytes arrive
+/// intact. Without alignment the same model cuts FPDUs (the plan is one unmarked call).
+#[test]
+fn aligned_send_calls_keep_every_fpdu_within_a_segment() {
+    const MSS: usize = 1460;
+    for (aligned, seed) in [(true, 0x9e37_79b9_u32), (true, 7), (true, 12345), (true, 99), (false, 1)] {
+        let mut p = Pair::new();
+        if aligned {
+            p.a.align_to_segments(MSS);
+        }
+        let src = p.mr(1 << 20, Access::empty());
+        let dst = p.mr(1 << 20, Access::REMOTE_WRITE);
+        pattern(&src, 5);
+        let mut sizes = vec![1usize, 100, 3000, 70_000, 5, 1500, 2900, 40, 1460, 200_000, 7, 1447, 64, 64, 64, 9000];
+        // Runs of small messages, several to a segment.
+        sizes.extend((0..200).map(|i| [100, 333, 20, 700][i % 4]));
+        sizes.push(5000);
+        let mut at = 0;
+        let wrs: Vec<SendWqe> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| {
+                let w = send_wr(i as u64, SendOp::Write(remote(&dst, at as u64)), vec![sge(&src, at, n)]);
+                at += n;
+                w
+            })
+            .collect();
+        p.a.post_send(wrs).unwrap();
+        let (mut wire, mut cuts, mut ranges, mut calls) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        // The kernel model: where the current call's segment grid started (stream offset), and
+        // whether the last call was taken whole with its end mark.
+        let mut grid = 0usize;
+        let mut rng = seed;
+        loop {
+            let n = p.a.poll_transmit(&mut ranges, usize::MAX);
+            if n == 0 {
+                break;
+            }
+            p.a.transmit_calls(n, &mut calls);
+            assert_eq!(calls.iter().map(|c| c.0).sum::<usize>(), n, "the calls cover what was offered");
+            // Room in the "socket" this round: anything from 1 byte to all of it.
+            rng ^= rng << 13;
+            rng ^= rng >> 17;
+            rng ^= rng << 5;
+            let room = 1 + rng as usize % n;
+            let mut taken = 0;
+            for &(len, end) in &calls {
+                let take = len.min(room - taken);
+                let start = wire.len() + taken;
+                // Segments are cut every MSS bytes from the grid's start.
+                let mut cut = grid + MSS;
+                while cut < start + take {
+                    if cut > start {
+                        cuts.push(cut);
+                    }
+                    cut += MSS;
+                }
+                taken += take;
+                if take < len {
+                    break;
+                }
+                if end {
+                    cuts.push(start + take);
+                    grid = start + take;
+                }
+            }
+            let before = wire.len();
+            assert_eq!(p.a.transmit_copy(&mut wire, taken), taken);
+            assert_eq!(wire.len(), before + taken);
+        }
+        // The FPDU boundaries of the stream.
+        let mut bounds = std::collections::BTreeSet::from([0usize]);
+        let mut off = 0;
+        while off + 2 <= wire.len() {
+            off += iwarp_wire::mpa::fpdu_len(u16::from_be_bytes([wire[off], wire[off + 1]]) as usize);
+            bounds.insert(off);
+        }
+        assert_eq!(off, wire.len(), "whole FPDUs");
+        let split = cuts.iter().filter(|c| !bounds.contains(c)).count();
+        if aligned {
+            assert_eq!(
+                split,
+                0,
+                "segment cuts inside FPDUs: {:?}",
+                cuts.iter().filter(|c| !bounds.contains(c)).take(5).collect::<Vec<_>>()
+            );
+        } else {
+            assert!(split > 10, "unaligned, the model should cut FPDUs: {split}");
+        }
+        let mut off = 0;
+        while off < wire.len() {
+            off += p.b.receive_copy(&wire[off..]);
+        }
+        assert_eq!(contents(&dst, 0, at), contents(&src, 0, at));
+    }
+}

@@ -63,11 +63,28 @@ pub(super) struct Batch {
     sent: u64,
     /// Batches in a row that used less than a quarter of the arena's capacity.
     small_batches: u32,
+    /// Segment alignment (see [`Qp::align_to_segments`]): the segment size, or 0 when off.
+    seg: usize,
+    /// Aligned: stream offsets at which framed FPDUs end, oldest first (those not yet sent).
+    ends: VecDeque<u64>,
+    /// Aligned: where the next unsent byte falls in the segment grid of the send call in
+    /// progress (0 once a call was taken whole: the kernel starts the next one afresh).
+    seg_pos: usize,
+    /// Aligned: the calls [`Qp::transmit_calls`] planned last, as their lengths and whether
+    /// each ends its grid (`MSG_EOR`), for `advance` to follow the grid through.
+    calls: Vec<(usize, bool)>,
 }
 
 impl Batch {
     pub fn is_empty(&self) -> bool {
         self.framed == self.sent
+    }
+
+    /// An FPDU ends at the last framed byte (recorded when aligning to segments).
+    fn end_fpdu(&mut self) {
+        if self.seg != 0 {
+            self.ends.push_back(self.framed);
+        }
     }
 
     /// Frames one FPDU whole into the arena with `frame` (payload copied next to its header:
@@ -134,7 +151,13 @@ impl Batch {
     }
 
     fn advance(&mut self, mut n: usize) {
+        if self.seg != 0 && n > 0 {
+            self.follow_grid(n);
+        }
         self.sent += n as u64;
+        while self.ends.front().is_some_and(|&e| e <= self.sent) {
+            self.ends.pop_front();
+        }
         while n > 0 && self.first < self.pieces.len() {
             let len = match &self.pieces[self.first] {
                 TxPiece::Inline { len, .. } | TxPiece::Mem { len, .. } => *len,
@@ -167,6 +190,62 @@ impl Batch {
                 self.pieces.shrink_to(pieces.max(64));
                 self.small_batches = 0;
             }
+        }
+    }
+
+    /// Where `n` sent bytes of the planned calls leave the segment grid: at 0 after a call
+    /// taken whole with its end mark, else inside the call the kernel is still filling.
+    fn follow_grid(&mut self, n: usize) {
+        let (mut left, mut pos) = (n, self.seg_pos);
+        for &(len, eor) in &self.calls {
+            if left >= len {
+                left -= len;
+                pos = if eor { 0 } else { pos + len };
+                if left == 0 {
+                    break;
+                }
+            } else {
+                pos += left;
+                break;
+            }
+        }
+        // Bytes beyond the plan (a transport that ignored it) leave the grid unknown: start
+        // afresh, as after a marked end.
+        self.seg_pos = if n > self.calls.iter().map(|c| c.0).sum::<usize>() { 0 } else { pos };
+        self.calls.clear();
+    }
+
+    /// Splits the next `total` unsent bytes into send calls so that no FPDU crosses a TCP
+    /// segment boundary. A call with its end marked (`MSG_EOR`) makes the kernel start the
+    /// next call in a fresh segment, and within a call it cuts segments every `seg` bytes
+    /// from the call's start; so a call runs on while the FPDUs fill whole segments and ends
+    /// before the first one that would cross a boundary. A call that stops where the bytes
+    /// offered stop inside an FPDU is left unmarked (the rest joins it later).
+    fn plan_calls(&mut self, total: usize) {
+        self.calls.clear();
+        let seg = self.seg;
+        let (mut call, mut pos) = (0usize, self.seg_pos);
+        let mut at = 0usize;
+        for &e in &self.ends {
+            let off = (e - self.sent) as usize;
+            if off > total {
+                break;
+            }
+            let len = off - at;
+            let p = pos + call;
+            // RFC 5044 §4 (FPDU alignment): the FPDU must lie within one segment.
+            if call > 0 && p / seg != (p + len - 1) / seg {
+                self.calls.push((call, true));
+                (call, pos) = (0, 0);
+            }
+            call += len;
+            at = off;
+        }
+        if call > 0 {
+            self.calls.push((call, true));
+        }
+        if at < total {
+            self.calls.push((total - at, false));
         }
     }
 
@@ -215,6 +294,9 @@ impl Batch {
 
     fn clear(&mut self) {
         self.sent = self.framed;
+        self.ends.clear();
+        self.calls.clear();
+        self.seg_pos = 0;
         self.advance(0);
         self.pieces.clear();
         self.arena.clear();
@@ -408,6 +490,16 @@ impl Tx {
         self.mulpdu
     }
 
+    /// Segment alignment: FPDUs end where TCP segments of `seg` bytes do (0: off).
+    pub fn set_seg(&mut self, seg: usize) {
+        self.batch.seg = seg;
+    }
+
+    /// The segment size FPDUs are aligned to (0: not aligned).
+    pub fn seg(&self) -> usize {
+        self.batch.seg
+    }
+
     /// Sending may start (the responder received its first FPDU).
     pub fn allow(&mut self) {
         self.allowed = true;
@@ -514,6 +606,7 @@ impl Tx {
         match framed {
             Ok(len) => {
                 batch.framed += len as u64;
+                batch.end_fpdu();
                 stats.tx_fpdus += 1;
             }
             Err(e) => {
@@ -605,6 +698,49 @@ impl Qp {
         out.clear();
         self.transmit_revoked();
         0
+    }
+
+    /// Aligns FPDUs to TCP segments of `mss` bytes (RFC 5044 §4, "FPDU Alignment"), for a
+    /// peer that reassembles FPDUs from segments (Linux siw misreads a CRC split across two):
+    /// from now on [`transmit_calls`](Self::transmit_calls) says how to cut what
+    /// [`poll_transmit`](Self::poll_transmit) returns into send calls, each handed to the
+    /// socket with `MSG_EOR` so that the kernel does not join it to the next. Only for
+    /// segment-sized FPDUs: ignored when both ends agreed to larger ones. FPDUs already
+    /// framed are aligned too; [`handle_mss`](Self::handle_mss) follows the MSS.
+    pub fn align_to_segments(&mut self, mss: usize) {
+        if self.link.is_some_and(|l| l.large_fpdus) || mss == 0 {
+            return;
+        }
+        self.tx.set_seg(mss);
+        // Everything still framed is whole FPDUs from here on (nothing of it was sent in a
+        // grid): record where the batch ends; earlier FPDU ends inside it are unknown, so the
+        // first call takes it whole.
+        let b = &mut self.tx.batch;
+        b.ends.clear();
+        if !b.is_empty() {
+            b.ends.push_back(b.framed);
+        }
+        b.seg_pos = 0;
+    }
+
+    /// `true` while FPDUs are aligned to segments ([`align_to_segments`](Self::align_to_segments)).
+    pub fn is_aligned(&self) -> bool {
+        self.tx.seg() != 0
+    }
+
+    /// How to hand the `total` bytes [`poll_transmit`](Self::poll_transmit) just returned to
+    /// the socket when FPDUs are aligned to segments: one send call per `(length, end)` in
+    /// `out`, in order, each marked `MSG_EOR` when `end` is set; stop at the first call the
+    /// socket takes only in part, and report the sum with [`handle_sent`](Self::handle_sent)
+    /// as usual. Without alignment: one call of everything, unmarked.
+    pub fn transmit_calls(&mut self, total: usize, out: &mut Vec<(usize, bool)>) {
+        out.clear();
+        if self.tx.seg() == 0 {
+            out.push((total, false));
+            return;
+        }
+        self.tx.batch.plan_calls(total);
+        out.extend_from_slice(&self.tx.batch.calls);
     }
 
     /// Memory that framed bytes lie in, or that a message was being framed from, was
@@ -799,6 +935,7 @@ impl Qp {
         }
         self.tx.batch.push_inline(start, len);
         self.tx.batch.framed += len as u64;
+        self.tx.batch.end_fpdu();
         self.order.hold(seq, self.tx.batch.framed);
     }
 
@@ -826,6 +963,7 @@ impl Qp {
             && self.tx.rtr.is_none()
             && self.irq.is_idle()
             && self.tx.batch.is_empty()
+            && self.tx.batch.seg == 0
             && !self.has_output();
         // Fence: nothing is outstanding when idle, so it never holds the request back.
         if !idle || !self.is_small(w) {
@@ -1191,6 +1329,7 @@ impl Qp {
         match self.tx.framer.frame(&ulpdu, iwarp_wire::mpa::NO_PAYLOAD, &mut self.tx.batch.arena, &mut pieces) {
             Ok(len) => {
                 self.tx.batch.framed += len as u64;
+                self.tx.batch.end_fpdu();
                 for p in &pieces {
                     if let Piece::Inline { start, len } = *p {
                         self.tx.batch.pieces.push(TxPiece::Inline { start, len });

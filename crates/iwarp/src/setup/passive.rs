@@ -742,6 +742,7 @@ impl ConnectRequest {
         drop(st);
         worker.retarget(token, conn.entry());
         d.engine.set_recv_wait(params.recv_wait);
+        d.set_align(params.mpa.align_fpdus);
         d.adopt(conn, sock, (worker, token), reply, neg, params.responder_sends_first);
         Ok(())
     }
