@@ -40,6 +40,7 @@ apt-get install -y -q --no-install-recommends \
     -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
     qemu-system-x86 gcc-12 make libelf1 libssl3 xz-utils tar dpkg apt \
     diffutils findutils gzip libc-bin python3 kmod cpio tshark debconf qemu-utils \
+    iproute2 ethtool \
     </dev/null
 
 echo "setup.sh: host packages installed"
