@@ -4,7 +4,7 @@
 //! with `unsafe`.
 #![allow(unsafe_code)]
 
-use iwarp_proto::qp::{IoRange, Qp, RecvPlan, TransportEvent, LOOKAHEAD};
+use iwarp_proto::qp::{IoRange, Qp, RecvPlan, TransportEvent, LOOKAHEAD, SEND_CALL_MAX};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 #[cfg(feature = "tokio")]
@@ -217,8 +217,9 @@ unsafe fn send_calls(fd: RawFd, ranges: &[IoRange], calls: &[(usize, bool)]) -> 
 }
 
 /// One `writev` of what `engine` has framed (at most `IOV_MAX - 1` ranges), reported back to
-/// it; when the engine aligns FPDUs to segments, the send calls it plans instead. Returns
-/// what the call did and how many bytes were offered (0: nothing to send, no call made).
+/// it; when that is more than [`SEND_CALL_MAX`] bytes, or the engine aligns FPDUs to
+/// segments, the send calls it plans instead. Returns what the calls did and how many bytes
+/// were offered (0: nothing to send, no call made).
 pub(crate) fn write_framed(
     fd: RawFd,
     engine: &mut Qp,
@@ -229,7 +230,7 @@ pub(crate) fn write_framed(
     if n == 0 {
         return (Xfer::Bytes(0), 0);
     }
-    let x = if engine.is_aligned() {
+    let x = if engine.is_aligned() || n > SEND_CALL_MAX {
         engine.transmit_calls(n, calls);
         // SAFETY: the ranges were just returned by this engine's poll_transmit, and the
         // engine is not used (but to plan the calls) until the result is reported below.

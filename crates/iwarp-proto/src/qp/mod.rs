@@ -49,7 +49,7 @@ mod wr;
 pub use post::PostQueues;
 pub use rx::LOOKAHEAD;
 pub use state::{IllegalTransition, QpEventKind, QpState, TRANSITIONS};
-pub use tx::NowFramed;
+pub use tx::{NowFramed, SEND_CALL_MAX};
 
 pub use wr::{
     Completion, Payload, PostError, Queue, RecvWqe, RemoteAddr, SendOp, SendWqe, Sge, SgeList, WcOpcode, WcStatus,
