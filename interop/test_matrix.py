@@ -330,6 +330,37 @@ class Flakes(unittest.TestCase):
         c.peer_out = "client DISCONNECT EVENT...\n"
         self.assertIsNone(M.documented_flake(c, ["siw client exit 255"]))
 
+    def test_rpings_teardown_race_on_our_side_under_iwrun(self):
+        c = M.Cell("siw-default", "rping", "c2s", "rping", 64, mode="iwrun")
+        c.ours_text = "ping data: rdma-ping-9: ...\nclient DISCONNECT EVENT...\nrdma_get_cm_event: Invalid argument\n"
+        line = "ours: rdma_get_cm_event: Invalid argument"
+        self.assertEqual(M.documented_flake(c, [line]), M.RPING_TEARDOWN)
+        self.assertEqual(M.documented_flake(c, [line, "our client exit 255"]), M.RPING_TEARDOWN)
+        self.assertIsNone(M.documented_flake(c, [line, "client printed 9 pings, expected 10"]))
+        self.assertIsNone(M.documented_flake(c, [line, "our client exit 139"]))
+        c.mode, c.iwrun = "plain", False                         # iwping has no such thread
+        self.assertIsNone(M.documented_flake(c, [line]))
+        c.mode, c.iwrun = "iwrun", True
+        c.ours_text = "rdma_get_cm_event: Invalid argument\n"      # not after the disconnect
+        self.assertIsNone(M.documented_flake(c, [line]))
+
+    def test_a_bad_crc_from_siw_ends_an_rping_run_with_ipings_exit_255(self):
+        c = M.Cell("siw-default", "rping", "c2s", "rping", 65535)
+        bad = tagged(144, "s>c", "Write", "0xe", 0, 1436, last=False, crc="bad")
+        term = untagged(150, "c>s", "Terminate", 2, 1, 0, 4)
+        term["body"] = {"rfc5040_reading": "MPA: CRC error (layer 2, etype 0, code 0x02)"}
+        c.wire_conns = [{"conn": {"fin_c2s": 151}, "fpdus": [bad, term], "msgs": {}, "got": {}}]
+        c.data_got = {"c>s": {"ReadResponse": {65535: 1}, "Send": {16: 2}, "Terminate": {4: 1}},
+                      "s>c": {"ReadRequest": {65535: 1}, "Send": {16: 2}, "Write": {65535: 1}}}
+        c.data_exp = {"c>s": {"ReadResponse": {65535: 10}, "Send": {16: 20}},
+                      "s>c": {"ReadRequest": {65535: 10}, "Send": {16: 20}, "Write": {65535: 10}}}
+        probs = ["our client exit 255", "ours: connection error: MPA: CRC error (layer 2, etype 0, code 0x02)",
+                 "ours: rping client failed: -1", "client printed 0 pings, expected 10",
+                 "conn 1: 1 FPDUs without a good CRC", "conn 1: Terminate on the wire",
+                 "data connection carried ...; expected ...", "tshark: 1 bad CRCs (first in frame 144)"]
+        self.assertEqual(M.documented_flake(c, probs), M.SIW_BAD_CRC)
+        self.assertIsNone(M.documented_flake(c, probs + ["our client exit 134"]))
+
     def test_a_capture_that_lost_packets_excuses_only_the_wire_checks(self):
         c = cell(direction="s2c", test="read_bw", size=1 << 20, iters=5)
         wire = ["capture dropped packets: 502 packets dropped by kernel",
