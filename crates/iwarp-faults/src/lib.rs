@@ -153,18 +153,9 @@ impl Lab {
             .stderr(Stdio::inherit())
             .spawn()
             .map_err(|e| format!("spawn {exe}: {e}"))?;
-        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let lines = line_reader(child.stdout.take().ok_or("no stdout")?);
         let stdin = child.stdin.take();
-        let (tx, lines) = channel();
         let name = format!("{side:?}:{}", args.first().map(String::as_str).unwrap_or("?"));
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
         Ok(Peer { name, child, stdin, lines, seen: Vec::new(), quiet: Vec::new() })
     }
 
@@ -221,14 +212,8 @@ impl Lab {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| format!("tcpdump: {e}"))?;
-        let stderr = child.stderr.take().ok_or("no stderr")?;
-        let (tx, rx) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let mut sniffer = Sniffer { child, lines: rx };
+        let lines = line_reader(child.stderr.take().ok_or("no stderr")?);
+        let mut sniffer = Sniffer { child, lines };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             match sniffer.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
@@ -330,6 +315,20 @@ impl Side {
             Side::B => Side::A,
         }
     }
+}
+
+/// The lines a child process writes to `pipe`, read by a thread of their own until the pipe
+/// closes or nobody listens.
+fn line_reader(pipe: impl std::io::Read + Send + 'static) -> Receiver<String> {
+    let (tx, lines) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    lines
 }
 
 /// The veth of `side`.
