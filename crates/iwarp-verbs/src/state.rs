@@ -185,6 +185,7 @@ pub(crate) fn device() -> Res<Device> {
     let cfg =
         DeviceConfig { worker_spin: worker_spin(std::env::var("IWARP_WORKER_SPIN_US").ok()), ..Default::default() };
     let dev = Device::open(cfg).map_err(|_| Errno(libc::ENODEV))?;
+    dev.set_post_batching(post_batching(std::env::var("IWARP_POST_BURST_NS").ok()));
     *d = Some(dev.clone());
     Ok(dev)
 }
@@ -196,6 +197,17 @@ pub(crate) fn device() -> Res<Device> {
 pub(crate) fn worker_spin(var: Option<String>) -> std::time::Duration {
     let us = var.and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(100).min(1_000_000);
     std::time::Duration::from_micros(us)
+}
+
+/// How posts in a burst are joined: bursts are posts within `IWARP_POST_BURST_NS`
+/// nanoseconds of each other (the stack's default, 2,000, when unset or unreadable; `0`
+/// sends every request as it is posted). See [`iwarp::PostBatching`].
+pub(crate) fn post_batching(var: Option<String>) -> iwarp::PostBatching {
+    let mut b = iwarp::PostBatching::default();
+    if let Some(ns) = var.and_then(|v| v.trim().parse::<u64>().ok()) {
+        b.gap = std::time::Duration::from_nanos(ns.min(1_000_000_000));
+    }
+    b
 }
 
 /// Records a new object at `addr` whose C structure the caller allocated; `parents` must be
@@ -392,8 +404,19 @@ pub(crate) fn ack_any_async_event() {
 
 #[cfg(test)]
 mod spin_tests {
-    use super::worker_spin;
+    use super::{post_batching, worker_spin};
     use std::time::Duration;
+
+    #[test]
+    fn the_post_burst_gap_comes_from_the_environment_with_the_stacks_default() {
+        let default = iwarp::PostBatching::default();
+        assert_eq!(post_batching(None), default);
+        assert_eq!(post_batching(Some("0".into())).gap, Duration::ZERO);
+        assert_eq!(post_batching(Some(" 5000 ".into())).gap, Duration::from_micros(5));
+        assert_eq!(post_batching(Some("soon".into())), default);
+        assert_eq!(post_batching(Some("99999999999999".into())).gap, Duration::from_secs(1));
+        assert_eq!(post_batching(Some("0".into())).flush_after, default.flush_after);
+    }
 
     #[test]
     fn the_event_loop_spin_comes_from_the_environment_with_a_default() {

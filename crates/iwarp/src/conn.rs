@@ -23,7 +23,7 @@ use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{fence, AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, TryLockError, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -43,6 +43,13 @@ pub(crate) const KICK_TX: u8 = 1;
 pub(crate) const KICK_RUN: u8 = 2;
 /// [`Conn::kicks`]: the application disconnects.
 pub(crate) const KICK_DISCONNECT: u8 = 4;
+
+/// The posts of a burst ([`crate::PostBatching`]) before this one are written as they come;
+/// from this one on they are held and joined ([`Conn::post_send`]).
+const HOLD_AFTER: u32 = 3;
+/// Held bytes (payload and headers, estimated) are written once they reach this: two send
+/// calls of [`iwarp_proto::qp::SEND_CALL_MAX`].
+const HOLD_MAX: usize = 2 * iwarp_proto::qp::SEND_CALL_MAX;
 
 /// Who drives a queue pair's I/O.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -175,6 +182,12 @@ pub(crate) struct Driver {
     wake_timer: Option<Instant>,
     /// What readers of [`Conn::info`] see (the driver keeps the MSS in it current).
     info: Arc<Mutex<Option<ConnInfo>>>,
+    /// When the last single-request post returned, and how many posts in a row followed
+    /// their predecessor within the device's [`crate::PostBatching::gap`].
+    last_post: Option<Instant>,
+    streak: u32,
+    /// Bytes (estimated) of requests posted but held back from the socket ([`Conn::post_send`]).
+    held: usize,
 }
 
 /// One queue pair's connection, shared by its handles, the event loop and its completion
@@ -194,6 +207,14 @@ pub(crate) struct Conn {
     pub(crate) posts: Arc<PostQueues>,
     /// Work left for the driver's holder by threads that found it busy ([`KICK_TX`], ...).
     kicks: AtomicU8,
+    /// Requests held back from the socket now ([`Conn::post_send`]), and over the queue
+    /// pair's life.
+    holding: AtomicUsize,
+    held_total: AtomicU64,
+    /// When the event loop's timer to write held requests is due, in
+    /// nanoseconds of [`clock_ns`]; 0 if none is set. One at a time: each timer costs the
+    /// event loop a wake-up.
+    hold_timer: AtomicU64,
     /// The event loop saw the peer's end of stream (`EPOLLRDHUP`): reads go on to the end of
     /// the stream instead of stopping at a short read, for no readiness edge follows a FIN
     /// that arrived with the last bytes.
@@ -276,9 +297,15 @@ impl Conn {
                 wake_responder: false,
                 wake_timer: None,
                 info: Arc::clone(&info),
+                last_post: None,
+                streak: 0,
+                held: 0,
             }),
             posts,
             kicks: AtomicU8::new(0),
+            holding: AtomicUsize::new(0),
+            held_total: AtomicU64::new(0),
+            hold_timer: AtomicU64::new(0),
             peer_closed: AtomicBool::new(false),
             home: Mutex::new(None),
             info,
@@ -531,15 +558,28 @@ impl Conn {
             let Some(mut d) = self.try_driver() else { return more };
             let work = self.kicks.swap(0, Ordering::AcqRel);
             if work & KICK_DISCONNECT != 0 {
+                // Requests held from a burst were posted before the close: they go out first,
+                // as they would have without the hold (the close flushes what is unframed).
+                if d.held > 0 {
+                    d.run_tx(self);
+                }
                 d.engine.disconnect();
             }
+            // An assisted queue pair's application thread reads too: handing the reading back
+            // would cost the event loop a wake-up, and while the application keeps the driver
+            // busy (posting, polling), the loop would only find it busy again and hand it back.
+            let assists = !on_worker && self.progress == Progress::Assisted && d.running();
+            let mut hand_back = work & KICK_RUN != 0 && !on_worker;
             if work & KICK_RUN != 0 && on_worker {
                 more |= d.run(self);
+            } else if work & KICK_RUN != 0 && assists {
+                // Input left beyond this turn's budget goes back to the event loop.
+                hand_back = d.run(self);
             } else if work & (KICK_TX | KICK_DISCONNECT) != 0 || work & KICK_RUN != 0 && d.is_polled(self) {
                 d.run_tx(self);
             }
             drop(d);
-            if work & KICK_RUN != 0 && !on_worker {
+            if hand_back {
                 if let Some((w, t)) = self.home().as_ref() {
                     w.schedule(*t);
                 }
@@ -596,10 +636,17 @@ impl Conn {
     /// Posts send work requests and starts them: one small request on an idle queue pair is
     /// framed and written at once; otherwise the requests are queued and framed by this
     /// thread if the driver is free, by its holder (after its turn) if not.
+    ///
+    /// A [`Progress::Assisted`] queue pair whose application posts one request at a time in
+    /// a loop has the later requests of the burst held back, unframed, until [`HOLD_MAX`]
+    /// bytes of them are waiting, then sent together (see [`crate::PostBatching`]).
     pub(crate) fn post_send(&self, wqes: &mut dyn Iterator<Item = SendWqe>, one: bool) -> Result<(), PostReason> {
         if one {
             if let Some(mut d) = self.try_driver() {
                 let r = match wqes.next() {
+                    Some(w) if self.may_hold(&mut d, &w) => {
+                        self.posts.post_send(std::iter::once(w)).map(|()| self.hold())
+                    }
                     Some(w) => match d.send_now(self, &w) {
                         Ok(true) => Ok(()),
                         Ok(false) => self.posts.post_send(std::iter::once(w)).map(|()| d.run_tx(self)),
@@ -607,6 +654,9 @@ impl Conn {
                     },
                     None => Ok(()),
                 };
+                if self.progress == Progress::Assisted {
+                    d.last_post = Some(Instant::now());
+                }
                 drop(d);
                 // Whatever others left while this thread held the driver.
                 self.drain_kicks(false);
@@ -616,6 +666,56 @@ impl Conn {
         self.posts.post_send(wqes)?;
         self.kick(KICK_TX);
         Ok(())
+    }
+
+    /// Whether the single request `w`, posted now, is held back (see
+    /// [`post_send`](Self::post_send)); counts it in the driver's held bytes if so.
+    fn may_hold(&self, d: &mut Driver, w: &SendWqe) -> bool {
+        if self.progress != Progress::Assisted || !d.running() || !self.send_cq.assists() {
+            return false;
+        }
+        let gap = self.dev.batching.gap();
+        if gap.is_zero() {
+            return false;
+        }
+        let now = Instant::now();
+        let quick = d.last_post.is_some_and(|t| now.saturating_duration_since(t) <= gap);
+        d.streak = if quick { d.streak.saturating_add(1) } else { 0 };
+        let size = wire_estimate(w);
+        if d.streak < HOLD_AFTER || d.held + size >= HOLD_MAX {
+            return false;
+        }
+        d.held += size;
+        true
+    }
+
+    /// A request was held: the event loop writes it if nothing else has within
+    /// [`crate::PostBatching::flush_after`].
+    fn hold(&self) {
+        self.holding.fetch_add(1, Ordering::AcqRel);
+        self.held_total.fetch_add(1, Ordering::Relaxed);
+        if self.hold_timer.load(Ordering::Acquire) != 0 {
+            return;
+        }
+        let due = Instant::now() + self.dev.batching.flush_after();
+        if self.hold_timer.compare_exchange(0, clock_ns(due).max(1), Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            if let Some((w, t)) = self.home().as_ref() {
+                w.add_timer(due, *t);
+            }
+        }
+    }
+
+    /// Writes held requests now, unless another thread is driving the queue pair (it writes
+    /// them when its turn ends).
+    pub(crate) fn flush_held(&self) {
+        if self.holding.load(Ordering::Acquire) > 0 {
+            self.kick(KICK_TX);
+        }
+    }
+
+    /// Requests held back now, and over the queue pair's life.
+    pub(crate) fn held(&self) -> (usize, u64) {
+        (self.holding.load(Ordering::Acquire), self.held_total.load(Ordering::Relaxed))
     }
 
     /// Negotiated parameters, once connected.
@@ -707,12 +807,21 @@ impl Polled for Conn {
     fn wait_fd(&self) -> Option<(RawFd, bool)> {
         Conn::wait_fd(self)
     }
+    fn flush_held(&self) {
+        Conn::flush_held(self);
+    }
 }
 
 impl Ready for Conn {
     fn on_ready(self: Arc<Self>, _: &Arc<WorkerShared>, _: Token) -> bool {
         if crate::runtime::read_closed() {
             self.peer_closed.store(true, Ordering::Release);
+        }
+        // The hold timer has fired (this turn writes what is held): a later hold sets another.
+        // Readiness before it is due leaves it set, so holds do not set one per event.
+        let due = self.hold_timer.load(Ordering::Acquire);
+        if due != 0 && clock_ns(Instant::now()) >= due {
+            self.hold_timer.store(0, Ordering::Release);
         }
         self.drive_from_worker()
     }
@@ -769,6 +878,10 @@ impl Driver {
 
     /// Frames and writes what the engine has, then delivers completions and events.
     pub(crate) fn run_tx(&mut self, qp: &Conn) {
+        if self.held > 0 {
+            self.held = 0;
+            qp.holding.store(0, Ordering::Release);
+        }
         self.write_out();
         self.wake_tick();
         self.deliver(qp);
@@ -1113,4 +1226,22 @@ impl Driver {
     fn running(&self) -> bool {
         matches!(self.setup, Setup::Done) && self.sock.is_some()
     }
+}
+
+/// The bytes a request puts on the wire, roughly: its payload if it carries one (Sends and
+/// Writes), plus room for headers and CRC.
+fn wire_estimate(w: &SendWqe) -> usize {
+    use iwarp_proto::qp::SendOp;
+    let payload = match w.op {
+        SendOp::Read(_) | SendOp::FetchAdd { .. } | SendOp::CompareSwap { .. } | SendOp::LocalInvalidate(_) => 0,
+        _ => usize::try_from(w.payload.len()).unwrap_or(usize::MAX),
+    };
+    payload.saturating_add(64)
+}
+
+/// `t` in nanoseconds since the first call (a clock that fits an atomic).
+fn clock_ns(t: Instant) -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    u64::try_from(t.saturating_duration_since(epoch).as_nanos()).unwrap_or(u64::MAX)
 }

@@ -24,6 +24,9 @@ pub(crate) trait Polled: Send + Sync {
     fn progress(&self) -> bool;
     /// The socket to sleep on, and whether to wait for room to write too.
     fn wait_fd(&self) -> Option<(RawFd, bool)>;
+    /// Writes requests held back from a burst of posts, if any (see
+    /// [`crate::conn::Conn::post_send`]).
+    fn flush_held(&self) {}
 }
 
 /// The most [`crate::Progress::Assisted`] queue pairs a completion queue's empty polls drive;
@@ -273,6 +276,11 @@ impl CqInner {
         self.has_assisted.store(p.len() <= ASSIST_MAX, Ordering::Release);
     }
 
+    /// Whether empty polls of this queue drive its [`crate::Progress::Assisted`] queue pairs.
+    pub(crate) fn assists(&self) -> bool {
+        self.has_assisted.load(Ordering::Acquire)
+    }
+
     /// One turn of each assisted queue pair (those busy in another thread are skipped);
     /// `true` if one moved bytes.
     fn assist(&self) -> bool {
@@ -445,8 +453,18 @@ impl CompletionQueue {
 
     /// Arms a notification on the completion channel for the next completion
     /// (`solicited_only`: the next solicited or failed one). One notification per arming.
+    ///
+    /// An application arms the queue before it sleeps: requests its queue pairs held back
+    /// from a burst of posts are written now.
     pub fn req_notify(&self, solicited_only: bool) {
         self.inner.armed.store(if solicited_only { ARM_SOLICITED } else { ARM_NEXT }, Ordering::Release);
+        if self.inner.assists() {
+            for w in self.inner.assisted.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+                if let Some(qp) = w.upgrade() {
+                    qp.flush_held();
+                }
+            }
+        }
     }
 
     /// Completions waiting to be polled.

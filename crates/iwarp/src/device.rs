@@ -4,7 +4,7 @@ use crate::cq::{CompletionChannel, CompletionQueue};
 use crate::error::{ListenError, Result};
 use crate::mem::ProtectionDomain;
 use crate::setup::passive::{ListenMode, Listener};
-use crate::shared::{Capabilities, DeviceConfig, DeviceInner};
+use crate::shared::{Capabilities, DeviceConfig, DeviceInner, PostBatching};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -27,6 +27,18 @@ impl Device {
     /// The device's limits and features.
     pub fn capabilities(&self) -> Capabilities {
         self.inner.capabilities()
+    }
+
+    /// Sets how this device's [`Progress::Assisted`](crate::Progress::Assisted) queue pairs
+    /// join requests posted one at a time in a burst (see [`PostBatching`]); takes effect at
+    /// their next post.
+    pub fn set_post_batching(&self, b: PostBatching) {
+        self.inner.batching.set(b);
+    }
+
+    /// How posts are joined ([`set_post_batching`](Self::set_post_batching)).
+    pub fn post_batching(&self) -> PostBatching {
+        self.inner.batching.get()
     }
 
     /// A new protection domain.

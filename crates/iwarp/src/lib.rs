@@ -176,7 +176,7 @@ pub use qp::{QpCap, QpInit, QueuePair};
 pub use setup::passive::{
     ConnectRequest, Incoming, ListenMode, Listener, PlainStream, SharedOptions, LINUX_MAX_PRIVATE_DATA,
 };
-pub use shared::{Capabilities, DeviceConfig};
+pub use shared::{Capabilities, DeviceConfig, PostBatching};
 pub use srq::SharedReceiveQueue;
 pub use wr::{RecvWr, SendWr};
 

@@ -309,6 +309,12 @@ impl QueuePair {
         Ok(std::os::fd::AsFd::as_fd(self.inner.events_eventfd()?))
     }
 
+    /// Requests this queue pair holds back now from a burst of posts, and has held over its
+    /// life (see [`PostBatching`](crate::PostBatching)). A diagnostic; never waits.
+    pub fn held_posts(&self) -> (usize, u64) {
+        self.inner.held()
+    }
+
     /// Engine counters (FPDUs, bytes placed directly or copied). A diagnostic: it waits for
     /// the thread moving the connection's bytes to finish its current turn.
     pub fn stats(&self) -> iwarp_proto::qp::QpStats {

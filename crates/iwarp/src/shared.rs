@@ -5,7 +5,7 @@
 use crate::error::{Error, Result};
 use crate::runtime::Worker;
 use iwarp_proto::mem::StagTable;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,6 +48,70 @@ impl Default for DeviceConfig {
     }
 }
 
+/// How a [`crate::Progress::Assisted`] queue pair joins requests an application posts one at
+/// a time in a loop ([`crate::Device::set_post_batching`]).
+///
+/// A post of one request that comes within `gap` of the previous post's return continues a
+/// burst. From the fourth post of a burst on, requests are held back (queued, not yet
+/// framed) until 256 KiB of them wait; then they go to the socket together, in send calls of
+/// up to 128 KiB. Written one call per request, a stream of 64 KiB Writes ran at a half to
+/// four fifths of the rate (BENCHMARKS.md, "Unmodified perftest on the drop-in libibverbs").
+///
+/// Held requests are written by whatever drives the queue pair next: its next post, an
+/// empty poll of its send completion queue (an application polls when its burst has filled
+/// the send queue, or to wait for a completion), [`crate::CompletionQueue::req_notify`] or
+/// [`crate::CompletionQueue::drive`] on it, and, if the application does none of these, the
+/// event loop after `flush_after` (at its timer's millisecond resolution). One or two
+/// requests posted together, such as a Write and the Send that announces it, are never
+/// held; nor are requests of queue pairs whose send completion queue's empty polls do not
+/// drive them (more than eight assisted queue pairs on it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PostBatching {
+    /// Posts this close together are a burst; [`Duration::ZERO`] turns holding off. 2 µs by
+    /// default: shorter than any round trip over TCP, so a ping-pong's posts (each waits for
+    /// the peer's reply) are never a burst.
+    pub gap: Duration,
+    /// How long held requests may wait for the application before the event loop writes
+    /// them. 200 µs by default.
+    pub flush_after: Duration,
+}
+
+impl Default for PostBatching {
+    fn default() -> Self {
+        PostBatching { gap: Duration::from_micros(2), flush_after: Duration::from_micros(200) }
+    }
+}
+
+/// [`PostBatching`] as the queue pairs read it at each post.
+#[derive(Debug)]
+pub(crate) struct Batching {
+    gap_ns: AtomicU64,
+    flush_ns: AtomicU64,
+}
+
+impl Batching {
+    fn new(b: PostBatching) -> Batching {
+        let me = Batching { gap_ns: AtomicU64::new(0), flush_ns: AtomicU64::new(0) };
+        me.set(b);
+        me
+    }
+    pub(crate) fn set(&self, b: PostBatching) {
+        let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.gap_ns.store(ns(b.gap), Ordering::Relaxed);
+        self.flush_ns.store(ns(b.flush_after), Ordering::Relaxed);
+    }
+    pub(crate) fn get(&self) -> PostBatching {
+        PostBatching { gap: self.gap(), flush_after: self.flush_after() }
+    }
+    pub(crate) fn gap(&self) -> Duration {
+        Duration::from_nanos(self.gap_ns.load(Ordering::Relaxed))
+    }
+    pub(crate) fn flush_after(&self) -> Duration {
+        Duration::from_nanos(self.flush_ns.load(Ordering::Relaxed))
+    }
+}
+
 /// What a device supports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Capabilities {
@@ -81,6 +145,7 @@ pub(crate) struct DeviceInner {
     next_worker: AtomicUsize,
     next_qpn: AtomicU32,
     next_id: AtomicU32,
+    pub(crate) batching: Batching,
 }
 
 impl std::fmt::Debug for DeviceInner {
@@ -104,6 +169,7 @@ impl DeviceInner {
             next_worker: AtomicUsize::new(0),
             next_qpn: AtomicU32::new(1),
             next_id: AtomicU32::new(1),
+            batching: Batching::new(PostBatching::default()),
             cfg,
         }))
     }

@@ -2049,3 +2049,26 @@ fn aligned_send_calls_keep_every_fpdu_within_a_segment() {
         assert_eq!(contents(&dst, 0, at), contents(&src, 0, at));
     }
 }
+
+/// Unaligned, `transmit_calls` cuts what was offered into calls of `SEND_CALL_MAX` bytes, and
+/// a rest of up to a quarter of that joins the call before it instead of taking a system
+/// call of its own (two 64 KiB Writes are 131,160 bytes: one call, not 131,072 and 88).
+#[test]
+fn unaligned_send_calls_are_capped_and_a_short_rest_joins_the_last() {
+    use super::SEND_CALL_MAX as M;
+    let mut p = Pair::new();
+    let mut calls = Vec::new();
+    let plan = |p: &mut Pair, calls: &mut Vec<(usize, bool)>, n: usize| {
+        p.a.transmit_calls(n, calls);
+        assert!(calls.iter().all(|&(_, end)| !end), "unaligned calls are never marked");
+        assert_eq!(calls.iter().map(|c| c.0).sum::<usize>(), n);
+        calls.iter().map(|c| c.0).collect::<Vec<_>>()
+    };
+    assert_eq!(plan(&mut p, &mut calls, 100), [100]);
+    assert_eq!(plan(&mut p, &mut calls, 2 * 65_580), [131_160]);
+    assert_eq!(plan(&mut p, &mut calls, M + M / 4), [M + M / 4]);
+    assert_eq!(plan(&mut p, &mut calls, M + M / 4 + 1), [M, M / 4 + 1]);
+    assert_eq!(plan(&mut p, &mut calls, 4 * 65_580), [M, 4 * 65_580 - M]);
+    assert_eq!(plan(&mut p, &mut calls, 3 * M + 10), [M, M, M + 10]);
+    assert_eq!(plan(&mut p, &mut calls, 4 << 20).len(), 32);
+}

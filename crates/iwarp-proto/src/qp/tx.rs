@@ -746,7 +746,8 @@ impl Qp {
         if self.tx.seg() == 0 {
             let mut left = total;
             while left > 0 {
-                let c = left.min(SEND_CALL_MAX);
+                // A short rest joins the call before it rather than taking a call of its own.
+                let c = if left <= SEND_CALL_MAX + SEND_CALL_MAX / 4 { left } else { SEND_CALL_MAX };
                 out.push((c, false));
                 left -= c;
             }
