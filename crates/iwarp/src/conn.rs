@@ -681,6 +681,11 @@ impl Conn {
         let now = Instant::now();
         let quick = d.last_post.is_some_and(|t| now.saturating_duration_since(t) <= gap);
         d.streak = if quick { d.streak.saturating_add(1) } else { 0 };
+        // Reads and atomics are a few bytes each, and what they ask for comes back only once
+        // they are out: holding them would idle the responder.
+        if w.op.awaits_response() {
+            return false;
+        }
         let size = wire_estimate(w);
         if d.streak < HOLD_AFTER || d.held + size >= HOLD_MAX {
             return false;
@@ -1233,8 +1238,10 @@ impl Driver {
 fn wire_estimate(w: &SendWqe) -> usize {
     use iwarp_proto::qp::SendOp;
     let payload = match w.op {
-        SendOp::Read(_) | SendOp::FetchAdd { .. } | SendOp::CompareSwap { .. } | SendOp::LocalInvalidate(_) => 0,
-        _ => usize::try_from(w.payload.len()).unwrap_or(usize::MAX),
+        SendOp::Send | SendOp::SendWithInvalidate(_) | SendOp::Write(_) | SendOp::WriteWithImmediate(..) => {
+            usize::try_from(w.payload.len()).unwrap_or(usize::MAX)
+        }
+        _ => 0,
     };
     payload.saturating_add(64)
 }

@@ -63,8 +63,9 @@ impl Default for DeviceConfig {
 /// [`crate::CompletionQueue::drive`] on it, and, if the application does none of these, the
 /// event loop after `flush_after` (at its timer's millisecond resolution). One or two
 /// requests posted together, such as a Write and the Send that announces it, are never
-/// held; nor are requests of queue pairs whose send completion queue's empty polls do not
-/// drive them (more than eight assisted queue pairs on it).
+/// held; nor are Reads and atomics (what they ask for comes back only once they are out),
+/// nor requests of queue pairs whose send completion queue's empty polls do not drive them
+/// (more than eight assisted queue pairs on it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PostBatching {

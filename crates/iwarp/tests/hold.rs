@@ -190,3 +190,25 @@ fn a_disconnect_right_after_a_burst_sends_the_held_requests_first() {
     assert_eq!((got[0].wr_id, got[0].status), ((n - 1) as u64, WcStatus::Success));
     assert!(arrived(&dst, n, SLOT, Duration::from_secs(5)), "held Writes were lost to the close");
 }
+
+#[test]
+fn reads_in_a_burst_are_never_held() {
+    // A Read's answer comes back only once it is out: holding one would idle the responder.
+    let p = pair(Duration::from_secs(1), Duration::from_secs(60));
+    let n = 16;
+    let (src, sink) = regions(&p, n, SLOT);
+    let remote = p.pd.reg_mr(n * SLOT, Access::LOCAL_WRITE | Access::REMOTE_READ).unwrap();
+    for k in 0..n {
+        remote.write(k * SLOT, &src.to_vec(k * SLOT, SLOT).unwrap()).unwrap();
+    }
+    for k in 0..n {
+        let wr = SendWr::read(k as u64, sink.sge(k * SLOT, SLOT), remote.remote((k * SLOT) as u64));
+        p.client.qp.post_send(&[wr]).unwrap();
+    }
+    assert_eq!(p.client.qp.held_posts(), (0, 0), "Reads were held");
+    // Their completions come without the application driving the queue pair.
+    let got = iwarp::testing::wait_completions(&p.client.send_cq, n, Duration::from_secs(5));
+    assert_eq!(got.len(), n);
+    assert!(got.iter().all(|c| c.status == WcStatus::Success));
+    assert!(arrived(&sink, n, SLOT, Duration::from_secs(1)));
+}
