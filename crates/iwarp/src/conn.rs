@@ -594,7 +594,6 @@ impl Conn {
             Some(mut d) => d.run(self),
             None => {
                 self.kicks.fetch_or(KICK_RUN, Ordering::AcqRel);
-                crate::runtime::note_deferred();
                 false
             }
         };

@@ -269,7 +269,6 @@ fn run(mut poll: Poll, shared: &Arc<WorkerShared>, spin: std::time::Duration) {
             return;
         }
         now = Instant::now();
-        DEFERRED.with(|d| d.set(0));
         let mut handled = 0usize;
         for ev in events.iter() {
             if ev.token() != WAKER {
@@ -279,9 +278,12 @@ fn run(mut poll: Poll, shared: &Arc<WorkerShared>, spin: std::time::Duration) {
             }
         }
         READ_CLOSED.with(|c| c.set(false));
-        // Spin on after activity, but not after events that only found their queue pairs
-        // driven by an application thread (assisted progress): that thread serves them.
-        if !spin.is_zero() && handled > DEFERRED.with(Cell::get) {
+        // Spin on after activity. Also after events whose queue pair an application thread
+        // was driving (assisted progress): a loop that slept then would be woken for the
+        // next one, and each wake-up takes a core from a busy thread (ib_read_lat under the
+        // verbs library: 1.21-1.31x iwperf's latency with the loop sleeping, 1.06-1.08x
+        // spinning; BENCHMARKS.md).
+        if !spin.is_zero() && handled > 0 {
             spin_until = now + spin;
         }
         // Connections that still had input after their budget.
@@ -310,9 +312,6 @@ fn run(mut poll: Poll, shared: &Arc<WorkerShared>, spin: std::time::Duration) {
 }
 
 thread_local! {
-    /// Events of this event-loop turn whose handler found its queue pair's driver held by
-    /// another thread ([`note_deferred`]).
-    static DEFERRED: Cell<usize> = const { Cell::new(0) };
     /// Whether the event being dispatched reports the peer's end of stream or an error
     /// ([`read_closed`]).
     static READ_CLOSED: Cell<bool> = const { Cell::new(false) };
@@ -322,12 +321,6 @@ thread_local! {
 /// closed its side (`EPOLLRDHUP`) or the socket has an error. `false` elsewhere.
 pub(crate) fn read_closed() -> bool {
     READ_CLOSED.with(Cell::get)
-}
-
-/// Called by a handler on the event loop that left its work to the thread holding the
-/// driver: that event is no reason for the loop to keep spinning.
-pub(crate) fn note_deferred() {
-    DEFERRED.with(|d| d.set(d.get() + 1));
 }
 
 fn dispatch(shared: &Arc<WorkerShared>, token: usize, ready: &mut VecDeque<usize>) {
