@@ -281,16 +281,20 @@ impl CqInner {
         self.has_assisted.load(Ordering::Acquire)
     }
 
+    /// Calls `f` on each live [`crate::Progress::Assisted`] queue pair of this queue.
+    fn each_assisted(&self, mut f: impl FnMut(&dyn Polled)) {
+        for w in self.assisted.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            if let Some(qp) = w.upgrade() {
+                f(&*qp);
+            }
+        }
+    }
+
     /// One turn of each assisted queue pair (those busy in another thread are skipped);
     /// `true` if one moved bytes.
     fn assist(&self) -> bool {
-        let p = self.assisted.lock().unwrap_or_else(|e| e.into_inner());
         let mut moved = false;
-        for w in p.iter() {
-            if let Some(qp) = w.upgrade() {
-                moved |= qp.progress();
-            }
-        }
+        self.each_assisted(|qp| moved |= qp.progress());
         moved
     }
 
@@ -459,11 +463,7 @@ impl CompletionQueue {
     pub fn req_notify(&self, solicited_only: bool) {
         self.inner.armed.store(if solicited_only { ARM_SOLICITED } else { ARM_NEXT }, Ordering::Release);
         if self.inner.assists() {
-            for w in self.inner.assisted.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-                if let Some(qp) = w.upgrade() {
-                    qp.flush_held();
-                }
-            }
+            self.inner.each_assisted(|qp| qp.flush_held());
         }
     }
 

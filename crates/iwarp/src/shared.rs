@@ -91,16 +91,17 @@ pub(crate) struct Batching {
     flush_ns: AtomicU64,
 }
 
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
 impl Batching {
     fn new(b: PostBatching) -> Batching {
-        let me = Batching { gap_ns: AtomicU64::new(0), flush_ns: AtomicU64::new(0) };
-        me.set(b);
-        me
+        Batching { gap_ns: AtomicU64::new(nanos(b.gap)), flush_ns: AtomicU64::new(nanos(b.flush_after)) }
     }
     pub(crate) fn set(&self, b: PostBatching) {
-        let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        self.gap_ns.store(ns(b.gap), Ordering::Relaxed);
-        self.flush_ns.store(ns(b.flush_after), Ordering::Relaxed);
+        self.gap_ns.store(nanos(b.gap), Ordering::Relaxed);
+        self.flush_ns.store(nanos(b.flush_after), Ordering::Relaxed);
     }
     pub(crate) fn get(&self) -> PostBatching {
         PostBatching { gap: self.gap(), flush_after: self.flush_after() }

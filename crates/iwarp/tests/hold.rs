@@ -47,6 +47,17 @@ fn post_writes(p: &Pair, src: &MemoryRegion, dst: &MemoryRegion, n: usize, size:
     }
 }
 
+/// An assisted pair whose event loop would write held requests only after a minute, and a
+/// burst of `n` Writes of [`SLOT`] bytes posted into it, some of them still held; with the
+/// source (which must outlive the Writes) and the sink.
+fn held_burst(n: usize) -> (Pair, MemoryRegion, MemoryRegion) {
+    let p = pair(Duration::from_secs(1), Duration::from_secs(60));
+    let (src, dst) = regions(&p, n, SLOT);
+    post_writes(&p, &src, &dst, n, SLOT);
+    assert!(p.client.qp.held_posts().0 > 0, "nothing held after {n} quick posts");
+    (p, src, dst)
+}
+
 /// Waits (without touching the client's queues) until `dst` holds every slot's pattern.
 fn arrived(dst: &MemoryRegion, n: usize, size: usize, within: Duration) -> bool {
     let deadline = Instant::now() + within;
@@ -82,12 +93,8 @@ fn a_burst_left_alone_reaches_the_peer_through_the_event_loop() {
 
 #[test]
 fn an_empty_poll_of_the_send_queue_writes_what_is_held() {
-    // The event loop's timer would come only after a minute.
-    let p = pair(Duration::from_secs(1), Duration::from_secs(60));
     let n = 8;
-    let (src, dst) = regions(&p, n, SLOT);
-    post_writes(&p, &src, &dst, n, SLOT);
-    assert!(p.client.qp.held_posts().0 > 0, "nothing held after {n} quick posts");
+    let (p, _src, dst) = held_burst(n);
     let mut wc = [WorkCompletion::default(); 4];
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut got = 0;
@@ -102,11 +109,8 @@ fn an_empty_poll_of_the_send_queue_writes_what_is_held() {
 
 #[test]
 fn req_notify_writes_what_is_held() {
-    let p = pair(Duration::from_secs(1), Duration::from_secs(60));
     let n = 8;
-    let (src, dst) = regions(&p, n, SLOT);
-    post_writes(&p, &src, &dst, n, SLOT);
-    assert!(p.client.qp.held_posts().0 > 0, "nothing held after {n} quick posts");
+    let (p, _src, dst) = held_burst(n);
     // An application arms its queue before it sleeps on the channel.
     p.client.send_cq.req_notify(false);
     assert!(arrived(&dst, n, SLOT, Duration::from_secs(5)), "req_notify left the burst held");
@@ -178,11 +182,8 @@ fn a_held_burst_of_large_writes_and_a_send_arrives_whole_and_in_order() {
 
 #[test]
 fn a_disconnect_right_after_a_burst_sends_the_held_requests_first() {
-    let p = pair(Duration::from_secs(1), Duration::from_secs(60));
     let n = 16;
-    let (src, dst) = regions(&p, n, SLOT);
-    post_writes(&p, &src, &dst, n, SLOT);
-    assert!(p.client.qp.held_posts().0 > 0, "nothing held after {n} quick posts");
+    let (p, _src, dst) = held_burst(n);
     // Posted before the close: sent, not flushed.
     p.client.qp.disconnect();
     let got = iwarp::testing::wait_completions(&p.client.send_cq, 1, Duration::from_secs(5));
