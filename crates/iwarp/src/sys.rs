@@ -171,11 +171,13 @@ unsafe fn readv(fd: RawFd, ranges: &[IoRange], scratch: &mut [u8]) -> Xfer {
 ///
 /// # Safety
 /// As [`writev`]: the ranges come from the engine's `poll_transmit`, not yet reported.
-unsafe fn send_calls(fd: RawFd, ranges: &[IoRange], calls: &[(usize, bool)]) -> Xfer {
+unsafe fn send_calls(fd: RawFd, ranges: &[IoRange], calls: &[(usize, bool)]) -> Sent {
     use libc::c_long as W;
     let mut iov: smallvec::SmallVec<[libc::iovec; 16]> = smallvec::SmallVec::new();
-    let (mut ri, mut roff, mut total) = (0usize, 0usize, 0usize);
-    for &(len, end) in calls {
+    let (mut ri, mut roff) = (0usize, 0usize);
+    let mut calls = calls.iter();
+    run_calls(|| {
+        let &(len, end) = calls.next()?;
         iov.clear();
         let mut need = len;
         while need > 0 && ri < ranges.len() {
@@ -189,7 +191,7 @@ unsafe fn send_calls(fd: RawFd, ranges: &[IoRange], calls: &[(usize, bool)]) -> 
         }
         let want = len - need;
         if want == 0 {
-            break;
+            return None;
         }
         // SAFETY: msghdr is plain data; all-zero is a valid value.
         let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
@@ -201,25 +203,45 @@ unsafe fn send_calls(fd: RawFd, ranges: &[IoRange], calls: &[(usize, bool)]) -> 
         let x = retrying(|| unsafe {
             libc::syscall(libc::SYS_sendmsg, fd as W, &msg as *const libc::msghdr as W, flags as W)
         });
+        Some((x, want))
+    })
+}
+
+/// What a run of send calls did: the bytes the socket took, and the failure that ended the
+/// run, if one did.
+#[derive(Debug)]
+struct Sent {
+    bytes: usize,
+    failed: Option<io::Error>,
+}
+
+/// Makes send calls with `call` (what one did and how many bytes it offered; `None`: none
+/// left) until one is taken in part, would block or fails. A failure is kept even after
+/// bytes went out: the kernel reports a connection's error (the `ECONNRESET` of a reset)
+/// to one call only, and if this run dropped it the next read would find a plain end of
+/// stream, a reset taken for a close.
+fn run_calls(mut call: impl FnMut() -> Option<(Xfer, usize)>) -> Sent {
+    let mut bytes = 0;
+    while let Some((x, want)) = call() {
         match x {
             Xfer::Bytes(w) => {
-                total += w;
+                bytes += w;
                 if w < want {
                     break;
                 }
             }
-            // What went before is sent: report it; the failure shows again on the next call.
-            _ if total > 0 => break,
-            other => return other,
+            Xfer::WouldBlock => break,
+            Xfer::Failed(e) => return Sent { bytes, failed: Some(e) },
         }
     }
-    Xfer::Bytes(total)
+    Sent { bytes, failed: None }
 }
 
 /// One `writev` of what `engine` has framed (at most `IOV_MAX - 1` ranges), reported back to
 /// it; when that is more than [`SEND_CALL_MAX`] bytes, or the engine aligns FPDUs to
 /// segments, the send calls it plans instead. Returns what the calls did and how many bytes
-/// were offered (0: nothing to send, no call made).
+/// were offered (0: nothing to send, no call made); a call that failed after others went out
+/// returns its failure (what went out is reported to the engine as sent).
 pub(crate) fn write_framed(
     fd: RawFd,
     engine: &mut Qp,
@@ -230,21 +252,26 @@ pub(crate) fn write_framed(
     if n == 0 {
         return (Xfer::Bytes(0), 0);
     }
-    let x = if engine.is_aligned() || n > SEND_CALL_MAX {
+    let (sent, x) = if engine.is_aligned() || n > SEND_CALL_MAX {
         engine.transmit_calls(n, calls);
         // SAFETY: the ranges were just returned by this engine's poll_transmit, and the
         // engine is not used (but to plan the calls) until the result is reported below.
-        unsafe { send_calls(fd, iov, calls) }
+        match unsafe { send_calls(fd, iov, calls) } {
+            // The calls before a failure went out; the failure is what the caller must see.
+            Sent { bytes, failed: Some(e) } => (bytes, Xfer::Failed(e)),
+            Sent { bytes: 0, failed: None } => (0, Xfer::WouldBlock),
+            Sent { bytes, failed: None } => (bytes, Xfer::Bytes(bytes)),
+        }
     } else {
         // SAFETY: the ranges were just returned by this engine's poll_transmit, and the engine
         // cannot be used until the result is reported below.
-        unsafe { writev(fd, iov) }
+        match unsafe { writev(fd, iov) } {
+            Xfer::Bytes(w) => (w, Xfer::Bytes(w)),
+            other => (0, other),
+        }
     };
     // Every outcome is reported: the report also unpins the regions the ranges lie in.
-    engine.handle_sent(match x {
-        Xfer::Bytes(w) => w,
-        Xfer::WouldBlock | Xfer::Failed(_) => 0,
-    });
+    engine.handle_sent(sent);
     (x, n)
 }
 
@@ -478,4 +505,43 @@ pub fn cpu_time() -> Duration {
     let ru = unsafe { ru.assume_init() };
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, (t.tv_usec as u32) * 1000);
     tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs [`run_calls`] over scripted call results, each offering 100 bytes.
+    fn script(results: Vec<Xfer>) -> (Sent, usize) {
+        let mut results = results.into_iter();
+        let mut made = 0;
+        let sent = run_calls(|| {
+            let x = results.next()?;
+            made += 1;
+            Some((x, 100))
+        });
+        (sent, made)
+    }
+
+    #[test]
+    fn a_failure_after_calls_went_out_is_kept_with_their_bytes() {
+        let reset = || Xfer::Failed(io::Error::from_raw_os_error(libc::ECONNRESET));
+        let (sent, made) = script(vec![Xfer::Bytes(100), reset(), Xfer::Bytes(100)]);
+        assert_eq!((sent.bytes, made), (100, 2), "{sent:?}");
+        assert_eq!(sent.failed.and_then(|e| e.raw_os_error()), Some(libc::ECONNRESET));
+        // A failure on the first call: no bytes, the failure.
+        let (sent, made) = script(vec![reset(), Xfer::Bytes(100)]);
+        assert_eq!((sent.bytes, made), (0, 1));
+        assert!(sent.failed.is_some());
+    }
+
+    #[test]
+    fn calls_stop_at_a_short_call_or_a_full_socket_without_failing() {
+        let (sent, made) = script(vec![Xfer::Bytes(100), Xfer::Bytes(40), Xfer::Bytes(100)]);
+        assert_eq!((sent.bytes, made, sent.failed.is_none()), (140, 2, true));
+        let (sent, made) = script(vec![Xfer::Bytes(100), Xfer::WouldBlock, Xfer::Bytes(100)]);
+        assert_eq!((sent.bytes, made, sent.failed.is_none()), (100, 2, true));
+        let (sent, made) = script(vec![Xfer::Bytes(100), Xfer::Bytes(100)]);
+        assert_eq!((sent.bytes, made, sent.failed.is_none()), (200, 2, true));
+    }
 }
