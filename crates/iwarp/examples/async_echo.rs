@@ -8,11 +8,13 @@
 //!
 //! What it shows: `Listener::next_request`, `AsyncQueuePair` (accept, connect, and a future
 //! per posted work request), and keeping a receive posted ahead of every message the peer may
-//! send: the server holds two receive slots and re-posts each as soon as its echo completes.
+//! send: the server holds two receive slots and re-posts each as soon as its echo completes
+//! (a post the queue pair refuses because the client has already left ends the connection's
+//! task, as a flushed receive does).
 
 use iwarp::async_tokio::AsyncQueuePair;
 use iwarp::{Access, ConnParams, ConnectRequest, Device, DeviceConfig, ProtectionDomain, QpCap, RecvWr, SendWr};
-use iwarp::{WcStatus, WorkCompletion};
+use iwarp::{PostError, PostReason, WcStatus, WorkCompletion};
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -38,7 +40,13 @@ async fn serve(pd: ProtectionDomain, req: ConnectRequest) -> Result<usize, iwarp
             break;
         }
         echoed += 1;
-        posted.push_back((slot, qp.post_recv(&RecvWr::new(slot as u64, &[buf.sge(slot * SLOT, SLOT)]))?));
+        // The client may leave as soon as this echo reaches it: a queue pair whose connection
+        // has ended refuses the post, and this connection is done.
+        match qp.post_recv(&RecvWr::new(slot as u64, &[buf.sge(slot * SLOT, SLOT)])) {
+            Ok(recv) => posted.push_back((slot, recv)),
+            Err(PostError { reason: PostReason::InvalidState(_), .. }) => break,
+            Err(e) => return Err(e.into()),
+        }
     }
     Ok(echoed)
 }
