@@ -18,7 +18,7 @@ use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -122,12 +122,34 @@ pub(crate) struct ListenerInner {
     closed: AtomicBool,
     /// The last `accept` failed (warned once per run of failures).
     accept_failing: AtomicBool,
+    /// [`Listener`] handles alive: the last one dropped closes the listener, whatever
+    /// references to this the runtime holds for a moment.
+    handles: AtomicUsize,
 }
 
 /// Listens for iWARP connection requests (and, on a shared port, plain TCP connections).
-#[derive(Debug, Clone)]
+///
+/// Clones share one listener. Dropping the last clone [closes](Self::close) it at once.
+#[derive(Debug)]
 pub struct Listener {
     inner: Arc<ListenerInner>,
+}
+
+impl Clone for Listener {
+    fn clone(&self) -> Self {
+        self.inner.handles.fetch_add(1, Ordering::Relaxed);
+        Listener { inner: Arc::clone(&self.inner) }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        // The event loop may hold the listener itself for a moment (a turn that accepts or
+        // queues a request, preempted on a busy machine): the port must not wait for it.
+        if self.inner.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.close();
+        }
+    }
 }
 
 impl std::fmt::Debug for ListenerInner {
@@ -178,6 +200,7 @@ impl Listener {
             },
             closed: AtomicBool::new(false),
             accept_failing: AtomicBool::new(false),
+            handles: AtomicUsize::new(1),
         });
         let worker = Arc::clone(&dev.pick_worker().shared);
         let token =
@@ -209,9 +232,9 @@ impl Listener {
     /// Stops listening now: when this returns the socket is closed and its port can be bound
     /// again, even while other clones of this listener live on (the event loop holds one for
     /// a moment while it queues a request; an application thread may hold another). Dropping
-    /// the last clone does the same, but only then. Requests queued and not yet taken are
-    /// dropped, which closes their connections, and so are those still in their MPA
-    /// exchange when it ends. Calling it again does nothing.
+    /// the last clone does the same (the event loop's hold does not count). Requests queued
+    /// and not yet taken are dropped, which closes their connections, and so are those still
+    /// in their MPA exchange when it ends. Calling it again does nothing.
     pub fn close(&self) {
         let inner = &self.inner;
         inner.closed.store(true, Ordering::Release);
@@ -804,5 +827,28 @@ impl Drop for ConnectRequest {
         if !st.closed {
             st.close();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Device, DeviceConfig};
+    use std::net::TcpListener as PlainListener;
+    use std::sync::Arc;
+
+    #[test]
+    fn dropping_the_last_handle_frees_the_port_while_the_event_loop_holds_the_listener() {
+        let dev = Device::open(DeviceConfig::default()).expect("device");
+        let l = dev.listen("127.0.0.1:0".parse().expect("address"), 4).expect("listen");
+        let addr = l.local_addr();
+        // What a turn of the event loop holds while it accepts or queues a request.
+        let held = Arc::clone(&l.inner);
+        let other = l.clone();
+        drop(l);
+        assert!(PlainListener::bind(addr).is_err(), "a clone lives: the port is still listened on");
+        drop(other);
+        PlainListener::bind(addr).expect("the last handle is gone: the port is free");
+        assert!(held.closed.load(std::sync::atomic::Ordering::Acquire));
+        drop(held);
     }
 }
