@@ -547,6 +547,39 @@ class Iwrun(unittest.TestCase):
         c.direction = "s2c"
         self.assertIsNone(M.documented_flake(c, probs))
 
+    def test_data_connect_race_met_by_siws_client_is_only_retried(self):
+        # The mirror: siw's perftest client connected before our server (under iwrun) listened
+        # again, was refused, and crashed; our server waited for the data connection.
+        def race():
+            c = iwrun_cell("s2c", "write_lat", 65536)
+            five = {"Send": {16: 1, 4: 2, 2: 1, 56: 1}}
+            c.wire_conns = [{"conn": {}, "fpdus": [], "msgs": {}, "got": {"c>s": dict(five), "s>c": dict(five)}}]
+            c.other_conns = [{"iwarp": False, "rst_s2c": 20}]
+            c.peer_out = ("Failed to connect through RDMA CM.\nERRNO: Connection refused.\n"
+                          "Failed to handle RDMA CM event.\nERRNO: Connection refused.\n")
+            c.ours_text = ""
+            probs = ["our server did not exit", "our server exit -9", "siw client exit 139",
+                     "siw: Failed to connect through RDMA CM.", "siw: ERRNO: Connection refused.",
+                     "siw: Failed to handle RDMA CM event.", "siw client printed no result line",
+                     "ours server printed no result line", "1 iWARP connections on the wire, expected 2"]
+            return c, probs
+        c, probs = race()
+        self.assertEqual(M.documented_flake(c, probs), M.DATA_CONNECT_RESET)
+        c, probs = race()
+        c.other_conns = [{"iwarp": False}]                              # no reset
+        self.assertIsNone(M.documented_flake(c, probs))
+        c, probs = race()
+        c.wire_conns[0]["got"]["s>c"]["Send"][56] = 2                   # six control Sends
+        self.assertIsNone(M.documented_flake(c, probs))
+        c, probs = race()
+        c.peer_out = "Failed to connect through RDMA CM.\nERRNO: Connection timed out.\n"
+        self.assertIsNone(M.documented_flake(c, probs))
+        c, probs = race()
+        self.assertIsNone(M.documented_flake(c, probs + ["ours: Segmentation fault"]))
+        c, probs = race()
+        c.mode, c.iwrun = "plain", False
+        self.assertIsNone(M.documented_flake(c, probs))
+
     def test_stdev_nan_from_a_long_sample(self):
         c = iwrun_cell("c2s", "send_lat", 1)
         head = " #bytes #iterations t_min t_max t_typical t_avg t_stdev 99% 99.9%\n"
