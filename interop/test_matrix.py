@@ -452,6 +452,14 @@ def iwrun_cell(direction="s2c", test="read_lat", size=4096, iters=100):
     return c
 
 
+def data_connect_wire(c, rst_frame):
+    """The wire of perftest's data-connect race: the control connection with its 5 Sends each
+    way, and a second TCP connection, not iWARP, reset from the server's side."""
+    five = {"Send": {16: 1, 4: 2, 2: 1, 56: 1}}
+    c.wire_conns = [{"conn": {}, "fpdus": [], "msgs": {}, "got": {"c>s": dict(five), "s>c": dict(five)}}]
+    c.other_conns = [{"iwarp": False, "rst_s2c": rst_frame}]
+
+
 def sends(d, frames):
     return [untagged(fr, d, "Send", 0, k + 1, 0, 56) for k, fr in enumerate(frames)]
 
@@ -524,9 +532,7 @@ class Iwrun(unittest.TestCase):
     def test_data_connect_reset_under_iwrun_is_only_retried(self):
         def race():
             c = iwrun_cell("c2s", "write_bw", 1)
-            five = {"Send": {16: 1, 4: 2, 2: 1, 56: 1}}
-            c.wire_conns = [{"conn": {}, "fpdus": [], "msgs": {}, "got": {"c>s": dict(five), "s>c": dict(five)}}]
-            c.other_conns = [{"iwarp": False, "rst_s2c": 21}]
+            data_connect_wire(c, rst_frame=21)
             c.ours_text = "RDMA CM event error:\nEvent: RDMA_CM_EVENT_CONNECT_ERROR; error: -104.\n"
             probs = ["our client exit 1", "siw server exit 143", "ours: RDMA CM event error:",
                      "ours: Event: RDMA_CM_EVENT_CONNECT_ERROR; error: -104.", "ours: Failed to handle RDMA CM event.",
@@ -552,9 +558,7 @@ class Iwrun(unittest.TestCase):
         # again, was refused, and crashed; our server waited for the data connection.
         def race():
             c = iwrun_cell("s2c", "write_lat", 65536)
-            five = {"Send": {16: 1, 4: 2, 2: 1, 56: 1}}
-            c.wire_conns = [{"conn": {}, "fpdus": [], "msgs": {}, "got": {"c>s": dict(five), "s>c": dict(five)}}]
-            c.other_conns = [{"iwarp": False, "rst_s2c": 20}]
+            data_connect_wire(c, rst_frame=20)
             c.peer_out = ("Failed to connect through RDMA CM.\nERRNO: Connection refused.\n"
                           "Failed to handle RDMA CM event.\nERRNO: Connection refused.\n")
             c.ours_text = ""
