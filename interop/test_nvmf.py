@@ -411,6 +411,20 @@ class SplitTrailerE1(unittest.TestCase):
             self.assertIsNone(excuse, extra)
             self.assertIn("dmesg line not part of the recovery", lines[-1])
 
+    def test_the_send_siw_was_transmitting_when_it_dropped_the_queue_is_recovery(self):
+        # as in CI: siw's transmit path fails the in-flight SEND with "local QP operation error"
+        line = "[   19.572900] nvme nvme0: SEND for CQE 0x000000001a786fd0 failed with status local QP operation error (2)"
+        dm = E1_DMESG.replace("[   19.583200]", line + "\n[   19.583200]")
+        excuse, lines = N.e1_evidence(dm, e1_fpdus(), "s>c", [], [])
+        self.assertIsNotNone(excuse, lines)
+        self.assertIn("other dmesg error lines: 7, all the host's recovery: yes", lines)
+        # the same line before siw's crc error is not a consequence of it
+        dm = E1_DMESG.replace("[   19.572789] siw: crc error", line.replace("19.572900", "19.5") +
+                              "\n[   19.572789] siw: crc error")
+        excuse, lines = N.e1_evidence(dm, e1_fpdus(), "s>c", [], [])
+        self.assertIsNone(excuse)
+        self.assertIn("dmesg line before siw's crc error: nvme nvme0: SEND for CQE", lines[-1])
+
     def test_recovery_before_the_crc_error_or_without_a_reconnect_is_refused(self):
         dm = E1_DMESG.replace("[   19.572789] siw: crc error", "[   19.5] nvme nvme0: starting error recovery\n"
                                                                   "[   19.572789] siw: crc error")
