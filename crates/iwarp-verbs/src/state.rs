@@ -26,6 +26,7 @@ impl Errno {
     pub(crate) const NOMEM: Errno = Errno(libc::ENOMEM);
     pub(crate) const NOTSUP: Errno = Errno(libc::EOPNOTSUPP);
     pub(crate) const AGAIN: Errno = Errno(libc::EAGAIN);
+    pub(crate) const BADF: Errno = Errno(libc::EBADF);
 }
 
 pub(crate) type Res<T> = Result<T, Errno>;

@@ -483,6 +483,10 @@ fn misuse_is_answered_with_errno() {
         let mut fake_ch = rdma_event_channel { fd: 0 };
         let mut e = null_mut();
         assert_eq!((c.get_cm_event)(&mut fake_ch, &mut e), -1);
+        assert_eq!(errno(), libc::EBADF, "a channel not made here: its descriptor is none");
+        assert_eq!((c.get_cm_event)(null_mut(), &mut e), -1);
+        assert_eq!(errno(), libc::EINVAL);
+        assert_eq!((c.get_cm_event)(ch, null_mut()), -1);
         assert_eq!(errno(), libc::EINVAL);
 
         let id = new_id(ch);
@@ -554,6 +558,11 @@ fn misuse_is_answered_with_errno() {
         (c.destroy_qp)(id);
         assert_eq!((c.destroy_id)(id), 0);
         (c.destroy_event_channel)(ch);
+        // rping 44's cm thread reads the channel its main thread has just destroyed: Linux's
+        // read of the closed descriptor says EBADF, and so does this library.
+        let mut e = null_mut();
+        assert_eq!((c.get_cm_event)(ch, &mut e), -1);
+        assert_eq!(errno(), libc::EBADF, "an event from a destroyed channel");
         (c.destroy_event_channel)(ch);
         assert_eq!(errno(), libc::EINVAL, "destroyed twice");
     }

@@ -653,7 +653,10 @@ struct EventBox {
 /// Takes the channel's next event and makes it a C structure; applies what it tells the
 /// identifier (addresses).
 fn get_event(channel: Addr) -> Res<*mut rdma_cm_event> {
-    let ch = cm::channel(channel)?;
+    // A channel this library does not know (destroyed, or never made): rdma-core reads the
+    // channel's descriptor, which is closed by then, and answers EBADF; so do we. NULL stays
+    // EINVAL.
+    let ch = cm::channel(channel).map_err(|e| if channel == 0 { e } else { Errno::BADF })?;
     let e: Event = ch.next()?;
     let mut b = Box::new(EventBox {
         ev: rdma_cm_event {
@@ -690,7 +693,7 @@ fn get_event(channel: Addr) -> Res<*mut rdma_cm_event> {
 }
 
 /// `rdma_get_cm_event`: waits for the channel's next event unless its descriptor was made
-/// non-blocking (then `EAGAIN` when none waits).
+/// non-blocking (then `EAGAIN` when none waits); `EBADF` for a channel already destroyed.
 ///
 /// # Safety
 /// The C caller's side of the librdmacm contract (see the module docs).
