@@ -36,10 +36,21 @@ if [ -z "${SIW_PEER_SETUP_NO_UPDATE:-}" ]; then
     apt-get update -q
 fi
 
-apt-get install -y -q --no-install-recommends \
+# qemu-utils comes from the same source as qemu-system-x86, and a newer one (a machine given
+# bookworm-backports' qemu-utils, whose source list no longer has backports) Breaks the
+# qemu-system-common that qemu-system-x86 needs, so apt refuses the whole install. Ask for
+# qemu-utils at qemu-system-x86's version, allowing the downgrade, when apt has that version.
+qemu_utils=qemu-utils
+qemu_version=$(apt-cache policy qemu-system-x86 | sed -n 's/^ *Candidate: *//p')
+if [ -n "$qemu_version" ] && [ "$qemu_version" != "(none)" ] &&
+    apt-cache madison qemu-utils | grep -q " $qemu_version "; then
+    qemu_utils="qemu-utils=$qemu_version"
+fi
+
+apt-get install -y -q --no-install-recommends --allow-downgrades \
     -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
     qemu-system-x86 gcc-12 make libelf1 libssl3 xz-utils tar dpkg apt \
-    diffutils findutils gzip libc-bin python3 kmod cpio tshark debconf qemu-utils \
+    diffutils findutils gzip libc-bin python3 kmod cpio tshark debconf "$qemu_utils" \
     iproute2 ethtool \
     </dev/null
 
