@@ -1,6 +1,6 @@
 #!/bin/sh
 # Regenerates src/abi/verbs.rs and src/abi/rdma_cma.rs from the installed rdma-core headers
-# with Debian 12's bindgen (`apt-get install bindgen libibverbs-dev librdmacm-dev`). The
+# with Debian 12's bindgen (`apt-get install bindgen libclang-dev libibverbs-dev librdmacm-dev`). The
 # layout test (tests/abi_bindings.rs) runs this script and compares its output with the
 # checked-in files, token by token.
 #
